@@ -73,3 +73,47 @@ type Batch struct {
 	// id) for GAUC, or nil when the spec has none.
 	Groups []uint64
 }
+
+// SliceTo makes dst a view of rows [lo, hi) of b without copying: dst's
+// slices alias b's. Pooled fields keep b's full IDs with the sub-range of
+// Offsets, which index IDs absolutely. dst's Sparse and Labels headers are
+// reused when large enough, so a steady-state call allocates nothing.
+func (b *Batch) SliceTo(dst *Batch, lo, hi int) {
+	if lo < 0 || hi > b.Rows || lo > hi {
+		panic("features: SliceTo range out of bounds")
+	}
+	dst.Rows = hi - lo
+	dst.DenseWidth = b.DenseWidth
+	if cap(dst.Sparse) < len(b.Sparse) {
+		dst.Sparse = make([]SparseColumn, len(b.Sparse))
+	}
+	dst.Sparse = dst.Sparse[:len(b.Sparse)]
+	for i, s := range b.Sparse {
+		if s.Offsets == nil {
+			dst.Sparse[i] = SparseColumn{IDs: s.IDs[lo:hi]}
+		} else {
+			dst.Sparse[i] = SparseColumn{IDs: s.IDs, Offsets: s.Offsets[lo : hi+1]}
+		}
+	}
+	dst.Dense = b.Dense[lo*b.DenseWidth : hi*b.DenseWidth]
+	if b.Labels == nil {
+		dst.Labels = nil
+	} else {
+		if cap(dst.Labels) < len(b.Labels) {
+			dst.Labels = make([][]float32, len(b.Labels))
+		}
+		dst.Labels = dst.Labels[:len(b.Labels)]
+		for i, l := range b.Labels {
+			dst.Labels[i] = l[lo:hi]
+		}
+	}
+	dst.Weights = sliceOrNil(b.Weights, lo, hi)
+	dst.Groups = sliceOrNil(b.Groups, lo, hi)
+}
+
+func sliceOrNil[T any](s []T, lo, hi int) []T {
+	if s == nil {
+		return nil
+	}
+	return s[lo:hi]
+}
