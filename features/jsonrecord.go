@@ -1,0 +1,968 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// Sentinel errors of the JSON event decoder. Every error returned by
+// JSONDecoder.Append wraps exactly one of them, so a caller (the Kafka
+// source's dead-letter routing, the score API) can classify a rejected event
+// with errors.Is.
+var (
+	// ErrEventSyntax: the event is not one well-formed JSON object.
+	ErrEventSyntax = errors.New("features: malformed JSON event")
+	// ErrEventType: a field holds a JSON value of a type its column cannot take.
+	ErrEventType = errors.New("features: wrong JSON type")
+	// ErrEventMissingField: a non-nullable column (a label) is absent or null.
+	ErrEventMissingField = errors.New("features: missing required field")
+	// ErrEventTooLarge: the event is longer than JSONConfig.MaxEventBytes.
+	ErrEventTooLarge = errors.New("features: event too large")
+)
+
+// EventError is the error JSONDecoder.Append returns for a rejected event.
+// It unwraps to one of the ErrEvent* sentinels.
+type EventError struct {
+	// Field is the column the error is about, "" for syntax and size errors.
+	Field string
+	// Offset is the byte offset of a syntax error in the event, else -1.
+	Offset int
+	// Kind is ErrEventSyntax, ErrEventType, ErrEventMissingField or ErrEventTooLarge.
+	Kind error
+	// Msg says what was wanted and what was found.
+	Msg string
+}
+
+// Error implements error.
+func (e *EventError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("features: field %q: %s", e.Field, e.Msg)
+	}
+	return "features: " + e.Msg
+}
+
+// Unwrap returns Kind, so errors.Is(err, ErrEventType) works.
+func (e *EventError) Unwrap() error { return e.Kind }
+
+func fieldErr(field string, kind error, format string, args ...any) error {
+	return &EventError{Field: field, Offset: -1, Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// DefaultMaxEventBytes is the default JSONConfig.MaxEventBytes: 1 MiB.
+const DefaultMaxEventBytes = 1 << 20
+
+// maxJSONDepth bounds the nesting of skipped (unknown) values.
+const maxJSONDepth = 512
+
+// JSONConfig configures a JSONDecoder.
+type JSONConfig struct {
+	// Allocator builds the Arrow arrays. Default: memory.DefaultAllocator.
+	Allocator memory.Allocator
+	// MaxEventBytes rejects longer events with ErrEventTooLarge.
+	// Default: DefaultMaxEventBytes (1 MiB).
+	MaxEventBytes int
+}
+
+// Validate reports whether the configuration is usable. Zero values are
+// valid and mean the defaults.
+func (c JSONConfig) Validate() error {
+	if c.MaxEventBytes < 0 {
+		return fmt.Errorf("features: JSONConfig.MaxEventBytes %d is negative", c.MaxEventBytes)
+	}
+	return nil
+}
+
+func (c JSONConfig) withDefaults() JSONConfig {
+	if c.Allocator == nil {
+		c.Allocator = memory.DefaultAllocator
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = DefaultMaxEventBytes
+	}
+	return c
+}
+
+type colKind uint8
+
+const (
+	colString colKind = iota
+	colStringList
+	colFloat64
+	colInt64
+	colBool
+)
+
+// value kinds held in a slot for the event being decoded.
+type valKind uint8
+
+const (
+	valNull valKind = iota
+	valText         // utf8 bytes in slot.text (string, or a number/bool rendered as text)
+	valFloat
+	valInt
+	valBool
+	valList // items[slot.lo:slot.hi]
+)
+
+type slot struct {
+	gen  uint32 // == decoder gen when set by the current event
+	kind valKind
+	text []byte
+	f    float64
+	i    int64
+	b    bool
+	lo   int
+	hi   int
+}
+
+type item struct {
+	null bool
+	text []byte
+}
+
+type column struct {
+	name     string
+	kind     colKind
+	nullable bool
+	itemNull bool // list items may be null
+
+	str  *array.StringBuilder
+	list *array.ListBuilder
+	lstr *array.StringBuilder // list value builder
+	f64  *array.Float64Builder
+	i64  *array.Int64Builder
+	bl   *array.BooleanBuilder
+}
+
+// JSONDecoder turns JSON events, one object per event, into Arrow record
+// batches with a fixed schema. Keys name columns; unknown keys are skipped;
+// a key that is absent or null gives a null when the column is nullable and
+// ErrEventMissingField when it is not (labels).
+//
+// Conversions:
+//   - utf8 (categorical) columns take JSON strings as they are, numbers as
+//     their canonical text — integers in base 10 exactly as written (no
+//     float64 round trip, so ids above 2^53 survive; "-0" becomes "0"),
+//     other numbers in Go's shortest 'g' formatting (1.50 -> "1.5", 1e3 ->
+//     "1000") — and booleans as "true"/"false".
+//   - list<utf8> columns take a JSON array whose items convert as above; a
+//     null item is a null element when the list's item field is nullable.
+//   - float64 columns take JSON numbers only; numeric strings are rejected
+//     with ErrEventType, as are numbers outside the float64 range.
+//   - int64 columns take JSON numbers with an integral value in range
+//     (1, -3, 2.0, 1e3); 1.5 or 1e30 are rejected with ErrEventType.
+//   - bool columns take true and false only.
+//
+// An event is validated completely before anything is appended: a rejected
+// event leaves the decoder as it was. Duplicate keys: the last one wins.
+//
+// A JSONDecoder is not safe for concurrent use.
+type JSONDecoder struct {
+	schema  *arrow.Schema
+	cfg     JSONConfig
+	cols    []column
+	byName  map[string]int
+	slots   []slot
+	gen     uint32
+	items   []item
+	scratch []byte // unescaped strings and rendered numbers of the current event
+	stack   []byte // bracket stack while skipping unknown values
+	n       int    // accepted events not yet taken by NewRecordBatch
+	lastN   int
+	lastStr []int // data bytes of each string builder in the last batch (for Reserve)
+	lastLst []int
+}
+
+// NewJSONDecoder returns a decoder building records of the given schema.
+// Field types must be utf8, list<utf8>, float64, int64 or bool.
+func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) {
+	if schema == nil {
+		return nil, errors.New("features: NewJSONDecoder: nil schema")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	d := &JSONDecoder{
+		schema: schema,
+		cfg:    cfg,
+		byName: make(map[string]int, schema.NumFields()),
+	}
+	for i, f := range schema.Fields() {
+		if _, dup := d.byName[f.Name]; dup {
+			return nil, fmt.Errorf("features: schema field %q appears twice", f.Name)
+		}
+		d.byName[f.Name] = i
+		c := column{name: f.Name, nullable: f.Nullable}
+		switch t := f.Type.(type) {
+		case *arrow.StringType:
+			c.kind = colString
+		case *arrow.ListType:
+			if t.Elem().ID() != arrow.STRING {
+				return nil, fmt.Errorf("features: schema field %q: want list<utf8>, found %s", f.Name, f.Type)
+			}
+			c.kind = colStringList
+			c.itemNull = t.ElemField().Nullable
+		case *arrow.Float64Type:
+			c.kind = colFloat64
+		case *arrow.Int64Type:
+			c.kind = colInt64
+		case *arrow.BooleanType:
+			c.kind = colBool
+		default:
+			return nil, fmt.Errorf("features: schema field %q: type %s not supported (want utf8, list<utf8>, float64, int64 or bool)", f.Name, f.Type)
+		}
+		d.cols = append(d.cols, c)
+	}
+	d.slots = make([]slot, len(d.cols))
+	d.lastStr = make([]int, len(d.cols))
+	d.lastLst = make([]int, len(d.cols))
+	d.newBuilders()
+	return d, nil
+}
+
+func (d *JSONDecoder) newBuilders() {
+	mem := d.cfg.Allocator
+	for i := range d.cols {
+		c := &d.cols[i]
+		switch c.kind {
+		case colString:
+			c.str = array.NewStringBuilder(mem)
+		case colStringList:
+			c.list = array.NewListBuilderWithField(mem, d.schema.Field(i).Type.(*arrow.ListType).ElemField())
+			c.lstr = c.list.ValueBuilder().(*array.StringBuilder)
+		case colFloat64:
+			c.f64 = array.NewFloat64Builder(mem)
+		case colInt64:
+			c.i64 = array.NewInt64Builder(mem)
+		case colBool:
+			c.bl = array.NewBooleanBuilder(mem)
+		}
+	}
+}
+
+// Schema returns the schema of the records the decoder builds.
+func (d *JSONDecoder) Schema() *arrow.Schema { return d.schema }
+
+// Len returns how many events were accepted since the last NewRecordBatch.
+func (d *JSONDecoder) Len() int { return d.n }
+
+// Append decodes one event and appends it as one row. On error nothing of
+// the event is appended; the error wraps one of ErrEventSyntax,
+// ErrEventType, ErrEventMissingField or ErrEventTooLarge and names the field
+// (or the byte offset of a syntax error).
+func (d *JSONDecoder) Append(event []byte) error {
+	if len(event) > d.cfg.MaxEventBytes {
+		return &EventError{Offset: -1, Kind: ErrEventTooLarge, Msg: fmt.Sprintf("event of %d bytes exceeds the limit of %d bytes", len(event), d.cfg.MaxEventBytes)}
+	}
+	d.gen++
+	if d.gen == 0 { // wrapped: clear stale marks
+		for i := range d.slots {
+			d.slots[i].gen = 0
+		}
+		d.gen = 1
+	}
+	d.scratch = d.scratch[:0]
+	d.items = d.items[:0]
+	if err := d.parse(event); err != nil {
+		return err
+	}
+	// Required fields.
+	for i := range d.cols {
+		c := &d.cols[i]
+		if c.nullable {
+			continue
+		}
+		s := &d.slots[i]
+		if s.gen != d.gen || s.kind == valNull {
+			return fieldErr(c.name, ErrEventMissingField, "missing required field")
+		}
+	}
+	if d.n == 0 && d.lastN > 0 {
+		d.reserve()
+	}
+	d.commit()
+	d.n++
+	return nil
+}
+
+// commit appends the validated slots of the current event.
+func (d *JSONDecoder) commit() {
+	for i := range d.cols {
+		c := &d.cols[i]
+		s := &d.slots[i]
+		null := s.gen != d.gen || s.kind == valNull
+		switch c.kind {
+		case colString:
+			if null {
+				c.str.AppendNull()
+			} else {
+				c.str.BinaryBuilder.Append(s.text)
+			}
+		case colStringList:
+			if null {
+				c.list.AppendNull()
+				continue
+			}
+			c.list.Append(true)
+			for _, it := range d.items[s.lo:s.hi] {
+				if it.null {
+					c.lstr.AppendNull()
+				} else {
+					c.lstr.BinaryBuilder.Append(it.text)
+				}
+			}
+		case colFloat64:
+			if null {
+				c.f64.AppendNull()
+			} else {
+				c.f64.Append(s.f)
+			}
+		case colInt64:
+			if null {
+				c.i64.AppendNull()
+			} else {
+				c.i64.Append(s.i)
+			}
+		case colBool:
+			if null {
+				c.bl.AppendNull()
+			} else {
+				c.bl.Append(s.b)
+			}
+		}
+	}
+}
+
+// NewRecordBatch returns the events appended since the last call as one
+// record batch (possibly with zero rows), which the caller must Release, and
+// resets the decoder.
+func (d *JSONDecoder) NewRecordBatch() arrow.RecordBatch {
+	arrs := make([]arrow.Array, len(d.cols))
+	for i := range d.cols {
+		c := &d.cols[i]
+		switch c.kind {
+		case colString:
+			d.lastStr[i] = c.str.DataLen()
+			arrs[i] = c.str.NewArray()
+		case colStringList:
+			d.lastStr[i] = c.lstr.DataLen()
+			d.lastLst[i] = c.lstr.Len()
+			arrs[i] = c.list.NewArray()
+		case colFloat64:
+			arrs[i] = c.f64.NewArray()
+		case colInt64:
+			arrs[i] = c.i64.NewArray()
+		case colBool:
+			arrs[i] = c.bl.NewArray()
+		}
+	}
+	rec := array.NewRecordBatch(d.schema, arrs, int64(d.n))
+	for _, a := range arrs {
+		a.Release()
+	}
+	d.lastN = d.n
+	d.n = 0
+	return rec
+}
+
+// reserve pre-sizes the builders for a batch like the last one, so steady
+// state appends rarely grow buffers.
+func (d *JSONDecoder) reserve() {
+	if d.lastN == 0 {
+		return
+	}
+	for i := range d.cols {
+		c := &d.cols[i]
+		switch c.kind {
+		case colString:
+			c.str.Reserve(d.lastN)
+			c.str.ReserveData(d.lastStr[i])
+		case colStringList:
+			c.list.Reserve(d.lastN)
+			c.lstr.Reserve(d.lastLst[i])
+			c.lstr.ReserveData(d.lastStr[i])
+		case colFloat64:
+			c.f64.Reserve(d.lastN)
+		case colInt64:
+			c.i64.Reserve(d.lastN)
+		case colBool:
+			c.bl.Reserve(d.lastN)
+		}
+	}
+	d.lastN = 0
+}
+
+// Release frees the builders and anything appended but not taken.
+func (d *JSONDecoder) Release() {
+	for i := range d.cols {
+		c := &d.cols[i]
+		switch c.kind {
+		case colString:
+			c.str.Release()
+		case colStringList:
+			c.list.Release()
+		case colFloat64:
+			c.f64.Release()
+		case colInt64:
+			c.i64.Release()
+		case colBool:
+			c.bl.Release()
+		}
+	}
+	d.cols = nil
+	d.n = 0
+}
+
+// ---- scanner ----
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+func syntaxErr(off int, what string) error {
+	return &EventError{Offset: off, Kind: ErrEventSyntax, Msg: fmt.Sprintf("invalid JSON at offset %d: %s", off, what)}
+}
+
+func (d *JSONDecoder) parse(b []byte) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) {
+		return syntaxErr(i, "empty event")
+	}
+	if b[i] != '{' {
+		return syntaxErr(i, "event is not a JSON object")
+	}
+	var firstErr error // first type error, returned if the syntax is fine
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return syntaxErr(i, "want object key")
+			}
+			key, next, err := d.scanString(b, i)
+			if err != nil {
+				return err
+			}
+			i = skipSpace(b, next)
+			if i >= len(b) || b[i] != ':' {
+				return syntaxErr(i, "want ':' after object key")
+			}
+			i = skipSpace(b, i+1)
+			col, known := d.byName[string(key)]
+			if known && firstErr == nil {
+				var next int
+				next, err = d.scanField(b, i, col)
+				if ee, ok := err.(*EventError); ok && ee.Kind != ErrEventSyntax {
+					// Keep the first field error, but finish checking the
+					// syntax: a malformed event is reported as such.
+					firstErr, err = err, nil
+					next, err = d.skipValue(b, i)
+				}
+				i = next
+			} else {
+				i, err = d.skipValue(b, i)
+			}
+			if err != nil {
+				return err
+			}
+			i = skipSpace(b, i)
+			if i >= len(b) {
+				return syntaxErr(i, "unterminated object")
+			}
+			if b[i] == ',' {
+				i = skipSpace(b, i+1)
+				continue
+			}
+			if b[i] == '}' {
+				i++
+				break
+			}
+			return syntaxErr(i, "want ',' or '}' in object")
+		}
+	}
+	if i = skipSpace(b, i); i != len(b) {
+		return syntaxErr(i, "data after the event object")
+	}
+	return firstErr
+}
+
+// scanString scans the string starting at b[i] == '"'. It returns its
+// contents (unescaped into d.scratch when needed, else a sub-slice of b) and
+// the index after the closing quote.
+func (d *JSONDecoder) scanString(b []byte, i int) ([]byte, int, error) {
+	start := i + 1
+	j := start
+	ascii := true
+	for j < len(b) {
+		c := b[j]
+		if c == '"' {
+			s := b[start:j]
+			if !ascii && !utf8.Valid(s) {
+				return nil, 0, syntaxErr(start, "invalid UTF-8 in string")
+			}
+			return s, j + 1, nil
+		}
+		if c == '\\' {
+			return d.scanEscaped(b, start, j)
+		}
+		if c < 0x20 {
+			return nil, 0, syntaxErr(j, "control character in string")
+		}
+		if c >= 0x80 {
+			ascii = false
+		}
+		j++
+	}
+	return nil, 0, syntaxErr(i, "unterminated string")
+}
+
+// scanEscaped finishes a string with escapes: b[start:j] is plain, b[j] is
+// the first backslash.
+func (d *JSONDecoder) scanEscaped(b []byte, start, j int) ([]byte, int, error) {
+	if !utf8.Valid(b[start:j]) {
+		return nil, 0, syntaxErr(start, "invalid UTF-8 in string")
+	}
+	o := len(d.scratch)
+	d.scratch = append(d.scratch, b[start:j]...)
+	for j < len(b) {
+		c := b[j]
+		switch {
+		case c == '"':
+			return d.scratch[o:len(d.scratch):len(d.scratch)], j + 1, nil
+		case c == '\\':
+			if j+1 >= len(b) {
+				return nil, 0, syntaxErr(j, "unterminated escape")
+			}
+			e := b[j+1]
+			j += 2
+			switch e {
+			case '"', '\\', '/':
+				d.scratch = append(d.scratch, e)
+			case 'b':
+				d.scratch = append(d.scratch, '\b')
+			case 'f':
+				d.scratch = append(d.scratch, '\f')
+			case 'n':
+				d.scratch = append(d.scratch, '\n')
+			case 'r':
+				d.scratch = append(d.scratch, '\r')
+			case 't':
+				d.scratch = append(d.scratch, '\t')
+			case 'u':
+				r, ok := hex4(b, j)
+				if !ok {
+					return nil, 0, syntaxErr(j-2, "bad \\u escape")
+				}
+				j += 4
+				if utf16.IsSurrogate(r) {
+					r2 := rune(-1)
+					if j+6 <= len(b) && b[j] == '\\' && b[j+1] == 'u' {
+						if x, ok := hex4(b, j+2); ok {
+							r2 = x
+						}
+					}
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						r = dec
+						j += 6
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				d.scratch = utf8.AppendRune(d.scratch, r)
+			default:
+				return nil, 0, syntaxErr(j-2, "bad escape")
+			}
+		case c < 0x20:
+			return nil, 0, syntaxErr(j, "control character in string")
+		default:
+			// Copy a run of plain bytes.
+			k := j
+			for k < len(b) && b[k] != '"' && b[k] != '\\' && b[k] >= 0x20 {
+				k++
+			}
+			if !utf8.Valid(b[j:k]) {
+				return nil, 0, syntaxErr(j, "invalid UTF-8 in string")
+			}
+			d.scratch = append(d.scratch, b[j:k]...)
+			j = k
+		}
+	}
+	return nil, 0, syntaxErr(start-1, "unterminated string")
+}
+
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// scanNumber validates the JSON number at b[i] and returns its end and
+// whether it is written as an integer (no fraction, no exponent).
+func scanNumber(b []byte, i int) (end int, integer bool, err error) {
+	j := i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	switch {
+	case j < len(b) && b[j] == '0':
+		j++
+	case j < len(b) && b[j] >= '1' && b[j] <= '9':
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+	default:
+		return 0, false, syntaxErr(i, "bad number")
+	}
+	integer = true
+	if j < len(b) && b[j] == '.' {
+		integer = false
+		j++
+		k := j
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == k {
+			return 0, false, syntaxErr(i, "bad number")
+		}
+	}
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
+		integer = false
+		j++
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		k := j
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == k {
+			return 0, false, syntaxErr(i, "bad number")
+		}
+	}
+	return j, integer, nil
+}
+
+func hasLit(b []byte, i int, lit string) bool {
+	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
+}
+
+func jsonTypeAt(c byte) string {
+	switch c {
+	case '"':
+		return "string"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+func (d *JSONDecoder) typeErr(col int, want string, c byte) error {
+	return fieldErr(d.cols[col].name, ErrEventType, "want %s, found %s", want, jsonTypeAt(c))
+}
+
+// scanField decodes the value at b[i] for column col into its slot.
+func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
+	if i >= len(b) {
+		return 0, syntaxErr(i, "want value")
+	}
+	s := &d.slots[col]
+	s.gen = d.gen
+	if hasLit(b, i, "null") {
+		s.kind = valNull
+		return i + 4, nil
+	}
+	switch d.cols[col].kind {
+	case colString:
+		t, next, err := d.scanText(b, i, col, "string, number or bool")
+		if err != nil {
+			return 0, err
+		}
+		s.kind, s.text = valText, t
+		return next, nil
+	case colStringList:
+		if b[i] != '[' {
+			if err := d.checkValue(b, i); err != nil {
+				return 0, err
+			}
+			return 0, d.typeErr(col, "array", b[i])
+		}
+		s.kind = valList
+		s.lo = len(d.items)
+		j := skipSpace(b, i+1)
+		if j < len(b) && b[j] == ']' {
+			s.hi = s.lo
+			return j + 1, nil
+		}
+		for {
+			if j >= len(b) {
+				return 0, syntaxErr(j, "unterminated array")
+			}
+			if hasLit(b, j, "null") {
+				if !d.cols[col].itemNull {
+					return 0, fieldErr(d.cols[col].name, ErrEventType, "want non-null list items, found null")
+				}
+				d.items = append(d.items, item{null: true})
+				j += 4
+			} else {
+				t, next, err := d.scanText(b, j, col, "array of strings, numbers or bools")
+				if err != nil {
+					return 0, err
+				}
+				d.items = append(d.items, item{text: t})
+				j = next
+			}
+			j = skipSpace(b, j)
+			if j < len(b) && b[j] == ',' {
+				j = skipSpace(b, j+1)
+				continue
+			}
+			if j < len(b) && b[j] == ']' {
+				s.hi = len(d.items)
+				return j + 1, nil
+			}
+			return 0, syntaxErr(j, "want ',' or ']' in array")
+		}
+	case colFloat64:
+		c := b[i]
+		if c != '-' && (c < '0' || c > '9') {
+			if err := d.checkValue(b, i); err != nil {
+				return 0, err
+			}
+			return 0, d.typeErr(col, "number", c)
+		}
+		end, _, err := scanNumber(b, i)
+		if err != nil {
+			return 0, err
+		}
+		f, perr := strconv.ParseFloat(string(b[i:end]), 64)
+		if perr != nil {
+			return 0, fieldErr(d.cols[col].name, ErrEventType, "want number in float64 range, found %.40s", b[i:end])
+		}
+		s.kind, s.f = valFloat, f
+		return end, nil
+	case colInt64:
+		c := b[i]
+		if c != '-' && (c < '0' || c > '9') {
+			if err := d.checkValue(b, i); err != nil {
+				return 0, err
+			}
+			return 0, d.typeErr(col, "integer", c)
+		}
+		end, integer, err := scanNumber(b, i)
+		if err != nil {
+			return 0, err
+		}
+		var v int64
+		var perr error
+		if integer {
+			v, perr = strconv.ParseInt(string(b[i:end]), 10, 64)
+		} else {
+			var f float64
+			f, perr = strconv.ParseFloat(string(b[i:end]), 64)
+			if perr == nil && (f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63) {
+				perr = errors.New("not integral")
+			}
+			v = int64(f)
+		}
+		if perr != nil {
+			return 0, fieldErr(d.cols[col].name, ErrEventType, "want integer in int64 range, found %.40s", b[i:end])
+		}
+		s.kind, s.i = valInt, v
+		return end, nil
+	case colBool:
+		switch {
+		case hasLit(b, i, "true"):
+			s.kind, s.b = valBool, true
+			return i + 4, nil
+		case hasLit(b, i, "false"):
+			s.kind, s.b = valBool, false
+			return i + 5, nil
+		}
+		if err := d.checkValue(b, i); err != nil {
+			return 0, err
+		}
+		return 0, d.typeErr(col, "bool", b[i])
+	}
+	return 0, syntaxErr(i, "internal: unknown column kind")
+}
+
+// checkValue reports a syntax error in the value at b[i], so a malformed
+// event is classified as such even when its type is also wrong.
+func (d *JSONDecoder) checkValue(b []byte, i int) error {
+	_, err := d.skipValue(b, i)
+	return err
+}
+
+// scanText scans a string, number or bool at b[i] and returns its utf8 text.
+func (d *JSONDecoder) scanText(b []byte, i, col int, want string) ([]byte, int, error) {
+	c := b[i]
+	switch {
+	case c == '"':
+		return d.scanString(b, i)
+	case c == '-' || (c >= '0' && c <= '9'):
+		end, integer, err := scanNumber(b, i)
+		if err != nil {
+			return nil, 0, err
+		}
+		if integer {
+			if end-i == 2 && b[i] == '-' && b[i+1] == '0' {
+				return zeroText, end, nil
+			}
+			return b[i:end], end, nil
+		}
+		f, perr := strconv.ParseFloat(string(b[i:end]), 64)
+		if perr != nil {
+			return nil, 0, fieldErr(d.cols[col].name, ErrEventType, "want number in float64 range, found %.40s", b[i:end])
+		}
+		o := len(d.scratch)
+		d.scratch = strconv.AppendFloat(d.scratch, f, 'g', -1, 64)
+		return d.scratch[o:len(d.scratch):len(d.scratch)], end, nil
+	case hasLit(b, i, "true"):
+		return trueText, i + 4, nil
+	case hasLit(b, i, "false"):
+		return falseText, i + 5, nil
+	}
+	if err := d.checkValue(b, i); err != nil {
+		return nil, 0, err
+	}
+	return nil, 0, d.typeErr(col, want, c)
+}
+
+var (
+	zeroText  = []byte("0")
+	trueText  = []byte("true")
+	falseText = []byte("false")
+)
+
+// skipValue validates and skips any JSON value at b[i].
+func (d *JSONDecoder) skipValue(b []byte, i int) (int, error) {
+	d.stack = d.stack[:0]
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "want value")
+		}
+		// One value (a scalar, or the opening of a container).
+		switch c := b[i]; {
+		case c == '"':
+			o := len(d.scratch)
+			_, next, err := d.scanString(b, i)
+			d.scratch = d.scratch[:o]
+			if err != nil {
+				return 0, err
+			}
+			i = next
+		case c == '-' || (c >= '0' && c <= '9'):
+			end, _, err := scanNumber(b, i)
+			if err != nil {
+				return 0, err
+			}
+			i = end
+		case hasLit(b, i, "true"), hasLit(b, i, "null"):
+			i += 4
+		case hasLit(b, i, "false"):
+			i += 5
+		case c == '{' || c == '[':
+			if len(d.stack) >= maxJSONDepth {
+				return 0, syntaxErr(i, "nesting too deep")
+			}
+			d.stack = append(d.stack, c)
+			i = skipSpace(b, i+1)
+			if i < len(b) && (c == '{' && b[i] == '}' || c == '[' && b[i] == ']') {
+				d.stack = d.stack[:len(d.stack)-1]
+				i++
+				break
+			}
+			if c == '{' {
+				var err error
+				if i, err = d.skipKey(b, i); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		default:
+			return 0, syntaxErr(i, "want value")
+		}
+		// After a value: close containers or move to the next element.
+		for {
+			if len(d.stack) == 0 {
+				return i, nil
+			}
+			i = skipSpace(b, i)
+			if i >= len(b) {
+				return 0, syntaxErr(i, "unterminated value")
+			}
+			top := d.stack[len(d.stack)-1]
+			if b[i] == ',' {
+				i++
+				if top == '{' {
+					var err error
+					if i, err = d.skipKey(b, skipSpace(b, i)); err != nil {
+						return 0, err
+					}
+				}
+				break
+			}
+			if top == '{' && b[i] == '}' || top == '[' && b[i] == ']' {
+				d.stack = d.stack[:len(d.stack)-1]
+				i++
+				continue
+			}
+			return 0, syntaxErr(i, "want ',' or closing bracket")
+		}
+	}
+}
+
+// skipKey skips `"key" :` at b[i].
+func (d *JSONDecoder) skipKey(b []byte, i int) (int, error) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, syntaxErr(i, "want object key")
+	}
+	o := len(d.scratch)
+	_, next, err := d.scanString(b, i)
+	d.scratch = d.scratch[:o]
+	if err != nil {
+		return 0, err
+	}
+	i = skipSpace(b, next)
+	if i >= len(b) || b[i] != ':' {
+		return 0, syntaxErr(i, "want ':' after object key")
+	}
+	return i + 1, nil
+}
