@@ -1,0 +1,612 @@
+package mtl
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Task kinds accepted in TaskConfig.Kind.
+const (
+	// KindBinary is a binary classification head: sigmoid of the logit,
+	// logloss against a label in [0, 1].
+	KindBinary = "binary"
+	// KindRegression is a regression head: the logit is the prediction,
+	// squared error against a finite label.
+	KindRegression = "regression"
+	// KindESMM is the ESMM composition (Ma et al., SIGIR 2018): the head is
+	// the conditional logit (for example CVR given a click); the task's
+	// loss is taken on the product of the parent's probability and the
+	// head's sigmoid (pCTCVR = pCTR x pCVR) against the task's label
+	// (click-and-convert) over every row, so the head learns on the entire
+	// impression space.
+	KindESMM = "esmm"
+)
+
+// TaskConfig defines one task, trained by one head of the model.
+type TaskConfig struct {
+	// Name identifies the task and its head ("ctr", "cvr"). Required,
+	// unique, made of letters, digits, '_', '-' and '.'.
+	Name string `json:"name" yaml:"name"`
+	// Kind is KindBinary, KindRegression or KindESMM. Default: "binary".
+	Kind string `json:"kind" yaml:"kind"`
+	// Label is the label column the task learns from. For an esmm task it
+	// is the joint event over all rows (click-and-convert over
+	// impressions). Default: Name.
+	Label string `json:"label" yaml:"label"`
+	// Parent names the task whose probability multiplies this head's
+	// (esmm only, required there): a binary task, or another esmm task for
+	// longer chains (impression -> click -> cart -> buy). The chain must
+	// end at a binary task.
+	Parent string `json:"parent,omitempty" yaml:"parent,omitempty"`
+	// MaskedCVRWeight adds, for an esmm task, the plain logloss of the
+	// head's own sigmoid against the task label on the rows where the
+	// parent's label is 1 (the clicked rows), times this weight. The term
+	// is averaged over those rows. Default: 0 (pure ESMM).
+	MaskedCVRWeight float64 `json:"masked_cvr_weight,omitempty" yaml:"masked_cvr_weight,omitempty"`
+}
+
+// withDefaults returns c with the documented defaults filled in.
+func (c TaskConfig) withDefaults() TaskConfig {
+	if c.Kind == "" {
+		c.Kind = KindBinary
+	}
+	if c.Label == "" {
+		c.Label = c.Name
+	}
+	return c
+}
+
+// Validate checks one task on its own (NewTaskSet also checks the tasks
+// against each other). Empty fields that have defaults are accepted.
+func (c TaskConfig) Validate() error {
+	c = c.withDefaults()
+	if c.Name == "" {
+		return fmt.Errorf("mtl: task with empty name: %w", ErrConfig)
+	}
+	if strings.IndexFunc(c.Name, func(r rune) bool {
+		return !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) >= 0 {
+		return fmt.Errorf("mtl: task %q: name may only hold letters, digits, '_', '-' and '.': %w", c.Name, ErrConfig)
+	}
+	switch c.Kind {
+	case KindBinary, KindRegression:
+		if c.Parent != "" {
+			return fmt.Errorf("mtl: task %q: parent %q is only allowed for kind %q, not %q: %w", c.Name, c.Parent, KindESMM, c.Kind, ErrConfig)
+		}
+		if c.MaskedCVRWeight != 0 {
+			return fmt.Errorf("mtl: task %q: masked_cvr_weight is only allowed for kind %q, not %q: %w", c.Name, KindESMM, c.Kind, ErrConfig)
+		}
+	case KindESMM:
+		if c.Parent == "" {
+			return fmt.Errorf("mtl: task %q: kind esmm needs a parent (the binary task it is conditioned on, e.g. ctr): %w", c.Name, ErrConfig)
+		}
+		if c.Parent == c.Name {
+			return fmt.Errorf("mtl: task %q: is its own parent: %w", c.Name, ErrConfig)
+		}
+		if !(c.MaskedCVRWeight >= 0) || math.IsInf(c.MaskedCVRWeight, 0) {
+			return fmt.Errorf("mtl: task %q: masked_cvr_weight %v: want finite and >= 0: %w", c.Name, c.MaskedCVRWeight, ErrConfig)
+		}
+	default:
+		return fmt.Errorf("mtl: task %q: unknown kind %q (want %q, %q or %q): %w", c.Name, c.Kind, KindBinary, KindRegression, KindESMM, ErrConfig)
+	}
+	return nil
+}
+
+// Objective is one score a served model produces. Every task has an
+// objective named after it (its head's probability, or value for
+// regression); every esmm task adds the product probability of its chain
+// (named "ctcvr" when the parent is "ctr" and the task "cvr", otherwise
+// "<parent objective>_x_<task>").
+type Objective struct {
+	// Name of the score ("ctr", "cvr", "ctcvr").
+	Name string `json:"name"`
+	// Task is the index of the task (head) the score belongs to.
+	Task int `json:"task"`
+	// Kind is KindBinary for probabilities, KindRegression for values.
+	Kind string `json:"kind"`
+	// Product is true for an ESMM product probability (pCTCVR).
+	Product bool `json:"product,omitempty"`
+	// Label is the label column to evaluate the score against.
+	Label string `json:"label"`
+	// Mask, when not empty, is the label column whose value-1 rows are the
+	// population of the score: for an esmm head's conditional probability
+	// (CVR) these are the parent's positive rows (clicks). Empty: all rows.
+	Mask string `json:"mask,omitempty"`
+}
+
+// TaskSet is a validated, ordered set of tasks. Head i of the model is task
+// i, in the order given to NewTaskSet. A TaskSet is immutable after
+// construction and safe for concurrent use.
+type TaskSet struct {
+	tasks      []TaskConfig
+	parent     []int   // -1 when none
+	chain      [][]int // esmm: [t, parent, ..., binary root]; others: [t]
+	objectives []Objective
+	objNames   []string
+	labels     []string
+}
+
+// NewTaskSet validates cfgs and returns the task set. It rejects unknown
+// kinds, duplicate task names, esmm tasks whose parent is missing or
+// neither binary nor esmm, parent cycles, and objective names that collide.
+func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
+	if len(cfgs) == 0 {
+		return nil, fmt.Errorf("mtl: no tasks: %w", ErrConfig)
+	}
+	s := &TaskSet{
+		tasks:  make([]TaskConfig, len(cfgs)),
+		parent: make([]int, len(cfgs)),
+		chain:  make([][]int, len(cfgs)),
+		labels: make([]string, len(cfgs)),
+	}
+	index := make(map[string]int, len(cfgs))
+	for i, c := range cfgs {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("%w (task %d)", err, i)
+		}
+		c = c.withDefaults()
+		if j, dup := index[c.Name]; dup {
+			return nil, fmt.Errorf("mtl: task %q: defined twice (tasks %d and %d): %w", c.Name, j, i, ErrConfig)
+		}
+		index[c.Name] = i
+		s.tasks[i] = c
+		s.labels[i] = c.Label
+	}
+	for i, c := range s.tasks {
+		s.parent[i] = -1
+		if c.Kind != KindESMM {
+			continue
+		}
+		p, ok := index[c.Parent]
+		if !ok {
+			return nil, fmt.Errorf("mtl: task %q: parent %q is not a task: %w", c.Name, c.Parent, ErrConfig)
+		}
+		if k := s.tasks[p].Kind; k != KindBinary && k != KindESMM {
+			return nil, fmt.Errorf("mtl: task %q: parent %q is a %s task, want binary or esmm: %w", c.Name, c.Parent, k, ErrConfig)
+		}
+		s.parent[i] = p
+	}
+	for i := range s.tasks {
+		ch := []int{i}
+		for p := s.parent[i]; p >= 0; p = s.parent[p] {
+			if len(ch) > len(s.tasks) || p == i {
+				return nil, fmt.Errorf("mtl: task %q: parent chain %s forms a cycle: %w", s.tasks[i].Name, chainNames(s.tasks, ch, p), ErrConfig)
+			}
+			ch = append(ch, p)
+		}
+		s.chain[i] = ch
+	}
+	// Objectives: each task's own score, then for esmm its product.
+	productName := make([]string, len(s.tasks))
+	var name func(t int) string // name of the full (product) probability of t
+	name = func(t int) string {
+		if s.tasks[t].Kind != KindESMM {
+			return s.tasks[t].Name
+		}
+		if productName[t] != "" {
+			return productName[t]
+		}
+		pn := name(s.parent[t])
+		n := pn + "_x_" + s.tasks[t].Name
+		if pn == "ctr" && s.tasks[t].Name == "cvr" {
+			n = "ctcvr"
+		}
+		productName[t] = n
+		return n
+	}
+	seen := make(map[string]bool)
+	add := func(o Objective) error {
+		if seen[o.Name] {
+			return fmt.Errorf("mtl: objective name %q is produced twice (rename a task): %w", o.Name, ErrConfig)
+		}
+		seen[o.Name] = true
+		s.objectives = append(s.objectives, o)
+		s.objNames = append(s.objNames, o.Name)
+		return nil
+	}
+	for i, c := range s.tasks {
+		o := Objective{Name: c.Name, Task: i, Kind: KindBinary, Label: c.Label}
+		switch c.Kind {
+		case KindRegression:
+			o.Kind = KindRegression
+		case KindESMM:
+			o.Mask = s.tasks[s.parent[i]].Label
+		}
+		if err := add(o); err != nil {
+			return nil, err
+		}
+		if c.Kind == KindESMM {
+			if err := add(Objective{Name: name(i), Task: i, Kind: KindBinary, Product: true, Label: c.Label}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+func chainNames(tasks []TaskConfig, ch []int, last int) string {
+	var b strings.Builder
+	for _, t := range ch {
+		b.WriteString(tasks[t].Name)
+		b.WriteString(" -> ")
+	}
+	b.WriteString(tasks[last].Name)
+	return b.String()
+}
+
+// Len is the number of tasks (heads).
+func (s *TaskSet) Len() int { return len(s.tasks) }
+
+// Task returns task i with defaults filled in.
+func (s *TaskSet) Task(i int) TaskConfig { return s.tasks[i] }
+
+// Configs returns a copy of the tasks with defaults filled in, for saving
+// in a bundle.
+func (s *TaskSet) Configs() []TaskConfig { return append([]TaskConfig(nil), s.tasks...) }
+
+// Index returns the index of the task called name, or -1.
+func (s *TaskSet) Index(name string) int {
+	for i, t := range s.tasks {
+		if t.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Parent returns the index of task i's parent, or -1 when it has none.
+func (s *TaskSet) Parent(i int) int { return s.parent[i] }
+
+// Labels returns the label column of each task, in task order: the labels
+// argument of LossTo is indexed the same way. The slice must not be
+// modified.
+func (s *TaskSet) Labels() []string { return s.labels }
+
+// Objectives returns the names of the scores PredictTo produces, in order.
+// The slice must not be modified.
+func (s *TaskSet) Objectives() []string { return s.objNames }
+
+// ObjectiveSpecs describes each objective of Objectives (label column and
+// population to evaluate against). The slice must not be modified.
+func (s *TaskSet) ObjectiveSpecs() []Objective { return s.objectives }
+
+// LossError reports a bad label or a non-finite loss in LossTo, naming the
+// task and, where known, the row. It wraps ErrLabel or ErrNonFinite.
+type LossError struct {
+	Task  string  // task name
+	Row   int     // row in the batch, or -1
+	Value float64 // the offending label, weight or loss
+	Err   error   // ErrLabel or ErrNonFinite
+	Hint  string  // what to try
+}
+
+// Error implements error.
+func (e *LossError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mtl: task %q", e.Task)
+	if e.Row >= 0 {
+		fmt.Fprintf(&b, " row %d", e.Row)
+	}
+	fmt.Fprintf(&b, ": %v (value %v)", e.Err, e.Value)
+	if e.Hint != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Hint)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrLabel or ErrNonFinite.
+func (e *LossError) Unwrap() error { return e.Err }
+
+const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient norm, or check the inputs for NaN"
+
+// LossTo computes the mean loss of every task over a batch and writes the
+// gradient of the weighted total loss Σ_t taskWeights[t]·losses[t] with
+// respect to each head's logit into dLogits (overwritten, not
+// accumulated).
+//
+// logits, labels and dLogits are indexed [task][row] (labels in the order
+// of Labels). sampleWeights holds one weight >= 0 per row, nil meaning all
+// 1; each task's loss is the weighted mean Σ_r w_r·l_r / Σ_r w_r, so the
+// gradients are already divided by the weight sum. taskWeights holds one
+// weight per task (nil: all 1), as given by a Weighting. losses receives
+// the unweighted per-task mean losses; a nil losses is allocated.
+//
+// Losses: binary softplus(z) − y·z (the logloss of sigmoid(z)); regression
+// (z − y)² (mean squared error, gradient 2(z − y)); esmm
+// −y·log P − (1−y)·log(1−P) with log P = Σ_chain log σ(z_i), computed in
+// log space so that it stays finite for logits of any size, plus the
+// optional masked term. A batch whose weights sum to zero gives zero losses
+// and gradients.
+//
+// Labels of binary and esmm tasks must lie in [0, 1], regression labels
+// must be finite: otherwise a *LossError wrapping ErrLabel names the task
+// and row. A non-finite loss gives a *LossError wrapping ErrNonFinite with
+// a hint; dLogits are then unusable. In steady state LossTo allocates
+// nothing.
+func (s *TaskSet) LossTo(losses []float64, dLogits, logits, labels [][]float32, sampleWeights []float32, taskWeights []float64) ([]float64, error) {
+	T := len(s.tasks)
+	if losses == nil {
+		losses = make([]float64, T)
+	}
+	if len(losses) != T || len(dLogits) != T || len(logits) != T || len(labels) != T {
+		return losses, fmt.Errorf("mtl: LossTo: %d tasks but %d losses, %d dLogits, %d logits, %d labels: %w", T, len(losses), len(dLogits), len(logits), len(labels), ErrShape)
+	}
+	if taskWeights != nil && len(taskWeights) != T {
+		return losses, fmt.Errorf("mtl: LossTo: %d tasks but %d task weights: %w", T, len(taskWeights), ErrShape)
+	}
+	n := len(logits[0])
+	for t := range T {
+		if len(logits[t]) != n || len(dLogits[t]) != n || len(labels[t]) != n {
+			return losses, fmt.Errorf("mtl: LossTo: task %q: %d logits, %d dLogits, %d labels, want %d rows: %w", s.tasks[t].Name, len(logits[t]), len(dLogits[t]), len(labels[t]), n, ErrShape)
+		}
+		clear(dLogits[t])
+		losses[t] = 0
+	}
+	if sampleWeights != nil && len(sampleWeights) != n {
+		return losses, fmt.Errorf("mtl: LossTo: %d sample weights, want %d rows: %w", len(sampleWeights), n, ErrShape)
+	}
+	var W float64
+	if sampleWeights == nil {
+		W = float64(n)
+	} else {
+		for r, w := range sampleWeights {
+			if !(w >= 0) || math.IsInf(float64(w), 1) {
+				return losses, &LossError{Task: "(sample weight)", Row: r, Value: float64(w), Err: ErrLabel, Hint: "sample weights must be finite and >= 0"}
+			}
+			W += float64(w)
+		}
+	}
+	if W == 0 {
+		return losses, nil
+	}
+	for t := range T {
+		tw := 1.0
+		if taskWeights != nil {
+			tw = taskWeights[t]
+		}
+		var err error
+		switch s.tasks[t].Kind {
+		case KindBinary:
+			losses[t], err = binaryLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/W, nil)
+			losses[t] /= W
+		case KindRegression:
+			losses[t], err = regressionLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/W)
+			losses[t] /= W
+		case KindESMM:
+			losses[t], err = s.esmmLoss(t, dLogits, logits, labels, sampleWeights, tw, W)
+		}
+		if err == errNonFiniteLogit {
+			return losses, s.nonFinite(t, logits, math.NaN())
+		}
+		if err != nil {
+			return losses, s.annotate(err, t)
+		}
+		if math.IsNaN(losses[t]) || math.IsInf(losses[t], 0) {
+			return losses, s.nonFinite(t, logits, losses[t])
+		}
+	}
+	return losses, nil
+}
+
+// annotate fills the task name into a *LossError from a loss kernel.
+func (s *TaskSet) annotate(err error, t int) error {
+	if le, ok := err.(*LossError); ok {
+		le.Task = s.tasks[t].Name
+	}
+	return err
+}
+
+// nonFinite builds the error for a non-finite loss of task t, pointing at
+// the first non-finite logit of the task's chain when there is one.
+func (s *TaskSet) nonFinite(t int, logits [][]float32, loss float64) error {
+	e := &LossError{Task: s.tasks[t].Name, Row: -1, Value: loss, Err: ErrNonFinite, Hint: nonFiniteHint}
+	for _, c := range s.chain[t] {
+		for r, z := range logits[c] {
+			if math.IsNaN(float64(z)) || math.IsInf(float64(z), 0) {
+				e.Row, e.Value = r, float64(z)
+				e.Hint = fmt.Sprintf("logit of head %q is %v; %s", s.tasks[c].Name, z, nonFiniteHint)
+				return e
+			}
+		}
+	}
+	return e
+}
+
+// errNonFiniteLogit is returned by the loss kernels and turned into a
+// *LossError by LossTo.
+var errNonFiniteLogit = errors.New("mtl: non-finite logit")
+
+// finite32 reports whether x is neither NaN nor infinite.
+func finite32(x float32) bool { return math.Float32bits(x)&0x7f800000 != 0x7f800000 }
+
+// softplus returns log(1 + exp(x)) without overflow.
+func softplus(x float64) float64 {
+	if x > 0 {
+		return x + math.Log1p(math.Exp(-x))
+	}
+	return math.Log1p(math.Exp(x))
+}
+
+// sigmoid returns 1 / (1 + exp(-x)) without overflow.
+func sigmoid(x float64) float64 {
+	if x >= 0 {
+		return 1 / (1 + math.Exp(-x))
+	}
+	e := math.Exp(x)
+	return e / (1 + e)
+}
+
+// maxLogP bounds log P away from 0 so that log(1 − P) stays finite
+// (log(1 − P) >= about −690) when float64 rounds P to exactly 1.
+const maxLogP = -1e-300
+
+// log1mexp returns log(1 − exp(a)) for a < 0 (Mächler 2012).
+func log1mexp(a float64) float64 {
+	if a > -math.Ln2 {
+		return math.Log(-math.Expm1(a))
+	}
+	return math.Log1p(-math.Exp(a))
+}
+
+// binaryLoss returns Σ_r w_r·(softplus(z) − y·z) over rows where mask is nil
+// or mask[r] >= 0.5, and adds scale·w_r·(σ(z) − y) to d.
+func binaryLoss(d, z, y, w []float32, scale float64, mask []float32) (float64, error) {
+	var sum float64
+	for r := range z {
+		if mask != nil && !(mask[r] >= 0.5) {
+			continue
+		}
+		yr := float64(y[r])
+		if !(yr >= 0 && yr <= 1) {
+			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "binary labels must lie in [0, 1]"}
+		}
+		if !finite32(z[r]) {
+			return 0, errNonFiniteLogit
+		}
+		zr := float64(z[r])
+		wr := 1.0
+		if w != nil {
+			wr = float64(w[r])
+		}
+		sum += wr * (softplus(zr) - yr*zr)
+		d[r] += float32(scale * wr * (sigmoid(zr) - yr))
+	}
+	return sum, nil
+}
+
+// regressionLoss returns Σ_r w_r·(z − y)² and adds scale·w_r·2(z − y) to d.
+func regressionLoss(d, z, y, w []float32, scale float64) (float64, error) {
+	var sum float64
+	for r := range z {
+		yr := float64(y[r])
+		if math.IsNaN(yr) || math.IsInf(yr, 0) {
+			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "regression labels must be finite"}
+		}
+		if !finite32(z[r]) {
+			return 0, errNonFiniteLogit
+		}
+		e := float64(z[r]) - yr
+		wr := 1.0
+		if w != nil {
+			wr = float64(w[r])
+		}
+		sum += wr * e * e
+		d[r] += float32(scale * wr * 2 * e)
+	}
+	return sum, nil
+}
+
+// esmmLoss computes the mean ESMM loss of task t (already divided by the
+// weight sums) and accumulates its gradients into the heads of t's chain.
+func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float32, tw, W float64) (float64, error) {
+	chain := s.chain[t]
+	y := labels[t]
+	scale := tw / W
+	var sum float64
+	for r := range y {
+		yr := float64(y[r])
+		if !(yr >= 0 && yr <= 1) {
+			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "esmm labels (the joint event, e.g. click-and-convert) must lie in [0, 1]"}
+		}
+		var logP float64
+		for _, c := range chain {
+			if !finite32(logits[c][r]) {
+				return 0, errNonFiniteLogit
+			}
+			logP -= softplus(-float64(logits[c][r]))
+		}
+		logP = min(logP, maxLogP)
+		log1mP := log1mexp(logP)
+		wr := 1.0
+		if w != nil {
+			wr = float64(w[r])
+		}
+		sum += wr * (-yr*logP - (1-yr)*log1mP)
+		// dL/dz_i = σ(−z_i)·(−y + (1−y)·P/(1−P)), the second factor formed
+		// in log space: σ(−z_i)·P/(1−P) = exp(−softplus(z_i) + log P − log(1−P)).
+		k := scale * wr
+		for _, c := range chain {
+			zc := float64(logits[c][r])
+			g := -yr*math.Exp(-softplus(zc)) + (1-yr)*math.Exp(-softplus(zc)+logP-log1mP)
+			dLogits[c][r] += float32(k * g)
+		}
+	}
+	loss := sum / W
+	mw := s.tasks[t].MaskedCVRWeight
+	if mw == 0 {
+		return loss, nil
+	}
+	mask := labels[s.parent[t]]
+	var Wm float64
+	for r, m := range mask {
+		if m >= 0.5 {
+			if w == nil {
+				Wm++
+			} else {
+				Wm += float64(w[r])
+			}
+		}
+	}
+	if Wm == 0 {
+		return loss, nil
+	}
+	msum, err := binaryLoss(dLogits[t], logits[t], y, w, tw*mw/Wm, mask)
+	if err != nil {
+		return 0, err
+	}
+	return loss + mw*msum/Wm, nil
+}
+
+// PredictTo maps logits ([head][row]) to the scores of Objectives
+// ([objective][row]): sigmoid for binary and esmm heads, identity for
+// regression heads, and the chain product Π σ(z_i) for each esmm product.
+// A nil scores is allocated; otherwise each scores[o] must have one entry
+// per row. It allocates nothing when scores is given.
+func (s *TaskSet) PredictTo(scores, logits [][]float32) ([][]float32, error) {
+	if len(logits) != len(s.tasks) {
+		return scores, fmt.Errorf("mtl: PredictTo: %d logit heads, want %d: %w", len(logits), len(s.tasks), ErrShape)
+	}
+	n := len(logits[0])
+	for t := range logits {
+		if len(logits[t]) != n {
+			return scores, fmt.Errorf("mtl: PredictTo: head %q has %d rows, head %q %d: %w", s.tasks[t].Name, len(logits[t]), s.tasks[0].Name, n, ErrShape)
+		}
+	}
+	if scores == nil {
+		scores = make([][]float32, len(s.objectives))
+		for o := range scores {
+			scores[o] = make([]float32, n)
+		}
+	}
+	if len(scores) != len(s.objectives) {
+		return scores, fmt.Errorf("mtl: PredictTo: %d score slices, want %d objectives: %w", len(scores), len(s.objectives), ErrShape)
+	}
+	for o, obj := range s.objectives {
+		dst := scores[o]
+		if len(dst) != n {
+			return scores, fmt.Errorf("mtl: PredictTo: objective %q has %d rows, want %d: %w", obj.Name, len(dst), n, ErrShape)
+		}
+		z := logits[obj.Task]
+		switch {
+		case obj.Kind == KindRegression:
+			copy(dst, z)
+		case obj.Product:
+			chain := s.chain[obj.Task]
+			for r := range dst {
+				var logP float64
+				for _, c := range chain {
+					logP -= softplus(-float64(logits[c][r]))
+				}
+				dst[r] = float32(math.Exp(logP))
+			}
+		default:
+			for r, zr := range z {
+				dst[r] = float32(sigmoid(float64(zr)))
+			}
+		}
+	}
+	return scores, nil
+}
