@@ -1,0 +1,531 @@
+package mmoe
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/onestone/onestone/features"
+)
+
+// Param is one dense parameter tensor. Data aliases the model's storage:
+// writing into it changes the model.
+type Param struct {
+	Name  string
+	Shape []int
+	Data  []float32
+}
+
+// Embedding is one field's embedding table, [Rows, Dim] row-major. Data
+// aliases the model's storage.
+type Embedding struct {
+	Name  string
+	Field int // index in Layout.Sparse
+	Rows  int
+	Dim   int
+	Data  []float32
+}
+
+// layer is a Linear layer followed by an activation. Its weight [out, in] and
+// bias [out] live at offsets w and b of Model.arena.
+type layer struct {
+	in, out int
+	w, b    int
+	act     activation
+}
+
+// group is the fused first layer of every expert and gate of a level that
+// read the same input stream: one weight [out, in] made of the consumers'
+// weights stacked by rows, one bias [out].
+type group struct {
+	src     int // -1: the model input x; otherwise a gate of the previous level
+	in, out int
+	w, b    int
+}
+
+type expert struct {
+	grp, col int     // first layer's columns [col, col+layers[0].out) of its group
+	layers   []layer // layers[0] is a row block of the group's weight
+}
+
+type gate struct {
+	cands []int // expert indices of the level; len 1 means no parameters
+	grp   int   // group whose output holds the logits, if len(cands) > 1
+	col   int
+}
+
+type level struct {
+	groups  []group
+	experts []expert
+	gates   []gate
+}
+
+type paramInfo struct {
+	name  string
+	shape []int
+	off   int
+	init  initKind
+	fanIn int
+	fanOu int
+}
+
+type initKind uint8
+
+const (
+	initZero   initKind = iota
+	initHe              // uniform ±sqrt(6/fanIn), for layers followed by ReLU or GELU
+	initXavier          // uniform ±sqrt(6/(fanIn+fanOut)), for tanh and linear layers
+)
+
+// embeddingInitBound is the half-width of the uniform embedding init.
+const embeddingInitBound = 0.05
+
+// Model is a multi-task network. See the package documentation for its
+// structure and parameter names. A Model is safe for concurrent Forward and
+// Backward calls with separate Workspaces and Grads, as long as nothing
+// writes its parameters meanwhile.
+type Model struct {
+	cfg    Config
+	layout features.Layout
+	heads  []string
+	act    activation
+
+	dim      int // embedding dim
+	embWidth int // len(Sparse) * dim
+	inWidth  int // embWidth + dense width
+	hidden   int // expert output width
+
+	arena  []float32 // all dense parameters
+	params []paramInfo
+	emb    [][]float32 // per sparse field, [card, dim]
+
+	levels   []level
+	towers   [][]layer // per task
+	headL    []layer   // per task, out 1
+	towerSrc []int     // per task: gate of the last level
+
+	maxCands int
+}
+
+// New builds a model for the layout and the named heads (one per task, in
+// the order of the logits), initialising the weights from cfg.Seed:
+// hidden layers with ReLU or GELU get He (Kaiming) uniform weights
+// U(±sqrt(6/in)), tanh layers, gates and heads Xavier uniform
+// U(±sqrt(6/(in+out))), all biases zero, and embeddings U(±0.05). The same
+// Config, Layout and heads give bit-identical weights.
+func New(cfg Config, layout features.Layout, heads []string) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	if err := checkLayout(layout); err != nil {
+		return nil, err
+	}
+	if err := checkHeads(cfg, heads); err != nil {
+		return nil, err
+	}
+	act, _ := parseActivation(cfg.Activation)
+	m := &Model{
+		cfg:    cfg,
+		layout: cloneLayout(layout),
+		heads:  slices.Clone(heads),
+		act:    act,
+		dim:    cfg.EmbeddingDim,
+		hidden: cfg.ExpertHidden[len(cfg.ExpertHidden)-1],
+	}
+	m.embWidth = len(layout.Sparse) * m.dim
+	m.inWidth = m.embWidth + len(layout.Dense)
+	m.build()
+	m.initWeights()
+	return m, nil
+}
+
+func checkLayout(l features.Layout) error {
+	if len(l.Sparse)+len(l.Dense) == 0 {
+		return configErr("layout: no sparse and no dense fields")
+	}
+	seen := map[string]bool{}
+	for i, f := range l.Sparse {
+		if f.Name == "" || strings.ContainsAny(f.Name, ". ") {
+			return configErr("layout: sparse field %d: name %q must be non-empty without dots or spaces", i, f.Name)
+		}
+		if seen[f.Name] {
+			return configErr("layout: sparse field %q appears twice", f.Name)
+		}
+		seen[f.Name] = true
+		if f.Cardinality < 1 || f.Cardinality > math.MaxInt32 {
+			return configErr("layout: sparse field %q: cardinality %d: want 1..%d", f.Name, f.Cardinality, math.MaxInt32)
+		}
+		if f.Pooling > features.PoolSum {
+			return configErr("layout: sparse field %q: unknown pooling %d", f.Name, f.Pooling)
+		}
+	}
+	return nil
+}
+
+func checkHeads(cfg Config, heads []string) error {
+	if len(heads) == 0 {
+		return configErr("heads: want at least one")
+	}
+	for i, h := range heads {
+		if h == "" || h == "shared" || strings.ContainsAny(h, ". ") {
+			return configErr("heads[%d] = %q: want a non-empty name without dots or spaces, other than \"shared\"", i, h)
+		}
+		if slices.Contains(heads[:i], h) {
+			return configErr("heads: %q appears twice", h)
+		}
+	}
+	if cfg.Arch == ArchSoft && len(heads) < 2 {
+		return configErr("arch soft: %d head: soft parameter sharing needs at least 2 tasks", len(heads))
+	}
+	return nil
+}
+
+func cloneLayout(l features.Layout) features.Layout {
+	return features.Layout{
+		Sparse: slices.Clone(l.Sparse),
+		Dense:  slices.Clone(l.Dense),
+		Labels: slices.Clone(l.Labels),
+	}
+}
+
+// builder plans the arena.
+type builder struct {
+	m *Model
+	n int
+}
+
+func (b *builder) alloc(name string, init initKind, fanIn, fanOut int, shape ...int) int {
+	size := 1
+	for _, s := range shape {
+		size *= s
+	}
+	off := b.n
+	b.n += size
+	b.m.params = append(b.m.params, paramInfo{name: name, shape: shape, off: off, init: init, fanIn: fanIn, fanOu: fanOut})
+	return off
+}
+
+// consumer is one expert or gate reading a group's input.
+type consumer struct {
+	prefix string // "experts.3" or "gates.ctr"
+	out    int
+	expert int // index in level.experts, or -1
+	gate   int // index in level.gates, or -1
+}
+
+func (m *Model) hiddenInit() initKind {
+	if m.act == actTanh {
+		return initXavier
+	}
+	return initHe
+}
+
+func (m *Model) build() {
+	cfg := m.cfg
+	T := len(m.heads)
+	b := &builder{m: m}
+	inWidth := m.inWidth
+	for li := 0; li < cfg.Levels; li++ {
+		last := li == cfg.Levels-1
+		prefix := ""
+		if cfg.Arch == ArchPLE {
+			prefix = fmt.Sprintf("levels.%d.", li)
+		}
+		var lv level
+		// Experts: shared first, then each task's.
+		S, K := cfg.Experts, cfg.TaskExperts
+		type ex struct {
+			name string
+			task int // -1 shared
+		}
+		var exs []ex
+		for e := 0; e < S; e++ {
+			exs = append(exs, ex{fmt.Sprintf("%sexperts.%d", prefix, e), -1})
+		}
+		for t := 0; t < T; t++ {
+			for k := 0; k < K; k++ {
+				exs = append(exs, ex{fmt.Sprintf("%stask_experts.%s.%d", prefix, m.heads[t], k), t})
+			}
+		}
+		shared := make([]int, 0, S)
+		for e := 0; e < S; e++ {
+			shared = append(shared, e)
+		}
+		taskExp := func(t int) []int {
+			var c []int
+			for k := 0; k < K; k++ {
+				c = append(c, S+t*K+k)
+			}
+			return c
+		}
+		// Gates.
+		type gt struct {
+			name  string
+			cands []int
+			task  int // -1 shared
+		}
+		var gts []gt
+		switch cfg.Arch {
+		case ArchOMoE, ArchSharedBottom:
+			gts = append(gts, gt{prefix + "gates.shared", shared, -1})
+		default:
+			for t := 0; t < T; t++ {
+				gts = append(gts, gt{fmt.Sprintf("%sgates.%s", prefix, m.heads[t]), append(slices.Clone(shared), taskExp(t)...), t})
+			}
+			if cfg.Arch == ArchPLE && !last {
+				all := make([]int, len(exs))
+				for i := range all {
+					all[i] = i
+				}
+				gts = append(gts, gt{prefix + "gates.shared", all, -1})
+			}
+		}
+		// Group consumers by input stream. Level 0: everything reads x.
+		// Later (ple) levels: shared experts and the shared gate read the
+		// previous shared gate (index T); task t's experts and gate read the
+		// previous level's gate t.
+		streamOf := func(task int) int {
+			if li == 0 {
+				return -1
+			}
+			if task < 0 {
+				return T
+			}
+			return task
+		}
+		var srcs []int
+		cons := map[int][]consumer{}
+		addCons := func(src int, c consumer) {
+			if _, ok := cons[src]; !ok {
+				srcs = append(srcs, src)
+			}
+			cons[src] = append(cons[src], c)
+		}
+		lv.experts = make([]expert, len(exs))
+		lv.gates = make([]gate, len(gts))
+		for i, e := range exs {
+			addCons(streamOf(e.task), consumer{prefix: e.name, out: cfg.ExpertHidden[0], expert: i, gate: -1})
+		}
+		for i, g := range gts {
+			lv.gates[i] = gate{cands: g.cands, grp: -1}
+			if len(g.cands) > 1 {
+				addCons(streamOf(g.task), consumer{prefix: g.name, out: len(g.cands), expert: -1, gate: i})
+			}
+			m.maxCands = max(m.maxCands, len(g.cands))
+		}
+		for gi, src := range srcs {
+			in := inWidth
+			grp := group{src: src, in: in}
+			// Weights of all consumers, stacked by rows, then their biases.
+			col := 0
+			for _, c := range cons[src] {
+				init, fo := m.hiddenInit(), c.out
+				if c.gate >= 0 {
+					init = initXavier
+				}
+				name := c.prefix + ".layers.0.weight"
+				if c.gate >= 0 {
+					name = c.prefix + ".weight"
+				}
+				off := b.alloc(name, init, in, fo, c.out, in)
+				if col == 0 {
+					grp.w = off
+				}
+				if c.expert >= 0 {
+					lv.experts[c.expert] = expert{grp: gi, col: col, layers: []layer{{in: in, out: c.out, w: off, act: m.act}}}
+				} else {
+					lv.gates[c.gate].grp, lv.gates[c.gate].col = gi, col
+				}
+				col += c.out
+			}
+			grp.out = col
+			col = 0
+			for _, c := range cons[src] {
+				name := c.prefix + ".layers.0.bias"
+				if c.gate >= 0 {
+					name = c.prefix + ".bias"
+				}
+				off := b.alloc(name, initZero, 0, 0, c.out)
+				if col == 0 {
+					grp.b = off
+				}
+				if c.expert >= 0 {
+					lv.experts[c.expert].layers[0].b = off
+				}
+				col += c.out
+			}
+			lv.groups = append(lv.groups, grp)
+		}
+		// Deeper expert layers.
+		for i := range lv.experts {
+			e := &lv.experts[i]
+			for l := 1; l < len(cfg.ExpertHidden); l++ {
+				in, out := cfg.ExpertHidden[l-1], cfg.ExpertHidden[l]
+				w := b.alloc(fmt.Sprintf("%s.layers.%d.weight", exs[i].name, l), m.hiddenInit(), in, out, out, in)
+				bb := b.alloc(fmt.Sprintf("%s.layers.%d.bias", exs[i].name, l), initZero, 0, 0, out)
+				e.layers = append(e.layers, layer{in: in, out: out, w: w, b: bb, act: m.act})
+			}
+		}
+		m.levels = append(m.levels, lv)
+		inWidth = m.hidden
+	}
+	for t := 0; t < T; t++ {
+		switch cfg.Arch {
+		case ArchOMoE, ArchSharedBottom:
+			m.towerSrc = append(m.towerSrc, 0)
+		default:
+			m.towerSrc = append(m.towerSrc, t)
+		}
+		in := m.hidden
+		var tw []layer
+		for l, h := range cfg.Tower {
+			w := b.alloc(fmt.Sprintf("towers.%s.layers.%d.weight", m.heads[t], l), m.hiddenInit(), in, h, h, in)
+			bb := b.alloc(fmt.Sprintf("towers.%s.layers.%d.bias", m.heads[t], l), initZero, 0, 0, h)
+			tw = append(tw, layer{in: in, out: h, w: w, b: bb, act: m.act})
+			in = h
+		}
+		m.towers = append(m.towers, tw)
+		w := b.alloc(fmt.Sprintf("heads.%s.weight", m.heads[t]), initXavier, in, 1, 1, in)
+		bb := b.alloc(fmt.Sprintf("heads.%s.bias", m.heads[t]), initZero, 0, 0, 1)
+		m.headL = append(m.headL, layer{in: in, out: 1, w: w, b: bb, act: actNone})
+	}
+	m.arena = make([]float32, b.n)
+	for _, f := range m.layout.Sparse {
+		m.emb = append(m.emb, make([]float32, f.Cardinality*m.dim))
+	}
+}
+
+func (m *Model) initWeights() {
+	rng := rand.New(rand.NewPCG(m.cfg.Seed, m.cfg.Seed))
+	uniform := func(dst []float32, bound float64) {
+		for i := range dst {
+			dst[i] = float32((2*rng.Float64() - 1) * bound)
+		}
+	}
+	for _, p := range m.params {
+		d := m.paramData(p)
+		switch p.init {
+		case initZero:
+			clear(d)
+		case initHe:
+			uniform(d, math.Sqrt(6/float64(p.fanIn)))
+		case initXavier:
+			uniform(d, math.Sqrt(6/float64(p.fanIn+p.fanOu)))
+		}
+	}
+	for _, e := range m.emb {
+		uniform(e, embeddingInitBound)
+	}
+}
+
+func (m *Model) paramData(p paramInfo) []float32 {
+	n := 1
+	for _, s := range p.shape {
+		n *= s
+	}
+	return m.arena[p.off : p.off+n : p.off+n]
+}
+
+// Config returns the effective configuration (defaults applied).
+func (m *Model) Config() Config { return m.cfg.WithDefaults() }
+
+// Layout returns a copy of the layout the model was built for.
+func (m *Model) Layout() features.Layout { return cloneLayout(m.layout) }
+
+// Heads returns the head names, in the order of the logits.
+func (m *Model) Heads() []string { return slices.Clone(m.heads) }
+
+// InputWidth is the width of the first-layer input x:
+// len(Sparse)*EmbeddingDim + len(Dense).
+func (m *Model) InputWidth() int { return m.inWidth }
+
+// Params returns the dense parameters in a stable order (the storage order).
+// Data slices alias the model.
+func (m *Model) Params() []Param {
+	ps := make([]Param, len(m.params))
+	for i, p := range m.params {
+		ps[i] = Param{Name: p.name, Shape: slices.Clone(p.shape), Data: m.paramData(p)}
+	}
+	return ps
+}
+
+// Embeddings returns the embedding tables in Layout.Sparse order. Data slices
+// alias the model.
+func (m *Model) Embeddings() []Embedding {
+	es := make([]Embedding, len(m.emb))
+	for i, f := range m.layout.Sparse {
+		es[i] = Embedding{Name: "embeddings." + f.Name + ".weight", Field: i, Rows: f.Cardinality, Dim: m.dim, Data: m.emb[i]}
+	}
+	return es
+}
+
+// NumParams is the number of scalar parameters, dense and embedding.
+func (m *Model) NumParams() int {
+	n := len(m.arena)
+	for _, e := range m.emb {
+		n += len(e)
+	}
+	return n
+}
+
+// NumDenseParams is the number of scalar dense (non-embedding) parameters.
+func (m *Model) NumDenseParams() int { return len(m.arena) }
+
+// MatchingLayers returns groups of indices into Params() whose tensors
+// correspond across tasks and have equal shapes: the task-specific experts
+// (same level, same index k, same layer, weight and bias separately), the
+// task gates of cgc and ple, the towers (layer by layer) and the heads. Each
+// group has one entry per task, in head order. With one task it is empty.
+// Soft parameter sharing penalises λ Σ_{t≠t'} ‖θ_t − θ_t'‖² over each group.
+func (m *Model) MatchingLayers() [][]int {
+	if len(m.heads) < 2 {
+		return nil
+	}
+	idx := map[string]int{}
+	for i, p := range m.params {
+		idx[p.name] = i
+	}
+	// Replace the task name in each parameter name by a placeholder; names
+	// equal after that correspond across tasks.
+	keyOf := func(name string) (key string, task int) {
+		parts := strings.Split(name, ".")
+		for i, p := range parts {
+			if i == 0 || !(parts[i-1] == "task_experts" || parts[i-1] == "gates" || parts[i-1] == "towers" || parts[i-1] == "heads") {
+				continue
+			}
+			if t := slices.Index(m.heads, p); t >= 0 {
+				parts[i] = "\x00"
+				return strings.Join(parts, "."), t
+			}
+		}
+		return "", -1
+	}
+	groups := map[string][]int{}
+	var order []string
+	for _, p := range m.params {
+		key, t := keyOf(p.name)
+		if t < 0 {
+			continue
+		}
+		g, ok := groups[key]
+		if !ok {
+			g = make([]int, len(m.heads))
+			for i := range g {
+				g[i] = -1
+			}
+			order = append(order, key)
+		}
+		g[t] = idx[p.name]
+		groups[key] = g
+	}
+	var out [][]int
+	for _, k := range order {
+		if !slices.Contains(groups[k], -1) {
+			out = append(out, groups[k])
+		}
+	}
+	return out
+}

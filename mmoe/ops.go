@@ -1,0 +1,160 @@
+package mmoe
+
+import (
+	"math"
+
+	"github.com/onestone/onestone/internal/kernels"
+)
+
+// Elementwise kernels on row-major views: element (r, c) of a view (x, ld)
+// is x[r*ld+c]. They may move to internal/kernels later.
+
+// addBias adds bias[c] to every row of the rows x len(bias) view (y, ld).
+func addBias(y []float32, ld, rows int, bias []float32) {
+	n := len(bias)
+	for r := 0; r < rows; r++ {
+		row := y[r*ld : r*ld+n]
+		for c, b := range bias {
+			row[c] += b
+		}
+	}
+}
+
+// colSumAdd adds the column sums of the rows x len(dst) view (x, ld) to dst.
+func colSumAdd(dst []float32, x []float32, ld, rows int) {
+	n := len(dst)
+	for r := 0; r < rows; r++ {
+		row := x[r*ld : r*ld+n]
+		for c, v := range row {
+			dst[c] += v
+		}
+	}
+}
+
+// activate applies act in place to the rows x cols view (y, ld). For GELU it
+// first copies the pre-activations into (pre, ld), which backward needs.
+func activate(act activation, y []float32, ld, rows, cols int, pre []float32) {
+	switch act {
+	case actReLU:
+		for r := 0; r < rows; r++ {
+			row := y[r*ld : r*ld+cols]
+			for c, v := range row {
+				if v < 0 {
+					row[c] = 0
+				}
+			}
+		}
+	case actTanh:
+		for r := 0; r < rows; r++ {
+			row := y[r*ld : r*ld+cols]
+			for c, v := range row {
+				row[c] = tanh32(v)
+			}
+		}
+	case actGELU:
+		for r := 0; r < rows; r++ {
+			row := y[r*ld : r*ld+cols]
+			copy(pre[r*ld:r*ld+cols], row)
+			for c, v := range row {
+				x := float64(v)
+				row[c] = float32(0.5 * x * (1 + math.Erf(x/math.Sqrt2)))
+			}
+		}
+	}
+}
+
+// activateBack turns the gradient (dy, ldd) with respect to an activation's
+// output into the gradient with respect to its input, in place, given the
+// output (y, ld) (or, for GELU, the input (pre, ld)).
+func activateBack(act activation, dy []float32, ldd int, y, pre []float32, ld, rows, cols int) {
+	switch act {
+	case actReLU:
+		for r := 0; r < rows; r++ {
+			d := dy[r*ldd : r*ldd+cols]
+			o := y[r*ld : r*ld+cols]
+			for c, v := range o {
+				if v <= 0 {
+					d[c] = 0
+				}
+			}
+		}
+	case actTanh:
+		for r := 0; r < rows; r++ {
+			d := dy[r*ldd : r*ldd+cols]
+			o := y[r*ld : r*ld+cols]
+			for c, v := range o {
+				d[c] *= 1 - v*v
+			}
+		}
+	case actGELU:
+		const invSqrt2Pi = 0.3989422804014327
+		for r := 0; r < rows; r++ {
+			d := dy[r*ldd : r*ldd+cols]
+			p := pre[r*ld : r*ld+cols]
+			for c, v := range p {
+				x := float64(v)
+				cdf := 0.5 * (1 + math.Erf(x/math.Sqrt2))
+				pdf := invSqrt2Pi * math.Exp(-0.5*x*x)
+				d[c] *= float32(cdf + x*pdf)
+			}
+		}
+	}
+}
+
+func tanh32(x float32) float32 { return float32(math.Tanh(float64(x))) }
+
+// softmaxTo writes softmax(src[r*lds : r*lds+n]) into dst[r*n : r*n+n] for
+// every row.
+func softmaxTo(dst []float32, n int, src []float32, lds, rows int) {
+	for r := 0; r < rows; r++ {
+		s := src[r*lds : r*lds+n]
+		d := dst[r*n : r*n+n]
+		mx := s[0]
+		for _, v := range s[1:] {
+			mx = max(mx, v)
+		}
+		var sum float64
+		for j, v := range s {
+			e := math.Exp(float64(v - mx))
+			d[j] = float32(e)
+			sum += e
+		}
+		inv := float32(1 / sum)
+		for j := range d {
+			d[j] *= inv
+		}
+	}
+}
+
+// axpy adds a*x to y (len(y) elements).
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i, v := range x {
+		y[i] += a * v
+	}
+}
+
+func dot(x, y []float32) float32 {
+	y = y[:len(x)]
+	var s float32
+	for i, v := range x {
+		s += v * y[i]
+	}
+	return s
+}
+
+// linearTo computes the rows x L.out view (y, ldy) = (x, ldx) · Wᵀ + b.
+func linearTo(y []float32, ldy int, x []float32, ldx, rows int, in, out int, w, b []float32) {
+	kernels.Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, y, ldy)
+	addBias(y, ldy, rows, b)
+}
+
+// linearBack accumulates dW += dyᵀ·x and db += colsum(dy), and, if dx is not
+// nil, sets (dx, lddx) = dy·W (beta 0) or adds it (beta 1).
+func linearBack(dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows, in, out int, w []float32, dx []float32, lddx int, beta float32) {
+	kernels.Sgemm(true, false, out, in, rows, 1, dy, lddy, x, ldx, 1, dw, in)
+	colSumAdd(db, dy, lddy, rows)
+	if dx != nil {
+		kernels.Sgemm(false, false, rows, in, out, 1, dy, lddy, w, in, beta, dx, lddx)
+	}
+}
