@@ -1,48 +1,327 @@
 // Package kernels holds the float32 numeric kernels of onestone's models:
 // GEMM, fused bias and activation, softmax, embedding gather and scatter-add.
+//
+// The GEMM is blocked and packed in the manner of GotoBLAS/BLIS: op(B) is
+// packed in kc x nc blocks that stay in the L2 cache, op(A) in mc x kc
+// blocks whose mr-row micro-panels stay in L1, and a register-tiled
+// micro-kernel computes mr x nr tiles of C. The micro-kernel is Go assembly
+// (AVX-512 or AVX2+FMA) chosen at run time with golang.org/x/sys/cpu, or a
+// portable Go kernel when neither is available or the package is built with
+// the noasm tag. [Impl] names the kernel in use.
+//
+// All functions are safe for concurrent use as long as the destinations
+// they write do not overlap. Kernels panic on inconsistent shapes or slices
+// too short for the shapes given, as gonum's BLAS does; callers at a package
+// boundary turn shape bugs into errors before calling.
 package kernels
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+// microKernel is one register-tiled kernel and the block sizes tuned for it.
+// fn computes, for an mr x nr tile,
+//
+//	C[i*ldc+j] = alpha * sum_p a[p*mr+i]*b[p*nr+j] + beta*C[i*ldc+j]
+//
+// reading C only when beta != 0; a and b are packed panels of k steps.
+type microKernel struct {
+	name       string
+	mr, nr     int
+	mc, kc, nc int // block sizes: mc multiple of mr, nc multiple of nr
+	fn         func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+}
+
+// active is the micro-kernel selected for this machine (see selectKernel in
+// the per-architecture files).
+var active = selectKernel()
+
+// Impl names the GEMM micro-kernel selected at start-up: "avx512", "avx2" or
+// "go" (the portable fallback, forced by the noasm build tag).
+func Impl() string { return active.name }
+
+// workspace is the per-call packing scratch. It is sized for one
+// microKernel's block sizes.
+type workspace struct {
+	a, b []float32
+	tmp  []float32 // one mr x nr edge tile
+}
+
+var wsPools sync.Map // *microKernel -> *sync.Pool of *workspace
+
+func getWorkspace(mk *microKernel) *workspace {
+	p, ok := wsPools.Load(mk)
+	if !ok {
+		p, _ = wsPools.LoadOrStore(mk, &sync.Pool{New: func() any {
+			return &workspace{
+				a:   make([]float32, mk.mc*mk.kc),
+				b:   make([]float32, mk.kc*roundUp(mk.nc, mk.nr)),
+				tmp: make([]float32, mk.mr*mk.nr),
+			}
+		}})
+	}
+	return p.(*sync.Pool).Get().(*workspace)
+}
+
+func putWorkspace(mk *microKernel, ws *workspace) {
+	p, _ := wsPools.Load(mk)
+	p.(*sync.Pool).Put(ws)
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
 
 // Sgemm computes C = alpha * op(A) * op(B) + beta * C for row-major matrices,
 // where op(X) is X or its transpose. op(A) is m x k, op(B) is k x n, C is
-// m x n; lda, ldb and ldc are the row strides of A, B and C as stored. It is
-// safe for concurrent use on disjoint C. It panics on inconsistent shapes.
+// m x n; lda, ldb and ldc are the row strides of A, B and C as stored. When
+// beta is zero C is overwritten and its previous contents (even NaN) are not
+// read. It runs on the calling goroutine; see [SgemmParallel] to use several.
+// It does not allocate in steady state (packing buffers come from a pool).
+// It is safe for concurrent use on disjoint C. It panics on inconsistent
+// shapes.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	sgemmGo(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	checkGemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	gemmWith(active, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// sgemmGo is the portable reference-quality implementation (to be replaced
-// by a blocked, packed kernel with assembly micro-kernels).
-func sgemmGo(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// checkGemm panics unless the slices hold the matrices the shapes describe.
+// The assembly kernels do no bounds checks, so this is what keeps them in
+// bounds.
+func checkGemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("kernels: Sgemm: negative dimension m=%d n=%d k=%d", m, n, k))
+	}
+	checkMat("A", transA, m, k, a, lda)
+	checkMat("B", transB, k, n, b, ldb)
+	checkMat("C", false, m, n, c, ldc)
+}
+
+// checkMat checks a matrix whose op() is rows x cols.
+func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
+	sr, sc := rows, cols
+	if trans {
+		sr, sc = cols, rows
+	}
+	if ld < max(1, sc) {
+		panic(fmt.Sprintf("kernels: Sgemm: ld%s = %d, want >= %d (%s stored %dx%d)", name, ld, max(1, sc), name, sr, sc))
+	}
+	if sr > 0 && sc > 0 && len(x) < (sr-1)*ld+sc {
+		panic(fmt.Sprintf("kernels: Sgemm: len(%s) = %d, want >= %d (%s stored %dx%d, ld %d)", name, len(x), (sr-1)*ld+sc, name, sr, sc, ld))
+	}
+}
+
+// gemmWith is Sgemm with a given micro-kernel; the arguments are checked.
+func gemmWith(mk *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	ws := getWorkspace(mk)
+	gemmBlocked(mk, ws, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	putWorkspace(mk, ws)
+}
+
+// scaleC sets C = beta*C, overwriting with zeros when beta == 0.
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	if beta == 1 {
+		return
+	}
 	for i := 0; i < m; i++ {
 		ci := c[i*ldc : i*ldc+n]
 		if beta == 0 {
 			clear(ci)
-		} else if beta != 1 {
-			for j := range ci {
-				ci[j] *= beta
-			}
+			continue
 		}
-		for p := 0; p < k; p++ {
-			var av float32
-			if transA {
-				av = a[p*lda+i]
-			} else {
-				av = a[i*lda+p]
+		for j := range ci {
+			ci[j] *= beta
+		}
+	}
+}
+
+// gemmBlocked is the GotoBLAS loop nest. Shapes are non-empty and checked.
+func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	mr, nr := mk.mr, mk.nr
+	tmp := ws.tmp
+	for jc := 0; jc < n; jc += mk.nc {
+		nb := min(mk.nc, n-jc)
+		for pc := 0; pc < k; pc += mk.kc {
+			kb := min(mk.kc, k-pc)
+			packB(ws.b, transB, b, ldb, pc, jc, kb, nb, nr)
+			bet := beta
+			if pc > 0 {
+				bet = 1
 			}
-			av *= alpha
-			if av == 0 {
-				continue
-			}
-			if !transB {
-				bp := b[p*ldb : p*ldb+n]
-				for j, bv := range bp {
-					ci[j] += av * bv
-				}
-			} else {
-				for j := 0; j < n; j++ {
-					ci[j] += av * b[j*ldb+p]
+			for ic := 0; ic < m; ic += mk.mc {
+				mb := min(mk.mc, m-ic)
+				packA(ws.a, transA, a, lda, ic, pc, mb, kb, mr)
+				for ir := 0; ir < mb; ir += mr {
+					ap := &ws.a[ir*kb]
+					rows := min(mr, mb-ir)
+					crow := (ic + ir) * ldc
+					for jr := 0; jr < nb; jr += nr {
+						bp := &ws.b[jr*kb]
+						cols := min(nr, nb-jr)
+						if rows == mr && cols == nr {
+							mk.fn(kb, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
+							continue
+						}
+						mk.fn(kb, ap, bp, &tmp[0], nr, alpha, 0)
+						for i := 0; i < rows; i++ {
+							ci := c[crow+i*ldc+jc+jr : crow+i*ldc+jc+jr+cols]
+							ti := tmp[i*nr : i*nr+cols]
+							if bet == 0 {
+								copy(ci, ti)
+								continue
+							}
+							for j, t := range ti {
+								ci[j] = t + bet*ci[j]
+							}
+						}
+					}
 				}
 			}
 		}
 	}
 }
+
+// packA packs rows i0..i0+mb, columns p0..p0+kb of op(A) into dst as
+// micro-panels of mr rows: panel s holds element (s*mr+i, p) at
+// dst[s*mr*kb + p*mr + i]. Rows past mb are zero.
+func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) {
+	for s := 0; s < mb; s += mr {
+		rs := min(mr, mb-s)
+		d := dst[s*kb : s*kb+mr*kb]
+		if trans {
+			// op(A)(i, p) = a[p*lda+i]: rows of the panel are contiguous.
+			for p := 0; p < kb; p++ {
+				src := a[(p0+p)*lda+i0+s : (p0+p)*lda+i0+s+rs]
+				dp := d[p*mr : p*mr+mr]
+				copy(dp, src)
+				clear(dp[rs:])
+			}
+			continue
+		}
+		// op(A)(i, p) = a[i*lda+p]: a transpose of a rs x kb block.
+		i := 0
+		for ; i+4 <= rs; i += 4 {
+			r0 := a[(i0+s+i)*lda+p0 : (i0+s+i)*lda+p0+kb]
+			r1 := a[(i0+s+i+1)*lda+p0 : (i0+s+i+1)*lda+p0+kb]
+			r2 := a[(i0+s+i+2)*lda+p0 : (i0+s+i+2)*lda+p0+kb]
+			r3 := a[(i0+s+i+3)*lda+p0 : (i0+s+i+3)*lda+p0+kb]
+			for p := range r0 {
+				dp := d[p*mr+i : p*mr+i+4]
+				dp[0], dp[1], dp[2], dp[3] = r0[p], r1[p], r2[p], r3[p]
+			}
+		}
+		for ; i < rs; i++ {
+			r := a[(i0+s+i)*lda+p0 : (i0+s+i)*lda+p0+kb]
+			for p, v := range r {
+				d[p*mr+i] = v
+			}
+		}
+		if rs < mr {
+			for p := 0; p < kb; p++ {
+				clear(d[p*mr+rs : p*mr+mr])
+			}
+		}
+	}
+}
+
+// packB packs rows p0..p0+kb, columns j0..j0+nb of op(B) into dst as
+// micro-panels of nr columns: panel s holds element (p, s*nr+j) at
+// dst[s*nr*kb + p*nr + j]. Columns past nb are zero.
+func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kb, nb, nr int) {
+	for s := 0; s < nb; s += nr {
+		cs := min(nr, nb-s)
+		d := dst[s*kb : s*kb+nr*kb]
+		if !trans {
+			// op(B)(p, j) = b[p*ldb+j]: rows of the panel are contiguous.
+			for p := 0; p < kb; p++ {
+				src := b[(p0+p)*ldb+j0+s : (p0+p)*ldb+j0+s+cs]
+				dp := d[p*nr : p*nr+nr]
+				copy(dp, src)
+				clear(dp[cs:])
+			}
+			continue
+		}
+		// op(B)(p, j) = b[j*ldb+p]: a transpose of a cs x kb block.
+		j := 0
+		for ; j+4 <= cs; j += 4 {
+			r0 := b[(j0+s+j)*ldb+p0 : (j0+s+j)*ldb+p0+kb]
+			r1 := b[(j0+s+j+1)*ldb+p0 : (j0+s+j+1)*ldb+p0+kb]
+			r2 := b[(j0+s+j+2)*ldb+p0 : (j0+s+j+2)*ldb+p0+kb]
+			r3 := b[(j0+s+j+3)*ldb+p0 : (j0+s+j+3)*ldb+p0+kb]
+			for p := range r0 {
+				dp := d[p*nr+j : p*nr+j+4]
+				dp[0], dp[1], dp[2], dp[3] = r0[p], r1[p], r2[p], r3[p]
+			}
+		}
+		for ; j < cs; j++ {
+			r := b[(j0+s+j)*ldb+p0 : (j0+s+j)*ldb+p0+kb]
+			for p, v := range r {
+				d[p*nr+j] = v
+			}
+		}
+		if cs < nr {
+			for p := 0; p < kb; p++ {
+				clear(d[p*nr+cs : p*nr+nr])
+			}
+		}
+	}
+}
+
+// goKernel is the portable 4x4 micro-kernel.
+func goKernel(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+	const mr, nr = 4, 4
+	ap := unsafe.Slice(a, k*mr)
+	bp := unsafe.Slice(b, k*nr)
+	var c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33 float32
+	for p := 0; p < k; p++ {
+		av := ap[p*mr : p*mr+mr : p*mr+mr]
+		bv := bp[p*nr : p*nr+nr : p*nr+nr]
+		b0, b1, b2, b3 := bv[0], bv[1], bv[2], bv[3]
+		a0 := av[0]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		a1 := av[1]
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		a2 := av[2]
+		c20 += a2 * b0
+		c21 += a2 * b1
+		c22 += a2 * b2
+		c23 += a2 * b3
+		a3 := av[3]
+		c30 += a3 * b0
+		c31 += a3 * b1
+		c32 += a3 * b2
+		c33 += a3 * b3
+	}
+	cs := unsafe.Slice(c, 3*ldc+nr)
+	store := func(row []float32, x0, x1, x2, x3 float32) {
+		row = row[:nr:nr]
+		if beta == 0 {
+			row[0], row[1], row[2], row[3] = alpha*x0, alpha*x1, alpha*x2, alpha*x3
+			return
+		}
+		row[0] = alpha*x0 + beta*row[0]
+		row[1] = alpha*x1 + beta*row[1]
+		row[2] = alpha*x2 + beta*row[2]
+		row[3] = alpha*x3 + beta*row[3]
+	}
+	store(cs[0:], c00, c01, c02, c03)
+	store(cs[ldc:], c10, c11, c12, c13)
+	store(cs[2*ldc:], c20, c21, c22, c23)
+	store(cs[3*ldc:], c30, c31, c32, c33)
+}
+
+// goMicroKernel is the portable fallback.
+var goMicroKernel = &microKernel{name: "go", mr: 4, nr: 4, mc: 64, kc: 256, nc: 512, fn: goKernel}

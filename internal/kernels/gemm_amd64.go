@@ -1,0 +1,42 @@
+//go:build !noasm
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+//go:generate go run ./gen -out kernel_amd64.s
+
+// kernAVX2 is the 6x16 AVX2+FMA micro-kernel (kernel_amd64.s).
+//
+//go:noescape
+func kernAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// kernAVX512 is the 14x32 AVX-512F micro-kernel (kernel_amd64.s).
+//
+//go:noescape
+func kernAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+var (
+	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 256, nc: 512, fn: kernAVX2}
+	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 256, nc: 512, fn: kernAVX512}
+)
+
+// hasAVX2 and hasAVX512 report what the CPU and OS support.
+var (
+	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasAVX512 = cpu.X86.HasAVX512F && hasAVX2
+)
+
+// availableKernels lists the micro-kernels this machine can run, best first.
+func availableKernels() []*microKernel {
+	var ks []*microKernel
+	if hasAVX512 {
+		ks = append(ks, avx512MicroKernel)
+	}
+	if hasAVX2 {
+		ks = append(ks, avx2MicroKernel)
+	}
+	return append(ks, goMicroKernel)
+}
+
+func selectKernel() *microKernel { return availableKernels()[0] }

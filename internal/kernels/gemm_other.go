@@ -1,0 +1,9 @@
+//go:build noasm || !amd64
+
+package kernels
+
+// availableKernels lists the micro-kernels this build can run: the portable
+// one only.
+func availableKernels() []*microKernel { return []*microKernel{goMicroKernel} }
+
+func selectKernel() *microKernel { return goMicroKernel }
