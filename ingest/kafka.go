@@ -1,0 +1,437 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/features"
+)
+
+// KafkaConfig configures a KafkaSource.
+type KafkaConfig struct {
+	// Brokers are the bootstrap addresses (host:port). Required.
+	Brokers []string
+	// Topic is the topic to consume. Required.
+	Topic string
+	// GroupID is the consumer group. Required: partitions are spread over
+	// the group's members and offsets are committed to it.
+	GroupID string
+	// Schema is the schema of the records Next returns; events are decoded
+	// with features.JSONDecoder (see there for the conversions). Required.
+	Schema *arrow.Schema
+	// BatchSize is the most events per record batch. Default: 4096.
+	BatchSize int
+	// BatchWait is how long Next waits to fill a batch once it holds at
+	// least one event. Default: 500ms.
+	BatchWait time.Duration
+	// MaxEventBytes sends longer messages to the dead letters. Default: 1 MiB.
+	MaxEventBytes int
+	// DeadLetters receives malformed messages. Default: a LogDeadLetters.
+	DeadLetters DeadLetterSink
+	// Start holds, per partition, the next offset to train on, from a
+	// checkpoint (Position().Offsets): messages below it are skipped, since
+	// a checkpoint that was written but whose Commit did not happen already
+	// holds them. Default: none (start from the group's committed offsets,
+	// or the earliest offset for a new group).
+	Start map[int]int64
+	// Allocator builds the records. Default: memory.DefaultAllocator.
+	Allocator memory.Allocator
+	// HeartbeatInterval is the group heartbeat period; a rebalance is
+	// noticed within about this long. Default: 3s.
+	HeartbeatInterval time.Duration
+	// SessionTimeout is how long the group waits for a silent member before
+	// moving its partitions. Default: 30s.
+	SessionTimeout time.Duration
+	// RetryTimeout is how long fetch errors may repeat (broker down,
+	// leader moving) before Next gives up with the last one. Default: 2m.
+	RetryTimeout time.Duration
+	// Logger receives connection and group events at debug level and
+	// errors at warn level. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports whether the configuration is usable.
+func (c KafkaConfig) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("ingest: KafkaConfig.Brokers is empty")
+	case c.Topic == "":
+		return errors.New("ingest: KafkaConfig.Topic is empty")
+	case c.GroupID == "":
+		return errors.New("ingest: KafkaConfig.GroupID is empty")
+	case c.Schema == nil:
+		return errors.New("ingest: KafkaConfig.Schema is nil")
+	case c.BatchSize < 0:
+		return fmt.Errorf("ingest: KafkaConfig.BatchSize %d is negative", c.BatchSize)
+	case c.BatchWait < 0:
+		return fmt.Errorf("ingest: KafkaConfig.BatchWait %v is negative", c.BatchWait)
+	case c.MaxEventBytes < 0:
+		return fmt.Errorf("ingest: KafkaConfig.MaxEventBytes %d is negative", c.MaxEventBytes)
+	case c.HeartbeatInterval < 0 || c.SessionTimeout < 0 || c.RetryTimeout < 0:
+		return errors.New("ingest: KafkaConfig: negative duration")
+	}
+	for p, off := range c.Start {
+		if p < 0 || off < 0 {
+			return fmt.Errorf("ingest: KafkaConfig.Start: partition %d offset %d: negative", p, off)
+		}
+	}
+	return nil
+}
+
+func (c KafkaConfig) withDefaults() KafkaConfig {
+	if c.BatchSize == 0 {
+		c.BatchSize = 4096
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = 500 * time.Millisecond
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = features.DefaultMaxEventBytes
+	}
+	if c.DeadLetters == nil {
+		c.DeadLetters = &LogDeadLetters{Logger: c.Logger}
+	}
+	if c.Allocator == nil {
+		c.Allocator = memory.DefaultAllocator
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 3 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 30 * time.Second
+	}
+	if c.RetryTimeout == 0 {
+		c.RetryTimeout = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// KafkaStats are a KafkaSource's counters since it started.
+type KafkaStats struct {
+	// Events is how many events were decoded into returned or pending batches.
+	Events int64
+	// Bytes is the total value size of all messages read.
+	Bytes int64
+	// Skipped is how many messages were below the Start (or already
+	// consumed) offsets and were not decoded again.
+	Skipped int64
+	// DeadLetters counts rejected messages by reason (Reason* constants).
+	DeadLetters map[string]int64
+	// Lag is, per partition, the messages between the last one read and
+	// the partition's high watermark at the time it was fetched.
+	Lag map[int]int64
+	// FetchErrors counts transient fetch errors that were retried.
+	FetchErrors int64
+}
+
+// KafkaSource reads JSON events from a Kafka topic as a member of a consumer
+// group (segmentio/kafka-go) and returns them as Arrow record batches.
+//
+// Offsets are never committed automatically: the caller commits a Position
+// with Commit once whatever it built from the events (a checkpoint) is
+// durable. Messages are consumed at least once: after a crash, a rebalance
+// or a broker restart the group resumes from the last committed offsets,
+// and messages below the Start offsets (or below what this source has
+// already consumed) are skipped. Malformed messages go to the dead-letter
+// sink and do not stop the stream.
+//
+// A KafkaSource is not safe for concurrent use, except Stats, which may be
+// called from any goroutine.
+type KafkaSource struct {
+	cfg KafkaConfig
+	r   *kafka.Reader
+	dec *features.JSONDecoder
+
+	next      map[int]int64 // per partition, next offset to consume (Start merged with consumed)
+	returned  map[int]int64 // next at the last batch returned
+	committed map[int]int64 // last committed (or Start) per partition
+
+	mu    sync.Mutex // guards stats
+	stats KafkaStats
+
+	errSince  time.Time
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Source = (*KafkaSource)(nil)
+
+// NewKafkaSource joins the consumer group. Partitions are assigned on the
+// first Next; ctx bounds only the set-up.
+func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	dec, err := features.NewJSONDecoder(cfg.Schema, features.JSONConfig{Allocator: cfg.Allocator, MaxEventBytes: cfg.MaxEventBytes})
+	if err != nil {
+		return nil, fmt.Errorf("ingest: kafka topic %s: %w", cfg.Topic, err)
+	}
+	maxBytes := 16 << 20
+	if 2*cfg.MaxEventBytes > maxBytes {
+		maxBytes = 2 * cfg.MaxEventBytes
+	}
+	lg := cfg.Logger
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           cfg.Brokers,
+		GroupID:           cfg.GroupID,
+		Topic:             cfg.Topic,
+		MinBytes:          1,
+		MaxBytes:          maxBytes,
+		MaxWait:           250 * time.Millisecond,
+		QueueCapacity:     1024,
+		CommitInterval:    0, // synchronous, explicit commits only
+		StartOffset:       kafka.FirstOffset,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		SessionTimeout:    cfg.SessionTimeout,
+		RebalanceTimeout:  cfg.SessionTimeout,
+		JoinGroupBackoff:  time.Second,
+		MaxAttempts:       5,
+		Logger: kafka.LoggerFunc(func(f string, a ...any) {
+			lg.Debug(fmt.Sprintf(f, a...), "component", "kafka-go")
+		}),
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
+			lg.Warn(fmt.Sprintf(f, a...), "component", "kafka-go")
+		}),
+	})
+	s := &KafkaSource{
+		cfg:       cfg,
+		r:         r,
+		dec:       dec,
+		next:      maps.Clone(cfg.Start),
+		returned:  maps.Clone(cfg.Start),
+		committed: maps.Clone(cfg.Start),
+		stats:     KafkaStats{DeadLetters: map[string]int64{}, Lag: map[int]int64{}},
+	}
+	if s.next == nil {
+		s.next, s.returned, s.committed = map[int]int64{}, map[int]int64{}, map[int]int64{}
+	}
+	return s, nil
+}
+
+// Next returns the next batch of events: it blocks until at least one valid
+// event arrived, then fills the batch up to BatchSize events or for at most
+// BatchWait. The caller must Release the batch. When ctx is done Next
+// returns ctx.Err(); events already decoded are kept for the next call.
+// Transient fetch errors are retried for up to RetryTimeout.
+func (s *KafkaSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	// Phase 1: wait for the first valid event.
+	for s.dec.Len() == 0 {
+		m, err := s.fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.consume(ctx, &m); err != nil {
+			return nil, err
+		}
+	}
+	// Phase 2: fill the batch for at most BatchWait.
+	if s.dec.Len() < s.cfg.BatchSize {
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.BatchWait)
+		for s.dec.Len() < s.cfg.BatchSize {
+			m, err := s.fetch(bctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					cancel()
+					return nil, ctx.Err()
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					break // BatchWait elapsed
+				}
+				cancel()
+				return nil, err
+			}
+			if _, err := s.consume(ctx, &m); err != nil {
+				cancel()
+				return nil, err
+			}
+		}
+		cancel()
+	}
+	rec := s.dec.NewRecordBatch()
+	maps.Copy(s.returned, s.next)
+	return rec, nil
+}
+
+// fetch returns the next message, retrying transient errors.
+func (s *KafkaSource) fetch(ctx context.Context) (kafka.Message, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		m, err := s.r.FetchMessage(ctx)
+		if err == nil {
+			s.errSince = time.Time{}
+			return m, nil
+		}
+		if ctx.Err() != nil {
+			return kafka.Message{}, ctx.Err()
+		}
+		if errors.Is(err, io.EOF) {
+			return kafka.Message{}, ErrClosed
+		}
+		now := time.Now()
+		if s.errSince.IsZero() {
+			s.errSince = now
+		}
+		s.mu.Lock()
+		s.stats.FetchErrors++
+		s.mu.Unlock()
+		if now.Sub(s.errSince) > s.cfg.RetryTimeout {
+			return kafka.Message{}, fmt.Errorf("ingest: kafka topic %s: fetch failing for %v: %w", s.cfg.Topic, now.Sub(s.errSince).Round(time.Second), err)
+		}
+		s.cfg.Logger.Warn("ingest: kafka fetch failed, retrying", "topic", s.cfg.Topic, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return kafka.Message{}, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// consume decodes m into the pending batch or sends it to the dead letters.
+// It reports whether m became an event.
+func (s *KafkaSource) consume(ctx context.Context, m *kafka.Message) (bool, error) {
+	if m.Offset < s.next[m.Partition] {
+		s.mu.Lock()
+		s.stats.Skipped++
+		s.mu.Unlock()
+		return false, nil
+	}
+	err := s.dec.Append(m.Value)
+	s.mu.Lock()
+	s.stats.Bytes += int64(len(m.Value))
+	if m.HighWaterMark > 0 {
+		s.stats.Lag[m.Partition] = max(0, m.HighWaterMark-m.Offset-1)
+	}
+	if err == nil {
+		s.stats.Events++
+	}
+	s.mu.Unlock()
+	if err != nil {
+		if err := s.deadLetter(ctx, m, err); err != nil {
+			// The message is not marked consumed: a restart from the last
+			// checkpoint sees it again.
+			return false, err
+		}
+	}
+	s.next[m.Partition] = m.Offset + 1
+	return err == nil, nil
+}
+
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, features.ErrEventTooLarge):
+		return ReasonOversize
+	case errors.Is(err, features.ErrEventMissingField):
+		return ReasonMissingField
+	case errors.Is(err, features.ErrEventType):
+		return ReasonWrongType
+	default:
+		return ReasonBadJSON
+	}
+}
+
+func (s *KafkaSource) deadLetter(ctx context.Context, m *kafka.Message, cause error) error {
+	d := DeadLetter{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Key: m.Key, Value: m.Value,
+		Reason: reasonOf(cause), Detail: cause.Error(), Time: time.Now(),
+	}
+	if err := s.cfg.DeadLetters.Put(ctx, d); err != nil {
+		return fmt.Errorf("ingest: kafka topic %s partition %d offset %d: dead letter (%s): %w", m.Topic, m.Partition, m.Offset, d.Reason, err)
+	}
+	s.mu.Lock()
+	s.stats.DeadLetters[d.Reason]++
+	s.mu.Unlock()
+	return nil
+}
+
+// Position returns the topic and, per partition, the next offset after the
+// last message consumed into a returned batch (dead letters included), merged
+// with the Start offsets. The map is a copy.
+func (s *KafkaSource) Position() Position {
+	return Position{Topic: s.cfg.Topic, Offsets: maps.Clone(s.returned)}
+}
+
+// Commit commits pos's offsets to the consumer group, so that a group
+// member that takes a partition over resumes there. Call it only once what
+// was built from those events is durable. Partitions whose offset did not
+// move past the last commit (or Start) are left alone, so a stale position
+// never rewinds a partition that another member has moved on. Before
+// committing, a dead-letter sink with a Sync method is synced.
+func (s *KafkaSource) Commit(ctx context.Context, pos Position) error {
+	if s.closed {
+		return ErrClosed
+	}
+	if pos.Topic != "" && pos.Topic != s.cfg.Topic {
+		return fmt.Errorf("ingest: commit: position is for topic %q, source reads %q", pos.Topic, s.cfg.Topic)
+	}
+	var msgs []kafka.Message
+	for p, off := range pos.Offsets {
+		if off > 0 && off > s.committed[p] {
+			// kafka-go commits the offset after the message given.
+			msgs = append(msgs, kafka.Message{Topic: s.cfg.Topic, Partition: p, Offset: off - 1})
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if sy, ok := s.cfg.DeadLetters.(syncer); ok {
+		if err := sy.Sync(ctx); err != nil {
+			return fmt.Errorf("ingest: commit: %w", err)
+		}
+	}
+	if err := s.r.CommitMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("ingest: commit offsets of topic %s group %s: %w", s.cfg.Topic, s.cfg.GroupID, err)
+	}
+	for _, m := range msgs {
+		s.committed[m.Partition] = m.Offset + 1
+	}
+	return nil
+}
+
+// Stats returns a copy of the source's counters. Safe for concurrent use.
+func (s *KafkaSource) Stats() KafkaStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.DeadLetters = maps.Clone(s.stats.DeadLetters)
+	st.Lag = maps.Clone(s.stats.Lag)
+	return st
+}
+
+// Close leaves the group and releases the decoder; events decoded but not
+// returned are dropped (their offsets were never part of a Position). It
+// does not commit. It is idempotent.
+func (s *KafkaSource) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed = true
+		if err := s.r.Close(); err != nil {
+			s.closeErr = fmt.Errorf("ingest: close kafka reader: %w", err)
+		}
+		s.dec.Release()
+	})
+	return s.closeErr
+}
