@@ -414,3 +414,60 @@ func TestKafkaRebalance(t *testing.T) {
 		t.Error("the second member got no partition: no rebalance happened")
 	}
 }
+
+// TestKafkaBrokerRestart stops the embedded broker under a running source
+// and restarts it on the same address and data directory: the source
+// reconnects and every event arrives.
+func TestKafkaBrokerRestart(t *testing.T) {
+	if os.Getenv("ONESTONE_KAFKA_BROKERS") != "" {
+		t.Skip("restarts the embedded broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	dir := t.TempDir()
+	topic := "restart"
+	b, err := StartBroker(ctx, BrokerConfig{Topics: []string{topic}, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := b.Addrs()[0]
+	produce := func(first, n int) {
+		src := makeEvents(mem, first, n)
+		defer src.Close()
+		if _, err := Produce(ctx, ProduceConfig{Brokers: []string{addr}, Topic: topic, Compression: "zstd"}, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 1000)
+	s, err := NewKafkaSource(ctx, KafkaConfig{
+		Brokers: []string{addr}, Topic: topic, GroupID: "g", Schema: eventsSchema(),
+		BatchSize: 1000, BatchWait: 50 * time.Millisecond, Allocator: mem,
+		HeartbeatInterval: 300 * time.Millisecond, SessionTimeout: 6 * time.Second, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seen := map[int64]int{}
+	consumeIDs(t, ctx, s, 1000, seen)
+	if err := s.Commit(ctx, s.Position()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b.Close()
+	b, err = StartBroker(ctx, BrokerConfig{Addr: addr, Topics: []string{topic}, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	produce(1000, 1000)
+	consumeIDs(t, ctx, s, 1000, seen)
+	t.Logf("all events %v after the restart; fetch errors retried: %d", time.Since(start).Round(time.Millisecond), s.Stats().FetchErrors)
+	for id := int64(0); id < 2000; id++ {
+		if seen[id] != 1 {
+			t.Fatalf("event %d seen %d times", id, seen[id])
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -188,15 +189,16 @@ func Produce(ctx context.Context, cfg ProduceConfig, src Source) (n int64, err e
 // rowEncoder writes Arrow rows as JSON objects.
 type rowEncoder struct {
 	schema *arrow.Schema
+	keyCol string
 	keys   [][]byte // `"name":` per column, with the leading comma after the first
 	key    int
 }
 
 func (e *rowEncoder) reset(s *arrow.Schema, keyCol string) error {
-	if e.schema != nil && e.schema.Equal(s) {
+	if e.schema != nil && e.keyCol == keyCol && e.schema.Equal(s) {
 		return nil
 	}
-	e.schema, e.keys, e.key = s, nil, -1
+	e.schema, e.keyCol, e.keys, e.key = nil, keyCol, nil, -1
 	for i, f := range s.Fields() {
 		if !encodable(f.Type) {
 			return fmt.Errorf("ingest: produce: column %q: type %s cannot be written as JSON (want string, integer, float, bool or a list of them)", f.Name, f.Type)
@@ -212,8 +214,13 @@ func (e *rowEncoder) reset(s *arrow.Schema, keyCol string) error {
 		}
 	}
 	if keyCol != "-" && e.key < 0 {
-		return fmt.Errorf("ingest: produce: key column %q is not in the data (columns: %v)", keyCol, s)
+		names := make([]string, s.NumFields())
+		for i, f := range s.Fields() {
+			names[i] = f.Name
+		}
+		return fmt.Errorf("ingest: produce: key column %q is not in the data (columns: %s)", keyCol, strings.Join(names, ", "))
 	}
+	e.schema = s
 	return nil
 }
 
