@@ -70,7 +70,9 @@ func NewFixed(weights []float64) (*Fixed, error) {
 func (f *Fixed) Weights() []float64 { return f.w }
 
 // Update only checks its input: fixed weights do not change.
-func (f *Fixed) Update(losses, _ []float64) error { return checkLosses("fixed weighting", losses, len(f.w)) }
+func (f *Fixed) Update(losses, _ []float64) error {
+	return checkLosses("fixed weighting", losses, len(f.w))
+}
 
 // NeedsGradNorms is false.
 func (f *Fixed) NeedsGradNorms() bool { return false }
