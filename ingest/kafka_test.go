@@ -471,3 +471,71 @@ func TestKafkaBrokerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestKcatInterop reads events another client produced; scripts/kcat-interop.sh
+// runs it after producing with kcat (librdkafka) in each compression codec.
+// Event i of each topic is {"event_id":i,"user_id":"u<i%97>","price":i/4,
+// "tags":["t<i%5>"],"click":i%2}, keyed by user_id.
+func TestKcatInterop(t *testing.T) {
+	brokers, topics := os.Getenv("ONESTONE_KCAT_BROKERS"), os.Getenv("ONESTONE_KCAT_TOPICS")
+	if brokers == "" || topics == "" {
+		t.Skip("run by scripts/kcat-interop.sh")
+	}
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("ONESTONE_KCAT_EVENTS"), &n); err != nil {
+		t.Fatalf("ONESTONE_KCAT_EVENTS: %v", err)
+	}
+	for _, topic := range strings.Split(topics, ",") {
+		t.Run(topic, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			s, err := NewKafkaSource(ctx, KafkaConfig{
+				Brokers: strings.Split(brokers, ","), Topic: topic, GroupID: "interop-" + topic,
+				Schema: eventsSchema(), BatchWait: 100 * time.Millisecond, Allocator: mem, Logger: quietLogger(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			seen := map[int64]int{}
+			for got := 0; got < n; {
+				rec, err := s.Next(ctx)
+				if err != nil {
+					t.Fatalf("after %d of %d events: %v", got, n, err)
+				}
+				for r := 0; r < int(rec.NumRows()); r++ {
+					id := rec.Column(0).(*array.Int64).Value(r)
+					i := int(id)
+					if u := rec.Column(1).(*array.String).Value(r); u != fmt.Sprintf("u%d", i%97) {
+						t.Fatalf("event %d: user_id %q", id, u)
+					}
+					if p := rec.Column(2).(*array.Float64).Value(r); p != float64(i)/4 {
+						t.Fatalf("event %d: price %v", id, p)
+					}
+					l := rec.Column(3).(*array.List)
+					lo, hi := l.ValueOffsets(r)
+					if hi-lo != 1 || l.ListValues().(*array.String).Value(int(lo)) != fmt.Sprintf("t%d", i%5) {
+						t.Fatalf("event %d: tags", id)
+					}
+					if c := rec.Column(4).(*array.Int64).Value(r); c != int64(i%2) {
+						t.Fatalf("event %d: click %d", id, c)
+					}
+					seen[id]++
+				}
+				got += int(rec.NumRows())
+				rec.Release()
+			}
+			for id := int64(0); id < int64(n); id++ {
+				if seen[id] != 1 {
+					t.Fatalf("event %d seen %d times", id, seen[id])
+				}
+			}
+			if st := s.Stats(); len(st.DeadLetters) != 0 {
+				t.Fatalf("dead letters: %v", st.DeadLetters)
+			}
+			t.Logf("%s: %d events, values checked", topic, n)
+		})
+	}
+}
