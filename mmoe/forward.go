@@ -150,19 +150,27 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 	for li := range m.levels {
 		lv, lw := &m.levels[li], &ws.lv[li]
 		for gi, g := range lv.groups {
+			// One product for every first layer reading this input; biases
+			// and activations are applied per consumer below.
 			in, ld := m.streamIn(ws, li, g.src)
-			linearTo(lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], a[g.b:g.b+g.out])
+			linearTo(actNone, lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], nil, nil)
+		}
+		for gi := range lv.gates {
+			if gt := &lv.gates[gi]; len(gt.cands) > 1 {
+				b := lv.groups[gt.grp].b + gt.col
+				addBias(lw.y[gt.grp][gt.col:], lv.groups[gt.grp].out, rows, a[b:b+len(gt.cands)])
+			}
 		}
 		for e := range lv.experts {
 			ex := &lv.experts[e]
 			ld := lv.groups[ex.grp].out
 			prev := lw.y[ex.grp][ex.col:]
-			activate(m.act, prev, ld, rows, ex.layers[0].out, off(lw.pre[ex.grp], ex.col))
+			L0 := &ex.layers[0]
+			biasActivate(m.act, prev, ld, rows, a[L0.b:L0.b+L0.out], off(lw.pre[ex.grp], ex.col))
 			for l := 1; l < len(ex.layers); l++ {
 				L := &ex.layers[l]
 				out := lw.hid[e][l]
-				linearTo(out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out])
-				activate(L.act, out, L.out, rows, L.out, lw.hidPre[e][l])
+				linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
 				prev, ld = out, L.out
 			}
 		}
@@ -195,12 +203,11 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 		for l := range m.towers[t] {
 			L := &m.towers[t][l]
 			out := ws.tw[t][l]
-			linearTo(out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out])
-			activate(L.act, out, L.out, rows, L.out, ws.twPre[t][l])
+			linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], ws.twPre[t][l])
 			prev, ld = out, L.out
 		}
 		L := &m.headL[t]
-		linearTo(ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1])
+		linearTo(actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
 		ws.Logits[t] = ws.logits[t][:rows]
 	}
 	ws.rows = rows

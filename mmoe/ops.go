@@ -11,24 +11,30 @@ import (
 
 // addBias adds bias[c] to every row of the rows x len(bias) view (y, ld).
 func addBias(y []float32, ld, rows int, bias []float32) {
-	n := len(bias)
-	for r := 0; r < rows; r++ {
-		row := y[r*ld : r*ld+n]
-		for c, b := range bias {
-			row[c] += b
-		}
+	if rows > 0 && len(bias) > 0 {
+		kernels.AddBias(y, ld, rows, bias)
 	}
 }
 
 // colSumAdd adds the column sums of the rows x len(dst) view (x, ld) to dst.
 func colSumAdd(dst []float32, x []float32, ld, rows int) {
-	n := len(dst)
-	for r := 0; r < rows; r++ {
-		row := x[r*ld : r*ld+n]
-		for c, v := range row {
-			dst[c] += v
-		}
+	if rows > 0 && len(dst) > 0 {
+		kernels.AddSumRows(dst, x, ld, rows)
 	}
+}
+
+// biasActivate adds bias to the rows x len(bias) view (y, ld) and applies
+// act (fused for ReLU).
+func biasActivate(act activation, y []float32, ld, rows int, bias, pre []float32) {
+	if rows == 0 || len(bias) == 0 {
+		return
+	}
+	if act == actReLU {
+		kernels.AddBiasReLU(y, ld, rows, bias)
+		return
+	}
+	kernels.AddBias(y, ld, rows, bias)
+	activate(act, y, ld, rows, len(bias), pre)
 }
 
 // activate applies act in place to the rows x cols view (y, ld). For GELU it
@@ -69,14 +75,8 @@ func activate(act activation, y []float32, ld, rows, cols int, pre []float32) {
 func activateBack(act activation, dy []float32, ldd int, y, pre []float32, ld, rows, cols int) {
 	switch act {
 	case actReLU:
-		for r := 0; r < rows; r++ {
-			d := dy[r*ldd : r*ldd+cols]
-			o := y[r*ld : r*ld+cols]
-			for c, v := range o {
-				if v <= 0 {
-					d[c] = 0
-				}
-			}
+		if rows > 0 && cols > 0 {
+			kernels.ReLUBackward(dy, ldd, y, ld, rows, cols)
 		}
 	case actTanh:
 		for r := 0; r < rows; r++ {
@@ -143,15 +143,22 @@ func dot(x, y []float32) float32 {
 	return s
 }
 
-// linearTo computes the rows x L.out view (y, ldy) = (x, ldx) · Wᵀ + b.
-func linearTo(y []float32, ldy int, x []float32, ldx, rows int, in, out int, w, b []float32) {
+// linearTo computes the rows x out view (y, ldy) = act((x, ldx) · Wᵀ + b),
+// keeping the pre-activations in (pre, ldy) for GELU.
+func linearTo(act activation, y []float32, ldy int, x []float32, ldx, rows int, in, out int, w, b, pre []float32) {
+	if rows == 0 {
+		return
+	}
 	kernels.Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, y, ldy)
-	addBias(y, ldy, rows, b)
+	biasActivate(act, y, ldy, rows, b, pre)
 }
 
 // linearBack accumulates dW += dyᵀ·x and db += colsum(dy), and, if dx is not
 // nil, sets (dx, lddx) = dy·W (beta 0) or adds it (beta 1).
 func linearBack(dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows, in, out int, w []float32, dx []float32, lddx int, beta float32) {
+	if rows == 0 {
+		return
+	}
 	kernels.Sgemm(true, false, out, in, rows, 1, dy, lddy, x, ldx, 1, dw, in)
 	colSumAdd(db, dy, lddy, rows)
 	if dx != nil {

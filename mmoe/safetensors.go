@@ -1,0 +1,261 @@
+package mmoe
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+)
+
+// maxHeader bounds the JSON header of a safetensors file (as the reference
+// implementation does).
+const maxHeader = 100 << 20
+
+type tensorRef struct {
+	name  string
+	shape []int
+	data  []float32
+}
+
+// tensors lists every dense parameter, then every embedding table.
+func (m *Model) tensors() []tensorRef {
+	var ts []tensorRef
+	for _, p := range m.Params() {
+		ts = append(ts, tensorRef{p.Name, p.Shape, p.Data})
+	}
+	for _, e := range m.Embeddings() {
+		ts = append(ts, tensorRef{e.Name, []int{e.Rows, e.Dim}, e.Data})
+	}
+	return ts
+}
+
+// SaveSafetensors writes every dense parameter and embedding table in the
+// safetensors format: an 8-byte little-endian header length, a JSON header
+// mapping each name to {"dtype":"F32","shape":[...],"data_offsets":[begin,
+// end]} (byte offsets into the data section, tensors contiguous in Params
+// then Embeddings order) plus "__metadata__" {"format":"pt", "arch": ...},
+// padded with spaces to a multiple of 8 bytes, then the little-endian float32
+// data. PyTorch's safetensors.torch.load_file reads it.
+func (m *Model) SaveSafetensors(w io.Writer) error {
+	ts := m.tensors()
+	var h bytes.Buffer
+	h.WriteString(`{"__metadata__":{"format":"pt","arch":`)
+	h.WriteString(strconv.Quote(m.cfg.Arch))
+	h.WriteString(`}`)
+	var offset int64
+	for _, t := range ts {
+		name, _ := json.Marshal(t.name)
+		h.WriteByte(',')
+		h.Write(name)
+		h.WriteString(`:{"dtype":"F32","shape":[`)
+		for i, s := range t.shape {
+			if i > 0 {
+				h.WriteByte(',')
+			}
+			h.WriteString(strconv.Itoa(s))
+		}
+		end := offset + 4*int64(len(t.data))
+		fmt.Fprintf(&h, `],"data_offsets":[%d,%d]}`, offset, end)
+		offset = end
+	}
+	h.WriteByte('}')
+	for h.Len()%8 != 0 {
+		h.WriteByte(' ')
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(h.Len()))
+	bw.Write(n[:])
+	bw.Write(h.Bytes())
+	buf := make([]byte, 1<<16)
+	for _, t := range ts {
+		for d := t.data; len(d) > 0; {
+			k := min(len(d), len(buf)/4)
+			for i, v := range d[:k] {
+				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			}
+			if _, err := bw.Write(buf[:4*k]); err != nil {
+				return fmt.Errorf("mmoe: safetensors: write %s: %w", t.name, err)
+			}
+			d = d[k:]
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("mmoe: safetensors: write: %w", err)
+	}
+	return nil
+}
+
+type stEntry struct {
+	Dtype       string   `json:"dtype"`
+	Shape       []int    `json:"shape"`
+	DataOffsets [2]int64 `json:"data_offsets"`
+	name        string
+}
+
+// readHeader reads and checks the header: F32 tensors whose offsets tile the
+// data section from 0 without holes or overlaps, returned in data order.
+func readHeader(r io.Reader) ([]stEntry, error) {
+	var n [8]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, formatErr(err, "reading the header length")
+	}
+	hl := binary.LittleEndian.Uint64(n[:])
+	if hl > maxHeader {
+		return nil, formatErr(nil, "header length %d exceeds %d bytes", hl, maxHeader)
+	}
+	// Grow with the data actually present rather than trusting hl.
+	hb, err := io.ReadAll(io.LimitReader(r, int64(hl)))
+	if err != nil {
+		return nil, formatErr(err, "reading the %d-byte header", hl)
+	}
+	if uint64(len(hb)) < hl {
+		return nil, formatErr(io.ErrUnexpectedEOF, "reading the %d-byte header: file truncated after %d bytes", hl, len(hb))
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hb, &raw); err != nil {
+		return nil, formatErr(err, "header is not a JSON object")
+	}
+	var es []stEntry
+	for name, v := range raw {
+		if name == "__metadata__" {
+			continue
+		}
+		var e stEntry
+		dec := json.NewDecoder(bytes.NewReader(v))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&e); err != nil {
+			return nil, formatErr(err, "tensor %q: bad header entry", name)
+		}
+		e.name = name
+		if e.Dtype != "F32" {
+			return nil, formatErr(nil, "tensor %q: dtype %q, want F32", name, e.Dtype)
+		}
+		numel := int64(1)
+		for _, s := range e.Shape {
+			if s < 0 || s > math.MaxInt32 {
+				return nil, formatErr(nil, "tensor %q: bad shape %v", name, e.Shape)
+			}
+			numel *= int64(s)
+		}
+		if e.DataOffsets[1]-e.DataOffsets[0] != 4*numel || e.DataOffsets[0] < 0 {
+			return nil, formatErr(nil, "tensor %q: data_offsets %v do not hold shape %v of F32", name, e.DataOffsets, e.Shape)
+		}
+		es = append(es, e)
+	}
+	slices.SortFunc(es, func(a, b stEntry) int {
+		if a.DataOffsets[0] != b.DataOffsets[0] {
+			return int(min(max(a.DataOffsets[0]-b.DataOffsets[0], -1), 1))
+		}
+		return int(min(max(a.DataOffsets[1]-b.DataOffsets[1], -1), 1))
+	})
+	var at int64
+	for _, e := range es {
+		if e.DataOffsets[0] != at {
+			return nil, formatErr(nil, "tensor %q: data_offsets %v: want begin %d (tensors must tile the data section)", e.name, e.DataOffsets, at)
+		}
+		at = e.DataOffsets[1]
+	}
+	return es, nil
+}
+
+// LoadSafetensors replaces every parameter and embedding table with the
+// tensors of a file written by SaveSafetensors (or any safetensors writer
+// using the same names). It checks the whole header first: a missing, extra
+// or mis-shaped tensor, or a dtype other than F32, is an error naming it
+// (wrapping ErrFormat) and leaves the model unchanged. The data are then
+// read in place; if the file is truncated the error says which tensor was cut
+// short and the model is left partly loaded: load into a fresh model from New
+// when that matters.
+func (m *Model) LoadSafetensors(r io.Reader) error {
+	_, _, err := m.load(r, true)
+	return err
+}
+
+// LoadSafetensorsMatching loads every tensor of the file whose name and shape
+// match one of the model's, and skips the rest: the warm start of a model
+// from a related one (more tasks, another tower). It returns the names
+// loaded, and the model's tensors that were not (missing from the file or of
+// another shape).
+func (m *Model) LoadSafetensorsMatching(r io.Reader) (loaded, skipped []string, err error) {
+	return m.load(r, false)
+}
+
+func (m *Model) load(r io.Reader, strict bool) (loaded, skipped []string, err error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	es, err := readHeader(br)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := map[string]tensorRef{}
+	ts := m.tensors()
+	for _, t := range ts {
+		want[t.name] = t
+	}
+	found := map[string]bool{}
+	for _, e := range es {
+		t, ok := want[e.name]
+		if !ok {
+			if strict {
+				return nil, nil, formatErr(nil, "tensor %q is not a parameter of this model", e.name)
+			}
+			continue
+		}
+		if !slices.Equal(t.shape, e.Shape) {
+			if strict {
+				return nil, nil, formatErr(nil, "tensor %q: shape %v, the model has %v", e.name, e.Shape, t.shape)
+			}
+			continue
+		}
+		found[e.name] = true
+	}
+	for _, t := range ts {
+		if !found[t.name] {
+			if strict {
+				return nil, nil, formatErr(nil, "tensor %q %v missing from the file", t.name, t.shape)
+			}
+			skipped = append(skipped, t.name)
+		}
+	}
+	buf := make([]byte, 1<<16)
+	for _, e := range es {
+		size := e.DataOffsets[1] - e.DataOffsets[0]
+		if !found[e.name] {
+			if _, err := io.CopyN(io.Discard, br, size); err != nil {
+				return nil, nil, formatErr(truncated(err), "tensor %q: data", e.name)
+			}
+			continue
+		}
+		d := want[e.name].data
+		for len(d) > 0 {
+			k := min(len(d), len(buf)/4)
+			if _, err := io.ReadFull(br, buf[:4*k]); err != nil {
+				return nil, nil, formatErr(truncated(err), "tensor %q: data", e.name)
+			}
+			for i := range d[:k] {
+				d[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
+			}
+			d = d[k:]
+		}
+		loaded = append(loaded, e.name)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		return nil, nil, formatErr(nil, "trailing bytes after the last tensor")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, nil, formatErr(err, "reading past the last tensor")
+	}
+	return loaded, skipped, nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("file truncated: %w", io.ErrUnexpectedEOF)
+	}
+	return err
+}
