@@ -1,0 +1,620 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/parquet-go/parquet-go"
+)
+
+// physKind is the physical type of a leaf column we can read.
+type physKind uint8
+
+const (
+	kindBool physKind = iota
+	kindInt32
+	kindInt64
+	kindFloat
+	kindDouble
+	kindBytes
+)
+
+func (k physKind) arrowType() arrow.DataType {
+	switch k {
+	case kindBool:
+		return arrow.FixedWidthTypes.Boolean
+	case kindInt32:
+		return arrow.PrimitiveTypes.Int32
+	case kindInt64:
+		return arrow.PrimitiveTypes.Int64
+	case kindFloat:
+		return arrow.PrimitiveTypes.Float32
+	case kindDouble:
+		return arrow.PrimitiveTypes.Float64
+	default:
+		return arrow.BinaryTypes.String
+	}
+}
+
+// colLayout is how one projected top-level column is stored in a file: the
+// leaf it reads, its kind and the definition levels that separate a null
+// list, an empty list, a null element and a value.
+type colLayout struct {
+	leaf    int  // leaf column index in the file
+	kind    physKind
+	list    bool // the column is a list of kind
+	maxDef  byte // definition level of a present value
+	maxRep  byte
+	listDef byte // lists: definition level at which the list itself is present
+}
+
+// arrowType is the Arrow type the layout produces.
+func (l colLayout) arrowType() arrow.DataType {
+	if l.list {
+		return arrow.ListOf(l.kind.arrowType())
+	}
+	return l.kind.arrowType()
+}
+
+// layoutOf maps a top-level parquet column to a layout, or explains why it is
+// not supported.
+func layoutOf(top *parquet.Column) (colLayout, error) {
+	var l colLayout
+	// Walk down single-child groups to the leaf, noting the repeated node.
+	var def byte
+	repeated := 0
+	n := top
+	for {
+		if n.Repeated() {
+			if repeated == 0 {
+				l.listDef = def
+			}
+			repeated++
+		}
+		if n.Optional() || n.Repeated() {
+			def++
+		}
+		if n.Leaf() {
+			break
+		}
+		children := n.Columns()
+		if len(children) != 1 {
+			return l, fmt.Errorf("group with %d fields is not supported (only primitive columns and lists)", len(children))
+		}
+		n = children[0]
+	}
+	if repeated > 1 {
+		return l, errors.New("nested lists are not supported")
+	}
+	if repeated == 0 && n != top {
+		return l, errors.New("struct columns are not supported (only primitive columns and lists)")
+	}
+	l.list = repeated == 1
+	l.leaf = n.Index()
+	l.maxDef = byte(n.MaxDefinitionLevel())
+	l.maxRep = byte(n.MaxRepetitionLevel())
+	if l.maxDef != def {
+		return l, fmt.Errorf("unexpected definition level %d (want %d)", l.maxDef, def)
+	}
+	switch n.Type().Kind() {
+	case parquet.Boolean:
+		l.kind = kindBool
+	case parquet.Int32:
+		l.kind = kindInt32
+	case parquet.Int64:
+		l.kind = kindInt64
+	case parquet.Float:
+		l.kind = kindFloat
+	case parquet.Double:
+		l.kind = kindDouble
+	case parquet.ByteArray:
+		l.kind = kindBytes
+	default:
+		return l, fmt.Errorf("physical type %s is not supported", n.Type().Kind())
+	}
+	return l, nil
+}
+
+// pageValues are the non-null values of the current page, either plain or as
+// dictionary indexes into dictionary values.
+type pageValues struct {
+	n    int // number of values (indexes when dict)
+	pos  int
+	idx  []int32 // dictionary indexes, nil when plain
+	dn   int     // number of dictionary values
+	i32  []int32
+	i64  []int64
+	f32  []float32
+	f64  []float64
+	b    []bool
+	data []byte
+	offs []uint32
+}
+
+// load points v at the values of page p.
+func (v *pageValues) load(kind physKind, p parquet.Page, boolScratch *[]bool, valScratch *[]parquet.Value) error {
+	*v = pageValues{}
+	src := p.Data()
+	if d := p.Dictionary(); d != nil {
+		v.idx = src.Int32()
+		v.n = len(v.idx)
+		src = d.Page().Data()
+	}
+	var count int
+	switch kind {
+	case kindInt32:
+		v.i32 = src.Int32()
+		count = len(v.i32)
+	case kindInt64:
+		v.i64 = src.Int64()
+		count = len(v.i64)
+	case kindFloat:
+		v.f32 = src.Float()
+		count = len(v.f32)
+	case kindDouble:
+		v.f64 = src.Double()
+		count = len(v.f64)
+	case kindBytes:
+		v.data, v.offs = src.ByteArray()
+		count = len(v.offs) - 1
+		if count < 0 {
+			count = 0
+		}
+	case kindBool:
+		// Boolean pages are bit-packed with a possible bit offset: decode
+		// them through the value reader (bool columns are rare).
+		if v.idx != nil {
+			return errors.New("dictionary-encoded booleans are not supported")
+		}
+		bs := (*boolScratch)[:0]
+		vals := *valScratch
+		if cap(vals) < 1024 {
+			vals = make([]parquet.Value, 1024)
+			*valScratch = vals
+		}
+		r := p.Values()
+		for {
+			n, err := r.ReadValues(vals[:cap(vals)])
+			for _, x := range vals[:n] {
+				if !x.IsNull() {
+					bs = append(bs, x.Boolean())
+				}
+			}
+			if err == io.EOF || (err == nil && n == 0) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		*boolScratch = bs
+		v.b = bs
+		count = len(bs)
+	}
+	if v.idx == nil {
+		v.n = count
+	} else {
+		v.dn = count
+	}
+	return nil
+}
+
+// acc accumulates one Arrow array of a primitive kind.
+type acc struct {
+	kind  physKind
+	n     int
+	nulls int
+	valid []byte // bitmap, bit i set when value i is present
+	i32   []int32
+	i64   []int64
+	f32   []float32
+	f64   []float64
+	b     []bool
+	offs  []int32 // utf8 offsets, len n+1
+	data  []byte
+}
+
+func (a *acc) reset() {
+	a.n, a.nulls = 0, 0
+	a.valid = a.valid[:0]
+	a.i32, a.i64, a.f32, a.f64, a.b = a.i32[:0], a.i64[:0], a.f32[:0], a.f64[:0], a.b[:0]
+	a.offs = append(a.offs[:0], 0)
+	a.data = a.data[:0]
+}
+
+// growValid makes room in the bitmap for m more values.
+func (a *acc) growValid(m int) {
+	need := (a.n + m + 7) >> 3
+	for len(a.valid) < need {
+		a.valid = append(a.valid, 0)
+	}
+}
+
+var errValues = errors.New("page holds fewer values than its levels announce")
+var errDictIndex = errors.New("dictionary index out of range")
+
+// appendRun appends the next m values of v, all present.
+func (a *acc) appendRun(v *pageValues, m int) error {
+	if v.pos+m > v.n {
+		return errValues
+	}
+	a.growValid(m)
+	bitutil.SetBitsTo(a.valid, int64(a.n), int64(m), true)
+	if v.idx == nil {
+		lo, hi := v.pos, v.pos+m
+		switch a.kind {
+		case kindInt32:
+			a.i32 = append(a.i32, v.i32[lo:hi]...)
+		case kindInt64:
+			a.i64 = append(a.i64, v.i64[lo:hi]...)
+		case kindFloat:
+			a.f32 = append(a.f32, v.f32[lo:hi]...)
+		case kindDouble:
+			a.f64 = append(a.f64, v.f64[lo:hi]...)
+		case kindBool:
+			a.b = append(a.b, v.b[lo:hi]...)
+		case kindBytes:
+			base := int32(len(a.data)) - int32(v.offs[lo])
+			a.data = append(a.data, v.data[v.offs[lo]:v.offs[hi]]...)
+			for _, o := range v.offs[lo+1 : hi+1] {
+				a.offs = append(a.offs, base+int32(o))
+			}
+		}
+	} else {
+		idx := v.idx[v.pos : v.pos+m]
+		dn := uint32(v.dn)
+		for _, i := range idx {
+			if uint32(i) >= dn {
+				return errDictIndex
+			}
+		}
+		switch a.kind {
+		case kindInt32:
+			for _, i := range idx {
+				a.i32 = append(a.i32, v.i32[i])
+			}
+		case kindInt64:
+			for _, i := range idx {
+				a.i64 = append(a.i64, v.i64[i])
+			}
+		case kindFloat:
+			for _, i := range idx {
+				a.f32 = append(a.f32, v.f32[i])
+			}
+		case kindDouble:
+			for _, i := range idx {
+				a.f64 = append(a.f64, v.f64[i])
+			}
+		case kindBytes:
+			for _, i := range idx {
+				a.data = append(a.data, v.data[v.offs[i]:v.offs[i+1]]...)
+				a.offs = append(a.offs, int32(len(a.data)))
+			}
+		}
+	}
+	v.pos += m
+	a.n += m
+	return nil
+}
+
+// appendNull appends a null (a zero value with its validity bit clear).
+func (a *acc) appendNull() {
+	a.growValid(1)
+	switch a.kind {
+	case kindInt32:
+		a.i32 = append(a.i32, 0)
+	case kindInt64:
+		a.i64 = append(a.i64, 0)
+	case kindFloat:
+		a.f32 = append(a.f32, 0)
+	case kindDouble:
+		a.f64 = append(a.f64, 0)
+	case kindBool:
+		a.b = append(a.b, false)
+	case kindBytes:
+		a.offs = append(a.offs, int32(len(a.data)))
+	}
+	a.n++
+	a.nulls++
+}
+
+// buffer copies b into a new buffer from mem.
+func buffer(mem memory.Allocator, b []byte) *memory.Buffer {
+	buf := memory.NewResizableBuffer(mem)
+	buf.Resize(len(b))
+	copy(buf.Bytes(), b)
+	return buf
+}
+
+func bytesOf[T int32 | int64 | float32 | float64](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// validityBuffer returns the validity bitmap buffer, or nil when no value is null.
+func validityBuffer(mem memory.Allocator, valid []byte, n, nulls int) *memory.Buffer {
+	if nulls == 0 {
+		return nil
+	}
+	return buffer(mem, valid[:(n+7)>>3])
+}
+
+// data builds the Arrow data of the accumulated values. The caller releases it.
+func (a *acc) arrayData(mem memory.Allocator) *array.Data {
+	bufs := make([]*memory.Buffer, 0, 3)
+	bufs = append(bufs, validityBuffer(mem, a.valid, a.n, a.nulls))
+	switch a.kind {
+	case kindInt32:
+		bufs = append(bufs, buffer(mem, bytesOf(a.i32)))
+	case kindInt64:
+		bufs = append(bufs, buffer(mem, bytesOf(a.i64)))
+	case kindFloat:
+		bufs = append(bufs, buffer(mem, bytesOf(a.f32)))
+	case kindDouble:
+		bufs = append(bufs, buffer(mem, bytesOf(a.f64)))
+	case kindBool:
+		bits := memory.NewResizableBuffer(mem)
+		bits.Resize(int(bitutil.BytesForBits(int64(a.n))))
+		out := bits.Bytes()
+		clear(out)
+		for i, x := range a.b {
+			if x {
+				bitutil.SetBit(out, i)
+			}
+		}
+		bufs = append(bufs, bits)
+	case kindBytes:
+		bufs = append(bufs, buffer(mem, bytesOf(a.offs)), buffer(mem, a.data))
+	}
+	d := array.NewData(a.kind.arrowType(), a.n, bufs, nil, a.nulls, 0)
+	for _, b := range bufs {
+		if b != nil {
+			b.Release()
+		}
+	}
+	return d
+}
+
+// colReader streams one projected column of the current row group.
+type colReader struct {
+	name string
+	lay  colLayout
+
+	pages parquet.Pages
+	page  parquet.Page
+	def   []byte
+	rep   []byte
+	nlev  int // levels (or values, for required flat columns) in the page
+	lvl   int
+	vals  pageValues
+	done  bool // no more pages in the row group
+
+	boolScratch []bool
+	valScratch  []parquet.Value
+
+	out acc
+	// lists
+	loffs  []int32
+	lvalid []byte
+	ln     int
+	lnulls int
+}
+
+func newColReader(name string, lay colLayout) *colReader {
+	c := &colReader{name: name, lay: lay}
+	c.out.kind = lay.kind
+	c.resetBatch()
+	return c
+}
+
+func (c *colReader) resetBatch() {
+	c.out.reset()
+	c.loffs = append(c.loffs[:0], 0)
+	c.lvalid = c.lvalid[:0]
+	c.ln, c.lnulls = 0, 0
+}
+
+// startRowGroup starts reading pages of a column chunk from row.
+func (c *colReader) startRowGroup(chunk parquet.ColumnChunk, row int64) error {
+	c.closePages()
+	c.pages = chunk.Pages()
+	c.done = false
+	if row > 0 {
+		if err := c.pages.SeekToRow(row); err != nil {
+			return fmt.Errorf("seek to row %d: %w", row, err)
+		}
+	}
+	return nil
+}
+
+func (c *colReader) closePages() {
+	if c.page != nil {
+		parquet.Release(c.page)
+		c.page = nil
+	}
+	if c.pages != nil {
+		c.pages.Close()
+		c.pages = nil
+	}
+	c.nlev, c.lvl = 0, 0
+	c.def, c.rep = nil, nil
+	c.vals = pageValues{}
+}
+
+// nextPage loads the next page; it sets done at the end of the chunk.
+func (c *colReader) nextPage() error {
+	if c.page != nil {
+		parquet.Release(c.page)
+		c.page = nil
+	}
+	for {
+		p, err := c.pages.ReadPage()
+		if err == io.EOF {
+			c.done = true
+			c.nlev, c.lvl = 0, 0
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c.page = p
+		c.def = p.DefinitionLevels()
+		c.rep = p.RepetitionLevels()
+		if c.lay.maxDef > 0 && len(c.def) == 0 && p.NumValues() > 0 {
+			return errors.New("page without definition levels in an optional column")
+		}
+		if c.lay.list && len(c.rep) != len(c.def) {
+			return errors.New("page repetition and definition levels differ in length")
+		}
+		if c.lay.maxDef > 0 {
+			c.nlev = len(c.def)
+		} else {
+			c.nlev = int(p.NumValues())
+		}
+		c.lvl = 0
+		if err := c.vals.load(c.lay.kind, p, &c.boolScratch, &c.valScratch); err != nil {
+			return err
+		}
+		if c.nlev > 0 {
+			return nil
+		}
+		parquet.Release(p)
+		c.page = nil
+	}
+}
+
+// readRows appends k rows of the column to the batch.
+func (c *colReader) readRows(k int) error {
+	if c.lay.list {
+		return c.readListRows(k)
+	}
+	for k > 0 {
+		if c.lvl == c.nlev {
+			if err := c.nextPage(); err != nil {
+				return err
+			}
+			if c.done {
+				return fmt.Errorf("column chunk ended %d rows early", k)
+			}
+		}
+		m := min(k, c.nlev-c.lvl)
+		if c.lay.maxDef == 0 {
+			if err := c.out.appendRun(&c.vals, m); err != nil {
+				return err
+			}
+		} else {
+			def := c.def[c.lvl : c.lvl+m]
+			maxDef := c.lay.maxDef
+			// Bulk-append runs of present values, one null at a time.
+			i := 0
+			for i < len(def) {
+				j := i
+				for j < len(def) && def[j] == maxDef {
+					j++
+				}
+				if j > i {
+					if err := c.out.appendRun(&c.vals, j-i); err != nil {
+						return err
+					}
+				}
+				for j < len(def) && def[j] != maxDef {
+					c.out.appendNull()
+					j++
+				}
+				i = j
+			}
+		}
+		c.lvl += m
+		k -= m
+	}
+	return nil
+}
+
+// readListRows appends k list rows. A row starts at a repetition level of 0;
+// it ends where the next row starts, possibly on a later page.
+func (c *colReader) readListRows(k int) error {
+	rows := 0
+	maxDef, listDef := c.lay.maxDef, c.lay.listDef
+	for {
+		if c.lvl == c.nlev {
+			if err := c.nextPage(); err != nil {
+				return err
+			}
+			if c.done {
+				if rows < k {
+					return fmt.Errorf("column chunk ended %d rows early", k-rows)
+				}
+				return nil
+			}
+		}
+		for c.lvl < c.nlev {
+			r, d := c.rep[c.lvl], c.def[c.lvl]
+			if r == 0 {
+				if rows == k {
+					return nil
+				}
+				rows++
+				// Close the previous list, open this one.
+				if c.ln > 0 {
+					c.loffs = append(c.loffs, int32(c.out.n))
+				}
+				need := (c.ln + 8) >> 3
+				for len(c.lvalid) < need {
+					c.lvalid = append(c.lvalid, 0)
+				}
+				c.ln++
+				if d < listDef {
+					c.lnulls++
+					c.lvl++
+					continue
+				}
+				bitutil.SetBit(c.lvalid, c.ln-1)
+				if d == listDef {
+					c.lvl++
+					continue // empty list
+				}
+			} else if rows == 0 {
+				return errors.New("list continues a row that was not started")
+			}
+			if d == maxDef {
+				if err := c.out.appendRun(&c.vals, 1); err != nil {
+					return err
+				}
+			} else {
+				c.out.appendNull()
+			}
+			c.lvl++
+		}
+	}
+}
+
+// arrayData builds the batch's Arrow data for the column. The caller
+// releases it.
+func (c *colReader) arrayData(mem memory.Allocator) *array.Data {
+	leaf := c.out.arrayData(mem)
+	if !c.lay.list {
+		return leaf
+	}
+	defer leaf.Release()
+	offs := append(c.loffs, int32(c.out.n))
+	if c.ln == 0 {
+		offs = offs[:1]
+	}
+	c.loffs = offs
+	bufs := []*memory.Buffer{validityBuffer(mem, c.lvalid, c.ln, c.lnulls), buffer(mem, bytesOf(offs))}
+	d := array.NewData(c.lay.arrowType(), c.ln, bufs, []arrow.ArrayData{leaf}, c.lnulls, 0)
+	for _, b := range bufs {
+		if b != nil {
+			b.Release()
+		}
+	}
+	return d
+}
