@@ -46,7 +46,7 @@ func (k physKind) arrowType() arrow.DataType {
 // leaf it reads, its kind and the definition levels that separate a null
 // list, an empty list, a null element and a value.
 type colLayout struct {
-	leaf    int  // leaf column index in the file
+	leaf    int // leaf column index in the file
 	kind    physKind
 	list    bool // the column is a list of kind
 	maxDef  byte // definition level of a present value
