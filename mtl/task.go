@@ -323,8 +323,9 @@ const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient 
 //
 // Labels of binary and esmm tasks must lie in [0, 1], regression labels
 // must be finite: otherwise a *LossError wrapping ErrLabel names the task
-// and row. A non-finite loss gives a *LossError wrapping ErrNonFinite with
-// a hint; dLogits are then unusable. In steady state LossTo allocates
+// and row. A NaN or infinite logit, or a non-finite loss, gives a
+// *LossError wrapping ErrNonFinite that names the task, the row and head of
+// the first bad logit, with a hint; dLogits are then unusable. In steady state LossTo allocates
 // nothing.
 func (s *TaskSet) LossTo(losses []float64, dLogits, logits, labels [][]float32, sampleWeights []float32, taskWeights []float64) ([]float64, error) {
 	T := len(s.tasks)
@@ -471,8 +472,13 @@ func binaryLoss(d, z, y, w []float32, scale float64, mask []float32) (float64, e
 		if w != nil {
 			wr = float64(w[r])
 		}
-		sum += wr * (softplus(zr) - yr*zr)
-		d[r] += float32(scale * wr * (sigmoid(zr) - yr))
+		e := math.Exp(-math.Abs(zr)) // shared by softplus and sigmoid
+		sig := 1 / (1 + e)
+		if zr < 0 {
+			sig = e / (1 + e)
+		}
+		sum += wr * (max(zr, 0) + math.Log1p(e) - yr*zr)
+		d[r] += float32(scale * wr * (sig - yr))
 	}
 	return sum, nil
 }
@@ -525,13 +531,12 @@ func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float
 			wr = float64(w[r])
 		}
 		sum += wr * (-yr*logP - (1-yr)*log1mP)
-		// dL/dz_i = σ(−z_i)·(−y + (1−y)·P/(1−P)), the second factor formed
-		// in log space: σ(−z_i)·P/(1−P) = exp(−softplus(z_i) + log P − log(1−P)).
-		k := scale * wr
+		// dL/dz_i = σ(−z_i)·(−y + (1−y)·P/(1−P)). P/(1−P) = exp(log P −
+		// log(1−P)) <= exp(690) because of the clamp, so the product with
+		// σ(−z_i) is finite (it tends to 0·large = 0, never Inf·0).
+		k := scale * wr * (-yr + (1-yr)*math.Exp(logP-log1mP))
 		for _, c := range chain {
-			zc := float64(logits[c][r])
-			g := -yr*math.Exp(-softplus(zc)) + (1-yr)*math.Exp(-softplus(zc)+logP-log1mP)
-			dLogits[c][r] += float32(k * g)
+			dLogits[c][r] += float32(k * sigmoid(-float64(logits[c][r])))
 		}
 	}
 	loss := sum / W

@@ -125,30 +125,40 @@ type Uncertainty struct {
 
 // NewUncertainty validates cfg and returns the weighting.
 func NewUncertainty(cfg UncertaintyConfig) (*Uncertainty, error) {
-	if cfg.Tasks < 2 {
-		return nil, fmt.Errorf("mtl: uncertainty weighting needs at least 2 tasks, have %d: %w", cfg.Tasks, ErrConfig)
-	}
-	a := AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps}.withDefaults()
-	if err := validateAdam("uncertainty weighting", a.LR, a.Beta1, a.Beta2, a.Eps, 0); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	a := AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps}.withDefaults()
 	cfg.LR, cfg.Beta1, cfg.Beta2, cfg.Eps = a.LR, a.Beta1, a.Beta2, a.Eps
-	if cfg.InitialLogVar != nil && len(cfg.InitialLogVar) != cfg.Tasks {
-		return nil, fmt.Errorf("mtl: uncertainty weighting: %d initial log-variances for %d tasks: %w", len(cfg.InitialLogVar), cfg.Tasks, ErrConfig)
-	}
 	u := &Uncertainty{cfg: cfg, s: make([]float64, cfg.Tasks), w: make([]float64, cfg.Tasks),
 		m: make([]float64, cfg.Tasks), v: make([]float64, cfg.Tasks), g: make([]float64, cfg.Tasks)}
 	for t := range u.s {
 		if cfg.InitialLogVar != nil {
-			s := cfg.InitialLogVar[t]
-			if math.IsNaN(s) || math.IsInf(s, 0) {
-				return nil, fmt.Errorf("mtl: uncertainty weighting: initial log-variance of task %d is %v: %w", t, s, ErrConfig)
-			}
-			u.s[t] = s
+			u.s[t] = cfg.InitialLogVar[t]
 		}
 		u.w[t] = math.Exp(-u.s[t])
 	}
 	return u, nil
+}
+
+// Validate checks the configuration after defaults are applied.
+func (cfg UncertaintyConfig) Validate() error {
+	if cfg.Tasks < 2 {
+		return fmt.Errorf("mtl: uncertainty weighting needs at least 2 tasks, have %d: %w", cfg.Tasks, ErrConfig)
+	}
+	a := AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps}.withDefaults()
+	if err := validateAdam("uncertainty weighting", a.LR, a.Beta1, a.Beta2, a.Eps, 0); err != nil {
+		return err
+	}
+	if cfg.InitialLogVar != nil && len(cfg.InitialLogVar) != cfg.Tasks {
+		return fmt.Errorf("mtl: uncertainty weighting: %d initial log-variances for %d tasks: %w", len(cfg.InitialLogVar), cfg.Tasks, ErrConfig)
+	}
+	for t, s := range cfg.InitialLogVar {
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return fmt.Errorf("mtl: uncertainty weighting: initial log-variance of task %d is %v: %w", t, s, ErrConfig)
+		}
+	}
+	return nil
 }
 
 // Weights returns exp(−s_t).
@@ -259,26 +269,10 @@ type GradNorm struct {
 
 // NewGradNorm validates cfg and returns the weighting, all weights 1.
 func NewGradNorm(cfg GradNormConfig) (*GradNorm, error) {
-	if cfg.Tasks < 2 {
-		return nil, fmt.Errorf("mtl: gradnorm weighting needs at least 2 tasks, have %d: %w", cfg.Tasks, ErrConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Alpha == 0 {
-		cfg.Alpha = 1.5
-	}
-	if cfg.LR == 0 {
-		cfg.LR = 0.025
-	}
-	if cfg.MinWeight == 0 {
-		cfg.MinWeight = 1e-3
-	}
-	switch {
-	case !(cfg.Alpha >= 0) || math.IsInf(cfg.Alpha, 0):
-		return nil, fmt.Errorf("mtl: gradnorm: alpha %v: want finite and >= 0: %w", cfg.Alpha, ErrConfig)
-	case !(cfg.LR > 0) || math.IsInf(cfg.LR, 0):
-		return nil, fmt.Errorf("mtl: gradnorm: lr %v: want finite and > 0: %w", cfg.LR, ErrConfig)
-	case !(cfg.MinWeight > 0 && cfg.MinWeight < 1):
-		return nil, fmt.Errorf("mtl: gradnorm: min_weight %v: want (0, 1): %w", cfg.MinWeight, ErrConfig)
-	}
+	cfg = cfg.withDefaults()
 	g := &GradNorm{cfg: cfg, w: make([]float64, cfg.Tasks), l0: make([]float64, cfg.Tasks)}
 	for t := range g.w {
 		g.w[t] = 1
@@ -289,6 +283,39 @@ func NewGradNorm(cfg GradNormConfig) (*GradNorm, error) {
 		}
 	}
 	return g, nil
+}
+
+func (cfg GradNormConfig) withDefaults() GradNormConfig {
+	if cfg.Alpha == 0 {
+		cfg.Alpha = 1.5
+	}
+	if cfg.LR == 0 {
+		cfg.LR = 0.025
+	}
+	if cfg.MinWeight == 0 {
+		cfg.MinWeight = 1e-3
+	}
+	return cfg
+}
+
+// Validate checks the configuration after defaults are applied.
+func (cfg GradNormConfig) Validate() error {
+	if cfg.Tasks < 2 {
+		return fmt.Errorf("mtl: gradnorm weighting needs at least 2 tasks, have %d: %w", cfg.Tasks, ErrConfig)
+	}
+	cfg = cfg.withDefaults()
+	switch {
+	case !(cfg.Alpha >= 0) || math.IsInf(cfg.Alpha, 0):
+		return fmt.Errorf("mtl: gradnorm: alpha %v: want finite and >= 0: %w", cfg.Alpha, ErrConfig)
+	case !(cfg.LR > 0) || math.IsInf(cfg.LR, 0):
+		return fmt.Errorf("mtl: gradnorm: lr %v: want finite and > 0: %w", cfg.LR, ErrConfig)
+	case !(cfg.MinWeight > 0 && cfg.MinWeight < 1):
+		return fmt.Errorf("mtl: gradnorm: min_weight %v: want (0, 1): %w", cfg.MinWeight, ErrConfig)
+	}
+	if cfg.InitialLosses != nil {
+		return (&GradNorm{w: make([]float64, cfg.Tasks), l0: make([]float64, cfg.Tasks)}).setInitial(cfg.InitialLosses)
+	}
+	return nil
 }
 
 func (g *GradNorm) setInitial(l0 []float64) error {
