@@ -288,3 +288,43 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 		}
 	}
 }
+
+// AddFrom adds the gradients in o to g: the dense gradients elementwise and
+// the sparse ones row by row, so that a row touched by both appears once in
+// g. It combines the gradients of data-parallel workers that each ran
+// Backward on a slice of one batch (features.Batch.SliceTo) into the
+// gradient of the whole batch. Both must come from this model; o is not
+// changed. It allocates nothing once g's sparse gradients have grown to the
+// union's size.
+func (g *Grads) AddFrom(o *Grads) error {
+	if g == nil || o == nil || g.m != o.m || g.m == nil {
+		return batchErr("Grads.AddFrom: gradients of different models")
+	}
+	dst, src := g.arena, o.arena[:len(g.arena)]
+	for i, v := range src {
+		dst[i] += v
+	}
+	D := g.m.dim
+	for f := range g.Sparse {
+		sg, so := &g.Sparse[f], &o.Sparse[f]
+		slots := g.slots[f]
+		for i, id := range sg.Rows {
+			slots[id] = int32(i)
+		}
+		for i, id := range so.Rows {
+			s := slots[id]
+			if s < 0 {
+				s = int32(len(sg.Rows))
+				slots[id] = s
+				sg.Rows = append(sg.Rows, id)
+				sg.Grad = append(sg.Grad, so.Grad[i*D:i*D+D]...)
+				continue
+			}
+			axpy(sg.Grad[int(s)*D:int(s)*D+D], 1, so.Grad[i*D:i*D+D])
+		}
+		for _, id := range sg.Rows {
+			slots[id] = -1
+		}
+	}
+	return nil
+}

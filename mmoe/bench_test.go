@@ -3,6 +3,8 @@ package mmoe
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/onestone/onestone/features"
 )
 
 // BenchmarkForwardBackward/std is the standard training workload of
@@ -10,6 +12,7 @@ import (
 // 8 experts [256, 128] ReLU, towers [64], 2 heads, batch 1024.
 func BenchmarkForwardBackward(b *testing.B) {
 	b.Run("std", func(b *testing.B) { benchStep(b, true) })
+	b.Run("std-2workers", benchDataParallel)
 }
 
 // BenchmarkForward/std is the forward pass alone on the same workload.
@@ -41,6 +44,73 @@ func benchStep(b *testing.B, backward bool) {
 		}
 	}
 	step() // warm up: grow the sparse gradients
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		step()
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "examples/s")
+}
+
+// benchDataParallel splits each batch of the std workload over two
+// persistent workers (SliceTo views, one Workspace and Grads each) and adds
+// the second worker's gradients into the first's, as a trainer on 2 cores
+// would.
+func benchDataParallel(b *testing.B) {
+	const rows, half = 1024, 512
+	layout := stdLayout()
+	m, err := New(Config{Seed: 1}, layout, []string{"ctr", "cvr"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := randomBatch(layout, rows, rand.New(rand.NewPCG(1, 2)))
+	dl := [][]float32{make([]float32, rows), make([]float32, rows)}
+	for i := range dl[0] {
+		dl[0][i], dl[1][i] = 0.01, -0.01
+	}
+	type worker struct {
+		ws    *Workspace
+		g     *Grads
+		view  features.Batch
+		dl    [][]float32
+		start chan struct{}
+		done  chan error
+	}
+	ws := make([]*worker, 2)
+	for i := range ws {
+		w := &worker{ws: m.NewWorkspace(half), g: m.NewGrads(half), start: make(chan struct{}), done: make(chan error)}
+		batch.SliceTo(&w.view, i*half, (i+1)*half)
+		w.dl = [][]float32{dl[0][i*half : (i+1)*half], dl[1][i*half : (i+1)*half]}
+		ws[i] = w
+		go func() {
+			for range w.start {
+				err := m.Forward(w.ws, &w.view)
+				if err == nil {
+					err = m.Backward(w.ws, &w.view, w.dl, w.g)
+				}
+				w.done <- err
+			}
+		}()
+	}
+	defer func() {
+		for _, w := range ws {
+			close(w.start)
+		}
+	}()
+	step := func() {
+		for _, w := range ws {
+			w.start <- struct{}{}
+		}
+		for _, w := range ws {
+			if err := <-w.done; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := ws[0].g.AddFrom(ws[1].g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -342,3 +342,58 @@ func TestZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestGradsAddFrom: the gradients of two halves of a batch, added, equal the
+// gradient of the whole batch.
+func TestGradsAddFrom(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchCGC, Experts: 2, EmbeddingDim: 3, ExpertHidden: []int{4, 3}, Activation: ActTanh, Seed: 3})
+	b := randomBatch(smallLayout(), 12, rand.New(rand.NewPCG(7, 7)))
+	dl := [][]float32{make([]float32, 12), make([]float32, 12)}
+	for i := range dl[0] {
+		dl[0][i], dl[1][i] = float32(i%5)-2, float32(i%3)-1
+	}
+	grad := func(lo, hi int) *Grads {
+		var s features.Batch
+		b.SliceTo(&s, lo, hi)
+		ws, g := m.NewWorkspace(12), m.NewGrads(12)
+		if err := m.Forward(ws, &s); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Backward(ws, &s, [][]float32{dl[0][lo:hi], dl[1][lo:hi]}, g); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	full, a, c := grad(0, 12), grad(0, 5), grad(5, 12)
+	if err := a.AddFrom(c); err != nil {
+		t.Fatal(err)
+	}
+	near := func(x, y float32) bool { return math.Abs(float64(x-y)) <= 1e-5+1e-4*math.Abs(float64(y)) }
+	for i := range full.Dense {
+		for k := range full.Dense[i] {
+			if !near(a.Dense[i][k], full.Dense[i][k]) {
+				t.Fatalf("dense %d[%d]: %g, want %g", i, k, a.Dense[i][k], full.Dense[i][k])
+			}
+		}
+	}
+	for f := range full.Sparse {
+		want := map[int32][]float32{}
+		for i, id := range full.Sparse[f].Rows {
+			want[id] = full.Sparse[f].Grad[i*3 : i*3+3]
+		}
+		got := a.Sparse[f]
+		if len(got.Rows) != len(want) {
+			t.Fatalf("field %d: %d rows, want %d", f, len(got.Rows), len(want))
+		}
+		for i, id := range got.Rows {
+			for d := 0; d < 3; d++ {
+				if !near(got.Grad[i*3+d], want[id][d]) {
+					t.Fatalf("field %d row %d: %v, want %v", f, id, got.Grad[i*3:i*3+3], want[id])
+				}
+			}
+		}
+	}
+	if err := a.AddFrom(testModel(t, Config{Seed: 1}).NewGrads(1)); err == nil {
+		t.Error("AddFrom accepted another model's gradients")
+	}
+}
