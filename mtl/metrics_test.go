@@ -222,3 +222,51 @@ func BenchmarkAUC1M(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds()/1e6, "Mrows/s")
 }
+
+func TestEvaluatorAndLabelIndex(t *testing.T) {
+	tasks := mustTasks(t, TaskConfig{Name: "ctr", Label: "click"}, TaskConfig{Name: "cvr", Kind: KindESMM, Parent: "ctr", Label: "buy"})
+	cols := []string{"buy", "dwell", "click"}
+	idx, err := tasks.LabelIndex(cols)
+	if err != nil || idx[0] != 2 || idx[1] != 0 {
+		t.Fatalf("LabelIndex = %v, %v", idx, err)
+	}
+	if _, err := tasks.LabelIndex([]string{"click"}); !errors.Is(err, ErrConfig) || !contains(err.Error(), `"buy" not found`) {
+		t.Fatalf("missing label: %v", err)
+	}
+	e, err := NewEvaluator(tasks, cols, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(31, 31))
+	n := 400
+	labels := [][]float32{make([]float32, n), make([]float32, n), make([]float32, n)}
+	logits := [][]float32{randSlice(rng, n, 1), randSlice(rng, n, 1)}
+	for r := range n {
+		if rng.Float32() < 0.4 {
+			labels[2][r] = 1
+			if rng.Float32() < 0.5 {
+				labels[0][r] = 1
+			}
+		}
+	}
+	scores, _ := tasks.PredictTo(nil, logits)
+	if err := e.AddBatch(scores, labels, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := e.Compute()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp, cy []float32 // cvr on clicked rows
+	for r := range n {
+		if labels[2][r] == 1 {
+			cp, cy = append(cp, scores[1][r]), append(cy, labels[0][r])
+		}
+	}
+	if ms[0].AUC != AUC(scores[0], labels[2], nil) || ms[1].AUC != AUC(cp, cy, nil) || ms[1].Count != int64(len(cp)) || ms[2].AUC != AUC(scores[2], labels[0], nil) {
+		t.Fatalf("evaluator metrics %+v", ms)
+	}
+	if ms[2].Objective != "ctcvr" || ms[2].Count != int64(n) {
+		t.Fatalf("ctcvr metrics %+v", ms[2])
+	}
+}
