@@ -211,7 +211,7 @@ func (a *Accumulator) AddBatch(preds, labels, mask []float32, groups []uint64, w
 }
 
 // Compute returns the metrics of the rows held. It fails, naming the row
-// (in order of addition among the rows held), on a non-finite prediction,
+// (its slot in the accumulator's storage), on a non-finite prediction,
 // a negative or non-finite weight, or for binary objectives a label outside
 // [0, 1]. GAUC is NaN when no groups were given.
 func (a *Accumulator) Compute() (Metrics, error) {
@@ -408,6 +408,9 @@ func radixPairs[K uint32 | uint64](keys []K, vals []uint32, tk []K, tv []uint32,
 	}
 }
 
+// The functions below take slices of equal length (they panic otherwise,
+// as a shape bug) and are safe for concurrent use.
+
 // AUC returns the exact weighted ROC AUC of predictions against labels in
 // [0, 1] (ties count one half), or NaN when all rows have one class.
 // weights may be nil (all 1). It allocates its sort scratch; use an
@@ -422,9 +425,10 @@ func AUC(preds, labels, weights []float32) float64 {
 
 // GAUC returns the group AUC: per-group AUCs averaged with the groups'
 // weight sums as weights, skipping groups with a single class, and the
-// number of groups used. NaN when no group has both classes.
+// number of groups used. NaN when no group has both classes or groups is
+// nil.
 func GAUC(preds, labels []float32, groups []uint64, weights []float32) (float64, int) {
-	if len(preds) == 0 {
+	if len(preds) == 0 || groups == nil {
 		return math.NaN(), 0
 	}
 	var s sorter

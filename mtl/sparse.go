@@ -100,7 +100,6 @@ type SparseAdagrad struct {
 	cfg    SparseAdagradConfig
 	tables []Table
 	acc    [][]float32
-	step   int64
 }
 
 // NewSparseAdagrad returns a sparse Adagrad optimizer over tables.

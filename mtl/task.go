@@ -31,7 +31,8 @@ type TaskConfig struct {
 	Name string `json:"name" yaml:"name"`
 	// Kind is KindBinary, KindRegression or KindESMM. Default: "binary".
 	Kind string `json:"kind" yaml:"kind"`
-	// Label is the label column the task learns from. For an esmm task it
+	// Label is the label column the task learns from: 0 or 1 for binary
+	// and esmm tasks, any finite value for regression. For an esmm task it
 	// is the joint event over all rows (click-and-convert over
 	// impressions). Default: Name.
 	Label string `json:"label" yaml:"label"`
@@ -318,11 +319,12 @@ const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient 
 // (z − y)² (mean squared error, gradient 2(z − y)); esmm
 // −y·log P − (1−y)·log(1−P) with log P = Σ_chain log σ(z_i), computed in
 // log space so that it stays finite for logits of any size, plus the
-// optional masked term. A batch whose weights sum to zero gives zero losses
+// optional masked term (included in losses[t], times MaskedCVRWeight). A
+// batch whose weights sum to zero gives zero losses
 // and gradients.
 //
-// Labels of binary and esmm tasks must lie in [0, 1], regression labels
-// must be finite: otherwise a *LossError wrapping ErrLabel names the task
+// Labels of binary and esmm tasks must be 0 or 1, regression labels must
+// be finite: otherwise a *LossError wrapping ErrLabel names the task
 // and row. A NaN or infinite logit, or a non-finite loss, gives a
 // *LossError wrapping ErrNonFinite that names the task, the row and head of
 // the first bad logit, with a hint; dLogits are then unusable. In steady state LossTo allocates
@@ -461,8 +463,8 @@ func binaryLoss(d, z, y, w []float32, scale float64, mask []float32) (float64, e
 			continue
 		}
 		yr := float64(y[r])
-		if !(yr >= 0 && yr <= 1) {
-			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "binary labels must lie in [0, 1]"}
+		if yr != 0 && yr != 1 {
+			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "binary labels must be 0 or 1"}
 		}
 		if !finite32(z[r]) {
 			return 0, errNonFiniteLogit
@@ -514,8 +516,8 @@ func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float
 	var sum float64
 	for r := range y {
 		yr := float64(y[r])
-		if !(yr >= 0 && yr <= 1) {
-			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "esmm labels (the joint event, e.g. click-and-convert) must lie in [0, 1]"}
+		if yr != 0 && yr != 1 {
+			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "esmm labels (the joint event, e.g. click-and-convert) must be 0 or 1"}
 		}
 		var logP float64
 		for _, c := range chain {

@@ -220,6 +220,10 @@ func TestLossErrors(t *testing.T) {
 	if !errors.As(err, &le) || !errors.Is(err, ErrLabel) || le.Task != "ctr" || le.Row != 1 {
 		t.Fatalf("label 2: err = %v", err)
 	}
+	_, err = s.LossTo(nil, d, [][]float32{{0, 0}, {0, 0}}, [][]float32{{1, 0}, {0.5, 0}}, nil, nil)
+	if !errors.As(err, &le) || !errors.Is(err, ErrLabel) || le.Task != "cvr" || le.Row != 0 || !contains(err.Error(), "0 or 1") {
+		t.Fatalf("label 0.5: err = %v", err)
+	}
 	_, err = s.LossTo(nil, d, [][]float32{{0, float32(math.NaN())}, {0, 0}}, [][]float32{{1, 0}, {0, 0}}, nil, nil)
 	if !errors.As(err, &le) || !errors.Is(err, ErrNonFinite) || le.Task != "ctr" || le.Row != 1 || !contains(err.Error(), "learning rate") {
 		t.Fatalf("NaN logit: err = %v", err)
