@@ -30,7 +30,7 @@ import (
 type microKernel struct {
 	name       string
 	mr, nr     int
-	mc, kc, nc int // block sizes: mc multiple of mr, nc multiple of nr
+	mc, kc, nc int // block sizes: mc multiple of mr, nc multiple of nr, kc the largest k block
 	fn         func(k int, a, b, c *float32, ldc int, alpha, beta float32)
 }
 
@@ -146,10 +146,17 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
+	// Split k into equal blocks of at most mk.kc, so that a k a little over
+	// mk.kc does not leave a thin last block.
+	kc := k
+	if k > mk.kc {
+		blocks := (k + mk.kc - 1) / mk.kc
+		kc = min(roundUp((k+blocks-1)/blocks, 8), mk.kc)
+	}
 	for jc := 0; jc < n; jc += mk.nc {
 		nb := min(mk.nc, n-jc)
-		for pc := 0; pc < k; pc += mk.kc {
-			kb := min(mk.kc, k-pc)
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
 			packB(ws.b, transB, b, ldb, pc, jc, kb, nb, nr)
 			bet := beta
 			if pc > 0 {
@@ -207,6 +214,15 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 		}
 		// op(A)(i, p) = a[i*lda+p]: a transpose of a rs x kb block.
 		i := 0
+		for ; i+8 <= rs; i += 8 {
+			src := a[(i0+s+i)*lda+p0:]
+			q := transpose8(d[i:], mr, src, lda, kb)
+			for r := 0; r < 8 && q < kb; r++ {
+				for p, v := range src[r*lda+q : r*lda+kb] {
+					d[(q+p)*mr+i+r] = v
+				}
+			}
+		}
 		for ; i+4 <= rs; i += 4 {
 			r0 := a[(i0+s+i)*lda+p0 : (i0+s+i)*lda+p0+kb]
 			r1 := a[(i0+s+i+1)*lda+p0 : (i0+s+i+1)*lda+p0+kb]
@@ -250,6 +266,15 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kb, nb, nr int) 
 		}
 		// op(B)(p, j) = b[j*ldb+p]: a transpose of a cs x kb block.
 		j := 0
+		for ; j+8 <= cs; j += 8 {
+			src := b[(j0+s+j)*ldb+p0:]
+			q := transpose8(d[j:], nr, src, ldb, kb)
+			for r := 0; r < 8 && q < kb; r++ {
+				for p, v := range src[r*ldb+q : r*ldb+kb] {
+					d[(q+p)*nr+j+r] = v
+				}
+			}
+		}
 		for ; j+4 <= cs; j += 4 {
 			r0 := b[(j0+s+j)*ldb+p0 : (j0+s+j)*ldb+p0+kb]
 			r1 := b[(j0+s+j+1)*ldb+p0 : (j0+s+j+1)*ldb+p0+kb]

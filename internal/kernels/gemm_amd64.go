@@ -17,8 +17,8 @@ func kernAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 func kernAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
-	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 256, nc: 512, fn: kernAVX2}
-	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 256, nc: 512, fn: kernAVX512}
+	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2}
+	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512}
 )
 
 // hasAVX2 and hasAVX512 report what the CPU and OS support.

@@ -150,7 +150,7 @@ func TestSgemmSmallShapes(t *testing.T) {
 // micro-tile edges of every kernel.
 func TestSgemmBlockEdges(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
-	shapes := [][3]int{{129, 257, 129}, {257, 129, 300}, {113, 530, 257}, {15, 1030, 33}, {225, 33, 513}, {1, 600, 520}, {300, 1, 17}}
+	shapes := [][3]int{{129, 257, 129}, {257, 129, 300}, {113, 530, 257}, {15, 1030, 33}, {225, 33, 513}, {1, 600, 520}, {300, 1, 17}, {20, 2100, 40}, {30, 9, 1100}}
 	for _, mk := range availableKernels() {
 		t.Run(mk.name, func(t *testing.T) {
 			for i, s := range shapes {

@@ -49,3 +49,20 @@ func reluMaskRow(dy, y []float32) {
 	}
 	reluMaskRowGo(dy[n:], y[n:])
 }
+
+//go:noescape
+func transpose8AVX2(dst *float32, ldd int, src *float32, lds int, k int)
+
+// transpose8 writes dst[q*ldd+r] = src[r*lds+q] for r < 8 and q < n, for
+// the largest n <= k that is a multiple of 8 and that it can do quickly;
+// it returns n (0 without AVX2). The caller transposes the rest.
+func transpose8(dst []float32, ldd int, src []float32, lds, k int) int {
+	n := k &^ 7
+	if !hasAVX2 || n == 0 {
+		return 0
+	}
+	_ = dst[(n-1)*ldd+7]
+	_ = src[7*lds+n-1]
+	transpose8AVX2(&dst[0], ldd, &src[0], lds, n)
+	return n
+}

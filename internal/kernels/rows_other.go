@@ -5,3 +5,6 @@ package kernels
 func addRow(dst, x []float32)     { addRowGo(dst, x) }
 func addReLURow(dst, x []float32) { addReLURowGo(dst, x) }
 func reluMaskRow(dy, y []float32) { reluMaskRowGo(dy, y) }
+
+// transpose8 has no fast path in this build: the caller does all the work.
+func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 0 }
