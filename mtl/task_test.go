@@ -264,3 +264,37 @@ func BenchmarkLoss1024x2(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func TestLossExtremeLogitsFinite(t *testing.T) {
+	s := mustTasks(t, TaskConfig{Name: "ctr"}, TaskConfig{Name: "cvr", Kind: KindESMM, Parent: "ctr", MaskedCVRWeight: 1})
+	vals := []float32{-3e38, -1e4, -30, 0, 30, 1e4, 3e38}
+	var za, zb, ya, yb []float32
+	for _, a := range vals {
+		for _, b := range vals {
+			for _, y := range [][2]float32{{0, 0}, {1, 0}, {1, 1}} {
+				za, zb, ya, yb = append(za, a), append(zb, b), append(ya, y[0]), append(yb, y[1])
+			}
+		}
+	}
+	n := len(za)
+	d := [][]float32{make([]float32, n), make([]float32, n)}
+	losses, err := s.LossTo(nil, d, [][]float32{za, zb}, [][]float32{ya, yb}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range losses {
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			t.Fatalf("task %d loss %v", i, l)
+		}
+	}
+	// Per row |dL/dz| is at most 1 for each logloss term, divided by its
+	// weight sum: ctr gets its own logloss and the ESMM term (1/n each),
+	// cvr the ESMM term (1/n) and the masked term (1/Wm, Wm = 2n/3).
+	for h := range d {
+		for r, g := range d[h] {
+			if math.IsNaN(float64(g)) || math.Abs(float64(g))*float64(n) > 2.5+1e-3 {
+				t.Fatalf("head %d row %d (logits %v, %v): gradient %v", h, r, za[r], zb[r], g)
+			}
+		}
+	}
+}
