@@ -118,3 +118,39 @@ func benchDataParallel(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "examples/s")
 }
+
+// BenchmarkScore/std-500 scores one request of the std workload (one
+// context, 500 candidates) on one goroutine: full is Model.Forward on the
+// joined batch, split is Split.Forward computing the context share once.
+func BenchmarkScore(b *testing.B) {
+	const n = 500
+	layout := stdLayout()
+	m, err := New(Config{Seed: 1}, layout, []string{"ctr", "cvr"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	ctx, cand := randomBatch(layout, 1, rng), randomBatch(layout, n, rng)
+	full := joinSides(layout, ctx, cand)
+	s := m.NewSplit()
+	b.Run("std-500/full", func(b *testing.B) {
+		ws := m.NewWorkspace(n)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := m.Forward(ws, full); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
+	})
+	b.Run("std-500/split", func(b *testing.B) {
+		ws := s.NewWorkspace(n)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := s.Forward(ws, ctx, cand); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
+	})
+}

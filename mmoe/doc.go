@@ -29,8 +29,9 @@
 // followed by the dense block (Layout.Dense order), so its width is
 // len(Sparse)*EmbeddingDim + len(Dense). Single-id fields look their row up;
 // pooled fields take the mean or sum of their ids' rows (the mean of an empty
-// list is zero). Because the first layer is linear in x, a scorer can split
-// it by Side and compute the context columns once per request.
+// list is zero). Because the first layer is linear in x, it splits by Side:
+// Split computes the context columns' share once per request and multiplies
+// only the candidate columns per candidate.
 //
 // # Parameters
 //
@@ -48,6 +49,13 @@
 // where <task> is the head name and the levels.<i>. prefix is used by ple
 // only. The first layers of all experts and gates that read the same input
 // are stored next to each other, so one matrix product computes them all.
+//
+// # Training on several cores
+//
+// Forward and Backward run on the calling goroutine (kernels.Sgemm is
+// single-threaded). To use several cores, give each worker a SliceTo view of
+// the batch, its own Workspace and Grads, and add the workers' gradients with
+// Grads.AddFrom; the result is the gradient of the whole batch.
 //
 // Concurrency: a Model is safe for concurrent Forward calls with separate
 // Workspaces; Backward only reads the Model and writes into its Grads. Nothing

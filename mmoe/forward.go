@@ -22,6 +22,8 @@ type Workspace struct {
 	tw     [][][]float32 // per task, per tower layer: output
 	twPre  [][][]float32 // GELU pre-activations, else nil
 	logits [][]float32   // per task, [maxRows]
+
+	xk, yc []float32 // Split only: candidate columns [maxRows, inK]; context share [out]
 }
 
 type levelWS struct {
@@ -84,7 +86,8 @@ func (m *Model) NewWorkspace(maxRows int) *Workspace {
 // MaxRows is the largest batch the workspace takes.
 func (ws *Workspace) MaxRows() int { return ws.maxRows }
 
-// Input returns the first-layer input x of the last Forward, rows x
+// Input returns the first-layer input x of the last Model.Forward (not
+// meaningful after a Split.Forward), rows x
 // InputWidth row-major (embeddings in field order, then the dense block).
 func (ws *Workspace) Input() (x []float32, rows, width int) {
 	if ws.rows < 0 {
@@ -144,12 +147,21 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 	if err := m.checkBatch(b, ws.maxRows); err != nil {
 		return err
 	}
-	rows := b.Rows
 	m.gather(ws.x, b)
+	m.forward(ws, b.Rows, false)
+	return nil
+}
+
+// forward runs everything after the gather. With firstDone the products of
+// level 0 (before biases) are already in ws.lv[0].y.
+func (m *Model) forward(ws *Workspace, rows int, firstDone bool) {
 	a := m.arena
 	for li := range m.levels {
 		lv, lw := &m.levels[li], &ws.lv[li]
 		for gi, g := range lv.groups {
+			if li == 0 && firstDone {
+				continue
+			}
 			// One product for every first layer reading this input; biases
 			// and activations are applied per consumer below.
 			in, ld := m.streamIn(ws, li, g.src)
@@ -211,7 +223,6 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 		ws.Logits[t] = ws.logits[t][:rows]
 	}
 	ws.rows = rows
-	return nil
 }
 
 // gather writes the embedding lookups and the dense block into x.

@@ -1,0 +1,108 @@
+package mmoe
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/onestone/onestone/features"
+)
+
+// joinSides builds the full batch Split.Forward stands for: every row has
+// ctx's context-side values and its own candidate-side values.
+func joinSides(l features.Layout, ctx, cand *features.Batch) *features.Batch {
+	rows := cand.Rows
+	b := &features.Batch{Rows: rows, DenseWidth: len(l.Dense)}
+	for f, fld := range l.Sparse {
+		src, r0 := cand, -1
+		if fld.Side == features.SideContext {
+			src, r0 = ctx, 0
+		}
+		sc := src.Sparse[f]
+		var col features.SparseColumn
+		if sc.Offsets != nil {
+			col.Offsets = []int32{0}
+		}
+		for r := 0; r < rows; r++ {
+			rr := r
+			if r0 >= 0 {
+				rr = r0
+			}
+			if sc.Offsets == nil {
+				col.IDs = append(col.IDs, sc.IDs[rr])
+				continue
+			}
+			col.IDs = append(col.IDs, sc.IDs[sc.Offsets[rr]:sc.Offsets[rr+1]]...)
+			col.Offsets = append(col.Offsets, int32(len(col.IDs)))
+		}
+		b.Sparse = append(b.Sparse, col)
+	}
+	for r := 0; r < rows; r++ {
+		for i, fld := range l.Dense {
+			v := cand.Dense[r*cand.DenseWidth+i]
+			if fld.Side == features.SideContext {
+				v = ctx.Dense[i]
+			}
+			b.Dense = append(b.Dense, v)
+		}
+	}
+	return b
+}
+
+func TestSplitForward(t *testing.T) {
+	for _, arch := range Archs {
+		t.Run(arch, func(t *testing.T) {
+			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Activation: ActGELU, Seed: 2}
+			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
+				cfg.Experts = 3
+			}
+			m := testModel(t, cfg)
+			l := smallLayout()
+			rng := rand.New(rand.NewPCG(3, 3))
+			ctx := randomBatch(l, 2, rng)
+			ctx.SliceTo(ctx, 1, 2) // row 1: a non-empty context list is likely
+			cand := randomBatch(l, 9, rng)
+			full := joinSides(l, ctx, cand)
+			ws := m.NewWorkspace(9)
+			if err := m.Forward(ws, full); err != nil {
+				t.Fatal(err)
+			}
+			want := [][]float32{append([]float32(nil), ws.Logits[0]...), append([]float32(nil), ws.Logits[1]...)}
+			s := m.NewSplit()
+			if s.CandidateWidth() != 3+1 {
+				t.Errorf("candidate width %d, want 4 (field cats and dense c)", s.CandidateWidth())
+			}
+			sws := s.NewWorkspace(9)
+			if err := s.Forward(sws, ctx, cand); err != nil {
+				t.Fatal(err)
+			}
+			for h := range want {
+				for r, v := range want[h] {
+					if got := sws.Logits[h][r]; math.Abs(float64(got-v)) > 1e-5+1e-5*math.Abs(float64(v)) {
+						t.Errorf("head %d row %d: split %g, full %g", h, r, got, v)
+					}
+				}
+			}
+			// A stale split after a weight change, then Refresh.
+			m.Params()[0].Data[len(m.Params()[0].Data)-1] += 0.5
+			if err := m.Forward(ws, full); err != nil {
+				t.Fatal(err)
+			}
+			s.Refresh()
+			if err := s.Forward(sws, ctx, cand); err != nil {
+				t.Fatal(err)
+			}
+			for r, v := range ws.Logits[0] {
+				if got := sws.Logits[0][r]; math.Abs(float64(got-v)) > 1e-5+1e-5*math.Abs(float64(v)) {
+					t.Errorf("after Refresh row %d: split %g, full %g", r, got, v)
+				}
+			}
+			if err := s.Forward(m.NewWorkspace(9), ctx, cand); err == nil {
+				t.Error("split forward accepted a plain workspace")
+			}
+			if err := s.Forward(sws, cand, cand); err == nil {
+				t.Error("split forward accepted a 9-row context")
+			}
+		})
+	}
+}
