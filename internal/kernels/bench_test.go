@@ -9,9 +9,10 @@ import (
 	"gonum.org/v1/gonum/blas/blas32"
 )
 
-// BenchmarkSgemm runs each std shape with the selected kernel on one and on
-// GOMAXPROCS goroutines, next to gonum's blas32.Gemm (which itself uses
-// GOMAXPROCS goroutines) on the same operands.
+// BenchmarkSgemm runs each std shape with every available micro-kernel on
+// one goroutine, with Sgemm's selection ("selected", one goroutine) and
+// SgemmParallel ("parallel", GOMAXPROCS goroutines), next to gonum's
+// blas32.Gemm (which itself uses GOMAXPROCS goroutines) on the same operands.
 func BenchmarkSgemm(b *testing.B) {
 	for _, s := range StdShapes() {
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -38,6 +39,13 @@ func BenchmarkSgemm(b *testing.B) {
 				report(b)
 			})
 		}
+		b.Run(s.Name+"/selected", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1, a, ac, bm, bc, 0, c, s.N)
+			}
+			report(b)
+		})
 		b.Run(s.Name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

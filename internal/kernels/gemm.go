@@ -32,6 +32,9 @@ type microKernel struct {
 	mr, nr     int
 	mc, kc, nc int // block sizes: mc multiple of mr, nc multiple of nr, kc the largest k block
 	fn         func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+	// narrow, if set, is used instead for products of at most narrow.nr
+	// columns, where this kernel's wide tile would mostly compute padding.
+	narrow *microKernel
 }
 
 // active is the micro-kernel selected for this machine (see selectKernel in
@@ -119,6 +122,9 @@ func gemmWith(mk *microKernel, transA, transB bool, m, n, k int, alpha float32, 
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
 		return
+	}
+	if mk.narrow != nil && n <= mk.narrow.nr {
+		mk = mk.narrow
 	}
 	ws := getWorkspace(mk)
 	gemmBlocked(mk, ws, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

@@ -11,12 +11,19 @@ import "golang.org/x/sys/cpu"
 //go:noescape
 func kernAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// kernAVX2x8 is the 12x8 AVX2+FMA micro-kernel for products with at most
+// 8 columns, such as the std workload's gates (kernel_amd64.s).
+//
+//go:noescape
+func kernAVX2x8(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
 // kernAVX512 is the 14x32 AVX-512F micro-kernel (kernel_amd64.s).
 //
 //go:noescape
 func kernAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
+	narrowMicroKernel = &microKernel{name: "avx2x8", mr: 12, nr: 8, mc: 120, kc: 512, nc: 2048, fn: kernAVX2x8}
 	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2}
 	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512}
 )
@@ -34,9 +41,17 @@ func availableKernels() []*microKernel {
 		ks = append(ks, avx512MicroKernel)
 	}
 	if hasAVX2 {
-		ks = append(ks, avx2MicroKernel)
+		ks = append(ks, avx2MicroKernel, narrowMicroKernel)
 	}
 	return append(ks, goMicroKernel)
 }
 
-func selectKernel() *microKernel { return availableKernels()[0] }
+// selectKernel returns the best kernel, with the narrow AVX2 kernel for
+// products of few columns.
+func selectKernel() *microKernel {
+	mk := *availableKernels()[0]
+	if hasAVX2 {
+		mk.narrow = narrowMicroKernel
+	}
+	return &mk
+}

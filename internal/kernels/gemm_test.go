@@ -122,6 +122,12 @@ func (g *gemmCase) runWith(mk *microKernel) func(c []float32) {
 	}
 }
 
+// testKernels are the kernels every GEMM test runs: each available one
+// alone, and the selected one (which may hand narrow products to another).
+func testKernels() []*microKernel {
+	return append(availableKernels(), active)
+}
+
 var transposes = []struct{ a, b bool }{{false, false}, {false, true}, {true, false}, {true, true}}
 
 // TestSgemmSmallShapes crosses all small shapes, transposes and kernels.
@@ -129,7 +135,7 @@ func TestSgemmSmallShapes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	dims := []int{0, 1, 2, 7, 17, 31}
 	scal := []struct{ alpha, beta float32 }{{1, 0}, {1, 1}, {-0.5, 2}, {0.75, -1}}
-	for _, mk := range availableKernels() {
+	for _, mk := range testKernels() {
 		t.Run(mk.name, func(t *testing.T) {
 			for _, tr := range transposes {
 				for _, m := range dims {
@@ -151,7 +157,7 @@ func TestSgemmSmallShapes(t *testing.T) {
 func TestSgemmBlockEdges(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	shapes := [][3]int{{129, 257, 129}, {257, 129, 300}, {113, 530, 257}, {15, 1030, 33}, {225, 33, 513}, {1, 600, 520}, {300, 1, 17}, {20, 2100, 40}, {30, 9, 1100}}
-	for _, mk := range availableKernels() {
+	for _, mk := range testKernels() {
 		t.Run(mk.name, func(t *testing.T) {
 			for i, s := range shapes {
 				tr := transposes[i%4]
@@ -172,7 +178,7 @@ func TestSgemmBlockEdges(t *testing.T) {
 // TestSgemmSpecialScalars checks alpha == 0 and beta == 0 with NaN in C.
 func TestSgemmSpecialScalars(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
-	for _, mk := range availableKernels() {
+	for _, mk := range testKernels() {
 		for _, s := range []struct{ alpha, beta float32 }{{0, 0}, {0, 2}, {2, 0}, {float32(math.Copysign(0, -1)), float32(math.Copysign(0, -1))}} {
 			g := newGemmCase(rng, false, true, 37, 45, 19, 1, s.alpha, s.beta)
 			g.check(t, g.runWith(mk))
@@ -212,7 +218,7 @@ func TestSgemmMatchesBlas32(t *testing.T) {
 
 func TestSgemmParallel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
-	for _, mk := range availableKernels() {
+	for _, mk := range testKernels() {
 		for _, w := range []int{0, 1, 2, 3, 7} {
 			for i, s := range [][3]int{{200, 90, 150}, {30, 700, 120}, {5, 5, 5}, {129, 129, 129}} {
 				tr := transposes[(i+w)%4]
@@ -262,12 +268,12 @@ func TestSgemmNoAllocs(t *testing.T) {
 }
 
 func TestImpl(t *testing.T) {
-	want := availableKernels()[0].name
+	want := availableKernels()[0].name // active is a copy of the best kernel
 	if Impl() != want {
 		t.Errorf("Impl() = %q, want %q", Impl(), want)
 	}
 	switch Impl() {
-	case "avx512", "avx2", "go":
+	case "avx512", "avx2", "go", "avx2x8":
 	default:
 		t.Errorf("Impl() = %q, not a known kernel", Impl())
 	}
@@ -291,7 +297,7 @@ func FuzzSgemm(f *testing.F) {
 			alpha = 0
 		}
 		g := newGemmCase(rng, transA, transB, int(m), int(n), int(k), int(mode/4%4), alpha, beta)
-		for _, mk := range availableKernels() {
+		for _, mk := range testKernels() {
 			g.check(t, g.runWith(mk))
 		}
 	})

@@ -129,6 +129,7 @@ func (k kernel) emit(w *bytes.Buffer) {
 
 var kernelList = []kernel{
 	{name: "kernAVX2", reg: "Y", vbytes: 32, mr: 6, nv: 2, unroll: 4, bcast: []int{14, 15}, bregs: []int{12, 13}},
+	{name: "kernAVX2x8", reg: "Y", vbytes: 32, mr: 12, nv: 1, unroll: 4, bcast: []int{13, 14}, bregs: []int{12}},
 	{name: "kernAVX512", reg: "Z", vbytes: 64, mr: 14, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}},
 }
 
