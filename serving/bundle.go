@@ -69,16 +69,23 @@ type SampleEvent struct {
 	Scores []float32       `json:"scores"`
 }
 
-// Bundle is a loaded model bundle: the manifest plus everything rebuilt from
-// it. A Bundle is read-only after loading and safe for concurrent use.
+// Bundle is a loaded, validated model bundle: the manifest plus everything
+// rebuilt from it. A Bundle is read-only after loading and safe for
+// concurrent use.
 type Bundle struct {
-	Manifest
-	Dir         string
-	SpecParsed  *features.Spec
-	StatsParsed *features.Stats
-	Transformer *features.Transformer // without labels: the serving transform
+	// Dir is the bundle directory it was loaded from.
+	Dir      string
+	Manifest *Manifest
+	// Spec and Stats are the parsed feature spec and fitted statistics.
+	Spec  *features.Spec
+	Stats *features.Stats
+	// Transformer is the serving transform: the training transform without
+	// labels, sample weight or group key.
+	Transformer *features.Transformer
 	Model       *mmoe.Model
 	Tasks       *mtl.TaskSet
+
+	servingSpec *features.Spec
 }
 
 // FileWriter writes one file of a bundle or checkpoint.
@@ -217,8 +224,14 @@ func Versions(root string) ([]string, error) {
 // Resolve turns a user's --model argument into a bundle directory: a
 // directory holding bundle.json is itself; a root gives its newest complete
 // version; a "latest" link is followed.
+//
+// A directory reached through a symlink (root/latest) is returned as its
+// target, so its base name is the version.
 func Resolve(path string) (string, error) {
 	if _, err := os.Stat(filepath.Join(path, ManifestFile)); err == nil {
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			return real, nil
+		}
 		return path, nil
 	}
 	vs, err := Versions(path)
@@ -276,7 +289,18 @@ func ManifestWriter(m *Manifest) FileWriter {
 // WriteBundle publishes model and its manifest as a new version under root,
 // with any extra files (a checkpoint's optimizer state), and returns the
 // directory. m.Version and m.FormatVersion are set from the directory name.
+//
+// Sample events without scores are scored first with FillSampleScores, so
+// the bundle carries the check LoadBundle runs.
 func WriteBundle(root string, m *Manifest, model *mmoe.Model, extra map[string]FileWriter) (string, error) {
+	for _, s := range m.Sample {
+		if s.Scores == nil {
+			if err := FillSampleScores(m, model); err != nil {
+				return "", err
+			}
+			break
+		}
+	}
 	m.FormatVersion = FormatVersion
 	if m.Created.IsZero() {
 		m.Created = time.Now().UTC()
@@ -287,9 +311,8 @@ func WriteBundle(root string, m *Manifest, model *mmoe.Model, extra map[string]F
 	for n, fw := range extra {
 		files[n] = fw
 	}
-	// The manifest names its own version: write it under a placeholder and
-	// fix it up once the directory is named would break atomicity, so the
-	// version is not inside the manifest's bytes until read: Load fills
+	// The version is the directory's name, known only after the atomic
+	// rename, so it is not written into the manifest: ReadManifest fills
 	// Version from the directory name.
 	m.Version = ""
 	files[ManifestFile] = ManifestWriter(m)
@@ -315,5 +338,8 @@ func ReadManifest(dir string) (*Manifest, error) {
 		return nil, fmt.Errorf("serving: bundle %s: format version %d, this build reads %d", dir, m.FormatVersion, FormatVersion)
 	}
 	m.Version = filepath.Base(dir)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		m.Version = filepath.Base(real) // root/latest names its target
+	}
 	return &m, nil
 }

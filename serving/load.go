@@ -1,0 +1,232 @@
+package serving
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+)
+
+// ErrBundle is wrapped by every error of LoadBundle that is about the
+// bundle's contents (as opposed to, say, a missing directory): a bundle that
+// does not parse, does not match itself, or scores its own sample
+// differently.
+var ErrBundle = errors.New("serving: invalid bundle")
+
+func bundleErr(dir, what string, err error) error {
+	if err == nil {
+		return fmt.Errorf("serving: bundle %s: %s: %w", dir, what, ErrBundle)
+	}
+	return fmt.Errorf("serving: bundle %s: %s: %w: %w", dir, what, ErrBundle, err)
+}
+
+// LoadBundle loads the bundle in dir and validates it: the manifest's
+// format, the feature spec and fitted statistics (the serving Transformer is
+// built from them), the tasks and objectives, the weights (every tensor
+// present with its shape, no extra ones), and finally the manifest's
+// sample events are re-scored through the serving path (Scorer) and must
+// give the recorded scores to the last bit. Every failure is an error
+// naming the directory and the check that failed; those about the
+// contents wrap ErrBundle.
+func LoadBundle(dir string) (*Bundle, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := assemble(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	model, err := mmoe.New(m.Model, b.Transformer.Layout(), taskNames(m.Tasks))
+	if err != nil {
+		return nil, bundleErr(dir, "model config", err)
+	}
+	f, err := os.Open(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
+	}
+	err = model.LoadSafetensors(bufio.NewReaderSize(f, 1<<20))
+	f.Close()
+	if err != nil {
+		return nil, bundleErr(dir, WeightsFile, err)
+	}
+	b.Model = model
+	if err := b.checkSample(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// assemble parses and checks everything of m but the weights.
+func assemble(dir string, m *Manifest) (*Bundle, error) {
+	b := &Bundle{Dir: dir, Manifest: m}
+	spec, err := features.ParseSpec(strings.NewReader(m.Spec))
+	if err != nil {
+		return nil, bundleErr(dir, "feature spec", err)
+	}
+	b.Spec = spec
+	if st, err := parseStats(m.Stats); err != nil {
+		return nil, bundleErr(dir, "stats", err)
+	} else {
+		b.Stats = st
+	}
+	// Serving reads no labels, weights or group keys.
+	ss := *spec
+	ss.SampleWeight, ss.GroupKey = "", ""
+	b.servingSpec = &ss
+	tr, err := features.NewTransformer(b.servingSpec, b.Stats, features.TransformerConfig{})
+	if err != nil {
+		return nil, bundleErr(dir, "transformer", err)
+	}
+	b.Transformer = tr
+	ts, err := mtl.NewTaskSet(m.Tasks)
+	if err != nil {
+		return nil, bundleErr(dir, "tasks", err)
+	}
+	b.Tasks = ts
+	specTasks := make([]string, len(spec.Tasks))
+	for i, t := range spec.Tasks {
+		specTasks[i] = t.Name
+	}
+	names := taskNames(m.Tasks)
+	if !sameSet(specTasks, names) {
+		return nil, bundleErr(dir, fmt.Sprintf("tasks %v do not match the spec's tasks %v", names, specTasks), nil)
+	}
+	if len(m.Objectives) > 0 && !slices.Equal(m.Objectives, ts.Objectives()) {
+		return nil, bundleErr(dir, fmt.Sprintf("objectives %v, but the tasks produce %v", m.Objectives, ts.Objectives()), nil)
+	}
+	return b, nil
+}
+
+func taskNames(ts []mtl.TaskConfig) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Name
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// parseStats decodes the manifest's stats strictly; empty or null means
+// none (valid when no field needs fitted statistics).
+func parseStats(raw json.RawMessage) (*features.Stats, error) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || string(t) == "null" {
+		return nil, nil
+	}
+	var s features.Stats
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, err
+	}
+	if s.Version != features.StatsVersion {
+		return nil, fmt.Errorf("stats version %d, this build reads %d", s.Version, features.StatsVersion)
+	}
+	for name, f := range s.Fields {
+		if f == nil {
+			return nil, fmt.Errorf("field %q: null", name)
+		}
+	}
+	return &s, nil
+}
+
+// sampleScores scores events through a Scorer, as one request with no
+// context, and returns one score row per event in objective order.
+func (b *Bundle) sampleScores(events [][]byte) ([][]float32, error) {
+	sc, err := NewScorer(b, ScorerConfig{MaxCandidates: max(len(events), 1)})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := sc.Score(context.Background(), &Request{Candidates: events})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Release()
+	out := make([][]float32, len(events))
+	for _, r := range resp.Results {
+		out[r.Index] = slices.Clone(r.Scores)
+	}
+	return out, nil
+}
+
+// checkSample re-scores the manifest's sample and compares bit for bit.
+func (b *Bundle) checkSample() error {
+	sample := b.Manifest.Sample
+	if len(sample) == 0 {
+		return nil
+	}
+	events := make([][]byte, len(sample))
+	for i, s := range sample {
+		events[i] = s.Event
+	}
+	got, err := b.sampleScores(events)
+	if err != nil {
+		return bundleErr(b.Dir, "scoring the sample", err)
+	}
+	objs := b.Tasks.Objectives()
+	for i, s := range sample {
+		if len(s.Scores) != len(objs) {
+			return bundleErr(b.Dir, fmt.Sprintf("sample event %d has %d scores for %d objectives %v", i, len(s.Scores), len(objs), objs), nil)
+		}
+		for j, want := range s.Scores {
+			if math.Float32bits(got[i][j]) != math.Float32bits(want) {
+				return bundleErr(b.Dir, fmt.Sprintf("sample event %d: objective %q scores %v (bits %#08x), the bundle recorded %v (bits %#08x)",
+					i, objs[j], got[i][j], math.Float32bits(got[i][j]), want, math.Float32bits(want)), nil)
+			}
+		}
+	}
+	return nil
+}
+
+// FillSampleScores sets the Scores of every m.Sample event to what model
+// gives it through the serving path (the transform rebuilt from m.Spec and
+// m.Stats, then a Scorer), so that LoadBundle can check the written bundle
+// reproduces them. It also fills m.Objectives from m.Tasks when empty. A
+// trainer calls it before WriteBundle (which calls it itself for a sample
+// without scores).
+func FillSampleScores(m *Manifest, model *mmoe.Model) error {
+	b, err := assemble("(unwritten)", m)
+	if err != nil {
+		return err
+	}
+	if len(m.Objectives) == 0 {
+		m.Objectives = slices.Clone(b.Tasks.Objectives())
+	}
+	if !slices.Equal(model.Heads(), taskNames(m.Tasks)) {
+		return fmt.Errorf("serving: model heads %v differ from the manifest's tasks %v", model.Heads(), taskNames(m.Tasks))
+	}
+	if len(m.Sample) == 0 {
+		return nil
+	}
+	b.Model = model
+	events := make([][]byte, len(m.Sample))
+	for i, s := range m.Sample {
+		events[i] = s.Event
+	}
+	got, err := b.sampleScores(events)
+	if err != nil {
+		return fmt.Errorf("serving: scoring the sample: %w", err)
+	}
+	for i := range m.Sample {
+		m.Sample[i].Scores = got[i]
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+package serving
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func loadTestScorer(t testing.TB, cfg ScorerConfig) *Scorer {
+	t.Helper()
+	dir := writeTestBundle(t, t.TempDir(), 7)
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewScorer(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestLoadBundle(t *testing.T) {
+	root := t.TempDir()
+	dir := writeTestBundle(t, root, 3)
+	if filepath.Base(dir) != "v00000001" {
+		t.Fatalf("first version is %s", dir)
+	}
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Manifest.Version != "v00000001" {
+		t.Errorf("version %q", b.Manifest.Version)
+	}
+	if got := strings.Join(b.Tasks.Objectives(), ","); got != "ctr,cvr,ctcvr" {
+		t.Errorf("objectives %s", got)
+	}
+	if len(b.Manifest.Sample) != 8 || len(b.Manifest.Sample[0].Scores) != 3 {
+		t.Fatalf("sample not scored: %+v", b.Manifest.Sample)
+	}
+	// Through the latest link, the version is the target's.
+	if err := SetLatest(root, dir); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Resolve(filepath.Join(root, LatestLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := LoadBundle(d2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2.Manifest.Version != "v00000001" {
+		t.Errorf("version through latest: %q", b2.Manifest.Version)
+	}
+}
+
+// TestLoadBundleRefuses corrupts a good bundle in several ways; each must be
+// refused with an error naming the directory and the failed check.
+func TestLoadBundleRefuses(t *testing.T) {
+	editManifest := func(f func(m map[string]any)) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			p := filepath.Join(dir, ManifestFile)
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			f(m)
+			if err := os.WriteFile(p, mustJSON(t, m), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cases := []struct {
+		name   string
+		breakf func(t *testing.T, dir string)
+		want   string
+	}{
+		{"weights byte flipped", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, WeightsFile)
+			data, _ := os.ReadFile(p)
+			// The first tensor in data order is a first-layer weight every
+			// example uses: flip an exponent bit of its first float.
+			hlen := int(data[0]) | int(data[1])<<8 | int(data[2])<<16
+			data[8+hlen+3] ^= 0x08
+			os.WriteFile(p, data, 0o644)
+		}, "sample event"},
+		{"weights truncated", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, WeightsFile)
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, data[:len(data)-100], 0o644)
+		}, WeightsFile},
+		{"weights missing", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, WeightsFile))
+		}, WeightsFile},
+		{"sample score changed", editManifest(func(m map[string]any) {
+			s := m["sample"].([]any)[2].(map[string]any)
+			sc := s["scores"].([]any)
+			sc[1] = sc[1].(float64) * 1.0000001
+		}), "sample event 2"},
+		{"objectives wrong", editManifest(func(m map[string]any) {
+			m["objectives"] = []any{"ctr", "cvr"}
+		}), "objectives"},
+		{"spec broken", editManifest(func(m map[string]any) {
+			m["spec"] = "fields: [{name: a, kind: nonsense}]\ntasks: []\n"
+		}), "feature spec"},
+		{"tasks differ from spec", editManifest(func(m map[string]any) {
+			m["tasks"] = []any{map[string]any{"name": "ctr", "kind": "binary", "label": "click"}}
+			m["objectives"] = []any{"ctr"}
+		}), "tasks"},
+		{"model shape differs", editManifest(func(m map[string]any) {
+			m["model"].(map[string]any)["embedding_dim"] = 5
+		}), WeightsFile},
+		{"stats missing", editManifest(func(m map[string]any) {
+			delete(m, "stats")
+		}), "transformer"},
+		{"format version", editManifest(func(m map[string]any) {
+			m["format_version"] = 99
+		}), "format version"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := writeTestBundle(t, t.TempDir(), 5)
+			c.breakf(t, dir)
+			_, err := LoadBundle(dir)
+			if err == nil {
+				t.Fatal("corrupt bundle loaded")
+			}
+			if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not name %s and %q", err, dir, c.want)
+			}
+		})
+	}
+}
+
+// TestScoreMergesContext: a request with a context and candidates scores
+// each candidate exactly as the merged event (context keys, overridden by
+// the candidate's) scored alone.
+func TestScoreMergesContext(t *testing.T) {
+	s := loadTestScorer(t, ScorerConfig{BatchRows: 7}) // several forward passes
+	r := rand.New(rand.NewPCG(1, 2))
+	body := testRequest(t, r, 23, "")
+	var raw struct {
+		Context    map[string]any   `json:"context"`
+		Candidates []map[string]any `json:"candidates"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	// Candidate 3 overrides a context feature; candidate 5 nulls one (and
+	// so falls back to the context).
+	raw.Candidates[3]["device"] = "web-override"
+	raw.Candidates[3]["age"] = 99.5
+	raw.Candidates[5]["age"] = nil
+	body = mustJSON(t, raw)
+	resp, err := s.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if len(resp.Results) != 23 {
+		t.Fatalf("%d results", len(resp.Results))
+	}
+	// Merged events, scored one by one.
+	for _, res := range resp.Results {
+		merged := map[string]any{}
+		for k, v := range raw.Context {
+			merged[k] = v
+		}
+		for k, v := range raw.Candidates[res.Index] {
+			if v != nil {
+				merged[k] = v
+			}
+		}
+		one, err := s.Score(context.Background(), &Request{Candidates: [][]byte{mustJSON(t, merged)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range one.Results[0].Scores {
+			if math.Float32bits(v) != math.Float32bits(res.Scores[j]) {
+				t.Errorf("candidate %d objective %s: batch %v, alone %v", res.Index, resp.Objectives[j], res.Scores[j], v)
+			}
+		}
+		one.Release()
+	}
+	// Ranked by ctr (the default), descending.
+	for i := 1; i < len(resp.Results); i++ {
+		if resp.Results[i-1].RankScore < resp.Results[i].RankScore {
+			t.Fatalf("not sorted at %d", i)
+		}
+		if resp.Results[i].RankScore != float64(resp.Results[i].Scores[0]) {
+			t.Fatalf("rank score %v is not ctr %v", resp.Results[i].RankScore, resp.Results[i].Scores[0])
+		}
+	}
+}
+
+func TestScoreRankFormulaAndTopK(t *testing.T) {
+	s := loadTestScorer(t, ScorerConfig{Rank: "ctr^1 * cvr^0.5 * price * 2"})
+	r := rand.New(rand.NewPCG(3, 4))
+	body := testRequest(t, r, 40, `,"objectives":["ctcvr","ctr","cvr"],"top_k":5`)
+	resp, err := s.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if len(resp.Results) != 5 {
+		t.Fatalf("%d results, want top 5", len(resp.Results))
+	}
+	if strings.Join(resp.Objectives, ",") != "ctcvr,ctr,cvr" {
+		t.Fatalf("objectives %v", resp.Objectives)
+	}
+	var raw struct {
+		Candidates []struct {
+			Price float64 `json:"price"`
+		} `json:"candidates"`
+	}
+	json.Unmarshal(body, &raw)
+	all, err := s.Score(context.Background(), mustDecode(t, testRequestNoTop(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Release()
+	for i, res := range resp.Results {
+		want := float64(res.Scores[1]) * math.Pow(float64(res.Scores[2]), 0.5) * raw.Candidates[res.Index].Price * 2
+		if res.RankScore != want {
+			t.Errorf("result %d: rank %v, want %v", i, res.RankScore, want)
+		}
+		if all.Results[i].Index != res.Index {
+			t.Errorf("top-5 result %d is candidate %d, full ranking has %d", i, res.Index, all.Results[i].Index)
+		}
+		// ctcvr = ctr x cvr (within float32 rounding).
+		if d := math.Abs(float64(res.Scores[0]) - float64(res.Scores[1])*float64(res.Scores[2])); d > 1e-6 {
+			t.Errorf("ctcvr %v != ctr %v x cvr %v", res.Scores[0], res.Scores[1], res.Scores[2])
+		}
+	}
+}
+
+func testRequestNoTop(body []byte) []byte {
+	return []byte(strings.Replace(string(body), `,"top_k":5`, "", 1))
+}
+
+func mustDecode(t testing.TB, body []byte) *Request {
+	t.Helper()
+	var req Request
+	if err := DecodeRequest(&req, body); err != nil {
+		t.Fatal(err)
+	}
+	return &req
+}
+
+// TestScoreErrors: each bad request is a *RequestError of the right kind
+// naming the field.
+func TestScoreErrors(t *testing.T) {
+	s := loadTestScorer(t, ScorerConfig{Rank: "ctr * price", MaxCandidates: 3, Required: []string{"item_id"}})
+	cases := []struct {
+		name, body string
+		kind       error
+		field      string
+	}{
+		{"malformed", `{"candidates": [`, ErrBadRequest, "candidates[0]"},
+		{"malformed inside", `{"candidates": [{"a": tru}]}`, ErrBadRequest, "candidates"},
+		{"not an object", `[1]`, ErrBadRequest, ""},
+		{"unknown key", `{"candidates": [], "topk": 3}`, ErrBadRequest, "topk"},
+		{"missing candidates", `{"context": {}}`, ErrBadRequest, "candidates"},
+		{"candidates not array", `{"candidates": {}}`, ErrBadRequest, "candidates"},
+		{"candidate not object", `{"candidates": [{"item_id": "a", "price": 1}, 3]}`, ErrBadRequest, "candidates[1]"},
+		{"top_k negative", `{"candidates": [], "top_k": -1}`, ErrBadRequest, "top_k"},
+		{"top_k fraction", `{"candidates": [], "top_k": 1.5}`, ErrBadRequest, "top_k"},
+		{"objective not string", `{"candidates": [], "objectives": [1]}`, ErrBadRequest, "objectives[0]"},
+		{"unknown objective", `{"candidates": [], "objectives": ["ctr", "gmv"]}`, ErrUnknownObjective, "objectives[1]"},
+		{"too many", `{"candidates": [{}, {}, {}, {}]}`, ErrTooManyCandidates, "candidates"},
+		{"wrong type in candidate", `{"candidates": [{"item_id": "a", "price": "cheap"}]}`, ErrBadRequest, "candidates[0].price"},
+		{"wrong type in context", `{"context": {"age": [1]}, "candidates": [{"item_id": "a", "price": 1}]}`, ErrBadRequest, "context.age"},
+		{"list expected", `{"candidates": [{"item_id": "a", "price": 1, "item_tags": "x"}]}`, ErrBadRequest, "candidates[0].item_tags"},
+		{"required missing", `{"candidates": [{"item_id": "a", "price": 1}, {"price": 2}]}`, ErrBadRequest, "candidates[1].item_id"},
+		{"rank field missing", `{"candidates": [{"item_id": "a", "price": 1}, {"item_id": "b"}]}`, ErrBadRequest, "candidates[1].price"},
+		{"rank field not number", `{"candidates": [{"item_id": "a", "price": 1, "extra": {"price": 2}}, {"item_id": "b", "price": null, "x": 1}]}`, ErrBadRequest, "candidates[1].price"},
+		{"duplicate key", `{"candidates": [], "candidates": []}`, ErrBadRequest, "candidates"},
+		{"trailing data", `{"candidates": []} x`, ErrBadRequest, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, err := s.ScoreBody(context.Background(), []byte(c.body))
+			if err == nil {
+				resp.Release()
+				t.Fatal("accepted")
+			}
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("error %v (%T) is not a RequestError", err, err)
+			}
+			if !errors.Is(err, c.kind) {
+				t.Errorf("error %v: want kind %v", err, c.kind)
+			}
+			if re.Field != c.field {
+				t.Errorf("error %v: field %q, want %q", err, re.Field, c.field)
+			}
+		})
+	}
+	// Context supplies the rank field and the required feature.
+	resp, err := s.ScoreBody(context.Background(), []byte(`{"context": {"price": 3, "item_id": "x"}, "candidates": [{}, {"price": 5}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Results[0].Index != 1 && resp.Results[1].Index != 1 {
+		t.Fatal("candidate 1 missing")
+	}
+	resp.Release()
+}
+
+func TestRankParse(t *testing.T) {
+	good := map[string]int{"": 0, "ctr": 1, "ctr^1 * cvr^0.5 * price": 3, " ctcvr*bid^-1.5*0.5 ": 3, "x.y_z-1^2e-1": 1}
+	for src, n := range good {
+		f, err := parseRank(src)
+		if err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		if len(f.factors) != n {
+			t.Errorf("%q: %d factors, want %d", src, len(f.factors), n)
+		}
+	}
+	for _, src := range []string{"ctr +cvr", "ctr^", "ctr**cvr", "*", "ctr^x", "ctr^inf", "1e999"} {
+		if _, err := parseRank(src); !errors.Is(err, ErrRank) {
+			t.Errorf("%q: error %v, want ErrRank", src, err)
+		}
+	}
+	p, _ := parseRank("ctr^2 * 3 * price^0.5")
+	plan := p.bind([]string{"ctr", "cvr"})
+	if plan.constant != 3 || len(plan.objs) != 1 || plan.objs[0].pow != 2 || plan.fields[0] != "price" || plan.fpows[0] != 0.5 {
+		t.Fatalf("plan %+v", plan)
+	}
+}
+
+// FuzzDecodeRequest: the decoder never panics, accepts what encoding/json
+// accepts as a request envelope, and every candidate it returns is valid
+// JSON.
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte(`{"context": {"a": 1}, "candidates": [{"b": "x"}, {}], "objectives": ["ctr"], "top_k": 3}`))
+	f.Add([]byte(`{"candidates": [{"s": "\u00e9\ud83d\ude00", "l": [1, 2.5e3, null, true]}]}`))
+	f.Add([]byte(`{"candidates": [`))
+	f.Add([]byte(`{"candidates": [{"a": [[[[]]]]}], "top_k": null, "context": null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req Request
+		err := DecodeRequest(&req, body)
+		if err != nil {
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("error %v is not a RequestError", err)
+			}
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+		for i, c := range req.Candidates {
+			if !json.Valid(c) || c[0] != '{' {
+				t.Fatalf("candidate %d %q is not a JSON object", i, c)
+			}
+		}
+		if req.Context != nil && (!json.Valid(req.Context) || req.Context[0] != '{') {
+			t.Fatalf("context %q is not a JSON object", req.Context)
+		}
+		if req.TopK < 0 {
+			t.Fatalf("negative top_k")
+		}
+	})
+}
