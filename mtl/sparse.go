@@ -164,6 +164,19 @@ func (o *SparseAdagrad) Step(table int, rows []int32, grad []float32, scale floa
 			}
 			continue
 		}
+		if l2 == 0 {
+			var ss float32
+			for _, gj := range g {
+				ss += gj * gj
+			}
+			a := acc[r] + ss*invDim
+			acc[r] = a
+			f := lr / (float32(math.Sqrt(float64(a))) + eps)
+			for j, gj := range g {
+				p[j] -= f * gj
+			}
+			continue
+		}
 		var ss float32
 		for j, gj := range g {
 			gj += l2 * p[j]
