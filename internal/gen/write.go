@@ -1,0 +1,262 @@
+package gen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/onestone/onestone/internal/auc"
+	"github.com/parquet-go/parquet-go"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures Generate.
+type Config struct {
+	// Dir is the output directory, created if missing. Required.
+	Dir string
+	// Rows is the total number of impressions, train and test. Default: 2,000,000.
+	Rows int64
+	// Users and Items are the population sizes. Default: 20,000 each.
+	Users, Items int
+	// Seed makes the output reproducible. Default: 0 (a valid seed).
+	Seed uint64
+	// TaskCorr in [-1, 1] is how much of the CVR logit's structure is shared
+	// with the CTR logit. Default: 0 (independent).
+	TaskCorr float64
+	// TestFrac in (0, 1) is the share of rows in test-00000.parquet.
+	// Default: 0.1.
+	TestFrac float64
+	// Files is the number of train files. Default: 4.
+	Files int
+	// RowGroupRows is the number of rows per Parquet row group. Default: 131072.
+	RowGroupRows int64
+	// Workers is the number of files written at once. Default: GOMAXPROCS.
+	Workers int
+	// MaxAUCRows bounds the test rows kept in memory to compute the ceiling
+	// AUC (18 bytes each). Default: 4,000,000.
+	MaxAUCRows int
+}
+
+// Validate reports whether the configuration is usable.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("gen: Config.Dir is empty")
+	case c.Rows < 0:
+		return fmt.Errorf("gen: Config.Rows %d is negative", c.Rows)
+	case c.Users < 0 || c.Items < 0:
+		return fmt.Errorf("gen: Config.Users %d or Items %d is negative", c.Users, c.Items)
+	case !(c.TaskCorr >= -1 && c.TaskCorr <= 1):
+		return fmt.Errorf("gen: Config.TaskCorr %v outside [-1, 1]", c.TaskCorr)
+	case !(c.TestFrac >= 0 && c.TestFrac < 1):
+		return fmt.Errorf("gen: Config.TestFrac %v outside [0, 1)", c.TestFrac)
+	case c.Files < 0 || c.RowGroupRows < 0 || c.Workers < 0 || c.MaxAUCRows < 0:
+		return errors.New("gen: Config.Files, RowGroupRows, Workers and MaxAUCRows must not be negative")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Rows == 0 {
+		c.Rows = 2_000_000
+	}
+	if c.Users == 0 {
+		c.Users = 20_000
+	}
+	if c.Items == 0 {
+		c.Items = 20_000
+	}
+	if c.TestFrac == 0 {
+		c.TestFrac = 0.1
+	}
+	if c.Files == 0 {
+		c.Files = 4
+	}
+	if c.RowGroupRows == 0 {
+		c.RowGroupRows = 131072
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.MaxAUCRows == 0 {
+		c.MaxAUCRows = 4_000_000
+	}
+	return c
+}
+
+// FileSummary describes one written file.
+type FileSummary struct {
+	Path        string  `json:"path"`
+	Rows        int64   `json:"rows"`
+	Clicks      int64   `json:"clicks"`
+	Conversions int64   `json:"conversions"`
+	CTR         float64 `json:"ctr"`             // clicks / rows
+	CVR         float64 `json:"cvr_given_click"` // conversions / clicks
+}
+
+// Summary is what Generate wrote and the ceiling AUCs on the test file.
+type Summary struct {
+	Train []FileSummary `json:"train"`
+	Test  FileSummary   `json:"test"`
+	Spec  string        `json:"spec"`
+	// CeilingCTRAUC is the AUC of true_ctr against click on the test file.
+	CeilingCTRAUC float64 `json:"ceiling_ctr_auc"`
+	// CeilingCTCVRAUC is the AUC of true_ctr*true_cvr against conversion.
+	CeilingCTCVRAUC float64 `json:"ceiling_ctcvr_auc"`
+	// AUCRows is the number of test rows the AUCs were computed on.
+	AUCRows int `json:"auc_rows"`
+}
+
+// Generate writes cfg.Files train files train-NNNNN.parquet, one test file
+// test-00000.parquet (zstd, dictionary-encoded strings, row groups of
+// cfg.RowGroupRows) and spec.yaml into cfg.Dir, streaming rows in bounded
+// memory, and returns the summary with the ceiling AUCs.
+func Generate(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	w, err := NewWorld(cfg.Seed, cfg.Users, cfg.Items, cfg.TaskCorr)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("gen: %w", err)
+	}
+	testRows := max(1, int64(float64(cfg.Rows)*cfg.TestFrac+0.5))
+	trainRows := cfg.Rows - testRows
+	if trainRows < int64(cfg.Files) {
+		return nil, fmt.Errorf("gen: %d rows leave %d train rows for %d files", cfg.Rows, trainRows, cfg.Files)
+	}
+	sum := &Summary{Train: make([]FileSummary, cfg.Files)}
+	var scores testScores
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cfg.Workers)
+	// The test file first: it is the one whose AUC is computed.
+	g.Go(func() error {
+		fs, err := writeFile(gctx, w, cfg, filepath.Join(cfg.Dir, "test-00000.parquet"), 0, testRows, &scores)
+		sum.Test = fs
+		return err
+	})
+	for f := range cfg.Files {
+		n := trainRows / int64(cfg.Files)
+		if int64(f) < trainRows%int64(cfg.Files) {
+			n++
+		}
+		g.Go(func() error {
+			path := filepath.Join(cfg.Dir, fmt.Sprintf("train-%05d.parquet", f))
+			fs, err := writeFile(gctx, w, cfg, path, uint64(f)+1, n, nil)
+			sum.Train[f] = fs
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	sum.AUCRows = len(scores.ctr)
+	if sum.CeilingCTRAUC, err = auc.AUC(scores.ctr, scores.click); err != nil {
+		return nil, fmt.Errorf("gen: ceiling CTR AUC: %w", err)
+	}
+	if sum.CeilingCTCVRAUC, err = auc.AUC(scores.ctcvr, scores.conv); err != nil {
+		return nil, fmt.Errorf("gen: ceiling CTCVR AUC: %w", err)
+	}
+	sum.Spec = filepath.Join(cfg.Dir, "spec.yaml")
+	if err := os.WriteFile(sum.Spec, []byte(SpecYAML(cfg.Users, cfg.Items)), 0o644); err != nil {
+		return nil, fmt.Errorf("gen: %w", err)
+	}
+	return sum, nil
+}
+
+type testScores struct {
+	ctr, ctcvr  []float64
+	click, conv []bool
+}
+
+// writeFile writes rows impressions of stream id to path.
+func writeFile(ctx context.Context, w *World, cfg Config, path string, id uint64, rows int64, sc *testScores) (fs FileSummary, err error) {
+	fs.Path = path
+	f, err := os.Create(path)
+	if err != nil {
+		return fs, fmt.Errorf("gen: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("gen: %s: %w", path, cerr)
+		}
+	}()
+	pw := parquet.NewGenericWriter[Event](f,
+		parquet.Compression(&parquet.Zstd),
+		parquet.MaxRowsPerRowGroup(cfg.RowGroupRows),
+		parquet.CreatedBy("onestone gen", "", ""),
+	)
+	s := w.NewStream(cfg.Seed, id)
+	buf := make([]Event, 4096)
+	for done := int64(0); done < rows; {
+		if err := ctx.Err(); err != nil {
+			return fs, err
+		}
+		n := int(min(int64(len(buf)), rows-done))
+		for k := range buf[:n] {
+			e := &buf[k]
+			s.Next(e)
+			fs.Clicks += int64(e.Click)
+			fs.Conversions += int64(e.Conversion)
+			if sc != nil && len(sc.ctr) < cfg.MaxAUCRows {
+				sc.ctr = append(sc.ctr, e.TrueCTR)
+				sc.ctcvr = append(sc.ctcvr, e.TrueCTR*e.TrueCVR)
+				sc.click = append(sc.click, e.Click == 1)
+				sc.conv = append(sc.conv, e.Conversion == 1)
+			}
+		}
+		if _, err := pw.Write(buf[:n]); err != nil {
+			return fs, fmt.Errorf("gen: %s: %w", path, err)
+		}
+		done += int64(n)
+	}
+	if err := pw.Close(); err != nil {
+		return fs, fmt.Errorf("gen: %s: %w", path, err)
+	}
+	fs.Rows = rows
+	if rows > 0 {
+		fs.CTR = float64(fs.Clicks) / float64(rows)
+	}
+	if fs.Clicks > 0 {
+		fs.CVR = float64(fs.Conversions) / float64(fs.Clicks)
+	}
+	return fs, nil
+}
+
+// SpecYAML returns the feature spec of the generated columns: user fields
+// and device, hour, position and tags on the context side, item fields on
+// the candidate side, tasks ctr (binary on click) and cvr (ESMM on
+// conversion, parent ctr), grouped by user_id.
+func SpecYAML(users, items int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Feature spec of the data written by "onestone gen" (see internal/gen).
+fields:
+  - {name: user_id, kind: categorical, buckets: %d, side: context}
+  - {name: age, kind: numeric, transform: bucketize, buckets: 10, side: context}
+  - {name: user_tags, kind: multi_categorical, vocab: {min_count: 5}, pooling: mean, side: context}
+  - {name: user_activity, kind: numeric, transform: log1p, side: context}
+  - {name: device, kind: categorical, vocab: {min_count: 1}, side: context}
+  - {name: hour, kind: categorical, vocab: {min_count: 1}, side: context}
+  - {name: position, kind: categorical, vocab: {min_count: 1}, side: context}
+  - {name: item_id, kind: categorical, buckets: %d, side: candidate}
+  - {name: category, kind: categorical, vocab: {min_count: 5}, side: candidate}
+  - {name: brand, kind: categorical, vocab: {min_count: 5}, side: candidate}
+  - {name: price, kind: numeric, transform: log1p, missing_indicator: false, side: candidate}
+  - {name: item_popularity, kind: numeric, transform: standardize, missing_indicator: false, side: candidate}
+tasks:
+  - {name: ctr, kind: binary, label: click}
+  - {name: cvr, kind: esmm, label: conversion, parent: ctr}
+group_key: user_id
+`, hashBuckets(users), hashBuckets(items))
+	return b.String()
+}
+
+// hashBuckets gives ids about 1/8 chance of sharing a bucket.
+func hashBuckets(n int) int { return max(1000, 4*n) }
