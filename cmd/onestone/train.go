@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/onestone/onestone/pipelines"
+)
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func init() {
+	register(command{name: "train", summary: "train a multi-task model on Parquet event logs", run: runTrain})
+	register(command{name: "eval", summary: "evaluate a model bundle on labelled Parquet data", run: runEval})
+}
+
+func runTrain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	var cfg pipelines.TrainBatchConfig
+	var data, valid listFlag
+	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML, with optional model: and train: sections)")
+	fs.Var(&data, "data", "training Parquet files or glob (repeatable)")
+	fs.Var(&valid, "valid", "validation Parquet files or glob (repeatable)")
+	fs.StringVar(&cfg.Out, "out", "", "output root for bundles (and checkpoints under <out>/checkpoints)")
+	fs.BoolVar(&cfg.Resume, "resume", false, "continue from the newest checkpoint under --out")
+	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs (default: the spec's train.epochs, else 1)")
+	fs.IntVar(&cfg.BatchSize, "batch-size", 0, "examples per step (default: the spec's, else 1024)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "goroutines per step (default: GOMAXPROCS)")
+	fs.IntVar(&cfg.EvalEvery, "eval-every", 0, "validate and checkpoint every N steps (default: the spec's, else each epoch)")
+	fs.Int64Var(&cfg.EvalLimit, "eval-limit", 0, "validation rows for the periodic evaluations (0: all)")
+	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop after N steps (0: no limit)")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.SpecPath == "" || len(data) == 0 || cfg.Out == "" {
+		fs.Usage()
+		return errors.New("--spec, --data and --out are required")
+	}
+	cfg.Data, cfg.Valid = data, valid
+	if !*quiet {
+		cfg.Progress = os.Stderr
+	}
+	res, err := pipelines.TrainBatch(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	fmt.Printf("trained %d steps, %d examples in %.1fs (%.0f examples/s)\n", res.Steps, res.Examples, res.Seconds, res.ExamplesPerSec)
+	if res.Best != nil {
+		fmt.Printf("best validation: %s\n", pipelines.FormatMetrics(res.Best.Metrics))
+	}
+	fmt.Printf("bundle: %s\n", res.Bundle)
+	return nil
+}
+
+func runEval(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	model := fs.String("model", "", "bundle directory, or a root (its newest bundle)")
+	var data listFlag
+	fs.Var(&data, "data", "labelled Parquet files or glob (repeatable)")
+	limit := fs.Int64("limit", 0, "evaluate at most N rows (0: all)")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" || len(data) == 0 {
+		fs.Usage()
+		return errors.New("--model and --data are required")
+	}
+	lm, err := pipelines.LoadModel(*model)
+	if err != nil {
+		return err
+	}
+	res, err := pipelines.Evaluate(ctx, lm.Setup, lm.Model, pipelines.EvalConfig{Paths: data, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Model string `json:"model"`
+			*pipelines.EvalResult
+		}{lm.Dir, res})
+	}
+	fmt.Printf("model %s, %d rows\n", lm.Dir, res.Rows)
+	fmt.Printf("%-10s %8s %8s %8s %8s %8s %8s\n", "objective", "auc", "gauc", "logloss", "calib", "rmse", "rows")
+	for _, m := range res.Metrics {
+		fmt.Printf("%-10s %8.4f %8.4f %8.4f %8.3f %8.4f %8d\n", m.Objective, m.AUC, m.GAUC, m.LogLoss, m.Calibration, m.RMSE, m.Count)
+	}
+	return nil
+}

@@ -1,0 +1,548 @@
+package mtl
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/mmoe"
+)
+
+// Weighting names accepted in TrainConfig.Weighting.
+const (
+	WeightingFixed       = "fixed"
+	WeightingUncertainty = "uncertainty"
+	WeightingGradNorm    = "gradnorm"
+)
+
+// Embedding optimizers accepted in EmbeddingConfig.Optimizer.
+const (
+	EmbeddingAdagrad = "adagrad"
+	EmbeddingAdam    = "adam"
+)
+
+// TrainConfig is the train: section of a spec file. A zero field takes its
+// default.
+type TrainConfig struct {
+	// BatchSize is the number of examples per step. Default: 1024.
+	BatchSize int `yaml:"batch_size" json:"batch_size"`
+	// Epochs over batch data. Default: 1.
+	Epochs int `yaml:"epochs" json:"epochs"`
+	// Dense configures Adam for every dense parameter. Default: lr 1e-3.
+	Dense AdamConfig `yaml:"dense" json:"dense"`
+	// Embedding configures the sparse optimizer of the embedding tables.
+	Embedding EmbeddingConfig `yaml:"embedding" json:"embedding"`
+	// Schedule is the learning-rate schedule (warm-up, decay), applied to
+	// dense and sparse learning rates alike. Default: constant.
+	Schedule ScheduleConfig `yaml:"schedule" json:"schedule"`
+	// ClipNorm clips the global norm of the dense gradient. Default: 0 (off).
+	ClipNorm float64 `yaml:"clip_norm" json:"clip_norm"`
+	// Weighting is fixed or uncertainty. Default: "fixed".
+	Weighting string `yaml:"weighting" json:"weighting"`
+	// TaskWeights are the fixed weights by task name. Default: 1 each.
+	TaskWeights map[string]float64 `yaml:"task_weights" json:"task_weights,omitempty"`
+	// Workers is the number of goroutines a step is split over (by rows).
+	// Default: GOMAXPROCS.
+	Workers int `yaml:"workers" json:"workers"`
+	// EvalEvery evaluates on validation data every so many steps.
+	// Default: 0 (at the end of each epoch only).
+	EvalEvery int `yaml:"eval_every" json:"eval_every"`
+}
+
+// EmbeddingConfig configures the sparse optimizer of the embedding tables.
+type EmbeddingConfig struct {
+	// Optimizer is "adagrad" (row-wise: one float per row of state) or
+	// "adam" (lazy Adam: two floats per parameter plus a step count per
+	// row). Default: "adagrad".
+	Optimizer string `yaml:"optimizer" json:"optimizer"`
+	// LR is the learning rate. Default: 0.05 for adagrad, 1e-3 for adam.
+	LR float64 `yaml:"lr" json:"lr"`
+	// L2 regularises the rows a batch touches. Default: 0.
+	L2 float64 `yaml:"l2" json:"l2"`
+	// PerElement switches adagrad to one accumulator per parameter.
+	PerElement bool `yaml:"per_element" json:"per_element"`
+}
+
+// WithDefaults returns c with every zero field replaced by its default.
+func (c TrainConfig) WithDefaults() TrainConfig {
+	if c.BatchSize == 0 {
+		c.BatchSize = 1024
+	}
+	if c.Epochs == 0 {
+		c.Epochs = 1
+	}
+	c.Dense = c.Dense.withDefaults()
+	if c.Embedding.Optimizer == "" {
+		c.Embedding.Optimizer = EmbeddingAdagrad
+	}
+	if c.Embedding.LR == 0 {
+		c.Embedding.LR = 0.05
+		if c.Embedding.Optimizer == EmbeddingAdam {
+			c.Embedding.LR = 1e-3
+		}
+	}
+	if c.Weighting == "" {
+		c.Weighting = WeightingFixed
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	return c
+}
+
+// Validate checks the configuration (after defaults).
+func (c TrainConfig) Validate() error {
+	c = c.WithDefaults()
+	switch {
+	case c.BatchSize < 1:
+		return fmt.Errorf("mtl: train: batch_size %d < 1: %w", c.BatchSize, ErrConfig)
+	case c.Epochs < 1:
+		return fmt.Errorf("mtl: train: epochs %d < 1: %w", c.Epochs, ErrConfig)
+	case c.Workers < 1:
+		return fmt.Errorf("mtl: train: workers %d < 1: %w", c.Workers, ErrConfig)
+	case c.ClipNorm < 0:
+		return fmt.Errorf("mtl: train: clip_norm %v < 0: %w", c.ClipNorm, ErrConfig)
+	case c.EvalEvery < 0:
+		return fmt.Errorf("mtl: train: eval_every %d < 0: %w", c.EvalEvery, ErrConfig)
+	}
+	if err := c.Dense.Validate(); err != nil {
+		return err
+	}
+	if err := c.Schedule.Validate(); err != nil {
+		return err
+	}
+	switch c.Embedding.Optimizer {
+	case EmbeddingAdagrad, EmbeddingAdam:
+	default:
+		return fmt.Errorf("mtl: train: embedding optimizer %q: want adagrad or adam: %w", c.Embedding.Optimizer, ErrConfig)
+	}
+	switch c.Weighting {
+	case WeightingFixed, WeightingUncertainty:
+	case WeightingGradNorm:
+		return fmt.Errorf("mtl: train: weighting gradnorm is not wired into the trainer yet: %w", ErrConfig)
+	default:
+		return fmt.Errorf("mtl: train: weighting %q: want fixed or uncertainty: %w", c.Weighting, ErrConfig)
+	}
+	return nil
+}
+
+// ParseTrainConfig reads the train: section of a spec file's YAML (other
+// top-level sections are ignored; unknown keys inside train: are errors).
+func ParseTrainConfig(data []byte) (TrainConfig, error) {
+	var doc struct {
+		Train yaml.Node `yaml:"train"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return TrainConfig{}, fmt.Errorf("mtl: spec: %w", err)
+	}
+	var c TrainConfig
+	if doc.Train.Kind != 0 {
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		if err := enc.Encode(&doc.Train); err != nil {
+			return c, fmt.Errorf("mtl: train: %w", err)
+		}
+		dec := yaml.NewDecoder(&buf)
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil {
+			return c, fmt.Errorf("mtl: train section: %w (line %d)", err, doc.Train.Line)
+		}
+	}
+	return c, c.Validate()
+}
+
+// sparseOptimizer is what SparseAdagrad and SparseAdam share.
+type sparseOptimizer interface {
+	Step(table int, rows []int32, grad []float32, scale float64) error
+	State() State
+	SetState(State) error
+	StateBytes() int64
+}
+
+// StepTimes splits one step's wall time.
+type StepTimes struct {
+	Forward, Loss, Backward, Optimizer time.Duration
+}
+
+// Trainer runs optimisation steps of a model on its tasks. A step splits
+// the batch's rows over Workers goroutines, each with its own workspace and
+// gradients; the loss is computed once on the whole batch, and the workers'
+// gradients are summed in a fixed order, so results are deterministic for a
+// seed and a worker count. A Trainer is not safe for concurrent use.
+type Trainer struct {
+	cfg    TrainConfig
+	model  *mmoe.Model
+	tasks  *TaskSet
+	weight Weighting
+	adam   *Adam
+	sparse sparseOptimizer
+	sched  Schedule
+
+	workers []*worker
+	logits  [][]float32 // [task][row], the whole batch
+	dLogits [][]float32
+	losses  []float64
+	step    int64
+
+	// merged sparse gradients, per table
+	mergeSlots [][]int32
+	mergeRows  [][]int32
+	mergeGrad  [][]float32
+	dims       []int
+
+	// Times are the durations of the last step's phases.
+	Times StepTimes
+}
+
+type worker struct {
+	ws  *mmoe.Workspace
+	g   *mmoe.Grads
+	sub features.Batch
+	dl  [][]float32 // the worker's rows of Trainer.dLogits
+	lo  int
+	hi  int
+	err error
+}
+
+// NewTrainer builds a trainer for model on tasks. The model's heads must be
+// the tasks, in order.
+func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	heads := model.Heads()
+	if len(heads) != tasks.Len() {
+		return nil, fmt.Errorf("mtl: trainer: model has %d heads, %d tasks: %w", len(heads), tasks.Len(), ErrConfig)
+	}
+	for i, h := range heads {
+		if h != tasks.Task(i).Name {
+			return nil, fmt.Errorf("mtl: trainer: head %d is %q, task %d is %q: %w", i, h, i, tasks.Task(i).Name, ErrConfig)
+		}
+	}
+	t := &Trainer{cfg: cfg, model: model, tasks: tasks}
+	var err error
+	if t.sched, err = NewSchedule(cfg.Schedule); err != nil {
+		return nil, err
+	}
+	switch cfg.Weighting {
+	case WeightingUncertainty:
+		t.weight, err = NewUncertainty(UncertaintyConfig{Tasks: tasks.Len()})
+	default:
+		w := make([]float64, tasks.Len())
+		for i := range w {
+			w[i] = 1
+			if v, ok := cfg.TaskWeights[tasks.Task(i).Name]; ok {
+				w[i] = v
+			}
+		}
+		for name := range cfg.TaskWeights {
+			if tasks.Index(name) < 0 {
+				return nil, fmt.Errorf("mtl: train: task_weights names unknown task %q: %w", name, ErrConfig)
+			}
+		}
+		t.weight, err = NewFixed(w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ps := model.Params()
+	params := make([]Param, len(ps))
+	for i, p := range ps {
+		params[i] = Param{Name: p.Name, Value: p.Data}
+	}
+	if t.adam, err = NewAdam(cfg.Dense, params); err != nil {
+		return nil, err
+	}
+	es := model.Embeddings()
+	tables := make([]Table, len(es))
+	t.dims = make([]int, len(es))
+	for i, e := range es {
+		tables[i] = Table{Name: e.Name, Value: e.Data, Dim: e.Dim}
+		t.dims[i] = e.Dim
+	}
+	ec := cfg.Embedding
+	if ec.Optimizer == EmbeddingAdam {
+		t.sparse, err = NewSparseAdam(SparseAdamConfig{LR: ec.LR, L2: ec.L2}, tables)
+	} else {
+		t.sparse, err = NewSparseAdagrad(SparseAdagradConfig{LR: ec.LR, L2: ec.L2, PerElement: ec.PerElement}, tables)
+	}
+	if err != nil {
+		return nil, err
+	}
+	nw := min(cfg.Workers, cfg.BatchSize)
+	per := (cfg.BatchSize + nw - 1) / nw
+	for range nw {
+		t.workers = append(t.workers, &worker{ws: model.NewWorkspace(per), g: model.NewGrads(per)})
+	}
+	T := tasks.Len()
+	t.logits = make([][]float32, T)
+	t.dLogits = make([][]float32, T)
+	for i := range T {
+		t.logits[i] = make([]float32, cfg.BatchSize)
+		t.dLogits[i] = make([]float32, cfg.BatchSize)
+	}
+	t.losses = make([]float64, T)
+	if nw > 1 {
+		t.mergeSlots = make([][]int32, len(es))
+		t.mergeRows = make([][]int32, len(es))
+		t.mergeGrad = make([][]float32, len(es))
+		for i, e := range es {
+			s := make([]int32, e.Rows)
+			for j := range s {
+				s[j] = -1
+			}
+			t.mergeSlots[i] = s
+		}
+	}
+	return t, nil
+}
+
+// Config returns the effective configuration.
+func (t *Trainer) Config() TrainConfig { return t.cfg }
+
+// Steps is the number of steps taken.
+func (t *Trainer) Steps() int64 { return t.step }
+
+// Weights are the current task weights.
+func (t *Trainer) Weights() []float64 { return t.weight.Weights() }
+
+// OptimizerStateBytes is the size of the optimizers' state.
+func (t *Trainer) OptimizerStateBytes() int64 {
+	return t.sparse.StateBytes() + 8*int64(t.model.NumDenseParams())
+}
+
+// Step trains on one batch (at most BatchSize rows) and returns the
+// unweighted per-task mean losses (the slice is reused by the next Step).
+// A non-finite loss stops with an error naming the step and the task; the
+// model is then left as it was before the step's update.
+func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
+	n := b.Rows
+	if n == 0 {
+		return t.losses, nil
+	}
+	if n > t.cfg.BatchSize {
+		return nil, fmt.Errorf("mtl: trainer: batch of %d rows exceeds batch_size %d: %w", n, t.cfg.BatchSize, ErrShape)
+	}
+	if len(b.Labels) != t.tasks.Len() {
+		return nil, fmt.Errorf("mtl: trainer: batch has %d label columns, want %d (%v): %w", len(b.Labels), t.tasks.Len(), t.tasks.Labels(), ErrShape)
+	}
+	t0 := time.Now()
+	ws := t.split(b)
+	// Forward, per worker.
+	t.parallel(ws, func(w *worker) error {
+		if err := t.model.Forward(w.ws, &w.sub); err != nil {
+			return err
+		}
+		for h := range t.logits {
+			copy(t.logits[h][w.lo:w.hi], w.ws.Logits[h][:w.hi-w.lo])
+		}
+		return nil
+	})
+	if err := t.firstErr(ws); err != nil {
+		return nil, fmt.Errorf("mtl: step %d: forward: %w", t.step+1, err)
+	}
+	t1 := time.Now()
+	logits, dl := t.logits, t.dLogits
+	for h := range logits {
+		logits[h] = logits[h][:n]
+		dl[h] = dl[h][:n]
+	}
+	_, err := t.tasks.LossTo(t.losses, dl, logits, b.Labels, b.Weights, t.weight.Weights())
+	for h := range logits {
+		logits[h] = logits[h][:cap(logits[h])]
+		dl[h] = dl[h][:cap(dl[h])]
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+	}
+	t2 := time.Now()
+	t.parallel(ws, func(w *worker) error {
+		return t.model.Backward(w.ws, &w.sub, t.workerDLogits(w), w.g)
+	})
+	if err := t.firstErr(ws); err != nil {
+		return nil, fmt.Errorf("mtl: step %d: backward: %w", t.step+1, err)
+	}
+	t3 := time.Now()
+	if err := t.update(ws); err != nil {
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+	}
+	if err := t.weight.Update(t.losses, nil); err != nil {
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+	}
+	t.step++
+	t4 := time.Now()
+	t.Times = StepTimes{Forward: t1.Sub(t0), Loss: t2.Sub(t1), Backward: t3.Sub(t2), Optimizer: t4.Sub(t3)}
+	return t.losses, nil
+}
+
+// workerDLogits returns the worker's row range of dLogits.
+func (t *Trainer) workerDLogits(w *worker) [][]float32 {
+	for h := range t.dLogits {
+		w.dl[h] = t.dLogits[h][w.lo:w.hi]
+	}
+	return w.dl
+}
+
+// split assigns contiguous row ranges of b to workers (small batches use
+// fewer) and makes each worker's view of its rows.
+func (t *Trainer) split(b *features.Batch) []*worker {
+	n := b.Rows
+	nw := len(t.workers)
+	if n < 2*nw {
+		nw = 1
+	}
+	per := (n + nw - 1) / nw
+	ws := t.workers[:nw]
+	for i, w := range ws {
+		w.lo = min(i*per, n)
+		w.hi = min(w.lo+per, n)
+		if w.dl == nil {
+			w.dl = make([][]float32, t.tasks.Len())
+		}
+		b.SliceTo(&w.sub, w.lo, w.hi)
+	}
+	return ws
+}
+
+func (t *Trainer) parallel(ws []*worker, f func(w *worker) error) {
+	if len(ws) == 1 {
+		ws[0].err = f(ws[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.err = f(w)
+		}()
+	}
+	ws[0].err = f(ws[0])
+	wg.Wait()
+}
+
+func (t *Trainer) firstErr(ws []*worker) error {
+	var errs []error
+	for _, w := range ws {
+		if w.err != nil {
+			errs = append(errs, w.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// update sums the workers' gradients into the first worker's, clips, and
+// applies the dense and sparse optimizers.
+func (t *Trainer) update(ws []*worker) error {
+	g0 := ws[0].g
+	if len(ws) > 1 {
+		// Dense: sum in worker order, parameters split across goroutines.
+		t.parallel(ws, func(w *worker) error {
+			k := indexOf(ws, w)
+			for i := k; i < len(g0.Dense); i += len(ws) {
+				d := g0.Dense[i]
+				for _, o := range ws[1:] {
+					addTo(d, o.g.Dense[i])
+				}
+			}
+			return nil
+		})
+	}
+	scale := t.sched.Scale(t.step)
+	if t.cfg.ClipNorm > 0 {
+		ClipGradNorm(g0.Dense, t.cfg.ClipNorm)
+	}
+	if err := t.adam.Step(g0.Dense, scale); err != nil {
+		return err
+	}
+	for f := range g0.Sparse {
+		rows, grad := g0.Sparse[f].Rows, g0.Sparse[f].Grad
+		if len(ws) > 1 {
+			rows, grad = t.mergeSparse(f, ws)
+		}
+		if err := t.sparse.Step(f, rows, grad, scale); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeSparse unions the workers' touched rows of table f, summing the
+// gradients of rows touched by more than one worker, in worker order.
+func (t *Trainer) mergeSparse(f int, ws []*worker) ([]int32, []float32) {
+	dim := t.dims[f]
+	slots := t.mergeSlots[f]
+	rows, grad := t.mergeRows[f][:0], t.mergeGrad[f][:0]
+	for _, w := range ws {
+		sg := w.g.Sparse[f]
+		for i, r := range sg.Rows {
+			src := sg.Grad[i*dim : (i+1)*dim]
+			if s := slots[r]; s >= 0 {
+				addTo(grad[int(s)*dim:(int(s)+1)*dim], src)
+				continue
+			}
+			slots[r] = int32(len(rows))
+			rows = append(rows, r)
+			grad = append(grad, src...)
+		}
+	}
+	for _, r := range rows {
+		slots[r] = -1
+	}
+	t.mergeRows[f], t.mergeGrad[f] = rows, grad
+	return rows, grad
+}
+
+func indexOf(ws []*worker, w *worker) int {
+	for i, o := range ws {
+		if o == w {
+			return i
+		}
+	}
+	return -1
+}
+
+func addTo(dst, src []float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+// TrainerState is a trainer's resumable state: the optimizers, the loss
+// weighting and the step count (the model's weights are saved apart).
+type TrainerState struct {
+	Step      int64 `json:"step"`
+	Dense     State `json:"dense"`
+	Sparse    State `json:"sparse"`
+	Weighting State `json:"weighting"`
+}
+
+// State returns the trainer's state; its tensors alias the live state, so
+// write them out before the next Step.
+func (t *Trainer) State() TrainerState {
+	return TrainerState{Step: t.step, Dense: t.adam.State(), Sparse: t.sparse.State(), Weighting: t.weight.State()}
+}
+
+// SetState restores a state saved by State, checking every tensor's name
+// and size (a checkpoint of another model or optimizer is refused).
+func (t *Trainer) SetState(st TrainerState) error {
+	if err := t.adam.SetState(st.Dense); err != nil {
+		return fmt.Errorf("mtl: restore dense optimizer: %w", err)
+	}
+	if err := t.sparse.SetState(st.Sparse); err != nil {
+		return fmt.Errorf("mtl: restore embedding optimizer: %w", err)
+	}
+	if err := t.weight.SetState(st.Weighting); err != nil {
+		return fmt.Errorf("mtl: restore loss weighting: %w", err)
+	}
+	t.step = st.Step
+	return nil
+}

@@ -1,0 +1,218 @@
+// Package pipelines holds the jobs a user runs, composed from the other
+// packages: batch training from Parquet, evaluation, streaming training from
+// Kafka, and serving.
+package pipelines
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+	"github.com/onestone/onestone/serving"
+)
+
+// Setup is everything parsed from one spec file: the feature spec and its
+// fitted statistics, the model and training configurations, the tasks and
+// the training transform.
+type Setup struct {
+	SpecPath    string
+	SpecText    []byte
+	Spec        *features.Spec
+	Stats       *features.Stats
+	Model       mmoe.Config
+	Train       mtl.TrainConfig
+	TaskConfigs []mtl.TaskConfig
+	Tasks       *mtl.TaskSet
+	Transformer *features.Transformer // with labels
+}
+
+// section returns the YAML of one top-level section of a spec file, or nil.
+func section(text []byte, name string) ([]byte, error) {
+	var doc map[string]yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil, err
+	}
+	n, ok := doc[name]
+	if !ok {
+		return nil, nil
+	}
+	return yaml.Marshal(&n)
+}
+
+// LoadSetup reads a spec file and its fitted statistics (the file
+// features.StatsPath names). When the statistics are missing and fit is
+// non-nil, fit is called to produce them first.
+func LoadSetup(specPath string, fit func(*features.Spec) (*features.Stats, error)) (*Setup, error) {
+	text, err := os.ReadFile(specPath)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: spec: %w", err)
+	}
+	s, err := setupFromText(text, nil)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: spec %s: %w", specPath, err)
+	}
+	s.SpecPath = specPath
+	statsPath := features.StatsPath(specPath)
+	s.Stats, err = features.LoadStats(statsPath)
+	if errors.Is(err, os.ErrNotExist) && fit != nil {
+		if s.Stats, err = fit(s.Spec); err == nil {
+			err = s.Stats.Save(statsPath)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: statistics %s (run 'onestone fit'): %w", statsPath, err)
+	}
+	if err := s.buildTransform(); err != nil {
+		return nil, fmt.Errorf("pipelines: spec %s: %w", specPath, err)
+	}
+	return s, nil
+}
+
+// setupFromText parses a spec's text; stats may be nil (set later).
+func setupFromText(text []byte, stats *features.Stats) (*Setup, error) {
+	spec, err := features.ParseSpec(bytes.NewReader(text))
+	if err != nil {
+		return nil, err
+	}
+	s := &Setup{SpecText: text, Spec: spec, Stats: stats}
+	msec, err := section(text, "model")
+	if err != nil {
+		return nil, err
+	}
+	if s.Model, err = mmoe.ParseConfig(msec); err != nil {
+		return nil, err
+	}
+	if s.Train, err = mtl.ParseTrainConfig(text); err != nil {
+		return nil, err
+	}
+	s.Train = s.Train.WithDefaults()
+	for _, t := range spec.Tasks {
+		s.TaskConfigs = append(s.TaskConfigs, mtl.TaskConfig{Name: t.Name, Kind: string(t.Kind), Label: t.Label, Parent: t.Parent})
+	}
+	if s.Tasks, err = mtl.NewTaskSet(s.TaskConfigs); err != nil {
+		return nil, err
+	}
+	if stats != nil {
+		if err := s.buildTransform(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Setup) buildTransform() error {
+	t, err := features.NewTransformer(s.Spec, s.Stats, features.TransformerConfig{Labels: true})
+	if err != nil {
+		return err
+	}
+	idx, err := s.Tasks.LabelIndex(t.Layout().Labels)
+	if err != nil {
+		return err
+	}
+	for i, j := range idx {
+		if i != j {
+			return fmt.Errorf("pipelines: the transform's label columns %v are not in task order", t.Layout().Labels)
+		}
+	}
+	s.Transformer = t
+	return nil
+}
+
+// NewModel builds a freshly initialised model for the setup.
+func (s *Setup) NewModel() (*mmoe.Model, error) {
+	heads := make([]string, len(s.TaskConfigs))
+	for i, t := range s.TaskConfigs {
+		heads[i] = t.Name
+	}
+	return mmoe.New(s.Model, s.Transformer.Layout(), heads)
+}
+
+// Fit computes the spec's statistics in one streaming pass over Parquet
+// files.
+func Fit(ctx context.Context, spec *features.Spec, paths []string, alloc memory.Allocator) (*features.Stats, error) {
+	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: paths, Columns: spec.Columns(true), Allocator: alloc})
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	f, err := features.NewFitter(spec, features.FitConfig{})
+	if err != nil {
+		return nil, err
+	}
+	for rec, err := range ingest.Records(ctx, src) {
+		if err != nil {
+			return nil, err
+		}
+		err = f.Add(rec)
+		rec.Release()
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: fit %s: %w", src.Position().File, err)
+		}
+	}
+	return f.Finish()
+}
+
+// LoadedModel is a bundle or checkpoint read back for evaluation or
+// resumption.
+type LoadedModel struct {
+	Dir      string
+	Manifest *serving.Manifest
+	Setup    *Setup
+	Model    *mmoe.Model
+}
+
+// LoadModel reads a bundle directory (or the newest under a root) with its
+// training setup (the spec it carries).
+func LoadModel(path string) (*LoadedModel, error) {
+	dir, err := serving.Resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	man, err := serving.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	var stats features.Stats
+	if err := json.Unmarshal(man.Stats, &stats); err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: stats: %w", dir, err)
+	}
+	s, err := setupFromText([]byte(man.Spec), &stats)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+	}
+	s.Model = man.Model
+	m, err := s.NewModel()
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+	}
+	f, err := os.Open(filepath.Join(dir, serving.WeightsFile))
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := m.LoadSafetensors(f); err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+	}
+	return &LoadedModel{Dir: dir, Manifest: man, Setup: s, Model: m}, nil
+}
+
+// jsonWriter encodes v as indented JSON into a bundle file.
+func jsonWriter(v any) serving.FileWriter {
+	return func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+}

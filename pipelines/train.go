@@ -1,0 +1,503 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/internal/tensorfile"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+	"github.com/onestone/onestone/serving"
+)
+
+// Checkpoint files beside a bundle's own.
+const (
+	OptimizerFile = "optimizer.bin"
+	TrainerFile   = "trainer.json"
+	// CheckpointDir is the directory under a training output that holds
+	// checkpoints; published bundles go to the output directory itself.
+	CheckpointDir = "checkpoints"
+)
+
+// ErrSpecMismatch is returned when resuming from a checkpoint whose spec or
+// model configuration differs from the one given.
+var ErrSpecMismatch = errors.New("pipelines: checkpoint was trained with another spec")
+
+// TrainBatchConfig configures TrainBatch. Zero fields take the spec's
+// train: section values or the documented defaults.
+type TrainBatchConfig struct {
+	SpecPath string   // feature spec (with model: and train: sections)
+	Data     []string // training Parquet files or globs
+	Valid    []string // validation Parquet files or globs (optional)
+	Out      string   // output root: bundles in Out/vNNNNNNNN, checkpoints in Out/checkpoints
+	Resume   bool     // continue from the newest checkpoint under Out
+
+	Epochs    int   // overrides train.epochs
+	BatchSize int   // overrides train.batch_size
+	Workers   int   // overrides train.workers
+	EvalEvery int   // overrides train.eval_every (steps)
+	MaxSteps  int64 // stop after this many steps in all. Default: 0 (no limit)
+	// EvalLimit caps the validation rows of the periodic evaluations (the
+	// final evaluation uses all). Default: 0 (all).
+	EvalLimit int64
+	// KeepCheckpoints is how many checkpoints to keep. Default: 2.
+	KeepCheckpoints int
+
+	// Progress receives a progress line every ProgressEvery (nil: none).
+	Progress      io.Writer
+	ProgressEvery time.Duration // Default: 1s
+	Allocator     memory.Allocator
+}
+
+// TrainResult summarises a training run.
+type TrainResult struct {
+	Bundle         string      `json:"bundle"` // the published best bundle
+	Steps          int64       `json:"steps"`
+	Examples       int64       `json:"examples"`
+	Seconds        float64     `json:"seconds"`
+	ExamplesPerSec float64     `json:"examples_per_sec"`
+	Best           *EvalResult `json:"best,omitempty"`
+	Final          *EvalResult `json:"final,omitempty"`
+}
+
+// trainerFile is trainer.json of a checkpoint.
+type trainerFile struct {
+	State    mtl.TrainerState `json:"state"`
+	Epoch    int              `json:"epoch"`
+	Position ingest.Position  `json:"position"`
+	Examples int64            `json:"examples"`
+	BestKey  float64          `json:"best_key"`
+	Best     string           `json:"best_bundle,omitempty"`
+}
+
+// trainRun is the state of one TrainBatch call.
+type trainRun struct {
+	cfg      TrainBatchConfig
+	s        *Setup
+	model    *mmoe.Model
+	trainer  *mtl.Trainer
+	epoch    int
+	pos      ingest.Position
+	examples int64
+	bestKey  float64
+	best     string
+	bestRes  *EvalResult
+	lastEval *EvalResult
+
+	sampleEvents []json.RawMessage
+	prog         *progress
+}
+
+// TrainBatch trains the spec's model on Parquet data: epochs over the
+// training files in order, a validation pass every EvalEvery steps and at
+// the end of each epoch, a checkpoint at each evaluation (and when ctx is
+// cancelled), and the best model by validation score published as a bundle
+// under Out (with Out/latest pointing at it). Without validation data the
+// last model is published. On cancellation it writes a checkpoint and
+// returns ctx's error; Resume continues from it.
+func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error) {
+	if cfg.Out == "" {
+		return nil, errors.New("pipelines: train: no output directory")
+	}
+	if len(cfg.Data) == 0 {
+		return nil, errors.New("pipelines: train: no training data")
+	}
+	if err := checkWritable(cfg.Out); err != nil {
+		return nil, err
+	}
+	if cfg.ProgressEvery == 0 {
+		cfg.ProgressEvery = time.Second
+	}
+	if cfg.KeepCheckpoints == 0 {
+		cfg.KeepCheckpoints = 2
+	}
+	s, err := LoadSetup(cfg.SpecPath, func(spec *features.Spec) (*features.Stats, error) {
+		return Fit(ctx, spec, cfg.Data, cfg.Allocator)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Epochs > 0 {
+		s.Train.Epochs = cfg.Epochs
+	}
+	if cfg.BatchSize > 0 {
+		s.Train.BatchSize = cfg.BatchSize
+	}
+	if cfg.Workers > 0 {
+		s.Train.Workers = cfg.Workers
+	}
+	if cfg.EvalEvery > 0 {
+		s.Train.EvalEvery = cfg.EvalEvery
+	}
+	r := &trainRun{cfg: cfg, s: s, bestKey: math.Inf(-1)}
+	if r.model, err = s.NewModel(); err != nil {
+		return nil, err
+	}
+	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
+		return nil, err
+	}
+	if cfg.Resume {
+		if err := r.resume(); err != nil {
+			return nil, err
+		}
+	}
+	return r.run(ctx)
+}
+
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("pipelines: output %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".writable-")
+	if err != nil {
+		return fmt.Errorf("pipelines: output %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
+	s, tr := r.s, r.trainer
+	start := time.Now()
+	startExamples := r.examples
+	prog := newProgress(r.cfg.Progress, r.cfg.ProgressEvery, s.Tasks)
+	r.prog = prog
+	var b features.Batch
+	stopped := false
+	for ; r.epoch < s.Train.Epochs && !stopped; r.epoch++ {
+		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
+			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
+			Allocator: r.cfg.Allocator, Start: r.pos,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for {
+			if r.cfg.MaxSteps > 0 && tr.Steps() >= r.cfg.MaxSteps {
+				stopped = true
+				break
+			}
+			rec, err := src.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				src.Close()
+				if ctx.Err() != nil {
+					return nil, r.interrupted(ctx)
+				}
+				return nil, err
+			}
+			err = r.step(&b, rec, src)
+			rec.Release()
+			if err != nil {
+				src.Close()
+				return nil, err
+			}
+			prog.update(r.epoch, tr.Steps(), r.examples, tr.Times)
+			if e := s.Train.EvalEvery; e > 0 && tr.Steps()%int64(e) == 0 {
+				if err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit); err != nil {
+					src.Close()
+					return nil, err
+				}
+			}
+			if ctx.Err() != nil {
+				src.Close()
+				return nil, r.interrupted(ctx)
+			}
+		}
+		src.Close()
+		if !stopped {
+			r.pos = ingest.Position{}
+		}
+		if r.epoch+1 < s.Train.Epochs && !stopped {
+			// A mid-run checkpoint at each epoch's end, with the next epoch's start.
+			r.epoch++
+			err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit)
+			r.epoch--
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	prog.done()
+	elapsed := time.Since(start).Seconds()
+	res := &TrainResult{Steps: tr.Steps(), Examples: r.examples, Seconds: elapsed}
+	if elapsed > 0 {
+		res.ExamplesPerSec = float64(r.examples-startExamples) / elapsed
+	}
+	// The final evaluation uses all the validation data.
+	if err := r.evaluateAndCheckpoint(ctx, 0); err != nil {
+		return nil, err
+	}
+	res.Final = r.lastEval
+	res.Best = r.bestRes
+	res.Bundle = r.best
+	return res, nil
+}
+
+// step transforms one record and trains on it.
+func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.ParquetSource) error {
+	if err := r.s.Transformer.TransformTo(b, rec); err != nil {
+		return fmt.Errorf("pipelines: %s: %w", r.pos.File, err)
+	}
+	losses, err := r.trainer.Step(b)
+	if err != nil {
+		hint := ""
+		if errors.Is(err, mtl.ErrNonFinite) {
+			hint = "; the last good checkpoint is kept under " + filepath.Join(r.cfg.Out, CheckpointDir)
+		}
+		return fmt.Errorf("pipelines: epoch %d: %w%s", r.epoch+1, err, hint)
+	}
+	r.examples += int64(b.Rows)
+	r.pos = src.Position()
+	r.prog.observe(losses)
+	return nil
+}
+
+// interrupted writes a checkpoint after cancellation and returns ctx's error.
+func (r *trainRun) interrupted(ctx context.Context) error {
+	if _, err := r.checkpoint(nil); err != nil {
+		return fmt.Errorf("pipelines: interrupted, and the checkpoint failed: %w", err)
+	}
+	return fmt.Errorf("pipelines: interrupted at step %d (resume with --resume): %w", r.trainer.Steps(), ctx.Err())
+}
+
+// bestKey is the model-selection score of an evaluation: the mean AUC of
+// its binary objectives (higher is better), or -RMSE when it has none.
+func bestKey(res *EvalResult) float64 {
+	var sum float64
+	var n int
+	var rmse float64
+	for _, m := range res.Metrics {
+		if m.Kind == mtl.KindBinary && !math.IsNaN(m.AUC) {
+			sum += m.AUC
+			n++
+		} else if m.Kind == mtl.KindRegression && !math.IsNaN(m.RMSE) {
+			rmse += m.RMSE
+		}
+	}
+	if n == 0 {
+		return -rmse
+	}
+	return sum / float64(n)
+}
+
+// evaluateAndCheckpoint evaluates on the validation data (limit rows, 0 =
+// all), writes a checkpoint, and publishes the model as a bundle when it is
+// the best so far (or, without validation data, always).
+func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error {
+	var res *EvalResult
+	key := float64(r.trainer.Steps()) // without validation: the newest is best
+	if len(r.cfg.Valid) > 0 {
+		var err error
+		res, err = Evaluate(ctx, r.s, r.model, EvalConfig{Paths: r.cfg.Valid, Limit: limit, Allocator: r.cfg.Allocator})
+		if err != nil {
+			return fmt.Errorf("pipelines: validation: %w", err)
+		}
+		key = bestKey(res)
+		if r.cfg.Progress != nil {
+			fmt.Fprintf(r.cfg.Progress, "\nvalidation at step %d (%d rows): %s\n", r.trainer.Steps(), res.Rows, FormatMetrics(res.Metrics))
+		}
+	}
+	r.lastEval = res
+	improved := key > r.bestKey
+	if improved {
+		r.bestKey = key
+		r.bestRes = res
+		dir, err := r.publish(res)
+		if err != nil {
+			return err
+		}
+		r.best = dir
+	}
+	_, err := r.checkpoint(res)
+	return err
+}
+
+// manifest describes the current model.
+func (r *trainRun) manifest(res *EvalResult) (*serving.Manifest, error) {
+	stats, err := json.Marshal(r.s.Stats)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: stats: %w", err)
+	}
+	m := &serving.Manifest{
+		Spec: string(r.s.SpecText), Stats: stats, Model: r.model.Config(),
+		Tasks: r.s.TaskConfigs, Objectives: r.s.Tasks.Objectives(),
+		Step: r.trainer.Steps(), Examples: r.examples,
+	}
+	if res != nil {
+		if m.Metrics, err = json.Marshal(res); err != nil {
+			return nil, fmt.Errorf("pipelines: metrics: %w", err)
+		}
+	}
+	if m.Position, err = json.Marshal(r.pos); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// publish writes the current model as a bundle under Out and points
+// Out/latest at it.
+func (r *trainRun) publish(res *EvalResult) (string, error) {
+	m, err := r.manifest(res)
+	if err != nil {
+		return "", err
+	}
+	if m.Sample, err = r.sample(); err != nil {
+		return "", err
+	}
+	dir, err := serving.WriteBundle(r.cfg.Out, m, r.model, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := serving.SetLatest(r.cfg.Out, dir); err != nil {
+		return "", err
+	}
+	return dir, serving.Prune(r.cfg.Out, r.cfg.KeepCheckpoints)
+}
+
+// checkpoint writes the model, the optimizer state and the data position
+// under Out/checkpoints.
+func (r *trainRun) checkpoint(res *EvalResult) (string, error) {
+	m, err := r.manifest(res)
+	if err != nil {
+		return "", err
+	}
+	st := r.trainer.State()
+	tf := trainerFile{State: st, Epoch: r.epoch, Position: r.pos, Examples: r.examples, BestKey: r.bestKey, Best: r.best}
+	if math.IsInf(tf.BestKey, -1) {
+		tf.BestKey = -math.MaxFloat64
+	}
+	extra := map[string]serving.FileWriter{
+		OptimizerFile: func(w io.Writer) error {
+			f32 := map[string][]float32{}
+			i32 := map[string][]int32{}
+			for k, v := range st.Dense.Tensors {
+				f32["dense/"+k] = v
+			}
+			for k, v := range st.Sparse.Tensors {
+				f32["sparse/"+k] = v
+			}
+			for k, v := range st.Sparse.Counts {
+				i32["sparse/"+k] = v
+			}
+			return tensorfile.Write(w, f32, i32)
+		},
+		TrainerFile: jsonWriter(tf),
+	}
+	root := filepath.Join(r.cfg.Out, CheckpointDir)
+	dir, err := serving.WriteBundle(root, m, r.model, extra)
+	if err != nil {
+		return "", err
+	}
+	return dir, serving.Prune(root, r.cfg.KeepCheckpoints)
+}
+
+// resume loads the newest checkpoint under Out into the run.
+func (r *trainRun) resume() error {
+	root := filepath.Join(r.cfg.Out, CheckpointDir)
+	lm, err := LoadModel(root)
+	if err != nil {
+		return fmt.Errorf("pipelines: resume: %w", err)
+	}
+	if err := sameSetup(r.s, lm.Setup, r.model.Config(), lm.Model.Config()); err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+	}
+	// The weights: copy the loaded model's tensors into ours.
+	f, err := os.Open(filepath.Join(lm.Dir, serving.WeightsFile))
+	if err != nil {
+		return err
+	}
+	err = r.model.LoadSafetensors(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+	}
+	var tf trainerFile
+	data, err := os.ReadFile(filepath.Join(lm.Dir, TrainerFile))
+	if err == nil {
+		err = json.Unmarshal(data, &tf)
+	}
+	if err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %s: %w", lm.Dir, TrainerFile, err)
+	}
+	of, err := os.Open(filepath.Join(lm.Dir, OptimizerFile))
+	if err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+	}
+	f32, i32, err := tensorfile.Read(of)
+	of.Close()
+	if err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %s: %w", lm.Dir, OptimizerFile, err)
+	}
+	st := tf.State
+	st.Dense.Tensors, st.Sparse.Tensors, st.Sparse.Counts = map[string][]float32{}, map[string][]float32{}, map[string][]int32{}
+	for k, v := range f32 {
+		if name, ok := strings.CutPrefix(k, "dense/"); ok {
+			st.Dense.Tensors[name] = v
+		} else if name, ok := strings.CutPrefix(k, "sparse/"); ok {
+			st.Sparse.Tensors[name] = v
+		}
+	}
+	for k, v := range i32 {
+		if name, ok := strings.CutPrefix(k, "sparse/"); ok {
+			st.Sparse.Counts[name] = v
+		}
+	}
+	if err := r.trainer.SetState(st); err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+	}
+	r.epoch, r.pos, r.examples, r.bestKey, r.best = tf.Epoch, tf.Position, tf.Examples, tf.BestKey, tf.Best
+	return nil
+}
+
+// sameSetup refuses a checkpoint made with another feature spec, fitted
+// statistics, tasks or model configuration.
+func sameSetup(a, b *Setup, ma, mb mmoe.Config) error {
+	ja, _ := json.Marshal(a.Spec)
+	jb, _ := json.Marshal(b.Spec)
+	if string(ja) != string(jb) {
+		return fmt.Errorf("%w: the feature spec differs", ErrSpecMismatch)
+	}
+	sa, _ := json.Marshal(a.Stats)
+	sb, _ := json.Marshal(b.Stats)
+	if string(sa) != string(sb) {
+		return fmt.Errorf("%w: the fitted statistics differ (was the spec refitted?)", ErrSpecMismatch)
+	}
+	ca, _ := json.Marshal(ma)
+	cb, _ := json.Marshal(mb)
+	if string(ca) != string(cb) {
+		return fmt.Errorf("%w: the model configuration differs (%s vs %s)", ErrSpecMismatch, ca, cb)
+	}
+	return nil
+}
+
+// FormatMetrics renders metrics on one line: "ctr auc=0.7812 gauc=... ".
+func FormatMetrics(ms []mtl.Metrics) string {
+	var sb strings.Builder
+	for i, m := range ms {
+		if i > 0 {
+			sb.WriteString("  ")
+		}
+		if m.Kind == mtl.KindRegression {
+			fmt.Fprintf(&sb, "%s rmse=%.4f", m.Objective, m.RMSE)
+			continue
+		}
+		fmt.Fprintf(&sb, "%s auc=%.4f gauc=%.4f logloss=%.4f calib=%.3f", m.Objective, m.AUC, m.GAUC, m.LogLoss, m.Calibration)
+	}
+	return sb.String()
+}
