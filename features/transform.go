@@ -1,0 +1,530 @@
+package features
+
+import (
+	"math"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// TransformerConfig configures a Transformer.
+type TransformerConfig struct {
+	// Labels makes TransformTo read the task label columns into
+	// Batch.Labels (training). Default: false (serving: no labels).
+	Labels bool
+}
+
+// Validate reports whether the configuration is usable (every value is).
+func (c TransformerConfig) Validate() error { return nil }
+
+// Transformer turns raw records into model batches, the same way in
+// training and in serving. It is immutable after construction and safe for
+// concurrent use, provided each goroutine passes its own *Batch.
+type Transformer struct {
+	layout    Layout
+	sparse    []sparsePlan
+	dense     []densePlan
+	labels    []labelPlan
+	weight    string
+	group     string
+	groupSeed uint64
+	// groupField is the sparse plan whose hashes are the group keys (the
+	// group column is a hash-mode categorical field), or -1.
+	groupField int
+}
+
+type sparsePlan struct {
+	col     string
+	kind    Kind
+	seed    uint64
+	buckets uint64
+	vocab   map[string]int32 // vocabulary mode; nil in hash mode
+	bounds  []float64        // bucketized numeric
+}
+
+type densePlan struct {
+	col       string
+	tr        Transform
+	mean, inv float64 // standardize: (x-mean)*inv
+	def       float32
+	at        int // column of the value in the dense block
+	missing   int // column of the missing indicator, or -1
+}
+
+type labelPlan struct {
+	col  string
+	kind TaskKind
+}
+
+// NewTransformer builds the transform of a spec. stats may be nil when no
+// field needs fitted statistics (hash-mode categoricals, numeric fields
+// with transform none or log1p); otherwise a field whose statistics are
+// missing is an error wrapping ErrStats.
+func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transformer, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Transformer{weight: spec.SampleWeight, group: spec.GroupKey, groupField: -1}
+	if spec.GroupKey != "" {
+		t.groupSeed = FieldSeed(spec.GroupKey)
+	}
+	fstats := func(f *Field, need string) (*FieldStats, error) {
+		var fs *FieldStats
+		if stats != nil {
+			fs = stats.Fields[f.Name]
+		}
+		if fs == nil {
+			return nil, errorf(ErrStats, "features: field %q: %s needs fitted stats (run onestone fit), found none", f.Name, need)
+		}
+		if fs.Kind != f.Kind {
+			return nil, errorf(ErrStats, "features: field %q: stats are for a %s field, spec says %s", f.Name, fs.Kind, f.Kind)
+		}
+		return fs, nil
+	}
+	for i := range spec.Fields {
+		f := &spec.Fields[i]
+		if !f.Sparse() {
+			continue
+		}
+		p := sparsePlan{col: f.Name, kind: f.Kind, seed: FieldSeed(f.Name)}
+		sf := SparseField{Name: f.Name, Side: f.Side, Pooling: f.Pooling}
+		switch {
+		case f.Kind == Numeric: // bucketize
+			fs, err := fstats(f, "bucketize")
+			if err != nil {
+				return nil, err
+			}
+			if fs.Boundaries == nil {
+				return nil, errorf(ErrStats, "features: field %q: bucketize needs fitted boundaries, found none", f.Name)
+			}
+			if len(fs.Boundaries) >= f.Buckets {
+				return nil, errorf(ErrStats, "features: field %q: %d boundaries for %d buckets", f.Name, len(fs.Boundaries), f.Buckets)
+			}
+			p.bounds = fs.Boundaries
+			sf.Cardinality = f.Buckets + 1
+		case f.Vocab != nil:
+			fs, err := fstats(f, "a vocabulary")
+			if err != nil {
+				return nil, err
+			}
+			if fs.Vocab == nil {
+				return nil, errorf(ErrStats, "features: field %q: vocabulary mode needs a fitted vocabulary, found none", f.Name)
+			}
+			p.vocab = make(map[string]int32, len(fs.Vocab.Values))
+			for j, v := range fs.Vocab.Values {
+				if _, dup := p.vocab[v]; dup {
+					return nil, errorf(ErrStats, "features: field %q: vocabulary value %q appears twice", f.Name, v)
+				}
+				p.vocab[v] = int32(j + 1)
+			}
+			sf.Cardinality = len(fs.Vocab.Values) + 1
+		default:
+			p.buckets = uint64(f.Buckets)
+			sf.Cardinality = f.Buckets + 1
+		}
+		if f.Name == spec.GroupKey && f.Kind == Categorical && f.Vocab == nil {
+			// Same column, same seed: the field's hashes are the group keys.
+			t.groupField = len(t.sparse)
+		}
+		t.sparse = append(t.sparse, p)
+		t.layout.Sparse = append(t.layout.Sparse, sf)
+	}
+	for i := range spec.Fields {
+		f := &spec.Fields[i]
+		if f.Sparse() {
+			continue
+		}
+		p := densePlan{col: f.Name, tr: f.Transform, def: float32(f.Default), missing: -1, inv: 1}
+		if f.Transform == TransformStandardize {
+			fs, err := fstats(f, "standardize")
+			if err != nil {
+				return nil, err
+			}
+			if fs.Numeric == nil {
+				return nil, errorf(ErrStats, "features: field %q: standardize needs a fitted mean and std, found none", f.Name)
+			}
+			p.mean = fs.Numeric.Mean
+			if fs.Numeric.Std > 0 {
+				p.inv = 1 / fs.Numeric.Std
+			}
+		}
+		p.at = len(t.layout.Dense)
+		t.layout.Dense = append(t.layout.Dense, DenseField{Name: f.Name, Side: f.Side})
+		if f.MissingIndicator {
+			p.missing = len(t.layout.Dense)
+			t.layout.Dense = append(t.layout.Dense, DenseField{Name: f.Name + ".missing", Side: f.Side})
+		}
+		t.dense = append(t.dense, p)
+	}
+	if cfg.Labels {
+		t.layout.Labels = []string{}
+		for _, task := range spec.Tasks {
+			t.labels = append(t.labels, labelPlan{col: task.Label, kind: task.Kind})
+			t.layout.Labels = append(t.layout.Labels, task.Label)
+		}
+	}
+	return t, nil
+}
+
+// Layout returns what TransformTo produces. The caller must not modify it.
+func (t *Transformer) Layout() Layout { return t.layout }
+
+func growInt32(s []int32, n int) []int32 {
+	if cap(s) < n {
+		return make([]int32, n, n+n/4)
+	}
+	return s[:n]
+}
+
+func growFloat32(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n, n+n/4)
+	}
+	return s[:n]
+}
+
+// TransformTo transforms a record into dst, reusing dst's slices: once dst
+// has grown to the largest record, a call allocates nothing. The record
+// must hold the columns of spec.Columns(cfg.Labels); extra columns are
+// ignored. Errors name the column (and row for invalid values) and wrap
+// ErrSchema or ErrValue; after an error dst's contents are unspecified.
+func (t *Transformer) TransformTo(dst *Batch, rec arrow.RecordBatch) error {
+	n := int(rec.NumRows())
+	dst.Rows = n
+	if cap(dst.Sparse) < len(t.sparse) {
+		dst.Sparse = make([]SparseColumn, len(t.sparse))
+	}
+	dst.Sparse = dst.Sparse[:len(t.sparse)]
+	var groups []uint64
+	if t.group != "" {
+		if cap(dst.Groups) < n {
+			dst.Groups = make([]uint64, n, n+n/4)
+		}
+		dst.Groups = dst.Groups[:n]
+		groups = dst.Groups
+	} else {
+		dst.Groups = nil
+	}
+	for i := range t.sparse {
+		var g []uint64
+		if i == t.groupField {
+			g = groups
+		}
+		if err := t.sparse[i].fill(&dst.Sparse[i], rec, n, g); err != nil {
+			return err
+		}
+	}
+	w := len(t.layout.Dense)
+	dst.DenseWidth = w
+	dst.Dense = growFloat32(dst.Dense, n*w)
+	for i := range t.dense {
+		if err := t.dense[i].fill(dst.Dense, w, rec, n); err != nil {
+			return err
+		}
+	}
+	if t.labels == nil {
+		dst.Labels = nil
+	} else {
+		if cap(dst.Labels) < len(t.labels) {
+			dst.Labels = make([][]float32, len(t.labels))
+		}
+		dst.Labels = dst.Labels[:len(t.labels)]
+		for i, l := range t.labels {
+			a, err := recordColumn(rec, l.col)
+			if err != nil {
+				return err
+			}
+			c, ok := makeNumCol(a)
+			if !ok {
+				return typeErr(l.col, "label "+wantNumeric, a.DataType())
+			}
+			out := growFloat32(dst.Labels[i], n)
+			dst.Labels[i] = out
+			if err := fillLabels(out, &c, l); err != nil {
+				return err
+			}
+		}
+	}
+	if t.weight == "" {
+		dst.Weights = nil
+	} else {
+		a, err := recordColumn(rec, t.weight)
+		if err != nil {
+			return err
+		}
+		c, ok := makeNumCol(a)
+		if !ok {
+			return typeErr(t.weight, "sample weight "+wantNumeric, a.DataType())
+		}
+		dst.Weights = growFloat32(dst.Weights, n)
+		for r := range dst.Weights {
+			v, err := weightValue(&c, r, t.weight)
+			if err != nil {
+				return err
+			}
+			dst.Weights[r] = v
+		}
+	}
+	if t.group != "" && t.groupField < 0 {
+		a, err := recordColumn(rec, t.group)
+		if err != nil {
+			return err
+		}
+		c, ok := makeTextCol(a, true)
+		if !ok {
+			return typeErr(t.group, "group key "+wantCategorical, a.DataType())
+		}
+		for r := range dst.Groups {
+			if c.isNull(r) {
+				dst.Groups[r] = 0
+			} else {
+				dst.Groups[r] = c.hash(r, t.groupSeed)
+			}
+		}
+	}
+	return nil
+}
+
+func fillLabels(out []float32, c *numCol, l labelPlan) error {
+	if !c.nulls && l.kind != TaskRegression {
+		// Fast paths for the common 0/1 encodings.
+		switch c.kind {
+		case nBool:
+			for r := range out {
+				if c.b.Value(r) {
+					out[r] = 1
+				} else {
+					out[r] = 0
+				}
+			}
+			return nil
+		case nInt64:
+			for r, v := range c.i64[:len(out)] {
+				if uint64(v) > 1 {
+					return errorf(ErrValue, "features: column %q: row %d: binary label must be 0 or 1, found %d", l.col, r, v)
+				}
+				out[r] = float32(v)
+			}
+			return nil
+		case nInt32:
+			for r, v := range c.i32[:len(out)] {
+				if uint32(v) > 1 {
+					return errorf(ErrValue, "features: column %q: row %d: binary label must be 0 or 1, found %d", l.col, r, v)
+				}
+				out[r] = float32(v)
+			}
+			return nil
+		}
+	}
+	for r := range out {
+		v, err := labelValue(c, r, l.col, l.kind)
+		if err != nil {
+			return err
+		}
+		out[r] = v
+	}
+	return nil
+}
+
+// bucketOf returns 1 + the number of boundaries <= x.
+func bucketOf(bounds []float64, x float64) int32 {
+	lo, hi := 0, len(bounds)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if bounds[m] <= x {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return int32(lo + 1)
+}
+
+func (p *sparsePlan) id(c *textCol, r int) int32 {
+	if p.vocab == nil {
+		return int32(1 + c.hash(r, p.seed)%p.buckets)
+	}
+	var buf [32]byte
+	s, b := c.text(r, buf[:0])
+	if b != nil {
+		return p.vocab[string(b)] // 0 when out of vocabulary
+	}
+	return p.vocab[s]
+}
+
+// hashIDs fills the ids of a hash-mode categorical column; when groups is
+// not nil it also receives the full hashes (the group key is this column).
+func (p *sparsePlan) hashIDs(ids []int32, c *textCol, groups []uint64) {
+	seed, m := p.seed, p.buckets
+	var null []byte
+	if c.nulls {
+		null = c.arr.NullBitmapBytes()
+	}
+	off := c.arr.Data().Offset()
+	isNull := func(r int) bool {
+		return null != nil && null[(off+r)>>3]&(1<<uint((off+r)&7)) == 0
+	}
+	switch c.kind {
+	case tString:
+		offs, data := c.str.ValueOffsets(), c.str.ValueBytes()
+		base := offs[0]
+		for r := range ids {
+			var h uint64
+			if !isNull(r) {
+				h = xxh64(data[offs[r]-base:offs[r+1]-base], seed)
+				ids[r] = int32(1 + h%m)
+			} else {
+				ids[r] = 0
+			}
+			if groups != nil {
+				groups[r] = h
+			}
+		}
+	case tInt64:
+		for r, v := range c.i64[:len(ids)] {
+			var h uint64
+			if !isNull(r) {
+				h = hashInt(v, seed)
+				ids[r] = int32(1 + h%m)
+			} else {
+				ids[r] = 0
+			}
+			if groups != nil {
+				groups[r] = h
+			}
+		}
+	case tInt32:
+		for r, v := range c.i32[:len(ids)] {
+			var h uint64
+			if !isNull(r) {
+				h = hashInt(int64(v), seed)
+				ids[r] = int32(1 + h%m)
+			} else {
+				ids[r] = 0
+			}
+			if groups != nil {
+				groups[r] = h
+			}
+		}
+	default:
+		for r := range ids {
+			var h uint64
+			if !c.isNull(r) {
+				h = c.hash(r, seed)
+				ids[r] = int32(1 + h%m)
+			} else {
+				ids[r] = 0
+			}
+			if groups != nil {
+				groups[r] = h
+			}
+		}
+	}
+}
+
+func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, groups []uint64) error {
+	a, err := recordColumn(rec, p.col)
+	if err != nil {
+		return err
+	}
+	switch p.kind {
+	case Numeric:
+		c, ok := makeNumCol(a)
+		if !ok {
+			return typeErr(p.col, wantNumeric, a.DataType())
+		}
+		dst.Offsets = nil
+		ids := growInt32(dst.IDs, n)
+		dst.IDs = ids
+		for r := range ids {
+			v, ok := c.value(r)
+			if !ok || math.IsNaN(v) {
+				ids[r] = 0
+			} else {
+				ids[r] = bucketOf(p.bounds, v)
+			}
+		}
+	case Categorical:
+		c, ok := makeTextCol(a, false)
+		if !ok {
+			return typeErr(p.col, wantCategorical, a.DataType())
+		}
+		dst.Offsets = nil
+		ids := growInt32(dst.IDs, n)
+		dst.IDs = ids
+		if p.vocab == nil {
+			p.hashIDs(ids, &c, groups)
+			return nil
+		}
+		for r := range ids {
+			if c.isNull(r) {
+				ids[r] = 0
+			} else {
+				ids[r] = p.id(&c, r)
+			}
+		}
+	case MultiCategorical:
+		c, ok := makeListCol(a)
+		if !ok {
+			return typeErr(p.col, wantMulti, a.DataType())
+		}
+		offs := growInt32(dst.Offsets, n+1)
+		dst.Offsets = offs
+		ids := growInt32(dst.IDs, c.total(n))
+		k := 0
+		offs[0] = 0
+		for r := 0; r < n; r++ {
+			lo, hi := c.span(r)
+			for j := lo; j < hi; j++ {
+				if c.child.isNull(j) {
+					continue // null items are dropped
+				}
+				ids[k] = p.id(&c.child, j)
+				k++
+			}
+			offs[r+1] = int32(k)
+		}
+		dst.IDs = ids[:k]
+	}
+	return nil
+}
+
+func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int) error {
+	a, err := recordColumn(rec, p.col)
+	if err != nil {
+		return err
+	}
+	c, ok := makeNumCol(a)
+	if !ok {
+		return typeErr(p.col, wantNumeric, a.DataType())
+	}
+	at, mi := p.at, p.missing
+	for r := 0; r < n; r++ {
+		v, ok := c.value(r)
+		row := dense[r*w : r*w+w]
+		if !ok || !finite(v) {
+			row[at] = p.def
+			if mi >= 0 {
+				row[mi] = 1
+			}
+			continue
+		}
+		switch p.tr {
+		case TransformLog1p:
+			if v < 0 {
+				v = -math.Log1p(-v)
+			} else {
+				v = math.Log1p(v)
+			}
+		case TransformStandardize:
+			v = (v - p.mean) * p.inv
+		}
+		row[at] = float32(v)
+		if mi >= 0 {
+			row[mi] = 0
+		}
+	}
+	return nil
+}
