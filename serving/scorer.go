@@ -196,6 +196,8 @@ type Response struct {
 	Objectives []string
 	// Results are the candidates, best rank score first, cut at top_k.
 	Results []Result
+	// Scored is the number of candidates scored (before the top_k cut).
+	Scored int
 
 	st *scoreState
 }
@@ -346,6 +348,7 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 	}
 	r := &st.resp
 	r.ModelVersion = s.b.Manifest.Version
+	r.Scored = n
 	if cap(r.Objectives) < len(st.objIdx) {
 		r.Objectives = make([]string, len(st.objIdx))
 	}
@@ -384,6 +387,12 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		st.scores[o] = st.scores[o][:n]
 	}
 	if n == 0 {
+		if req.Context != nil { // still check it
+			if err := st.ctxDec.Append(req.Context); err != nil {
+				return eventErr("context", err)
+			}
+			st.ctxDec.NewRecordBatch().Release()
+		}
 		return nil
 	}
 	rec, err := st.record(req)

@@ -1,0 +1,518 @@
+package serving
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newTestServer(t *testing.T, root string, cfg ServerConfig) (*Server, *httptest.Server) {
+	t.Helper()
+	cfg.Models = root
+	cfg.Poll = -1
+	cfg.Logger = quietLogger()
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Reload(context.Background()); err != nil && !errors.Is(err, ErrNoBundle) {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return s, ts
+}
+
+type errorDoc struct {
+	Error string `json:"error"`
+	Field string `json:"field"`
+}
+
+func post(t *testing.T, c *http.Client, url string, body []byte, hdr ...string) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
+}
+
+func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestServerErrors: every bad request gets its status and a JSON error
+// naming the field.
+func TestServerErrors(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 1)
+	_, ts := newTestServer(t, root, ServerConfig{MaxBodyBytes: 4096, Scorer: ScorerConfig{MaxCandidates: 5, Rank: "ctr * price"}})
+	big := `{"candidates": [{"item_id": "` + strings.Repeat("x", 5000) + `", "price": 1}]}`
+	cases := []struct {
+		name, body string
+		code       int
+		field      string
+	}{
+		{"malformed JSON", `{"candidates": [{"item_id": }]}`, 400, "candidates"},
+		{"empty body", ``, 400, ""},
+		{"wrong type", `{"candidates": [{"item_id": "a", "price": true}]}`, 400, "candidates[0].price"},
+		{"wrong type in context", `{"context": {"user_tags": 3}, "candidates": []}`, 400, "context.user_tags"},
+		{"wrong type in context with a candidate", `{"context": {"user_tags": 3}, "candidates": [{"price": 1}]}`, 400, "context.user_tags"},
+		{"missing rank field", `{"candidates": [{"item_id": "a"}]}`, 400, "candidates[0].price"},
+		{"too many candidates", `{"candidates": [{},{},{},{},{},{}]}`, 400, "candidates"},
+		{"unknown objective", `{"candidates": [], "objectives": ["ctr", "revenue"]}`, 400, "objectives[1]"},
+		{"bad top_k", `{"candidates": [], "top_k": "5"}`, 400, "top_k"},
+		{"unknown key", `{"candidates": [], "user": {}}`, 400, "user"},
+		{"body too large", big, 413, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body, hdr := post(t, ts.Client(), ts.URL+"/v1/score", []byte(c.body))
+			if code != c.code {
+				t.Fatalf("status %d, want %d: %s", code, c.code, body)
+			}
+			if ct := hdr.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content type %q", ct)
+			}
+			var e errorDoc
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("error body %q: %v", body, err)
+			}
+			if e.Field != c.field || e.Error == "" {
+				t.Fatalf("error %+v, want field %q", e, c.field)
+			}
+		})
+	}
+	// Wrong method, unknown path, admin without a token configured.
+	for _, c := range []struct {
+		method, path string
+		code         int
+	}{{"GET", "/v1/score", 405}, {"POST", "/v1/nothing", 404}, {"POST", "/v1/admin/reload", 404}} {
+		req, _ := http.NewRequest(c.method, ts.URL+c.path, strings.NewReader("{}"))
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.code)
+		}
+	}
+}
+
+type scoreDoc struct {
+	ModelVersion string `json:"model_version"`
+	Results      []struct {
+		Index     int                `json:"index"`
+		Scores    map[string]float64 `json:"scores"`
+		RankScore float64            `json:"rank_score"`
+	} `json:"results"`
+}
+
+func TestServerScoreReadyModelMetrics(t *testing.T) {
+	root := t.TempDir()
+	s, ts := newTestServer(t, root, ServerConfig{})
+	// Nothing loaded yet.
+	if code, _ := get(t, ts.URL+"/readyz"); code != 503 {
+		t.Fatalf("readyz before a model: %d", code)
+	}
+	if code, _ := get(t, ts.URL+"/healthz"); code != 200 {
+		t.Fatalf("healthz: %d", code)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	body := testRequest(t, r, 30, `,"top_k":10,"objectives":["ctr","ctcvr"]`)
+	if code, _, hdr := post(t, ts.Client(), ts.URL+"/v1/score", body); code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("score before a model: %d", code)
+	}
+	writeTestBundle(t, root, 2)
+	if v, changed, err := s.Reload(context.Background()); err != nil || !changed || v != "v00000001" {
+		t.Fatalf("reload: %v %v %v", v, changed, err)
+	}
+	if code, b := get(t, ts.URL+"/readyz"); code != 200 || !strings.Contains(string(b), "v00000001") {
+		t.Fatalf("readyz: %d %s", code, b)
+	}
+	code, b, _ := post(t, ts.Client(), ts.URL+"/v1/score", body)
+	if code != 200 {
+		t.Fatalf("score: %d %s", code, b)
+	}
+	var doc scoreDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.ModelVersion != "v00000001" || len(doc.Results) != 10 {
+		t.Fatalf("answer %+v", doc)
+	}
+	for i, res := range doc.Results {
+		if len(res.Scores) != 2 || res.Scores["ctr"] <= 0 || res.Scores["ctr"] >= 1 || float32(res.RankScore) != float32(res.Scores["ctr"]) {
+			t.Fatalf("result %d: %+v", i, res)
+		}
+		if i > 0 && res.RankScore > doc.Results[i-1].RankScore {
+			t.Fatalf("not sorted")
+		}
+	}
+	// The HTTP answer is the Scorer's, bit for bit.
+	direct, err := s.Scorer().ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, res := range direct.Results {
+		got, _ := strconv.ParseFloat(strconv.FormatFloat(doc.Results[i].Scores["ctcvr"], 'g', -1, 64), 32)
+		if doc.Results[i].Index != res.Index || math.Float32bits(float32(got)) != math.Float32bits(res.Scores[1]) {
+			t.Fatalf("result %d: http %+v, direct %+v", i, doc.Results[i], res)
+		}
+	}
+	direct.Release()
+
+	code, b = get(t, ts.URL+"/v1/model")
+	var info ModelInfo
+	if code != 200 || json.Unmarshal(b, &info) != nil || info.Version != "v00000001" || len(info.Objectives) != 3 || !strings.Contains(info.Spec, "item_id") {
+		t.Fatalf("model: %d %s", code, b)
+	}
+	post(t, ts.Client(), ts.URL+"/v1/score", []byte(`{`))
+	code, b = get(t, ts.URL+"/metrics")
+	if code != 200 {
+		t.Fatalf("metrics %d", code)
+	}
+	for _, want := range []string{
+		`onestone_http_requests_total{code="200",path="/v1/score"} 1`,
+		`onestone_http_requests_total{code="400",path="/v1/score"} 1`,
+		`onestone_http_requests_total{code="503",path="/v1/score"} 1`,
+		`onestone_http_requests_total{code="503",path="/readyz"} 1`,
+		`onestone_http_request_duration_seconds_bucket{path="/v1/score",le="0.005"}`,
+		`onestone_candidates_scored_total 30`,
+		`onestone_model_info{version="v00000001"} 1`,
+		`onestone_model_reloads_total 1`,
+		`onestone_model_refused_total 0`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestServerAdminReload(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 1)
+	_, ts := newTestServer(t, root, ServerConfig{AdminToken: "s3cret"})
+	if code, _, _ := post(t, ts.Client(), ts.URL+"/v1/admin/reload", nil); code != 401 {
+		t.Fatalf("no token: %d", code)
+	}
+	if code, _, _ := post(t, ts.Client(), ts.URL+"/v1/admin/reload", nil, "Authorization", "Bearer s3cre"); code != 401 {
+		t.Fatalf("wrong token: %d", code)
+	}
+	writeTestBundle(t, root, 2)
+	code, b, _ := post(t, ts.Client(), ts.URL+"/v1/admin/reload", nil, "Authorization", "Bearer s3cret")
+	if code != 200 || !strings.Contains(string(b), `"version":"v00000002"`) || !strings.Contains(string(b), `"changed":true`) {
+		t.Fatalf("reload: %d %s", code, b)
+	}
+}
+
+// corruptBundle publishes a complete but broken bundle (weights changed
+// after the sample was scored) as the next version under root.
+func corruptBundle(t *testing.T, root string) string {
+	t.Helper()
+	tmpRoot := t.TempDir()
+	dir := writeTestBundle(t, tmpRoot, 99)
+	p := filepath.Join(dir, WeightsFile)
+	data, _ := os.ReadFile(p)
+	hlen := int(data[0]) | int(data[1])<<8 | int(data[2])<<16
+	data[8+hlen+3] ^= 0x08
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vs, _ := Versions(root)
+	dst := filepath.Join(root, fmt.Sprintf("v%08d", versionNumber(vs[len(vs)-1])+1))
+	if err := os.Rename(dir, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestServerHotReload runs the real server with polling under concurrent
+// load: a new bundle is swapped in, a corrupt one is refused while the old
+// keeps serving, no request fails, and shutdown drains.
+func TestServerHotReload(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 1)
+	s, err := NewServer(ServerConfig{Models: root, Addr: "127.0.0.1:0", Poll: 10 * time.Millisecond, Logger: quietLogger(), QueueWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	url := "http://" + ln.Addr().String() + "/v1/score"
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 9))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := testRequest(t, r, 20, "")
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var doc scoreDoc
+				if resp.StatusCode != 200 || json.Unmarshal(b, &doc) != nil || len(doc.Results) != 20 {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %s", resp.StatusCode, b))
+					continue
+				}
+				mu.Lock()
+				seen[doc.ModelVersion]++
+				mu.Unlock()
+			}
+		}()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	count := func(v string) int { mu.Lock(); defer mu.Unlock(); return seen[v] }
+	waitFor("v1 answers", func() bool { return count("v00000001") > 5 })
+	writeTestBundle(t, root, 2)
+	waitFor("v2 answers", func() bool { return count("v00000002") > 5 })
+	bad := corruptBundle(t, root)
+	waitFor("the corrupt bundle refused", func() bool {
+		return testutilCounter(s, "onestone_model_refused_total") == 1
+	})
+	n2 := count("v00000002")
+	waitFor("v2 still answering", func() bool { return count("v00000002") > n2+5 })
+	close(stop)
+	wg.Wait()
+	if f := failures.Load(); f > 0 {
+		t.Fatalf("%d failed requests during reloads; first: %v", f, firstErr.Load())
+	}
+	if count(filepath.Base(bad)) != 0 {
+		t.Fatal("the corrupt bundle answered")
+	}
+	// Refused once, not retried by the poller.
+	time.Sleep(50 * time.Millisecond)
+	if n := testutilCounter(s, "onestone_model_refused_total"); n != 1 {
+		t.Fatalf("refused %v times, want once", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testutilCounter reads a counter (no labels) from the server's registry.
+func testutilCounter(s *Server, name string) float64 {
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+// slowRequest starts a score request whose body arrives in two halves; it
+// returns a function sending the rest and a channel with the outcome.
+func slowRequest(t *testing.T, client *http.Client, url string, body []byte) (finish func(), result chan string) {
+	pr, pw := io.Pipe()
+	result = make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", url, pr)
+		req.ContentLength = int64(len(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			result <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- strconv.Itoa(resp.StatusCode) + " " + string(b)
+	}()
+	half := len(body) / 2
+	if _, err := pw.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	return func() { pw.Write(body[half:]); pw.Close() }, result
+}
+
+func TestServerGracefulShutdown(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 1)
+	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	url := "http://" + ln.Addr().String() + "/v1/score"
+	r := rand.New(rand.NewPCG(1, 1))
+	finish, result := slowRequest(t, client, url, testRequest(t, r, 10, ""))
+	// Wait until the request is in flight.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.waitingOrInFlight() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("request never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel() // SIGTERM
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("server stopped with a request in flight: %v", err)
+	default:
+	}
+	// New connections are refused while draining.
+	if _, err := client.Post(url, "application/json", strings.NewReader("{}")); err == nil {
+		t.Error("a new request was accepted during shutdown")
+	}
+	finish()
+	if got := <-result; !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("in-flight request: %s", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *Server) waitingOrInFlight() int { return len(s.sem) + int(s.waiting.Load()) }
+
+func TestServerOverload(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 1)
+	_, ts := newTestServer(t, root, ServerConfig{MaxInFlight: 1, MaxQueue: 1, QueueWait: 20 * time.Millisecond})
+	s2, ts2 := newTestServer(t, root, ServerConfig{MaxInFlight: 1, MaxQueue: 1, QueueWait: 10 * time.Second})
+	r := rand.New(rand.NewPCG(1, 1))
+	body := testRequest(t, r, 5, "")
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	// Slot held, short queue wait: 503 with Retry-After.
+	finish, result := slowRequest(t, client, ts.URL+"/v1/score", body)
+	time.Sleep(20 * time.Millisecond)
+	code, b, hdr := post(t, client, ts.URL+"/v1/score", body)
+	if code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("queue timeout: %d %s", code, b)
+	}
+	finish()
+	if got := <-result; !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("slot holder: %s", got)
+	}
+
+	// Slot held and the one queue place taken: 429 at once.
+	finish, result = slowRequest(t, client, ts2.URL+"/v1/score", body)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s2.sem) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("slot never taken")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	queued := make(chan int, 1)
+	go func() {
+		resp, err := client.Post(ts2.URL+"/v1/score", "application/json", bytes.NewReader(body))
+		if err != nil {
+			queued <- -1
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		queued <- resp.StatusCode
+	}()
+	for s2.waiting.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	code, b, hdr = post(t, client, ts2.URL+"/v1/score", body)
+	if code != 429 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("queue full: %d %s", code, b)
+	}
+	finish()
+	if got := <-result; !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("slot holder: %s", got)
+	}
+	if c := <-queued; c != 200 {
+		t.Fatalf("queued request: %d", c)
+	}
+}
