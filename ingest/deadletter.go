@@ -217,8 +217,9 @@ func (c KafkaDeadLettersConfig) Validate() error {
 // "partition", "offset" and "time" (RFC 3339). Put returns after the broker
 // acknowledged the write (all in-sync replicas). Safe for concurrent use.
 type KafkaDeadLetters struct {
-	w *kafka.Writer
-	n atomic.Int64
+	w  *kafka.Writer
+	tr *kafka.Transport
+	n  atomic.Int64
 }
 
 // NewKafkaDeadLetters returns a sink writing to cfg.Topic.
@@ -226,7 +227,9 @@ func NewKafkaDeadLetters(cfg KafkaDeadLettersConfig) (*KafkaDeadLetters, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &KafkaDeadLetters{w: &kafka.Writer{
+	tr := &kafka.Transport{}
+	return &KafkaDeadLetters{tr: tr, w: &kafka.Writer{
+		Transport:              tr,
 		Addr:                   kafka.TCP(cfg.Brokers...),
 		Topic:                  cfg.Topic,
 		Balancer:               &kafka.Murmur2Balancer{},
@@ -262,6 +265,7 @@ func (k *KafkaDeadLetters) Count() int64 { return k.n.Load() }
 
 // Close flushes and closes the writer.
 func (k *KafkaDeadLetters) Close() error {
+	defer k.tr.CloseIdleConnections()
 	if err := k.w.Close(); err != nil {
 		return fmt.Errorf("ingest: dead letters to topic %s: %w", k.w.Topic, err)
 	}

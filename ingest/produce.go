@@ -98,7 +98,12 @@ func Produce(ctx context.Context, cfg ProduceConfig, src Source) (n int64, err e
 		cfg.BatchSize = max(1, min(cfg.BatchSize, int(cfg.Rate/10)))
 	}
 	codec, _ := compressionOf(cfg.Compression)
+	// An own transport: no metadata cached by earlier writers (a topic
+	// created a moment ago is seen) and no connections left behind.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
+		Transport:              tr,
 		Addr:                   kafka.TCP(cfg.Brokers...),
 		Topic:                  cfg.Topic,
 		Balancer:               &kafka.Murmur2Balancer{},
