@@ -397,3 +397,62 @@ func TestGradsAddFrom(t *testing.T) {
 		t.Error("AddFrom accepted another model's gradients")
 	}
 }
+
+func TestEmptyBatch(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchPLE, Experts: 2, EmbeddingDim: 3, ExpertHidden: []int{4, 3}, Seed: 3})
+	b := randomBatch(smallLayout(), 0, rand.New(rand.NewPCG(1, 1)))
+	ws, g := m.NewWorkspace(4), m.NewGrads(4)
+	if err := m.Forward(ws, b); err != nil {
+		t.Fatal(err)
+	}
+	if len(ws.Logits) != 2 || len(ws.Logits[0]) != 0 {
+		t.Fatalf("logits %v", ws.Logits)
+	}
+	if err := m.Backward(ws, b, [][]float32{nil, nil}, g); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range g.Dense {
+		if slices.Max(d) != 0 || slices.Min(d) != 0 {
+			t.Fatalf("param %d: nonzero gradient from an empty batch", i)
+		}
+	}
+	ctx := randomBatch(smallLayout(), 1, rand.New(rand.NewPCG(1, 1)))
+	s := m.NewSplit()
+	if err := s.Forward(s.NewWorkspace(4), ctx, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConcurrentForward: Forward and Backward on one model from several
+// goroutines with their own workspaces give the sequential results (run
+// with -race to check the sharing).
+func TestConcurrentForward(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchCGC, Experts: 2, EmbeddingDim: 3, ExpertHidden: []int{5, 4}, Seed: 3})
+	want := logitsOf(t, m, 8)
+	errs := make(chan error, 4)
+	got := make([][][]float32, 4)
+	for i := range got {
+		go func() {
+			b := randomBatch(smallLayout(), 9, rand.New(rand.NewPCG(8, 1)))
+			ws, g := m.NewWorkspace(9), m.NewGrads(9)
+			var err error
+			for k := 0; k < 20 && err == nil; k++ {
+				if err = m.Forward(ws, b); err == nil {
+					err = m.Backward(ws, b, [][]float32{ws.Logits[0], ws.Logits[1]}, g)
+				}
+			}
+			got[i] = [][]float32{slices.Clone(ws.Logits[0]), slices.Clone(ws.Logits[1])}
+			errs <- err
+		}()
+	}
+	for range got {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range got {
+		if !bitsEqual(got[i], want) {
+			t.Errorf("goroutine %d: logits differ from the sequential run", i)
+		}
+	}
+}
