@@ -101,26 +101,26 @@ type stEntry struct {
 
 // readHeader reads and checks the header: F32 tensors whose offsets tile the
 // data section from 0 without holes or overlaps, returned in data order.
-func readHeader(r io.Reader) ([]stEntry, error) {
+func readHeader(r io.Reader) ([]stEntry, int64, error) {
 	var n [8]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, formatErr(err, "reading the header length")
+		return nil, 0, formatErr(err, "reading the header length")
 	}
 	hl := binary.LittleEndian.Uint64(n[:])
 	if hl > maxHeader {
-		return nil, formatErr(nil, "header length %d exceeds %d bytes", hl, maxHeader)
+		return nil, 0, formatErr(nil, "header length %d exceeds %d bytes", hl, maxHeader)
 	}
 	// Grow with the data actually present rather than trusting hl.
 	hb, err := io.ReadAll(io.LimitReader(r, int64(hl)))
 	if err != nil {
-		return nil, formatErr(err, "reading the %d-byte header", hl)
+		return nil, 0, formatErr(err, "reading the %d-byte header", hl)
 	}
 	if uint64(len(hb)) < hl {
-		return nil, formatErr(io.ErrUnexpectedEOF, "reading the %d-byte header: file truncated after %d bytes", hl, len(hb))
+		return nil, 0, formatErr(io.ErrUnexpectedEOF, "reading the %d-byte header: file truncated after %d bytes", hl, len(hb))
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {
-		return nil, formatErr(err, "header is not a JSON object")
+		return nil, 0, formatErr(err, "header is not a JSON object")
 	}
 	var es []stEntry
 	for name, v := range raw {
@@ -131,21 +131,21 @@ func readHeader(r io.Reader) ([]stEntry, error) {
 		dec := json.NewDecoder(bytes.NewReader(v))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {
-			return nil, formatErr(err, "tensor %q: bad header entry", name)
+			return nil, 0, formatErr(err, "tensor %q: bad header entry", name)
 		}
 		e.name = name
 		if e.Dtype != "F32" {
-			return nil, formatErr(nil, "tensor %q: dtype %q, want F32", name, e.Dtype)
+			return nil, 0, formatErr(nil, "tensor %q: dtype %q, want F32", name, e.Dtype)
 		}
 		numel := int64(1)
 		for _, s := range e.Shape {
 			if s < 0 || s > math.MaxInt32 {
-				return nil, formatErr(nil, "tensor %q: bad shape %v", name, e.Shape)
+				return nil, 0, formatErr(nil, "tensor %q: bad shape %v", name, e.Shape)
 			}
 			numel *= int64(s)
 		}
 		if e.DataOffsets[1]-e.DataOffsets[0] != 4*numel || e.DataOffsets[0] < 0 {
-			return nil, formatErr(nil, "tensor %q: data_offsets %v do not hold shape %v of F32", name, e.DataOffsets, e.Shape)
+			return nil, 0, formatErr(nil, "tensor %q: data_offsets %v do not hold shape %v of F32", name, e.DataOffsets, e.Shape)
 		}
 		es = append(es, e)
 	}
@@ -158,21 +158,23 @@ func readHeader(r io.Reader) ([]stEntry, error) {
 	var at int64
 	for _, e := range es {
 		if e.DataOffsets[0] != at {
-			return nil, formatErr(nil, "tensor %q: data_offsets %v: want begin %d (tensors must tile the data section)", e.name, e.DataOffsets, at)
+			return nil, 0, formatErr(nil, "tensor %q: data_offsets %v: want begin %d (tensors must tile the data section)", e.name, e.DataOffsets, at)
 		}
 		at = e.DataOffsets[1]
 	}
-	return es, nil
+	return es, 8 + int64(hl) + at, nil
 }
 
 // LoadSafetensors replaces every parameter and embedding table with the
 // tensors of a file written by SaveSafetensors (or any safetensors writer
 // using the same names). It checks the whole header first: a missing, extra
 // or mis-shaped tensor, or a dtype other than F32, is an error naming it
-// (wrapping ErrFormat) and leaves the model unchanged. The data are then
-// read in place; if the file is truncated the error says which tensor was cut
-// short and the model is left partly loaded: load into a fresh model from New
-// when that matters.
+// (wrapping ErrFormat) and leaves the model unchanged. When r is an
+// io.Seeker (a file) its size is checked against the header too, so a
+// truncated file also leaves the model unchanged; otherwise the data are read
+// in place and a truncation, reported with the tensor it cut short, leaves
+// the model partly loaded (load into a fresh model from New when that
+// matters).
 func (m *Model) LoadSafetensors(r io.Reader) error {
 	_, _, err := m.load(r, true)
 	return err
@@ -188,10 +190,27 @@ func (m *Model) LoadSafetensorsMatching(r io.Reader) (loaded, skipped []string, 
 }
 
 func (m *Model) load(r io.Reader, strict bool) (loaded, skipped []string, err error) {
+	size := int64(-1)
+	if sk, ok := r.(io.Seeker); ok {
+		if cur, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			if end, err := sk.Seek(0, io.SeekEnd); err == nil {
+				size = end - cur
+			}
+			if _, err := sk.Seek(cur, io.SeekStart); err != nil {
+				return nil, nil, formatErr(err, "seek")
+			}
+		}
+	}
 	br := bufio.NewReaderSize(r, 1<<16)
-	es, err := readHeader(br)
+	es, need, err := readHeader(br)
 	if err != nil {
 		return nil, nil, err
+	}
+	if size >= 0 && size < need {
+		return nil, nil, formatErr(io.ErrUnexpectedEOF, "file truncated: %d bytes, the header describes %d", size, need)
+	}
+	if size > need {
+		return nil, nil, formatErr(nil, "%d trailing bytes after the last tensor", size-need)
 	}
 	want := map[string]tensorRef{}
 	ts := m.tensors()

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -177,15 +179,26 @@ func TestSafetensorsErrors(t *testing.T) {
 		{"extra", testModel(t, base, "ctr"), good, `tensor "gates.cvr.weight" is not a parameter of this model`},
 		{"empty", testModel(t, base), nil, "reading the header length"},
 		{"short-header", testModel(t, base), good[:8+hdrLen/2], "reading the"},
-		{"truncated-data", testModel(t, base), good[:len(good)-5], `tensor "embeddings.cats.weight": data: file truncated`},
+		{"truncated-data", testModel(t, base), good[:len(good)-5], fmt.Sprintf("file truncated: %d bytes, the header describes %d", len(good)-5, len(good))},
 		{"trailing", testModel(t, base), append(slices.Clone(good), 0), "trailing bytes"},
 		{"dtype", testModel(t, base), bytes.Replace(good, []byte(`"F32"`), []byte(`"F16"`), 1), `dtype "F16", want F32`},
 		{"not-json", testModel(t, base), append(append(slices.Clone(good[:8]), bytes.Repeat([]byte("x"), hdrLen)...), good[8+hdrLen:]...), "header is not a JSON object"},
 		{"huge-header", testModel(t, base), binary.LittleEndian.AppendUint64(nil, 1<<40), "exceeds"},
 	}
+	// Without io.Seeker the truncation is found while reading.
+	cases = append(cases, struct {
+		name  string
+		model *Model
+		file  []byte
+		want  string
+	}{"truncated-stream", testModel(t, base), good[:len(good)-5], `tensor "embeddings.cats.weight": data: file truncated`})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.model.LoadSafetensors(bytes.NewReader(tc.file))
+			var r io.Reader = bytes.NewReader(tc.file)
+			if strings.HasSuffix(tc.name, "-stream") {
+				r = struct{ io.Reader }{r}
+			}
+			err := tc.model.LoadSafetensors(r)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -194,12 +207,20 @@ func TestSafetensorsErrors(t *testing.T) {
 			}
 		})
 	}
-	// A header error leaves the model unchanged.
-	m := testModel(t, wider)
-	before := saved(t, m)
-	_ = m.LoadSafetensors(bytes.NewReader(good))
-	if !bytes.Equal(before, saved(t, m)) {
-		t.Error("failed load changed the model")
+	// A header error, or a truncated file that can seek, leaves the model
+	// unchanged.
+	for _, tc := range []struct {
+		m    *Model
+		file []byte
+	}{{testModel(t, wider), good}, {testModel(t, base), good[:len(good)-5]}} {
+		tc.m.Params()[0].Data[0] = 42
+		before := saved(t, tc.m)
+		if err := tc.m.LoadSafetensors(bytes.NewReader(tc.file)); err == nil {
+			t.Fatal("no error")
+		}
+		if !bytes.Equal(before, saved(t, tc.m)) {
+			t.Error("failed load changed the model")
+		}
 	}
 }
 
