@@ -488,25 +488,10 @@ func (m *Model) MatchingLayers() [][]int {
 	for i, p := range m.params {
 		idx[p.name] = i
 	}
-	// Replace the task name in each parameter name by a placeholder; names
-	// equal after that correspond across tasks.
-	keyOf := func(name string) (key string, task int) {
-		parts := strings.Split(name, ".")
-		for i, p := range parts {
-			if i == 0 || !(parts[i-1] == "task_experts" || parts[i-1] == "gates" || parts[i-1] == "towers" || parts[i-1] == "heads") {
-				continue
-			}
-			if t := slices.Index(m.heads, p); t >= 0 {
-				parts[i] = "\x00"
-				return strings.Join(parts, "."), t
-			}
-		}
-		return "", -1
-	}
 	groups := map[string][]int{}
 	var order []string
 	for _, p := range m.params {
-		key, t := keyOf(p.name)
+		key, t := m.taskKey(p.name)
 		if t < 0 {
 			continue
 		}
@@ -525,6 +510,52 @@ func (m *Model) MatchingLayers() [][]int {
 	for _, k := range order {
 		if !slices.Contains(groups[k], -1) {
 			out = append(out, groups[k])
+		}
+	}
+	return out
+}
+
+// taskKey finds the task a parameter name belongs to (-1: shared) and the
+// name with the task replaced by a placeholder: names with equal keys
+// correspond across tasks.
+func (m *Model) taskKey(name string) (key string, task int) {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		if i == 0 || !(parts[i-1] == "task_experts" || parts[i-1] == "gates" || parts[i-1] == "towers" || parts[i-1] == "heads") {
+			continue
+		}
+		if t := slices.Index(m.heads, p); t >= 0 {
+			parts[i] = "\x00"
+			return strings.Join(parts, "."), t
+		}
+	}
+	return "", -1
+}
+
+// TaskOf returns the task (head index) that dense parameter i (an index into
+// Params()) belongs to, or -1 for a parameter shared by all tasks (shared
+// experts, omoe's gate and ple's shared gates). Embeddings are all shared.
+// Freezing the shared part when warm-starting means freezing the -1s and the
+// embeddings.
+func (m *Model) TaskOf(i int) int {
+	_, t := m.taskKey(m.params[i].name)
+	return t
+}
+
+// LastSharedLayer returns the indices into Params() of the weights and
+// biases of the last layer of every shared expert of the last level: the
+// layer GradNorm (Chen et al. 2018) takes per-task gradient norms on. It is
+// empty for single and soft, which share nothing.
+func (m *Model) LastSharedLayer() []int {
+	var out []int
+	prefix := "experts."
+	if m.cfg.Arch == ArchPLE {
+		prefix = fmt.Sprintf("levels.%d.experts.", len(m.levels)-1)
+	}
+	suffix := fmt.Sprintf(".layers.%d.", len(m.cfg.ExpertHidden)-1)
+	for i, p := range m.params {
+		if strings.HasPrefix(p.name, prefix) && strings.Contains(p.name, suffix) {
+			out = append(out, i)
 		}
 	}
 	return out

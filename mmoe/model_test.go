@@ -456,3 +456,30 @@ func TestConcurrentForward(t *testing.T) {
 		}
 	}
 }
+
+func TestTaskOfAndLastShared(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchPLE, Experts: 2, Levels: 2, EmbeddingDim: 2, ExpertHidden: []int{4, 3}, Seed: 1})
+	ps := m.Params()
+	for i, p := range ps {
+		want := -1
+		for h, name := range m.heads {
+			if strings.Contains(p.Name, "."+name+".") || strings.HasPrefix(p.Name, "heads."+name) {
+				want = h
+			}
+		}
+		if got := m.TaskOf(i); got != want {
+			t.Errorf("TaskOf(%s) = %d, want %d", p.Name, got, want)
+		}
+	}
+	var names []string
+	for _, i := range m.LastSharedLayer() {
+		names = append(names, ps[i].Name)
+	}
+	want := []string{"levels.1.experts.0.layers.1.weight", "levels.1.experts.0.layers.1.bias", "levels.1.experts.1.layers.1.weight", "levels.1.experts.1.layers.1.bias"}
+	if !slices.Equal(names, want) {
+		t.Errorf("LastSharedLayer %v, want %v", names, want)
+	}
+	if l := testModel(t, Config{Arch: ArchSingle}).LastSharedLayer(); len(l) != 0 {
+		t.Errorf("single shares %v", l)
+	}
+}
