@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -260,11 +261,16 @@ func (a *acc) appendRun(v *pageValues, m int) error {
 		case kindBool:
 			a.b = append(a.b, v.b[lo:hi]...)
 		case kindBytes:
+			if v.offs[lo] > v.offs[hi] || int(v.offs[hi]) > len(v.data) {
+				return errValues
+			}
 			base := int32(len(a.data)) - int32(v.offs[lo])
 			a.data = append(a.data, v.data[v.offs[lo]:v.offs[hi]]...)
+			offs := a.offs
 			for _, o := range v.offs[lo+1 : hi+1] {
-				a.offs = append(a.offs, base+int32(o))
+				offs = append(offs, base+int32(o))
 			}
+			a.offs = offs
 		}
 	} else {
 		idx := v.idx[v.pos : v.pos+m]
@@ -276,31 +282,44 @@ func (a *acc) appendRun(v *pageValues, m int) error {
 		}
 		switch a.kind {
 		case kindInt32:
-			for _, i := range idx {
-				a.i32 = append(a.i32, v.i32[i])
-			}
+			a.i32 = gather(a.i32, v.i32, idx)
 		case kindInt64:
-			for _, i := range idx {
-				a.i64 = append(a.i64, v.i64[i])
-			}
+			a.i64 = gather(a.i64, v.i64, idx)
 		case kindFloat:
-			for _, i := range idx {
-				a.f32 = append(a.f32, v.f32[i])
-			}
+			a.f32 = gather(a.f32, v.f32, idx)
 		case kindDouble:
-			for _, i := range idx {
-				a.f64 = append(a.f64, v.f64[i])
-			}
+			a.f64 = gather(a.f64, v.f64, idx)
 		case kindBytes:
+			// Size first, then copy without re-slicing the destination.
+			total := 0
 			for _, i := range idx {
-				a.data = append(a.data, v.data[v.offs[i]:v.offs[i+1]]...)
-				a.offs = append(a.offs, int32(len(a.data)))
+				total += int(v.offs[i+1]) - int(v.offs[i])
 			}
+			data := slices.Grow(a.data, total)
+			offs := slices.Grow(a.offs, m)
+			end := len(data)
+			data = data[:end+total]
+			for _, i := range idx {
+				end += copy(data[end:], v.data[v.offs[i]:v.offs[i+1]])
+				offs = append(offs, int32(end))
+			}
+			a.data, a.offs = data, offs
 		}
 	}
 	v.pos += m
 	a.n += m
 	return nil
+}
+
+// gather appends src[idx[k]] for each k to dst.
+func gather[T int32 | int64 | float32 | float64](dst, src []T, idx []int32) []T {
+	n := len(dst)
+	dst = slices.Grow(dst, len(idx))[:n+len(idx)]
+	out := dst[n:]
+	for k, i := range idx {
+		out[k] = src[i]
+	}
+	return dst
 }
 
 // appendNull appends a null (a zero value with its validity bit clear).
@@ -585,12 +604,18 @@ func (c *colReader) readListRows(k int) error {
 				return errors.New("list continues a row that was not started")
 			}
 			if d == maxDef {
-				if err := c.out.appendRun(&c.vals, 1); err != nil {
+				// A run of present elements continuing this list.
+				j := c.lvl + 1
+				for j < c.nlev && c.rep[j] != 0 && c.def[j] == maxDef {
+					j++
+				}
+				if err := c.out.appendRun(&c.vals, j-c.lvl); err != nil {
 					return err
 				}
-			} else {
-				c.out.appendNull()
+				c.lvl = j
+				continue
 			}
+			c.out.appendNull()
 			c.lvl++
 		}
 	}
