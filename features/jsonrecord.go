@@ -98,6 +98,8 @@ const (
 	colFloat64
 	colInt64
 	colBool
+	colInt32
+	colFloat32
 )
 
 // value kinds held in a slot for the event being decoded.
@@ -139,6 +141,8 @@ type column struct {
 	lstr *array.StringBuilder // list value builder
 	f64  *array.Float64Builder
 	i64  *array.Int64Builder
+	f32  *array.Float32Builder
+	i32  *array.Int32Builder
 	bl   *array.BooleanBuilder
 }
 
@@ -155,10 +159,10 @@ type column struct {
 //     "1000") — and booleans as "true"/"false".
 //   - list<utf8> columns take a JSON array whose items convert as above; a
 //     null item is a null element when the list's item field is nullable.
-//   - float64 columns take JSON numbers only; numeric strings are rejected
-//     with ErrEventType, as are numbers outside the float64 range.
-//   - int64 columns take JSON numbers with an integral value in range
-//     (1, -3, 2.0, 1e3); 1.5 or 1e30 are rejected with ErrEventType.
+//   - float64 and float32 columns take JSON numbers only; numeric strings
+//     are rejected with ErrEventType, as are numbers outside the range.
+//   - int64 and int32 columns take JSON numbers with an integral value in
+//     range (1, -3, 2.0, 1e3); 1.5 or 1e30 are rejected with ErrEventType.
 //   - bool columns take true and false only.
 //
 // An event is validated completely before anything is appended: a rejected
@@ -182,7 +186,9 @@ type JSONDecoder struct {
 }
 
 // NewJSONDecoder returns a decoder building records of the given schema.
-// Field types must be utf8, list<utf8>, float64, int64 or bool.
+// Field types must be utf8, list<utf8>, float64, float32, int64, int32 or
+// bool. Use the same column types as the Parquet data the model was
+// trained on (int64 ids stay int64), so features hash identically.
 func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) {
 	if schema == nil {
 		return nil, errors.New("features: NewJSONDecoder: nil schema")
@@ -217,8 +223,12 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 			c.kind = colInt64
 		case *arrow.BooleanType:
 			c.kind = colBool
+		case *arrow.Int32Type:
+			c.kind = colInt32
+		case *arrow.Float32Type:
+			c.kind = colFloat32
 		default:
-			return nil, fmt.Errorf("features: schema field %q: type %s not supported (want utf8, list<utf8>, float64, int64 or bool)", f.Name, f.Type)
+			return nil, fmt.Errorf("features: schema field %q: type %s not supported (want utf8, list<utf8>, float64, float32, int64, int32 or bool)", f.Name, f.Type)
 		}
 		d.cols = append(d.cols, c)
 	}
@@ -245,6 +255,10 @@ func (d *JSONDecoder) newBuilders() {
 			c.i64 = array.NewInt64Builder(mem)
 		case colBool:
 			c.bl = array.NewBooleanBuilder(mem)
+		case colInt32:
+			c.i32 = array.NewInt32Builder(mem)
+		case colFloat32:
+			c.f32 = array.NewFloat32Builder(mem)
 		}
 	}
 }
@@ -338,6 +352,18 @@ func (d *JSONDecoder) commit() {
 			} else {
 				c.bl.Append(s.b)
 			}
+		case colInt32:
+			if null {
+				c.i32.AppendNull()
+			} else {
+				c.i32.Append(int32(s.i))
+			}
+		case colFloat32:
+			if null {
+				c.f32.AppendNull()
+			} else {
+				c.f32.Append(float32(s.f))
+			}
 		}
 	}
 }
@@ -363,6 +389,10 @@ func (d *JSONDecoder) NewRecordBatch() arrow.RecordBatch {
 			arrs[i] = c.i64.NewArray()
 		case colBool:
 			arrs[i] = c.bl.NewArray()
+		case colInt32:
+			arrs[i] = c.i32.NewArray()
+		case colFloat32:
+			arrs[i] = c.f32.NewArray()
 		}
 	}
 	rec := array.NewRecordBatch(d.schema, arrs, int64(d.n))
@@ -396,6 +426,10 @@ func (d *JSONDecoder) reserve() {
 			c.i64.Reserve(d.lastN)
 		case colBool:
 			c.bl.Reserve(d.lastN)
+		case colInt32:
+			c.i32.Reserve(d.lastN)
+		case colFloat32:
+			c.f32.Reserve(d.lastN)
 		}
 	}
 	d.lastN = 0
@@ -416,6 +450,10 @@ func (d *JSONDecoder) Release() {
 			c.i64.Release()
 		case colBool:
 			c.bl.Release()
+		case colInt32:
+			c.i32.Release()
+		case colFloat32:
+			c.f32.Release()
 		}
 	}
 	d.cols = nil
@@ -758,7 +796,7 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 			}
 			return 0, syntaxErr(j, "want ',' or ']' in array")
 		}
-	case colFloat64:
+	case colFloat64, colFloat32:
 		c := b[i]
 		if c != '-' && (c < '0' || c > '9') {
 			if err := d.checkValue(b, i); err != nil {
@@ -774,9 +812,12 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		if perr != nil {
 			return 0, fieldErr(d.cols[col].name, ErrEventType, "want number in float64 range, found %.40s", b[i:end])
 		}
+		if d.cols[col].kind == colFloat32 && !math.IsInf(f, 0) && math.IsInf(float64(float32(f)), 0) {
+			return 0, fieldErr(d.cols[col].name, ErrEventType, "want number in float32 range, found %.40s", b[i:end])
+		}
 		s.kind, s.f = valFloat, f
 		return end, nil
-	case colInt64:
+	case colInt64, colInt32:
 		c := b[i]
 		if c != '-' && (c < '0' || c > '9') {
 			if err := d.checkValue(b, i); err != nil {
@@ -802,6 +843,9 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		}
 		if perr != nil {
 			return 0, fieldErr(d.cols[col].name, ErrEventType, "want integer in int64 range, found %.40s", b[i:end])
+		}
+		if d.cols[col].kind == colInt32 && (v < math.MinInt32 || v > math.MaxInt32) {
+			return 0, fieldErr(d.cols[col].name, ErrEventType, "want integer in int32 range, found %.40s", b[i:end])
 		}
 		s.kind, s.i = valInt, v
 		return end, nil

@@ -23,6 +23,8 @@ func eventSchema() *arrow.Schema {
 		{Name: "count", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
 		{Name: "new", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 		{Name: "click", Type: arrow.PrimitiveTypes.Int64, Nullable: false},
+		{Name: "hour", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
+		{Name: "score", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
 	}, nil)
 }
 
@@ -48,6 +50,10 @@ func cell(a arrow.Array, r int) string {
 		return strconv.FormatFloat(a.Value(r), 'g', -1, 64)
 	case *array.Int64:
 		return strconv.FormatInt(a.Value(r), 10)
+	case *array.Int32:
+		return strconv.FormatInt(int64(a.Value(r)), 10)
+	case *array.Float32:
+		return strconv.FormatFloat(float64(a.Value(r)), 'g', -1, 32)
 	case *array.Boolean:
 		return strconv.FormatBool(a.Value(r))
 	case *array.List:
@@ -75,29 +81,31 @@ func TestJSONDecoderValues(t *testing.T) {
 		name, event, want string
 	}{
 		{"all fields", `{"user_id":"u1","item_id":"i9","tags":["a","b"],"price":1.5,"count":3,"new":true,"click":1}`,
-			`user_id="u1" item_id="i9" tags=["a","b"] price=1.5 count=3 new=true click=1`},
+			`user_id="u1" item_id="i9" tags=["a","b"] price=1.5 count=3 new=true click=1 hour=null score=null`},
 		{"missing nullable", `{"click":0}`,
-			`user_id=null item_id=null tags=null price=null count=null new=null click=0`},
+			`user_id=null item_id=null tags=null price=null count=null new=null click=0 hour=null score=null`},
 		{"explicit nulls", `{"user_id":null,"tags":null,"price":null,"count":null,"new":null,"click":0}`,
-			`user_id=null item_id=null tags=null price=null count=null new=null click=0`},
+			`user_id=null item_id=null tags=null price=null count=null new=null click=0 hour=null score=null`},
 		{"big integer id keeps every digit", `{"user_id":12345678901234567890123,"item_id":9007199254740993,"click":1}`,
-			`user_id="12345678901234567890123" item_id="9007199254740993" tags=null price=null count=null new=null click=1`},
+			`user_id="12345678901234567890123" item_id="9007199254740993" tags=null price=null count=null new=null click=1 hour=null score=null`},
 		{"numbers as text", `{"user_id":1.50,"item_id":1e3,"tags":[1,-0,2.25e-3,true,"x"],"click":1}`,
-			`user_id="1.5" item_id="1000" tags=["1","0","0.00225","true","x"] price=null count=null new=null click=1`},
+			`user_id="1.5" item_id="1000" tags=["1","0","0.00225","true","x"] price=null count=null new=null click=1 hour=null score=null`},
 		{"bool as text", `{"user_id":false,"click":1}`,
-			`user_id="false" item_id=null tags=null price=null count=null new=null click=1`},
+			`user_id="false" item_id=null tags=null price=null count=null new=null click=1 hour=null score=null`},
 		{"escapes", `{"user_id":"a\"b\\c\/d\n\u00e9\ud83d\ude00","item_id":"\ud800x","click":1}`,
-			`user_id="a\"b\\c/d\né😀" item_id="�x" tags=null price=null count=null new=null click=1`},
+			`user_id="a\"b\\c/d\né😀" item_id="�x" tags=null price=null count=null new=null click=1 hour=null score=null`},
 		{"unknown keys skipped", `{"zz":{"a":[1,{"b":null}],"c":"}"},"click":1,"yy":[[],{}],"xx":-1.5e7}`,
-			`user_id=null item_id=null tags=null price=null count=null new=null click=1`},
+			`user_id=null item_id=null tags=null price=null count=null new=null click=1 hour=null score=null`},
 		{"whitespace and empty list", " \n{ \"tags\" : [ ] , \"click\" : 2.0e0 }\t",
-			`user_id=null item_id=null tags=[] price=null count=null new=null click=2`},
+			`user_id=null item_id=null tags=[] price=null count=null new=null click=2 hour=null score=null`},
 		{"duplicate key last wins", `{"price":1,"price":2,"click":1}`,
-			`user_id=null item_id=null tags=null price=2 count=null new=null click=1`},
+			`user_id=null item_id=null tags=null price=2 count=null new=null click=1 hour=null score=null`},
 		{"null list item", `{"tags":["a",null],"click":1}`,
-			`user_id=null item_id=null tags=["a",null] price=null count=null new=null click=1`},
+			`user_id=null item_id=null tags=["a",null] price=null count=null new=null click=1 hour=null score=null`},
+		{"int32 and float32", `{"hour":-2147483648,"score":0.1,"click":1}`,
+			`user_id=null item_id=null tags=null price=null count=null new=null click=1 hour=-2147483648 score=0.1`},
 		{"int64 extremes", `{"count":-9223372036854775808,"click":9223372036854775807}`,
-			`user_id=null item_id=null tags=null price=null count=-9223372036854775808 new=null click=9223372036854775807`},
+			`user_id=null item_id=null tags=null price=null count=-9223372036854775808 new=null click=9223372036854775807 hour=null score=null`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,6 +147,8 @@ func TestJSONDecoderErrors(t *testing.T) {
 		{"bool count", `{"count":true,"click":1}`, ErrEventType, "count", "want integer, found bool"},
 		{"fractional count", `{"count":1.5,"click":1}`, ErrEventType, "count", "found 1.5"},
 		{"huge count", `{"count":92233720368547758080,"click":1}`, ErrEventType, "count", "int64 range"},
+		{"int32 overflow", `{"hour":2147483648,"click":1}`, ErrEventType, "hour", "int32 range"},
+		{"float32 overflow", `{"score":1e39,"click":1}`, ErrEventType, "score", "float32 range"},
 		{"float overflow", `{"price":1e400,"click":1}`, ErrEventType, "price", "float64 range"},
 		{"tags not list", `{"tags":"a","click":1}`, ErrEventType, "tags", "want array, found string"},
 		{"nested list item", `{"tags":[["a"]],"click":1}`, ErrEventType, "tags", "found array"},
@@ -195,7 +205,7 @@ func TestJSONDecoderErrors(t *testing.T) {
 func TestJSONDecoderSchemaErrors(t *testing.T) {
 	for _, s := range []*arrow.Schema{
 		nil,
-		arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Float32}}, nil),
+		arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Uint16}}, nil),
 		arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)}}, nil),
 		arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.BinaryTypes.String}}, nil),
 	} {
@@ -323,7 +333,7 @@ func TestJSONDecoderBatches(t *testing.T) {
 			t.Fatalf("batch %d: rows %d", b, rec.NumRows())
 		}
 		for i := 0; i < 10+b; i++ {
-			want := fmt.Sprintf(`user_id="u%d_%d" item_id=null tags=["x%d"] price=null count=null new=null click=%d`, b, i, i, i%2)
+			want := fmt.Sprintf(`user_id="u%d_%d" item_id=null tags=["x%d"] price=null count=null new=null click=%d hour=null score=null`, b, i, i, i%2)
 			if got := rowString(rec, i); got != want {
 				t.Errorf("batch %d row %d: %s, want %s", b, i, got, want)
 			}
