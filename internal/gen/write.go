@@ -191,7 +191,6 @@ func writeFile(ctx context.Context, w *World, cfg Config, path string, id uint64
 	pw := parquet.NewGenericWriter[Event](f,
 		parquet.Compression(&parquet.Zstd),
 		parquet.MaxRowsPerRowGroup(cfg.RowGroupRows),
-		parquet.CreatedBy("onestone gen", "", ""),
 	)
 	s := w.NewStream(cfg.Seed, id)
 	buf := make([]Event, 4096)
