@@ -377,10 +377,13 @@ func (s *KafkaSource) Position() Position {
 
 // Commit commits pos's offsets to the consumer group, so that a group
 // member that takes a partition over resumes there. Call it only once what
-// was built from those events is durable. Partitions whose offset did not
-// move past the last commit (or Start) are left alone, so a stale position
-// never rewinds a partition that another member has moved on. Before
-// committing, a dead-letter sink with a Sync method is synced.
+// was built from those events is durable. Only partitions whose offset moved
+// past this source's last commit (or Start) are committed, so partitions a
+// position merely carries along are not rewritten. A partition that moved to
+// another member after these events were read may still be committed here
+// behind that member's progress: the group then re-reads a stretch (at least
+// once), it never skips one. Before committing, a dead-letter sink with a
+// Sync method is synced, so a dead letter is durable before its offset is.
 func (s *KafkaSource) Commit(ctx context.Context, pos Position) error {
 	if s.closed {
 		return ErrClosed
