@@ -119,3 +119,5 @@ func repeat(v any, n int) []any {
 }
 
 var _ = fmt.Sprint
+
+func listUTF8() arrow.DataType { return arrow.ListOf(utf8) }

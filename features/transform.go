@@ -37,7 +37,7 @@ type sparsePlan struct {
 	kind    Kind
 	seed    uint64
 	buckets uint64
-	vocab   map[string]int32 // vocabulary mode; nil in hash mode
+	vocab   *vocabTable // vocabulary mode; nil in hash mode
 	bounds  []float64        // bucketized numeric
 }
 
@@ -112,12 +112,9 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 			if fs.Vocab == nil {
 				return nil, errorf(ErrStats, "features: field %q: vocabulary mode needs a fitted vocabulary, found none", f.Name)
 			}
-			p.vocab = make(map[string]int32, len(fs.Vocab.Values))
-			for j, v := range fs.Vocab.Values {
-				if _, dup := p.vocab[v]; dup {
-					return nil, errorf(ErrStats, "features: field %q: vocabulary value %q appears twice", f.Name, v)
-				}
-				p.vocab[v] = int32(j + 1)
+			var ok bool
+			if p.vocab, ok = newVocabTable(fs.Vocab.Values); !ok {
+				return nil, errorf(ErrStats, "features: field %q: a vocabulary value appears twice", f.Name)
 			}
 			sf.Cardinality = len(fs.Vocab.Values) + 1
 		default:
@@ -346,12 +343,7 @@ func (p *sparsePlan) id(c *textCol, r int) int32 {
 	if p.vocab == nil {
 		return int32(1 + c.hash(r, p.seed)%p.buckets)
 	}
-	var buf [32]byte
-	s, b := c.text(r, buf[:0])
-	if b != nil {
-		return p.vocab[string(b)] // 0 when out of vocabulary
-	}
-	return p.vocab[s]
+	return p.vocab.id(c, r) // 0 when out of vocabulary
 }
 
 // hashIDs fills the ids of a hash-mode categorical column; when groups is

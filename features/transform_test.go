@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/cespare/xxhash/v2"
 	"github.com/onestone/onestone/features"
 )
@@ -164,6 +165,52 @@ func TestTransformVocab(t *testing.T) {
 	}
 	if want := []int32{1, 2, 0, 0, 0, 1}; !reflect.DeepEqual(b.Sparse[1].IDs, want) {
 		t.Errorf("top ids %v, want %v", b.Sparse[1].IDs, want)
+	}
+}
+
+// Integer columns find keys that are canonical integer text, and only those.
+func TestVocabIntegerKeys(t *testing.T) {
+	mem := checkedMem(t)
+	spec := mustParse(t, "fields: [{name: c, kind: categorical, vocab: {}}]\n"+noLabel)
+	keys := []any{"007", "7", "-0", "abc", "18446744073709551615", "-9223372036854775808", "true", "0"}
+	// Repeat so that ids follow the order above (descending count).
+	var fitVals []any
+	for i, k := range keys {
+		for range len(keys) - i {
+			fitVals = append(fitVals, k)
+		}
+	}
+	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"c", utf8, fitVals}))
+	if got := st.Fields["c"].Vocab.Values; !reflect.DeepEqual(vals(got...), keys) {
+		t.Fatalf("vocab %v", got)
+	}
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c    col
+		want []int32
+	}{
+		{col{"c", i64, vals[any](7, 0, -1<<63, 8, nil)}, []int32{2, 8, 6, 0, 0}},
+		{col{"c", i32, vals[any](7, 0, 1)}, []int32{2, 8, 0}},
+		{col{"c", u64, vals[any](7, 0)}, []int32{2, 8}},
+		{col{"c", utf8, vals[any]("007", "7", "-0", "abc", "0", "x")}, []int32{1, 2, 3, 4, 8, 0}},
+		{col{"c", boolean, vals[any](true, false)}, []int32{7, 0}},
+	} {
+		b := transform(t, tr, record(t, mem, tc.c))
+		if !reflect.DeepEqual(b.Sparse[0].IDs, tc.want) {
+			t.Errorf("%s column: ids %v, want %v", tc.c.typ, b.Sparse[0].IDs, tc.want)
+		}
+	}
+	ub := array.NewUint64Builder(mem)
+	ub.AppendValues([]uint64{1<<64 - 1, 7}, nil)
+	ua := ub.NewArray()
+	ub.Release()
+	b := transform(t, tr, array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "c", Type: u64}}, nil), []arrow.Array{ua}, 2))
+	ua.Release()
+	if !reflect.DeepEqual(b.Sparse[0].IDs, []int32{5, 2}) {
+		t.Errorf("uint64 ids %v, want [5 2]", b.Sparse[0].IDs)
 	}
 }
 

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+)
+
+func init() {
+	register(command{
+		name:    "fit",
+		summary: "fit the statistics a feature spec needs (one pass over Parquet data)",
+		run:     runFit,
+	})
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error {
+	*m = append(*m, v)
+	return nil
+}
+
+func runFit(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
+	specPath := fs.String("spec", "", "feature spec (YAML), required")
+	var data multiFlag
+	fs.Var(&data, "data", "Parquet file or glob, e.g. 'data/demo/train-*.parquet' (repeatable, required)")
+	out := fs.String("out", "", "stats file to write (default: beside the spec, <spec>.stats.json)")
+	seed := fs.Uint64("seed", 1, "seed of the reservoir sampling for quantile boundaries")
+	sample := fs.Int("quantile-sample", features.DefaultQuantileSample, "values sampled per bucketized field")
+	batch := fs.Int("batch", ingest.DefaultBatchSize, "rows per record batch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *specPath == "" || len(data) == 0 {
+		return errors.New("--spec and --data are required")
+	}
+	if *sample <= 0 {
+		return fmt.Errorf("--quantile-sample %d must be positive", *sample)
+	}
+	if *batch <= 0 {
+		return fmt.Errorf("--batch %d must be positive", *batch)
+	}
+	spec, err := features.LoadSpec(*specPath)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	st, note, err := fitParquet(ctx, spec, data, features.FitConfig{Seed: *seed, QuantileSample: *sample}, *batch)
+	if err != nil {
+		return err
+	}
+	dst := *out
+	if dst == "" {
+		dst = features.StatsPath(*specPath)
+	}
+	if err := st.Save(dst); err != nil {
+		return err
+	}
+	el := time.Since(start)
+	if note != "" {
+		fmt.Fprintf(os.Stderr, "onestone fit: %s\n", note)
+	}
+	printFitSummary(os.Stdout, spec, st)
+	fmt.Printf("wrote %s (%d rows in %.1fs, %.0f rows/s)\n", dst, st.Rows, el.Seconds(), float64(st.Rows)/el.Seconds())
+	return nil
+}
+
+// fitParquet fits stats in one pass over the files. Label columns are read
+// and validated when the files hold them; otherwise note says they were not.
+func fitParquet(ctx context.Context, spec *features.Spec, paths []string, cfg features.FitConfig, batch int) (*features.Stats, string, error) {
+	pc := ingest.ParquetConfig{Paths: paths, Columns: spec.Columns(true), BatchSize: batch}
+	src, err := ingest.NewParquetSource(ctx, pc)
+	note := ""
+	if errors.Is(err, ingest.ErrSchema) {
+		// Labels are optional when fitting: retry without them.
+		pc.Columns = spec.Columns(false)
+		var err2 error
+		src, err2 = ingest.NewParquetSource(ctx, pc)
+		if err2 != nil {
+			return nil, "", err2
+		}
+		note = fmt.Sprintf("labels not validated (%v)", err)
+	} else if err != nil {
+		return nil, "", err
+	}
+	defer src.Close()
+	ft, err := features.NewFitter(spec, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	for {
+		rec, err := src.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		err = ft.Add(rec)
+		rec.Release()
+		if err != nil {
+			pos := src.Position()
+			return nil, "", fmt.Errorf("%s (row group %d, batch ending before row %d): %w", pos.File, pos.RowGroup, pos.Row, err)
+		}
+	}
+	st, err := ft.Finish()
+	return st, note, err
+}
+
+func printFitSummary(w io.Writer, spec *features.Spec, st *features.Stats) {
+	fmt.Fprintf(w, "rows %d\n", st.Rows)
+	for _, f := range spec.Fields {
+		fs := st.Fields[f.Name]
+		if fs == nil {
+			continue
+		}
+		nullPct := 0.0
+		if st.Rows > 0 {
+			nullPct = 100 * float64(fs.Nulls) / float64(st.Rows)
+		}
+		var what string
+		switch {
+		case fs.Vocab != nil:
+			what = fmt.Sprintf("vocab %d of %d distinct (min_count %d)", len(fs.Vocab.Values), fs.Vocab.Distinct, f.Vocab.MinCount)
+		case f.Kind == features.Numeric && f.Transform == features.TransformBucketize:
+			what = fmt.Sprintf("%d boundaries %s (from %d sampled)", len(fs.Boundaries), shortFloats(fs.Boundaries), fs.Sampled)
+		case fs.Numeric != nil:
+			what = fmt.Sprintf("mean %.4g std %.4g min %.4g max %.4g", fs.Numeric.Mean, fs.Numeric.Std, fs.Numeric.Min, fs.Numeric.Max)
+		default:
+			what = fmt.Sprintf("%d hash buckets", f.Buckets)
+		}
+		fmt.Fprintf(w, "  %-20s %-17s nulls %5.2f%%  %s\n", f.Name, f.Kind, nullPct, what)
+	}
+	for _, t := range spec.Tasks {
+		if l := st.Labels[t.Label]; l != nil {
+			fmt.Fprintf(w, "  task %-15s label %-12s mean %.4f over %d rows\n", t.Name, t.Label, l.Mean, l.Count)
+		}
+	}
+}
+
+func shortFloats(xs []float64) string {
+	if len(xs) == 0 {
+		return "[]"
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, x := range xs {
+		if i == 6 && len(xs) > 7 {
+			fmt.Fprintf(&b, " ... %.4g", xs[len(xs)-1])
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.4g", x)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
