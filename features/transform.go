@@ -38,7 +38,7 @@ type sparsePlan struct {
 	seed    uint64
 	buckets uint64
 	vocab   *vocabTable // vocabulary mode; nil in hash mode
-	bounds  []float64        // bucketized numeric
+	bounds  []float64   // bucketized numeric
 }
 
 type densePlan struct {
