@@ -404,6 +404,14 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 	if err != nil {
 		return reqErr("", ErrBadRequest, "%v", err)
 	}
+	return st.forwardTo(ctx, st.scores, n)
+}
+
+// forwardTo runs the model on st.batch (n rows) in passes of BatchRows and
+// writes the objectives' scores into scores[o][:n]. This is where a later
+// version computes the context's share of the first layer once per request.
+func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) error {
+	s := st.s
 	m := s.b.Model
 	for lo := 0; lo < n; lo += s.cfg.BatchRows {
 		if lo > 0 {
@@ -419,7 +427,7 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 			return fmt.Errorf("serving: bundle %s: forward: %w", s.b.Dir, err)
 		}
 		for o := range st.chunk {
-			st.chunk[o] = st.scores[o][lo:hi]
+			st.chunk[o] = scores[o][lo:hi]
 		}
 		if _, err := s.b.Tasks.PredictTo(st.chunk, st.ws.Logits); err != nil {
 			return fmt.Errorf("serving: bundle %s: %w", s.b.Dir, err)
@@ -539,6 +547,12 @@ func mergeColumn(cand, ctx arrow.Array, n int) arrow.Array {
 		xv := cx.ListValues().(*array.String)
 		xlo, xhi := cx.ValueOffsets(0)
 		b.Reserve(n)
+		vb.Reserve(cv.Len() + n*int(xhi-xlo))
+		xbytes := 0
+		for j := xlo; j < xhi; j++ {
+			xbytes += len(xv.Value(int(j)))
+		}
+		vb.ReserveData(len(cv.ValueBytes()) + n*xbytes)
 		appendItems := func(v *array.String, lo, hi int64) {
 			for j := lo; j < hi; j++ {
 				if v.IsNull(int(j)) {
@@ -607,3 +621,33 @@ func (st *scoreState) rankAll(req *Request) error {
 
 // defaultInFlight is the default concurrency limit: 2 x GOMAXPROCS.
 func defaultInFlight() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// Columns returns the raw columns ScoreRecordTo reads: the spec's feature
+// columns (no labels, weight or group key), the projection for reading
+// events from files.
+func (s *Scorer) Columns() []string { return s.b.servingSpec.Columns(false) }
+
+// ScoreRecordTo scores every row of rec, a record of raw events with the
+// feature columns in any type the Transformer accepts (as read from Parquet:
+// int64 ids, float32 numbers, dictionaries ...), into scores[o][row] for
+// every objective of Objectives. A nil or short scores is (re)allocated.
+// It runs exactly the code the score API runs after decoding JSON, so the
+// same event scores the same to the last bit offline and online.
+func (s *Scorer) ScoreRecordTo(scores [][]float32, rec arrow.RecordBatch) ([][]float32, error) {
+	n := int(rec.NumRows())
+	if len(scores) != len(s.objectives) {
+		scores = make([][]float32, len(s.objectives))
+	}
+	for o := range scores {
+		if cap(scores[o]) < n {
+			scores[o] = make([]float32, n)
+		}
+		scores[o] = scores[o][:n]
+	}
+	st := s.pool.Get().(*scoreState)
+	defer s.pool.Put(st)
+	if err := s.b.Transformer.TransformTo(&st.batch, rec); err != nil {
+		return scores, fmt.Errorf("serving: %w", err)
+	}
+	return scores, st.forwardTo(context.Background(), scores, n)
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/onestone/onestone/serving"
+)
+
+func init() {
+	register(command{
+		name:    "serve",
+		summary: "serve the newest model bundle over HTTP, reloading newer ones",
+		run:     runServe,
+	})
+	register(command{
+		name:    "stdbundle",
+		summary: "write a random-weight bundle of the std workload and a request (load tests)",
+		run:     runStdBundle,
+	})
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: onestone serve --models DIR [flags]\n\n"+
+			"Serves POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics on --addr.\n"+
+			"DIR is a bundle root (its newest complete version is served, and newer\n"+
+			"ones are loaded, validated and swapped in as they appear) or one bundle.\n\n"+
+			"The rank formula is a product of objectives, candidate fields and numbers,\n"+
+			"each optionally raised to a power: 'ctr^1 * cvr^0.5 * price'. Names that\n"+
+			"are not objectives are numeric keys of the candidate (else the context).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		cfg      serving.ServerConfig
+		required string
+	)
+	fs.StringVar(&cfg.Models, "models", "", "bundle root or bundle `dir` (required)")
+	fs.StringVar(&cfg.Addr, "addr", serving.DefaultAddr, "listen `address` (loopback unless told otherwise)")
+	fs.StringVar(&cfg.Scorer.Rank, "rank", "", "ranking `formula`, e.g. 'ctr^1 * cvr^0.5 * price' (default: the first objective)")
+	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
+	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows, "candidates per forward pass")
+	fs.StringVar(&required, "require", "", "comma-separated feature `columns` every candidate must have (itself or via the context)")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
+	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
+	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "score requests waiting for a slot before 429 (default 4 x max-inflight)")
+	fs.DurationVar(&cfg.QueueWait, "queue-wait", serving.DefaultQueueWait, "longest wait for a slot before 503")
+	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("ONESTONE_ADMIN_TOKEN"), "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
+	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle (negative: never)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Models == "" {
+		fs.Usage()
+		return errors.New("--models is required")
+	}
+	if required != "" {
+		for _, c := range strings.Split(required, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				cfg.Scorer.Required = append(cfg.Scorer.Required, c)
+			}
+		}
+	}
+	s, err := serving.NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+func runStdBundle(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("stdbundle", flag.ContinueOnError)
+	root := fs.String("out", "", "bundle `root` to publish a new version under (required)")
+	seed := fs.Uint64("seed", 1, "weight and data `seed`")
+	reqFile := fs.String("request", "", "also write a score request body to this `file`")
+	cands := fs.Int("candidates", 500, "candidates in the request")
+	extra := fs.String("request-extra", `"top_k":50`, "extra top-level members of the request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *root == "" {
+		fs.Usage()
+		return errors.New("--out is required")
+	}
+	start := time.Now()
+	m, model, err := serving.StdManifest(*seed)
+	if err != nil {
+		return err
+	}
+	dir, err := serving.WriteBundle(*root, m, model, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "onestone stdbundle: wrote %s in %v\n", dir, time.Since(start).Round(time.Millisecond))
+	if *reqFile != "" {
+		body := serving.StdRequest(rand.New(rand.NewPCG(*seed, 2)), *cands, *extra)
+		if err := os.MkdirAll(filepath.Dir(*reqFile), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*reqFile, body, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Println(dir)
+	return nil
+}
