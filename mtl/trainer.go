@@ -546,3 +546,10 @@ func (t *Trainer) SetState(st TrainerState) error {
 	t.step = st.Step
 	return nil
 }
+
+// FreezeShared keeps the parameters shared by all tasks (embeddings, shared
+// experts and gates) fixed from now on: only task-specific parameters
+// (towers, heads, task experts and gates) are updated.
+func (t *Trainer) FreezeShared() error {
+	return fmt.Errorf("mtl: trainer: freezing the shared part is not implemented yet: %w", ErrConfig)
+}

@@ -56,6 +56,16 @@ type TrainBatchConfig struct {
 	// KeepCheckpoints is how many checkpoints to keep. Default: 2.
 	KeepCheckpoints int
 
+	// InitFrom warm-starts every parameter whose name and shape match from
+	// the bundle at this path (for example trained experts under a new
+	// task head); the bundle must have the same feature fields.
+	InitFrom string
+	// FreezeShared keeps the warm-started shared part (embeddings, shared
+	// experts and gates) fixed; it needs InitFrom.
+	FreezeShared bool
+	// Observers watch the run (training reports).
+	Observers []Observer
+
 	// Progress receives a progress line every ProgressEvery (nil: none).
 	Progress      io.Writer
 	ProgressEvery time.Duration // Default: 1s
@@ -71,6 +81,17 @@ type TrainResult struct {
 	ExamplesPerSec float64     `json:"examples_per_sec"`
 	Best           *EvalResult `json:"best,omitempty"`
 	Final          *EvalResult `json:"final,omitempty"`
+}
+
+// Observer watches a training run, for example to write a report. Its
+// methods are called on the training goroutine; ObserveStep must be cheap.
+type Observer interface {
+	// ObserveStep sees each step's per-task losses and task weights (the
+	// slices are reused: copy what you keep).
+	ObserveStep(step int64, losses, taskWeights []float64)
+	// ObserveEval sees each validation result (nil without validation
+	// data) and the model as it is then.
+	ObserveEval(ctx context.Context, step int64, res *EvalResult, m *mmoe.Model, s *Setup) error
 }
 
 // trainerFile is trainer.json of a checkpoint.
@@ -149,8 +170,15 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
 		return nil, err
 	}
+	if cfg.FreezeShared && cfg.InitFrom == "" {
+		return nil, errors.New("pipelines: train: freezing the shared part needs --init-from")
+	}
 	if cfg.Resume {
 		if err := r.resume(); err != nil {
+			return nil, err
+		}
+	} else if cfg.InitFrom != "" {
+		if err := r.initFrom(cfg.InitFrom); err != nil {
 			return nil, err
 		}
 	}
@@ -265,6 +293,9 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 	r.examples += int64(b.Rows)
 	r.pos = src.Position()
 	r.prog.observe(losses)
+	for _, o := range r.cfg.Observers {
+		o.ObserveStep(r.trainer.Steps(), losses, r.trainer.Weights())
+	}
 	return nil
 }
 
@@ -314,6 +345,11 @@ func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error
 		}
 	}
 	r.lastEval = res
+	for _, o := range r.cfg.Observers {
+		if err := o.ObserveEval(ctx, r.trainer.Steps(), res, r.model, r.s); err != nil {
+			return err
+		}
+	}
 	improved := key > r.bestKey
 	if improved {
 		r.bestKey = key
@@ -500,4 +536,36 @@ func FormatMetrics(ms []mtl.Metrics) string {
 		fmt.Fprintf(&sb, "%s auc=%.4f gauc=%.4f logloss=%.4f calib=%.3f", m.Objective, m.AUC, m.GAUC, m.LogLoss, m.Calibration)
 	}
 	return sb.String()
+}
+
+// initFrom warm-starts the model from another bundle's matching tensors.
+func (r *trainRun) initFrom(path string) error {
+	lm, err := LoadModel(path)
+	if err != nil {
+		return fmt.Errorf("pipelines: --init-from: %w", err)
+	}
+	fa, _ := json.Marshal(r.s.Spec.Fields)
+	fb, _ := json.Marshal(lm.Setup.Spec.Fields)
+	if string(fa) != string(fb) {
+		return fmt.Errorf("pipelines: --init-from %s: %w: its feature fields differ from %s's", lm.Dir, ErrSpecMismatch, r.cfg.SpecPath)
+	}
+	f, err := os.Open(filepath.Join(lm.Dir, serving.WeightsFile))
+	if err != nil {
+		return fmt.Errorf("pipelines: --init-from: %w", err)
+	}
+	defer f.Close()
+	loaded, _, err := r.model.LoadSafetensorsMatching(f)
+	if err != nil {
+		return fmt.Errorf("pipelines: --init-from %s: %w", lm.Dir, err)
+	}
+	if len(loaded) == 0 {
+		return fmt.Errorf("pipelines: --init-from %s: %w: no tensor matches this model", lm.Dir, ErrSpecMismatch)
+	}
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "warm-started %d tensors from %s\n", len(loaded), lm.Dir)
+	}
+	if r.cfg.FreezeShared {
+		return r.trainer.FreezeShared()
+	}
+	return nil
 }

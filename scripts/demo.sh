@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job on an embedded default: generate an impression log with known
+# probabilities, fit the feature spec, train an MMoE (CTR + ESMM CVR),
+# evaluate it next to the ceiling the true probabilities reach, then serve
+# it and score one request. Run by `make demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin/onestone}
+DATA=${DATA:-data/demo}
+MODELS=${MODELS:-models/demo}
+ROWS=${ROWS:-2000000}
+
+echo "== 1. generate $ROWS impressions into $DATA"
+rm -rf "$DATA" "$MODELS"
+$BIN gen --rows "$ROWS" --out "$DATA" | tee /tmp/onestone-demo-gen.txt
+
+echo "== 2. inspect and fit the feature spec"
+$BIN inspect "$DATA/test-00000.parquet" | head -40
+$BIN fit --spec "$DATA/spec.yaml" --data "$DATA/train-*.parquet"
+
+echo "== 3. train (progress on stderr)"
+$BIN train --spec "$DATA/spec.yaml" --data "$DATA/train-*.parquet" --valid "$DATA/test-00000.parquet" --out "$MODELS"
+
+echo "== 4. evaluate, beside the ceiling of the true probabilities"
+$BIN eval --model "$MODELS/latest" --data "$DATA/test-00000.parquet"
+grep -i ceiling /tmp/onestone-demo-gen.txt || true
+
+if [ -f cmd/onestone/serve.go ]; then
+  echo "== 5. serve the model and score one request"
+  ADDR=127.0.0.1:${PORT:-18080}
+  $BIN serve --models "$MODELS" --addr "$ADDR" > /tmp/onestone-demo-serve.log 2>&1 &
+  SERVE_PID=$!
+  trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do
+    curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  REQ='{"context": {"user_id": 42, "age": 31, "user_tags": ["s1_t0", "s1_t3"], "user_activity": 5.0, "device": "ios", "hour": 20, "position": 1},
+        "candidates": [{"item_id": 7, "category": "c3", "brand": "b12", "price": 19.9, "item_popularity": 1.2},
+                       {"item_id": 1234, "category": "c7", "brand": "b40", "price": 120.0, "item_popularity": -0.5},
+                       {"item_id": 999, "category": "c1", "brand": "b2", "price": 5.5, "item_popularity": 0.3}],
+        "top_k": 3}'
+  echo "request: $REQ"
+  echo "answer:"
+  curl -fsS -X POST -H 'Content-Type: application/json' -d "$REQ" "http://$ADDR/v1/score"
+  echo
+  kill -TERM $SERVE_PID
+  wait $SERVE_PID 2>/dev/null || true
+  trap - EXIT
+fi
+echo "== demo done"
