@@ -126,3 +126,11 @@ func ScoreSample(spec *features.Spec, stats *features.Stats, m *mmoe.Model, task
 	}
 	return out, nil
 }
+
+func sampleEventsOf(s []serving.SampleEvent) []json.RawMessage {
+	out := make([]json.RawMessage, len(s))
+	for i, e := range s {
+		out[i] = e.Event
+	}
+	return out
+}

@@ -205,7 +205,7 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	r.prog = prog
 	var b features.Batch
 	stopped := false
-	for ; r.epoch < s.Train.Epochs && !stopped; r.epoch++ {
+	for r.epoch < s.Train.Epochs {
 		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
 			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
 			Allocator: r.cfg.Allocator, Start: r.pos,
@@ -213,50 +213,19 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		for {
-			if r.cfg.MaxSteps > 0 && tr.Steps() >= r.cfg.MaxSteps {
-				stopped = true
-				break
-			}
-			rec, err := src.Next(ctx)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				src.Close()
-				if ctx.Err() != nil {
-					return nil, r.interrupted(ctx)
-				}
-				return nil, err
-			}
-			err = r.step(&b, rec, src)
-			rec.Release()
-			if err != nil {
-				src.Close()
-				return nil, err
-			}
-			prog.update(r.epoch, tr.Steps(), r.examples, tr.Times)
-			if e := s.Train.EvalEvery; e > 0 && tr.Steps()%int64(e) == 0 {
-				if err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit); err != nil {
-					src.Close()
-					return nil, err
-				}
-			}
-			if ctx.Err() != nil {
-				src.Close()
-				return nil, r.interrupted(ctx)
-			}
-		}
+		stopped, err = r.epochLoop(ctx, src, &b, prog)
 		src.Close()
-		if !stopped {
-			r.pos = ingest.Position{}
+		if err != nil {
+			return nil, err
 		}
-		if r.epoch+1 < s.Train.Epochs && !stopped {
-			// A mid-run checkpoint at each epoch's end, with the next epoch's start.
-			r.epoch++
-			err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit)
-			r.epoch--
-			if err != nil {
+		if stopped {
+			break
+		}
+		r.epoch++
+		r.pos = ingest.Position{}
+		if r.epoch < s.Train.Epochs {
+			// A checkpoint at each epoch's end, positioned at the next epoch.
+			if err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit); err != nil {
 				return nil, err
 			}
 		}
@@ -275,6 +244,41 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	res.Best = r.bestRes
 	res.Bundle = r.best
 	return res, nil
+}
+
+// epochLoop trains on src until it is exhausted (false) or MaxSteps is
+// reached (true).
+func (r *trainRun) epochLoop(ctx context.Context, src *ingest.ParquetSource, b *features.Batch, prog *progress) (bool, error) {
+	tr := r.trainer
+	for {
+		if r.cfg.MaxSteps > 0 && tr.Steps() >= r.cfg.MaxSteps {
+			return true, nil
+		}
+		rec, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, r.interrupted(ctx)
+			}
+			return false, err
+		}
+		err = r.step(b, rec, src)
+		rec.Release()
+		if err != nil {
+			return false, err
+		}
+		prog.update(r.epoch, tr.Steps(), r.examples, tr.Times)
+		if e := r.s.Train.EvalEvery; e > 0 && tr.Steps()%int64(e) == 0 {
+			if err := r.evaluateAndCheckpoint(ctx, r.cfg.EvalLimit); err != nil {
+				return false, err
+			}
+		}
+		if ctx.Err() != nil {
+			return false, r.interrupted(ctx)
+		}
+	}
 }
 
 // step transforms one record and trains on it.
