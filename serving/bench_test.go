@@ -130,3 +130,29 @@ func TestScoreAllocsPerRequest(t *testing.T) {
 	}
 	t.Logf("allocations per request: %v (50 candidates), %v (1000)", a50, a1000)
 }
+
+// BenchmarkDecodeTransform500 measures the serving path before the model:
+// request decoding, context merge and the feature transform of a std
+// request of 500 candidates.
+func BenchmarkDecodeTransform500(b *testing.B) {
+	s := stdTestScorer(b)
+	body := StdRequest(rand.New(rand.NewPCG(3, 3)), 500, "")
+	st := s.pool.Get().(*scoreState)
+	defer s.pool.Put(st)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := DecodeRequest(&st.req, body); err != nil {
+			b.Fatal(err)
+		}
+		rec, err := st.record(&st.req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		err = s.b.Transformer.TransformTo(&st.batch, rec)
+		rec.Release()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/request")
+}

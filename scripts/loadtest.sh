@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Load test of `onestone serve` on loopback, bounded in time (about 1-2 min).
+#
+#  1. installs hey from Debian if missing (apt-get),
+#  2. builds bin/onestone and writes a random-weight bundle of the std
+#     workload (26 categorical fields x 100,000 buckets, 13 numeric, dim 16,
+#     8 experts [256,128], towers [64], ctr + esmm cvr) and a request of one
+#     context and 500 candidates,
+#  3. starts `onestone serve` on 127.0.0.1 (a free port), polling for new
+#     bundles every second,
+#  4. sends requests at a fixed 100 req/s for FIXED_SECS (default 20 s), and
+#     publishes a second bundle halfway, which the server must swap in
+#     without failing a request,
+#  5. then at saturation for SAT_SECS (default 10 s),
+#  6. reports requests/s, p50/p99 and error counts, stops the server.
+#
+# Exit status: non-zero if any request failed in the fixed-rate phase or the
+# reload did not happen. With LOADTEST_STRICT=1 also if p99 at 100 req/s is
+# above 10 ms (the target in BENCHMARKS.md).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+FIXED_SECS=${FIXED_SECS:-20}
+SAT_SECS=${SAT_SECS:-10}
+RATE=${RATE:-100}
+CANDIDATES=${CANDIDATES:-500}
+SAT_CONC=${SAT_CONC:-8}
+BIN=${BIN:-bin/onestone}
+
+if ! command -v hey >/dev/null 2>&1; then
+	echo "loadtest: installing hey from Debian" >&2
+	if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+	$SUDO apt-get update -qq && $SUDO apt-get install -y -qq hey >/dev/null
+fi
+
+echo "loadtest: building $BIN" >&2
+go build -o "$BIN" ./cmd/onestone
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/onestone-loadtest.XXXXXX")
+SERVER_PID=""
+cleanup() {
+	if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "loadtest: writing std bundles (random weights) under $WORK" >&2
+"$BIN" stdbundle --out "$WORK/models" --seed 1 --request "$WORK/req.json" --candidates "$CANDIDATES" >/dev/null
+"$BIN" stdbundle --out "$WORK/staging" --seed 2 >/dev/null
+
+"$BIN" serve --models "$WORK/models" --addr 127.0.0.1:0 --poll 1s --rank 'ctr * cvr^0.5' \
+	>"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+ADDR=""
+for _ in $(seq 1 600); do
+	ADDR=$(grep -o 'addr=127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -1 | cut -d= -f2 || true)
+	if [ -n "$ADDR" ] && curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1; then break; fi
+	if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$WORK/server.log" >&2; echo "loadtest: server died" >&2; exit 1; fi
+	sleep 0.1
+done
+curl -fsS "http://$ADDR/readyz" >/dev/null || { cat "$WORK/server.log" >&2; echo "loadtest: server not ready" >&2; exit 1; }
+URL="http://$ADDR/v1/score"
+echo "loadtest: server ready on $ADDR, $(curl -fsS "http://$ADDR/readyz")" >&2
+
+HEY=(hey -m POST -T application/json -D "$WORK/req.json")
+# Warm up (pools, page cache).
+"${HEY[@]}" -n 40 -c 2 "$URL" >/dev/null
+
+# Fixed rate: 4 workers x RATE/4 req/s each, reload halfway.
+CONC=4
+echo "loadtest: fixed rate $RATE req/s for ${FIXED_SECS}s, reload at $((FIXED_SECS / 2))s" >&2
+"${HEY[@]}" -z "${FIXED_SECS}s" -c $CONC -q $((RATE / CONC)) "$URL" >"$WORK/fixed.txt" &
+HEY_PID=$!
+sleep $((FIXED_SECS / 2))
+mv "$WORK/staging/v00000001" "$WORK/models/v00000002" # an atomic publish, as the trainer does
+wait "$HEY_PID"
+VERSION=$(curl -fsS "http://$ADDR/v1/model" | grep -o '"version": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+
+echo "loadtest: saturation, $SAT_CONC concurrent, ${SAT_SECS}s" >&2
+"${HEY[@]}" -z "${SAT_SECS}s" -c "$SAT_CONC" "$URL" >"$WORK/sat.txt"
+curl -fsS "http://$ADDR/metrics" >"$WORK/metrics.txt"
+
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || { echo "loadtest: server exited with an error" >&2; cat "$WORK/server.log" >&2; exit 1; }
+SERVER_PID=""
+
+# summary FILE: "rps p50_ms p99_ms ok errors"
+summary() {
+	awk '
+	/Requests\/sec:/ { rps = $2 }
+	/^  50% in/ { p50 = $3 * 1000 }
+	/^  99% in/ { p99 = $3 * 1000 }
+	/^  \[200\]/ { ok += $2 }
+	/^  \[[0-9]+\]/ && !/^  \[200\]/ { bad += $2 }
+	/^Error distribution:/ { inerr = 1; next }
+	inerr && /^  \[[0-9]+\]/ { bad += substr($1, 2) + 0 }
+	END { printf "%.1f %.2f %.2f %d %d\n", rps, p50, p99, ok, bad }' "$1"
+}
+read -r F_RPS F_P50 F_P99 F_OK F_ERR <<<"$(summary "$WORK/fixed.txt")"
+read -r S_RPS S_P50 S_P99 S_OK S_ERR <<<"$(summary "$WORK/sat.txt")"
+RELOADS=$(awk '/^onestone_model_reloads_total/ { print $2 }' "$WORK/metrics.txt")
+REFUSED=$(awk '/^onestone_model_refused_total/ { print $2 }' "$WORK/metrics.txt")
+
+cat <<REPORT
+{
+  "candidates_per_request": $CANDIDATES,
+  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR},
+  "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR},
+  "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}}
+}
+REPORT
+
+status=0
+if [ "$F_ERR" -ne 0 ] || [ "$F_OK" -eq 0 ]; then echo "loadtest: FAIL: $F_ERR failed requests at the fixed rate" >&2; status=1; fi
+if [ "$VERSION" != "v00000002" ]; then echo "loadtest: FAIL: serving $VERSION after the reload, want v00000002" >&2; status=1; fi
+if awk -v p="$F_P99" 'BEGIN { exit !(p > 10) }'; then
+	echo "loadtest: p99 ${F_P99} ms at $RATE req/s is above the 10 ms target" >&2
+	if [ "${LOADTEST_STRICT:-0}" = 1 ]; then status=1; fi
+fi
+exit $status
