@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -185,6 +184,7 @@ type Trainer struct {
 	sched  Schedule
 
 	workers []*worker
+	active  []*worker   // the workers of the current step
 	logits  [][]float32 // [task][row], the whole batch
 	dLogits [][]float32
 	losses  []float64
@@ -201,13 +201,16 @@ type Trainer struct {
 }
 
 type worker struct {
-	ws  *mmoe.Workspace
-	g   *mmoe.Grads
-	sub features.Batch
-	dl  [][]float32 // the worker's rows of Trainer.dLogits
-	lo  int
-	hi  int
-	err error
+	ws    *mmoe.Workspace
+	g     *mmoe.Grads
+	sub   features.Batch
+	dl    [][]float32 // the worker's rows of Trainer.dLogits
+	lo    int
+	hi    int
+	index int
+	err   error
+	run   chan int // phases to run (nil until its goroutine starts)
+	done  chan struct{}
 }
 
 // NewTrainer builds a trainer for model on tasks. The model's heads must be
@@ -336,15 +339,7 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	t0 := time.Now()
 	ws := t.split(b)
 	// Forward, per worker.
-	t.parallel(ws, func(w *worker) error {
-		if err := t.model.Forward(w.ws, &w.sub); err != nil {
-			return err
-		}
-		for h := range t.logits {
-			copy(t.logits[h][w.lo:w.hi], w.ws.Logits[h][:w.hi-w.lo])
-		}
-		return nil
-	})
+	t.parallel(ws, phaseForward)
 	if err := t.firstErr(ws); err != nil {
 		return nil, fmt.Errorf("mtl: step %d: forward: %w", t.step+1, err)
 	}
@@ -363,9 +358,7 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
 	t2 := time.Now()
-	t.parallel(ws, func(w *worker) error {
-		return t.model.Backward(w.ws, &w.sub, t.workerDLogits(w), w.g)
-	})
+	t.parallel(ws, phaseBackward)
 	if err := t.firstErr(ws); err != nil {
 		return nil, fmt.Errorf("mtl: step %d: backward: %w", t.step+1, err)
 	}
@@ -400,7 +393,9 @@ func (t *Trainer) split(b *features.Batch) []*worker {
 	}
 	per := (n + nw - 1) / nw
 	ws := t.workers[:nw]
+	t.active = ws
 	for i, w := range ws {
+		w.index = i
 		w.lo = min(i*per, n)
 		w.hi = min(w.lo+per, n)
 		if w.dl == nil {
@@ -411,21 +406,72 @@ func (t *Trainer) split(b *features.Batch) []*worker {
 	return ws
 }
 
-func (t *Trainer) parallel(ws []*worker, f func(w *worker) error) {
-	if len(ws) == 1 {
-		ws[0].err = f(ws[0])
-		return
-	}
-	var wg sync.WaitGroup
+// Phases a worker runs.
+const (
+	phaseForward = iota
+	phaseBackward
+	phaseReduce
+)
+
+// parallel runs phase on every worker in ws: the first on the calling
+// goroutine, the others on their long-lived goroutines (started on first
+// use, stopped by Close), so a step allocates nothing.
+func (t *Trainer) parallel(ws []*worker, phase int) {
 	for _, w := range ws[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.err = f(w)
-		}()
+		if w.run == nil {
+			w.run, w.done = make(chan int), make(chan struct{})
+			go func() {
+				for p := range w.run {
+					w.err = t.runPhase(w, p)
+					w.done <- struct{}{}
+				}
+			}()
+		}
+		w.run <- phase
 	}
-	ws[0].err = f(ws[0])
-	wg.Wait()
+	ws[0].err = t.runPhase(ws[0], phase)
+	for _, w := range ws[1:] {
+		<-w.done
+	}
+}
+
+func (t *Trainer) runPhase(w *worker, phase int) error {
+	switch phase {
+	case phaseForward:
+		if err := t.model.Forward(w.ws, &w.sub); err != nil {
+			return err
+		}
+		for h := range t.logits {
+			copy(t.logits[h][w.lo:w.hi], w.ws.Logits[h][:w.hi-w.lo])
+		}
+		return nil
+	case phaseBackward:
+		return t.model.Backward(w.ws, &w.sub, t.workerDLogits(w), w.g)
+	case phaseReduce:
+		// Dense gradients summed in worker order, parameters split
+		// across the workers.
+		g0 := t.active[0].g
+		k := w.index
+		for i := k; i < len(g0.Dense); i += len(t.active) {
+			d := g0.Dense[i]
+			for _, o := range t.active[1:] {
+				addTo(d, o.g.Dense[i])
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// Close stops the trainer's worker goroutines. The Trainer must not be
+// used afterwards.
+func (t *Trainer) Close() {
+	for _, w := range t.workers {
+		if w.run != nil {
+			close(w.run)
+			w.run = nil
+		}
+	}
 }
 
 func (t *Trainer) firstErr(ws []*worker) error {
@@ -443,17 +489,7 @@ func (t *Trainer) firstErr(ws []*worker) error {
 func (t *Trainer) update(ws []*worker) error {
 	g0 := ws[0].g
 	if len(ws) > 1 {
-		// Dense: sum in worker order, parameters split across goroutines.
-		t.parallel(ws, func(w *worker) error {
-			k := indexOf(ws, w)
-			for i := k; i < len(g0.Dense); i += len(ws) {
-				d := g0.Dense[i]
-				for _, o := range ws[1:] {
-					addTo(d, o.g.Dense[i])
-				}
-			}
-			return nil
-		})
+		t.parallel(ws, phaseReduce)
 	}
 	scale := t.sched.Scale(t.step)
 	if t.cfg.ClipNorm > 0 {
@@ -498,15 +534,6 @@ func (t *Trainer) mergeSparse(f int, ws []*worker) ([]int32, []float32) {
 	}
 	t.mergeRows[f], t.mergeGrad[f] = rows, grad
 	return rows, grad
-}
-
-func indexOf(ws []*worker, w *worker) int {
-	for i, o := range ws {
-		if o == w {
-			return i
-		}
-	}
-	return -1
 }
 
 func addTo(dst, src []float32) {

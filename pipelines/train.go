@@ -170,6 +170,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
 		return nil, err
 	}
+	defer r.trainer.Close()
 	if cfg.FreezeShared && cfg.InitFrom == "" {
 		return nil, errors.New("pipelines: train: freezing the shared part needs --init-from")
 	}

@@ -1,0 +1,141 @@
+package mtl_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+)
+
+// syntheticBatch makes a learnable batch: click depends on field 0's id
+// parity and the dense feature; conversion on field 1.
+func syntheticBatch(rng *rand.Rand, rows int) *features.Batch {
+	b := &features.Batch{Rows: rows, DenseWidth: 1, Dense: make([]float32, rows)}
+	f0, f1 := make([]int32, rows), make([]int32, rows)
+	click, conv := make([]float32, rows), make([]float32, rows)
+	for i := range rows {
+		f0[i], f1[i] = int32(rng.IntN(50)), int32(rng.IntN(30))
+		b.Dense[i] = float32(rng.NormFloat64())
+		z := -1.5 + 1.5*float64(f0[i]%2) + 0.8*float64(b.Dense[i])
+		if rng.Float64() < 1/(1+math.Exp(-z)) {
+			click[i] = 1
+			if rng.Float64() < 0.2+0.6*float64(f1[i]%3)/2 {
+				conv[i] = 1
+			}
+		}
+	}
+	b.Sparse = []features.SparseColumn{{IDs: f0}, {IDs: f1}}
+	b.Labels = [][]float32{click, conv}
+	return b
+}
+
+func newTrainer(t *testing.T, workers int) (*mmoe.Model, *mtl.Trainer) {
+	t.Helper()
+	layout := features.Layout{
+		Sparse: []features.SparseField{{Name: "a", Cardinality: 50}, {Name: "b", Cardinality: 30, Side: features.SideCandidate}},
+		Dense:  []features.DenseField{{Name: "x"}},
+		Labels: []string{"click", "conversion"},
+	}
+	m, err := mmoe.New(mmoe.Config{EmbeddingDim: 4, Experts: 3, ExpertHidden: []int{8}, Tower: []int{4}, Seed: 3}, layout, []string{"ctr", "cvr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := mtl.NewTaskSet([]mtl.TaskConfig{{Name: "ctr", Kind: "binary", Label: "click"}, {Name: "cvr", Kind: "esmm", Label: "conversion", Parent: "ctr"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: 256, Workers: workers, Embedding: mtl.EmbeddingConfig{LR: 0.1}, Dense: mtl.AdamConfig{LR: 1e-2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tr
+}
+
+func train(t *testing.T, workers, steps int) (*mmoe.Model, []float64) {
+	m, tr := newTrainer(t, workers)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var first, last []float64
+	for s := range steps {
+		l, err := tr.Step(syntheticBatch(rng, 256))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s == 0 {
+			first = append([]float64(nil), l...)
+		}
+		last = append(last[:0], l...)
+	}
+	return m, append(first, last...)
+}
+
+func TestTrainerLearnsAndIsDeterministic(t *testing.T) {
+	m1, l1 := train(t, 1, 150)
+	if !(l1[2] < 0.9*l1[0]) || !(l1[3] < 0.9*l1[1]) {
+		t.Fatalf("losses did not fall: first %v, last %v", l1[:2], l1[2:])
+	}
+	m2, _ := train(t, 1, 150)
+	p1, p2 := m1.Params(), m2.Params()
+	for i := range p1 {
+		for j := range p1[i].Data {
+			if p1[i].Data[j] != p2[i].Data[j] {
+				t.Fatalf("two runs with one worker differ at %s[%d]", p1[i].Name, j)
+			}
+		}
+	}
+}
+
+func TestTrainerWorkersMatchOneWorker(t *testing.T) {
+	m1, _ := train(t, 1, 20)
+	m2, _ := train(t, 2, 20)
+	p1, p2 := m1.Params(), m2.Params()
+	var maxd float64
+	for i := range p1 {
+		for j := range p1[i].Data {
+			maxd = max(maxd, math.Abs(float64(p1[i].Data[j]-p2[i].Data[j])))
+		}
+	}
+	// Summation order differs between one and two workers, so results
+	// agree within float32 round-off amplified by 20 Adam steps.
+	if maxd > 1e-3 {
+		t.Fatalf("1 vs 2 workers: max parameter difference %g", maxd)
+	}
+	e1, e2 := m1.Embeddings(), m2.Embeddings()
+	for i := range e1 {
+		for j := range e1[i].Data {
+			if d := math.Abs(float64(e1[i].Data[j] - e2[i].Data[j])); d > 1e-3 {
+				t.Fatalf("embedding %s[%d]: 1 vs 2 workers differ by %g", e1[i].Name, j, d)
+			}
+		}
+	}
+	m3, _ := train(t, 2, 20)
+	p3 := m3.Params()
+	for i := range p2 {
+		for j := range p2[i].Data {
+			if p2[i].Data[j] != p3[i].Data[j] {
+				t.Fatalf("two runs with two workers differ at %s[%d]", p2[i].Name, j)
+			}
+		}
+	}
+}
+
+func TestTrainerStepAllocatesNothing(t *testing.T) {
+	_, tr := newTrainer(t, 2)
+	rng := rand.New(rand.NewPCG(5, 6))
+	b := syntheticBatch(rng, 256)
+	for range 3 {
+		if _, err := tr.Step(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := tr.Step(b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("Step allocates %v times per call", allocs)
+	}
+}
