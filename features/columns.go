@@ -3,6 +3,7 @@ package features
 import (
 	"math"
 	"strconv"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -40,6 +41,9 @@ type textCol struct {
 	arr   arrow.Array
 	nulls bool
 	str   *array.String
+	soffs []int32 // tString: value offsets of the array's rows (len rows+1)
+	sdata string  // tString: the value bytes, from soffs[0]
+	sbase int32
 	lstr  *array.LargeString
 	dict  *array.Dictionary
 	b     *array.Boolean
@@ -58,6 +62,12 @@ func makeTextCol(a arrow.Array, floats bool) (c textCol, ok bool) {
 	switch v := a.(type) {
 	case *array.String:
 		c.kind, c.str = tString, v
+		c.soffs = v.ValueOffsets()
+		c.sbase = c.soffs[0]
+		if b := v.ValueBytes(); len(b) > 0 {
+			// Read-only view of the Arrow buffer, as array.String.Value does.
+			c.sdata = unsafe.String(&b[0], len(b))
+		}
 	case *array.LargeString:
 		c.kind, c.lstr = tLargeString, v
 	case *array.Dictionary:
@@ -110,12 +120,17 @@ func (c *textCol) isNull(i int) bool {
 	return true
 }
 
+// sval returns string value i of a tString column, aliasing the Arrow buffer.
+func (c *textCol) sval(i int) string {
+	return c.sdata[c.soffs[i]-c.sbase : c.soffs[i+1]-c.sbase]
+}
+
 // hash returns xxhash64 of the canonical text of value i. The caller has
 // checked isNull.
 func (c *textCol) hash(i int, seed uint64) uint64 {
 	switch c.kind {
 	case tString:
-		return xxh64(c.str.Value(i), seed)
+		return xxh64(c.sval(i), seed)
 	case tInt64:
 		return hashInt(c.i64[i], seed)
 	case tInt32:
@@ -146,7 +161,7 @@ func (c *textCol) hash(i int, seed uint64) uint64 {
 func (c *textCol) text(i int, buf []byte) (s string, b []byte) {
 	switch c.kind {
 	case tString:
-		return c.str.Value(i), nil
+		return c.sval(i), nil
 	case tLargeString:
 		return c.lstr.Value(i), nil
 	case tDictString:

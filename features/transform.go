@@ -1,6 +1,7 @@
 package features
 
 import (
+	"hash/maphash"
 	"math"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -325,6 +326,14 @@ func fillLabels(out []float32, c *numCol, l labelPlan) error {
 	return nil
 }
 
+// signedLog1p returns sign(x)*log1p(|x|).
+func signedLog1p(x float64) float64 {
+	if x < 0 {
+		return -math.Log1p(-x)
+	}
+	return math.Log1p(x)
+}
+
 // bucketOf returns 1 + the number of boundaries <= x.
 func bucketOf(bounds []float64, x float64) int32 {
 	lo, hi := 0, len(bounds)
@@ -360,12 +369,10 @@ func (p *sparsePlan) hashIDs(ids []int32, c *textCol, groups []uint64) {
 	}
 	switch c.kind {
 	case tString:
-		offs, data := c.str.ValueOffsets(), c.str.ValueBytes()
-		base := offs[0]
 		for r := range ids {
 			var h uint64
 			if !isNull(r) {
-				h = xxh64(data[offs[r]-base:offs[r+1]-base], seed)
+				h = xxh64(c.sval(r), seed)
 				ids[r] = int32(1 + h%m)
 			} else {
 				ids[r] = 0
@@ -467,6 +474,27 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 		ids := growInt32(dst.IDs, c.total(n))
 		k := 0
 		offs[0] = 0
+		if ch := &c.child; ch.kind == tString && !ch.nulls {
+			// Fast path: string items without nulls.
+			for r := 0; r < n; r++ {
+				lo, hi := c.span(r)
+				if p.vocab != nil {
+					for j := lo; j < hi; j++ {
+						s := ch.sval(j)
+						ids[k] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
+						k++
+					}
+				} else {
+					for j := lo; j < hi; j++ {
+						ids[k] = int32(1 + xxh64(ch.sval(j), p.seed)%p.buckets)
+						k++
+					}
+				}
+				offs[r+1] = int32(k)
+			}
+			dst.IDs = ids[:k]
+			return nil
+		}
 		for r := 0; r < n; r++ {
 			lo, hi := c.span(r)
 			for j := lo; j < hi; j++ {
@@ -505,11 +533,7 @@ func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int) e
 		}
 		switch p.tr {
 		case TransformLog1p:
-			if v < 0 {
-				v = -math.Log1p(-v)
-			} else {
-				v = math.Log1p(v)
-			}
+			v = signedLog1p(v)
 		case TransformStandardize:
 			v = (v - p.mean) * p.inv
 		}

@@ -341,6 +341,33 @@ func TestTransformMultiCategorical(t *testing.T) {
 	}
 }
 
+// String lists without null items take a fast path; it must agree with the
+// formula and with the vocabulary.
+func TestTransformMultiCategoricalNoNullItems(t *testing.T) {
+	mem := checkedMem(t)
+	spec := mustParse(t, `fields:
+  - {name: h, kind: multi_categorical, buckets: 97}
+  - {name: v, kind: multi_categorical, vocab: {}}
+`+noLabel)
+	lt := arrow.ListOf(utf8)
+	data := vals[any]([]any{"a", "b", "b"}, []any{}, nil, []any{"c"}, []any{"zz", "a"})
+	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"h", lt, vals[any]([]any{"x"}, nil)}, col{"v", lt, vals[any]([]any{"b", "b", "a"}, []any{"c"})}))
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := transform(t, tr, record(t, mem, col{"h", lt, data}, col{"v", lt, data}))
+	h := func(s string) int32 { return wantHashID("h", s, 97) }
+	wantOffs := []int32{0, 3, 3, 3, 4, 6}
+	if got := b.Sparse[0]; !reflect.DeepEqual(got.IDs, []int32{h("a"), h("b"), h("b"), h("c"), h("zz"), h("a")}) || !reflect.DeepEqual(got.Offsets, wantOffs) {
+		t.Errorf("hash ids %v offsets %v", got.IDs, got.Offsets)
+	}
+	// vocab: b=1 (count 2), a=2, c=3 (ties by value)
+	if got := b.Sparse[1]; !reflect.DeepEqual(got.IDs, []int32{2, 1, 1, 3, 0, 2}) || !reflect.DeepEqual(got.Offsets, wantOffs) {
+		t.Errorf("vocab ids %v offsets %v", got.IDs, got.Offsets)
+	}
+}
+
 // Records sliced from a larger one (non-zero array offsets) read the right rows.
 func TestTransformSlicedRecord(t *testing.T) {
 	mem := checkedMem(t)

@@ -120,7 +120,7 @@ func (v *vocabTable) lookupInt(x int64) int32 {
 func (v *vocabTable) id(c *textCol, r int) int32 {
 	switch c.kind {
 	case tString:
-		s := c.str.Value(r)
+		s := c.sval(r)
 		return v.lookupString(s, maphash.String(v.seed, s))
 	case tInt64:
 		return v.lookupInt(c.i64[r])
