@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -55,11 +56,24 @@ func TestStdRequest(t *testing.T) {
 	}
 }
 
-// BenchmarkScore500 scores std requests of one context and 500 candidates
-// on one goroutine, from the raw body to the encoded answer, and reports
-// ms/request and candidates/s.
+// BenchmarkScore500 scores std requests of one context and 500 candidates,
+// from the raw body to the encoded answer, one request at a time, with the
+// model run on 1 or 2 goroutines (ScorerConfig.Workers), and reports
+// ms/request, candidates/s and the p50/p99 latency.
 func BenchmarkScore500(b *testing.B) {
-	s := stdTestScorer(b)
+	base := stdTestScorer(b)
+	for _, w := range []int{1, 2} {
+		b.Run("workers="+strconv.Itoa(w), func(b *testing.B) {
+			s, err := NewScorer(base.b, ScorerConfig{Rank: "ctr * cvr^0.5", Workers: w})
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchScore500(b, s)
+		})
+	}
+}
+
+func benchScore500(b *testing.B, s *Scorer) {
 	r := rand.New(rand.NewPCG(3, 3))
 	bodies := make([][]byte, 8)
 	for i := range bodies {

@@ -377,3 +377,43 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestScoreWorkersSameScores: splitting a request over workers and passes
+// gives the scores of one pass, bit for bit.
+func TestScoreWorkersSameScores(t *testing.T) {
+	dir := writeTestBundle(t, t.TempDir(), 21)
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := NewScorer(b, ScorerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	split, err := NewScorer(b, ScorerConfig{Workers: 3, MinWorkerRows: 4, BatchRows: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := testRequest(t, rand.New(rand.NewPCG(2, 2)), 61, "")
+	r1, err := one.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Release()
+	r2, err := split.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Release()
+	for i := range r1.Results {
+		a, b := r1.Results[i], r2.Results[i]
+		if a.Index != b.Index {
+			t.Fatalf("rank %d: candidate %d vs %d", i, a.Index, b.Index)
+		}
+		for j := range a.Scores {
+			if math.Float32bits(a.Scores[j]) != math.Float32bits(b.Scores[j]) {
+				t.Fatalf("candidate %d: %v vs %v", a.Index, a.Scores, b.Scores)
+			}
+		}
+	}
+}
