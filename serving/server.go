@@ -138,8 +138,9 @@ type served struct {
 // serves the newest bundle under its root and swaps in newer ones as they
 // appear, atomically: a request finishes on the model it started with. A
 // bundle that fails LoadBundle's checks is logged, counted and remembered,
-// and the previous model keeps serving. Methods are safe for concurrent
-// use.
+// and the previous model keeps serving. The server serves the version
+// Resolve names (the highest complete one): removing the newest version
+// rolls back to the one before. Methods are safe for concurrent use.
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
@@ -423,7 +424,11 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.out)
 }
 
-// ModelInfo is the document of GET /v1/model.
+// ModelInfo is the document of GET /v1/model: the served bundle's version,
+// directory, creation time, tasks (with defaults filled in), objectives,
+// the rank formula in effect, the feature spec's YAML, the evaluation
+// metrics and data position recorded by the trainer, its step and example
+// counts, and the effective model configuration.
 type ModelInfo struct {
 	Version    string          `json:"version"`
 	Dir        string          `json:"dir"`
