@@ -88,28 +88,39 @@ kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || { echo "loadtest: server exited with an error" >&2; cat "$WORK/server.log" >&2; exit 1; }
 SERVER_PID=""
 
-# summary FILE: "rps p50_ms p99_ms ok errors"
+# summary FILE: "rps p50_ms p99_ms ok errors detail" (detail: non-200 codes
+# and transport errors, e.g. "503x6,conn_errors=2", or "none").
 summary() {
 	awk '
 	/Requests\/sec:/ { rps = $2 }
 	/^  50% in/ { p50 = $3 * 1000 }
 	/^  99% in/ { p99 = $3 * 1000 }
-	/^  \[200\]/ { ok += $2 }
-	/^  \[[0-9]+\]/ && !/^  \[200\]/ { bad += $2 }
-	/^Error distribution:/ { inerr = 1; next }
-	inerr && /^  \[[0-9]+\]/ { bad += substr($1, 2) + 0 }
-	END { printf "%.1f %.2f %.2f %d %d\n", rps, p50, p99, ok, bad }' "$1"
+	/^Status code distribution:/ { incode = 1; inerr = 0; next }
+	/^Error distribution:/ { inerr = 1; incode = 0; next }
+	incode && /^  \[[0-9]+\]/ {
+		code = substr($1, 2, length($1) - 2)
+		if (code == "200") { ok += $2 } else { bad += $2; detail = detail sep code "x" $2; sep = "," }
+	}
+	inerr && /^  \[[0-9]+\]/ {
+		n = substr($1, 2, length($1) - 2) + 0; bad += n; conn += n
+	}
+	END {
+		if (conn > 0) { detail = detail sep "conn_errors=" conn }
+		if (detail == "") detail = "none"
+		printf "%.1f %.2f %.2f %d %d %s\n", rps, p50, p99, ok, bad, detail
+	}' "$1"
 }
-read -r F_RPS F_P50 F_P99 F_OK F_ERR <<<"$(summary "$WORK/fixed.txt")"
-read -r S_RPS S_P50 S_P99 S_OK S_ERR <<<"$(summary "$WORK/sat.txt")"
+read -r F_RPS F_P50 F_P99 F_OK F_ERR F_DETAIL <<<"$(summary "$WORK/fixed.txt")"
+read -r S_RPS S_P50 S_P99 S_OK S_ERR S_DETAIL <<<"$(summary "$WORK/sat.txt")"
 RELOADS=$(awk '/^onestone_model_reloads_total/ { print $2 }' "$WORK/metrics.txt")
 REFUSED=$(awk '/^onestone_model_refused_total/ { print $2 }' "$WORK/metrics.txt")
 
 cat <<REPORT
 {
   "candidates_per_request": $CANDIDATES,
-  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR},
-  "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR},
+  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL"},
+  "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL"},
+  "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
   "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}}
 }
 REPORT
