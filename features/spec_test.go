@@ -1,6 +1,7 @@
 package features_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -230,6 +231,30 @@ func TestLoadSpecAndStatsPath(t *testing.T) {
 
 func TestSpecJSONValidate(t *testing.T) {
 	s := mustParse(t, fullSpec)
+	// A spec travels in model bundles as JSON: it must round-trip.
+	js, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"side":"candidate"`) || !strings.Contains(string(js), `"pooling":"sum"`) {
+		t.Errorf("sides and poolings should marshal as text: %s", js)
+	}
+	var back features.Spec
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range s.Fields {
+		s.Fields[i].Line = 0 // not serialised
+	}
+	if !reflect.DeepEqual(&back, s) {
+		t.Errorf("JSON round trip:\n got %+v\nwant %+v", back, *s)
+	}
+	if err := json.Unmarshal([]byte(`{"fields": [{"name": "a", "kind": "categorical", "side": "item"}]}`), &back); err == nil {
+		t.Error("unknown side accepted")
+	}
 	s.Fields[0].Buckets = 0
 	if err := s.Validate(); !errors.Is(err, features.ErrSpec) {
 		t.Errorf("Validate after breaking buckets: %v", err)

@@ -252,6 +252,7 @@ func NewFitter(spec *Spec, cfg FitConfig) (*Fitter, error) {
 // Add accumulates the rows of a record. The record must hold every field
 // column; label columns, when present, are validated (as the Transformer
 // does) and summarised; the sample weight, when present, is validated.
+// After an error the Fitter holds part of the record: discard it.
 func (ft *Fitter) Add(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
 	for i := range ft.fields {
