@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"math"
 	"path/filepath"
@@ -285,5 +286,67 @@ func BenchmarkParquetToBatch(b *testing.B) {
 			}
 			reportRows(b, rows, cpuTime()-cpu0)
 		})
+	}
+}
+
+// Events rendered as JSON, decoded by the JSONDecoder into spec.Schema(true)
+// records (the Kafka and serving path), transform exactly like the Parquet
+// records they came from.
+func TestJSONEventsMatchParquet(t *testing.T) {
+	mem := checkedMem(t)
+	dir, spec := genData(t, 20000)
+	st := fitStats(t, spec, features.FitConfig{Seed: 1}, func() arrow.RecordBatch {
+		src := openSource(t, mem, dir, spec.Columns(true))
+		defer src.Close()
+		rec, err := src.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}())
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{Labels: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := features.NewJSONDecoder(spec.Schema(true), features.JSONConfig{Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Release()
+	src := openSource(t, mem, dir, spec.Columns(true))
+	defer src.Close()
+	rec, err := src.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	for r := 0; r < int(rec.NumRows()); r++ {
+		ev := map[string]any{}
+		for c, f := range rec.Schema().Fields() {
+			a := rec.Column(c)
+			if a.IsNull(r) {
+				continue // absent key = null
+			}
+			ev[f.Name] = a.GetOneForMarshal(r)
+		}
+		js, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dec.Append(js); err != nil {
+			t.Fatalf("row %d: %s: %v", r, js, err)
+		}
+	}
+	jrec := dec.NewRecordBatch()
+	defer jrec.Release()
+	var bp, bj features.Batch
+	if err := tr.TransformTo(&bp, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.TransformTo(&bj, jrec); err != nil {
+		t.Fatal(err)
+	}
+	if bp.Rows == 0 || !reflect.DeepEqual(bp, bj) {
+		t.Fatalf("JSON events and Parquet rows give different batches (%d rows)", bp.Rows)
 	}
 }
