@@ -457,6 +457,27 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 			p.hashIDs(ids, &c, groups)
 			return nil
 		}
+		if v := p.vocab; !c.nulls {
+			// Vocabulary fast paths for the common types.
+			switch c.kind {
+			case tString:
+				for r := range ids {
+					s := c.sval(r)
+					ids[r] = v.lookupString(s, maphash.String(v.seed, s))
+				}
+				return nil
+			case tInt64:
+				for r, x := range c.i64[:n] {
+					ids[r] = v.lookupInt(x)
+				}
+				return nil
+			case tInt32:
+				for r, x := range c.i32[:n] {
+					ids[r] = v.lookupInt(int64(x))
+				}
+				return nil
+			}
+		}
 		for r := range ids {
 			if c.isNull(r) {
 				ids[r] = 0
