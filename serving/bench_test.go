@@ -122,8 +122,8 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 // TestScoreAllocsPerRequest: steady-state allocations of a request do not
 // grow with its candidates (they are per column, not per candidate).
 func TestScoreAllocsPerRequest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counting")
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counting (the race detector makes sync.Pool drop items)")
 	}
 	s := loadTestScorer(t, ScorerConfig{Rank: "ctr * price", BatchRows: 1024})
 	r := rand.New(rand.NewPCG(8, 8))
