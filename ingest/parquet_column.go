@@ -65,8 +65,13 @@ func (l colLayout) arrowType() arrow.DataType {
 
 // layoutOf maps a top-level parquet column to a layout, or explains why it is
 // not supported.
-func layoutOf(top *parquet.Column) (colLayout, error) {
-	var l colLayout
+func layoutOf(top *parquet.Column) (l colLayout, err error) {
+	defer func() {
+		// parquet-go panics on some inconsistent schemas (a MAP-typed leaf).
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid schema node: %v", r)
+		}
+	}()
 	// Walk down single-child groups to the leaf, noting the repeated node.
 	var def byte
 	repeated := 0
