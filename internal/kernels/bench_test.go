@@ -34,7 +34,7 @@ func BenchmarkSgemm(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%s", s.Name, mk.name), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					gemmWith(mk, s.TransA, s.TransB, s.M, s.N, s.K, 1, a, ac, bm, bc, 0, c, s.N)
+					gemmWith(mk, epilogue{}, s.TransA, s.TransB, s.M, s.N, s.K, 1, a, ac, bm, bc, 0, c, s.N)
 				}
 				report(b)
 			})

@@ -85,7 +85,7 @@ func roundUp(x, m int) int { return (x + m - 1) / m * m }
 // shapes.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
-	gemmWith(active, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemmWith(active, epilogue{}, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // checkGemm panics unless the slices hold the matrices the shapes describe.
@@ -114,20 +114,51 @@ func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
 	}
 }
 
-// gemmWith is Sgemm with a given micro-kernel; the arguments are checked.
-func gemmWith(mk *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// epilogue is what a fused GEMM applies to each finished tile of C: add
+// bias[j] to column j (when bias is not nil), then the activation.
+type epilogue struct {
+	bias []float32
+	act  Activation
+}
+
+// apply runs the epilogue on the rows x cols block of C at c (stride ldc)
+// whose first column is column j0 of the product.
+func (ep epilogue) apply(c []float32, ldc, rows, cols, j0 int) {
+	for i := 0; i < rows; i++ {
+		row := c[i*ldc : i*ldc+cols]
+		switch {
+		case ep.bias != nil && ep.act == ActReLU:
+			addReLURow(row, ep.bias[j0:j0+cols])
+		case ep.bias != nil:
+			addRow(row, ep.bias[j0:j0+cols])
+		case ep.act == ActReLU:
+			for j, v := range row {
+				row[j] = max(v, 0)
+			}
+		}
+	}
+}
+
+func (ep epilogue) none() bool { return ep.bias == nil && ep.act == ActNone }
+
+// gemmWith is Sgemm with a given micro-kernel and epilogue; the arguments
+// are checked.
+func gemmWith(mk *microKernel, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
+		if !ep.none() {
+			ep.apply(c, ldc, m, n, 0)
+		}
 		return
 	}
 	if mk.narrow != nil && n <= mk.narrow.nr {
 		mk = mk.narrow
 	}
 	ws := getWorkspace(mk)
-	gemmBlocked(mk, ws, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemmBlocked(mk, ws, ep, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	putWorkspace(mk, ws)
 }
 
@@ -149,7 +180,7 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 }
 
 // gemmBlocked is the GotoBLAS loop nest. Shapes are non-empty and checked.
-func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
 	// Split k into equal blocks of at most mk.kc, so that a k a little over
@@ -168,6 +199,7 @@ func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k in
 			if pc > 0 {
 				bet = 1
 			}
+			last := pc+kb >= k && !ep.none()
 			for ic := 0; ic < m; ic += mk.mc {
 				mb := min(mk.mc, m-ic)
 				packA(ws.a, transA, a, lda, ic, pc, mb, kb, mr)
@@ -180,6 +212,9 @@ func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k in
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
 							mk.fn(kb, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
+							if last {
+								ep.apply(c[crow+jc+jr:], ldc, mr, nr, jc+jr)
+							}
 							continue
 						}
 						mk.fn(kb, ap, bp, &tmp[0], nr, alpha, 0)
@@ -193,6 +228,9 @@ func gemmBlocked(mk *microKernel, ws *workspace, transA, transB bool, m, n, k in
 							for j, t := range ti {
 								ci[j] = t + bet*ci[j]
 							}
+						}
+						if last {
+							ep.apply(c[crow+jc+jr:], ldc, rows, cols, jc+jr)
 						}
 					}
 				}

@@ -118,7 +118,7 @@ func (g *gemmCase) check(t testing.TB, run func(c []float32)) {
 func (g *gemmCase) runWith(mk *microKernel) func(c []float32) {
 	return func(c []float32) {
 		checkGemm(g.transA, g.transB, g.m, g.n, g.k, g.a, g.lda, g.b, g.ldb, c, g.ldc)
-		gemmWith(mk, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, c, g.ldc)
+		gemmWith(mk, epilogue{}, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, c, g.ldc)
 	}
 }
 
@@ -224,7 +224,7 @@ func TestSgemmParallel(t *testing.T) {
 				tr := transposes[(i+w)%4]
 				g := newGemmCase(rng, tr.a, tr.b, s[0], s[1], s[2], 1, 1, float32(i%2))
 				g.check(t, func(c []float32) {
-					gemmParallel(mk, w, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, c, g.ldc)
+					gemmParallel(mk, epilogue{}, w, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, c, g.ldc)
 				})
 			}
 		}
@@ -301,4 +301,60 @@ func FuzzSgemm(f *testing.F) {
 			g.check(t, g.runWith(mk))
 		}
 	})
+}
+
+// TestLinearTo checks the fused layer against Sgemm followed by AddBias and
+// ReLU, for several worker counts, with and without bias and activation.
+func TestLinearTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, s := range [][3]int{{1, 1, 1}, {7, 8, 17}, {33, 5, 40}, {129, 70, 31}, {300, 257, 129}, {64, 600, 20}, {40, 700, 80}} {
+		rows, out, in := s[0], s[1], s[2]
+		x, ldx := view(rng, rows, in, 3)
+		w := randSlice(rng, out*in)
+		for _, bias := range [][]float32{nil, randSlice(rng, out)} {
+			for _, act := range []Activation{ActNone, ActReLU} {
+				want := make([]float32, rows*out)
+				Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, want, out)
+				if bias != nil {
+					AddBias(want, out, rows, bias)
+				}
+				if act == ActReLU {
+					ReLU(want, out, rows, out)
+				}
+				for _, workers := range []int{1, 2, 3} {
+					ldy := out + 2
+					y := make([]float32, rows*ldy)
+					for i := range y {
+						y[i] = float32(math.NaN())
+						if i%ldy >= out {
+							y[i] = sentinel
+						}
+					}
+					LinearTo(workers, act, y, ldy, x, ldx, rows, in, out, w, bias)
+					checkPadding(t, "LinearTo", y, ldy, out)
+					for r := 0; r < rows; r++ {
+						for c := 0; c < out; c++ {
+							g, e := y[r*ldy+c], want[r*out+c]
+							if d := math.Abs(float64(g - e)); !(d <= 1e-5*(1+math.Abs(float64(e)))) {
+								t.Fatalf("rows=%d in=%d out=%d bias=%v act=%d workers=%d: y[%d,%d] = %g, want %g",
+									rows, in, out, bias != nil, act, workers, r, c, g, e)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestLinearToNoAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	const rows, in, out = 64, 100, 70
+	x, w, bias, y := randSlice(rng, rows*in), randSlice(rng, out*in), randSlice(rng, out), make([]float32, rows*out)
+	LinearTo(1, ActReLU, y, out, x, in, rows, in, out, w, bias)
+	if n := testing.AllocsPerRun(20, func() {
+		LinearTo(1, ActReLU, y, out, x, in, rows, in, out, w, bias)
+	}); n != 0 {
+		t.Errorf("LinearTo allocates %v times per call, want 0", n)
+	}
 }
