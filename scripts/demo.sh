@@ -25,27 +25,30 @@ echo "== 4. evaluate, beside the ceiling of the true probabilities"
 $BIN eval --model "$MODELS/latest" --data "$DATA/test-00000.parquet"
 grep -i ceiling /tmp/onestone-demo-gen.txt || true
 
-if [ -f cmd/onestone/serve.go ]; then
-  echo "== 5. serve the model and score one request"
-  ADDR=127.0.0.1:${PORT:-18080}
-  $BIN serve --models "$MODELS" --addr "$ADDR" > /tmp/onestone-demo-serve.log 2>&1 &
-  SERVE_PID=$!
-  trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
-  for _ in $(seq 1 100); do
-    curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  REQ='{"context": {"user_id": 42, "age": 31, "user_tags": ["s1_t0", "s1_t3"], "user_activity": 5.0, "device": "ios", "hour": 20, "position": 1},
-        "candidates": [{"item_id": 7, "category": "c3", "brand": "b12", "price": 19.9, "item_popularity": 1.2},
-                       {"item_id": 1234, "category": "c7", "brand": "b40", "price": 120.0, "item_popularity": -0.5},
-                       {"item_id": 999, "category": "c1", "brand": "b2", "price": 5.5, "item_popularity": 0.3}],
-        "top_k": 3}'
-  echo "request: $REQ"
-  echo "answer:"
-  curl -fsS -X POST -H 'Content-Type: application/json' -d "$REQ" "http://$ADDR/v1/score"
-  echo
-  kill -TERM $SERVE_PID
-  wait $SERVE_PID 2>/dev/null || true
-  trap - EXIT
-fi
+echo "== 5. serve the model and score one request"
+LOG=$(mktemp)
+$BIN serve --models "$MODELS" --addr 127.0.0.1:0 --poll -1 2>"$LOG" &
+SERVE_PID=$!
+trap 'kill $SERVE_PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+URL=
+for _ in $(seq 1 200); do
+  ADDR=$(grep -o 'addr=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2 || true)
+  if [ -n "$ADDR" ] && curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1; then URL="http://$ADDR"; break; fi
+  sleep 0.1
+done
+[ -n "$URL" ] || { echo "server did not become ready:"; cat "$LOG"; exit 1; }
+REQ='{"context": {"user_id": 42, "age": 31, "user_tags": ["tag_08", "tag_11"], "user_activity": 5.0, "device": "ios", "hour": 20, "position": 1},
+      "candidates": [{"item_id": 7, "category": "cat_03", "brand": "brand_0012", "price": 19.9, "item_popularity": 1.2},
+                     {"item_id": 1234, "category": "cat_07", "brand": "brand_0040", "price": 120.0, "item_popularity": -0.5},
+                     {"item_id": 999, "category": "cat_01", "brand": "brand_0002", "price": 5.5, "item_popularity": 0.3}],
+      "top_k": 3}'
+echo "POST $URL/v1/score"
+echo "$REQ"
+echo "answer:"
+curl -fsS -X POST -H 'Content-Type: application/json' -d "$REQ" "$URL/v1/score"
+echo
+kill -TERM $SERVE_PID
+wait $SERVE_PID 2>/dev/null || true
+trap - EXIT
+rm -f "$LOG"
 echo "== demo done"

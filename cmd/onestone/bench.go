@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/onestone/onestone/pipelines"
+)
+
+func init() {
+	register(command{name: "bench", summary: "measure the standard workload: training, scoring, kernels (JSON)", run: runBench})
+}
+
+func runBench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: onestone bench [train|score|gemm|all] [flags]\n\nMeasures the std workload of BENCHMARKS.md and prints JSON.")
+		fs.PrintDefaults()
+	}
+	preset := fs.String("preset", "std", "workload preset (std)")
+	steps := fs.Int("steps", 30, "training steps measured (after 3 warm-up steps)")
+	workers := fs.Int("workers", 0, "training workers (default GOMAXPROCS)")
+	requests := fs.Int("requests", 300, "scoring requests measured per configuration")
+	gemmTime := fs.Duration("gemm-time", 300*time.Millisecond, "time per GEMM shape and core count")
+	seed := fs.Uint64("seed", 1, "random seed")
+	what := "all"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		what, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *preset != "std" {
+		return fmt.Errorf("unknown preset %q (have: std)", *preset)
+	}
+	cfg := pipelines.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
+	switch what {
+	case "train":
+		cfg.Train = true
+	case "score":
+		cfg.Score = true
+	case "gemm":
+		cfg.Gemm = true
+	case "all":
+		cfg.Train, cfg.Score, cfg.Gemm = true, true, true
+	default:
+		return fmt.Errorf("unknown benchmark %q: want train, score, gemm or all", what)
+	}
+	rep, err := pipelines.Bench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
