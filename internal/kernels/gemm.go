@@ -80,6 +80,12 @@ func roundUp(x, m int) int { return (x + m - 1) / m * m }
 // m x n; lda, ldb and ldc are the row strides of A, B and C as stored. When
 // beta is zero C is overwritten and its previous contents (even NaN) are not
 // read. It runs on the calling goroutine; see [SgemmParallel] to use several.
+//
+// Each element of C is computed the same way whatever the shape around it:
+// the k products are accumulated in order with fused multiply-adds (split
+// into the same k blocks for a given k), then alpha*sum and beta*C are each
+// rounded and added. So a row computed alone, or in any sub-block, gives
+// the same bits as in the whole product, on a given machine and build.
 // It does not allocate in steady state (packing buffers come from a pool).
 // It is safe for concurrent use on disjoint C. It panics on inconsistent
 // shapes.
@@ -226,7 +232,9 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 								continue
 							}
 							for j, t := range ti {
-								ci[j] = t + bet*ci[j]
+								// The conversion forbids fusing into an FMA:
+								// the assembly kernels round both products.
+								ci[j] = t + float32(bet*ci[j])
 							}
 						}
 						if last {
@@ -381,10 +389,10 @@ func goKernel(k int, a, b, c *float32, ldc int, alpha, beta float32) {
 			row[0], row[1], row[2], row[3] = alpha*x0, alpha*x1, alpha*x2, alpha*x3
 			return
 		}
-		row[0] = alpha*x0 + beta*row[0]
-		row[1] = alpha*x1 + beta*row[1]
-		row[2] = alpha*x2 + beta*row[2]
-		row[3] = alpha*x3 + beta*row[3]
+		row[0] = float32(alpha*x0) + float32(beta*row[0])
+		row[1] = float32(alpha*x1) + float32(beta*row[1])
+		row[2] = float32(alpha*x2) + float32(beta*row[2])
+		row[3] = float32(alpha*x3) + float32(beta*row[3])
 	}
 	store(cs[0:], c00, c01, c02, c03)
 	store(cs[ldc:], c10, c11, c12, c13)

@@ -358,3 +358,42 @@ func TestLinearToNoAllocs(t *testing.T) {
 		t.Errorf("LinearTo allocates %v times per call, want 0", n)
 	}
 }
+
+// TestSgemmBitwiseInvariance checks that an element of C does not depend on
+// how the product is cut: computing it in one call, row by row, or split
+// over any number of workers (by rows or by columns, which may hand a
+// narrow block to another kernel) gives the same bits. Training relies on
+// this for results independent of the worker count, and serving for scores
+// independent of the batch a candidate is in.
+func TestSgemmBitwiseInvariance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, s := range [][3]int{{100, 70, 600}, {30, 40, 1000}, {50, 8, 429}, {17, 300, 129}} {
+		for _, tr := range transposes {
+			g := newGemmCase(rng, tr.a, tr.b, s[0], s[1], s[2], 1, 0.7, 0.3) // beta*C inexact
+			want := append([]float32(nil), g.c...)
+			Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, want, g.ldc)
+			for _, w := range []int{2, 3, 5} {
+				got := append([]float32(nil), g.c...)
+				SgemmParallel(w, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, got, g.ldc)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%v: %d workers: C[%d] = %g, one call %g", g, w, i, got[i], want[i])
+					}
+				}
+			}
+			got := append([]float32(nil), g.c...)
+			for r := 0; r < g.m; r++ {
+				ar := g.a[r*g.lda:]
+				if g.transA {
+					ar = g.a[r:]
+				}
+				Sgemm(g.transA, g.transB, 1, g.n, g.k, g.alpha, ar, g.lda, g.b, g.ldb, g.beta, got[r*g.ldc:], g.ldc)
+			}
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%v: row by row: C[%d] = %g, one call %g", g, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

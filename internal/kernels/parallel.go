@@ -13,8 +13,8 @@ const minParallelFlops = 1 << 21
 
 // SgemmParallel is [Sgemm] split over up to workers goroutines (workers <= 0
 // means GOMAXPROCS). C is cut into blocks of whole micro-tiles along its
-// longer side and each goroutine computes one block, so the result is the
-// same as Sgemm's for any worker count. Small products run on the calling
+// longer side and each goroutine computes one block; the result has the
+// same bits as Sgemm's for any worker count (see Sgemm). Small products run on the calling
 // goroutine. It allocates only what starting the goroutines costs. It is
 // safe for concurrent use on disjoint C. It panics on inconsistent shapes.
 func SgemmParallel(workers int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {

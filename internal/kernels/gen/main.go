@@ -7,6 +7,9 @@
 //	acc = sum over p < k of a[p*mr+i] * b[p*nr+j]
 //	C[i*ldc+j] = alpha*acc + beta*C[i*ldc+j]   (C is not read when beta == ±0)
 //
+// where acc is accumulated with FMAs in order of p, and alpha*acc and
+// beta*C are each rounded to float32 before the sum.
+//
 // with the Go signature
 //
 //	func name(k int, a, b, c *float32, ldc int, alpha, beta float32)
@@ -95,6 +98,7 @@ func (k kernel) emit(w *bytes.Buffer) {
 	p("%s_store:", k.name)
 	alpha := k.r(k.bregs[0])
 	beta := k.r(k.bcast[0])
+	tmp := k.r(k.bcast[1])
 	p("\tVBROADCASTSS alpha+40(FP), %s", alpha)
 	p("\tMOVL beta+44(FP), R9")
 	p("\tSHLL $1, R9") // drop the sign bit: ±0 compare equal to zero
@@ -103,7 +107,10 @@ func (k kernel) emit(w *bytes.Buffer) {
 	for i := 0; i < k.mr; i++ {
 		for v := 0; v < k.nv; v++ {
 			p("\tVMULPS %s, %s, %s", alpha, k.acc(i, v), k.acc(i, v))
-			p("\tVFMADD231PS %d(DI), %s, %s", v*k.vbytes, beta, k.acc(i, v))
+			// alpha*acc and beta*C are rounded separately, not fused, so
+			// that an edge tile (merged in Go) gives the same bits.
+			p("\tVMULPS %d(DI), %s, %s", v*k.vbytes, beta, tmp)
+			p("\tVADDPS %s, %s, %s", tmp, k.acc(i, v), k.acc(i, v))
 			p("\tVMOVUPS %s, %d(DI)", k.acc(i, v), v*k.vbytes)
 		}
 		if i < k.mr-1 {
