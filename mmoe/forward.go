@@ -24,6 +24,7 @@ type Workspace struct {
 	logits [][]float32   // per task, [maxRows]
 
 	xk, yc []float32 // Split only: candidate columns [maxRows, inK]; context share [out]
+	ycRows []float32 // Split.ForwardRows only: per-row context shares [maxRows, out]
 }
 
 type levelWS struct {

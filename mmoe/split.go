@@ -71,6 +71,56 @@ func (s *Split) NewWorkspace(maxCandidates int) *Workspace {
 	return ws
 }
 
+// ForwardRows scores a batch whose rows each carry their own context (batch
+// inference over logged events) with the arithmetic of Forward: each row's
+// context share of the first layer and its candidate share are computed
+// apart and then added. Since every kernel computes a row of its product
+// the same way whatever the number of rows, a row scores the same to the
+// last bit here as it does through Forward as a candidate of its own
+// context. ws must come from this Split's NewWorkspace.
+func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
+	m := s.m
+	if ws == nil || ws.m != m || ws.xk == nil {
+		return batchErr("split forward: workspace was not made by this split")
+	}
+	ws.rows = -1
+	if err := m.checkBatch(b, ws.maxRows); err != nil {
+		return err
+	}
+	rows := b.Rows
+	g := &m.levels[0].groups[0]
+	if len(ws.ycRows) < ws.maxRows*g.out {
+		ws.ycRows = make([]float32, ws.maxRows*g.out)
+	}
+	// Context shares: every row's x with its candidate columns zeroed.
+	x := ws.x[:rows*g.in]
+	m.gather(x, b)
+	for r := 0; r < rows; r++ {
+		xr := x[r*g.in : (r+1)*g.in]
+		for _, c := range s.cols {
+			xr[c] = 0
+		}
+	}
+	yc := ws.ycRows[:rows*g.out]
+	if rows > 0 {
+		kernels.Sgemm(false, true, rows, g.out, g.in, 1, x, g.in, m.arena[g.w:g.w+g.out*g.in], g.in, 0, yc, g.out)
+	}
+	// Candidate shares, then the sum row by row as Forward adds its one
+	// context row.
+	m.gatherCand(ws.xk, s.inK, b)
+	y := ws.lv[0].y[0]
+	if s.inK > 0 && rows > 0 {
+		kernels.Sgemm(false, true, rows, g.out, s.inK, 1, ws.xk, s.inK, s.wCand, s.inK, 0, y, g.out)
+	} else {
+		clear(y[:rows*g.out])
+	}
+	for r := 0; r < rows; r++ {
+		addBias(y[r*g.out:(r+1)*g.out], g.out, 1, yc[r*g.out:(r+1)*g.out])
+	}
+	m.forward(ws, rows, true)
+	return nil
+}
+
 // Forward scores cand.Rows candidates against one context, leaving the
 // logits in ws.Logits as Model.Forward would for a batch whose rows all
 // carry ctx's context fields and their own candidate fields. ctx must be a

@@ -106,3 +106,51 @@ func TestSplitForward(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitForwardRowsMatchesForwardBitForBit checks that batch inference
+// (every row its own context) gives each row exactly the logits the online
+// path gives it as a candidate of its own context.
+func TestSplitForwardRowsMatchesForwardBitForBit(t *testing.T) {
+	for _, arch := range Archs {
+		t.Run(arch, func(t *testing.T) {
+			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Seed: 5}
+			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
+				cfg.Experts = 3
+			}
+			m := testModel(t, cfg)
+			l := smallLayout()
+			rng := rand.New(rand.NewPCG(4, 4))
+			b := randomBatch(l, 23, rng)
+			s := m.NewSplit()
+			ws := s.NewWorkspace(23)
+			if err := s.ForwardRows(ws, b); err != nil {
+				t.Fatal(err)
+			}
+			one := s.NewWorkspace(1)
+			var row features.Batch
+			for r := 0; r < b.Rows; r++ {
+				b.SliceTo(&row, r, r+1)
+				if err := s.Forward(one, &row, &row); err != nil {
+					t.Fatal(err)
+				}
+				for h := range ws.Logits {
+					if got, want := ws.Logits[h][r], one.Logits[h][0]; math.Float32bits(got) != math.Float32bits(want) {
+						t.Fatalf("row %d head %d: ForwardRows %v, Forward %v", r, h, got, want)
+					}
+				}
+			}
+			// And both agree with the unsplit forward up to rounding.
+			full := m.NewWorkspace(23)
+			if err := m.Forward(full, b); err != nil {
+				t.Fatal(err)
+			}
+			for h := range full.Logits {
+				for r := 0; r < b.Rows; r++ {
+					if d := math.Abs(float64(full.Logits[h][r] - ws.Logits[h][r])); d > 1e-5 {
+						t.Fatalf("row %d head %d: split rows %v, full %v", r, h, ws.Logits[h][r], full.Logits[h][r])
+					}
+				}
+			}
+		})
+	}
+}

@@ -114,6 +114,8 @@ type Scorer struct {
 	objectives []string
 	schema     *arrow.Schema
 	required   []int // schema column indices
+	ctxCols    []int // schema columns of context-side fields
+	split      *mmoe.Split
 	pool       sync.Pool
 }
 
@@ -150,6 +152,15 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		}
 		s.required = append(s.required, i[0])
 	}
+	for i, f := range s.schema.Fields() {
+		if fld := b.servingSpec.Field(f.Name); fld != nil && fld.Side == features.SideContext {
+			s.ctxCols = append(s.ctxCols, i)
+		}
+	}
+	// Scoring computes the first layer's context share once per request
+	// (mmoe.Split); the bundle's weights never change, so the split is
+	// never stale.
+	s.split = b.Model.NewSplit()
 	s.pool.New = func() any { return s.newState() }
 	return s, nil
 }
@@ -172,6 +183,8 @@ type scoreState struct {
 	candDec *features.JSONDecoder
 	cols    []arrow.Array
 	batch   features.Batch
+	ctx     features.Batch  // the request's context, one row
+	useCtx  bool            // score the candidates against ctx (no candidate overrides a context field)
 	fw      []forwardWorker // one per ScorerConfig.Workers
 	scores  [][]float32     // [objective][candidate]
 	rank    []float64
@@ -209,7 +222,7 @@ func (s *Scorer) newState() *scoreState {
 	for i := range st.fw {
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
 	}
-	st.fw[0].ws = s.b.Model.NewWorkspace(s.cfg.BatchRows) // others on first use
+	st.fw[0].ws = s.split.NewWorkspace(s.cfg.BatchRows) // others on first use
 	return st
 }
 
@@ -447,8 +460,10 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 
 // forwardTo runs the model on st.batch (n rows) and writes the objectives'
 // scores into scores[o][:n]: split over up to Workers goroutines, each in
-// passes of at most BatchRows rows. This is where a later version computes
-// the context's share of the first layer once per request.
+// passes of at most BatchRows rows. With st.useCtx the first layer's
+// context share is computed once from st.ctx; otherwise every row is its
+// own context. Both give a row the same bits (see mmoe.Split.ForwardRows),
+// so online and offline scores agree exactly.
 func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) error {
 	s := st.s
 	w := min(s.cfg.Workers, n/s.cfg.MinWorkerRows)
@@ -460,7 +475,7 @@ func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) 
 	for k := 1; k < w; k++ {
 		fw := &st.fw[k]
 		if fw.ws == nil {
-			fw.ws = s.b.Model.NewWorkspace(s.cfg.BatchRows)
+			fw.ws = s.split.NewWorkspace(s.cfg.BatchRows)
 		}
 		wg.Add(1)
 		go func(lo, hi int) {
@@ -479,7 +494,6 @@ func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) 
 // forwardRange scores rows [lo, hi) with one worker's workspace.
 func (st *scoreState) forwardRange(ctx context.Context, fw *forwardWorker, scores [][]float32, lo, hi int) error {
 	s := st.s
-	m := s.b.Model
 	for a := lo; a < hi; a += s.cfg.BatchRows {
 		if a > lo {
 			if err := ctx.Err(); err != nil {
@@ -488,7 +502,13 @@ func (st *scoreState) forwardRange(ctx context.Context, fw *forwardWorker, score
 		}
 		b := min(a+s.cfg.BatchRows, hi)
 		st.batch.SliceTo(&fw.view, a, b)
-		if err := m.Forward(fw.ws, &fw.view); err != nil {
+		var err error
+		if st.useCtx {
+			err = s.split.Forward(fw.ws, &st.ctx, &fw.view)
+		} else {
+			err = s.split.ForwardRows(fw.ws, &fw.view)
+		}
+		if err != nil {
 			// The transform only produces ids inside the layout: a failure
 			// here is a bundle bug, not the request's.
 			return fmt.Errorf("serving: bundle %s: forward: %w", s.b.Dir, err)
@@ -525,6 +545,21 @@ func (st *scoreState) record(req *Request) (arrow.RecordBatch, error) {
 	candRec := st.candDec.NewRecordBatch()
 	defer candRec.Release()
 	n := int(candRec.NumRows())
+	st.useCtx = false
+	if ctxRec != nil {
+		st.useCtx = true
+		for _, i := range s.ctxCols {
+			if candRec.Column(i).NullN() < n {
+				st.useCtx = false // a candidate overrides a context field
+				break
+			}
+		}
+		if st.useCtx {
+			if err := s.b.Transformer.TransformTo(&st.ctx, ctxRec); err != nil {
+				return nil, reqErr("context", ErrBadRequest, "%v", err)
+			}
+		}
+	}
 	for i := range st.cols {
 		cand := candRec.Column(i)
 		if ctxRec == nil || ctxRec.Column(i).IsNull(0) || cand.NullN() == 0 {
@@ -716,5 +751,6 @@ func (s *Scorer) ScoreRecordTo(scores [][]float32, rec arrow.RecordBatch) ([][]f
 	if err := s.b.Transformer.TransformTo(&st.batch, rec); err != nil {
 		return scores, fmt.Errorf("serving: %w", err)
 	}
+	st.useCtx = false
 	return scores, st.forwardTo(context.Background(), scores, n)
 }
