@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -50,6 +52,10 @@ type ParquetConfig struct {
 	// Start is the position to resume from (File, RowGroup, Row), as
 	// returned by Position. Default: the zero Position, the beginning.
 	Start Position
+	// Workers is the number of columns decoded at once inside Next, each
+	// on its own goroutine (all of them have ended when Next returns).
+	// Default: 1, everything on the calling goroutine.
+	Workers int
 }
 
 // Validate reports whether the configuration is usable. It does not touch
@@ -75,6 +81,9 @@ func (c *ParquetConfig) Validate() error {
 			return fmt.Errorf("ingest: ParquetConfig.Columns names %q twice", name)
 		}
 		seen[name] = true
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("ingest: ParquetConfig.Workers %d is negative", c.Workers)
 	}
 	if c.BatchSize < 0 {
 		return fmt.Errorf("ingest: ParquetConfig.BatchSize %d is negative", c.BatchSize)
@@ -120,10 +129,15 @@ func ExpandPaths(patterns []string) ([]string, error) {
 // repetition read alike. Any compression parquet-go reads (snappy, gzip,
 // zstd, ...) is accepted.
 //
+// With ParquetConfig.Workers > 1, Next decodes columns concurrently (the
+// Allocator must then be safe for concurrent use, as memory.GoAllocator and
+// memory.CheckedAllocator are).
+//
 // A ParquetSource is not safe for concurrent use.
 type ParquetSource struct {
 	mem       memory.Allocator
 	batchSize int
+	workers   int
 	paths     []string
 	names     []string
 	schema    *arrow.Schema
@@ -138,6 +152,7 @@ type ParquetSource struct {
 	row     int64
 	inRG    bool // a row group is open at (fileIdx, rg, row)
 
+	errs   []error // per-column scratch of eachColumn
 	pos    Position
 	err    error // sticky error
 	closed bool
@@ -164,6 +179,7 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 		batchSize: cfg.BatchSize,
 		paths:     paths,
 		names:     cfg.Columns,
+		workers:   max(1, cfg.Workers),
 	}
 	if s.mem == nil {
 		s.mem = memory.DefaultAllocator
@@ -356,6 +372,55 @@ func (s *ParquetSource) openRowGroup() error {
 	return nil
 }
 
+// eachColumn runs fn on every column, on s.workers goroutines, and returns
+// the first error, naming the file, row group and column. A panic in fn
+// (parquet-go on corrupt input) becomes an error too.
+func (s *ParquetSource) eachColumn(fn func(c *colReader) error) error {
+	run := func(c *colReader) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%v", r)
+			}
+		}()
+		return fn(c)
+	}
+	errs := s.errs[:0]
+	for range s.cols {
+		errs = append(errs, nil)
+	}
+	s.errs = errs
+	if s.workers <= 1 || len(s.cols) == 1 {
+		for i, c := range s.cols {
+			if errs[i] = run(c); errs[i] != nil {
+				break
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		var next atomic.Int32
+		for range min(s.workers, len(s.cols)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(s.cols) {
+						return
+					}
+					errs[i] = run(s.cols[i])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%w: %s: row group %d: column %q: %w", ErrCorrupt, s.paths[s.fileIdx], s.rg, s.cols[i].name, err)
+		}
+	}
+	return nil
+}
+
 func (s *ParquetSource) closeFile() {
 	for _, c := range s.cols {
 		c.closePages()
@@ -394,10 +459,8 @@ func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 	filled := 0
 	for filled < s.batchSize && s.inRG {
 		k := int(min(int64(s.batchSize-filled), s.rgRows-s.row))
-		for _, c := range s.cols {
-			if err := c.readRows(k); err != nil {
-				return nil, fmt.Errorf("%w: %s: row group %d: column %q: %w", ErrCorrupt, s.paths[s.fileIdx], s.rg, c.name, err)
-			}
+		if err := s.eachColumn(func(c *colReader) error { return c.readRows(k) }); err != nil {
+			return nil, err
 		}
 		filled += k
 		s.row += int64(k)
@@ -415,11 +478,15 @@ func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 	}
 	arrs := make([]arrow.Array, len(s.cols))
 	for i, c := range s.cols {
+		c.index = i
+	}
+	s.eachColumn(func(c *colReader) error {
 		d := c.arrayData(s.mem)
-		arrs[i] = array.MakeFromData(d)
+		arrs[c.index] = array.MakeFromData(d)
 		d.Release()
 		c.resetBatch()
-	}
+		return nil
+	})
 	rec = array.NewRecordBatch(s.schema, arrs, int64(filled))
 	for _, a := range arrs {
 		a.Release()

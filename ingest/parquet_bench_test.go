@@ -4,6 +4,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"syscall"
@@ -27,12 +28,19 @@ func benchData(b *testing.B) string {
 // BenchmarkParquetSource reads the columns the demo spec needs from the
 // generated train file; one op is one batch of 8192 rows.
 func BenchmarkParquetSource(b *testing.B) {
+	for _, w := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) { benchParquetSource(b, w) })
+	}
+}
+
+func benchParquetSource(b *testing.B, workers int) {
 	dir := benchData(b)
 	cfg := ParquetConfig{
 		Paths: []string{filepath.Join(dir, "train-*.parquet")},
 		Columns: []string{"user_id", "item_id", "category", "brand", "device", "hour", "position",
 			"price", "age", "user_tags", "user_activity", "item_popularity", "click", "conversion"},
 		BatchSize: 8192,
+		Workers:   workers,
 	}
 	ctx := context.Background()
 	src, err := NewParquetSource(ctx, cfg)

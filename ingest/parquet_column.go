@@ -409,8 +409,9 @@ func (a *acc) arrayData(mem memory.Allocator) *array.Data {
 
 // colReader streams one projected column of the current row group.
 type colReader struct {
-	name string
-	lay  colLayout
+	name  string
+	index int
+	lay   colLayout
 
 	pages parquet.Pages
 	page  parquet.Page

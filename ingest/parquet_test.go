@@ -301,10 +301,11 @@ func TestParquetSourceReadsBothWriters(t *testing.T) {
 			}
 			want := expectedRecord(mem, all, fx.pqa)
 			defer want.Release()
-			for _, bs := range []int{1, 97, 4096} {
+			for bi, bs := range []int{1, 97, 4096} {
 				for _, proj := range [][]string{nil, {"tags", "opt_s", "id"}} {
 					src, err := NewParquetSource(context.Background(), ParquetConfig{
-						Paths: []string{filepath.Join(sub, "*.parquet")}, Columns: proj, BatchSize: bs, Allocator: mem})
+						Paths: []string{filepath.Join(sub, "*.parquet")}, Columns: proj, BatchSize: bs, Allocator: mem,
+						Workers: 1 + bi}) // 1, 2 and 3 workers
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -463,7 +464,7 @@ func TestParquetSourceErrors(t *testing.T) {
 	t.Run("corrupt pages", func(t *testing.T) {
 		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 		defer mem.AssertSize(t, 0)
-		src, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{badPages}, Allocator: mem})
+		src, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{badPages}, Allocator: mem, Workers: 2})
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "badpages.parquet") {
 				t.Fatalf("open: %v", err)
@@ -493,6 +494,7 @@ func TestParquetSourceErrors(t *testing.T) {
 			{Paths: []string{good}, BatchSize: -1},
 			{Paths: []string{good}, Columns: []string{"a", "a"}},
 			{Paths: []string{good}, Start: Position{Row: 3}},
+			{Paths: []string{good}, Workers: -1},
 		} {
 			if err := cfg.Validate(); err == nil {
 				t.Errorf("Validate(%+v) accepted a bad config", cfg)
