@@ -34,5 +34,9 @@ bench: build
 lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
 
+# HTTP load on loopback (installs hey from Debian's packages if missing).
+loadtest: build
+	./scripts/loadtest.sh
+
 clean:
 	rm -rf bin data/demo models/demo
