@@ -33,12 +33,13 @@ type fixtureRow struct {
 	OptI *int32   `parquet:"opt_i,optional"`
 	OptS *string  `parquet:"opt_s,optional,dict"`
 	OptF *float64 `parquet:"opt_f,optional"`
+	OptB *bool    `parquet:"opt_b,optional"`
 	Tags []string `parquet:"tags,list"`
 	Nums []int64  `parquet:"nums,list"`
 	Ints []int32  `parquet:"ints,list"`
 }
 
-var fixtureColumns = []string{"id", "i32", "f32", "f64", "b", "s", "opt_i", "opt_s", "opt_f", "tags", "nums", "ints"}
+var fixtureColumns = []string{"id", "i32", "f32", "f64", "b", "s", "opt_i", "opt_s", "opt_f", "opt_b", "tags", "nums", "ints"}
 
 func makeRows(seed uint64, n int, firstID int64) []fixtureRow {
 	r := rand.New(rand.NewPCG(seed, seed))
@@ -63,6 +64,10 @@ func makeRows(seed uint64, n int, firstID int64) []fixtureRow {
 		if r.IntN(3) > 0 {
 			v := r.Float64() * 100
 			x.OptF = &v
+		}
+		if r.IntN(3) > 0 {
+			v := r.IntN(2) == 0
+			x.OptB = &v
 		}
 		if r.IntN(6) > 0 {
 			x.Tags = []string{}
@@ -90,6 +95,7 @@ var fixtureSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "opt_i", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
 	{Name: "opt_s", Type: arrow.BinaryTypes.String, Nullable: true},
 	{Name: "opt_f", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+	{Name: "opt_b", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 	{Name: "tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},
 	{Name: "nums", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64), Nullable: true},
 	{Name: "ints", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32), Nullable: true},
@@ -122,7 +128,12 @@ func expectedRecord(mem memory.Allocator, rows []fixtureRow, arrowNulls bool) ar
 		} else {
 			b.Field(8).AppendNull()
 		}
-		lb := b.Field(9).(*array.ListBuilder)
+		if x.OptB != nil {
+			b.Field(9).(*array.BooleanBuilder).Append(*x.OptB)
+		} else {
+			b.Field(9).AppendNull()
+		}
+		lb := b.Field(10).(*array.ListBuilder)
 		if x.Tags == nil && arrowNulls {
 			lb.AppendNull()
 		} else {
@@ -136,12 +147,12 @@ func expectedRecord(mem memory.Allocator, rows []fixtureRow, arrowNulls bool) ar
 				}
 			}
 		}
-		nb := b.Field(10).(*array.ListBuilder)
+		nb := b.Field(11).(*array.ListBuilder)
 		nb.Append(true)
 		for _, v := range x.Nums {
 			nb.ValueBuilder().(*array.Int64Builder).Append(v)
 		}
-		ib := b.Field(11).(*array.ListBuilder)
+		ib := b.Field(12).(*array.ListBuilder)
 		ib.Append(true)
 		for _, v := range x.Ints {
 			ib.ValueBuilder().(*array.Int32Builder).Append(v)
@@ -302,7 +313,7 @@ func TestParquetSourceReadsBothWriters(t *testing.T) {
 			want := expectedRecord(mem, all, fx.pqa)
 			defer want.Release()
 			for bi, bs := range []int{1, 97, 4096} {
-				for _, proj := range [][]string{nil, {"tags", "opt_s", "id"}} {
+				for _, proj := range [][]string{nil, {"tags", "opt_s", "opt_b", "id"}} {
 					src, err := NewParquetSource(context.Background(), ParquetConfig{
 						Paths: []string{filepath.Join(sub, "*.parquet")}, Columns: proj, BatchSize: bs, Allocator: mem,
 						Workers: 1 + bi}) // 1, 2 and 3 workers
@@ -354,10 +365,31 @@ func TestParquetSourceResume(t *testing.T) {
 	}
 	want := expectedRecord(mem, all, false)
 	defer want.Release()
-	glob := []string{filepath.Join(dir, "*.parquet")}
+	// The same rows written by pqarrow with v1 data pages (no page index).
+	pqdir := filepath.Join(dir, "pqarrow")
+	os.Mkdir(pqdir, 0o755)
+	for k := range 3 {
+		rec := want.NewSlice(int64(k*500), int64(k*500+500))
+		writePqarrow(t, filepath.Join(pqdir, fmt.Sprintf("f%d.parquet", k)), rec, "snappy", 170, false)
+		rec.Release()
+	}
 	cols := []string{"id", "tags", "opt_i", "s", "nums"}
-	for _, cut := range []int{0, 1, 3, 7, 11, 14} {
-		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		glob []string
+		cut  int
+	}{
+		{"parquet-go/0", []string{filepath.Join(dir, "*.parquet")}, 0},
+		{"parquet-go/1", []string{filepath.Join(dir, "*.parquet")}, 1},
+		{"parquet-go/3", []string{filepath.Join(dir, "*.parquet")}, 3},
+		{"parquet-go/7", []string{filepath.Join(dir, "*.parquet")}, 7},
+		{"parquet-go/11", []string{filepath.Join(dir, "*.parquet")}, 11},
+		{"parquet-go/14", []string{filepath.Join(dir, "*.parquet")}, 14},
+		{"pqarrow-v1/2", []string{filepath.Join(pqdir, "*.parquet")}, 2},
+		{"pqarrow-v1/6", []string{filepath.Join(pqdir, "*.parquet")}, 6},
+	} {
+		glob, cut := tc.glob, tc.cut
+		t.Run(tc.name, func(t *testing.T) {
 			// Read cut batches of 107 rows, then resume in a new source.
 			src, err := NewParquetSource(context.Background(), ParquetConfig{Paths: glob, Columns: cols, BatchSize: 107, Allocator: mem})
 			if err != nil {
