@@ -351,54 +351,43 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kb, nb, nr int) 
 	}
 }
 
-// goKernel is the portable 4x4 micro-kernel.
+// goKernel is the portable 2x4 micro-kernel. (A bigger tile makes the Go
+// compiler spill accumulators to the stack.)
 func goKernel(k int, a, b, c *float32, ldc int, alpha, beta float32) {
-	const mr, nr = 4, 4
+	const mr, nr = 2, 4
 	ap := unsafe.Slice(a, k*mr)
 	bp := unsafe.Slice(b, k*nr)
-	var c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33 float32
-	for p := 0; p < k; p++ {
-		av := ap[p*mr : p*mr+mr : p*mr+mr]
-		bv := bp[p*nr : p*nr+nr : p*nr+nr]
-		b0, b1, b2, b3 := bv[0], bv[1], bv[2], bv[3]
-		a0 := av[0]
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	for ; len(ap) >= mr && len(bp) >= nr; ap, bp = ap[mr:], bp[nr:] {
+		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+		a0, a1 := ap[0], ap[1]
 		c00 += a0 * b0
 		c01 += a0 * b1
 		c02 += a0 * b2
 		c03 += a0 * b3
-		a1 := av[1]
 		c10 += a1 * b0
 		c11 += a1 * b1
 		c12 += a1 * b2
 		c13 += a1 * b3
-		a2 := av[2]
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		a3 := av[3]
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
 	}
-	cs := unsafe.Slice(c, 3*ldc+nr)
-	store := func(row []float32, x0, x1, x2, x3 float32) {
-		row = row[:nr:nr]
-		if beta == 0 {
-			row[0], row[1], row[2], row[3] = alpha*x0, alpha*x1, alpha*x2, alpha*x3
-			return
-		}
-		row[0] = float32(alpha*x0) + float32(beta*row[0])
-		row[1] = float32(alpha*x1) + float32(beta*row[1])
-		row[2] = float32(alpha*x2) + float32(beta*row[2])
-		row[3] = float32(alpha*x3) + float32(beta*row[3])
+	cs := unsafe.Slice(c, ldc+nr)
+	goStore(cs[:nr:nr], alpha, beta, c00, c01, c02, c03)
+	goStore(cs[ldc:ldc+nr:ldc+nr], alpha, beta, c10, c11, c12, c13)
+}
+
+// goStore sets row = alpha*x + beta*row (row not read when beta == 0),
+// rounding both products as the assembly kernels do.
+func goStore(row []float32, alpha, beta, x0, x1, x2, x3 float32) {
+	row = row[:4:4]
+	if beta == 0 {
+		row[0], row[1], row[2], row[3] = alpha*x0, alpha*x1, alpha*x2, alpha*x3
+		return
 	}
-	store(cs[0:], c00, c01, c02, c03)
-	store(cs[ldc:], c10, c11, c12, c13)
-	store(cs[2*ldc:], c20, c21, c22, c23)
-	store(cs[3*ldc:], c30, c31, c32, c33)
+	row[0] = float32(alpha*x0) + float32(beta*row[0])
+	row[1] = float32(alpha*x1) + float32(beta*row[1])
+	row[2] = float32(alpha*x2) + float32(beta*row[2])
+	row[3] = float32(alpha*x3) + float32(beta*row[3])
 }
 
 // goMicroKernel is the portable fallback.
-var goMicroKernel = &microKernel{name: "go", mr: 4, nr: 4, mc: 64, kc: 256, nc: 512, fn: goKernel}
+var goMicroKernel = &microKernel{name: "go", mr: 2, nr: 4, mc: 64, kc: 256, nc: 512, fn: goKernel}
