@@ -568,8 +568,22 @@ func (c *colReader) readRows(k int) error {
 func (c *colReader) readListRows(k int) error {
 	rows := 0
 	maxDef, listDef := c.lay.maxDef, c.lay.listDef
+	// Present elements are appended in runs spanning rows: pending counts
+	// those seen but not yet appended (always from the current page).
+	pending := 0
+	flush := func() error {
+		if pending == 0 {
+			return nil
+		}
+		n := pending
+		pending = 0
+		return c.out.appendRun(&c.vals, n)
+	}
 	for {
 		if c.lvl == c.nlev {
+			if err := flush(); err != nil {
+				return err
+			}
 			if err := c.nextPage(); err != nil {
 				return err
 			}
@@ -580,50 +594,50 @@ func (c *colReader) readListRows(k int) error {
 				return nil
 			}
 		}
-		for c.lvl < c.nlev {
-			r, d := c.rep[c.lvl], c.def[c.lvl]
+		rep, def := c.rep[:c.nlev], c.def[:c.nlev]
+		lvl := c.lvl
+		for lvl < len(rep) {
+			r, d := rep[lvl], def[lvl]
 			if r == 0 {
 				if rows == k {
-					return nil
+					c.lvl = lvl
+					return flush()
 				}
 				rows++
 				// Close the previous list, open this one.
 				if c.ln > 0 {
-					c.loffs = append(c.loffs, int32(c.out.n))
+					c.loffs = append(c.loffs, int32(c.out.n+pending))
 				}
-				need := (c.ln + 8) >> 3
-				for len(c.lvalid) < need {
+				if c.ln&7 == 0 {
 					c.lvalid = append(c.lvalid, 0)
 				}
 				c.ln++
 				if d < listDef {
 					c.lnulls++
-					c.lvl++
+					lvl++
 					continue
 				}
-				bitutil.SetBit(c.lvalid, c.ln-1)
+				c.lvalid[(c.ln-1)>>3] |= 1 << ((c.ln - 1) & 7)
 				if d == listDef {
-					c.lvl++
+					lvl++
 					continue // empty list
 				}
 			} else if rows == 0 {
 				return errors.New("list continues a row that was not started")
 			}
 			if d == maxDef {
-				// A run of present elements continuing this list.
-				j := c.lvl + 1
-				for j < c.nlev && c.rep[j] != 0 && c.def[j] == maxDef {
-					j++
-				}
-				if err := c.out.appendRun(&c.vals, j-c.lvl); err != nil {
-					return err
-				}
-				c.lvl = j
+				pending++
+				lvl++
 				continue
 			}
+			// A null element: append the run before it.
+			if err := flush(); err != nil {
+				return err
+			}
 			c.out.appendNull()
-			c.lvl++
+			lvl++
 		}
+		c.lvl = lvl
 	}
 }
 
