@@ -546,3 +546,32 @@ func TestParquetSourceErrors(t *testing.T) {
 		}
 	})
 }
+
+func TestParquetSourceSkipsEmptyFiles(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	dir := t.TempDir()
+	rows := makeRows(5, 50, 0)
+	writeParquetGo(t, filepath.Join(dir, "a.parquet"), nil, "zstd", 10)
+	writeParquetGo(t, filepath.Join(dir, "b.parquet"), rows, "zstd", 10)
+	writeParquetGo(t, filepath.Join(dir, "c.parquet"), nil, "zstd", 10)
+	src, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{filepath.Join(dir, "*.parquet")}, BatchSize: 16, Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if p := src.Position(); !strings.HasSuffix(p.File, "b.parquet") || p.RowGroup != 0 || p.Row != 0 {
+		t.Errorf("start position %+v, want b.parquet row group 0 row 0", p)
+	}
+	want := expectedRecord(mem, rows, false)
+	defer want.Release()
+	got, batches := readAll(t, mem, src)
+	defer releaseAll(got)
+	if batches != 4 {
+		t.Errorf("%d batches, want 4", batches)
+	}
+	compareColumns(t, fixtureColumns, want, got)
+	if p := src.Position(); !strings.HasSuffix(p.File, "c.parquet") || p.RowGroup != 0 {
+		t.Errorf("end position %+v, want c.parquet with its 0 row groups", p)
+	}
+}
