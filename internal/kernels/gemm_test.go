@@ -256,6 +256,9 @@ func TestSgemmPanicsOnBadShapes(t *testing.T) {
 }
 
 func TestSgemmNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	rng := rand.New(rand.NewPCG(6, 6))
 	g := newGemmCase(rng, false, true, 64, 80, 300, 0, 1, 0)
 	Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
@@ -348,6 +351,9 @@ func TestLinearTo(t *testing.T) {
 }
 
 func TestLinearToNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	rng := rand.New(rand.NewPCG(8, 8))
 	const rows, in, out = 64, 100, 70
 	x, w, bias, y := randSlice(rng, rows*in), randSlice(rng, out*in), randSlice(rng, out), make([]float32, rows*out)
