@@ -217,6 +217,7 @@ func TestSgemmMatchesBlas32(t *testing.T) {
 }
 
 func TestSgemmParallel(t *testing.T) {
+	forceParallel(t)
 	rng := rand.New(rand.NewPCG(5, 5))
 	for _, mk := range testKernels() {
 		for _, w := range []int{0, 1, 2, 3, 7} {
@@ -309,6 +310,7 @@ func FuzzSgemm(f *testing.F) {
 // TestLinearTo checks the fused layer against Sgemm followed by AddBias and
 // ReLU, for several worker counts, with and without bias and activation.
 func TestLinearTo(t *testing.T) {
+	forceParallel(t)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, s := range [][3]int{{1, 1, 1}, {7, 8, 17}, {33, 5, 40}, {129, 70, 31}, {300, 257, 129}, {64, 600, 20}, {40, 700, 80}} {
 		rows, out, in := s[0], s[1], s[2]
@@ -372,6 +374,7 @@ func TestLinearToNoAllocs(t *testing.T) {
 // this for results independent of the worker count, and serving for scores
 // independent of the batch a candidate is in.
 func TestSgemmBitwiseInvariance(t *testing.T) {
+	forceParallel(t)
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, s := range [][3]int{{100, 70, 600}, {30, 40, 1000}, {50, 8, 429}, {17, 300, 129}} {
 		for _, tr := range transposes {
@@ -402,4 +405,12 @@ func TestSgemmBitwiseInvariance(t *testing.T) {
 			}
 		}
 	}
+}
+
+// forceParallel makes SgemmParallel split even small products for the rest
+// of the test.
+func forceParallel(t *testing.T) {
+	old := minParallelFlops
+	minParallelFlops = 0
+	t.Cleanup(func() { minParallelFlops = old })
 }
