@@ -270,7 +270,7 @@ func (s *ParquetSource) bind(path string, pf *parquet.File, first bool) ([]colLa
 		s.schema = arrow.NewSchema(fields, nil)
 		s.cols = make([]*colReader, len(lays))
 		for i, l := range lays {
-			s.cols[i] = newColReader(s.names[i], l)
+			s.cols[i] = newColReader(s.mem, s.names[i], l)
 		}
 	}
 	return lays, nil
@@ -502,5 +502,8 @@ func (s *ParquetSource) Close() error {
 	}
 	s.closed = true
 	s.closeFile()
+	for _, c := range s.cols {
+		c.resetBatch() // drop buffers of a batch an error interrupted
+	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -211,104 +210,190 @@ func (v *pageValues) load(kind physKind, p parquet.Page, boolScratch *[]bool, va
 	return nil
 }
 
-// acc accumulates one Arrow array of a primitive kind.
+// growBuf is an Arrow buffer filled in place and handed over whole at the
+// end of a batch, so values are copied once, from the page into Arrow.
+type growBuf struct {
+	buf  *memory.Buffer
+	n    int // bytes used
+	hint int // bytes used by the previous batch: the first reservation
+}
+
+// grow makes room for extra more bytes and returns the whole capacity.
+func (g *growBuf) grow(mem memory.Allocator, extra int) []byte {
+	need := g.n + extra
+	if g.buf == nil {
+		g.buf = memory.NewResizableBuffer(mem)
+		g.buf.Reserve(max(need, g.hint+g.hint/32, 64))
+	} else if need > g.buf.Cap() {
+		g.buf.Reserve(max(need, g.buf.Cap()+g.buf.Cap()/4))
+	}
+	return g.buf.Buf()
+}
+
+// take hands the filled buffer over (nil when nothing was written) and
+// starts afresh.
+func (g *growBuf) take() *memory.Buffer {
+	b := g.buf
+	if b != nil {
+		b.ResizeNoShrink(g.n)
+		g.hint = g.n
+	}
+	g.buf, g.n = nil, 0
+	return b
+}
+
+// release drops an unfinished buffer.
+func (g *growBuf) release() {
+	if g.buf != nil {
+		g.buf.Release()
+	}
+	g.buf, g.n = nil, 0
+}
+
+// castTo views b as a slice of T (Arrow buffers are 64-byte aligned).
+func castTo[T int32 | int64 | float32 | float64](b []byte) []T {
+	var zero T
+	size := int(unsafe.Sizeof(zero))
+	if len(b) < size {
+		return nil
+	}
+	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), len(b)/size)
+}
+
+func bytesOf[T int32 | int64 | float32 | float64](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// bitmap is a validity bitmap built lazily: while every value is present
+// there is none, and the first null materialises it.
+type bitmap struct {
+	g     growBuf
+	on    bool
+	nulls int
+}
+
+// grow makes room for bits [0, n+m) and clears the new bytes.
+func (v *bitmap) grow(mem memory.Allocator, n, m int) []byte {
+	need := (n + m + 7) >> 3
+	b := v.g.grow(mem, need-v.g.n)
+	if need > v.g.n {
+		clear(b[v.g.n:need])
+		v.g.n = need
+	}
+	return b
+}
+
+// present marks m values from bit n present.
+func (v *bitmap) present(mem memory.Allocator, n, m int) {
+	if !v.on {
+		return
+	}
+	b := v.grow(mem, n, m)
+	bitutil.SetBitsTo(b, int64(n), int64(m), true)
+}
+
+// null marks bit n null, materialising the bitmap on the first null.
+func (v *bitmap) null(mem memory.Allocator, n int) {
+	if !v.on {
+		v.on = true
+		b := v.grow(mem, 0, n+1)
+		bitutil.SetBitsTo(b, 0, int64(n), true)
+	} else {
+		v.grow(mem, n, 1)
+	}
+	v.nulls++
+}
+
+func (v *bitmap) take() (*memory.Buffer, int) {
+	nulls := v.nulls
+	v.nulls = 0
+	if !v.on {
+		return nil, 0
+	}
+	v.on = false
+	return v.g.take(), nulls
+}
+
+func (v *bitmap) release() {
+	v.g.release()
+	v.on, v.nulls = false, 0
+}
+
+// acc accumulates one Arrow array of a primitive kind directly in Arrow
+// buffers from mem.
 type acc struct {
+	mem   memory.Allocator
 	kind  physKind
 	n     int
-	nulls int
-	valid []byte // bitmap, bit i set when value i is present
-	i32   []int32
-	i64   []int64
-	f32   []float32
-	f64   []float64
-	b     []bool
-	offs  []int32 // utf8 offsets, len n+1
-	data  []byte
+	valid bitmap
+	vals  growBuf // fixed-width values, or utf8 offsets (n+1 int32)
+	data  growBuf // utf8 bytes
+	b     []bool  // booleans, packed at the end
 }
 
+// reset drops what was accumulated (after an error).
 func (a *acc) reset() {
-	a.n, a.nulls = 0, 0
-	a.valid = a.valid[:0]
-	a.i32, a.i64, a.f32, a.f64, a.b = a.i32[:0], a.i64[:0], a.f32[:0], a.f64[:0], a.b[:0]
-	a.offs = append(a.offs[:0], 0)
-	a.data = a.data[:0]
-}
-
-// growValid makes room in the bitmap for m more values.
-func (a *acc) growValid(m int) {
-	need := (a.n + m + 7) >> 3
-	for len(a.valid) < need {
-		a.valid = append(a.valid, 0)
-	}
+	a.n = 0
+	a.valid.release()
+	a.vals.release()
+	a.data.release()
+	a.b = a.b[:0]
 }
 
 var errValues = errors.New("page holds fewer values than its levels announce")
 var errDictIndex = errors.New("dictionary index out of range")
 
+// appendFixed appends src[lo:hi], or src[idx[k]] when idx is not nil.
+func appendFixed[T int32 | int64 | float32 | float64](a *acc, src []T, idx []int32, lo, hi int) {
+	m := hi - lo
+	var zero T
+	size := int(unsafe.Sizeof(zero))
+	dst := castTo[T](a.vals.grow(a.mem, m*size))[a.n : a.n+m]
+	if idx == nil {
+		copy(dst, src[lo:hi])
+	} else {
+		for k, i := range idx[lo:hi] {
+			dst[k] = src[i]
+		}
+	}
+	a.vals.n += m * size
+}
+
 // appendRun appends the next m values of v, all present.
 func (a *acc) appendRun(v *pageValues, m int) error {
+	if m <= 0 {
+		return nil
+	}
 	if v.pos+m > v.n {
 		return errValues
 	}
-	a.growValid(m)
-	bitutil.SetBitsTo(a.valid, int64(a.n), int64(m), true)
-	if v.idx == nil {
-		lo, hi := v.pos, v.pos+m
-		switch a.kind {
-		case kindInt32:
-			a.i32 = append(a.i32, v.i32[lo:hi]...)
-		case kindInt64:
-			a.i64 = append(a.i64, v.i64[lo:hi]...)
-		case kindFloat:
-			a.f32 = append(a.f32, v.f32[lo:hi]...)
-		case kindDouble:
-			a.f64 = append(a.f64, v.f64[lo:hi]...)
-		case kindBool:
-			a.b = append(a.b, v.b[lo:hi]...)
-		case kindBytes:
-			if v.offs[lo] > v.offs[hi] || int(v.offs[hi]) > len(v.data) {
-				return errValues
-			}
-			base := int32(len(a.data)) - int32(v.offs[lo])
-			a.data = append(a.data, v.data[v.offs[lo]:v.offs[hi]]...)
-			offs := a.offs
-			for _, o := range v.offs[lo+1 : hi+1] {
-				offs = append(offs, base+int32(o))
-			}
-			a.offs = offs
-		}
-	} else {
-		idx := v.idx[v.pos : v.pos+m]
+	lo, hi := v.pos, v.pos+m
+	if v.idx != nil {
 		dn := uint32(v.dn)
-		for _, i := range idx {
+		for _, i := range v.idx[lo:hi] {
 			if uint32(i) >= dn {
 				return errDictIndex
 			}
 		}
-		switch a.kind {
-		case kindInt32:
-			a.i32 = gather(a.i32, v.i32, idx)
-		case kindInt64:
-			a.i64 = gather(a.i64, v.i64, idx)
-		case kindFloat:
-			a.f32 = gather(a.f32, v.f32, idx)
-		case kindDouble:
-			a.f64 = gather(a.f64, v.f64, idx)
-		case kindBytes:
-			// Size first, then copy without re-slicing the destination.
-			total := 0
-			for _, i := range idx {
-				total += int(v.offs[i+1]) - int(v.offs[i])
-			}
-			data := slices.Grow(a.data, total)
-			offs := slices.Grow(a.offs, m)
-			end := len(data)
-			data = data[:end+total]
-			for _, i := range idx {
-				end += copy(data[end:], v.data[v.offs[i]:v.offs[i+1]])
-				offs = append(offs, int32(end))
-			}
-			a.data, a.offs = data, offs
+	}
+	a.valid.present(a.mem, a.n, m)
+	switch a.kind {
+	case kindInt32:
+		appendFixed(a, v.i32, v.idx, lo, hi)
+	case kindInt64:
+		appendFixed(a, v.i64, v.idx, lo, hi)
+	case kindFloat:
+		appendFixed(a, v.f32, v.idx, lo, hi)
+	case kindDouble:
+		appendFixed(a, v.f64, v.idx, lo, hi)
+	case kindBool:
+		a.b = append(a.b, v.b[lo:hi]...)
+	case kindBytes:
+		if err := a.appendBytes(v, lo, hi); err != nil {
+			return err
 		}
 	}
 	v.pos += m
@@ -316,36 +401,65 @@ func (a *acc) appendRun(v *pageValues, m int) error {
 	return nil
 }
 
-// gather appends src[idx[k]] for each k to dst.
-func gather[T int32 | int64 | float32 | float64](dst, src []T, idx []int32) []T {
-	n := len(dst)
-	dst = slices.Grow(dst, len(idx))[:n+len(idx)]
-	out := dst[n:]
-	for k, i := range idx {
-		out[k] = src[i]
+// appendBytes appends byte-array values lo..hi of v as utf8.
+func (a *acc) appendBytes(v *pageValues, lo, hi int) error {
+	m := hi - lo
+	if a.n == 0 {
+		castTo[int32](a.vals.grow(a.mem, 4))[0] = 0
+		a.vals.n = 4
 	}
-	return dst
+	offs := castTo[int32](a.vals.grow(a.mem, 4*m))[a.n+1 : a.n+1+m]
+	a.vals.n += 4 * m
+	end := a.data.n
+	if v.idx == nil {
+		if v.offs[lo] > v.offs[hi] || int(v.offs[hi]) > len(v.data) {
+			return errValues
+		}
+		src := v.data[v.offs[lo]:v.offs[hi]]
+		data := a.data.grow(a.mem, len(src))
+		copy(data[end:], src)
+		base := int32(end) - int32(v.offs[lo])
+		for k, o := range v.offs[lo+1 : hi+1] {
+			offs[k] = base + int32(o)
+		}
+		end += len(src)
+	} else {
+		total := 0
+		idx := v.idx[lo:hi]
+		for _, i := range idx {
+			total += int(v.offs[i+1]) - int(v.offs[i])
+		}
+		data := a.data.grow(a.mem, total)
+		for k, i := range idx {
+			end += copy(data[end:], v.data[v.offs[i]:v.offs[i+1]])
+			offs[k] = int32(end)
+		}
+	}
+	a.data.n = end
+	return nil
 }
 
 // appendNull appends a null (a zero value with its validity bit clear).
 func (a *acc) appendNull() {
-	a.growValid(1)
+	a.valid.null(a.mem, a.n)
 	switch a.kind {
-	case kindInt32:
-		a.i32 = append(a.i32, 0)
-	case kindInt64:
-		a.i64 = append(a.i64, 0)
-	case kindFloat:
-		a.f32 = append(a.f32, 0)
-	case kindDouble:
-		a.f64 = append(a.f64, 0)
+	case kindInt32, kindFloat:
+		clear(a.vals.grow(a.mem, 4)[a.vals.n : a.vals.n+4])
+		a.vals.n += 4
+	case kindInt64, kindDouble:
+		clear(a.vals.grow(a.mem, 8)[a.vals.n : a.vals.n+8])
+		a.vals.n += 8
 	case kindBool:
 		a.b = append(a.b, false)
 	case kindBytes:
-		a.offs = append(a.offs, int32(len(a.data)))
+		if a.n == 0 {
+			castTo[int32](a.vals.grow(a.mem, 4))[0] = 0
+			a.vals.n = 4
+		}
+		castTo[int32](a.vals.grow(a.mem, 4))[a.n+1] = int32(a.data.n)
+		a.vals.n += 4
 	}
 	a.n++
-	a.nulls++
 }
 
 // buffer copies b into a new buffer from mem.
@@ -356,14 +470,8 @@ func buffer(mem memory.Allocator, b []byte) *memory.Buffer {
 	return buf
 }
 
-func bytesOf[T int32 | int64 | float32 | float64](s []T) []byte {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
-}
-
-// validityBuffer returns the validity bitmap buffer, or nil when no value is null.
+// validityBuffer returns a copy of the validity bitmap, or nil when no value
+// is null.
 func validityBuffer(mem memory.Allocator, valid []byte, n, nulls int) *memory.Buffer {
 	if nulls == 0 {
 		return nil
@@ -371,21 +479,15 @@ func validityBuffer(mem memory.Allocator, valid []byte, n, nulls int) *memory.Bu
 	return buffer(mem, valid[:(n+7)>>3])
 }
 
-// data builds the Arrow data of the accumulated values. The caller releases it.
-func (a *acc) arrayData(mem memory.Allocator) *array.Data {
+// arrayData hands the accumulated values over as Arrow data and starts a
+// new batch. The caller releases the data.
+func (a *acc) arrayData() *array.Data {
+	valid, nulls := a.valid.take()
 	bufs := make([]*memory.Buffer, 0, 3)
-	bufs = append(bufs, validityBuffer(mem, a.valid, a.n, a.nulls))
+	bufs = append(bufs, valid)
 	switch a.kind {
-	case kindInt32:
-		bufs = append(bufs, buffer(mem, bytesOf(a.i32)))
-	case kindInt64:
-		bufs = append(bufs, buffer(mem, bytesOf(a.i64)))
-	case kindFloat:
-		bufs = append(bufs, buffer(mem, bytesOf(a.f32)))
-	case kindDouble:
-		bufs = append(bufs, buffer(mem, bytesOf(a.f64)))
 	case kindBool:
-		bits := memory.NewResizableBuffer(mem)
+		bits := memory.NewResizableBuffer(a.mem)
 		bits.Resize(int(bitutil.BytesForBits(int64(a.n))))
 		out := bits.Bytes()
 		clear(out)
@@ -394,16 +496,32 @@ func (a *acc) arrayData(mem memory.Allocator) *array.Data {
 				bitutil.SetBit(out, i)
 			}
 		}
+		a.b = a.b[:0]
 		bufs = append(bufs, bits)
 	case kindBytes:
-		bufs = append(bufs, buffer(mem, bytesOf(a.offs)), buffer(mem, a.data))
+		if a.n == 0 {
+			castTo[int32](a.vals.grow(a.mem, 4))[0] = 0
+			a.vals.n = 4
+		}
+		data := a.data.take()
+		if data == nil {
+			data = memory.NewResizableBuffer(a.mem)
+		}
+		bufs = append(bufs, a.vals.take(), data)
+	default:
+		vals := a.vals.take()
+		if vals == nil {
+			vals = memory.NewResizableBuffer(a.mem)
+		}
+		bufs = append(bufs, vals)
 	}
-	d := array.NewData(a.kind.arrowType(), a.n, bufs, nil, a.nulls, 0)
+	d := array.NewData(a.kind.arrowType(), a.n, bufs, nil, nulls, 0)
 	for _, b := range bufs {
 		if b != nil {
 			b.Release()
 		}
 	}
+	a.n = 0
 	return d
 }
 
@@ -433,9 +551,10 @@ type colReader struct {
 	lnulls int
 }
 
-func newColReader(name string, lay colLayout) *colReader {
+func newColReader(mem memory.Allocator, name string, lay colLayout) *colReader {
 	c := &colReader{name: name, lay: lay}
 	c.out.kind = lay.kind
+	c.out.mem = mem
 	c.resetBatch()
 	return c
 }
@@ -644,12 +763,13 @@ func (c *colReader) readListRows(k int) error {
 // arrayData builds the batch's Arrow data for the column. The caller
 // releases it.
 func (c *colReader) arrayData(mem memory.Allocator) *array.Data {
-	leaf := c.out.arrayData(mem)
+	elems := c.out.n
+	leaf := c.out.arrayData()
 	if !c.lay.list {
 		return leaf
 	}
 	defer leaf.Release()
-	offs := append(c.loffs, int32(c.out.n))
+	offs := append(c.loffs, int32(elems))
 	if c.ln == 0 {
 		offs = offs[:1]
 	}
