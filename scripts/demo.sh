@@ -22,12 +22,18 @@ echo "== 3. train (progress on stderr)"
 $BIN train --spec "$DATA/spec.yaml" --data "$DATA/train-*.parquet" --valid "$DATA/test-00000.parquet" --out "$MODELS"
 
 echo "== 4. evaluate, beside the ceiling of the true probabilities"
-$BIN eval --model "$MODELS/latest" --data "$DATA/test-00000.parquet"
-grep -i ceiling /tmp/onestone-demo-gen.txt || true
+$BIN eval --model "$MODELS/latest" --data "$DATA/test-00000.parquet" | tee /tmp/onestone-demo-eval.txt
+# The model's AUC as a share of the ceiling the true probabilities reach.
+awk '/^ceiling/ { for (i = 1; i <= NF; i++) { if ($i == "CTR") ctr = $(i+2); if ($i == "CTCVR") ctcvr = $(i+2) }
+                  gsub(",", "", ctr); gsub(",", "", ctcvr) }
+     FNR != NR && $1 == "ctr"   { m_ctr = $2 }
+     FNR != NR && $1 == "ctcvr" { m_ctcvr = $2 }
+     END { printf "CTR   AUC %.4f = %.3f of the ceiling %.4f\nCTCVR AUC %.4f = %.3f of the ceiling %.4f\n", m_ctr, m_ctr/ctr, ctr, m_ctcvr, m_ctcvr/ctcvr, ctcvr }' \
+  /tmp/onestone-demo-gen.txt /tmp/onestone-demo-eval.txt
 
 echo "== 5. serve the model and score one request"
 LOG=$(mktemp)
-$BIN serve --models "$MODELS" --addr 127.0.0.1:0 --poll -1 2>"$LOG" &
+$BIN serve --models "$MODELS" --addr 127.0.0.1:0 --poll=-1s 2>"$LOG" &
 SERVE_PID=$!
 trap 'kill $SERVE_PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 URL=
