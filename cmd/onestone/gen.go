@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -33,12 +34,18 @@ func runGen(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.RowGroupRows, "row-group", 131072, "rows per Parquet row group")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if cfg.TestFrac <= 0 {
+	if !(cfg.TaskCorr >= -1 && cfg.TaskCorr <= 1) {
+		return fmt.Errorf("--task-corr %v must be in [-1, 1]", cfg.TaskCorr)
+	}
+	if !(cfg.TestFrac > 0 && cfg.TestFrac < 1) {
 		return fmt.Errorf("--test-frac %v must be in (0, 1)", cfg.TestFrac)
 	}
 	for _, v := range []struct {

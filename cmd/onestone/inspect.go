@@ -32,6 +32,9 @@ func runInspect(ctx context.Context, args []string, out io.Writer) error {
 	}
 	asJSON := fs.Bool("json", false, "print a JSON array of file descriptions")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() == 0 {
