@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/onestone/onestone/pipelines"
@@ -27,6 +28,7 @@ func runBench(ctx context.Context, args []string) error {
 	requests := fs.Int("requests", 300, "scoring requests measured per configuration")
 	gemmTime := fs.Duration("gemm-time", 300*time.Millisecond, "time per GEMM shape and core count")
 	seed := fs.Uint64("seed", 1, "random seed")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file`")
 	what := "all"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		what, args = args[0], args[1:]
@@ -49,6 +51,17 @@ func runBench(ctx context.Context, args []string) error {
 		cfg.Train, cfg.Score, cfg.Gemm = true, true, true
 	default:
 		return fmt.Errorf("unknown benchmark %q: want train, score, gemm or all", what)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := pipelines.Bench(ctx, cfg)
 	if err != nil {
