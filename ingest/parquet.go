@@ -433,7 +433,8 @@ func (s *ParquetSource) closeFile() {
 
 // Next returns the next batch of up to BatchSize rows, or io.EOF after the
 // last row. The caller must Release the batch. After an error other than
-// io.EOF the source is unusable and returns the same error.
+// io.EOF (or ctx's error) the source is unusable and returns the same
+// error; Position still names the first row not delivered.
 func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err error) {
 	if s.closed {
 		return nil, ErrClosed
@@ -444,12 +445,16 @@ func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	prev := s.pos
 	defer func() {
 		if r := recover(); r != nil {
 			rec = nil
 			err = fmt.Errorf("%w: %s: row group %d: %v", ErrCorrupt, s.paths[s.fileIdx], s.rg, r)
 		}
 		if err != nil && err != io.EOF {
+			// Rows of the failed batch were not delivered: Position stays
+			// before them.
+			s.pos = prev
 			s.err = err
 			for _, c := range s.cols {
 				c.resetBatch()

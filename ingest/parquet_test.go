@@ -575,3 +575,37 @@ func TestParquetSourceSkipsEmptyFiles(t *testing.T) {
 		t.Errorf("end position %+v, want c.parquet with its 0 row groups", p)
 	}
 }
+
+func TestParquetSourcePositionAfterError(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.parquet")
+	writeParquetGo(t, a, makeRows(1, 30, 0), "zstd", 100)
+	b := filepath.Join(dir, "b.parquet")
+	writeParquetGo(t, b, makeRows(2, 30, 30), "zstd", 100)
+	src, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{a, b}, BatchSize: 20, Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	rec, err := src.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+	// b is replaced by garbage after the source checked it: the batch that
+	// would cross into b fails and Position stays at row 20 of a.
+	if err := os.WriteFile(b, []byte("garbage garbage garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Next(context.Background()); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "b.parquet") {
+		t.Fatalf("Next into a corrupt file: %v", err)
+	}
+	if p := src.Position(); p.File != a || p.RowGroup != 0 || p.Row != 20 {
+		t.Errorf("Position after the error %+v, want %s row group 0 row 20", p, a)
+	}
+	if _, err := src.Next(context.Background()); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("second Next after an error: %v, want the same error", err)
+	}
+}
