@@ -12,7 +12,7 @@
 //     CTR and a CVR effect.
 //   - Items: a category, a brand of that category, a price (log-normal around
 //     the category's typical price), a CTR and a CVR bias (N(0, 0.35²),
-//     N(0, 0.2²)) and a popularity weight exp(0.4·z + 1.2·bias) whose log is
+//     N(0, 0.2²)) and a popularity weight exp(0.2·z + 1.2·bias) whose log is
 //     the visible item_popularity column. Impressions pick items in
 //     proportion to popularity.
 //   - 8 user segments with a segment x category affinity for CTR and another
@@ -20,7 +20,7 @@
 //     tags of which ~80% come from the segment's own 8 tags (10% of users
 //     have none), an age (centred on 22+5·segment; 5% of users have no
 //     age), a CTR and a CVR bias (N(0, 0.35²), N(0, 0.2²)) and an activity
-//     level 3·exp(1.43·bias + 0.4·z), the visible user_activity column. The model
+//     level 3·exp(1.43·bias + 0.2·z), the visible user_activity column. The model
 //     sees the segment only through tags and age.
 //
 // Each impression picks a user uniformly, an item by popularity, a device
@@ -165,7 +165,7 @@ func NewWorld(seed uint64, users, items int, corr float64) (*World, error) {
 		it.relPrice = lp - w.catLogP[it.category]
 		it.ctr = 0.35 * r.NormFloat64()
 		it.cvr = 0.2 * r.NormFloat64()
-		it.popularity = 0.4*r.NormFloat64() + 1.2*it.ctr
+		it.popularity = 0.2*r.NormFloat64() + 1.2*it.ctr
 		popW[i] = math.Exp(it.popularity)
 	}
 	w.itemCDF = cdf(popW)
@@ -194,7 +194,7 @@ func NewWorld(seed uint64, users, items int, corr float64) (*World, error) {
 		us.hasAge = r.Float64() >= 0.05
 		us.ctr = 0.35 * r.NormFloat64()
 		us.cvr = 0.2 * r.NormFloat64()
-		us.activity = math.Round(3*math.Exp(us.ctr/0.35*0.5+0.4*r.NormFloat64())*1000) / 1000
+		us.activity = math.Round(3*math.Exp(us.ctr/0.35*0.5+0.2*r.NormFloat64())*1000) / 1000
 	}
 	w.calibrate(rand.New(rand.NewPCG(seed, 0x5851f42d4c957f2d)))
 	return w, nil

@@ -253,6 +253,19 @@ tasks:
   - {name: ctr, kind: binary, label: click}
   - {name: cvr, kind: esmm, label: conversion, parent: ctr}
 group_key: user_id
+# A model sized for this data: it trains 2 M rows in well under a minute on
+# 2 cores. Remove these sections for the std defaults (8 experts [256, 128],
+# towers [64], embedding dim 16, batch 1024).
+model:
+  arch: mmoe
+  experts: 4
+  expert_hidden: [64, 32]
+  tower: [16]
+  embedding_dim: 32
+train:
+  batch_size: 256
+  epochs: 1
+  embedding: {optimizer: adagrad, lr: 0.1}
 `, hashBuckets(users), hashBuckets(items))
 	return b.String()
 }
