@@ -27,8 +27,8 @@ type Source interface {
 
 // Position is a resumable place in a source.
 type Position struct {
-	// Parquet: the file being read, the row group and the row within it of
-	// the next unread row; Files lists the file set so a resume can check it.
+	// Parquet: the file being read, and the row group and the row within it
+	// of the next unread row.
 	File     string `json:"file,omitempty"`
 	RowGroup int    `json:"row_group,omitempty"`
 	Row      int64  `json:"row,omitempty"`
