@@ -104,7 +104,13 @@ func Read(r io.Reader) (f32 map[string][]float32, i32 map[string][]int32, err er
 	for n := range hdr {
 		names = append(names, n)
 	}
-	slices.SortFunc(names, func(a, b string) int { return int(hdr[a].Offsets[0] - hdr[b].Offsets[0]) })
+	slices.SortFunc(names, func(a, b string) int {
+		ea, eb := hdr[a].Offsets, hdr[b].Offsets
+		if ea[0] != eb[0] {
+			return int(ea[0] - eb[0])
+		}
+		return int(ea[1] - eb[1]) // empty tensors first at a shared offset
+	})
 	f32, i32 = map[string][]float32{}, map[string][]int32{}
 	var off int64
 	var b [4]byte
