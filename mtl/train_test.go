@@ -51,6 +51,7 @@ func newTrainer(t *testing.T, workers int) (*mmoe.Model, *mtl.Trainer) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(tr.Close)
 	return m, tr
 }
 
