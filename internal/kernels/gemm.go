@@ -164,8 +164,19 @@ func gemmWith(mk *microKernel, ep epilogue, transA, transB bool, m, n, k int, al
 		mk = mk.narrow
 	}
 	ws := getWorkspace(mk)
-	gemmBlocked(mk, ws, ep, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemmBlocked(mk, ws, ep, transA, transB, m, n, k, alpha, a, lda, b, ldb, nil, beta, c, ldc)
 	putWorkspace(mk, ws)
+}
+
+// kBlock is the k block gemmBlocked uses for a product of depth k: k split
+// into equal blocks of at most mk.kc, so that a k a little over mk.kc does
+// not leave a thin last block.
+func kBlock(mk *microKernel, k int) int {
+	if k <= mk.kc {
+		return k
+	}
+	blocks := (k + mk.kc - 1) / mk.kc
+	return min(roundUp((k+blocks-1)/blocks, 8), mk.kc)
 }
 
 // scaleC sets C = beta*C, overwriting with zeros when beta == 0.
@@ -186,21 +197,26 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 }
 
 // gemmBlocked is the GotoBLAS loop nest. Shapes are non-empty and checked.
-func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// With pb not nil, op(B) is read from pb (packed for mk) instead of being
+// packed from b; the blocks and the arithmetic are otherwise the same.
+func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, pb *PackedB, beta float32, c []float32, ldc int) {
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
-	// Split k into equal blocks of at most mk.kc, so that a k a little over
-	// mk.kc does not leave a thin last block.
-	kc := k
-	if k > mk.kc {
-		blocks := (k + mk.kc - 1) / mk.kc
-		kc = min(roundUp((k+blocks-1)/blocks, 8), mk.kc)
+	kc := kBlock(mk, k)
+	nc := mk.nc
+	if pb != nil {
+		nc = pb.nc
 	}
-	for jc := 0; jc < n; jc += mk.nc {
-		nb := min(mk.nc, n-jc)
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
-			packB(ws.b, transB, b, ldb, pc, jc, kb, nb, nr)
+			bpk := ws.b
+			if pb != nil {
+				bpk = pb.panel(jc, pc, nb)
+			} else {
+				packB(bpk, transB, b, ldb, pc, jc, kb, nb, nr)
+			}
 			bet := beta
 			if pc > 0 {
 				bet = 1
@@ -214,7 +230,7 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 					rows := min(mr, mb-ir)
 					crow := (ic + ir) * ldc
 					for jr := 0; jr < nb; jr += nr {
-						bp := &ws.b[jr*kb]
+						bp := &bpk[jr*kb]
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
 							mk.fn(kb, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)

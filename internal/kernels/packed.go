@@ -1,0 +1,129 @@
+package kernels
+
+import "fmt"
+
+// PackedB is the B operand of a GEMM packed once for the selected
+// micro-kernel, for products that reuse the same B many times (a layer's
+// weights at inference): [SgemmPacked] and [LinearPackedTo] read its
+// panels directly and skip the packing Sgemm does on every call.
+//
+// A product with a PackedB gives the same bits as [Sgemm] with the matrix
+// it was packed from: the k blocks, the micro-kernel and the order of every
+// element's sum are the same.
+//
+// A PackedB is read-only after PackB or Repack and then safe for
+// concurrent use by any number of products; Repack must not run
+// concurrently with a product that reads it.
+type PackedB struct {
+	mk   *microKernel
+	n, k int
+	kc   int // k block (kBlock(mk, k))
+	nc   int // column block, a multiple of mk.nr
+	// data holds the panels of block (jc, pc) at jc*k + pc*roundUp(nb, nr),
+	// laid out as packB writes them.
+	data []float32
+}
+
+// PackB packs op(B), the k x n matrix b (transB false: stored k x n with row
+// stride ldb) or bᵀ (transB true: b stored n x k), for [SgemmPacked]. For a
+// dense layer's weights W stored [out, in] row-major, PackB(true, out, in,
+// w, in) packs Wᵀ, the operand of y = x·Wᵀ. It allocates the packed copy
+// (k x n rounded up to the micro-kernel's tile width). It panics on
+// inconsistent shapes.
+func PackB(transB bool, n, k int, b []float32, ldb int) *PackedB {
+	if n < 0 || k < 0 {
+		panic(fmt.Sprintf("kernels: PackB: negative dimension n=%d k=%d", n, k))
+	}
+	mk := active
+	if mk.narrow != nil && n <= mk.narrow.nr {
+		mk = mk.narrow
+	}
+	p := &PackedB{mk: mk, n: n, k: k, kc: kBlock(mk, k), nc: mk.nc}
+	p.data = make([]float32, k*roundUp(n, mk.nr))
+	p.Repack(transB, b, ldb)
+	return p
+}
+
+// Dims returns the shape of op(B): k rows (the product's depth) by n
+// columns.
+func (p *PackedB) Dims() (k, n int) { return p.k, p.n }
+
+// Repack packs op(B) again from b, a matrix of the shape p was made for
+// (for instance after the weights it holds were updated), without
+// allocating. It panics on inconsistent shapes.
+func (p *PackedB) Repack(transB bool, b []float32, ldb int) {
+	checkMat("B", transB, p.k, p.n, b, ldb)
+	for jc := 0; jc < p.n; jc += p.nc {
+		nb := min(p.nc, p.n-jc)
+		for pc := 0; pc < p.k; pc += p.kc {
+			kb := min(p.kc, p.k-pc)
+			packB(p.panel(jc, pc, nb), transB, b, ldb, pc, jc, kb, nb, p.mk.nr)
+		}
+	}
+}
+
+// panel returns the packed block of columns jc..jc+nb and rows pc.. of
+// op(B).
+func (p *PackedB) panel(jc, pc, nb int) []float32 {
+	return p.data[jc*p.k+pc*roundUp(nb, p.mk.nr):]
+}
+
+// SgemmPacked computes C = alpha * op(A) * B + beta * C like [Sgemm], with
+// B packed by [PackB]: op(A) is m x k, B is k x n, C is m x n with row
+// stride ldc. The result has the same bits as Sgemm's on the unpacked B.
+// It runs on the calling goroutine, does not allocate in steady state, and
+// is safe for concurrent use on disjoint C. It panics on inconsistent
+// shapes.
+func SgemmPacked(transA bool, m int, alpha float32, a []float32, lda int, pb *PackedB, beta float32, c []float32, ldc int) {
+	checkPacked("SgemmPacked", transA, m, a, lda, pb, c, ldc)
+	gemmPacked(epilogue{}, transA, m, alpha, a, lda, pb, beta, c, ldc)
+}
+
+// LinearPackedTo computes the dense layer y = act(x·B + bias) for rows
+// examples, with B (in x out) packed by [PackB] — for weights W stored
+// [out, in], PackB(true, out, in, w, in). x is the rows x in view (x, ldx),
+// bias has out entries or is nil, y is the rows x out view (y, ldy) and is
+// overwritten. The bias and activation are applied to each tile of y while
+// it is in cache, after the tile's sum is complete, so y has the same bits
+// as Sgemm followed by [AddBias] and [ReLU] (or [AddBiasReLU]). It runs on
+// the calling goroutine, does not allocate in steady state, and is safe for
+// concurrent use on disjoint y. It panics on inconsistent shapes.
+func LinearPackedTo(act Activation, y []float32, ldy int, x []float32, ldx, rows int, w *PackedB, bias []float32) {
+	checkPacked("LinearPackedTo", false, rows, x, ldx, w, y, ldy)
+	if bias != nil && len(bias) < w.n {
+		panic(fmt.Sprintf("kernels: LinearPackedTo: len(bias) = %d, want %d", len(bias), w.n))
+	}
+	if act > ActReLU {
+		panic(fmt.Sprintf("kernels: LinearPackedTo: unknown activation %d", act))
+	}
+	gemmPacked(epilogue{bias: bias, act: act}, false, rows, 1, x, ldx, w, 0, y, ldy)
+}
+
+func checkPacked(fn string, transA bool, m int, a []float32, lda int, pb *PackedB, c []float32, ldc int) {
+	if pb == nil {
+		panic(fmt.Sprintf("kernels: %s: nil PackedB", fn))
+	}
+	if m < 0 {
+		panic(fmt.Sprintf("kernels: %s: negative dimension m=%d", fn, m))
+	}
+	checkMat("A", transA, m, pb.k, a, lda)
+	checkMat("C", false, m, pb.n, c, ldc)
+}
+
+// gemmPacked is gemmWith for a packed B; the arguments are checked.
+func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda int, pb *PackedB, beta float32, c []float32, ldc int) {
+	n, k := pb.n, pb.k
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		if !ep.none() {
+			ep.apply(c, ldc, m, n, 0)
+		}
+		return
+	}
+	ws := getWorkspace(pb.mk)
+	gemmBlocked(pb.mk, ws, ep, transA, false, m, n, k, alpha, a, lda, nil, 0, pb, beta, c, ldc)
+	putWorkspace(pb.mk, ws)
+}

@@ -1,0 +1,211 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// sameBits fails unless got and want hold the same bits everywhere.
+func sameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: [%d] = %g (%#x), want %g (%#x)", what, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
+		}
+	}
+}
+
+// TestSgemmPackedBitwise checks that a product with a packed B has Sgemm's
+// bits, on odd shapes (edge tiles, several k and column blocks, the narrow
+// kernel's widths), both transposes, inexact alpha and beta, and padded
+// strides; and that it is within the float64 reference's tolerance.
+func TestSgemmPackedBitwise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	shapes := [][3]int{ // m, n, k
+		{1, 1, 1}, {7, 8, 17}, {17, 9, 129}, {15, 33, 7}, {129, 31, 600},
+		{1, 2064, 429}, {50, 2064, 208}, {30, 128, 256}, {45, 64, 128}, {33, 1, 64}, {5, 0, 3}, {0, 5, 3}, {6, 5, 0},
+	}
+	for _, s := range shapes {
+		for _, tr := range transposes {
+			for _, sc := range [][2]float32{{1, 0}, {0.7, 0.3}, {0, 0.5}} {
+				g := newGemmCase(rng, tr.a, tr.b, s[0], s[1], s[2], 1+s[0]%2, sc[0], sc[1])
+				want := append([]float32(nil), g.c...)
+				Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, want, g.ldc)
+				pb := PackB(g.transB, g.n, g.k, g.b, g.ldb)
+				if k, n := pb.Dims(); k != g.k || n != g.n {
+					t.Fatalf("%v: Dims() = %d, %d", g, k, n)
+				}
+				run := func(c []float32) {
+					SgemmPacked(g.transA, g.m, g.alpha, g.a, g.lda, pb, g.beta, c, g.ldc)
+				}
+				got := append([]float32(nil), g.c...)
+				run(got)
+				sameBits(t, g.String(), got, want)
+				if g.alpha != 0 || g.beta != 0 { // NaN C with alpha = beta = 0 is 0 either way
+					g.check(t, run)
+				}
+				// Smaller column blocks than the kernel's: same bits.
+				if nr := pb.mk.nr; g.n > nr {
+					pb.nc = nr
+					pb.Repack(g.transB, g.b, g.ldb)
+					got = append(got[:0], g.c...)
+					run(got)
+					sameBits(t, g.String()+" nc=nr", got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestPackedRowByRow checks that a row computed alone with a packed B has
+// the bits it has in a whole product (scoring relies on this).
+func TestPackedRowByRow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	g := newGemmCase(rng, false, true, 37, 70, 300, 0, 1, 0)
+	pb := PackB(true, g.n, g.k, g.b, g.ldb)
+	want := make([]float32, g.m*g.n)
+	SgemmPacked(false, g.m, 1, g.a, g.lda, pb, 0, want, g.n)
+	got := make([]float32, g.m*g.n)
+	for r := 0; r < g.m; r++ {
+		SgemmPacked(false, 1, 1, g.a[r*g.lda:], g.lda, pb, 0, got[r*g.n:], g.n)
+	}
+	sameBits(t, "row by row", got, want)
+}
+
+// TestRepack checks that Repack picks up new values of B.
+func TestRepack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	const m, n, k = 9, 40, 50
+	a, b := randSlice(rng, m*k), randSlice(rng, n*k)
+	pb := PackB(true, n, k, b, k)
+	for i := range b {
+		b[i] = rng.Float32() - 0.5
+	}
+	pb.Repack(true, b, k)
+	want, got := make([]float32, m*n), make([]float32, m*n)
+	Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, want, n)
+	SgemmPacked(false, m, 1, a, k, pb, 0, got, n)
+	sameBits(t, "after Repack", got, want)
+}
+
+// TestLinearPackedTo checks the fused packed layer against Sgemm, AddBias
+// and ReLU bit for bit, and that it leaves y's padding alone.
+func TestLinearPackedTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 14))
+	for _, s := range [][3]int{{1, 1, 1}, {7, 8, 17}, {33, 5, 40}, {129, 70, 31}, {300, 257, 129}, {64, 600, 20}, {50, 2064, 208}, {40, 16, 8}} {
+		rows, out, in := s[0], s[1], s[2]
+		x, ldx := view(rng, rows, in, 3)
+		w := randSlice(rng, out*in)
+		pw := PackB(true, out, in, w, in)
+		for _, bias := range [][]float32{nil, randSlice(rng, out)} {
+			for _, act := range []Activation{ActNone, ActReLU} {
+				want := make([]float32, rows*out)
+				Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, want, out)
+				if bias != nil {
+					AddBias(want, out, rows, bias)
+				}
+				if act == ActReLU {
+					ReLU(want, out, rows, out)
+				}
+				ldy := out + 2
+				y := make([]float32, rows*ldy)
+				for i := range y {
+					y[i] = float32(math.NaN())
+					if i%ldy >= out {
+						y[i] = sentinel
+					}
+				}
+				LinearPackedTo(act, y, ldy, x, ldx, rows, pw, bias)
+				checkPadding(t, "LinearPackedTo", y, ldy, out)
+				for r := 0; r < rows; r++ {
+					sameBits(t, "LinearPackedTo", y[r*ldy:r*ldy+out], want[r*out:r*out+out])
+				}
+			}
+		}
+	}
+}
+
+func TestPackedPanics(t *testing.T) {
+	b := make([]float32, 12)
+	pb := PackB(false, 4, 3, b, 4)
+	for name, f := range map[string]func(){
+		"negative n":   func() { PackB(false, -1, 3, b, 4) },
+		"short b":      func() { PackB(false, 5, 3, b, 5) },
+		"short repack": func() { pb.Repack(false, b[:11], 4) },
+		"nil packed":   func() { SgemmPacked(false, 1, 1, make([]float32, 3), 3, nil, 0, make([]float32, 4), 4) },
+		"short a":      func() { SgemmPacked(false, 2, 1, make([]float32, 5), 3, pb, 0, make([]float32, 8), 4) },
+		"short c":      func() { SgemmPacked(false, 2, 1, make([]float32, 6), 3, pb, 0, make([]float32, 7), 4) },
+		"negative m":   func() { SgemmPacked(false, -1, 1, nil, 3, pb, 0, nil, 4) },
+		"short bias": func() {
+			LinearPackedTo(ActNone, make([]float32, 4), 4, make([]float32, 3), 3, 1, pb, make([]float32, 3))
+		},
+		"bad activation":  func() { LinearPackedTo(Activation(9), make([]float32, 4), 4, make([]float32, 3), 3, 1, pb, nil) },
+		"small ldc":       func() { SgemmPacked(false, 1, 1, make([]float32, 3), 3, pb, 0, make([]float32, 8), 3) },
+		"small lda trans": func() { SgemmPacked(true, 2, 1, make([]float32, 6), 1, pb, 0, make([]float32, 8), 4) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+func TestPackedNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
+	rng := rand.New(rand.NewPCG(15, 15))
+	const rows, in, out = 64, 100, 70
+	x, w, bias, y := randSlice(rng, rows*in), randSlice(rng, out*in), randSlice(rng, out), make([]float32, rows*out)
+	pw := PackB(true, out, in, w, in)
+	LinearPackedTo(ActReLU, y, out, x, in, rows, pw, bias)
+	if n := testing.AllocsPerRun(20, func() {
+		LinearPackedTo(ActReLU, y, out, x, in, rows, pw, bias)
+		SgemmPacked(false, rows, 1, x, in, pw, 0.5, y, out)
+		pw.Repack(true, w, in)
+	}); n != 0 {
+		t.Errorf("packed products allocate %v times per call, want 0", n)
+	}
+}
+
+// BenchmarkLinearPacked compares the std scoring shapes (500 candidates)
+// through LinearTo (packing the weights on every call) and LinearPackedTo.
+func BenchmarkLinearPacked(b *testing.B) {
+	rng := rand.New(rand.NewPCG(16, 16))
+	for _, s := range [][3]int{{500, 2064, 208}, {500, 128, 256}, {500, 64, 128}, {1, 2064, 429}} {
+		rows, out, in := s[0], s[1], s[2]
+		x, w, bias, y := randSlice(rng, rows*in), randSlice(rng, out*in), randSlice(rng, out), make([]float32, rows*out)
+		flops := 2 * float64(rows*out*in)
+		name := fmt.Sprintf("%dx%dx%d", rows, out, in)
+		b.Run(name+"/unpacked", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				LinearTo(1, ActReLU, y, out, x, in, rows, in, out, w, bias)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		pw := PackB(true, out, in, w, in)
+		for _, nc := range []int{0, 1024, 512, 256} {
+			if nc > 0 {
+				if nc%pw.mk.nr != 0 || nc >= out {
+					continue
+				}
+				pw.nc = nc
+				pw.Repack(true, w, in)
+			}
+			b.Run(fmt.Sprintf("%s/packed-nc%d", name, pw.nc), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					LinearPackedTo(ActReLU, y, out, x, in, rows, pw, bias)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
