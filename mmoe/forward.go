@@ -149,13 +149,15 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 		return err
 	}
 	m.gather(ws.x, b)
-	m.forward(ws, b.Rows, false)
+	m.forward(ws, b.Rows, false, nil)
 	return nil
 }
 
 // forward runs everything after the gather. With firstDone the products of
-// level 0 (before biases) are already in ws.lv[0].y.
-func (m *Model) forward(ws *Workspace, rows int, firstDone bool) {
+// level 0 (before biases) are already in ws.lv[0].y. With pw (inference
+// only) the products read pw's packed copies of the weights, which gives
+// the same bits as the unpacked ones.
+func (m *Model) forward(ws *Workspace, rows int, firstDone bool, pw *packedWeights) {
 	a := m.arena
 	for li := range m.levels {
 		lv, lw := &m.levels[li], &ws.lv[li]
@@ -166,6 +168,10 @@ func (m *Model) forward(ws *Workspace, rows int, firstDone bool) {
 			// One product for every first layer reading this input; biases
 			// and activations are applied per consumer below.
 			in, ld := m.streamIn(ws, li, g.src)
+			if pw != nil {
+				linearPacked(actNone, lw.y[gi], g.out, in, ld, rows, pw.groups[li][gi], nil, nil)
+				continue
+			}
 			linearTo(actNone, lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], nil, nil)
 		}
 		for gi := range lv.gates {
@@ -183,7 +189,11 @@ func (m *Model) forward(ws *Workspace, rows int, firstDone bool) {
 			for l := 1; l < len(ex.layers); l++ {
 				L := &ex.layers[l]
 				out := lw.hid[e][l]
-				linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
+				if pw != nil {
+					linearPacked(L.act, out, L.out, prev, ld, rows, pw.layers[li][e][l], a[L.b:L.b+L.out], lw.hidPre[e][l])
+				} else {
+					linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
+				}
 				prev, ld = out, L.out
 			}
 		}
@@ -216,11 +226,19 @@ func (m *Model) forward(ws *Workspace, rows int, firstDone bool) {
 		for l := range m.towers[t] {
 			L := &m.towers[t][l]
 			out := ws.tw[t][l]
-			linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], ws.twPre[t][l])
+			if pw != nil {
+				linearPacked(L.act, out, L.out, prev, ld, rows, pw.towers[t][l], a[L.b:L.b+L.out], ws.twPre[t][l])
+			} else {
+				linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], ws.twPre[t][l])
+			}
 			prev, ld = out, L.out
 		}
 		L := &m.headL[t]
-		linearTo(actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
+		if pw != nil {
+			linearPacked(actNone, ws.logits[t], 1, prev, ld, rows, pw.heads[t], a[L.b:L.b+1], nil)
+		} else {
+			linearTo(actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
+		}
 		ws.Logits[t] = ws.logits[t][:rows]
 	}
 	ws.rows = rows

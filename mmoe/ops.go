@@ -165,3 +165,22 @@ func linearBack(dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows
 		kernels.Sgemm(false, false, rows, in, out, 1, dy, lddy, w, in, beta, dx, lddx)
 	}
 }
+
+// linearPacked is linearTo with the weights packed by kernels.PackB (in x
+// out): the same bits, with the bias and a ReLU applied in the GEMM's
+// epilogue (which adds and clamps in the order biasActivate does).
+func linearPacked(act activation, y []float32, ldy int, x []float32, ldx, rows int, w *kernels.PackedB, b, pre []float32) {
+	if rows == 0 {
+		return
+	}
+	if len(b) == 0 {
+		kernels.LinearPackedTo(kernels.ActNone, y, ldy, x, ldx, rows, w, nil)
+		return
+	}
+	if act == actReLU {
+		kernels.LinearPackedTo(kernels.ActReLU, y, ldy, x, ldx, rows, w, b)
+		return
+	}
+	kernels.LinearPackedTo(kernels.ActNone, y, ldy, x, ldx, rows, w, b)
+	activate(act, y, ldy, rows, len(b), pre)
+}

@@ -12,49 +12,150 @@ import (
 // the candidate columns per candidate. Which columns are which follows the
 // Side of each sparse and dense field in the layout.
 //
-// A Split copies the candidate columns of the first-layer weights when made
-// and by Refresh; call Refresh after the model's weights change (a Split of a
-// model being trained is stale). Forward is safe for concurrent use with
-// separate Workspaces made by the Split's NewWorkspace; Refresh is not.
+// A Split keeps inference copies of the model's dense weights, packed for
+// the GEMM kernel once (kernels.PackB) rather than on every product: the
+// first layer's context and candidate column blocks, and every later layer
+// (experts' deeper layers, later levels, towers, heads). They are made by
+// NewSplit and re-read by Refresh; call Refresh after the model's weights
+// change (a Split of a model being trained is stale). The copies cost about
+// the size of the dense parameters again (embeddings are read from the
+// model). Forward and ForwardRows are safe for concurrent use with separate
+// Workspaces made by the Split's NewWorkspace; Refresh is not.
 type Split struct {
-	m     *Model
-	cols  []int     // x columns of the candidate side, ascending
-	wCand []float32 // level-0 fused weight restricted to cols: [out, len(cols)]
-	inK   int
+	m       *Model
+	cols    []int     // x columns of the candidate side, ascending
+	ctxCols []int     // x columns of the context side, ascending
+	wCand   []float32 // level-0 fused weight restricted to cols: [out, inK]
+	wCtx    []float32 // level-0 fused weight restricted to ctxCols: [out, inC]
+	inK     int
+	inC     int
+	pCand   *kernels.PackedB // wCandᵀ
+	pCtx    *kernels.PackedB // wCtxᵀ
+	pw      packedWeights
+}
+
+// packedWeights are a Split's packed copies of the weights used after the
+// first layer: Wᵀ of each product, indexed like the model's layers.
+type packedWeights struct {
+	groups [][]*kernels.PackedB   // [level][group]; nil at level 0 (split)
+	layers [][][]*kernels.PackedB // [level][expert][layer]; nil at layer 0
+	towers [][]*kernels.PackedB   // [task][layer]
+	heads  []*kernels.PackedB     // [task]
 }
 
 // NewSplit prepares side-split scoring for m.
 func (m *Model) NewSplit() *Split {
 	s := &Split{m: m}
+	side := func(f features.Side) *[]int {
+		if f == features.SideCandidate {
+			return &s.cols
+		}
+		return &s.ctxCols
+	}
 	for f, fld := range m.layout.Sparse {
-		if fld.Side == features.SideCandidate {
-			for d := 0; d < m.dim; d++ {
-				s.cols = append(s.cols, f*m.dim+d)
-			}
+		cols := side(fld.Side)
+		for d := 0; d < m.dim; d++ {
+			*cols = append(*cols, f*m.dim+d)
 		}
 	}
 	for i, fld := range m.layout.Dense {
-		if fld.Side == features.SideCandidate {
-			s.cols = append(s.cols, m.embWidth+i)
-		}
+		cols := side(fld.Side)
+		*cols = append(*cols, m.embWidth+i)
 	}
-	s.inK = len(s.cols)
+	s.inK, s.inC = len(s.cols), len(s.ctxCols)
 	g := &m.levels[0].groups[0]
 	s.wCand = make([]float32, g.out*s.inK)
-	s.Refresh()
+	s.wCtx = make([]float32, g.out*s.inC)
+	s.copyFirst()
+	s.pCand = kernels.PackB(true, g.out, s.inK, s.wCand, max(1, s.inK))
+	s.pCtx = kernels.PackB(true, g.out, s.inC, s.wCtx, max(1, s.inC))
+	a := m.arena
+	pack := func(w, out, in int) *kernels.PackedB {
+		return kernels.PackB(true, out, in, a[w:w+out*in], max(1, in))
+	}
+	for li := range m.levels {
+		lv := &m.levels[li]
+		gs := make([]*kernels.PackedB, len(lv.groups))
+		if li > 0 {
+			for gi, g := range lv.groups {
+				gs[gi] = pack(g.w, g.out, g.in)
+			}
+		}
+		s.pw.groups = append(s.pw.groups, gs)
+		var es [][]*kernels.PackedB
+		for _, ex := range lv.experts {
+			ls := make([]*kernels.PackedB, len(ex.layers))
+			for l := 1; l < len(ex.layers); l++ {
+				L := &ex.layers[l]
+				ls[l] = pack(L.w, L.out, L.in)
+			}
+			es = append(es, ls)
+		}
+		s.pw.layers = append(s.pw.layers, es)
+	}
+	for t := range m.heads {
+		var ts []*kernels.PackedB
+		for l := range m.towers[t] {
+			L := &m.towers[t][l]
+			ts = append(ts, pack(L.w, L.out, L.in))
+		}
+		s.pw.towers = append(s.pw.towers, ts)
+		L := &m.headL[t]
+		s.pw.heads = append(s.pw.heads, pack(L.w, 1, L.in))
+	}
 	return s
 }
 
-// Refresh re-reads the first-layer weights from the model.
-func (s *Split) Refresh() {
+// copyFirst copies the context and candidate column blocks of the
+// first-layer weight.
+func (s *Split) copyFirst() {
 	m := s.m
 	g := &m.levels[0].groups[0]
 	w := m.arena[g.w : g.w+g.out*g.in]
 	for o := 0; o < g.out; o++ {
-		row, dst := w[o*g.in:(o+1)*g.in], s.wCand[o*s.inK:(o+1)*s.inK]
+		row := w[o*g.in : (o+1)*g.in]
+		dst := s.wCand[o*s.inK : (o+1)*s.inK]
 		for j, c := range s.cols {
 			dst[j] = row[c]
 		}
+		dst = s.wCtx[o*s.inC : (o+1)*s.inC]
+		for j, c := range s.ctxCols {
+			dst[j] = row[c]
+		}
+	}
+}
+
+// Refresh re-reads every weight the Split keeps a copy of from the model.
+// It does not allocate.
+func (s *Split) Refresh() {
+	m, a := s.m, s.m.arena
+	s.copyFirst()
+	s.pCand.Repack(true, s.wCand, max(1, s.inK))
+	s.pCtx.Repack(true, s.wCtx, max(1, s.inC))
+	repack := func(p *kernels.PackedB, w, out, in int) {
+		p.Repack(true, a[w:w+out*in], max(1, in))
+	}
+	for li := range m.levels {
+		lv := &m.levels[li]
+		if li > 0 {
+			for gi, g := range lv.groups {
+				repack(s.pw.groups[li][gi], g.w, g.out, g.in)
+			}
+		}
+		for e, ex := range lv.experts {
+			for l := 1; l < len(ex.layers); l++ {
+				L := &ex.layers[l]
+				repack(s.pw.layers[li][e][l], L.w, L.out, L.in)
+			}
+		}
+	}
+	for t := range m.heads {
+		for l := range m.towers[t] {
+			L := &m.towers[t][l]
+			repack(s.pw.towers[t][l], L.w, L.out, L.in)
+		}
+		L := &m.headL[t]
+		repack(s.pw.heads[t], L.w, 1, L.in)
 	}
 }
 
@@ -77,7 +178,8 @@ func (s *Split) NewWorkspace(maxCandidates int) *Workspace {
 // apart and then added. Since every kernel computes a row of its product
 // the same way whatever the number of rows, a row scores the same to the
 // last bit here as it does through Forward as a candidate of its own
-// context. ws must come from this Split's NewWorkspace.
+// context. ws must come from this Split's NewWorkspace. It allocates
+// nothing after the workspace's first ForwardRows.
 func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 	m := s.m
 	if ws == nil || ws.m != m || ws.xk == nil {
@@ -92,32 +194,21 @@ func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 	if len(ws.ycRows) < ws.maxRows*g.out {
 		ws.ycRows = make([]float32, ws.maxRows*g.out)
 	}
-	// Context shares: every row's x with its candidate columns zeroed.
-	x := ws.x[:rows*g.in]
-	m.gather(x, b)
-	for r := 0; r < rows; r++ {
-		xr := x[r*g.in : (r+1)*g.in]
-		for _, c := range s.cols {
-			xr[c] = 0
-		}
-	}
+	// Context shares of every row (ws.x holds the context columns,
+	// compacted).
+	xc := ws.x[:rows*s.inC]
+	m.gatherSide(xc, s.inC, b, features.SideContext)
 	yc := ws.ycRows[:rows*g.out]
-	if rows > 0 {
-		kernels.Sgemm(false, true, rows, g.out, g.in, 1, x, g.in, m.arena[g.w:g.w+g.out*g.in], g.in, 0, yc, g.out)
-	}
+	kernels.SgemmPacked(false, rows, 1, xc, max(1, s.inC), s.pCtx, 0, yc, g.out)
 	// Candidate shares, then the sum row by row as Forward adds its one
 	// context row.
-	m.gatherCand(ws.xk, s.inK, b)
+	m.gatherSide(ws.xk, s.inK, b, features.SideCandidate)
 	y := ws.lv[0].y[0]
-	if s.inK > 0 && rows > 0 {
-		kernels.Sgemm(false, true, rows, g.out, s.inK, 1, ws.xk, s.inK, s.wCand, s.inK, 0, y, g.out)
-	} else {
-		clear(y[:rows*g.out])
-	}
+	kernels.SgemmPacked(false, rows, 1, ws.xk, max(1, s.inK), s.pCand, 0, y, g.out)
 	for r := 0; r < rows; r++ {
 		addBias(y[r*g.out:(r+1)*g.out], g.out, 1, yc[r*g.out:(r+1)*g.out])
 	}
-	m.forward(ws, rows, true)
+	m.forward(ws, rows, true, &s.pw)
 	return nil
 }
 
@@ -130,7 +221,7 @@ func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 // are ignored (they must still be valid ids, e.g. 0). The result equals
 // Model.Forward's up to float32 rounding (the first-layer sums are taken in
 // another order). ws must come from this Split's NewWorkspace. Backward does
-// not apply to a split forward.
+// not apply to a split forward. It allocates nothing.
 func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 	m := s.m
 	if ws == nil || ws.m != m || ws.xk == nil {
@@ -148,47 +239,49 @@ func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 	}
 	rows := cand.Rows
 	g := &m.levels[0].groups[0]
-	// Context share: x_ctx (candidate columns zero) times the full weight.
-	x := ws.x[:m.inWidth]
-	m.gather(x, ctx)
-	for _, c := range s.cols {
-		x[c] = 0
-	}
-	kernels.Sgemm(false, true, 1, g.out, g.in, 1, x, g.in, m.arena[g.w:g.w+g.out*g.in], g.in, 0, ws.yc, g.out)
-	if rows == 0 {
-		m.forward(ws, 0, true)
-		return nil
-	}
-	// Candidate share: gather only the candidate columns, then one product.
-	m.gatherCand(ws.xk, s.inK, cand)
-	y := ws.lv[0].y[0]
-	if s.inK > 0 {
-		kernels.Sgemm(false, true, rows, g.out, s.inK, 1, ws.xk, s.inK, s.wCand, s.inK, 0, y, g.out)
-	} else {
-		clear(y[:rows*g.out])
-	}
-	addBias(y, g.out, rows, ws.yc)
-	m.forward(ws, rows, true)
+	// Context share: the context columns times their weight block.
+	xc := ws.x[:s.inC]
+	m.gatherSide(xc, s.inC, ctx, features.SideContext)
+	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, g.out)
+	// Candidate share: gather only the candidate columns, then one product
+	// whose epilogue adds the context share to every row (the addition
+	// ForwardRows makes row by row).
+	m.gatherSide(ws.xk, s.inK, cand, features.SideCandidate)
+	kernels.LinearPackedTo(kernels.ActNone, ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand, ws.yc)
+	m.forward(ws, rows, true, &s.pw)
 	return nil
 }
 
-// gatherCand writes the candidate-side columns of x, compacted to width w.
-func (m *Model) gatherCand(xk []float32, w int, b *features.Batch) {
+// gatherSide writes the columns of x that belong to side, compacted to
+// width w, for every row of b.
+func (m *Model) gatherSide(xk []float32, w int, b *features.Batch, side features.Side) {
 	D, rows := m.dim, b.Rows
 	col := 0
 	for f, fld := range m.layout.Sparse {
-		if fld.Side != features.SideCandidate {
+		if fld.Side != side {
 			continue
 		}
 		sc := &b.Sparse[f]
 		tbl := m.emb[f]
+		if sc.Offsets == nil {
+			ids := sc.IDs[:rows]
+			if D == 16 {
+				// A fixed-size copy compiles to a few moves rather than a
+				// memmove call, which keeps more table misses in flight.
+				for r, id := range ids {
+					*(*[16]float32)(xk[r*w+col:]) = *(*[16]float32)(tbl[int(id)*16:])
+				}
+			} else {
+				for r, id := range ids {
+					o := int(id) * D
+					copy(xk[r*w+col:r*w+col+D], tbl[o:o+D])
+				}
+			}
+			col += D
+			continue
+		}
 		for r := 0; r < rows; r++ {
 			dst := xk[r*w+col : r*w+col+D]
-			if sc.Offsets == nil {
-				o := int(sc.IDs[r]) * D
-				copy(dst, tbl[o:o+D])
-				continue
-			}
 			clear(dst)
 			lo, hi := sc.Offsets[r], sc.Offsets[r+1]
 			for _, id := range sc.IDs[lo:hi] {
@@ -205,7 +298,7 @@ func (m *Model) gatherCand(xk []float32, w int, b *features.Batch) {
 		col += D
 	}
 	for i, fld := range m.layout.Dense {
-		if fld.Side != features.SideCandidate {
+		if fld.Side != side {
 			continue
 		}
 		for r := 0; r < rows; r++ {

@@ -154,3 +154,86 @@ func TestSplitForwardRowsMatchesForwardBitForBit(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitPackedRefresh runs the split with 16-wide embeddings (the
+// fixed-size gather), checks it against the unsplit forward, then changes
+// every dense weight and bias (so every packed copy is stale) and checks
+// that Refresh brings each back: the split must follow the model again,
+// and must have differed before Refresh.
+func TestSplitPackedRefresh(t *testing.T) {
+	for _, arch := range Archs {
+		t.Run(arch, func(t *testing.T) {
+			cfg := Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{12, 8}, Tower: []int{5, 3}, Seed: 7}
+			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
+				cfg.Experts = 3
+			}
+			m := testModel(t, cfg)
+			l := smallLayout()
+			rng := rand.New(rand.NewPCG(9, 9))
+			ctx := randomBatch(l, 2, rng)
+			ctx.SliceTo(ctx, 1, 2)
+			cand := randomBatch(l, 11, rng)
+			full := joinSides(l, ctx, cand)
+			ws := m.NewWorkspace(11)
+			s := m.NewSplit()
+			sws := s.NewWorkspace(11)
+			compare := func(what string, wantEqual bool) {
+				t.Helper()
+				if err := m.Forward(ws, full); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Forward(sws, ctx, cand); err != nil {
+					t.Fatal(err)
+				}
+				differs := false
+				for h := range ws.Logits {
+					for r, v := range ws.Logits[h] {
+						if got := sws.Logits[h][r]; math.Abs(float64(got-v)) > 1e-5+1e-5*math.Abs(float64(v)) {
+							differs = true
+							if wantEqual {
+								t.Errorf("%s: head %d row %d: split %g, full %g", what, h, r, got, v)
+							}
+						}
+					}
+				}
+				if !wantEqual && !differs {
+					t.Errorf("%s: the stale split still agrees with the model", what)
+				}
+			}
+			compare("fresh", true)
+			for _, p := range m.Params() {
+				if p.Name == "" || len(p.Shape) == 0 {
+					continue
+				}
+				for i := range p.Data {
+					p.Data[i] = 1.1*p.Data[i] + 0.01*float32(i%7-3)
+				}
+			}
+			compare("stale", false)
+			s.Refresh()
+			compare("after Refresh", true)
+		})
+	}
+}
+
+func TestSplitForwardNoAllocs(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchMMoE, Experts: 3, EmbeddingDim: 16, ExpertHidden: []int{12, 8}, Seed: 1})
+	rng := rand.New(rand.NewPCG(2, 2))
+	ctx, cand := randomBatch(smallLayout(), 1, rng), randomBatch(smallLayout(), 40, rng)
+	s := m.NewSplit()
+	ws := s.NewWorkspace(40)
+	if err := s.ForwardRows(ws, cand); err != nil { // sizes ForwardRows' buffer
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(10, func() {
+		if err := s.Forward(ws, ctx, cand); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ForwardRows(ws, cand); err != nil {
+			t.Fatal(err)
+		}
+		s.Refresh()
+	}); n != 0 {
+		t.Errorf("split forward and Refresh allocate %v times, want 0", n)
+	}
+}
