@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"time"
 
@@ -42,8 +43,14 @@ type TrainConfig struct {
 	Schedule ScheduleConfig `yaml:"schedule" json:"schedule"`
 	// ClipNorm clips the global norm of the dense gradient. Default: 0 (off).
 	ClipNorm float64 `yaml:"clip_norm" json:"clip_norm"`
-	// Weighting is fixed or uncertainty. Default: "fixed".
+	// Weighting is fixed, uncertainty or gradnorm. Default: "fixed".
 	Weighting string `yaml:"weighting" json:"weighting"`
+	// GradNorm configures weighting: gradnorm (ignored otherwise).
+	GradNorm GradNormTrainConfig `yaml:"gradnorm" json:"gradnorm"`
+	// SoftPenalty is λ of soft parameter sharing, λ Σ_{t≠t'} ‖θ_t − θ_t'‖²
+	// over the model's matching layers, for arch soft only (setting it with
+	// another architecture is an error). Default: 1e-3 for arch soft.
+	SoftPenalty float64 `yaml:"soft_penalty" json:"soft_penalty,omitempty"`
 	// TaskWeights are the fixed weights by task name. Default: 1 each.
 	TaskWeights map[string]float64 `yaml:"task_weights" json:"task_weights,omitempty"`
 	// Workers is the number of goroutines a step is split over (by rows).
@@ -109,6 +116,8 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("mtl: train: clip_norm %v < 0: %w", c.ClipNorm, ErrConfig)
 	case c.EvalEvery < 0:
 		return fmt.Errorf("mtl: train: eval_every %d < 0: %w", c.EvalEvery, ErrConfig)
+	case !(c.SoftPenalty >= 0) || math.IsInf(c.SoftPenalty, 0):
+		return fmt.Errorf("mtl: train: soft_penalty %v: want finite and >= 0: %w", c.SoftPenalty, ErrConfig)
 	}
 	if err := c.Dense.Validate(); err != nil {
 		return err
@@ -124,9 +133,11 @@ func (c TrainConfig) Validate() error {
 	switch c.Weighting {
 	case WeightingFixed, WeightingUncertainty:
 	case WeightingGradNorm:
-		return fmt.Errorf("mtl: train: weighting gradnorm is not wired into the trainer yet: %w", ErrConfig)
+		if err := c.GradNorm.validate(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("mtl: train: weighting %q: want fixed or uncertainty: %w", c.Weighting, ErrConfig)
+		return fmt.Errorf("mtl: train: weighting %q: want fixed, uncertainty or gradnorm: %w", c.Weighting, ErrConfig)
 	}
 	return nil
 }
@@ -196,6 +207,12 @@ type Trainer struct {
 	mergeGrad  [][]float32
 	dims       []int
 
+	// curDL is the logit gradient set the backward phase reads: dLogits,
+	// or a single task's unweighted gradient when measuring GradNorm's
+	// per-task gradient norms (trainer_mtl.go).
+	curDL [][]float32
+	mt    multiTask
+
 	// Times are the durations of the last step's phases.
 	Times StepTimes
 }
@@ -237,6 +254,8 @@ func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, e
 	switch cfg.Weighting {
 	case WeightingUncertainty:
 		t.weight, err = NewUncertainty(UncertaintyConfig{Tasks: tasks.Len()})
+	case WeightingGradNorm:
+		t.weight, err = t.newGradNorm()
 	default:
 		w := make([]float64, tasks.Len())
 		for i := range w {
@@ -292,6 +311,10 @@ func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, e
 		t.dLogits[i] = make([]float32, cfg.BatchSize)
 	}
 	t.losses = make([]float64, T)
+	t.curDL = t.dLogits
+	if err := t.initMultiTask(); err != nil {
+		return nil, err
+	}
 	if nw > 1 {
 		t.mergeSlots = make([][]int32, len(es))
 		t.mergeRows = make([][]int32, len(es))
@@ -357,7 +380,12 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
+	gradNorms, err := t.taskGradNorms(ws, b)
+	if err != nil {
+		return nil, fmt.Errorf("mtl: step %d: gradnorm: %w", t.step+1, err)
+	}
 	t2 := time.Now()
+	t.curDL = t.dLogits
 	t.parallel(ws, phaseBackward)
 	if err := t.firstErr(ws); err != nil {
 		return nil, fmt.Errorf("mtl: step %d: backward: %w", t.step+1, err)
@@ -366,8 +394,10 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	if err := t.update(ws); err != nil {
 		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
-	if err := t.weight.Update(t.losses, nil); err != nil {
-		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+	if !t.weight.NeedsGradNorms() || gradNorms != nil {
+		if err := t.weight.Update(t.losses, gradNorms); err != nil {
+			return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+		}
 	}
 	t.step++
 	t4 := time.Now()
@@ -377,8 +407,8 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 
 // workerDLogits returns the worker's row range of dLogits.
 func (t *Trainer) workerDLogits(w *worker) [][]float32 {
-	for h := range t.dLogits {
-		w.dl[h] = t.dLogits[h][w.lo:w.hi]
+	for h := range t.curDL {
+		w.dl[h] = t.curDL[h][w.lo:w.hi]
 	}
 	return w.dl
 }
@@ -492,13 +522,23 @@ func (t *Trainer) update(ws []*worker) error {
 		t.parallel(ws, phaseReduce)
 	}
 	scale := t.sched.Scale(t.step)
-	if t.cfg.ClipNorm > 0 {
-		ClipGradNorm(g0.Dense, t.cfg.ClipNorm)
+	if err := t.addSoftPenalty(); err != nil {
+		return err
 	}
-	if err := t.adam.Step(g0.Dense, scale); err != nil {
+	dense := g0.Dense
+	if t.mt.frozen {
+		dense = t.mt.trainGrads
+	}
+	if t.cfg.ClipNorm > 0 {
+		ClipGradNorm(dense, t.cfg.ClipNorm)
+	}
+	if err := t.adam.Step(dense, scale); err != nil {
 		return err
 	}
 	for f := range g0.Sparse {
+		if t.mt.frozen {
+			break // embeddings are shared: frozen
+		}
 		rows, grad := g0.Sparse[f].Rows, g0.Sparse[f].Grad
 		if len(ws) > 1 {
 			rows, grad = t.mergeSparse(f, ws)
@@ -572,11 +612,4 @@ func (t *Trainer) SetState(st TrainerState) error {
 	}
 	t.step = st.Step
 	return nil
-}
-
-// FreezeShared keeps the parameters shared by all tasks (embeddings, shared
-// experts and gates) fixed from now on: only task-specific parameters
-// (towers, heads, task experts and gates) are updated.
-func (t *Trainer) FreezeShared() error {
-	return fmt.Errorf("mtl: trainer: freezing the shared part is not implemented yet: %w", ErrConfig)
 }
