@@ -126,12 +126,10 @@ func softmaxTo(dst []float32, n int, src []float32, lds, rows int) {
 	}
 }
 
-// axpy adds a*x to y (len(y) elements).
+// axpy adds a*x to y (len(y) elements), each product rounded before the
+// sum (vectorised by kernels.AddScaled).
 func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i, v := range x {
-		y[i] += a * v
-	}
+	kernels.AddScaled(y, a, x)
 }
 
 func dot(x, y []float32) float32 {

@@ -42,6 +42,17 @@ func AddBiasReLU(y []float32, ldy, rows int, bias []float32) {
 	}
 }
 
+// AddScaled sets dst[i] += a*x[i] for every i < len(dst), rounding the
+// product before the sum (never a fused multiply-add), so that its result
+// is the same whatever the build: the expression y += a*x of Go code
+// compiled without FMA. It panics if x is shorter than dst.
+func AddScaled(dst []float32, a float32, x []float32) {
+	if len(x) < len(dst) {
+		panic(fmt.Sprintf("kernels: AddScaled: len(x) = %d < len(dst) = %d", len(x), len(dst)))
+	}
+	addScaledRow(dst, a, x)
+}
+
 // ReLU sets y = max(y, 0) on the rows x cols view (y, ldy).
 func ReLU(y []float32, ldy, rows, cols int) {
 	checkView("ReLU", "y", y, ldy, rows, cols)
@@ -253,6 +264,15 @@ func ScatterAddPooled(table []float32, dim int, ids, offsets []int32, src []floa
 				t[i] += scale * v
 			}
 		}
+	}
+}
+
+func addScaledRowGo(dst []float32, a float32, x []float32) {
+	x = x[:len(dst)]
+	for i, v := range x {
+		// The conversion forbids fusing into an FMA, so every build
+		// rounds the product as the assembly does.
+		dst[i] += float32(a * v)
 	}
 }
 

@@ -234,9 +234,6 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
 							mk.fn(kb, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
-							if last {
-								ep.apply(c[crow+jc+jr:], ldc, mr, nr, jc+jr)
-							}
 							continue
 						}
 						mk.fn(kb, ap, bp, &tmp[0], nr, alpha, 0)
@@ -253,9 +250,12 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 								ci[j] = t + float32(bet*ci[j])
 							}
 						}
-						if last {
-							ep.apply(c[crow+jc+jr:], ldc, rows, cols, jc+jr)
-						}
+					}
+					// The epilogue runs on the strip of rows x nb just
+					// finished, still in cache, in long rows: each element
+					// gets the same operations as tile by tile.
+					if last {
+						ep.apply(c[crow+jc:], ldc, rows, nb, jc)
 					}
 				}
 			}

@@ -38,10 +38,24 @@ func PackB(transB bool, n, k int, b []float32, ldb int) *PackedB {
 	if mk.narrow != nil && n <= mk.narrow.nr {
 		mk = mk.narrow
 	}
-	p := &PackedB{mk: mk, n: n, k: k, kc: kBlock(mk, k), nc: mk.nc}
+	p := &PackedB{mk: mk, n: n, k: k, kc: kBlock(mk, k), nc: packedNC(mk, k)}
 	p.data = make([]float32, k*roundUp(n, mk.nr))
 	p.Repack(transB, b, ldb)
 	return p
+}
+
+// packedL2 is the size in floats of the B block that a packed product keeps
+// cache-resident while it sweeps the rows of A: half of the std machine's
+// 1 MiB L2 per core.
+const packedL2 = 128 << 10
+
+// packedNC is the column block of a packed B of depth k: as wide as fits
+// packedL2, a multiple of mk.nr, at most mk.nc. (Measured for the std first
+// layer, 500x2064x208: about 5% faster than mk.nc's 2048 columns, whose
+// block overflows the L2.) The block width does not change any result.
+func packedNC(mk *microKernel, k int) int {
+	kc := max(1, kBlock(mk, k))
+	return min(mk.nc, max(mk.nr, packedL2/kc/mk.nr*mk.nr))
 }
 
 // Dims returns the shape of op(B): k rows (the product's depth) by n

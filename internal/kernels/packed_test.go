@@ -209,3 +209,26 @@ func BenchmarkLinearPacked(b *testing.B) {
 		}
 	}
 }
+
+// TestAddScaled checks every length around the vector widths against the
+// unfused scalar expression, bit for bit, and that dst past its length is
+// untouched.
+func TestAddScaled(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 17))
+	for n := 0; n <= 75; n++ {
+		a := rng.Float32()*4 - 2
+		x, y := randSlice(rng, n), randSlice(rng, n+1)
+		want := append([]float32(nil), y...)
+		for i := 0; i < n; i++ {
+			want[i] += float32(a * x[i])
+		}
+		AddScaled(y[:n], a, x)
+		sameBits(t, fmt.Sprintf("AddScaled n=%d", n), y, want)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("AddScaled with a short x did not panic")
+		}
+	}()
+	AddScaled(make([]float32, 3), 1, make([]float32, 2))
+}

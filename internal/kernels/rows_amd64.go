@@ -11,6 +11,22 @@ func addReLURowAVX2(dst, x *float32, n int)
 //go:noescape
 func reluMaskRowAVX2(dy, y *float32, n int)
 
+//go:noescape
+func addScaledRowAVX2(dst, x *float32, a float32, n int)
+
+// addScaledRow sets dst[i] += a*x[i] for i < len(dst); len(x) >= len(dst).
+func addScaledRow(dst []float32, a float32, x []float32) {
+	x = x[:len(dst)]
+	n := 0
+	if hasAVX2 {
+		n = len(dst) &^ 7
+		if n > 0 {
+			addScaledRowAVX2(&dst[0], &x[0], a, n)
+		}
+	}
+	addScaledRowGo(dst[n:], a, x[n:])
+}
+
 // addRow sets dst[i] += x[i] for i < len(dst); len(x) >= len(dst).
 func addRow(dst, x []float32) {
 	x = x[:len(dst)]

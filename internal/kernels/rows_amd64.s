@@ -182,3 +182,46 @@ tloop:
 tdone:
 	VZEROUPPER
 	RET
+
+// func addScaledRowAVX2(dst, x *float32, a float32, n int)
+// dst[i] += a*x[i], the product rounded before the sum (no FMA), as the Go
+// fallback computes it.
+TEXT ·addScaledRowAVX2(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	VBROADCASTSS a+16(FP), Y15
+	MOVQ         n+24(FP), CX
+	CMPQ         CX, $32
+	JLT          scaled8
+scaled32:
+	VMULPS  (SI), Y15, Y0
+	VMULPS  32(SI), Y15, Y1
+	VMULPS  64(SI), Y15, Y2
+	VMULPS  96(SI), Y15, Y3
+	VADDPS  (DI), Y0, Y0
+	VADDPS  32(DI), Y1, Y1
+	VADDPS  64(DI), Y2, Y2
+	VADDPS  96(DI), Y3, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ    $128, DI
+	ADDQ    $128, SI
+	SUBQ    $32, CX
+	CMPQ    CX, $32
+	JGE     scaled32
+scaled8:
+	TESTQ CX, CX
+	JZ    scaleddone
+scaled8loop:
+	VMULPS  (SI), Y15, Y0
+	VADDPS  (DI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	SUBQ    $8, CX
+	JNZ     scaled8loop
+scaleddone:
+	VZEROUPPER
+	RET

@@ -6,5 +6,7 @@ func addRow(dst, x []float32)     { addRowGo(dst, x) }
 func addReLURow(dst, x []float32) { addReLURowGo(dst, x) }
 func reluMaskRow(dy, y []float32) { reluMaskRowGo(dy, y) }
 
+func addScaledRow(dst []float32, a float32, x []float32) { addScaledRowGo(dst, a, x) }
+
 // transpose8 has no fast path in this build: the caller does all the work.
 func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 0 }
