@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/onestone/onestone/pipelines"
+)
+
+func init() {
+	register(command{name: "compare", summary: "train several architectures and seeds on the same data and tabulate their validation scores", run: runCompare})
+}
+
+func runCompare(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	var cfg pipelines.CompareConfig
+	var data, valid listFlag
+	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML); its model: section is the base of every architecture")
+	fs.Var(&data, "data", "training Parquet files or glob (repeatable)")
+	fs.Var(&valid, "valid", "validation Parquet files or glob (repeatable)")
+	archs := fs.String("archs", strings.Join(pipelines.DefaultCompareArchs, ","), "comma-separated architectures (single, shared_bottom, soft, omoe, mmoe, cgc, ple)")
+	fs.IntVar(&cfg.Seeds, "seeds", 3, "seeds per architecture")
+	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs per run (default: the spec's)")
+	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop each run after N steps (0: no limit)")
+	fs.IntVar(&cfg.BatchSize, "batch-size", 0, "examples per step (default: the spec's)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "goroutines per step (default: GOMAXPROCS)")
+	fs.Int64Var(&cfg.EvalLimit, "eval-limit", 0, "validation rows of the evaluations between epochs (the final one uses all)")
+	fs.StringVar(&cfg.WorkDir, "work", "", "directory for the runs' specs and bundles (default: a temporary one, removed)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the work directory")
+	jsonOut := fs.Bool("json", false, "print the result as JSON instead of Markdown")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if cfg.SpecPath == "" || len(data) == 0 || len(valid) == 0 {
+		fs.Usage()
+		return errors.New("compare: --spec, --data and --valid are required")
+	}
+	cfg.Data, cfg.Valid = data, valid
+	cfg.Archs = nil
+	for a := range strings.SplitSeq(*archs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Archs = append(cfg.Archs, a)
+		}
+	}
+	if len(cfg.Archs) == 0 {
+		return errors.New("compare: --archs is empty")
+	}
+	if !*quiet {
+		cfg.Progress = os.Stderr
+	}
+	res, err := pipelines.Compare(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Print(res.Markdown())
+	return nil
+}

@@ -1,0 +1,363 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+)
+
+// ErrCompareConfig is wrapped by Compare's configuration errors.
+var ErrCompareConfig = errors.New("pipelines: invalid compare configuration")
+
+// CompareConfig configures Compare. Zero fields take the documented
+// defaults (or the spec's train: values).
+type CompareConfig struct {
+	SpecPath string   // the spec whose model: section is the base configuration
+	Data     []string // training Parquet files or globs
+	Valid    []string // validation Parquet files or globs (required)
+	// Archs are the architectures to train. Default: single,
+	// shared_bottom, omoe, mmoe, ple.
+	Archs []string
+	// Seeds is the number of seeds per architecture; seed s uses the
+	// spec's model seed + s. Default: 3.
+	Seeds     int
+	Epochs    int   // overrides train.epochs
+	MaxSteps  int64 // stops each run after this many steps (0: no limit)
+	BatchSize int   // overrides train.batch_size
+	Workers   int   // overrides train.workers
+	// EvalLimit caps the validation rows of each run's evaluations at the
+	// end of every epoch but the last (the final evaluation, the one
+	// reported, uses all). Default: 0 (all).
+	EvalLimit int64
+	// WorkDir holds each run's spec copy and bundles; it is removed at the
+	// end unless Keep. Default: a new temporary directory.
+	WorkDir string
+	Keep    bool
+	// Progress receives one line per run (nil: none).
+	Progress io.Writer
+}
+
+// DefaultCompareArchs are the architectures Compare trains by default.
+var DefaultCompareArchs = []string{mmoe.ArchSingle, mmoe.ArchSharedBottom, mmoe.ArchOMoE, mmoe.ArchMMoE, mmoe.ArchPLE}
+
+// CompareRun is one trained model.
+type CompareRun struct {
+	Arch           string    `json:"arch"`
+	Seed           uint64    `json:"seed"`
+	Steps          int64     `json:"steps"`
+	Seconds        float64   `json:"seconds"`
+	ExamplesPerSec float64   `json:"examples_per_sec"`
+	Scores         []float64 `json:"scores"` // per task: AUC (binary) or RMSE (regression)
+}
+
+// CompareTask is one task's score over the seeds of one architecture.
+type CompareTask struct {
+	Task   string    `json:"task"`
+	Metric string    `json:"metric"` // "auc" or "rmse"
+	Mean   float64   `json:"mean"`
+	Std    float64   `json:"std"` // sample standard deviation (0 for one seed)
+	Values []float64 `json:"values"`
+}
+
+// CompareRow summarises one architecture.
+type CompareRow struct {
+	Arch           string        `json:"arch"`
+	Params         int           `json:"params"`       // all parameters, embeddings included
+	DenseParams    int           `json:"dense_params"` // without the embeddings
+	ExamplesPerSec float64       `json:"examples_per_sec"`
+	Tasks          []CompareTask `json:"tasks"`
+}
+
+// CompareResult is Compare's table.
+type CompareResult struct {
+	Spec  string       `json:"spec"`
+	Seeds int          `json:"seeds"`
+	Rows  []CompareRow `json:"rows"`
+	Runs  []CompareRun `json:"runs"`
+}
+
+// Compare trains the spec's model once per architecture and seed, on the
+// same data and training settings, and tabulates each task's validation
+// score (AUC for binary and esmm tasks, RMSE for regression) as mean ± std
+// over seeds, with parameter counts and training throughput. Every
+// architecture is a variant of the spec's model: section: embedding
+// dimension, expert and tower widths and activation are kept; the expert
+// counts are set for the architecture (the spec's experts for mmoe, omoe,
+// cgc and ple — so their parameter counts differ, as they would in a
+// user's own choice; one network for shared_bottom; one network per task
+// for single and soft). A train.soft_penalty applies to soft only. Every
+// architecture's configuration is checked (model and trainer built)
+// before the first run starts. The runs are sequential; each uses
+// TrainBatch on a copy of the spec under WorkDir.
+func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
+	if cfg.Archs == nil {
+		cfg.Archs = DefaultCompareArchs
+	}
+	if cfg.Seeds == 0 {
+		cfg.Seeds = 3
+	}
+	switch {
+	case cfg.SpecPath == "":
+		return nil, fmt.Errorf("pipelines: compare: no spec: %w", ErrCompareConfig)
+	case len(cfg.Data) == 0:
+		return nil, fmt.Errorf("pipelines: compare: no training data: %w", ErrCompareConfig)
+	case len(cfg.Valid) == 0:
+		return nil, fmt.Errorf("pipelines: compare: no validation data (the table is of validation scores): %w", ErrCompareConfig)
+	case cfg.Seeds < 1:
+		return nil, fmt.Errorf("pipelines: compare: seeds %d < 1: %w", cfg.Seeds, ErrCompareConfig)
+	case len(cfg.Archs) == 0:
+		return nil, fmt.Errorf("pipelines: compare: no architectures: %w", ErrCompareConfig)
+	}
+	seen := map[string]bool{}
+	for _, a := range cfg.Archs {
+		if !slices.Contains(mmoe.Archs, a) {
+			return nil, fmt.Errorf("pipelines: compare: arch %q: want one of %v: %w", a, mmoe.Archs, ErrCompareConfig)
+		}
+		if seen[a] {
+			return nil, fmt.Errorf("pipelines: compare: arch %q given twice: %w", a, ErrCompareConfig)
+		}
+		seen[a] = true
+	}
+	// The base setup (fits and saves the statistics if missing).
+	base, err := LoadSetup(cfg.SpecPath, func(spec *features.Spec) (*features.Stats, error) {
+		return Fit(ctx, spec, cfg.Data, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	statsText, err := os.ReadFile(features.StatsPath(cfg.SpecPath))
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: compare: %w", err)
+	}
+	work := cfg.WorkDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "onestone-compare-"); err != nil {
+			return nil, fmt.Errorf("pipelines: compare: %w", err)
+		}
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, fmt.Errorf("pipelines: compare: %w", err)
+	}
+	if !cfg.Keep {
+		defer os.RemoveAll(work)
+	}
+	// Write and check every architecture's spec before training.
+	specs := map[string]string{}
+	res := &CompareResult{Spec: cfg.SpecPath, Seeds: cfg.Seeds}
+	for _, arch := range cfg.Archs {
+		mc := ArchConfig(base.Model, arch)
+		path := filepath.Join(work, arch, "spec.yaml")
+		if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(features.StatsPath(path), statsText, 0o644); err != nil {
+			return nil, fmt.Errorf("pipelines: compare: %w", err)
+		}
+		s, err := LoadSetup(path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+		}
+		m, err := s.NewModel()
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+		}
+		tc := s.Train
+		tc.BatchSize, tc.Workers = 1, 1 // only checking the configuration
+		tr, err := mtl.NewTrainer(m, s.Tasks, tc)
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+		}
+		tr.Close()
+		specs[arch] = path
+		res.Rows = append(res.Rows, CompareRow{Arch: arch, Params: m.NumParams(), DenseParams: m.NumDenseParams()})
+	}
+	tasks := base.Tasks
+	for ri, arch := range cfg.Archs {
+		row := &res.Rows[ri]
+		scores := make([][]float64, tasks.Len())
+		for si := range cfg.Seeds {
+			seed := base.Model.Seed + uint64(si)
+			path := specs[arch]
+			if si > 0 {
+				mc := ArchConfig(base.Model, arch)
+				mc.Seed = seed
+				if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
+					return nil, err
+				}
+			}
+			out := filepath.Join(work, arch, fmt.Sprintf("seed%d", si))
+			tres, err := TrainBatch(ctx, TrainBatchConfig{
+				SpecPath: path, Data: cfg.Data, Valid: cfg.Valid, Out: out,
+				Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps, BatchSize: cfg.BatchSize, Workers: cfg.Workers,
+				EvalLimit: cfg.EvalLimit, KeepCheckpoints: 1,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: %w", arch, seed, err)
+			}
+			run := CompareRun{Arch: arch, Seed: seed, Steps: tres.Steps, Seconds: tres.Seconds, ExamplesPerSec: tres.ExamplesPerSec}
+			if tres.Final == nil {
+				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: no validation result", arch, seed)
+			}
+			for t, m := range tres.Final.Metrics {
+				if t >= tasks.Len() {
+					break
+				}
+				v := m.AUC
+				if m.Kind == mtl.KindRegression {
+					v = m.RMSE
+				}
+				run.Scores = append(run.Scores, v)
+				scores[t] = append(scores[t], v)
+			}
+			row.ExamplesPerSec += tres.ExamplesPerSec / float64(cfg.Seeds)
+			res.Runs = append(res.Runs, run)
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "compare: %s seed %d: %d steps in %.1fs (%.0f ex/s): %s\n", arch, seed, tres.Steps, tres.Seconds, tres.ExamplesPerSec, FormatMetrics(tres.Final.Metrics))
+			}
+		}
+		for t := range tasks.Len() {
+			task := tasks.Task(t)
+			metric := "auc"
+			if task.Kind == mtl.KindRegression {
+				metric = "rmse"
+			}
+			mean, std := meanStd(scores[t])
+			row.Tasks = append(row.Tasks, CompareTask{Task: task.Name, Metric: metric, Mean: mean, Std: std, Values: scores[t]})
+		}
+	}
+	return res, nil
+}
+
+// ArchConfig returns base turned into architecture arch: widths,
+// activation, embedding dimension and seed are kept, the expert counts and
+// levels are set for arch (base's shared experts for mmoe, omoe, cgc and
+// ple when base has a mixture, else their defaults; base's task experts
+// and levels when base is cgc or ple).
+func ArchConfig(base mmoe.Config, arch string) mmoe.Config {
+	b := base.WithDefaults()
+	c := mmoe.Config{Arch: arch, EmbeddingDim: b.EmbeddingDim, ExpertHidden: b.ExpertHidden, Tower: b.Tower, Activation: b.Activation, Seed: b.Seed}
+	mixture := b.Arch == mmoe.ArchMMoE || b.Arch == mmoe.ArchOMoE || b.Arch == mmoe.ArchCGC || b.Arch == mmoe.ArchPLE
+	switch arch {
+	case mmoe.ArchMMoE, mmoe.ArchOMoE:
+		if mixture {
+			c.Experts = max(b.Experts, 1)
+		}
+	case mmoe.ArchSharedBottom:
+		c.Experts = 1
+	case mmoe.ArchSingle, mmoe.ArchSoft:
+		c.TaskExperts = 1
+	case mmoe.ArchCGC, mmoe.ArchPLE:
+		if mixture {
+			c.Experts = max(b.Experts, 1)
+		}
+		if b.Arch == mmoe.ArchCGC || b.Arch == mmoe.ArchPLE {
+			c.TaskExperts = b.TaskExperts
+			if arch == mmoe.ArchPLE && b.Arch == mmoe.ArchPLE {
+				c.Levels = b.Levels
+			}
+		}
+	}
+	return c
+}
+
+// writeArchSpec writes text with its model: section replaced by mc and,
+// unless soft, train.soft_penalty removed.
+func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return fmt.Errorf("pipelines: compare: spec: %w", err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return fmt.Errorf("pipelines: compare: spec is not a YAML mapping: %w", ErrCompareConfig)
+	}
+	root := doc.Content[0]
+	var mnode yaml.Node
+	if err := mnode.Encode(mc); err != nil {
+		return fmt.Errorf("pipelines: compare: %w", err)
+	}
+	found := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		switch root.Content[i].Value {
+		case "model":
+			root.Content[i+1] = &mnode
+			found = true
+		case "train":
+			if tr := root.Content[i+1]; !soft && tr.Kind == yaml.MappingNode {
+				for j := 0; j+1 < len(tr.Content); j += 2 {
+					if tr.Content[j].Value == "soft_penalty" {
+						tr.Content = slices.Delete(tr.Content, j, j+2)
+						break
+					}
+				}
+			}
+		}
+	}
+	if !found {
+		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "model"}, &mnode)
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		return fmt.Errorf("pipelines: compare: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("pipelines: compare: %w", err)
+	}
+	return os.WriteFile(path, out, 0o644)
+}
+
+func meanStd(v []float64) (float64, float64) {
+	if len(v) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	mean := s / float64(len(v))
+	if len(v) < 2 {
+		return mean, 0
+	}
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(ss / float64(len(v)-1))
+}
+
+// Markdown renders the table: one row per architecture, one column per
+// task ("0.9412 ± 0.0013"), parameters and examples/s.
+func (r *CompareResult) Markdown() string {
+	var sb strings.Builder
+	if len(r.Rows) == 0 {
+		return ""
+	}
+	sb.WriteString("| arch |")
+	for _, t := range r.Rows[0].Tasks {
+		fmt.Fprintf(&sb, " %s %s |", t.Task, t.Metric)
+	}
+	sb.WriteString(" params | dense params | examples/s |\n|---|")
+	for range r.Rows[0].Tasks {
+		sb.WriteString("---:|")
+	}
+	sb.WriteString("---:|---:|---:|\n")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&sb, "| %s |", row.Arch)
+		for _, t := range row.Tasks {
+			fmt.Fprintf(&sb, " %.4f ± %.4f |", t.Mean, t.Std)
+		}
+		fmt.Fprintf(&sb, " %d | %d | %.0f |\n", row.Params, row.DenseParams, row.ExamplesPerSec)
+	}
+	fmt.Fprintf(&sb, "\n%d seed(s) per architecture; mean ± sample std over seeds, on the validation data.\n", r.Seeds)
+	return sb.String()
+}

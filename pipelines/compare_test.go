@@ -1,0 +1,133 @@
+package pipelines
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/onestone/onestone/mmoe"
+)
+
+func TestCompareTabulatesArchsAndSeeds(t *testing.T) {
+	dir, spec := genData(t, 12000, "")
+	var prog bytes.Buffer
+	work := t.TempDir()
+	res, err := Compare(context.Background(), CompareConfig{
+		SpecPath: spec, Data: []string{filepath.Join(dir, "train-*.parquet")},
+		Valid: []string{filepath.Join(dir, "test-00000.parquet")},
+		Archs: []string{mmoe.ArchSharedBottom, mmoe.ArchMMoE}, Seeds: 2, MaxSteps: 8, WorkDir: work, Progress: &prog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 2 || len(res.Runs) != 4 {
+		t.Fatalf("%d rows, %d runs: want 2 and 4", len(res.Rows), len(res.Runs))
+	}
+	if res.Rows[0].Arch != mmoe.ArchSharedBottom || res.Rows[1].Arch != mmoe.ArchMMoE {
+		t.Fatalf("rows %s, %s", res.Rows[0].Arch, res.Rows[1].Arch)
+	}
+	// The spec's mmoe has 2 experts: more dense parameters than one bottom.
+	if !(res.Rows[1].DenseParams > res.Rows[0].DenseParams) || res.Rows[0].Params <= res.Rows[0].DenseParams {
+		t.Fatalf("params: %+v", res.Rows)
+	}
+	for _, row := range res.Rows {
+		if len(row.Tasks) != 2 || !(row.ExamplesPerSec > 0) {
+			t.Fatalf("row %+v", row)
+		}
+		for _, task := range row.Tasks {
+			if task.Metric != "auc" || len(task.Values) != 2 || !(task.Mean > 0.3 && task.Mean < 1) {
+				t.Fatalf("%s %s: %+v", row.Arch, task.Task, task)
+			}
+			// Two seeds start from different weights: scores differ.
+			if task.Values[0] == task.Values[1] || !(task.Std > 0) {
+				t.Fatalf("%s %s: seeds gave %v (std %v)", row.Arch, task.Task, task.Values, task.Std)
+			}
+			mean, std := meanStd(task.Values)
+			if task.Mean != mean || task.Std != std {
+				t.Fatalf("mean/std %v %v, recomputed %v %v", task.Mean, task.Std, mean, std)
+			}
+		}
+	}
+	if res.Runs[0].Seed == res.Runs[1].Seed || res.Runs[0].Steps != 8 {
+		t.Fatalf("runs %+v", res.Runs[:2])
+	}
+	md := res.Markdown()
+	if !strings.Contains(md, "| mmoe |") || !strings.Contains(md, " ± ") || !strings.Contains(md, "ctr auc") {
+		t.Fatalf("markdown:\n%s", md)
+	}
+	if strings.Count(prog.String(), "compare: ") != 4 {
+		t.Fatalf("progress:\n%s", prog.String())
+	}
+	if _, err := os.Stat(work); err == nil {
+		if ents, _ := os.ReadDir(work); len(ents) != 0 {
+			t.Fatalf("work directory not cleaned: %d entries", len(ents))
+		}
+	}
+}
+
+func TestMeanStd(t *testing.T) {
+	m, s := meanStd([]float64{1, 2, 3, 4})
+	if m != 2.5 || math.Abs(s-math.Sqrt(5.0/3)) > 1e-12 {
+		t.Fatalf("mean %v std %v", m, s)
+	}
+	if m, s := meanStd([]float64{7}); m != 7 || s != 0 {
+		t.Fatalf("one value: %v %v", m, s)
+	}
+}
+
+func TestCompareRefusesBadConfigurationBeforeTraining(t *testing.T) {
+	dir, spec := genData(t, 6000, "  weighting: gradnorm\n")
+	base := CompareConfig{SpecPath: spec, Data: []string{filepath.Join(dir, "train-*.parquet")}, Valid: []string{filepath.Join(dir, "test-00000.parquet")}, MaxSteps: 1}
+	cases := []struct {
+		archs []string
+		want  string
+	}{
+		{[]string{"mmoe", "transformer"}, `arch "transformer"`},
+		{[]string{"mmoe", "mmoe"}, "given twice"},
+		// GradNorm needs a shared layer: single shares none. mmoe comes
+		// first, and must not have been trained.
+		{[]string{"mmoe", "single"}, "arch single shares none"},
+	}
+	for _, c := range cases {
+		cfg := base
+		cfg.Archs = c.archs
+		cfg.WorkDir = t.TempDir()
+		cfg.Keep = true
+		_, err := Compare(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("archs %v: error %v, want %q", c.archs, err, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.WorkDir, "mmoe", "seed0")); err == nil {
+			t.Fatalf("archs %v: mmoe was trained before the configuration error", c.archs)
+		}
+	}
+	cfg := base
+	cfg.Valid = nil
+	if _, err := Compare(context.Background(), cfg); !errors.Is(err, ErrCompareConfig) {
+		t.Fatalf("no validation data: %v", err)
+	}
+}
+
+func TestArchConfig(t *testing.T) {
+	base := mmoe.Config{Arch: mmoe.ArchPLE, Experts: 3, TaskExperts: 2, Levels: 3, ExpertHidden: []int{8}, Seed: 5}
+	for _, arch := range mmoe.Archs {
+		c := ArchConfig(base, arch)
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: %v", arch, err)
+		}
+		if c.Seed != 5 || c.ExpertHidden[0] != 8 {
+			t.Fatalf("%s: %+v lost the base's widths or seed", arch, c)
+		}
+	}
+	if c := ArchConfig(base, mmoe.ArchPLE); c.Levels != 3 || c.TaskExperts != 2 || c.Experts != 3 {
+		t.Fatalf("ple from ple: %+v", c)
+	}
+	if c := ArchConfig(mmoe.Config{Arch: mmoe.ArchSharedBottom}, mmoe.ArchMMoE).WithDefaults(); c.Experts != 8 {
+		t.Fatalf("mmoe from shared_bottom: %d experts, want the default 8", c.Experts)
+	}
+}
