@@ -149,20 +149,29 @@ func (m *Model) Forward(ws *Workspace, b *features.Batch) error {
 		return err
 	}
 	m.gather(ws.x, b)
-	m.forward(ws, b.Rows, false, nil)
+	m.forward(ws, b.Rows, firstNone, nil)
 	return nil
 }
 
-// forward runs everything after the gather. With firstDone the products of
-// level 0 (before biases) are already in ws.lv[0].y. With pw (inference
-// only) the products read pw's packed copies of the weights, which gives
-// the same bits as the unpacked ones.
-func (m *Model) forward(ws *Workspace, rows int, firstDone bool, pw *packedWeights) {
+// firstStage says how much of level 0's fused first layer a caller of
+// forward has already computed into ws.lv[0].y.
+type firstStage uint8
+
+const (
+	firstNone    firstStage = iota // nothing: forward computes it from ws.x
+	firstProduct                   // the product, before biases
+	firstDone                      // the product, gate biases, expert biases and activation
+)
+
+// forward runs everything after the gather, from level 0's first layer in
+// the state first. With pw (inference only) the products read pw's packed
+// copies of the weights, which gives the same bits as the unpacked ones.
+func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWeights) {
 	a := m.arena
 	for li := range m.levels {
 		lv, lw := &m.levels[li], &ws.lv[li]
 		for gi, g := range lv.groups {
-			if li == 0 && firstDone {
+			if li == 0 && first != firstNone {
 				continue
 			}
 			// One product for every first layer reading this input; biases
@@ -175,6 +184,9 @@ func (m *Model) forward(ws *Workspace, rows int, firstDone bool, pw *packedWeigh
 			linearTo(actNone, lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], nil, nil)
 		}
 		for gi := range lv.gates {
+			if li == 0 && first == firstDone {
+				break
+			}
 			if gt := &lv.gates[gi]; len(gt.cands) > 1 {
 				b := lv.groups[gt.grp].b + gt.col
 				addBias(lw.y[gt.grp][gt.col:], lv.groups[gt.grp].out, rows, a[b:b+len(gt.cands)])
@@ -185,7 +197,9 @@ func (m *Model) forward(ws *Workspace, rows int, firstDone bool, pw *packedWeigh
 			ld := lv.groups[ex.grp].out
 			prev := lw.y[ex.grp][ex.col:]
 			L0 := &ex.layers[0]
-			biasActivate(m.act, prev, ld, rows, a[L0.b:L0.b+L0.out], off(lw.pre[ex.grp], ex.col))
+			if li != 0 || first != firstDone {
+				biasActivate(m.act, prev, ld, rows, a[L0.b:L0.b+L0.out], off(lw.pre[ex.grp], ex.col))
+			}
 			for l := 1; l < len(ex.layers); l++ {
 				L := &ex.layers[l]
 				out := lw.hid[e][l]

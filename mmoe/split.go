@@ -32,6 +32,13 @@ type Split struct {
 	pCand   *kernels.PackedB // wCandᵀ
 	pCtx    *kernels.PackedB // wCtxᵀ
 	pw      packedWeights
+	// fused: Forward applies level 0's biases and ReLU in the candidate
+	// product's epilogue: b0 holds the bias of every column of the fused
+	// first layer, and the experts' columns are [reluFrom, reluTo). Set
+	// when the activation is ReLU and the columns are laid out so.
+	fused            bool
+	b0               []float32
+	reluFrom, reluTo int
 }
 
 // packedWeights are a Split's packed copies of the weights used after the
@@ -66,6 +73,7 @@ func (m *Model) NewSplit() *Split {
 	g := &m.levels[0].groups[0]
 	s.wCand = make([]float32, g.out*s.inK)
 	s.wCtx = make([]float32, g.out*s.inC)
+	s.planFused()
 	s.copyFirst()
 	s.pCand = kernels.PackB(true, g.out, s.inK, s.wCand, max(1, s.inK))
 	s.pCtx = kernels.PackB(true, g.out, s.inC, s.wCtx, max(1, s.inC))
@@ -106,11 +114,79 @@ func (m *Model) NewSplit() *Split {
 	return s
 }
 
+// planFused decides whether Forward can apply level 0's biases and
+// activation in the GEMM epilogue: the activation is ReLU, the level's
+// first group holds every expert's first layer and every gate's logits,
+// each column exactly once, and the experts' columns are one range.
+func (s *Split) planFused() {
+	m := s.m
+	lv := &m.levels[0]
+	if m.act != actReLU || len(lv.groups) != 1 {
+		return
+	}
+	g := &lv.groups[0]
+	seen := make([]bool, g.out)
+	claim := func(lo, hi int) bool {
+		for j := lo; j < hi; j++ {
+			if j < 0 || j >= g.out || seen[j] {
+				return false
+			}
+			seen[j] = true
+		}
+		return true
+	}
+	lo, hi := g.out, 0
+	for _, ex := range lv.experts {
+		L0 := &ex.layers[0]
+		if ex.grp != 0 || L0.act != actReLU || !claim(ex.col, ex.col+L0.out) {
+			return
+		}
+		lo, hi = min(lo, ex.col), max(hi, ex.col+L0.out)
+	}
+	for _, gt := range lv.gates {
+		if len(gt.cands) > 1 && (gt.grp != 0 || !claim(gt.col, gt.col+len(gt.cands))) {
+			return
+		}
+	}
+	for j, ok := range seen {
+		// Every column is claimed, and the experts' ones are contiguous.
+		if !ok || (j >= lo && j < hi) != s.isExpertCol(j) {
+			return
+		}
+	}
+	s.fused, s.reluFrom, s.reluTo = true, lo, hi
+	s.b0 = make([]float32, g.out)
+}
+
+// isExpertCol reports whether column j of level 0's first group belongs to
+// an expert.
+func (s *Split) isExpertCol(j int) bool {
+	for _, ex := range s.m.levels[0].experts {
+		if j >= ex.col && j < ex.col+ex.layers[0].out {
+			return true
+		}
+	}
+	return false
+}
+
 // copyFirst copies the context and candidate column blocks of the
-// first-layer weight.
+// first-layer weight, and its biases when fused.
 func (s *Split) copyFirst() {
 	m := s.m
 	g := &m.levels[0].groups[0]
+	if s.fused {
+		a, lv := m.arena, &m.levels[0]
+		for _, ex := range lv.experts {
+			L0 := &ex.layers[0]
+			copy(s.b0[ex.col:ex.col+L0.out], a[L0.b:L0.b+L0.out])
+		}
+		for _, gt := range lv.gates {
+			if n := len(gt.cands); n > 1 {
+				b := lv.groups[gt.grp].b + gt.col
+				copy(s.b0[gt.col:gt.col+n], a[b:b+n])
+			}
+		}
+	}
 	w := m.arena[g.w : g.w+g.out*g.in]
 	for o := 0; o < g.out; o++ {
 		row := w[o*g.in : (o+1)*g.in]
@@ -208,7 +284,7 @@ func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 	for r := 0; r < rows; r++ {
 		addBias(y[r*g.out:(r+1)*g.out], g.out, 1, yc[r*g.out:(r+1)*g.out])
 	}
-	m.forward(ws, rows, true, &s.pw)
+	m.forward(ws, rows, firstProduct, &s.pw)
 	return nil
 }
 
@@ -247,8 +323,16 @@ func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 	// whose epilogue adds the context share to every row (the addition
 	// ForwardRows makes row by row).
 	m.gatherSide(ws.xk, s.inK, cand, features.SideCandidate)
+	if s.fused {
+		// The epilogue also adds the gate and expert biases and applies
+		// the experts' ReLU: the steps forward would take next, in order.
+		kernels.LinearPackedEpilogueTo(ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand,
+			kernels.Epilogue{Bias: ws.yc, Bias2: s.b0, ReLUFrom: s.reluFrom, ReLUTo: s.reluTo})
+		m.forward(ws, rows, firstDone, &s.pw)
+		return nil
+	}
 	kernels.LinearPackedTo(kernels.ActNone, ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand, ws.yc)
-	m.forward(ws, rows, true, &s.pw)
+	m.forward(ws, rows, firstProduct, &s.pw)
 	return nil
 }
 

@@ -237,3 +237,29 @@ func TestSplitForwardNoAllocs(t *testing.T) {
 		t.Errorf("split forward and Refresh allocate %v times, want 0", n)
 	}
 }
+
+// TestSplitFusedPlan checks which models get level 0's biases and ReLU in
+// the GEMM epilogue (the bitwise test above then compares the fused
+// Forward with the unfused ForwardRows): every ReLU architecture, with the
+// experts' columns as the ReLU range, and no GELU one.
+func TestSplitFusedPlan(t *testing.T) {
+	for _, arch := range Archs {
+		for _, act := range []string{ActReLU, ActGELU} {
+			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Activation: act, Seed: 5}
+			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
+				cfg.Experts = 3
+			}
+			s := testModel(t, cfg).NewSplit()
+			if want := act == ActReLU; s.fused != want {
+				t.Errorf("%s %s: fused %v, want %v", arch, act, s.fused, want)
+			}
+			if s.fused {
+				for _, ex := range s.m.levels[0].experts {
+					if ex.col < s.reluFrom || ex.col+ex.layers[0].out > s.reluTo {
+						t.Errorf("%s: expert columns [%d, %d) outside the ReLU range [%d, %d)", arch, ex.col, ex.col+ex.layers[0].out, s.reluFrom, s.reluTo)
+					}
+				}
+			}
+		}
+	}
+}

@@ -120,16 +120,23 @@ func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
 	}
 }
 
-// epilogue is what a fused GEMM applies to each finished tile of C: add
-// bias[j] to column j (when bias is not nil), then the activation.
+// epilogue is what a fused GEMM applies to each finished strip of C, in
+// this order: add bias[j] to column j (when bias is not nil), add bias2[j]
+// (when bias2 is not nil), then the activation act on every column and
+// ReLU on columns [reluFrom, reluTo).
 type epilogue struct {
-	bias []float32
-	act  Activation
+	bias, bias2      []float32
+	act              Activation
+	reluFrom, reluTo int
 }
 
 // apply runs the epilogue on the rows x cols block of C at c (stride ldc)
 // whose first column is column j0 of the product.
 func (ep epilogue) apply(c []float32, ldc, rows, cols, j0 int) {
+	if ep.bias2 != nil || ep.reluFrom < ep.reluTo {
+		ep.applyRange(c, ldc, rows, cols, j0)
+		return
+	}
 	for i := 0; i < rows; i++ {
 		row := c[i*ldc : i*ldc+cols]
 		switch {
@@ -145,7 +152,37 @@ func (ep epilogue) apply(c []float32, ldc, rows, cols, j0 int) {
 	}
 }
 
-func (ep epilogue) none() bool { return ep.bias == nil && ep.act == ActNone }
+// applyRange is apply for an epilogue with bias2 or a ReLU column range
+// (act is ActNone): the last addition and the ReLU are fused as in
+// AddBiasReLU.
+func (ep epilogue) applyRange(c []float32, ldc, rows, cols, j0 int) {
+	lo := min(max(ep.reluFrom-j0, 0), cols)
+	hi := min(max(ep.reluTo-j0, lo), cols)
+	first, last := ep.bias, ep.bias2
+	if last == nil {
+		first, last = nil, first
+	}
+	for i := 0; i < rows; i++ {
+		row := c[i*ldc : i*ldc+cols]
+		if first != nil {
+			addRow(row, first[j0:j0+cols])
+		}
+		if last == nil {
+			for j, v := range row[lo:hi] {
+				row[lo+j] = max(v, 0)
+			}
+			continue
+		}
+		l := last[j0 : j0+cols]
+		addRow(row[:lo], l[:lo])
+		addReLURow(row[lo:hi], l[lo:hi])
+		addRow(row[hi:], l[hi:])
+	}
+}
+
+func (ep epilogue) none() bool {
+	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo
+}
 
 // gemmWith is Sgemm with a given micro-kernel and epilogue; the arguments
 // are checked.

@@ -113,6 +113,37 @@ func LinearPackedTo(act Activation, y []float32, ldy int, x []float32, ldx, rows
 	gemmPacked(epilogue{bias: bias, act: act}, false, rows, 1, x, ldx, w, 0, y, ldy)
 }
 
+// Epilogue is what [LinearPackedEpilogueTo] applies to each element
+// y[i, j] of its product once the element's sum is complete, in this
+// order: y += Bias[j] (when Bias is not nil), y += Bias2[j] (when Bias2 is
+// not nil), then y = max(y, 0) when ReLUFrom <= j < ReLUTo. Each step is
+// rounded, so the result has the same bits as the product followed by
+// [AddBias] with Bias, then AddBias or [AddBiasReLU] with Bias2 on the
+// matching columns.
+type Epilogue struct {
+	Bias, Bias2      []float32
+	ReLUFrom, ReLUTo int
+}
+
+// LinearPackedEpilogueTo computes y = x·B followed by ep, for rows
+// examples: B (in x out) is packed by [PackB], x is the rows x in view
+// (x, ldx), y the rows x out view (y, ldy), overwritten. It is
+// [LinearPackedTo] with two bias vectors and a ReLU on a range of columns:
+// a first layer whose output columns feed both ReLU experts and linear
+// gates, with a per-request share added first. It runs on the calling
+// goroutine, does not allocate in steady state, and is safe for concurrent
+// use on disjoint y. It panics on inconsistent shapes or a bias shorter
+// than out.
+func LinearPackedEpilogueTo(y []float32, ldy int, x []float32, ldx, rows int, w *PackedB, ep Epilogue) {
+	checkPacked("LinearPackedEpilogueTo", false, rows, x, ldx, w, y, ldy)
+	for _, b := range [][]float32{ep.Bias, ep.Bias2} {
+		if b != nil && len(b) < w.n {
+			panic(fmt.Sprintf("kernels: LinearPackedEpilogueTo: len(bias) = %d, want %d", len(b), w.n))
+		}
+	}
+	gemmPacked(epilogue{bias: ep.Bias, bias2: ep.Bias2, reluFrom: ep.ReLUFrom, reluTo: ep.ReLUTo}, false, rows, 1, x, ldx, w, 0, y, ldy)
+}
+
 func checkPacked(fn string, transA bool, m int, a []float32, lda int, pb *PackedB, c []float32, ldc int) {
 	if pb == nil {
 		panic(fmt.Sprintf("kernels: %s: nil PackedB", fn))

@@ -232,3 +232,51 @@ func TestAddScaled(t *testing.T) {
 	}()
 	AddScaled(make([]float32, 3), 1, make([]float32, 2))
 }
+
+// TestLinearPackedEpilogueTo checks the two-bias, ReLU-range epilogue bit
+// for bit against the product followed by the separate passes, for ranges
+// inside, across and outside the column blocks.
+func TestLinearPackedEpilogueTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(18, 18))
+	for _, s := range [][3]int{{1, 2064, 221}, {50, 2064, 208}, {17, 70, 9}, {3, 5, 4}} {
+		rows, out, in := s[0], s[1], s[2]
+		x, ldx := view(rng, rows, in, 1)
+		w := randSlice(rng, out*in)
+		pw := PackB(true, out, in, w, in)
+		b1, b2 := randSlice(rng, out), randSlice(rng, out)
+		prod := make([]float32, rows*out)
+		Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, prod, out)
+		for _, r := range [][2]int{{0, out}, {0, out - out/100 - 1}, {out / 3, out/2 + 1}, {0, 0}, {out, out + 5}, {-3, 2}} {
+			for _, bs := range [][2][]float32{{b1, b2}, {nil, b2}, {b1, nil}, {nil, nil}} {
+				lo, hi := min(max(r[0], 0), out), min(max(r[1], 0), out)
+				want := append([]float32(nil), prod...)
+				if bs[0] != nil {
+					AddBias(want, out, rows, bs[0])
+				}
+				for i := 0; i < rows; i++ {
+					row := want[i*out : (i+1)*out]
+					if last := bs[1]; last != nil {
+						AddBias(row[:lo], out, 1, last[:lo])
+						AddBiasReLU(row[lo:hi], out, 1, last[lo:hi])
+						AddBias(row[hi:], out, 1, last[hi:])
+					} else if lo < hi {
+						ReLU(row[lo:hi], out, 1, hi-lo)
+					}
+				}
+				ldy := out + 1
+				y := make([]float32, rows*ldy)
+				for i := range y {
+					y[i] = float32(math.NaN())
+					if i%ldy >= out {
+						y[i] = sentinel
+					}
+				}
+				LinearPackedEpilogueTo(y, ldy, x, ldx, rows, pw, Epilogue{Bias: bs[0], Bias2: bs[1], ReLUFrom: r[0], ReLUTo: r[1]})
+				checkPadding(t, "LinearPackedEpilogueTo", y, ldy, out)
+				for i := 0; i < rows; i++ {
+					sameBits(t, fmt.Sprintf("%v relu %v bias %v %v", s, r, bs[0] != nil, bs[1] != nil), y[i*ldy:i*ldy+out], want[i*out:(i+1)*out])
+				}
+			}
+		}
+	}
+}

@@ -71,6 +71,10 @@ func gemmParallel(mk *microKernel, ep epilogue, workers int, transA, transB bool
 			if ep.bias != nil {
 				wep.bias = ep.bias[lo:]
 			}
+			if ep.bias2 != nil {
+				wep.bias2 = ep.bias2[lo:]
+			}
+			wep.reluFrom, wep.reluTo = ep.reluFrom-lo, ep.reluTo-lo
 		}
 		if w == 0 {
 			gemmWith(mk, wep, transA, transB, mm, nn, k, alpha, as, lda, bs, ldb, beta, cs, ldc)
