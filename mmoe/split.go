@@ -1,6 +1,8 @@
 package mmoe
 
 import (
+	"math"
+
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/kernels"
 )
@@ -273,12 +275,12 @@ func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 	// Context shares of every row (ws.x holds the context columns,
 	// compacted).
 	xc := ws.x[:rows*s.inC]
-	m.gatherSide(xc, s.inC, b, features.SideContext)
+	ws.touch ^= m.gatherSide(xc, s.inC, b, features.SideContext)
 	yc := ws.ycRows[:rows*g.out]
 	kernels.SgemmPacked(false, rows, 1, xc, max(1, s.inC), s.pCtx, 0, yc, g.out)
 	// Candidate shares, then the sum row by row as Forward adds its one
 	// context row.
-	m.gatherSide(ws.xk, s.inK, b, features.SideCandidate)
+	ws.touch ^= m.gatherSide(ws.xk, s.inK, b, features.SideCandidate)
 	y := ws.lv[0].y[0]
 	kernels.SgemmPacked(false, rows, 1, ws.xk, max(1, s.inK), s.pCand, 0, y, g.out)
 	for r := 0; r < rows; r++ {
@@ -317,12 +319,12 @@ func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 	g := &m.levels[0].groups[0]
 	// Context share: the context columns times their weight block.
 	xc := ws.x[:s.inC]
-	m.gatherSide(xc, s.inC, ctx, features.SideContext)
+	ws.touch ^= m.gatherSide(xc, s.inC, ctx, features.SideContext)
 	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, g.out)
 	// Candidate share: gather only the candidate columns, then one product
 	// whose epilogue adds the context share to every row (the addition
 	// ForwardRows makes row by row).
-	m.gatherSide(ws.xk, s.inK, cand, features.SideCandidate)
+	ws.touch ^= m.gatherSide(ws.xk, s.inK, cand, features.SideCandidate)
 	if s.fused {
 		// The epilogue also adds the gate and expert biases and applies
 		// the experts' ReLU: the steps forward would take next, in order.
@@ -337,9 +339,26 @@ func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 }
 
 // gatherSide writes the columns of x that belong to side, compacted to
-// width w, for every row of b.
-func (m *Model) gatherSide(xk []float32, w int, b *features.Batch, side features.Side) {
+// width w, for every row of b. It returns a value the caller keeps so that
+// the compiler cannot drop the prefetching loads.
+func (m *Model) gatherSide(xk []float32, w int, b *features.Batch, side features.Side) (touch uint32) {
 	D, rows := m.dim, b.Rows
+	// The table rows are scattered over tables far larger than the caches,
+	// and a copy loop that waits on each miss in turn spends most of its
+	// time waiting. A first pass that only loads one word of every row
+	// (independent loads, all in flight at once) brings them into cache
+	// for the copies.
+	if rows > 1 {
+		for f, fld := range m.layout.Sparse {
+			if fld.Side != side || b.Sparse[f].Offsets != nil {
+				continue
+			}
+			tbl := m.emb[f]
+			for _, id := range b.Sparse[f].IDs[:rows] {
+				touch ^= math.Float32bits(tbl[int(id)*D])
+			}
+		}
+	}
 	col := 0
 	for f, fld := range m.layout.Sparse {
 		if fld.Side != side {
@@ -390,4 +409,5 @@ func (m *Model) gatherSide(xk []float32, w int, b *features.Batch, side features
 		}
 		col++
 	}
+	return touch
 }
