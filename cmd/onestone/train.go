@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/onestone/onestone/pipelines"
@@ -38,6 +39,9 @@ func runTrain(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.EvalEvery, "eval-every", 0, "validate and checkpoint every N steps (default: the spec's, else each epoch)")
 	fs.Int64Var(&cfg.EvalLimit, "eval-limit", 0, "validation rows for the periodic evaluations (0: all)")
 	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop after N steps (0: no limit)")
+	fs.StringVar(&cfg.InitFrom, "init-from", "", "warm-start matching parameters from this bundle (same feature fields)")
+	fs.BoolVar(&cfg.FreezeShared, "freeze-shared", false, "with --init-from: keep the shared part (embeddings, shared experts and gates) fixed")
+	reportDir := fs.String("report", "", "write a training report (index.html with plots, gate analysis) to this directory")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -51,9 +55,25 @@ func runTrain(ctx context.Context, args []string) error {
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
+	var report *pipelines.Report
+	if *reportDir != "" {
+		var err error
+		if report, err = pipelines.NewReport(pipelines.ReportConfig{Dir: *reportDir, Valid: valid}); err != nil {
+			return err
+		}
+		cfg.Observers = append(cfg.Observers, report)
+	}
 	res, err := pipelines.TrainBatch(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if report != nil {
+		if err := report.Write(); err != nil {
+			return err
+		}
+		if !*quiet {
+			fmt.Fprintf(os.Stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
+		}
 	}
 	if *jsonOut {
 		return json.NewEncoder(os.Stdout).Encode(res)
