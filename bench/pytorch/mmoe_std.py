@@ -35,8 +35,8 @@ thread" with that default is what BENCHMARKS.md's 9.5 ms scoring p50 matches.
 --omp-wait passive (the default) also exports OMP_WAIT_POLICY=PASSIVE unless
 it is set. As shipped, libgomp's idle threads spin, and on 2 cores they fight
 OpenBLAS's own pool for the CPU: training measured 700-5,900 examples/s
-with the spinning default against 8,000-11,000 with PASSIVE in the same
-session (load 2-4). --omp-wait default leaves the environment alone.
+with the spinning default against 6,400-13,500 with PASSIVE in the same
+sessions (load 2-4). --omp-wait default leaves the environment alone.
 
 Prints one JSON object on stdout. Errors go to stderr as
 "mmoe_std: ..." with exit status 2.
@@ -63,7 +63,6 @@ EMB_INIT_BOUND = 0.05
 def fail(msg):
     print("mmoe_std: " + msg, file=sys.stderr)
     sys.exit(2)
-
 
 
 def positive(s):
@@ -133,10 +132,11 @@ class MMoE(nn.Module):
     GEMM and the second layers one batched GEMM (8 x [256 x 128]), the
     efficient way to write MMoE in PyTorch. experts="loop": one nn.Linear
     pair per expert, the textbook way. Measured here (torch 1.13.1,
-    OpenBLAS 0.3.21): fused trains about 1.4x faster (its batched second
-    layer beats 8 separate GEMM pairs in the backward pass), loop scores
-    500 candidates about 1.3x faster (baddbmm's forward is slower than 8
-    addmm calls at 500 rows), so each mode defaults to its faster one.
+    OpenBLAS 0.3.21, OMP_WAIT_POLICY=PASSIVE): in training the two are
+    within run-to-run noise (fused about 1.4x faster with libgomp's
+    spinning default); scoring 500 rows, loop is about 1.3x faster
+    (baddbmm's forward is slower than 8 addmm calls). Each mode defaults to
+    its faster one.
 
     tables="separate": 26 nn.Embedding tables; tables="fused": one table of
     26 * 100,001 rows indexed with per-field offsets (TorchRec/DLRM style).
