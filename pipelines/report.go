@@ -472,6 +472,7 @@ func (r *Report) utilPlot() (*plot.Plot, vg.Length, vg.Length, error) {
 	p.Add(line)
 	p.Legend.Add("uniform 1/experts", line)
 	p.Legend.Top = true
+	p.Legend.Left = true
 	var names []string
 	for k := range g.Utilisation {
 		names = append(names, fmt.Sprintf("expert %d", k))

@@ -46,7 +46,9 @@ type GateAnalysis struct {
 	// (NaN where the task's gate has fewer candidates).
 	Weights [][]float64 `json:"weights"`
 	// TopShare[t] is the share of rows where task t's most-used expert
-	// (TopExpert[t]) gets at least GateCollapseWeight.
+	// (TopExpert[t]: the one most often given at least GateCollapseWeight,
+	// or, when no row reaches it, the one with the largest mean weight)
+	// gets at least GateCollapseWeight.
 	TopShare  []float64 `json:"top_share"`
 	TopExpert []int     `json:"top_expert"`
 	// Utilisation[k] is shared expert k's weight averaged over the tasks.
@@ -115,6 +117,13 @@ func AnalyzeGates(m *mmoe.Model, b *features.Batch) (*GateAnalysis, error) {
 		for j := range counts {
 			if counts[j] > counts[top] {
 				top = j
+			}
+		}
+		if counts[top] == 0 { // no row reaches the threshold: the heaviest on average
+			for j := range n {
+				if mean[j] > mean[top] {
+					top = j
+				}
 			}
 		}
 		share := float64(counts[top]) / float64(max(rows, 1))
