@@ -320,13 +320,14 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 		// op(A)(i, p) = a[i*lda+p]: a transpose of a rs x kb block.
 		i := 0
 		for ; i+8 <= rs; i += 8 {
-			src := a[(i0+s+i)*lda+p0:]
-			q := transpose8(d[i:], mr, src, lda, kb)
-			for r := 0; r < 8 && q < kb; r++ {
-				for p, v := range src[r*lda+q : r*lda+kb] {
-					d[(q+p)*mr+i+r] = v
-				}
-			}
+			packA8(d, mr, a[(i0+s+i)*lda+p0:], lda, kb, i)
+		}
+		if i < rs && rs >= 8 && hasTranspose8 {
+			// The last rs-i rows: an 8-row block ending at rs, which
+			// rewrites a few rows with the same values rather than take
+			// the scalar loops below.
+			packA8(d, mr, a[(i0+s+rs-8)*lda+p0:], lda, kb, rs-8)
+			i = rs
 		}
 		for ; i+4 <= rs; i += 4 {
 			r0 := a[(i0+s+i)*lda+p0 : (i0+s+i)*lda+p0+kb]
@@ -348,6 +349,17 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 			for p := 0; p < kb; p++ {
 				clear(d[p*mr+rs : p*mr+mr])
 			}
+		}
+	}
+}
+
+// packA8 writes rows i..i+8 of an A micro-panel (src: those rows, stride
+// lda, kb columns) into the panel d of mr rows.
+func packA8(d []float32, mr int, src []float32, lda, kb, i int) {
+	q := transpose8(d[i:], mr, src, lda, kb)
+	for r := 0; r < 8 && q < kb; r++ {
+		for p, v := range src[r*lda+q : r*lda+kb] {
+			d[(q+p)*mr+i+r] = v
 		}
 	}
 }

@@ -66,6 +66,9 @@ func reluMaskRow(dy, y []float32) {
 	reluMaskRowGo(dy[n:], y[n:])
 }
 
+// hasTranspose8 reports whether transpose8 has a fast path.
+var hasTranspose8 = hasAVX2
+
 //go:noescape
 func transpose8AVX2(dst *float32, ldd int, src *float32, lds int, k int)
 

@@ -8,5 +8,8 @@ func reluMaskRow(dy, y []float32) { reluMaskRowGo(dy, y) }
 
 func addScaledRow(dst []float32, a float32, x []float32) { addScaledRowGo(dst, a, x) }
 
+// hasTranspose8 reports whether transpose8 has a fast path.
+const hasTranspose8 = false
+
 // transpose8 has no fast path in this build: the caller does all the work.
 func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 0 }
