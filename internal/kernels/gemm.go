@@ -35,6 +35,10 @@ type microKernel struct {
 	// narrow, if set, is used instead for products of at most narrow.nr
 	// columns, where this kernel's wide tile would mostly compute padding.
 	narrow *microKernel
+	// row1, if set, is a one-row kernel reading the same B panels (same nr
+	// and kc) with the same arithmetic, used by the packed products of a
+	// single row.
+	row1 *microKernel
 }
 
 // active is the micro-kernel selected for this machine (see selectKernel in
@@ -239,10 +243,9 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, pb *PackedB, beta float32, c []float32, ldc int) {
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
-	kc := kBlock(mk, k)
-	nc := mk.nc
+	kc, nc := kBlock(mk, k), mk.nc
 	if pb != nil {
-		nc = pb.nc
+		kc, nc = pb.kc, pb.nc
 	}
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)

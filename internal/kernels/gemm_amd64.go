@@ -22,10 +22,22 @@ func kernAVX2x8(k int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func kernAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// kernAVX2x1 is the 1x16 one-row variant of kernAVX2 (kernel_amd64.s).
+//
+//go:noescape
+func kernAVX2x1(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// kernAVX512x1 is the 1x32 one-row variant of kernAVX512 (kernel_amd64.s).
+//
+//go:noescape
+func kernAVX512x1(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
 var (
 	narrowMicroKernel = &microKernel{name: "avx2x8", mr: 12, nr: 8, mc: 120, kc: 512, nc: 2048, fn: kernAVX2x8}
-	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2}
-	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512}
+	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2,
+		row1: &microKernel{name: "avx2x1", mr: 1, nr: 16, mc: 1, kc: 512, nc: 2048, fn: kernAVX2x1}}
+	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512,
+		row1: &microKernel{name: "avx512x1", mr: 1, nr: 32, mc: 1, kc: 512, nc: 2048, fn: kernAVX512x1}}
 )
 
 // hasAVX2 and hasAVX512 report what the CPU and OS support.

@@ -168,7 +168,12 @@ func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda
 		}
 		return
 	}
-	ws := getWorkspace(pb.mk)
-	gemmBlocked(pb.mk, ws, ep, transA, false, m, n, k, alpha, a, lda, nil, 0, pb, beta, c, ldc)
-	putWorkspace(pb.mk, ws)
+	mk := pb.mk
+	if m == 1 && mk.row1 != nil {
+		// A wide kernel would compute mr-1 rows of padding.
+		mk = mk.row1
+	}
+	ws := getWorkspace(mk)
+	gemmBlocked(mk, ws, ep, transA, false, m, n, k, alpha, a, lda, nil, 0, pb, beta, c, ldc)
+	putWorkspace(mk, ws)
 }

@@ -138,6 +138,11 @@ var kernelList = []kernel{
 	{name: "kernAVX2", reg: "Y", vbytes: 32, mr: 6, nv: 2, unroll: 4, bcast: []int{14, 15}, bregs: []int{12, 13}},
 	{name: "kernAVX2x8", reg: "Y", vbytes: 32, mr: 12, nv: 1, unroll: 4, bcast: []int{13, 14}, bregs: []int{12}},
 	{name: "kernAVX512", reg: "Z", vbytes: 64, mr: 14, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}},
+	// One-row variants of the wide kernels, for products of a single row of
+	// A (a request's context share) that would waste the other rows of a
+	// tile: same panels of B, same order of FMAs, so the same bits.
+	{name: "kernAVX2x1", reg: "Y", vbytes: 32, mr: 1, nv: 2, unroll: 4, bcast: []int{14, 15}, bregs: []int{12, 13}},
+	{name: "kernAVX512x1", reg: "Z", vbytes: 64, mr: 1, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}},
 }
 
 func main() {
