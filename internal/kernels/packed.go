@@ -34,7 +34,11 @@ func PackB(transB bool, n, k int, b []float32, ldb int) *PackedB {
 	if n < 0 || k < 0 {
 		panic(fmt.Sprintf("kernels: PackB: negative dimension n=%d k=%d", n, k))
 	}
-	mk := active
+	return packBFor(active, transB, n, k, b, ldb)
+}
+
+// packBFor is PackB for the micro-kernel mk (or its narrow kernel).
+func packBFor(mk *microKernel, transB bool, n, k int, b []float32, ldb int) *PackedB {
 	if mk.narrow != nil && n <= mk.narrow.nr {
 		mk = mk.narrow
 	}

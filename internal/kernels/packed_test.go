@@ -280,3 +280,22 @@ func TestLinearPackedEpilogueTo(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedEveryKernel packs for every micro-kernel this machine has, not
+// only the selected one, and checks single-row and many-row products
+// (the one-row kernels included) against that kernel's unpacked product
+// bit for bit.
+func TestPackedEveryKernel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 19))
+	for _, mk := range availableKernels() {
+		for _, s := range [][3]int{{1, 70, 1100}, {1, 2064, 221}, {1, 17, 9}, {23, 70, 300}} {
+			g := newGemmCase(rng, false, true, s[0], s[1], s[2], 1, 0.7, 0.3)
+			want := append([]float32(nil), g.c...)
+			g.runWith(mk)(want)
+			pb := packBFor(mk, true, g.n, g.k, g.b, g.ldb)
+			got := append([]float32(nil), g.c...)
+			SgemmPacked(false, g.m, g.alpha, g.a, g.lda, pb, g.beta, got, g.ldc)
+			sameBits(t, mk.name+" "+g.String(), got, want)
+		}
+	}
+}
