@@ -1,0 +1,813 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/mmoe"
+	"github.com/onestone/onestone/mtl"
+	"github.com/onestone/onestone/serving"
+)
+
+// Stream defaults.
+const (
+	DefaultCheckpointEvery  = 10 * time.Second
+	DefaultCheckpointEvents = 100000
+	DefaultStreamWindow     = 50000
+	DefaultKeepBundles      = 5
+)
+
+// ErrPositionMismatch is returned when the checkpoint a stream would resume
+// from was not made by a stream of the same topic (for example a batch
+// training checkpoint, or another topic's).
+var ErrPositionMismatch = errors.New("pipelines: checkpoint position is not of this topic")
+
+// StreamConfig configures StreamTrain. Zero fields take the documented
+// defaults.
+type StreamConfig struct {
+	// Brokers are the Kafka bootstrap addresses (host:port). Required.
+	Brokers []string
+	// Topic is the topic of JSON events. Required.
+	Topic string
+	// GroupID is the consumer group; offsets are committed to it. Required.
+	GroupID string
+	// SpecPath is the feature spec (with its model: and train: sections)
+	// whose fitted statistics lie beside it (features.StatsPath). When the
+	// statistics file is missing, those of the checkpoint or of InitFrom
+	// are used (and saved there). Required.
+	SpecPath string
+	// Model is the bundle root: published bundles go to Model/vNNNNNNNN
+	// (with Model/latest naming the newest), checkpoints to
+	// Model/checkpoints. When Model already holds checkpoints the stream
+	// resumes from the newest one. Required.
+	Model string
+	// InitFrom warm-starts a new stream (one without checkpoints under
+	// Model) from a batch-trained bundle (a bundle directory or root); its
+	// feature fields must be the spec's. Default: "" (fresh weights).
+	InitFrom string
+
+	// CheckpointEvery is the longest time between checkpoints while events
+	// arrive. Default: DefaultCheckpointEvery (10s).
+	CheckpointEvery time.Duration
+	// CheckpointEvents writes a checkpoint once this many events were
+	// trained since the last one. Default: DefaultCheckpointEvents (100000).
+	CheckpointEvents int64
+	// MaxBatch is the most events per micro-batch read from Kafka; each is
+	// trained in chunks of the spec's train.batch_size. Default: 4096.
+	MaxBatch int
+	// BatchWait is how long a micro-batch waits to fill once it holds one
+	// event. Default: 500ms.
+	BatchWait time.Duration
+	// DeadLetters is where malformed events go: "file:PATH", "topic:NAME"
+	// (on the same brokers) or a bare path. Default: "" (logged only).
+	DeadLetters string
+	// Window is how many of the latest events the progressive
+	// (test-then-train) metrics cover. Default: DefaultStreamWindow (50000).
+	Window int
+	// KeepBundles is how many published bundles to keep under Model.
+	// Default: DefaultKeepBundles (5).
+	KeepBundles int
+	// KeepCheckpoints is how many checkpoints to keep. Default: 2.
+	KeepCheckpoints int
+	// SessionTimeout is the consumer group session timeout: how long the
+	// group waits for a member that died before moving its partitions.
+	// Default: the ingest default (30s).
+	SessionTimeout time.Duration
+
+	// Progress receives a status line every ProgressEvery and a line per
+	// published bundle (nil: none).
+	Progress io.Writer
+	// ProgressEvery is the period of status lines. Default: 2s.
+	ProgressEvery time.Duration
+	// Trace, when set, is a file to which one JSON line per trained
+	// micro-batch is appended right after its training steps, before
+	// anything else happens: {"from":{partition:offset},"to":{...},"rows":N}.
+	// It is for tests of the delivery guarantee. Default: "" (none).
+	Trace string
+	// OnPublish, when set, is called after each bundle is published and its
+	// offsets committed (on the StreamTrain goroutine).
+	OnPublish func(Published)
+	// Allocator builds the Arrow records. Default: memory.DefaultAllocator.
+	Allocator memory.Allocator
+	// Logger receives Kafka client events and commit failures.
+	// Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports whether the configuration is usable.
+func (c StreamConfig) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("pipelines: stream: no brokers")
+	case c.Topic == "":
+		return errors.New("pipelines: stream: no topic")
+	case c.GroupID == "":
+		return errors.New("pipelines: stream: no consumer group")
+	case c.SpecPath == "":
+		return errors.New("pipelines: stream: no spec")
+	case c.Model == "":
+		return errors.New("pipelines: stream: no model root (--model)")
+	case c.CheckpointEvery < 0:
+		return fmt.Errorf("pipelines: stream: checkpoint interval %v is negative", c.CheckpointEvery)
+	case c.CheckpointEvents < 0:
+		return fmt.Errorf("pipelines: stream: checkpoint events %d is negative", c.CheckpointEvents)
+	case c.MaxBatch < 0 || c.Window < 0 || c.KeepBundles < 0 || c.KeepCheckpoints < 0:
+		return fmt.Errorf("pipelines: stream: negative size (max batch %d, window %d, keep bundles %d, keep checkpoints %d)",
+			c.MaxBatch, c.Window, c.KeepBundles, c.KeepCheckpoints)
+	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.ProgressEvery < 0:
+		return errors.New("pipelines: stream: negative duration")
+	}
+	if _, _, err := parseDeadLetters(c.DeadLetters); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if c.CheckpointEvents == 0 {
+		c.CheckpointEvents = DefaultCheckpointEvents
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 4096
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = 500 * time.Millisecond
+	}
+	if c.Window == 0 {
+		c.Window = DefaultStreamWindow
+	}
+	if c.KeepBundles == 0 {
+		c.KeepBundles = DefaultKeepBundles
+	}
+	if c.KeepCheckpoints == 0 {
+		c.KeepCheckpoints = 2
+	}
+	if c.ProgressEvery == 0 {
+		c.ProgressEvery = 2 * time.Second
+	}
+	if c.Allocator == nil {
+		c.Allocator = memory.DefaultAllocator
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// parseDeadLetters splits "file:PATH", "topic:NAME" or a bare path.
+func parseDeadLetters(s string) (kind, target string, err error) {
+	switch {
+	case s == "":
+		return "", "", nil
+	case strings.HasPrefix(s, "file:"):
+		kind, target = "file", s[len("file:"):]
+	case strings.HasPrefix(s, "topic:"):
+		kind, target = "topic", s[len("topic:"):]
+	default:
+		kind, target = "file", s
+	}
+	if target == "" {
+		return "", "", fmt.Errorf("pipelines: stream: dead letters %q: empty %s name", s, kind)
+	}
+	return kind, target, nil
+}
+
+// Published describes one published bundle of a stream.
+type Published struct {
+	// Version is the bundle's version (its directory name), Dir its path.
+	Version string
+	Dir     string
+	// Checkpoint is the checkpoint directory holding the same state.
+	Checkpoint string
+	// Position holds, per partition, the next offset after the events the
+	// bundle trained on; these offsets were committed (unless Committed is
+	// false because the commit failed; the next one covers them).
+	Position  ingest.Position
+	Committed bool
+	// Steps and Examples count all the training so far.
+	Steps, Examples int64
+	// Metrics are the progressive (test-then-train) metrics over the
+	// window at the time of publishing.
+	Metrics []mtl.Metrics
+	// Time is when the bundle and the commit were done.
+	Time time.Time
+}
+
+// streamRun is the state of one StreamTrain call. It builds on trainRun
+// (the batch trainer's model, trainer, position and checkpoint writer and
+// reader), with a Kafka source in place of the Parquet epochs.
+type streamRun struct {
+	cfg StreamConfig
+	r   *trainRun
+	src *ingest.KafkaSource
+	dl  ingest.DeadLetterSink
+
+	ev      *mtl.Evaluator
+	scored  int64 // events scored before training (progressive metrics)
+	ws      *mmoe.Workspace
+	scores  [][]float32
+	view    [][]float32
+	b       features.Batch
+	chunk   features.Batch
+	serving []string // the spec's serving columns, for the bundle's sample events
+
+	trace    *os.File
+	traceBuf []byte
+
+	lastSave   time.Time
+	dirty      int64 // events trained since the last checkpoint
+	published  string
+	commitErrs int64
+
+	prog       *progress
+	lastLine   time.Time
+	lastEvents int64
+	start      time.Time
+	startEx    int64
+}
+
+// StreamTrain trains the spec's model continuously on JSON events from a
+// Kafka topic, as a member of a consumer group.
+//
+// Each micro-batch is transformed with the same features.Transformer as
+// batch training, scored with the current model for the progressive
+// (windowed, test-then-train) metrics, and then trained on in chunks of
+// train.batch_size. Every CheckpointEvery or CheckpointEvents it writes a
+// checkpoint (weights, optimizer and trainer state, and the per-partition
+// offsets after the trained events) durably under Model/checkpoints, then
+// publishes the same weights as a new bundle version under Model (and
+// points Model/latest at it, keeping KeepBundles), and only then commits the
+// offsets to the group.
+//
+// On start it resumes from the newest checkpoint under Model, reading each
+// partition from the checkpoint's offset (events the checkpoint holds are
+// skipped even when their commit did not happen), or else warm-starts from
+// InitFrom. A checkpoint that a crash left unpublished is published first.
+// The guarantee is at-least-once training with the duplicates after a crash
+// bounded by one checkpoint interval (plus one micro-batch), and each
+// checkpoint published once.
+//
+// When ctx is cancelled it writes a final checkpoint, publishes and commits
+// it, leaves the group and returns nil.
+func StreamTrain(ctx context.Context, cfg StreamConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	if err := checkWritable(cfg.Model); err != nil {
+		return err
+	}
+	ckRoot := filepath.Join(cfg.Model, CheckpointDir)
+	cks, err := serving.Versions(ckRoot)
+	if err != nil {
+		return fmt.Errorf("pipelines: stream: %w", err)
+	}
+	resume := len(cks) > 0
+	s, err := LoadSetup(cfg.SpecPath, func(*features.Spec) (*features.Stats, error) {
+		from := cfg.InitFrom
+		if resume {
+			from = ckRoot
+		}
+		if from == "" {
+			return nil, fmt.Errorf("pipelines: stream: no fitted statistics, no checkpoint and no --init-from bundle to take them from: %w", os.ErrNotExist)
+		}
+		lm, err := LoadModel(from)
+		if err != nil {
+			return nil, err
+		}
+		return lm.Setup.Stats, nil
+	})
+	if err != nil {
+		return err
+	}
+	r := &trainRun{
+		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
+		s:   s, bestKey: math.Inf(-1),
+	}
+	if r.model, err = s.NewModel(); err != nil {
+		return err
+	}
+	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
+		return err
+	}
+	defer r.trainer.Close()
+	st := &streamRun{cfg: cfg, r: r, serving: s.Spec.Columns(false)}
+	if resume {
+		if err := r.resume(); err != nil {
+			return err
+		}
+		if r.pos.File != "" || (len(r.pos.Offsets) > 0 && r.pos.Topic != cfg.Topic) {
+			return fmt.Errorf("%w: the newest checkpoint under %s was trained on %s, not topic %q (use another --model root)",
+				ErrPositionMismatch, ckRoot, describePosition(r.pos), cfg.Topic)
+		}
+		st.printf("stream: resumed from %s: step %d, %d examples, offsets %s\n", cks[len(cks)-1], r.trainer.Steps(), r.examples, formatOffsets(r.pos.Offsets))
+	} else if cfg.InitFrom != "" {
+		if err := r.initFrom(cfg.InitFrom); err != nil {
+			return err
+		}
+	} else {
+		st.printf("stream: fresh model (no checkpoint under %s, no --init-from)\n", cfg.Model)
+	}
+	r.pos.Topic = cfg.Topic
+	st.loadSample(resume)
+	if st.ev, err = mtl.NewEvaluator(s.Tasks, s.Transformer.Layout().Labels, cfg.Window); err != nil {
+		return err
+	}
+	if err := st.open(ctx); err != nil {
+		st.close()
+		return err
+	}
+	err = st.run(ctx)
+	if cerr := st.close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
+}
+
+// open creates the dead-letter sink, the trace file and the Kafka source,
+// and publishes a checkpoint a crash left unpublished.
+func (st *streamRun) open(ctx context.Context) error {
+	cfg := st.cfg
+	kind, target, _ := parseDeadLetters(cfg.DeadLetters)
+	var err error
+	switch kind {
+	case "file":
+		f, err := ingest.NewFileDeadLetters(target)
+		if err != nil {
+			return err
+		}
+		st.dl = f
+	case "topic":
+		k, err := ingest.NewKafkaDeadLetters(ingest.KafkaDeadLettersConfig{Brokers: cfg.Brokers, Topic: target})
+		if err != nil {
+			return err
+		}
+		st.dl = k
+	}
+	if cfg.Trace != "" {
+		if st.trace, err = os.OpenFile(cfg.Trace, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return fmt.Errorf("pipelines: stream: trace: %w", err)
+		}
+	}
+	kc := ingest.KafkaConfig{
+		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID,
+		Schema: st.r.s.Spec.Schema(true), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
+		Start: st.r.pos.Offsets, Allocator: cfg.Allocator, SessionTimeout: cfg.SessionTimeout,
+		Logger: cfg.Logger,
+	}
+	if st.dl != nil {
+		kc.DeadLetters = st.dl
+	}
+	if st.src, err = ingest.NewKafkaSource(ctx, kc); err != nil {
+		return err
+	}
+	m := st.r.model
+	bs := st.r.trainer.Config().BatchSize
+	st.ws = m.NewWorkspace(bs)
+	st.view = make([][]float32, st.r.s.Tasks.Len())
+	st.lastSave = time.Now()
+	st.start, st.lastLine, st.startEx = time.Now(), time.Now(), st.r.examples
+	st.lastEvents = st.r.examples
+	st.prog = newProgress(nil, 0, st.r.s.Tasks)
+	return st.publishPending(ctx)
+}
+
+// close releases the source, the dead-letter sink and the trace file.
+func (st *streamRun) close() error {
+	var first error
+	if st.src != nil {
+		first = st.src.Close()
+	}
+	if c, ok := st.dl.(io.Closer); ok {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if st.trace != nil {
+		if err := st.trace.Close(); err != nil && first == nil {
+			first = fmt.Errorf("pipelines: stream: trace: %w", err)
+		}
+	}
+	return first
+}
+
+// run is the consume-score-train loop.
+func (st *streamRun) run(ctx context.Context) error {
+	for {
+		// Wait for events no longer than until the next checkpoint is due
+		// when trained events are not yet checkpointed, so a quiet topic
+		// still gets its last events published.
+		nctx, cancel := ctx, context.CancelFunc(func() {})
+		if st.dirty > 0 {
+			nctx, cancel = context.WithDeadline(ctx, st.lastSave.Add(st.cfg.CheckpointEvery))
+		}
+		rec, err := st.src.Next(nctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return st.shutdown(ctx)
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				if err := st.save(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			// The source failed for good: keep what was trained.
+			if serr := st.save(context.WithoutCancel(ctx)); serr != nil {
+				return errors.Join(err, serr)
+			}
+			return err
+		}
+		err = st.process(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+		st.status(false)
+		if st.dirty >= st.cfg.CheckpointEvents || time.Since(st.lastSave) >= st.cfg.CheckpointEvery {
+			if err := st.save(ctx); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return st.shutdown(ctx)
+		}
+	}
+}
+
+// shutdown writes the final checkpoint after cancellation.
+func (st *streamRun) shutdown(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := st.save(sctx); err != nil {
+		return fmt.Errorf("pipelines: stream: stopping, and the final checkpoint failed: %w", err)
+	}
+	st.status(true)
+	st.printf("stream: stopped at step %d, %d examples, offsets %s\n", st.r.trainer.Steps(), st.r.examples, formatOffsets(st.r.pos.Offsets))
+	return nil
+}
+
+// process scores one micro-batch, feeds the progressive evaluator, trains
+// on it and records it in the trace.
+func (st *streamRun) process(rec arrow.RecordBatch) error {
+	r := st.r
+	from := r.pos
+	to := st.src.Position()
+	if err := r.s.Transformer.TransformTo(&st.b, rec); err != nil {
+		return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err)
+	}
+	if r.sampleEvents == nil {
+		if err := st.takeSample(rec); err != nil {
+			return err
+		}
+	}
+	n := st.b.Rows
+	bs := r.trainer.Config().BatchSize
+	nobj := len(r.s.Tasks.Objectives())
+	// Test: score every chunk with the model as it is before this batch.
+	for lo := 0; lo < n; lo += bs {
+		hi := min(lo+bs, n)
+		st.b.SliceTo(&st.chunk, lo, hi)
+		if err := r.model.Forward(st.ws, &st.chunk); err != nil {
+			return fmt.Errorf("pipelines: stream: score: %w", err)
+		}
+		for h := range st.view {
+			st.view[h] = st.ws.Logits[h][:hi-lo]
+		}
+		var err error
+		if st.scores, err = r.s.Tasks.PredictTo(resize(st.scores, nobj, hi-lo), st.view); err != nil {
+			return fmt.Errorf("pipelines: stream: score: %w", err)
+		}
+		if err := st.ev.AddBatch(st.scores, st.chunk.Labels, st.chunk.Groups, st.chunk.Weights); err != nil {
+			return fmt.Errorf("pipelines: stream: progressive evaluation: %w", err)
+		}
+	}
+	st.scored += int64(n)
+	// Then train.
+	for lo := 0; lo < n; lo += bs {
+		hi := min(lo+bs, n)
+		st.b.SliceTo(&st.chunk, lo, hi)
+		losses, err := r.trainer.Step(&st.chunk)
+		if err != nil {
+			hint := ""
+			if errors.Is(err, mtl.ErrNonFinite) {
+				hint = "; the last good checkpoint is kept under " + filepath.Join(st.cfg.Model, CheckpointDir)
+			}
+			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err, hint)
+		}
+		st.prog.observe(losses)
+	}
+	if err := st.traceBatch(from.Offsets, to.Offsets, n); err != nil {
+		return err
+	}
+	r.pos = to
+	r.examples += int64(n)
+	st.dirty += int64(n)
+	return nil
+}
+
+// TraceLine is one line of StreamConfig.Trace: a trained micro-batch, the
+// per-partition offsets before and after it and its event count. A
+// partition missing from From started at the group's committed offset (0
+// for a new group).
+type TraceLine struct {
+	From map[int]int64 `json:"from"`
+	To   map[int]int64 `json:"to"`
+	Rows int           `json:"rows"`
+}
+
+func (st *streamRun) traceBatch(from, to map[int]int64, rows int) error {
+	if st.trace == nil {
+		return nil
+	}
+	b, err := json.Marshal(TraceLine{From: from, To: to, Rows: rows})
+	if err != nil {
+		return err
+	}
+	st.traceBuf = append(append(st.traceBuf[:0], b...), '\n')
+	if _, err := st.trace.Write(st.traceBuf); err != nil {
+		return fmt.Errorf("pipelines: stream: trace: %w", err)
+	}
+	return nil
+}
+
+// windowResult is the progressive evaluation as an EvalResult (nil before
+// any event was scored).
+func (st *streamRun) windowResult() (*EvalResult, error) {
+	if st.scored == 0 {
+		return nil, nil
+	}
+	ms, err := st.ev.Compute()
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: stream: progressive evaluation: %w", err)
+	}
+	return &EvalResult{Rows: min(st.scored, int64(st.cfg.Window)), Metrics: ms}, nil
+}
+
+// save writes a checkpoint, publishes it as a bundle and commits its
+// offsets, in that order. Nothing is done when nothing was trained since
+// the last save.
+func (st *streamRun) save(ctx context.Context) error {
+	if st.dirty == 0 {
+		st.lastSave = time.Now()
+		return nil
+	}
+	res, err := st.windowResult()
+	if err != nil {
+		return err
+	}
+	ck, err := st.r.checkpoint(res)
+	if err != nil {
+		return fmt.Errorf("pipelines: stream: checkpoint: %w", err)
+	}
+	st.dirty = 0
+	st.lastSave = time.Now()
+	return st.publishAndCommit(ctx, ck, res)
+}
+
+// publishAndCommit publishes the current model (the state of checkpoint ck)
+// as a bundle and then commits the position.
+func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalResult) error {
+	r := st.r
+	m, err := r.manifest(res)
+	if err != nil {
+		return err
+	}
+	for _, ev := range r.sampleEvents {
+		m.Sample = append(m.Sample, serving.SampleEvent{Event: ev})
+	}
+	dir, err := serving.WriteBundle(st.cfg.Model, m, r.model, nil)
+	if err != nil {
+		return fmt.Errorf("pipelines: stream: publish: %w", err)
+	}
+	if err := serving.SetLatest(st.cfg.Model, dir); err != nil {
+		return fmt.Errorf("pipelines: stream: publish: %w", err)
+	}
+	if err := serving.Prune(st.cfg.Model, st.cfg.KeepBundles); err != nil {
+		return fmt.Errorf("pipelines: stream: publish: %w", err)
+	}
+	st.published = filepath.Base(dir)
+	committed := true
+	if err := st.src.Commit(ctx, r.pos); err != nil {
+		// The checkpoint holds the offsets, so a restart of this process
+		// loses nothing; the next commit covers these offsets.
+		committed = false
+		st.commitErrs++
+		st.cfg.Logger.Warn("pipelines: stream: commit failed; the next checkpoint retries", "err", err)
+	}
+	var ms []mtl.Metrics
+	if res != nil {
+		ms = res.Metrics
+	}
+	note := ""
+	if !committed {
+		note = ", commit failed"
+	}
+	st.printf("stream: published %s (step %d, %d examples, offsets %s%s)  %s\n", st.published, r.trainer.Steps(), r.examples,
+		formatOffsets(r.pos.Offsets), note, formatWindow(ms))
+	if st.cfg.OnPublish != nil {
+		st.cfg.OnPublish(Published{
+			Version: st.published, Dir: dir, Checkpoint: ck, Position: clonePosition(r.pos), Committed: committed,
+			Steps: r.trainer.Steps(), Examples: r.examples, Metrics: ms, Time: time.Now(),
+		})
+	}
+	return nil
+}
+
+// publishPending publishes the newest checkpoint when a crash came between
+// its writing and its publishing (the latest bundle holds fewer steps).
+func (st *streamRun) publishPending(ctx context.Context) error {
+	cks, err := serving.Versions(filepath.Join(st.cfg.Model, CheckpointDir))
+	if err != nil || len(cks) == 0 {
+		return err
+	}
+	if dir, err := serving.Resolve(st.cfg.Model); err == nil {
+		if m, err := serving.ReadManifest(dir); err == nil && m.Step >= st.r.trainer.Steps() {
+			st.published = m.Version
+			return nil
+		}
+	}
+	ck := filepath.Join(st.cfg.Model, CheckpointDir, cks[len(cks)-1])
+	var res *EvalResult
+	if m, err := serving.ReadManifest(ck); err == nil && len(m.Metrics) > 0 {
+		res = new(EvalResult)
+		if json.Unmarshal(m.Metrics, res) != nil {
+			res = nil
+		}
+	}
+	st.printf("stream: publishing checkpoint %s, which a stop left unpublished\n", filepath.Base(ck))
+	return st.publishAndCommit(ctx, ck, res)
+}
+
+// loadSample takes the bundle's sample events from the latest published
+// bundle (or the InitFrom bundle); otherwise the first micro-batch gives
+// them.
+func (st *streamRun) loadSample(resume bool) {
+	for _, from := range []string{st.cfg.Model, st.cfg.InitFrom} {
+		if from == "" || (!resume && from == st.cfg.Model) {
+			continue
+		}
+		dir, err := serving.Resolve(from)
+		if err != nil {
+			continue
+		}
+		m, err := serving.ReadManifest(dir)
+		if err != nil || len(m.Sample) == 0 {
+			continue
+		}
+		for _, s := range m.Sample {
+			st.r.sampleEvents = append(st.r.sampleEvents, s.Event)
+		}
+		return
+	}
+}
+
+// takeSample keeps the serving columns of the first rows of rec as the
+// bundles' sample events.
+func (st *streamRun) takeSample(rec arrow.RecordBatch) error {
+	var cols []arrow.Array
+	var fields []arrow.Field
+	for i, f := range rec.Schema().Fields() {
+		if slices.Contains(st.serving, f.Name) {
+			fields = append(fields, f)
+			cols = append(cols, rec.Column(i))
+		}
+	}
+	n := min(rec.NumRows(), sampleRows)
+	full := array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, rec.NumRows())
+	defer full.Release()
+	part := full.NewSlice(0, n)
+	defer part.Release()
+	evs, err := RowsToJSON(part)
+	if err != nil {
+		return err
+	}
+	st.r.sampleEvents = evs
+	return nil
+}
+
+// status prints the periodic status line (always when final).
+func (st *streamRun) status(final bool) {
+	w := st.cfg.Progress
+	if w == nil {
+		return
+	}
+	now := time.Now()
+	if !final && now.Sub(st.lastLine) < st.cfg.ProgressEvery {
+		return
+	}
+	ex := st.r.examples
+	rate := float64(ex-st.lastEvents) / now.Sub(st.lastLine).Seconds()
+	st.lastLine, st.lastEvents = now, ex
+	ks := st.src.Stats()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "stream: %d events  %.0f ev/s  lag", ex, rate)
+	parts := make([]int, 0, len(ks.Lag))
+	for p := range ks.Lag {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		fmt.Fprintf(&sb, " p%d=%d", p, ks.Lag[p])
+	}
+	sb.WriteString("  loss")
+	for i, l := range st.prog.ema {
+		fmt.Fprintf(&sb, " %s=%.4f", st.r.s.Tasks.Task(i).Name, l)
+	}
+	var ms []mtl.Metrics
+	if res, err := st.windowResult(); err == nil && res != nil {
+		ms = res.Metrics
+	}
+	var dead int64
+	for _, n := range ks.DeadLetters {
+		dead += n
+	}
+	fmt.Fprintf(&sb, "  %s  dead letters %d", formatWindow(ms), dead)
+	if st.commitErrs > 0 {
+		fmt.Fprintf(&sb, "  commit failures %d", st.commitErrs)
+	}
+	pub := st.published
+	if pub == "" {
+		pub = "none yet"
+	}
+	fmt.Fprintf(&sb, "  published %s\n", pub)
+	io.WriteString(w, sb.String())
+}
+
+func (st *streamRun) printf(format string, args ...any) {
+	if st.cfg.Progress != nil {
+		fmt.Fprintf(st.cfg.Progress, format, args...)
+	}
+}
+
+// formatWindow renders the progressive metrics: "window auc ctr=0.71 ...".
+func formatWindow(ms []mtl.Metrics) string {
+	if len(ms) == 0 {
+		return "window auc -"
+	}
+	var sb strings.Builder
+	sb.WriteString("window")
+	for _, m := range ms {
+		if m.Kind == mtl.KindRegression {
+			fmt.Fprintf(&sb, " %s rmse=%.4f", m.Objective, m.RMSE)
+		} else {
+			fmt.Fprintf(&sb, " %s auc=%.4f", m.Objective, m.AUC)
+		}
+	}
+	return sb.String()
+}
+
+// formatOffsets renders per-partition offsets: "{0:120 1:98}".
+func formatOffsets(o map[int]int64) string {
+	ps := make([]int, 0, len(o))
+	for p := range o {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	var sb strings.Builder
+	sb.WriteByte('{')
+	for i, p := range ps {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "%d:%d", p, o[p])
+	}
+	sb.WriteByte('}')
+	return sb.String()
+}
+
+func describePosition(p ingest.Position) string {
+	if p.File != "" {
+		return fmt.Sprintf("Parquet file %s", p.File)
+	}
+	return fmt.Sprintf("topic %q", p.Topic)
+}
+
+func clonePosition(p ingest.Position) ingest.Position {
+	q := p
+	q.Offsets = make(map[int]int64, len(p.Offsets))
+	for k, v := range p.Offsets {
+		q.Offsets[k] = v
+	}
+	return q
+}

@@ -1,0 +1,466 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/internal/gen"
+	"github.com/onestone/onestone/serving"
+)
+
+var streamTopicSeq atomic.Int64
+
+// streamBrokers returns the brokers to test against: ONESTONE_KAFKA_BROKERS
+// when set, else a fresh embedded broker (partitions partitions) closed at
+// the end of the test; the topic name is unique per test.
+func streamBrokers(t testing.TB, partitions int) (brokers []string, topic string) {
+	t.Helper()
+	topic = fmt.Sprintf("onestone-stream-%d-%d-%s", os.Getpid(), streamTopicSeq.Add(1), strings.ReplaceAll(t.Name(), "/", "_"))
+	if env := os.Getenv("ONESTONE_KAFKA_BROKERS"); env != "" {
+		brokers = strings.Split(env, ",")
+		createStreamTopic(t, brokers[0], topic, partitions)
+		return brokers, topic
+	}
+	b, err := ingest.StartBroker(context.Background(), ingest.BrokerConfig{Partitions: partitions, Topics: []string{topic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b.Addrs(), topic
+}
+
+func createStreamTopic(t testing.TB, broker, topic string, partitions int) {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// streamData generates data with the small test model and fits its
+// statistics; it returns the data directory and the spec path.
+func streamData(t testing.TB, rows int64) (dir, spec string) {
+	t.Helper()
+	dir, spec = genDataTB(t, rows)
+	if _, err := LoadSetup(spec, func(s *features.Spec) (*features.Stats, error) {
+		return Fit(context.Background(), s, []string{filepath.Join(dir, "train-*.parquet")}, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, spec
+}
+
+// produceFile replays Parquet files into topic (keyed by user id) and
+// returns the event count.
+func produceFile(t testing.TB, brokers []string, topic string, paths []string, rate float64, limit int64) int64 {
+	t.Helper()
+	n, err := produceFiles(context.Background(), brokers, topic, paths, rate, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func produceFiles(ctx context.Context, brokers []string, topic string, paths []string, rate float64, limit int64) (int64, error) {
+	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: paths, BatchSize: 2048})
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	return ingest.Produce(ctx, ingest.ProduceConfig{Brokers: brokers, Topic: topic, Rate: rate, Limit: limit}, src)
+}
+
+func quietStreamLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// syncBuffer is a goroutine-safe strings.Builder for progress output.
+type syncBuffer struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if os.Getenv("H9DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "%s %s", time.Now().Format("15:04:05.000"), p)
+	}
+	return b.sb.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sb.String()
+}
+
+func sumOffsets(o map[int]int64) int64 {
+	var n int64
+	for _, v := range o {
+		n += v
+	}
+	return n
+}
+
+// committedOffsets reads the group's committed offsets.
+func committedOffsets(t testing.TB, brokers []string, topic, group string, partitions int) map[int]int64 {
+	t.Helper()
+	ps := make([]int, partitions)
+	for i := range ps {
+		ps[i] = i
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			t.Fatalf("offset fetch partition %d: %v", p.Partition, p.Error)
+		}
+		if p.CommittedOffset >= 0 {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out
+}
+
+// runStream runs StreamTrain in a goroutine until stop(cfg's published
+// state) says so, then cancels it and returns its error.
+func runStream(t *testing.T, cfg StreamConfig, stop func(Published) bool) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	user := cfg.OnPublish
+	cfg.OnPublish = func(p Published) {
+		if user != nil {
+			user(p)
+		}
+		if stop(p) {
+			cancel()
+		}
+	}
+	t0 := time.Now()
+	err := StreamTrain(ctx, cfg)
+	t.Logf("StreamTrain ran %v", time.Since(t0).Round(time.Millisecond))
+	if ctx.Err() == context.DeadlineExceeded {
+		t.Fatal("the stream did not reach its goal within 90s")
+	}
+	return err
+}
+
+func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
+	const parts = 3
+	dir, spec := streamData(t, 100000)
+	brokers, topic := streamBrokers(t, parts)
+	n := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 0)
+	root := filepath.Join(t.TempDir(), "live")
+	var prog syncBuffer
+	var pubs []Published
+	cfg := StreamConfig{
+		Brokers: brokers, Topic: topic, GroupID: "g1", SpecPath: spec, Model: root,
+		CheckpointEvents: 10000, CheckpointEvery: time.Second, MaxBatch: 1000, BatchWait: 50 * time.Millisecond,
+		Window: 10000, Progress: &prog, ProgressEvery: 200 * time.Millisecond, SessionTimeout: 6 * time.Second,
+		Logger:    quietStreamLogger(),
+		OnPublish: func(p Published) { pubs = append(pubs, p) },
+	}
+	err := runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n })
+	if err != nil {
+		t.Fatalf("StreamTrain: %v\n%s", err, prog.String())
+	}
+	if len(pubs) < 3 {
+		t.Fatalf("%d bundles published for %d events at one per 10000: want several", len(pubs), n)
+	}
+	last := pubs[len(pubs)-1]
+	if last.Examples != n {
+		t.Errorf("trained on %d examples, produced %d: every event exactly once on a run without failures", last.Examples, n)
+	}
+	for i, p := range pubs {
+		if !p.Committed {
+			t.Errorf("publish %d (%s): commit failed", i, p.Version)
+		}
+		if i > 0 && p.Examples <= pubs[i-1].Examples {
+			t.Errorf("publish %d: examples %d did not grow from %d", i, p.Examples, pubs[i-1].Examples)
+		}
+	}
+	// The group's offsets are the last published position.
+	got := committedOffsets(t, brokers, topic, "g1", parts)
+	if sumOffsets(got) != n {
+		t.Errorf("committed offsets %v sum to %d, want %d", got, sumOffsets(got), n)
+	}
+	// The progressive evaluation shows learning (0.5 is chance).
+	for _, m := range last.Metrics {
+		if m.Objective == "ctr" && !(m.AUC > 0.6) {
+			t.Errorf("windowed ctr AUC %.4f: the stream did not learn\n%s", m.AUC, prog.String())
+		}
+	}
+	// The latest bundle is the last published, serving loads it, and its
+	// manifest records the position.
+	dirLatest, err := serving.Resolve(filepath.Join(root, serving.LatestLink))
+	if err != nil || filepath.Base(dirLatest) != last.Version {
+		t.Fatalf("latest resolves to %s (%v), want %s", dirLatest, err, last.Version)
+	}
+	b, err := serving.LoadBundle(dirLatest)
+	if err != nil {
+		t.Fatalf("serving refuses the published bundle: %v", err)
+	}
+	if len(b.Manifest.Sample) == 0 {
+		t.Error("the published bundle carries no sample events")
+	}
+	if vs, _ := serving.Versions(root); len(vs) > DefaultKeepBundles {
+		t.Errorf("%d bundles kept, want at most %d", len(vs), DefaultKeepBundles)
+	}
+	for _, want := range []string{"ev/s", "lag p", "loss ctr=", "window ctr auc=", "dead letters 0", "published v"} {
+		if !strings.Contains(prog.String(), want) {
+			t.Errorf("progress output lacks %q:\n%s", want, prog.String())
+		}
+	}
+
+	// A restart resumes from the checkpoint: more events are trained on
+	// exactly once, on top of the earlier ones.
+	m := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 3000)
+	pubs = nil
+	prog = syncBuffer{}
+	err = runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n+m })
+	if err != nil {
+		t.Fatalf("restart: %v\n%s", err, prog.String())
+	}
+	if !strings.Contains(prog.String(), "resumed from") {
+		t.Errorf("the restart did not resume:\n%s", prog.String())
+	}
+	if got := pubs[len(pubs)-1].Examples; got != n+m {
+		t.Errorf("after the restart: %d examples, want %d + %d", got, n, m)
+	}
+	if pubs[len(pubs)-1].Steps <= last.Steps {
+		t.Errorf("steps %d after the restart, not beyond %d", pubs[len(pubs)-1].Steps, last.Steps)
+	}
+}
+
+func TestStreamConfigValidate(t *testing.T) {
+	ok := StreamConfig{Brokers: []string{"127.0.0.1:9092"}, Topic: "events", GroupID: "g", SpecPath: "spec.yaml", Model: "m"}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*StreamConfig)
+		want string
+	}{
+		{"no brokers", func(c *StreamConfig) { c.Brokers = nil }, "no brokers"},
+		{"no topic", func(c *StreamConfig) { c.Topic = "" }, "no topic"},
+		{"no group", func(c *StreamConfig) { c.GroupID = "" }, "no consumer group"},
+		{"no spec", func(c *StreamConfig) { c.SpecPath = "" }, "no spec"},
+		{"no model", func(c *StreamConfig) { c.Model = "" }, "no model root"},
+		{"negative interval", func(c *StreamConfig) { c.CheckpointEvery = -time.Second }, "negative"},
+		{"negative events", func(c *StreamConfig) { c.CheckpointEvents = -1 }, "negative"},
+		{"negative window", func(c *StreamConfig) { c.Window = -1 }, "window -1"},
+		{"empty dead-letter topic", func(c *StreamConfig) { c.DeadLetters = "topic:" }, `dead letters "topic:"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pipelines: ") {
+				t.Errorf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+			// StreamTrain refuses it before touching anything.
+			if err := StreamTrain(context.Background(), c); err == nil {
+				t.Error("StreamTrain accepted the bad config")
+			}
+		})
+	}
+}
+
+func TestStreamRefusesBatchCheckpointAndMissingStats(t *testing.T) {
+	dir, spec := streamData(t, 12000)
+	brokers, topic := streamBrokers(t, 1)
+	// A batch-training checkpoint under the root: the stream must not
+	// resume from a Parquet position.
+	root := filepath.Join(t.TempDir(), "models")
+	if _, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: []string{filepath.Join(dir, "train-00000.parquet")}, Out: root, MaxSteps: 3}); err != nil {
+		t.Fatal(err)
+	}
+	err := StreamTrain(context.Background(), StreamConfig{Brokers: brokers, Topic: topic, GroupID: "g", SpecPath: spec, Model: root, Logger: quietStreamLogger()})
+	if !errors.Is(err, ErrPositionMismatch) || !strings.Contains(err.Error(), "Parquet file") {
+		t.Errorf("resuming a batch checkpoint: %v, want ErrPositionMismatch naming the file", err)
+	}
+	// No statistics, no checkpoint, no --init-from: a clear error.
+	other := filepath.Join(t.TempDir(), "spec.yaml")
+	text, _ := os.ReadFile(spec)
+	if err := os.WriteFile(other, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = StreamTrain(context.Background(), StreamConfig{Brokers: brokers, Topic: topic, GroupID: "g", SpecPath: other, Model: filepath.Join(t.TempDir(), "m"), Logger: quietStreamLogger()})
+	if err == nil || !strings.Contains(err.Error(), "onestone fit") {
+		t.Errorf("missing statistics: %v, want an error pointing at 'onestone fit'", err)
+	}
+	// With --init-from, the bundle's statistics are used (and saved beside
+	// the spec) and the stream warm-starts from the batch-trained bundle.
+	produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 2000)
+	var prog syncBuffer
+	err = runStream(t, StreamConfig{
+		Brokers: brokers, Topic: topic, GroupID: "g2", SpecPath: other, Model: filepath.Join(t.TempDir(), "live"),
+		InitFrom: root, CheckpointEvents: 1000, BatchWait: 50 * time.Millisecond, Progress: &prog, Logger: quietStreamLogger(),
+	}, func(p Published) bool { return p.Examples >= 2000 })
+	if err != nil {
+		t.Fatalf("warm start: %v\n%s", err, prog.String())
+	}
+	if !strings.Contains(prog.String(), "warm-started") {
+		t.Errorf("no warm start:\n%s", prog.String())
+	}
+	if _, err := os.Stat(features.StatsPath(other)); err != nil {
+		t.Errorf("the bundle's statistics were not saved beside the spec: %v", err)
+	}
+}
+
+// genDataTB is genData for benchmarks too: a small generated data set with
+// the small test model.
+func genDataTB(t testing.TB, rows int64) (dir, spec string) {
+	t.Helper()
+	dir = t.TempDir()
+	if _, err := gen.Generate(context.Background(), gen.Config{Dir: dir, Rows: rows, Users: 2000, Items: 2000, Seed: 7, Files: 2, RowGroupRows: 4096, TaskCorr: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	spec = filepath.Join(dir, "spec.yaml")
+	b, err := os.ReadFile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := strings.Index(string(b), "\nmodel:"); i >= 0 {
+		b = b[:i+1]
+	}
+	if err := os.WriteFile(spec, append(b, []byte(smallModel)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, spec
+}
+
+// TestStreamJSONBatchesMatchParquet checks the whole Kafka path against the
+// Parquet path: the same rows, produced as JSON (ids as numbers) and decoded
+// with the spec's canonical schema (ids as text), transform to the same
+// feature ids, dense values, labels and groups as when read from Parquet
+// (ids as int64), since the Transformer hashes integers by their decimal
+// text.
+func TestStreamJSONBatchesMatchParquet(t *testing.T) {
+	dir, spec := streamData(t, 12000)
+	s, err := LoadSetup(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers, topic := streamBrokers(t, 1) // one partition keeps the order
+	file := filepath.Join(dir, "train-00000.parquet")
+	const rows = 3000
+	produceFile(t, brokers, topic, []string{file}, 0, rows)
+
+	ctx := context.Background()
+	psrc, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: []string{file}, Columns: s.Spec.Columns(true), BatchSize: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer psrc.Close()
+	prec, err := psrc.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prec.Release()
+	var want features.Batch
+	if err := s.Transformer.TransformTo(&want, prec); err != nil {
+		t.Fatal(err)
+	}
+
+	ksrc, err := ingest.NewKafkaSource(ctx, ingest.KafkaConfig{
+		Brokers: brokers, Topic: topic, GroupID: "ids", Schema: s.Spec.Schema(true),
+		BatchSize: rows, BatchWait: 5 * time.Second, Logger: quietStreamLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ksrc.Close()
+	var gotRows int
+	var parts []features.Batch
+	for gotRows < rows {
+		rec, err := ksrc.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b features.Batch
+		err = s.Transformer.TransformTo(&b, rec)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotRows += b.Rows
+		parts = append(parts, b)
+	}
+	if gotRows != rows || want.Rows != rows {
+		t.Fatalf("rows: kafka %d, parquet %d, want %d", gotRows, want.Rows, rows)
+	}
+	lay := s.Transformer.Layout()
+	r0 := 0
+	for _, b := range parts {
+		for i := range b.Rows {
+			r := r0 + i
+			for f, sf := range lay.Sparse {
+				g, w := rowIDs(b.Sparse[f], i), rowIDs(want.Sparse[f], r)
+				if fmt.Sprint(g) != fmt.Sprint(w) {
+					t.Fatalf("row %d field %s: kafka ids %v, parquet ids %v", r, sf.Name, g, w)
+				}
+			}
+			for d := range b.DenseWidth {
+				g, w := b.Dense[i*b.DenseWidth+d], want.Dense[r*want.DenseWidth+d]
+				if math.Abs(float64(g-w)) > 1e-6*math.Max(1, math.Abs(float64(w))) {
+					t.Fatalf("row %d dense %s: kafka %v, parquet %v", r, lay.Dense[d].Name, g, w)
+				}
+			}
+			for l := range b.Labels {
+				if b.Labels[l][i] != want.Labels[l][r] {
+					t.Fatalf("row %d label %s: kafka %v, parquet %v", r, lay.Labels[l], b.Labels[l][i], want.Labels[l][r])
+				}
+			}
+			if (b.Groups == nil) != (want.Groups == nil) || b.Groups != nil && b.Groups[i] != want.Groups[r] {
+				t.Fatalf("row %d: group keys differ", r)
+			}
+		}
+		r0 += b.Rows
+	}
+}
+
+// rowIDs returns the ids of row i of a sparse column.
+func rowIDs(c features.SparseColumn, i int) []int32 {
+	if c.Offsets == nil {
+		return c.IDs[i : i+1]
+	}
+	return c.IDs[c.Offsets[i]:c.Offsets[i+1]]
+}
