@@ -2,6 +2,7 @@ package mmoe
 
 import (
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // Workspace holds every activation of a forward pass for up to maxRows rows,
@@ -33,6 +34,8 @@ type levelWS struct {
 	hid, hidPre [][][]float32 // per expert, per layer l >= 1 (index 0 nil)
 	g           [][]float32   // per gate: softmax weights [maxRows, len(cands)]
 	out         [][]float32   // per gate: mixture [maxRows, hidden]
+	mixX        [][][]float32 // per gate: its candidates' output views
+	mixLd       [][]int       // per gate: their row strides
 }
 
 // NewWorkspace allocates the activations for batches of up to maxRows rows
@@ -70,6 +73,17 @@ func (m *Model) NewWorkspace(maxRows int) *Workspace {
 			lw.out = append(lw.out, buf(m.hidden))
 		}
 		ws.lv = append(ws.lv, lw)
+	}
+	for li := range m.levels {
+		lw := &ws.lv[li]
+		for _, g := range m.levels[li].gates {
+			xs, lds := make([][]float32, len(g.cands)), make([]int, len(g.cands))
+			for j, c := range g.cands {
+				xs[j], lds[j] = m.expertOut(ws, li, c)
+			}
+			lw.mixX = append(lw.mixX, xs)
+			lw.mixLd = append(lw.mixLd, lds)
+		}
 	}
 	for t := range m.heads {
 		var tw, pre [][]float32
@@ -226,12 +240,9 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 				continue
 			}
 			softmaxTo(G, n, lw.y[gt.grp][gt.col:], lv.groups[gt.grp].out, rows)
-			clear(out[:rows*H])
-			for j, c := range gt.cands {
-				e, lde := m.expertOut(ws, li, c)
-				for r := 0; r < rows; r++ {
-					axpy(out[r*H:r*H+H], G[r*n+j], e[r*lde:r*lde+H])
-				}
+			// out = Σ_j G[:, j] · expert_j, summed in order of j from zero.
+			if rows > 0 {
+				kernels.MixTo(out, H, rows, H, G, n, lw.mixX[gi], lw.mixLd[gi])
 			}
 		}
 	}

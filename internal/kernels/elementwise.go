@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // The elementwise kernels work on row-major views: element (r, c) of the
@@ -51,6 +52,38 @@ func AddScaled(dst []float32, a float32, x []float32) {
 		panic(fmt.Sprintf("kernels: AddScaled: len(x) = %d < len(dst) = %d", len(x), len(dst)))
 	}
 	addScaledRow(dst, a, x)
+}
+
+// maxMix is the most inputs MixTo takes.
+const maxMix = 64
+
+// MixTo sets each row of the rows x cols view (dst, ldd) to a weighted sum
+// of the same row of len(xs) inputs: row r is Σ_j w[r*ldw+j] · (row r of the
+// view (xs[j], ldx[j])), summed in order of j starting from zero, every
+// product rounded before its sum (no FMA) — the bits of clearing dst and
+// calling AddScaled once per input. It is a gate's mixture of expert
+// outputs. It does not allocate. It panics on inconsistent shapes or more
+// than 64 inputs.
+func MixTo(dst []float32, ldd, rows, cols int, w []float32, ldw int, xs [][]float32, ldx []int) {
+	n := len(xs)
+	if n > maxMix || len(ldx) != n {
+		panic(fmt.Sprintf("kernels: MixTo: %d inputs with %d strides, want equal and at most %d", n, len(ldx), maxMix))
+	}
+	checkView("MixTo", "dst", dst, ldd, rows, cols)
+	checkView("MixTo", "w", w, ldw, rows, n)
+	for j, x := range xs {
+		checkView("MixTo", "an input", x, ldx[j], rows, cols)
+	}
+	var (
+		ptrs [maxMix]unsafe.Pointer
+		row  [maxMix][]float32
+	)
+	for r := 0; r < rows; r++ {
+		for j, x := range xs {
+			row[j] = x[r*ldx[j] : r*ldx[j]+cols]
+		}
+		mixRow(dst[r*ldd:r*ldd+cols], w[r*ldw:r*ldw+n], row[:n], ptrs[:n])
+	}
 }
 
 // ReLU sets y = max(y, 0) on the rows x cols view (y, ldy).
@@ -263,6 +296,19 @@ func ScatterAddPooled(table []float32, dim int, ids, offsets []int32, src []floa
 			for i, v := range s {
 				t[i] += scale * v
 			}
+		}
+	}
+}
+
+// mixRowGo is mixRow from column i0 on.
+func mixRowGo(dst []float32, i0 int, w []float32, xs [][]float32) {
+	d := dst[i0:]
+	clear(d)
+	for j, x := range xs {
+		x = x[i0 : i0+len(d)]
+		a := w[j]
+		for i, v := range x {
+			d[i] += float32(a * v)
 		}
 	}
 }

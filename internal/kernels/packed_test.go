@@ -299,3 +299,68 @@ func TestPackedEveryKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestMixTo checks the gate mixture bit for bit against clearing dst and
+// one AddScaled per input, over widths around the vector sizes, input
+// counts and padded strides, and that dst's padding is untouched.
+func TestMixTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 20))
+	for _, cols := range []int{0, 1, 7, 8, 9, 31, 32, 33, 64, 128, 129} {
+		for _, n := range []int{0, 1, 2, 8} {
+			const rows = 5
+			xs, ldx := make([][]float32, n), make([]int, n)
+			for j := range xs {
+				ldx[j] = cols + j
+				xs[j] = randSlice(rng, rows*ldx[j]+1)
+			}
+			ldw := n + 1
+			w := randSlice(rng, rows*ldw)
+			ldd := cols + 2
+			want := make([]float32, rows*ldd)
+			for i := range want {
+				want[i] = sentinel
+			}
+			got := append([]float32(nil), want...)
+			for r := 0; r < rows; r++ {
+				d := want[r*ldd : r*ldd+cols]
+				clear(d)
+				for j := range xs {
+					AddScaled(d, w[r*ldw+j], xs[j][r*ldx[j]:])
+				}
+			}
+			MixTo(got, ldd, rows, cols, w, ldw, xs, ldx)
+			sameBits(t, fmt.Sprintf("MixTo cols=%d n=%d", cols, n), got, want)
+		}
+	}
+	for name, f := range map[string]func(){
+		"strides": func() {
+			MixTo(make([]float32, 4), 4, 1, 4, make([]float32, 1), 1, [][]float32{make([]float32, 4)}, nil)
+		},
+		"short x": func() {
+			MixTo(make([]float32, 4), 4, 1, 4, make([]float32, 1), 1, [][]float32{make([]float32, 3)}, []int{4})
+		},
+		"too many": func() { MixTo(nil, 1, 0, 0, nil, 65, make([][]float32, 65), make([]int, 65)) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("MixTo %s: no panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+func TestMixToNoAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 21))
+	const rows, cols, n = 6, 40, 8
+	xs, ldx := make([][]float32, n), make([]int, n)
+	for j := range xs {
+		xs[j], ldx[j] = randSlice(rng, rows*cols), cols
+	}
+	w, dst := randSlice(rng, rows*n), make([]float32, rows*cols)
+	if a := testing.AllocsPerRun(20, func() { MixTo(dst, cols, rows, cols, w, n, xs, ldx) }); a != 0 {
+		t.Errorf("MixTo allocates %v times per call, want 0", a)
+	}
+}

@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 //go:noescape
 func addRowAVX2(dst, x *float32, n int)
 
@@ -10,6 +12,26 @@ func addReLURowAVX2(dst, x *float32, n int)
 
 //go:noescape
 func reluMaskRowAVX2(dy, y *float32, n int)
+
+//go:noescape
+func mixRowAVX2(dst *float32, n int, w *float32, xs *unsafe.Pointer, m int)
+
+// mixRow sets dst[i] = Σ_j w[j]*xs[j][i] (see MixTo) for i < len(dst);
+// ptrs is scratch of len(w) entries.
+func mixRow(dst, w []float32, xs [][]float32, ptrs []unsafe.Pointer) {
+	n := 0
+	if hasAVX2 && len(w) > 0 {
+		n = len(dst) &^ 7
+		if n > 0 {
+			for j, x := range xs {
+				_ = x[n-1]
+				ptrs[j] = unsafe.Pointer(&x[0])
+			}
+			mixRowAVX2(&dst[0], n, &w[0], &ptrs[0], len(w))
+		}
+	}
+	mixRowGo(dst, n, w, xs)
+}
 
 //go:noescape
 func addScaledRowAVX2(dst, x *float32, a float32, n int)

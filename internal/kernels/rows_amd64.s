@@ -225,3 +225,69 @@ scaled8loop:
 scaleddone:
 	VZEROUPPER
 	RET
+
+// func mixRowAVX2(dst *float32, n int, w *float32, xs *unsafe.Pointer, m int)
+// dst[i] = sum over j < m, in order, of w[j]*xs[j][i], for i < n (a multiple
+// of 8), from zero, each product rounded before its sum (no FMA).
+TEXT ·mixRowAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ n+8(FP), CX
+	MOVQ w+16(FP), SI
+	MOVQ xs+24(FP), R8
+	MOVQ m+32(FP), R9
+	XORQ R10, R10 // byte offset of the current chunk
+mix32:
+	CMPQ CX, $32
+	JLT  mix8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ R11, R11
+mix32j:
+	CMPQ R11, R9
+	JGE  mix32store
+	VBROADCASTSS (SI)(R11*4), Y15
+	MOVQ (R8)(R11*8), DX
+	ADDQ R10, DX
+	VMULPS (DX), Y15, Y4
+	VMULPS 32(DX), Y15, Y5
+	VMULPS 64(DX), Y15, Y6
+	VMULPS 96(DX), Y15, Y7
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	INCQ R11
+	JMP  mix32j
+mix32store:
+	VMOVUPS Y0, (DI)(R10*1)
+	VMOVUPS Y1, 32(DI)(R10*1)
+	VMOVUPS Y2, 64(DI)(R10*1)
+	VMOVUPS Y3, 96(DI)(R10*1)
+	ADDQ $128, R10
+	SUBQ $32, CX
+	JMP  mix32
+mix8:
+	CMPQ CX, $8
+	JLT  mixdone
+	VXORPS Y0, Y0, Y0
+	XORQ R11, R11
+mix8j:
+	CMPQ R11, R9
+	JGE  mix8store
+	VBROADCASTSS (SI)(R11*4), Y15
+	MOVQ (R8)(R11*8), DX
+	ADDQ R10, DX
+	VMULPS (DX), Y15, Y4
+	VADDPS Y4, Y0, Y0
+	INCQ R11
+	JMP  mix8j
+mix8store:
+	VMOVUPS Y0, (DI)(R10*1)
+	ADDQ $32, R10
+	SUBQ $8, CX
+	JMP  mix8
+mixdone:
+	VZEROUPPER
+	RET

@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 func addRow(dst, x []float32)     { addRowGo(dst, x) }
 func addReLURow(dst, x []float32) { addReLURowGo(dst, x) }
 func reluMaskRow(dy, y []float32) { reluMaskRowGo(dy, y) }
@@ -13,3 +15,5 @@ const hasTranspose8 = false
 
 // transpose8 has no fast path in this build: the caller does all the work.
 func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 0 }
+
+func mixRow(dst, w []float32, xs [][]float32, ptrs []unsafe.Pointer) { mixRowGo(dst, 0, w, xs) }
