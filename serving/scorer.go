@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -186,6 +187,7 @@ type scoreState struct {
 	ctx     features.Batch  // the request's context, one row
 	useCtx  bool            // score the candidates against ctx (no candidate overrides a context field)
 	fw      []forwardWorker // one per ScorerConfig.Workers
+	next    atomic.Int64    // forwardTo: the next share to take
 	scores  [][]float32     // [objective][candidate]
 	rank    []float64
 	order   []int
@@ -464,13 +466,21 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 // context share is computed once from st.ctx; otherwise every row is its
 // own context. Both give a row the same bits (see mmoe.Split.ForwardRows),
 // so online and offline scores agree exactly.
+//
+// With several workers the rows are cut into about two shares per worker
+// (of at least MinWorkerRows) that the workers take in turn from a
+// counter: a worker whose goroutine starts late, its core busy with other
+// work, takes fewer shares instead of finishing last with a full one.
+// Scores do not depend on who computes a row.
 func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) error {
 	s := st.s
 	w := min(s.cfg.Workers, n/s.cfg.MinWorkerRows)
 	if w <= 1 {
 		return st.forwardRange(ctx, &st.fw[0], scores, 0, n)
 	}
-	per := (n + w - 1) / w
+	shares := max(w, min(2*w, n/s.cfg.MinWorkerRows))
+	per := (n + shares - 1) / shares
+	st.next.Store(0)
 	var wg sync.WaitGroup
 	for k := 1; k < w; k++ {
 		fw := &st.fw[k]
@@ -478,17 +488,32 @@ func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) 
 			fw.ws = s.split.NewWorkspace(s.cfg.BatchRows)
 		}
 		wg.Add(1)
-		go func(lo, hi int) {
+		go func() {
 			defer wg.Done()
-			fw.err = st.forwardRange(ctx, fw, scores, lo, hi)
-		}(k*per, min((k+1)*per, n))
+			fw.err = st.forwardShares(ctx, fw, scores, n, per)
+		}()
 	}
-	err := st.forwardRange(ctx, &st.fw[0], scores, 0, per)
+	err := st.forwardShares(ctx, &st.fw[0], scores, n, per)
 	wg.Wait()
 	for k := 1; k < w && err == nil; k++ {
 		err = st.fw[k].err
 	}
 	return err
+}
+
+// forwardShares scores shares of per rows, taken from st.next, until none
+// is left or one fails.
+func (st *scoreState) forwardShares(ctx context.Context, fw *forwardWorker, scores [][]float32, n, per int) error {
+	for {
+		lo := int(st.next.Add(1)-1) * per
+		if lo >= n {
+			return nil
+		}
+		if err := st.forwardRange(ctx, fw, scores, lo, min(lo+per, n)); err != nil {
+			st.next.Store(int64(n)) // the others stop at their next share
+			return err
+		}
+	}
 }
 
 // forwardRange scores rows [lo, hi) with one worker's workspace.
