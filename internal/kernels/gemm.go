@@ -9,6 +9,12 @@
 // portable Go kernel when neither is available or the package is built with
 // the noasm tag. [Impl] names the kernel in use.
 //
+// For inference, where the same weights multiply every request, [PackB]
+// packs op(B) once and [SgemmPacked], [LinearPackedTo] and
+// [LinearPackedEpilogueTo] reuse it; products of a single row then run on
+// a one-row variant of the micro-kernel. A packed product gives the same
+// bits as Sgemm.
+//
 // All functions are safe for concurrent use as long as the destinations
 // they write do not overlap. Kernels panic on inconsistent shapes or slices
 // too short for the shapes given, as gonum's BLAS does; callers at a package
