@@ -344,3 +344,42 @@ func TestParseTrainConfigGradNorm(t *testing.T) {
 		t.Fatal("gradnorm lr -1 accepted")
 	}
 }
+
+// BenchmarkTrainerStepWeighting compares a step with fixed weights to one
+// that measures GradNorm's per-task gradient norms (every step, and every
+// 10th), on a 2-task MMoE.
+func BenchmarkTrainerStepWeighting(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cfg  mtl.TrainConfig
+	}{
+		{"fixed", mtl.TrainConfig{}},
+		{"gradnorm", mtl.TrainConfig{Weighting: mtl.WeightingGradNorm}},
+		{"gradnorm-every10", mtl.TrainConfig{Weighting: mtl.WeightingGradNorm, GradNorm: mtl.GradNormTrainConfig{Every: 10}}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			m, err := mmoe.New(mmoe.Config{Arch: mmoe.ArchMMoE, Experts: 8, EmbeddingDim: 8, ExpertHidden: []int{64, 32}, Tower: []int{16}, Seed: 1}, regLayout, []string{"t1", "t2"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts, err := mtl.NewTaskSet([]mtl.TaskConfig{{Name: "t1", Kind: "regression", Label: "y1"}, {Name: "t2", Kind: "regression", Label: "y2"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := c.cfg
+			cfg.BatchSize, cfg.Workers = 512, 1
+			tr, err := mtl.NewTrainer(m, ts, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Close()
+			batch := regBatch(rand.New(rand.NewPCG(1, 1)), 512, 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tr.Step(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
