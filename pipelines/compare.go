@@ -59,12 +59,15 @@ type CompareRun struct {
 	Steps          int64     `json:"steps"`
 	Seconds        float64   `json:"seconds"`
 	ExamplesPerSec float64   `json:"examples_per_sec"`
-	Scores         []float64 `json:"scores"` // per task: AUC (binary) or RMSE (regression)
+	Scores         []float64 `json:"scores"` // per objective (CompareResult.Objectives): AUC, or RMSE for regression
 }
 
-// CompareTask is one task's score over the seeds of one architecture.
+// CompareTask is one objective's score over the seeds of one architecture.
+// The objectives are the validation metrics' (the tasks, plus the
+// conversion-through-click probability of an esmm task, e.g. ctcvr).
 type CompareTask struct {
-	Task   string    `json:"task"`
+	Task string `json:"task"` // the objective's name
+
 	Metric string    `json:"metric"` // "auc" or "rmse"
 	Mean   float64   `json:"mean"`
 	Std    float64   `json:"std"` // sample standard deviation (0 for one seed)
@@ -82,15 +85,18 @@ type CompareRow struct {
 
 // CompareResult is Compare's table.
 type CompareResult struct {
-	Spec  string       `json:"spec"`
-	Seeds int          `json:"seeds"`
-	Rows  []CompareRow `json:"rows"`
-	Runs  []CompareRun `json:"runs"`
+	Spec       string       `json:"spec"`
+	Seeds      int          `json:"seeds"`
+	Objectives []string     `json:"objectives"`
+	Rows       []CompareRow `json:"rows"`
+	Runs       []CompareRun `json:"runs"`
 }
 
 // Compare trains the spec's model once per architecture and seed, on the
 // same data and training settings, and tabulates each task's validation
-// score (AUC for binary and esmm tasks, RMSE for regression) as mean ± std
+// score per objective (AUC for binary objectives — an esmm task gives its
+// conditional and its joint probability, e.g. cvr and ctcvr — RMSE for
+// regression) as mean ± std
 // over seeds, with parameter counts and training throughput. Every
 // architecture is a variant of the spec's model: section: embedding
 // dimension, expert and tower widths and activation are kept; the expert
@@ -182,10 +188,10 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		specs[arch] = path
 		res.Rows = append(res.Rows, CompareRow{Arch: arch, Params: m.NumParams(), DenseParams: m.NumDenseParams()})
 	}
-	tasks := base.Tasks
 	for ri, arch := range cfg.Archs {
 		row := &res.Rows[ri]
-		scores := make([][]float64, tasks.Len())
+		var scores [][]float64
+		var kinds []string
 		for si := range cfg.Seeds {
 			seed := base.Model.Seed + uint64(si)
 			path := specs[arch]
@@ -209,14 +215,24 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			if tres.Final == nil {
 				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: no validation result", arch, seed)
 			}
-			for t, m := range tres.Final.Metrics {
-				if t >= tasks.Len() {
-					break
+			if res.Objectives == nil {
+				for _, m := range tres.Final.Metrics {
+					res.Objectives = append(res.Objectives, m.Objective)
 				}
+			}
+			if len(tres.Final.Metrics) != len(res.Objectives) {
+				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: %d objectives, the first run had %d", arch, seed, len(tres.Final.Metrics), len(res.Objectives))
+			}
+			if scores == nil {
+				scores = make([][]float64, len(res.Objectives))
+				kinds = make([]string, len(res.Objectives))
+			}
+			for t, m := range tres.Final.Metrics {
 				v := m.AUC
 				if m.Kind == mtl.KindRegression {
 					v = m.RMSE
 				}
+				kinds[t] = m.Kind
 				run.Scores = append(run.Scores, v)
 				scores[t] = append(scores[t], v)
 			}
@@ -226,14 +242,13 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 				fmt.Fprintf(cfg.Progress, "compare: %s seed %d: %d steps in %.1fs (%.0f ex/s): %s\n", arch, seed, tres.Steps, tres.Seconds, tres.ExamplesPerSec, FormatMetrics(tres.Final.Metrics))
 			}
 		}
-		for t := range tasks.Len() {
-			task := tasks.Task(t)
+		for t, name := range res.Objectives {
 			metric := "auc"
-			if task.Kind == mtl.KindRegression {
+			if kinds[t] == mtl.KindRegression {
 				metric = "rmse"
 			}
 			mean, std := meanStd(scores[t])
-			row.Tasks = append(row.Tasks, CompareTask{Task: task.Name, Metric: metric, Mean: mean, Std: std, Values: scores[t]})
+			row.Tasks = append(row.Tasks, CompareTask{Task: name, Metric: metric, Mean: mean, Std: std, Values: scores[t]})
 		}
 	}
 	return res, nil

@@ -36,7 +36,7 @@ func TestCompareTabulatesArchsAndSeeds(t *testing.T) {
 		t.Fatalf("params: %+v", res.Rows)
 	}
 	for _, row := range res.Rows {
-		if len(row.Tasks) != 2 || !(row.ExamplesPerSec > 0) {
+		if len(row.Tasks) != 3 || !(row.ExamplesPerSec > 0) {
 			t.Fatalf("row %+v", row)
 		}
 		for _, task := range row.Tasks {
@@ -52,6 +52,9 @@ func TestCompareTabulatesArchsAndSeeds(t *testing.T) {
 				t.Fatalf("mean/std %v %v, recomputed %v %v", task.Mean, task.Std, mean, std)
 			}
 		}
+	}
+	if strings.Join(res.Objectives, ",") != "ctr,cvr,ctcvr" {
+		t.Fatalf("objectives %v", res.Objectives)
 	}
 	if res.Runs[0].Seed == res.Runs[1].Seed || res.Runs[0].Steps != 8 {
 		t.Fatalf("runs %+v", res.Runs[:2])
