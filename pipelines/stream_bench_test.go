@@ -97,17 +97,20 @@ func BenchmarkStreamDecodeTransform(b *testing.B) {
 // BenchmarkStreamTrain measures the whole stream on the small test model:
 // events already in the (embedded) topic are fetched, decoded,
 // transformed, scored for the progressive metrics, trained on, and
-// checkpointed and published every 20000 events.
+// checkpointed and published every 16384 events.
 func BenchmarkStreamTrain(b *testing.B) {
 	dir, spec := streamData(b, 60000)
 	brokers, topic := streamBrokers(b, 4)
-	n := produceFile(b, brokers, topic, []string{filepath.Join(dir, "train-*.parquet")}, 0, 0)
+	// Three checkpoints of four full micro-batches: no run waits for the
+	// checkpoint timer.
+	const micro, perCheckpoint = 4096, 4 * 4096
+	n := produceFile(b, brokers, topic, []string{filepath.Join(dir, "train-*.parquet")}, 0, 3*perCheckpoint)
 	b.ResetTimer()
 	for i := range b.N {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		err := StreamTrain(ctx, StreamConfig{
 			Brokers: brokers, Topic: topic, GroupID: fmt.Sprintf("bench-%d", i), SpecPath: spec,
-			Model: filepath.Join(b.TempDir(), "live"), CheckpointEvents: 20000, Logger: quietStreamLogger(),
+			Model: filepath.Join(b.TempDir(), "live"), MaxBatch: micro, CheckpointEvents: perCheckpoint, Logger: quietStreamLogger(),
 			OnPublish: func(p Published) {
 				if p.Examples >= n {
 					cancel()
