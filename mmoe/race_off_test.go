@@ -1,0 +1,5 @@
+//go:build !race
+
+package mmoe
+
+const raceEnabled = false
