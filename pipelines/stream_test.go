@@ -464,3 +464,54 @@ func rowIDs(c features.SparseColumn, i int) []int32 {
 	}
 	return c.IDs[c.Offsets[i]:c.Offsets[i+1]]
 }
+
+// TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn sends malformed events
+// among good ones: they land in the dead-letter file with their reason and
+// offset, the good ones are trained on, and the status line counts them.
+func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
+	dir, spec := streamData(t, 12000)
+	brokers, topic := streamBrokers(t, 1)
+	good := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 500)
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: &kafka.Transport{}}
+	bad := []kafka.Message{
+		{Value: []byte(`{"click": 1, "conversion"`)},         // bad JSON
+		{Value: []byte(`{"click": "yes", "conversion": 0}`)}, // wrong type
+		{Value: []byte(`{"user_id": 7}`)},                    // missing labels
+	}
+	if err := w.WriteMessages(context.Background(), bad...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	w.Transport.(*kafka.Transport).CloseIdleConnections()
+	more := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 500)
+	dlq := filepath.Join(t.TempDir(), "dlq.jsonl")
+	var prog syncBuffer
+	err := runStream(t, StreamConfig{
+		Brokers: brokers, Topic: topic, GroupID: "dl", SpecPath: spec, Model: filepath.Join(t.TempDir(), "live"),
+		DeadLetters: "file:" + dlq, CheckpointEvents: 100, BatchWait: 50 * time.Millisecond,
+		Progress: &prog, ProgressEvery: time.Nanosecond, Logger: quietStreamLogger(),
+	}, func(p Published) bool { return p.Position.Offsets[0] >= good+more+int64(len(bad)) })
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prog.String())
+	}
+	data, err := os.ReadFile(dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != len(bad) {
+		t.Fatalf("%d dead letters, want %d:\n%s", len(lines), len(bad), data)
+	}
+	for i, reason := range []string{ingest.ReasonBadJSON, ingest.ReasonWrongType, ingest.ReasonMissingField} {
+		want := fmt.Sprintf(`"offset":%d`, good+int64(i))
+		if !strings.Contains(lines[i], `"reason":"`+reason+`"`) || !strings.Contains(lines[i], want) {
+			t.Errorf("dead letter %d = %s, want reason %s and %s", i, lines[i], reason, want)
+		}
+	}
+	if !strings.Contains(prog.String(), "dead letters 3") {
+		t.Errorf("the status line does not count the dead letters:\n%s", prog.String())
+	}
+	if !strings.Contains(prog.String(), fmt.Sprintf("%d examples", good+more)) {
+		t.Errorf("the good events were not all trained on:\n%s", prog.String())
+	}
+}
