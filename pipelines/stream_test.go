@@ -111,9 +111,6 @@ type syncBuffer struct {
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if os.Getenv("H9DEBUG") != "" {
-		fmt.Fprintf(os.Stderr, "%s %s", time.Now().Format("15:04:05.000"), p)
-	}
 	return b.sb.Write(p)
 }
 
