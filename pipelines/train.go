@@ -102,6 +102,9 @@ type trainerFile struct {
 	Examples int64            `json:"examples"`
 	BestKey  float64          `json:"best_key"`
 	Best     string           `json:"best_bundle,omitempty"`
+	// Frozen records that the shared part was frozen (--freeze-shared):
+	// a resume freezes it again before restoring the optimizer.
+	Frozen bool `json:"frozen,omitempty"`
 }
 
 // trainRun is the state of one TrainBatch call.
@@ -419,7 +422,7 @@ func (r *trainRun) checkpoint(res *EvalResult) (string, error) {
 		return "", err
 	}
 	st := r.trainer.State()
-	tf := trainerFile{State: st, Epoch: r.epoch, Position: r.pos, Examples: r.examples, BestKey: r.bestKey, Best: r.best}
+	tf := trainerFile{State: st, Epoch: r.epoch, Position: r.pos, Examples: r.examples, BestKey: r.bestKey, Best: r.best, Frozen: r.trainer.Frozen()}
 	if math.IsInf(tf.BestKey, -1) {
 		tf.BestKey = -math.MaxFloat64
 	}
@@ -497,6 +500,11 @@ func (r *trainRun) resume() error {
 	for k, v := range i32 {
 		if name, ok := strings.CutPrefix(k, "sparse/"); ok {
 			st.Sparse.Counts[name] = v
+		}
+	}
+	if tf.Frozen || r.cfg.FreezeShared {
+		if err := r.trainer.FreezeShared(); err != nil {
+			return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 		}
 	}
 	if err := r.trainer.SetState(st); err != nil {

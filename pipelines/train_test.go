@@ -231,3 +231,64 @@ func TestNonFiniteLossStopsKeepingTheCheckpoint(t *testing.T) {
 		t.Fatalf("the last checkpoint does not load: %v", err)
 	}
 }
+
+// TestResumeKeepsTheSharedPartFrozen: a warm-started run with the shared
+// part frozen, interrupted and resumed, still leaves the shared parameters
+// as the bundle it started from had them.
+func TestResumeKeepsTheSharedPartFrozen(t *testing.T) {
+	dir, spec := genData(t, 20000, "")
+	data := []string{filepath.Join(dir, "train-*.parquet")}
+	base := filepath.Join(t.TempDir(), "base")
+	a, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: base, MaxSteps: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "frozen")
+	if _, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: out, MaxSteps: 3, InitFrom: a.Bundle, FreezeShared: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: out, MaxSteps: 8, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ma, err := LoadModel(a.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := LoadModel(b.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := ma.Model.Params(), mb.Model.Params()
+	changed := 0
+	for i := range pa {
+		same := slicesEqual(pa[i].Data, pb[i].Data)
+		if mb.Model.TaskOf(i) == -1 && !same {
+			t.Errorf("shared %s changed after the resume", pa[i].Name)
+		}
+		if mb.Model.TaskOf(i) >= 0 && !same {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Error("no task-specific parameter was trained")
+	}
+	ea, eb := ma.Model.Embeddings(), mb.Model.Embeddings()
+	for i := range ea {
+		if !slicesEqual(ea[i].Data, eb[i].Data) {
+			t.Errorf("embedding %s changed after the resume", ea[i].Name)
+		}
+	}
+}
+
+func slicesEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
