@@ -14,6 +14,8 @@
 #  5. then at saturation for SAT_SECS (default 10 s),
 #  6. reports requests/s, p50/p99 and error counts, stops the server.
 #
+# SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--workers 2").
+#
 # Exit status: non-zero if any request failed in the fixed-rate phase or the
 # reload did not happen. With LOADTEST_STRICT=1 also if p99 at 100 req/s is
 # above 10 ms (the target in BENCHMARKS.md).
@@ -51,7 +53,7 @@ echo "loadtest: writing std bundles (random weights) under $WORK" >&2
 "$BIN" stdbundle --out "$WORK/models" --seed 1 --request "$WORK/req.json" --candidates "$CANDIDATES" >/dev/null
 "$BIN" stdbundle --out "$WORK/staging" --seed 2 >/dev/null
 
-"$BIN" serve --models "$WORK/models" --addr 127.0.0.1:0 --poll 1s --rank 'ctr * cvr^0.5' \
+"$BIN" serve --models "$WORK/models" --addr 127.0.0.1:0 --poll 1s --rank 'ctr * cvr^0.5' ${SERVE_FLAGS:-} \
 	>"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
