@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest stream-demo kcat-interop bench-vs-pytorch clean
 
 all: build
 
@@ -30,6 +30,10 @@ demo: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m $(PKGS)
 	./$(BIN) bench
+	[ -f data/census/train.parquet ] || $(GO) run ./examples/census/prepare -out data/census
+	cp examples/census/spec.yaml data/census/spec.yaml
+	./$(BIN) compare --quiet --spec data/census/spec.yaml --seeds 3 \
+		--data data/census/train.parquet --valid data/census/test.parquet
 
 lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
@@ -37,6 +41,18 @@ lint:
 # HTTP load on loopback (installs hey from Debian's packages if missing).
 loadtest: build
 	./scripts/loadtest.sh
+
+# The streaming loop on one machine: broker + serve + stream + produce.
+stream-demo: build
+	./scripts/stream-demo.sh
+
+# kcat (librdkafka) producing snappy/lz4/zstd events that onestone consumes.
+kcat-interop: build
+	./scripts/kcat-interop.sh
+
+# onestone beside PyTorch 1.13 (Debian's python3-torch) on the std workload.
+bench-vs-pytorch: build
+	./scripts/bench-vs-pytorch.sh
 
 clean:
 	rm -rf bin data/demo models/demo
