@@ -196,6 +196,7 @@ type Trainer struct {
 
 	workers []*worker
 	active  []*worker   // the workers of the current step
+	scale   float64     // the learning-rate multiplier of the current step
 	logits  [][]float32 // [task][row], the whole batch
 	dLogits [][]float32
 	losses  []float64
@@ -441,6 +442,7 @@ const (
 	phaseForward = iota
 	phaseBackward
 	phaseReduce
+	phaseOptimize
 )
 
 // parallel runs phase on every worker in ws: the first on the calling
@@ -489,6 +491,38 @@ func (t *Trainer) runPhase(w *worker, phase int) error {
 			}
 		}
 		return nil
+	case phaseOptimize:
+		return t.optimize(w.index, len(t.active))
+	}
+	return nil
+}
+
+// optimize is worker k of n's share of the optimizer step: worker 0 runs
+// dense Adam, and the embedding tables are dealt out round-robin (their
+// updates are independent, so the result does not depend on n).
+func (t *Trainer) optimize(k, n int) error {
+	g0 := t.active[0].g
+	if k == 0 {
+		dense := g0.Dense
+		if t.mt.frozen {
+			dense = t.mt.trainGrads
+		}
+		if err := t.adam.Step(dense, t.scale); err != nil {
+			return err
+		}
+	}
+	if t.mt.frozen {
+		return nil // embeddings are shared: frozen
+	}
+	// Worker 0 also has Adam: start the other workers' tables first.
+	for f := (k + n - 1) % n; f < len(g0.Sparse); f += n {
+		rows, grad := g0.Sparse[f].Rows, g0.Sparse[f].Grad
+		if len(t.active) > 1 {
+			rows, grad = t.mergeSparse(f, t.active)
+		}
+		if err := t.sparse.Step(f, rows, grad, t.scale); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -532,22 +566,9 @@ func (t *Trainer) update(ws []*worker) error {
 	if t.cfg.ClipNorm > 0 {
 		ClipGradNorm(dense, t.cfg.ClipNorm)
 	}
-	if err := t.adam.Step(dense, scale); err != nil {
-		return err
-	}
-	for f := range g0.Sparse {
-		if t.mt.frozen {
-			break // embeddings are shared: frozen
-		}
-		rows, grad := g0.Sparse[f].Rows, g0.Sparse[f].Grad
-		if len(ws) > 1 {
-			rows, grad = t.mergeSparse(f, ws)
-		}
-		if err := t.sparse.Step(f, rows, grad, scale); err != nil {
-			return err
-		}
-	}
-	return nil
+	t.scale = scale
+	t.parallel(ws, phaseOptimize)
+	return t.firstErr(ws)
 }
 
 // mergeSparse unions the workers' touched rows of table f, summing the
