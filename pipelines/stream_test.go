@@ -21,7 +21,6 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
-	"github.com/onestone/onestone/internal/gen"
 	"github.com/onestone/onestone/serving"
 )
 
@@ -71,7 +70,7 @@ func createStreamTopic(t testing.TB, broker, topic string, partitions int) {
 // statistics; it returns the data directory and the spec path.
 func streamData(t testing.TB, rows int64) (dir, spec string) {
 	t.Helper()
-	dir, spec = genDataTB(t, rows)
+	dir, spec = genData(t, rows, "")
 	if _, err := LoadSetup(spec, func(s *features.Spec) (*features.Stats, error) {
 		return Fit(context.Background(), s, []string{filepath.Join(dir, "train-*.parquet")}, nil)
 	}); err != nil {
@@ -340,28 +339,6 @@ func TestStreamRefusesBatchCheckpointAndMissingStats(t *testing.T) {
 	if _, err := os.Stat(features.StatsPath(other)); err != nil {
 		t.Errorf("the bundle's statistics were not saved beside the spec: %v", err)
 	}
-}
-
-// genDataTB is genData for benchmarks too: a small generated data set with
-// the small test model.
-func genDataTB(t testing.TB, rows int64) (dir, spec string) {
-	t.Helper()
-	dir = t.TempDir()
-	if _, err := gen.Generate(context.Background(), gen.Config{Dir: dir, Rows: rows, Users: 2000, Items: 2000, Seed: 7, Files: 2, RowGroupRows: 4096, TaskCorr: 0.5}); err != nil {
-		t.Fatal(err)
-	}
-	spec = filepath.Join(dir, "spec.yaml")
-	b, err := os.ReadFile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := strings.Index(string(b), "\nmodel:"); i >= 0 {
-		b = b[:i+1]
-	}
-	if err := os.WriteFile(spec, append(b, []byte(smallModel)...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir, spec
 }
 
 // TestStreamJSONBatchesMatchParquet checks the whole Kafka path against the

@@ -29,7 +29,7 @@ train:
 
 // genData writes a small generated data set with a fast spec and returns
 // its directory and spec path.
-func genData(t *testing.T, rows int64, extra string) (dir, spec string) {
+func genData(t testing.TB, rows int64, extra string) (dir, spec string) {
 	t.Helper()
 	dir = t.TempDir()
 	if _, err := gen.Generate(context.Background(), gen.Config{Dir: dir, Rows: rows, Users: 2000, Items: 2000, Seed: 7, Files: 2, RowGroupRows: 4096, TaskCorr: 0.5}); err != nil {
