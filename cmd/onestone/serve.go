@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Scorer.Rank, "rank", "", "ranking `formula`, e.g. 'ctr^1 * cvr^0.5 * price' (default: the first objective)")
 	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
 	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows, "candidates per forward pass")
-	fs.IntVar(&cfg.Scorer.Workers, "workers", 1, "goroutines sharing one request's candidates (lower latency when cores are idle)")
+	fs.IntVar(&cfg.Scorer.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines sharing one request's candidates (requests under 2 x 64 candidates use one)")
 	fs.StringVar(&required, "require", "", "comma-separated feature `columns` every candidate must have (itself or via the context)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
