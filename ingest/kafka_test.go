@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,54 +20,27 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
+
+	"github.com/onestone/onestone/internal/kafkatest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var topicSeq atomic.Int64
-
-// testBrokers returns the brokers to test against: ONESTONE_KAFKA_BROKERS
-// when set, else a fresh embedded broker closed at the end of the test. The
-// topic name is unique per test.
+// testBrokers returns the brokers to test against (ONESTONE_KAFKA_BROKERS,
+// else a fresh embedded broker of 4 partitions closed at the end of the
+// test) and a topic unique to the test.
 func testBrokers(t testing.TB) (brokers []string, topic string) {
 	t.Helper()
-	topic = fmt.Sprintf("onestone-test-%d-%d-%s", os.Getpid(), topicSeq.Add(1), strings.ReplaceAll(t.Name(), "/", "_"))
-	if env := os.Getenv("ONESTONE_KAFKA_BROKERS"); env != "" {
-		brokers = strings.Split(env, ",")
-		createTopic(t, brokers[0], topic, 4)
-		return brokers, topic
-	}
-	b, err := StartBroker(context.Background(), BrokerConfig{Partitions: 4, Topics: []string{topic}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.Addrs(), topic
-}
-
-// createTopic creates a topic on a real cluster, whose default partition
-// count may be 1.
-func createTopic(t testing.TB, broker, topic string, partitions int) {
-	t.Helper()
-	conn, err := kafka.Dial("tcp", broker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
+	return kafkatest.Cluster(t, "onestone-test", 4, func(topic string) []string {
+		b, err := StartBroker(context.Background(), BrokerConfig{Partitions: 4, Topics: []string{topic}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b.Addrs()
+	})
 }
 
 func quietLogger() *slog.Logger {

@@ -20,34 +20,31 @@ import (
 	"github.com/onestone/onestone/serving"
 )
 
-// Std describes the standard workload of BENCHMARKS.md: 26 categorical
-// fields hashed into 100,000 rows (0-12 context, 13-25 candidate), 13 dense
+// Std holds the sizes of the standard workload of BENCHMARKS.md; its
+// spec, tasks and model are serving.StdManifest's (26 categorical fields
+// hashed into 100,000 rows, 0-12 context and 13-25 candidate, 13 dense
 // context features, embedding dim 16, 8 experts [256, 128], towers [64],
-// CTR plus ESMM CVR, batch 1024.
+// CTR plus ESMM CVR).
 var Std = struct {
 	Fields, Rows, Dense, Batch, Candidates int
 }{26, 100_000, 13, 1024, 500}
 
-// StdLayout is the std workload's feature layout.
-func StdLayout() features.Layout {
-	var l features.Layout
-	for i := range Std.Fields {
-		side := features.SideContext
-		if i >= Std.Fields/2 {
-			side = features.SideCandidate
-		}
-		l.Sparse = append(l.Sparse, features.SparseField{Name: fmt.Sprintf("c%d", i), Cardinality: Std.Rows + 1, Side: side})
+// stdModel returns the std workload's model (random weights from seed),
+// manifest and tasks.
+func stdModel(seed uint64) (*serving.Manifest, *mmoe.Model, *mtl.TaskSet, error) {
+	man, m, err := serving.StdManifest(seed)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	for i := range Std.Dense {
-		l.Dense = append(l.Dense, features.DenseField{Name: fmt.Sprintf("d%d", i)})
+	ts, err := mtl.NewTaskSet(man.Tasks)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	l.Labels = []string{"click", "conversion"}
-	return l
-}
-
-// StdTasks are the std workload's tasks.
-func StdTasks() []mtl.TaskConfig {
-	return []mtl.TaskConfig{{Name: "ctr", Kind: mtl.KindBinary, Label: "click"}, {Name: "cvr", Kind: mtl.KindESMM, Label: "conversion", Parent: "ctr"}}
+	if l := m.Layout(); len(l.Sparse) != Std.Fields || len(l.Dense) != Std.Dense || l.Sparse[0].Cardinality != Std.Rows+1 {
+		return nil, nil, nil, fmt.Errorf("pipelines: the std spec has %d sparse fields of %d rows and %d dense, want %d of %d and %d",
+			len(l.Sparse), l.Sparse[0].Cardinality, len(l.Dense), Std.Fields, Std.Rows+1, Std.Dense)
+	}
+	return man, m, ts, nil
 }
 
 // stdBatch makes a random std batch of n rows (ids uniform, dense N(0,1),
@@ -175,11 +172,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchReport, error) {
 }
 
 func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
-	m, err := mmoe.New(mmoe.Config{Seed: cfg.Seed}, StdLayout(), []string{"ctr", "cvr"})
-	if err != nil {
-		return nil, err
-	}
-	ts, err := mtl.NewTaskSet(StdTasks())
+	_, m, ts, err := stdModel(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -222,11 +215,7 @@ func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
 }
 
 func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
-	m, err := mmoe.New(mmoe.Config{Seed: cfg.Seed}, StdLayout(), []string{"ctr", "cvr"})
-	if err != nil {
-		return nil, err
-	}
-	ts, err := mtl.NewTaskSet(StdTasks())
+	man, m, ts, err := stdModel(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -288,16 +277,12 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		}
 		out = append(out, latencyFigure("model", workers, lat))
 	}
-	// The whole serving path: JSON request, decode, transform, split
-	// forward, scores, ranking, JSON answer.
-	man, sm, err := serving.StdManifest(cfg.Seed)
-	if err != nil {
+	// The whole serving path, same model: JSON request, decode, transform,
+	// split forward, scores, ranking, JSON answer.
+	if err := serving.FillSampleScores(man, m); err != nil {
 		return nil, err
 	}
-	if err := serving.FillSampleScores(man, sm); err != nil {
-		return nil, err
-	}
-	b, err := serving.NewBundle(man, sm)
+	b, err := serving.NewBundle(man, m)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,6 @@ type progress struct {
 	last   time.Time
 	lastEx int64
 	ema    []float64
-	losses func() []float64
 }
 
 func newProgress(w io.Writer, every time.Duration, tasks *mtl.TaskSet) *progress {

@@ -7,13 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,49 +18,23 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/internal/kafkatest"
 	"github.com/onestone/onestone/serving"
 )
 
-var streamTopicSeq atomic.Int64
-
-// streamBrokers returns the brokers to test against: ONESTONE_KAFKA_BROKERS
-// when set, else a fresh embedded broker (partitions partitions) closed at
-// the end of the test; the topic name is unique per test.
+// streamBrokers returns the brokers to test against (ONESTONE_KAFKA_BROKERS,
+// else a fresh embedded broker of the given partitions closed at the end of
+// the test) and a topic unique to the test.
 func streamBrokers(t testing.TB, partitions int) (brokers []string, topic string) {
 	t.Helper()
-	topic = fmt.Sprintf("onestone-stream-%d-%d-%s", os.Getpid(), streamTopicSeq.Add(1), strings.ReplaceAll(t.Name(), "/", "_"))
-	if env := os.Getenv("ONESTONE_KAFKA_BROKERS"); env != "" {
-		brokers = strings.Split(env, ",")
-		createStreamTopic(t, brokers[0], topic, partitions)
-		return brokers, topic
-	}
-	b, err := ingest.StartBroker(context.Background(), ingest.BrokerConfig{Partitions: partitions, Topics: []string{topic}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.Addrs(), topic
-}
-
-func createStreamTopic(t testing.TB, broker, topic string, partitions int) {
-	t.Helper()
-	conn, err := kafka.Dial("tcp", broker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
+	return kafkatest.Cluster(t, "onestone-stream", partitions, func(topic string) []string {
+		b, err := ingest.StartBroker(context.Background(), ingest.BrokerConfig{Partitions: partitions, Topics: []string{topic}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b.Addrs()
+	})
 }
 
 // streamData generates data with the small test model and fits its
