@@ -134,20 +134,7 @@ func DecodeRequest(dst *Request, body []byte) error {
 			if s.p >= len(s.b) || s.b[s.p] != '[' {
 				return reqErr("candidates", ErrBadRequest, "want a JSON array of objects, found %s", s.what())
 			}
-			s.p++
-			for i := 0; ; i++ {
-				s.ws()
-				if s.p < len(s.b) && s.b[s.p] == ']' {
-					s.p++
-					break
-				}
-				if i > 0 {
-					if s.p >= len(s.b) || s.b[s.p] != ',' {
-						return s.syntax("candidates", "want ',' or ']' after a candidate")
-					}
-					s.p++
-					s.ws()
-				}
+			err := s.elements("candidates", "a candidate", func(i int) error {
 				if s.p >= len(s.b) || s.b[s.p] != '{' {
 					return reqErr(indexField("candidates", i), ErrBadRequest, "want a JSON object, found %s", s.what())
 				}
@@ -156,6 +143,10 @@ func DecodeRequest(dst *Request, body []byte) error {
 					return err
 				}
 				dst.Candidates = append(dst.Candidates, s.b[start:s.p])
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		case "objectives":
 			bit = 4
@@ -165,20 +156,7 @@ func DecodeRequest(dst *Request, body []byte) error {
 			if s.p >= len(s.b) || s.b[s.p] != '[' {
 				return reqErr("objectives", ErrBadRequest, "want a JSON array of strings, found %s", s.what())
 			}
-			s.p++
-			for i := 0; ; i++ {
-				s.ws()
-				if s.p < len(s.b) && s.b[s.p] == ']' {
-					s.p++
-					break
-				}
-				if i > 0 {
-					if s.p >= len(s.b) || s.b[s.p] != ',' {
-						return s.syntax("objectives", "want ',' or ']' after an objective")
-					}
-					s.p++
-					s.ws()
-				}
+			err := s.elements("objectives", "an objective", func(i int) error {
 				if s.p >= len(s.b) || s.b[s.p] != '"' {
 					return reqErr(indexField("objectives", i), ErrBadRequest, "want a string, found %s", s.what())
 				}
@@ -187,6 +165,10 @@ func DecodeRequest(dst *Request, body []byte) error {
 					return err
 				}
 				dst.Objectives = append(dst.Objectives, string(str))
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		case "top_k":
 			bit = 8
@@ -569,5 +551,29 @@ func (s *scanner) objectNumber(obj []byte, key string) (v float64, found bool, e
 		}
 		v, found = x, true
 		// Continue: a later duplicate key wins.
+	}
+}
+
+// elements walks the JSON array whose '[' is at s.p, calling elem with s.p
+// at each element's first byte (elem consumes the element); after names an
+// element in the error for a missing separator.
+func (s *scanner) elements(field, after string, elem func(i int) error) error {
+	s.p++
+	for i := 0; ; i++ {
+		s.ws()
+		if s.p < len(s.b) && s.b[s.p] == ']' {
+			s.p++
+			return nil
+		}
+		if i > 0 {
+			if s.p >= len(s.b) || s.b[s.p] != ',' {
+				return s.syntax(field, "want ',' or ']' after "+after)
+			}
+			s.p++
+			s.ws()
+		}
+		if err := elem(i); err != nil {
+			return err
+		}
 	}
 }
