@@ -27,6 +27,7 @@ type Workspace struct {
 	xk, yc []float32 // Split only: candidate columns [maxRows, inK]; context share [out]
 	ycRows []float32 // Split.ForwardRows only: per-row context shares [maxRows, out]
 	touch  uint32    // Split only: keeps the gather's prefetching loads alive
+	ctxSet bool      // Split only: yc holds a context share (SetContext)
 }
 
 type levelWS struct {

@@ -300,27 +300,59 @@ func (s *Split) ForwardRows(ws *Workspace, b *features.Batch) error {
 // Model.Forward's up to float32 rounding (the first-layer sums are taken in
 // another order). ws must come from this Split's NewWorkspace. Backward does
 // not apply to a split forward. It allocates nothing.
+//
+// Forward is SetContext followed by ForwardCandidates: to score a request's
+// candidates in several passes, call SetContext once and ForwardCandidates
+// for each pass.
 func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
+	if err := s.SetContext(ws, ctx); err != nil {
+		return err
+	}
+	return s.ForwardCandidates(ws, cand)
+}
+
+// SetContext computes ctx's share of the first layer into ws, for the
+// ForwardCandidates calls that follow on ws. ctx is a one-row batch whose
+// context-side fields are read (see Forward).
+func (s *Split) SetContext(ws *Workspace, ctx *features.Batch) error {
 	m := s.m
 	if ws == nil || ws.m != m || ws.xk == nil {
 		return batchErr("split forward: workspace was not made by this split")
 	}
-	ws.rows = -1
+	ws.rows, ws.ctxSet = -1, false
 	if ctx == nil || ctx.Rows != 1 {
 		return batchErr("split forward: the context batch must have exactly 1 row")
 	}
 	if err := m.checkBatch(ctx, 1); err != nil {
 		return err
 	}
+	// The context columns times their weight block.
+	xc := ws.x[:s.inC]
+	ws.touch ^= m.gatherSide(xc, s.inC, ctx, features.SideContext)
+	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, g0out(m))
+	ws.ctxSet = true
+	return nil
+}
+
+// ForwardCandidates scores cand.Rows candidates against the context of the
+// last SetContext on ws, as Forward does, giving each row the bits Forward
+// gives it whatever the rows around it. It is an error if no SetContext
+// has succeeded on ws (a failed one clears the context). It allocates
+// nothing.
+func (s *Split) ForwardCandidates(ws *Workspace, cand *features.Batch) error {
+	m := s.m
+	if ws == nil || ws.m != m || ws.xk == nil {
+		return batchErr("split forward: workspace was not made by this split")
+	}
+	ws.rows = -1
+	if !ws.ctxSet {
+		return batchErr("split forward: no context set on the workspace (call SetContext first)")
+	}
 	if err := m.checkBatch(cand, ws.maxRows); err != nil {
 		return err
 	}
 	rows := cand.Rows
 	g := &m.levels[0].groups[0]
-	// Context share: the context columns times their weight block.
-	xc := ws.x[:s.inC]
-	ws.touch ^= m.gatherSide(xc, s.inC, ctx, features.SideContext)
-	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, g.out)
 	// Candidate share: gather only the candidate columns, then one product
 	// whose epilogue adds the context share to every row (the addition
 	// ForwardRows makes row by row).
@@ -337,6 +369,9 @@ func (s *Split) Forward(ws *Workspace, ctx, cand *features.Batch) error {
 	m.forward(ws, rows, firstProduct, &s.pw)
 	return nil
 }
+
+// g0out is the width of the model's fused first layer.
+func g0out(m *Model) int { return m.levels[0].groups[0].out }
 
 // gatherSide writes the columns of x that belong to side, compacted to
 // width w, for every row of b. It returns a value the caller keeps so that

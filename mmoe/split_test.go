@@ -266,3 +266,56 @@ func TestSplitFusedPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitForwardCandidatesInPasses: one SetContext and several
+// ForwardCandidates passes over slices of the candidates give every row the
+// bits one Forward over all of them gives; without a context, or after a
+// failed SetContext, ForwardCandidates refuses.
+func TestSplitForwardCandidatesInPasses(t *testing.T) {
+	for _, arch := range Archs {
+		t.Run(arch, func(t *testing.T) {
+			cfg := Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{40, 20}, Tower: []int{8}, Seed: 6}
+			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
+				cfg.Experts = 3
+			}
+			m := testModel(t, cfg)
+			l := smallLayout()
+			rng := rand.New(rand.NewPCG(6, 6))
+			ctx := randomBatch(l, 1, rng)
+			cand := randomBatch(l, 61, rng)
+			s := m.NewSplit()
+			all := s.NewWorkspace(61)
+			if err := s.Forward(all, ctx, cand); err != nil {
+				t.Fatal(err)
+			}
+			ws := s.NewWorkspace(28)
+			if err := s.ForwardCandidates(ws, cand); err == nil {
+				t.Fatal("ForwardCandidates without a context succeeded")
+			}
+			if err := s.SetContext(ws, ctx); err != nil {
+				t.Fatal(err)
+			}
+			var part features.Batch
+			for lo := 0; lo < cand.Rows; lo += 28 {
+				hi := min(lo+28, cand.Rows)
+				cand.SliceTo(&part, lo, hi)
+				if err := s.ForwardCandidates(ws, &part); err != nil {
+					t.Fatal(err)
+				}
+				for h := range all.Logits {
+					for r := lo; r < hi; r++ {
+						if got, want := ws.Logits[h][r-lo], all.Logits[h][r]; math.Float32bits(got) != math.Float32bits(want) {
+							t.Fatalf("row %d head %d: in passes %v, in one Forward %v", r, h, got, want)
+						}
+					}
+				}
+			}
+			if err := s.SetContext(ws, cand); err == nil {
+				t.Fatal("SetContext took a 61-row context")
+			}
+			if err := s.ForwardCandidates(ws, &part); err == nil {
+				t.Fatal("ForwardCandidates after a failed SetContext succeeded")
+			}
+		})
+	}
+}

@@ -158,12 +158,13 @@ func BenchmarkDecodeTransform500(b *testing.B) {
 		if err := DecodeRequest(&st.req, body); err != nil {
 			b.Fatal(err)
 		}
-		rec, err := st.record(&st.req)
-		if err != nil {
+		if err := st.decodeContext(&st.req); err != nil {
 			b.Fatal(err)
 		}
-		err = s.b.Transformer.TransformTo(&st.batch, rec)
-		rec.Release()
+		pt := &st.parts[0]
+		pt.lo, pt.hi = 0, len(st.req.Candidates)
+		err := st.preparePart(pt, &st.req)
+		st.releaseContext()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -16,15 +16,25 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
 )
 
 // Scorer defaults.
 const (
 	DefaultMaxCandidates = 2000
-	DefaultBatchRows     = 512
 	DefaultMaxBodyBytes  = 4 << 20
 )
+
+// DefaultBatchRows is the default number of candidates per forward pass:
+// the multiple of the GEMM kernel's row block (kernels.RowBlock) nearest
+// above 50, 56 with AVX-512. Small passes let the workers of a request
+// share its candidates evenly; a whole number of row blocks wastes no part
+// of the kernel's tiles.
+func DefaultBatchRows() int {
+	rb := kernels.RowBlock()
+	return (50 + rb - 1) / rb * rb
+}
 
 // ScorerConfig configures a Scorer. Zero values mean the defaults.
 type ScorerConfig struct {
@@ -37,14 +47,15 @@ type ScorerConfig struct {
 	// (ErrTooManyCandidates). Default: DefaultMaxCandidates (2000).
 	MaxCandidates int
 	// BatchRows is the number of candidates per forward pass; a request
-	// with more is scored in several passes. It sizes each pooled model
-	// workspace. Default: DefaultBatchRows (512).
+	// with more is scored in several passes, which the workers share. It
+	// sizes each pooled model workspace. Default: DefaultBatchRows().
 	BatchRows int
 	// Workers splits a request's candidates over this many goroutines, each
-	// running the model on its share with its own workspace: lower latency
-	// on an idle machine, the same throughput under load. Scores do not
-	// depend on the split. Requests of fewer than 2 x MinWorkerRows
-	// candidates use one. Default: 1.
+	// decoding and transforming a part of them and running the model on
+	// passes with its own workspace: lower latency on an idle machine, the
+	// same throughput under load. Scores do not depend on the split.
+	// Requests of fewer than 2 x MinWorkerRows candidates use one.
+	// Default: 1.
 	Workers int
 	// MinWorkerRows is the smallest share of a worker. Default: 64.
 	MinWorkerRows int
@@ -86,7 +97,7 @@ func (c ScorerConfig) withDefaults() ScorerConfig {
 		c.MaxCandidates = DefaultMaxCandidates
 	}
 	if c.BatchRows == 0 {
-		c.BatchRows = DefaultBatchRows
+		c.BatchRows = DefaultBatchRows()
 	}
 	if c.MaxObjectBytes == 0 {
 		c.MaxObjectBytes = DefaultMaxBodyBytes
@@ -114,8 +125,9 @@ type Scorer struct {
 	rank       *rankPlan
 	objectives []string
 	schema     *arrow.Schema
-	required   []int // schema column indices
-	ctxCols    []int // schema columns of context-side fields
+	required   []int  // schema column indices
+	ctxCols    []int  // schema columns of context-side fields
+	isCtx      []bool // by schema column: a context-side field
 	split      *mmoe.Split
 	pool       sync.Pool
 }
@@ -153,9 +165,11 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		}
 		s.required = append(s.required, i[0])
 	}
+	s.isCtx = make([]bool, s.schema.NumFields())
 	for i, f := range s.schema.Fields() {
 		if fld := b.servingSpec.Field(f.Name); fld != nil && fld.Side == features.SideContext {
 			s.ctxCols = append(s.ctxCols, i)
+			s.isCtx[i] = true
 		}
 	}
 	// Scoring computes the first layer's context share once per request
@@ -178,44 +192,57 @@ func (s *Scorer) Config() ScorerConfig { return s.cfg }
 
 // scoreState is one request's worth of reusable buffers.
 type scoreState struct {
-	s       *Scorer
-	req     Request
-	ctxDec  *features.JSONDecoder
-	candDec *features.JSONDecoder
-	cols    []arrow.Array
-	batch   features.Batch
-	ctx     features.Batch  // the request's context, one row
-	useCtx  bool            // score the candidates against ctx (no candidate overrides a context field)
-	fw      []forwardWorker // one per ScorerConfig.Workers
-	next    atomic.Int64    // forwardTo: the next share to take
-	scores  [][]float32     // [objective][candidate]
-	rank    []float64
-	order   []int
-	ctxVals []float64 // rank fields from the context
-	ctxHas  []bool
-	scan    scanner
-	out     []byte
-	resp    Response
-	objIdx  []int
-	flat    []float32
+	s      *Scorer
+	req    Request
+	ctxDec *features.JSONDecoder
+	ctxRec arrow.RecordBatch // the request's decoded context (scoreAll), or nil
+	ctx    features.Batch    // ctxRec transformed (one row)
+	ctxErr error             // transforming the context failed
+	parts  []part            // one per worker; the first nparts are in use
+	nparts int
+	fw     []forwardWorker // one per ScorerConfig.Workers
+	// run's work queues: the next part to prepare and the next pass to
+	// score; stop ends the passes after a failure.
+	nextPart atomic.Int64
+	nextPass atomic.Int64
+	stop     atomic.Bool
+	scores   [][]float32 // [objective][candidate]
+	rank     []float64
+	order    []int
+	ctxVals  []float64 // rank fields from the context
+	ctxHas   []bool
+	scan     scanner
+	out      []byte
+	resp     Response
+	objIdx   []int
+	flat     []float32
 }
 
+// part is a contiguous run of a request's candidates, [lo, hi), that one
+// worker decodes and transforms into features; the model then runs on it
+// in passes that any worker may take once the part is ready.
+type part struct {
+	lo, hi int
+	dec    *features.JSONDecoder // nil until a request needs this part
+	cols   []arrow.Array
+	batch  features.Batch
+	useCtx bool // score against st.ctx (no candidate of the part overrides a context field)
+	err    error
+	state  atomic.Int32 // partPending, partReady or partFailed
+}
+
+// part states.
+const (
+	partPending int32 = iota
+	partReady
+	partFailed
+)
+
 func (s *Scorer) newState() *scoreState {
-	jc := features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes}
-	// NewScorer checked that the decoder takes the schema.
-	ctxDec, err := features.NewJSONDecoder(s.schema, jc)
-	if err != nil {
-		panic(err)
-	}
-	candDec, err := features.NewJSONDecoder(s.schema, jc)
-	if err != nil {
-		panic(err)
-	}
 	st := &scoreState{
 		s:       s,
-		ctxDec:  ctxDec,
-		candDec: candDec,
-		cols:    make([]arrow.Array, s.schema.NumFields()),
+		ctxDec:  s.newDecoder(),
+		parts:   make([]part, s.cfg.Workers),
 		fw:      make([]forwardWorker, s.cfg.Workers),
 		scores:  make([][]float32, len(s.objectives)),
 		ctxVals: make([]float64, len(s.rank.fields)),
@@ -223,17 +250,29 @@ func (s *Scorer) newState() *scoreState {
 	}
 	for i := range st.fw {
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
+		st.parts[i].cols = make([]arrow.Array, s.schema.NumFields())
 	}
 	st.fw[0].ws = s.split.NewWorkspace(s.cfg.BatchRows) // others on first use
+	st.parts[0].dec = s.newDecoder()
 	return st
 }
 
-// forwardWorker is the model state of one share of a request.
+// newDecoder returns a JSON decoder of the scorer's schema.
+func (s *Scorer) newDecoder() *features.JSONDecoder {
+	dec, err := features.NewJSONDecoder(s.schema, features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes})
+	if err != nil {
+		panic(err) // NewScorer checked that the decoder takes the schema
+	}
+	return dec
+}
+
+// forwardWorker is the model state of one worker of a request.
 type forwardWorker struct {
-	ws    *mmoe.Workspace
-	view  features.Batch
-	chunk [][]float32
-	err   error
+	ws     *mmoe.Workspace
+	view   features.Batch
+	chunk  [][]float32
+	ctxSet bool // ws holds this request's context share
+	err    error
 }
 
 // Response is the answer to a score request. It holds pooled buffers:
@@ -430,6 +469,11 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 }
 
 // scoreAll fills st.scores[o][:n] for every objective.
+//
+// The context is decoded and transformed once; the candidates are cut into
+// one part per worker, each decoded and transformed by whichever worker
+// takes it first, and the model runs on passes of BatchRows candidates
+// that the workers take in turn from a counter (see run).
 func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 	s := st.s
 	n := len(req.Candidates)
@@ -439,48 +483,76 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		}
 		st.scores[o] = st.scores[o][:n]
 	}
-	if n == 0 {
-		if req.Context != nil { // still check it
-			if err := st.ctxDec.Append(req.Context); err != nil {
-				return eventErr("context", err)
-			}
-			st.ctxDec.NewRecordBatch().Release()
-		}
-		return nil
-	}
-	rec, err := st.record(req)
-	if err != nil {
+	if err := st.decodeContext(req); err != nil {
 		return err
 	}
-	err = s.b.Transformer.TransformTo(&st.batch, rec)
-	rec.Release()
-	if err != nil {
-		return reqErr("", ErrBadRequest, "%v", err)
+	defer st.releaseContext()
+	if n == 0 {
+		return nil
 	}
-	return st.forwardTo(ctx, st.scores, n)
+	w := s.workersFor(n)
+	per := s.cfg.BatchRows
+	passes := (n + per - 1) / per
+	st.nparts = min(w, passes)
+	for p := range st.nparts {
+		pt := &st.parts[p]
+		pt.lo = p * passes / st.nparts * per
+		pt.hi = min((p+1)*passes/st.nparts*per, n)
+		pt.err = nil
+		pt.state.Store(partPending)
+		if pt.dec == nil {
+			pt.dec = s.newDecoder()
+		}
+	}
+	return st.run(ctx, req, w, n, st.scores)
 }
 
-// forwardTo runs the model on st.batch (n rows) and writes the objectives'
-// scores into scores[o][:n]: split over up to Workers goroutines, each in
-// passes of at most BatchRows rows. With st.useCtx the first layer's
-// context share is computed once from st.ctx; otherwise every row is its
-// own context. Both give a row the same bits (see mmoe.Split.ForwardRows),
-// so online and offline scores agree exactly.
-//
-// With several workers the rows are cut into about two shares per worker
-// (of at least MinWorkerRows) that the workers take in turn from a
-// counter: a worker whose goroutine starts late, its core busy with other
-// work, takes fewer shares instead of finishing last with a full one.
-// Scores do not depend on who computes a row.
-func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) error {
-	s := st.s
-	w := min(s.cfg.Workers, n/s.cfg.MinWorkerRows)
-	if w <= 1 {
-		return st.forwardRange(ctx, &st.fw[0], scores, 0, n)
+// decodeContext decodes the request's context, if any, into st.ctxRec and
+// transforms it into st.ctx (a failure is kept in st.ctxErr: it matters
+// only to the parts that use st.ctx). releaseContext undoes it.
+func (st *scoreState) decodeContext(req *Request) error {
+	st.ctxRec, st.ctxErr = nil, nil
+	if req.Context == nil {
+		return nil
 	}
-	shares := max(w, min(2*w, n/s.cfg.MinWorkerRows))
-	per := (n + shares - 1) / shares
-	st.next.Store(0)
+	if err := st.ctxDec.Append(req.Context); err != nil {
+		return eventErr("context", err)
+	}
+	st.ctxRec = st.ctxDec.NewRecordBatch()
+	if err := st.s.b.Transformer.TransformTo(&st.ctx, st.ctxRec); err != nil {
+		st.ctxErr = reqErr("context", ErrBadRequest, "%v", err)
+	}
+	return nil
+}
+
+func (st *scoreState) releaseContext() {
+	if st.ctxRec != nil {
+		st.ctxRec.Release()
+		st.ctxRec = nil
+	}
+}
+
+// workersFor is the number of workers for a request of n candidates.
+func (s *Scorer) workersFor(n int) int {
+	return max(1, min(s.cfg.Workers, n/s.cfg.MinWorkerRows))
+}
+
+// run scores n rows into scores[o][:n] on w workers: the calling goroutine
+// and w-1 others. Each worker first prepares the parts still pending (with
+// req nil they are all ready), then scores passes of BatchRows rows taken
+// from a counter, waiting for a pass's part if another worker is still
+// preparing it. A worker whose goroutine starts late, its core busy with
+// other work, takes fewer passes instead of leaving the others waiting for
+// a large share; the small passes (a few kernel row blocks) keep the wait
+// at the end short. Scores do not depend on who computes a row.
+//
+// The error returned is the first part's (in candidate order, so the
+// lowest candidate index), else a worker's.
+func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores [][]float32) error {
+	s := st.s
+	st.nextPart.Store(0)
+	st.nextPass.Store(0)
+	st.stop.Store(false)
 	var wg sync.WaitGroup
 	for k := 1; k < w; k++ {
 		fw := &st.fw[k]
@@ -490,129 +562,172 @@ func (st *scoreState) forwardTo(ctx context.Context, scores [][]float32, n int) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fw.err = st.forwardShares(ctx, fw, scores, n, per)
+			st.work(ctx, fw, req, n, scores)
 		}()
 	}
-	err := st.forwardShares(ctx, &st.fw[0], scores, n, per)
+	st.work(ctx, &st.fw[0], req, n, scores)
 	wg.Wait()
-	for k := 1; k < w && err == nil; k++ {
-		err = st.fw[k].err
-	}
-	return err
-}
-
-// forwardShares scores shares of per rows, taken from st.next, until none
-// is left or one fails.
-func (st *scoreState) forwardShares(ctx context.Context, fw *forwardWorker, scores [][]float32, n, per int) error {
-	for {
-		lo := int(st.next.Add(1)-1) * per
-		if lo >= n {
-			return nil
-		}
-		if err := st.forwardRange(ctx, fw, scores, lo, min(lo+per, n)); err != nil {
-			st.next.Store(int64(n)) // the others stop at their next share
+	for p := range st.nparts {
+		if err := st.parts[p].err; err != nil {
 			return err
 		}
 	}
-}
-
-// forwardRange scores rows [lo, hi) with one worker's workspace.
-func (st *scoreState) forwardRange(ctx context.Context, fw *forwardWorker, scores [][]float32, lo, hi int) error {
-	s := st.s
-	for a := lo; a < hi; a += s.cfg.BatchRows {
-		if a > lo {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		b := min(a+s.cfg.BatchRows, hi)
-		st.batch.SliceTo(&fw.view, a, b)
-		var err error
-		if st.useCtx {
-			err = s.split.Forward(fw.ws, &st.ctx, &fw.view)
-		} else {
-			err = s.split.ForwardRows(fw.ws, &fw.view)
-		}
-		if err != nil {
-			// The transform only produces ids inside the layout: a failure
-			// here is a bundle bug, not the request's.
-			return fmt.Errorf("serving: bundle %s: forward: %w", s.b.Dir, err)
-		}
-		for o := range fw.chunk {
-			fw.chunk[o] = scores[o][a:b]
-		}
-		if _, err := s.b.Tasks.PredictTo(fw.chunk, fw.ws.Logits); err != nil {
-			return fmt.Errorf("serving: bundle %s: %w", s.b.Dir, err)
+	for k := range w {
+		if err := st.fw[k].err; err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// record decodes the context and the candidates and assembles one Arrow
-// record with a row per candidate: a candidate's non-null values, else the
-// context's. The caller releases it.
-func (st *scoreState) record(req *Request) (arrow.RecordBatch, error) {
+// work is one worker of run.
+func (st *scoreState) work(ctx context.Context, fw *forwardWorker, req *Request, n int, scores [][]float32) {
+	fw.err, fw.ctxSet = nil, false
+	if req != nil {
+		for {
+			p := int(st.nextPart.Add(1) - 1)
+			if p >= st.nparts {
+				break
+			}
+			st.prepare(&st.parts[p], req)
+		}
+	}
+	per := st.s.cfg.BatchRows
+	for !st.stop.Load() {
+		lo := int(st.nextPass.Add(1)-1) * per
+		if lo >= n {
+			return
+		}
+		pt := &st.parts[0]
+		for p := 1; p < st.nparts && st.parts[p].lo <= lo; p++ {
+			pt = &st.parts[p]
+		}
+		state := pt.state.Load()
+		for state == partPending { // another worker is preparing it
+			runtime.Gosched()
+			state = pt.state.Load()
+		}
+		if state == partFailed {
+			st.stop.Store(true)
+			return
+		}
+		if lo > 0 {
+			if err := ctx.Err(); err != nil {
+				fw.err = err
+				st.stop.Store(true)
+				return
+			}
+		}
+		if err := st.forwardPass(fw, pt, scores, lo, min(lo+per, n)); err != nil {
+			fw.err = err
+			st.stop.Store(true)
+			return
+		}
+	}
+}
+
+// forwardPass scores rows [lo, hi) of the request, all in part pt, with
+// one worker's workspace.
+func (st *scoreState) forwardPass(fw *forwardWorker, pt *part, scores [][]float32, lo, hi int) error {
 	s := st.s
-	var ctxRec arrow.RecordBatch
-	if req.Context != nil {
-		if err := st.ctxDec.Append(req.Context); err != nil {
-			return nil, eventErr("context", err)
+	pt.batch.SliceTo(&fw.view, lo-pt.lo, hi-pt.lo)
+	var err error
+	if pt.useCtx {
+		if !fw.ctxSet {
+			err = s.split.SetContext(fw.ws, &st.ctx)
+			fw.ctxSet = err == nil
 		}
-		ctxRec = st.ctxDec.NewRecordBatch()
-		defer ctxRec.Release()
+		if err == nil {
+			err = s.split.ForwardCandidates(fw.ws, &fw.view)
+		}
+	} else {
+		err = s.split.ForwardRows(fw.ws, &fw.view)
 	}
-	for i, c := range req.Candidates {
-		if err := st.candDec.Append(c); err != nil {
-			st.candDec.NewRecordBatch().Release() // drop the rows so far
-			return nil, eventErr(indexField("candidates", i), err)
+	if err != nil {
+		// The transform only produces ids inside the layout: a failure
+		// here is a bundle bug, not the request's.
+		return fmt.Errorf("serving: bundle %s: forward: %w", s.b.Dir, err)
+	}
+	for o := range fw.chunk {
+		fw.chunk[o] = scores[o][lo:hi]
+	}
+	if _, err := s.b.Tasks.PredictTo(fw.chunk, fw.ws.Logits); err != nil {
+		return fmt.Errorf("serving: bundle %s: %w", s.b.Dir, err)
+	}
+	return nil
+}
+
+// prepare decodes the candidates of pt and transforms them into pt.batch:
+// a candidate's non-null values, else the context's (st.ctxRec). It marks
+// the part ready, or failed with pt.err naming the first bad candidate.
+func (st *scoreState) prepare(pt *part, req *Request) {
+	if err := st.preparePart(pt, req); err != nil {
+		pt.err = err
+		pt.state.Store(partFailed)
+		return
+	}
+	pt.state.Store(partReady)
+}
+
+func (st *scoreState) preparePart(pt *part, req *Request) error {
+	s := st.s
+	for i := pt.lo; i < pt.hi; i++ {
+		if err := pt.dec.Append(req.Candidates[i]); err != nil {
+			pt.dec.NewRecordBatch().Release() // drop the rows so far
+			return eventErr(indexField("candidates", i), err)
 		}
 	}
-	candRec := st.candDec.NewRecordBatch()
+	candRec := pt.dec.NewRecordBatch()
 	defer candRec.Release()
 	n := int(candRec.NumRows())
-	st.useCtx = false
+	ctxRec := st.ctxRec
+	pt.useCtx = false
 	if ctxRec != nil {
-		st.useCtx = true
+		pt.useCtx = true
 		for _, i := range s.ctxCols {
 			if candRec.Column(i).NullN() < n {
-				st.useCtx = false // a candidate overrides a context field
+				pt.useCtx = false // a candidate overrides a context field
 				break
 			}
 		}
-		if st.useCtx {
-			if err := s.b.Transformer.TransformTo(&st.ctx, ctxRec); err != nil {
-				return nil, reqErr("context", ErrBadRequest, "%v", err)
-			}
+		if pt.useCtx && st.ctxErr != nil {
+			return st.ctxErr
 		}
 	}
-	for i := range st.cols {
+	for i := range pt.cols {
 		cand := candRec.Column(i)
-		if ctxRec == nil || ctxRec.Column(i).IsNull(0) || cand.NullN() == 0 {
+		// With pt.useCtx the model reads the context-side fields from
+		// st.ctx only, so their (all-null) candidate columns stay as they
+		// are rather than being filled with n copies of the context value.
+		if ctxRec == nil || ctxRec.Column(i).IsNull(0) || cand.NullN() == 0 || (pt.useCtx && s.isCtx[i]) {
 			cand.Retain()
-			st.cols[i] = cand
+			pt.cols[i] = cand
 			continue
 		}
-		st.cols[i] = mergeColumn(cand, ctxRec.Column(i), n)
+		pt.cols[i] = mergeColumn(cand, ctxRec.Column(i), n)
 	}
-	rec := array.NewRecordBatch(s.schema, st.cols, int64(n))
-	for i, a := range st.cols {
+	rec := array.NewRecordBatch(s.schema, pt.cols, int64(n))
+	defer rec.Release()
+	for i, a := range pt.cols {
 		a.Release()
-		st.cols[i] = nil
+		pt.cols[i] = nil
 	}
 	for _, ci := range s.required {
 		a := rec.Column(ci)
-		if a.NullN() == 0 {
+		if a.NullN() == 0 || (pt.useCtx && s.isCtx[ci] && !ctxRec.Column(ci).IsNull(0)) {
 			continue
 		}
 		for r := 0; r < n; r++ {
 			if a.IsNull(r) {
-				rec.Release()
-				return nil, reqErr(indexField("candidates", r)+"."+s.schema.Field(ci).Name, ErrBadRequest,
+				return reqErr(indexField("candidates", pt.lo+r)+"."+s.schema.Field(ci).Name, ErrBadRequest,
 					"missing required feature (in neither the candidate nor the context)")
 			}
 		}
 	}
-	return rec, nil
+	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
+		return reqErr("", ErrBadRequest, "%v", err)
+	}
+	return nil
 }
 
 // eventErr turns a JSONDecoder error into a RequestError naming the field
@@ -773,9 +888,15 @@ func (s *Scorer) ScoreRecordTo(scores [][]float32, rec arrow.RecordBatch) ([][]f
 	}
 	st := s.pool.Get().(*scoreState)
 	defer s.pool.Put(st)
-	if err := s.b.Transformer.TransformTo(&st.batch, rec); err != nil {
+	if n == 0 {
+		return scores, nil
+	}
+	pt := &st.parts[0]
+	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
 		return scores, fmt.Errorf("serving: %w", err)
 	}
-	st.useCtx = false
-	return scores, st.forwardTo(context.Background(), scores, n)
+	pt.lo, pt.hi, pt.useCtx, pt.err = 0, n, false, nil
+	pt.state.Store(partReady)
+	st.nparts = 1
+	return scores, st.run(context.Background(), nil, s.workersFor(n), n, scores)
 }

@@ -379,14 +379,16 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 // TestScoreWorkersSameScores: splitting a request over workers and passes
-// gives the scores of one pass, bit for bit.
+// gives the scores of one pass, bit for bit, also when the candidates of
+// one part override a context field (that part is scored row by row, the
+// others against the context).
 func TestScoreWorkersSameScores(t *testing.T) {
 	dir := writeTestBundle(t, t.TempDir(), 21)
 	b, err := LoadBundle(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	one, err := NewScorer(b, ScorerConfig{})
+	one, err := NewScorer(b, ScorerConfig{BatchRows: 512})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,25 +397,72 @@ func TestScoreWorkersSameScores(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := testRequest(t, rand.New(rand.NewPCG(2, 2)), 61, "")
-	r1, err := one.ScoreBody(context.Background(), body)
-	if err != nil {
+	var raw struct {
+		Context    map[string]any   `json:"context"`
+		Candidates []map[string]any `json:"candidates"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
 		t.Fatal(err)
 	}
-	defer r1.Release()
-	r2, err := split.ScoreBody(context.Background(), body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Release()
-	for i := range r1.Results {
-		a, b := r1.Results[i], r2.Results[i]
-		if a.Index != b.Index {
-			t.Fatalf("rank %d: candidate %d vs %d", i, a.Index, b.Index)
-		}
-		for j := range a.Scores {
-			if math.Float32bits(a.Scores[j]) != math.Float32bits(b.Scores[j]) {
-				t.Fatalf("candidate %d: %v vs %v", a.Index, a.Scores, b.Scores)
+	raw.Candidates[2]["device"] = "web-override" // in the first of 3 parts
+	for name, body := range map[string][]byte{"context": body, "override": mustJSON(t, raw)} {
+		t.Run(name, func(t *testing.T) {
+			for range 5 { // the workers take parts and passes in varying order
+				r1, err := one.ScoreBody(context.Background(), body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r2, err := split.ScoreBody(context.Background(), body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range r1.Results {
+					a, b := r1.Results[i], r2.Results[i]
+					if a.Index != b.Index {
+						t.Fatalf("rank %d: candidate %d vs %d", i, a.Index, b.Index)
+					}
+					for j := range a.Scores {
+						if math.Float32bits(a.Scores[j]) != math.Float32bits(b.Scores[j]) {
+							t.Fatalf("candidate %d: %v vs %v", a.Index, a.Scores, b.Scores)
+						}
+					}
+				}
+				r1.Release()
+				r2.Release()
 			}
+		})
+	}
+}
+
+// TestScoreWorkersFirstError: with bad candidates in several parts, the
+// error names the first bad candidate whichever worker finds which, and the
+// scorer's pooled state scores the next request correctly.
+func TestScoreWorkersFirstError(t *testing.T) {
+	s := loadTestScorer(t, ScorerConfig{Workers: 3, MinWorkerRows: 4, BatchRows: 5})
+	body := testRequest(t, rand.New(rand.NewPCG(3, 3)), 40, "")
+	var raw struct {
+		Context    map[string]any   `json:"context"`
+		Candidates []map[string]any `json:"candidates"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw.Candidates[33]["price"] = "cheap" // third part
+	raw.Candidates[17]["price"] = "dear"  // second part
+	bad := mustJSON(t, raw)
+	for range 10 {
+		_, err := s.ScoreBody(context.Background(), bad)
+		var re *RequestError
+		if !errors.As(err, &re) || re.Field != "candidates[17].price" {
+			t.Fatalf("error %v, want one naming candidates[17].price", err)
 		}
+		resp, err := s.ScoreBody(context.Background(), body)
+		if err != nil {
+			t.Fatalf("the good request after a bad one: %v", err)
+		}
+		if len(resp.Results) != 40 {
+			t.Fatalf("%d results", len(resp.Results))
+		}
+		resp.Release()
 	}
 }

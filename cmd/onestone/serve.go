@@ -41,14 +41,15 @@ func runServe(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	var (
-		cfg      serving.ServerConfig
-		required string
+		cfg        serving.ServerConfig
+		required   string
+		cpuProfile string
 	)
 	fs.StringVar(&cfg.Models, "models", "", "bundle root or bundle `dir` (required)")
 	fs.StringVar(&cfg.Addr, "addr", serving.DefaultAddr, "listen `address` (loopback unless told otherwise)")
 	fs.StringVar(&cfg.Scorer.Rank, "rank", "", "ranking `formula`, e.g. 'ctr^1 * cvr^0.5 * price' (default: the first objective)")
 	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
-	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows, "candidates per forward pass")
+	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows(), "candidates per forward pass (the workers share a request's passes)")
 	fs.IntVar(&cfg.Scorer.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines sharing one request's candidates (requests under 2 x 64 candidates use one)")
 	fs.StringVar(&required, "require", "", "comma-separated feature `columns` every candidate must have (itself or via the context)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
@@ -58,6 +59,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("ONESTONE_ADMIN_TOKEN"), "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
 	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle (negative: never)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +80,13 @@ func runServe(ctx context.Context, args []string) error {
 	s, err := serving.NewServer(cfg)
 	if err != nil {
 		return err
+	}
+	if cpuProfile != "" {
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	return s.Run(ctx)
 }

@@ -55,6 +55,12 @@ var active = selectKernel()
 // "go" (the portable fallback, forced by the noasm build tag).
 func Impl() string { return active.name }
 
+// RowBlock is the number of rows of A the selected micro-kernel computes at
+// once (14 for AVX-512, 6 for AVX2). A product whose row count is a
+// multiple of it wastes no part of a tile; callers that cut a large product
+// into passes use multiples of it.
+func RowBlock() int { return active.mr }
+
 // workspace is the per-call packing scratch. It is sized for one
 // microKernel's block sizes.
 type workspace struct {
