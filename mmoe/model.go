@@ -2,6 +2,7 @@ package mmoe
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -116,6 +117,31 @@ type Model struct {
 // U(±sqrt(6/(in+out))), all biases zero, and embeddings U(±0.05). The same
 // Config, Layout and heads give bit-identical weights.
 func New(cfg Config, layout features.Layout, heads []string) (*Model, error) {
+	m, err := newModel(cfg, layout, heads)
+	if err != nil {
+		return nil, err
+	}
+	m.initWeights()
+	return m, nil
+}
+
+// NewFromSafetensors builds the model New would and takes every weight from
+// r, as LoadSafetensors does (every tensor must be present, with its
+// shape), without the random initialisation they would overwrite: loading
+// a saved model this way costs the read alone.
+func NewFromSafetensors(cfg Config, layout features.Layout, heads []string, r io.Reader) (*Model, error) {
+	m, err := newModel(cfg, layout, heads)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.LoadSafetensors(r); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// newModel is New without the weights' initialisation (they are zero).
+func newModel(cfg Config, layout features.Layout, heads []string) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -138,7 +164,6 @@ func New(cfg Config, layout features.Layout, heads []string) (*Model, error) {
 	m.embWidth = len(layout.Sparse) * m.dim
 	m.inWidth = m.embWidth + len(layout.Dense)
 	m.build()
-	m.initWeights()
 	return m, nil
 }
 

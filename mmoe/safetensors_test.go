@@ -88,6 +88,21 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 			if !bytes.Equal(saved(t, a), saved(t, b)) {
 				t.Fatal("re-saved file differs")
 			}
+			// The same without an initialisation to overwrite.
+			c, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(saved(t, a)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(saved(t, a), saved(t, c)) {
+				t.Fatal("NewFromSafetensors: re-saved file differs")
+			}
+			file := saved(t, a)
+			if _, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(file[:len(file)-3])); !errors.Is(err, ErrFormat) {
+				t.Fatalf("NewFromSafetensors of a truncated file: %v, want ErrFormat", err)
+			}
+			if _, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr"}, bytes.NewReader(file)); err == nil {
+				t.Fatal("NewFromSafetensors took a file with a tensor the model lacks")
+			}
 		})
 	}
 }

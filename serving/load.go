@@ -48,18 +48,22 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	model, err := mmoe.New(m.Model, b.Transformer.Layout(), taskNames(m.Tasks))
-	if err != nil {
+	// The configuration alone first, so that its errors are named apart
+	// from the weights'.
+	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
 	f, err := os.Open(filepath.Join(dir, WeightsFile))
 	if err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
 	}
-	err = model.LoadSafetensors(bufio.NewReaderSize(f, 1<<20))
+	model, err := mmoe.NewFromSafetensors(m.Model, b.Transformer.Layout(), taskNames(m.Tasks), bufio.NewReaderSize(f, 1<<20))
 	f.Close()
 	if err != nil {
-		return nil, bundleErr(dir, WeightsFile, err)
+		if errors.Is(err, mmoe.ErrFormat) {
+			return nil, bundleErr(dir, WeightsFile, err)
+		}
+		return nil, bundleErr(dir, "model config", err)
 	}
 	b.Model = model
 	if err := b.checkSample(); err != nil {

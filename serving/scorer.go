@@ -59,6 +59,10 @@ type ScorerConfig struct {
 	Workers int
 	// MinWorkerRows is the smallest share of a worker. Default: 64.
 	MinWorkerRows int
+	// Helpers, when set, runs the workers beyond the request's own
+	// goroutine on long-lived goroutines that poll for work (see Helpers)
+	// instead of on a goroutine started per request. Default: nil.
+	Helpers *Helpers
 	// Required lists feature columns that every candidate must have, in
 	// itself or in the context; others take the spec's documented default
 	// for a missing value (null id 0, numeric default and missing
@@ -201,6 +205,12 @@ type scoreState struct {
 	parts  []part            // one per worker; the first nparts are in use
 	nparts int
 	fw     []forwardWorker // one per ScorerConfig.Workers
+	tasks  []helperTask    // [k] runs worker k (k >= 1) on ScorerConfig.Helpers
+	// The run in progress, for its workers.
+	runCtx    context.Context
+	runReq    *Request
+	runN      int
+	runScores [][]float32
 	// run's work queues: the next part to prepare and the next pass to
 	// score; stop ends the passes after a failure.
 	nextPart atomic.Int64
@@ -244,11 +254,13 @@ func (s *Scorer) newState() *scoreState {
 		ctxDec:  s.newDecoder(),
 		parts:   make([]part, s.cfg.Workers),
 		fw:      make([]forwardWorker, s.cfg.Workers),
+		tasks:   make([]helperTask, s.cfg.Workers),
 		scores:  make([][]float32, len(s.objectives)),
 		ctxVals: make([]float64, len(s.rank.fields)),
 		ctxHas:  make([]bool, len(s.rank.fields)),
 	}
 	for i := range st.fw {
+		st.tasks[i].st, st.tasks[i].k = st, i
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
 		st.parts[i].cols = make([]arrow.Array, s.schema.NumFields())
 	}
@@ -553,20 +565,33 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 	st.nextPart.Store(0)
 	st.nextPass.Store(0)
 	st.stop.Store(false)
-	var wg sync.WaitGroup
+	st.runCtx, st.runReq, st.runN, st.runScores = ctx, req, n, scores
+	defer func() { st.runCtx, st.runReq, st.runScores = nil, nil, nil }()
 	for k := 1; k < w; k++ {
-		fw := &st.fw[k]
-		if fw.ws == nil {
-			fw.ws = s.split.NewWorkspace(s.cfg.BatchRows)
+		if st.fw[k].ws == nil {
+			st.fw[k].ws = s.split.NewWorkspace(s.cfg.BatchRows)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st.work(ctx, fw, req, n, scores)
-		}()
 	}
-	st.work(ctx, &st.fw[0], req, n, scores)
-	wg.Wait()
+	if h := s.cfg.Helpers; h != nil {
+		for k := 1; k < w; k++ {
+			h.post(&st.tasks[k])
+		}
+		st.work(0)
+		for k := 1; k < w; k++ {
+			st.tasks[k].finish()
+		}
+	} else {
+		var wg sync.WaitGroup
+		for k := 1; k < w; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st.work(k)
+			}()
+		}
+		st.work(0)
+		wg.Wait()
+	}
 	for p := range st.nparts {
 		if err := st.parts[p].err; err != nil {
 			return err
@@ -580,9 +605,11 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 	return nil
 }
 
-// work is one worker of run.
-func (st *scoreState) work(ctx context.Context, fw *forwardWorker, req *Request, n int, scores [][]float32) {
+// work is worker k of run.
+func (st *scoreState) work(k int) {
+	fw := &st.fw[k]
 	fw.err, fw.ctxSet = nil, false
+	ctx, req, n, scores := st.runCtx, st.runReq, st.runN, st.runScores
 	if req != nil {
 		for {
 			p := int(st.nextPart.Add(1) - 1)

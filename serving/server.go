@@ -28,6 +28,9 @@ const (
 	DefaultPoll            = 2 * time.Second
 	DefaultQueueWait       = 100 * time.Millisecond
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultHelperSpin is how long Serve's helper workers poll for the
+	// next request before they sleep (see Helpers).
+	DefaultHelperSpin = 10 * time.Millisecond
 )
 
 // ServerConfig configures a Server. Zero values mean the defaults.
@@ -64,6 +67,13 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds the draining of in-flight requests when the
 	// context of Run ends. Default: DefaultShutdownTimeout (30s).
 	ShutdownTimeout time.Duration
+	// HelperSpin: with Scorer.Workers > 1, Serve runs the extra workers on
+	// Helpers that poll for the next request this long after each one
+	// before they sleep: requests then use every worker at once instead of
+	// waiting for an idle core to wake, at the price of up to Workers-1
+	// busy (low-priority) cores while requests keep coming. Default:
+	// DefaultHelperSpin (10ms); negative: the helpers sleep at once.
+	HelperSpin time.Duration
 	// Logger receives reloads, refusals and server errors.
 	// Default: slog.Default().
 	Logger *slog.Logger
@@ -117,6 +127,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.HelperSpin == 0 {
+		c.HelperSpin = DefaultHelperSpin
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -585,6 +598,12 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve is Run on a listener the caller opened; it closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.listenAddr.Store(ln.Addr().String())
+	if s.cfg.Scorer.Workers > 1 && s.cfg.Scorer.Helpers == nil {
+		// Before the first load: every Scorer of this run shares them.
+		h := NewHelpers(s.cfg.Scorer.Workers-1, s.cfg.HelperSpin)
+		s.cfg.Scorer.Helpers = h
+		defer h.Close() // after the drain below
+	}
 	if _, _, err := s.reload(ctx, false); err != nil {
 		s.log.Warn("serving: no model to serve yet", "models", s.cfg.Models, "err", err)
 	}

@@ -407,10 +407,14 @@ func slowRequest(t *testing.T, client *http.Client, url string, body []byte) (fi
 	return func() { pw.Write(body[half:]); pw.Close() }, result
 }
 
+// TestServerGracefulShutdown drains an in-flight request on shutdown. The
+// request runs on two workers, the second on Serve's Helpers, which stop
+// after the drain (TestMain checks that no goroutine is left).
 func TestServerGracefulShutdown(t *testing.T) {
 	root := t.TempDir()
 	writeTestBundle(t, root, 1)
-	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: quietLogger()})
+	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: quietLogger(),
+		Scorer: ScorerConfig{Workers: 2, MinWorkerRows: 4}, HelperSpin: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

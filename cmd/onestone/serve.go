@@ -58,6 +58,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", serving.DefaultQueueWait, "longest wait for a slot before 503")
 	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("ONESTONE_ADMIN_TOKEN"), "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
 	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle (negative: never)")
+	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,179 @@
+package serving
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestHelpersSameScores: requests whose extra workers run on Helpers
+// (polling or sleeping, several requests at once, some bad) score every
+// candidate with the bits of a one-worker scorer; after Close the scorer
+// still answers, on the request's goroutine alone.
+func TestHelpersSameScores(t *testing.T) {
+	dir := writeTestBundle(t, t.TempDir(), 22)
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := NewScorer(b, ScorerConfig{BatchRows: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	bodies := make([][]byte, 6)
+	want := make([]map[int][]float32, len(bodies))
+	for i := range bodies {
+		bodies[i] = testRequest(t, r, 20+17*i, "")
+		resp, err := one.ScoreBody(context.Background(), bodies[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = map[int][]float32{}
+		for _, res := range resp.Results {
+			want[i][res.Index] = slices.Clone(res.Scores)
+		}
+		resp.Release()
+	}
+	bad := testRequest(t, r, 50, "")
+	bad = append(bad[:len(bad)-3], []byte(`,"price":"x"}]}`)...) // the last candidate: a second price, not a number
+	for _, spin := range []time.Duration{0, time.Millisecond} {
+		h := NewHelpers(2, spin)
+		s, err := NewScorer(b, ScorerConfig{Workers: 3, MinWorkerRows: 4, BatchRows: 5, Helpers: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(i int) {
+			resp, err := s.ScoreBody(context.Background(), bodies[i])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Release()
+			for _, res := range resp.Results {
+				for j, v := range res.Scores {
+					if math.Float32bits(v) != math.Float32bits(want[i][res.Index][j]) {
+						t.Errorf("spin %v request %d candidate %d: %v, want %v", spin, i, res.Index, res.Scores, want[i][res.Index])
+						return
+					}
+				}
+			}
+		}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range 25 {
+					if (g+k)%7 == 0 {
+						if _, err := s.ScoreBody(context.Background(), bad); err == nil {
+							t.Error("a bad request scored")
+						}
+						continue
+					}
+					check((g + k) % len(bodies))
+				}
+			}()
+		}
+		wg.Wait()
+		h.Close()
+		h.Close() // a second Close is a no-op
+		check(3)
+	}
+}
+
+// TestHelpersRevoke: tasks no helper takes are revoked by the request,
+// which does the work itself; a full queue refuses new tasks.
+func TestHelpersRevoke(t *testing.T) {
+	h := NewHelpers(0, 0) // no goroutines: nothing is ever taken
+	defer h.Close()
+	s := loadTestScorer(t, ScorerConfig{Workers: 2, MinWorkerRows: 4, BatchRows: 5, Helpers: h})
+	body := testRequest(t, rand.New(rand.NewPCG(5, 5)), 30, "")
+	for range 70 { // more than the queue holds
+		resp, err := s.ScoreBody(context.Background(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Results) != 30 {
+			t.Fatalf("%d results", len(resp.Results))
+		}
+		resp.Release()
+	}
+	if n := len(h.queue); n != cap(h.queue) {
+		t.Fatalf("queue holds %d stale tasks, want it full (%d)", n, cap(h.queue))
+	}
+	var task helperTask
+	if h.post(&task) || task.state.Load() != taskRevoked {
+		t.Fatal("a full queue took a task")
+	}
+}
+
+// BenchmarkScore500Paced scores std requests of 500 candidates on two
+// workers at a fixed 100 requests/s, as a lightly loaded server sees them,
+// rather than back to back: "go" starts the helper worker per request,
+// "helpers" runs it on Helpers polling for 10 ms. It reports the p50/p99
+// latency of ScoreBody.
+func BenchmarkScore500Paced(b *testing.B) {
+	base := stdTestScorer(b)
+	body := StdRequest(rand.New(rand.NewPCG(3, 3)), 500, `"top_k":50`)
+	for _, mode := range []string{"go", "helpers"} {
+		b.Run(mode, func(b *testing.B) {
+			cfg := ScorerConfig{Rank: "ctr * cvr^0.5", Workers: 2}
+			if mode == "helpers" {
+				h := NewHelpers(1, 10*time.Millisecond)
+				defer h.Close()
+				cfg.Helpers = h
+			}
+			s, err := NewScorer(base.b, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var lat []time.Duration
+			next := time.Now()
+			for b.Loop() {
+				next = next.Add(10 * time.Millisecond)
+				time.Sleep(time.Until(next))
+				t0 := time.Now()
+				resp, err := s.ScoreBody(context.Background(), body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Release()
+				lat = append(lat, time.Since(t0))
+			}
+			if len(lat) >= 20 {
+				p50, p99 := percentiles(lat)
+				b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			}
+		})
+	}
+}
+
+// BenchmarkGoroutineWake measures how long a goroutine started by a busy
+// goroutine waits before it runs, after the process has been idle for 4 ms
+// (as between requests at 100 requests/s): the time an idle core takes to
+// wake, which decides whether a request's second worker helps it.
+func BenchmarkGoroutineWake(b *testing.B) {
+	var lat []time.Duration
+	for b.Loop() {
+		time.Sleep(4 * time.Millisecond)
+		var started atomic.Int64
+		t0 := time.Now()
+		go func() { started.Store(int64(time.Since(t0)) + 1) }()
+		for started.Load() == 0 { // busy, as a request's own worker is
+		}
+		lat = append(lat, time.Duration(started.Load()))
+	}
+	if len(lat) >= 20 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds())/1000, "p90-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
