@@ -18,9 +18,10 @@ import (
 // machines measured here waking an idle vCPU took from 0.1 to 5 ms (see
 // docs/serving.md), a large part of a 5 ms request. A helper that is still
 // polling takes the work within microseconds. While polling, a helper's
-// thread runs at the lowest scheduling priority (where the OS allows it),
-// so that any other thread that wants its core, such as a load generator
-// on the same machine, gets it at once; while it polls, its core is busy.
+// thread runs at the lowest scheduling priority (nice 19, where the OS
+// allows it), so that any other thread that wants its core, such as a
+// load generator on the same machine, gets it at once; it works at the
+// normal priority. While it polls, its core is busy.
 //
 // A request never waits for a helper that has not started its work: when
 // its own goroutine has finished every part and pass, it revokes the tasks
@@ -112,9 +113,10 @@ func (t *helperTask) finish() {
 func (h *Helpers) loop() {
 	defer h.wg.Done()
 	if h.spin > 0 {
-		// The thread keeps its low priority for the helper's life.
+		// The helper polls at the lowest priority and works at the
+		// normal one, on a thread of its own.
 		runtime.LockOSThread()
-		lowerThreadPriority()
+		setThreadNice(19)
 	}
 	for {
 		t := h.next()
@@ -122,8 +124,14 @@ func (h *Helpers) loop() {
 			return
 		}
 		if t.state.CompareAndSwap(taskPosted, taskTaken) {
+			if h.spin > 0 {
+				setThreadNice(0)
+			}
 			t.st.work(t.k)
 			t.state.Store(taskDone)
+			if h.spin > 0 {
+				setThreadNice(19)
+			}
 		}
 	}
 }

@@ -2,6 +2,5 @@
 
 package serving
 
-// lowerThreadPriority is a no-op where the priority of one thread cannot be
-// set.
-func lowerThreadPriority() {}
+// setThreadNice is a no-op where the priority of one thread cannot be set.
+func setThreadNice(int) {}
