@@ -8,13 +8,16 @@
 #     context and 500 candidates,
 #  3. starts `onestone serve` on 127.0.0.1 (a free port), polling for new
 #     bundles every second,
-#  4. sends requests at a fixed 100 req/s for FIXED_SECS (default 20 s), and
+#  4. sends requests at a fixed 100 req/s for FIXED_SECS (default 30 s), and
 #     publishes a second bundle halfway, which the server must swap in
 #     without failing a request,
 #  5. then at saturation for SAT_SECS (default 10 s),
-#  6. reports requests/s, p50/p99 and error counts, stops the server.
+#  6. reports requests/s, p50/p99 and error counts, and the CPU the server
+#     used in each phase (in cores: with the default --spin its helper
+#     worker polls between requests, see docs/serving.md), stops the server.
 #
-# SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--workers 2").
+# SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--spin -1ms" to
+# let the helper sleep at once, "--workers 1").
 #
 # Exit status: non-zero if any request failed in the fixed-rate phase or the
 # reload did not happen. With LOADTEST_STRICT=1 also if p99 at 100 req/s is
@@ -22,7 +25,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-FIXED_SECS=${FIXED_SECS:-20}
+FIXED_SECS=${FIXED_SECS:-30}
 SAT_SECS=${SAT_SECS:-10}
 RATE=${RATE:-100}
 CANDIDATES=${CANDIDATES:-500}
@@ -79,15 +82,23 @@ HEY=(hey -m POST -T application/json -D "$WORK/req.json")
 # 1/RATE, which the achieved rps shows). CONC=4 reproduces the bursts.
 CONC=${CONC:-1}
 echo "loadtest: fixed rate $RATE req/s for ${FIXED_SECS}s, reload at $((FIXED_SECS / 2))s" >&2
+# cpu_ticks: user+system clock ticks the server has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+TICKS=$(getconf CLK_TCK)
+C0=$(cpu_ticks)
 "${HEY[@]}" -z "${FIXED_SECS}s" -c $CONC -q $((RATE / CONC)) "$URL" >"$WORK/fixed.txt" &
 HEY_PID=$!
 sleep $((FIXED_SECS / 2))
 mv "$WORK/staging/v00000001" "$WORK/models/v00000002" # an atomic publish, as the trainer does
 wait "$HEY_PID"
+C1=$(cpu_ticks)
 VERSION=$(curl -fsS "http://$ADDR/v1/model" | grep -o '"version": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
 
 echo "loadtest: saturation, $SAT_CONC concurrent, ${SAT_SECS}s" >&2
 "${HEY[@]}" -z "${SAT_SECS}s" -c "$SAT_CONC" "$URL" >"$WORK/sat.txt"
+C2=$(cpu_ticks)
+F_CPU=$(awk -v t=$((C1 - C0)) -v hz="$TICKS" -v s="$FIXED_SECS" 'BEGIN { printf "%.2f", t / hz / s }')
+S_CPU=$(awk -v t=$((C2 - C1)) -v hz="$TICKS" -v s="$SAT_SECS" 'BEGIN { printf "%.2f", t / hz / s }')
 curl -fsS "http://$ADDR/metrics" >"$WORK/metrics.txt"
 
 kill -TERM "$SERVER_PID"
@@ -124,8 +135,9 @@ REFUSED=$(awk '/^onestone_model_refused_total/ { print $2 }' "$WORK/metrics.txt"
 cat <<REPORT
 {
   "candidates_per_request": $CANDIDATES,
-  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL"},
-  "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL"},
+  "serve_flags": "${SERVE_FLAGS:-}",
+  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU},
+  "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL", "server_cpu_cores": $S_CPU},
   "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
   "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}}
 }
