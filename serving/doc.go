@@ -14,7 +14,10 @@
 // override the context's), transformed by the same features.Transformer as
 // in training, run through the model in passes of ScorerConfig.BatchRows
 // rows, mapped to objectives by the tasks (ctr, cvr, ctcvr = ctr x cvr),
-// then ranked by a formula fixed at start-up and cut at top_k.
+// then ranked by a formula fixed at start-up and cut at top_k. With
+// ScorerConfig.Workers > 1 the decoding and the passes of one request are
+// shared by several goroutines, which Helpers can keep ready between
+// requests (docs/serving.md).
 // ScoreRecordTo runs the same code on records read from files, so offline
 // and online scores of an event agree to the last bit.
 //
