@@ -544,6 +544,38 @@ func (st *scoreState) releaseContext() {
 	}
 }
 
+// warm puts k pooled states in the pool, each having scored a request
+// made of the bundle's sample events (as candidates without a context,
+// repeated to fill a pass for every worker twice): their workspaces,
+// decoders and buffers are allocated and the weights have been read once.
+// Without sample events the states are only allocated.
+func (s *Scorer) warm(k int) {
+	var req Request
+	if sample := s.b.Manifest.Sample; len(sample) > 0 {
+		n := min(s.cfg.MaxCandidates, 2*s.cfg.Workers*s.cfg.BatchRows)
+		for i := range n {
+			req.Candidates = append(req.Candidates, sample[i%len(sample)].Event)
+		}
+	}
+	states := make([]*scoreState, 0, k)
+	for range k {
+		st := s.newState()
+		if len(req.Candidates) > 0 {
+			// score puts a state back in the pool itself when it fails
+			// (it cannot here: LoadBundle has just scored the sample).
+			resp, err := s.score(context.Background(), st, &req)
+			if err != nil {
+				continue
+			}
+			resp.st = nil // out of the pool until every state is warm
+		}
+		states = append(states, st)
+	}
+	for _, st := range states {
+		s.pool.Put(st)
+	}
+}
+
 // workersFor is the number of workers for a request of n candidates.
 func (s *Scorer) workersFor(n int) int {
 	return max(1, min(s.cfg.Workers, n/s.cfg.MinWorkerRows))

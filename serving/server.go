@@ -575,10 +575,9 @@ func (s *Server) load(dir string) (*Scorer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", filepath.Base(dir), err)
 	}
-	// Warm the pool: the first requests should not pay for workspaces.
-	for range min(s.cfg.MaxInFlight, 4) {
-		sc.pool.Put(sc.newState())
-	}
+	// Warm the pool before the swap: the first requests should pay
+	// neither for workspaces and buffers nor for weights out of cache.
+	sc.warm(min(s.cfg.MaxInFlight, 4))
 	return sc, nil
 }
 

@@ -177,3 +177,49 @@ func BenchmarkGoroutineWake(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	}
 }
+
+// TestScorerWarm: warm leaves pooled states that have run every worker
+// (workspaces and decoders made) on the bundle's sample, and that score the
+// next request like fresh ones.
+func TestScorerWarm(t *testing.T) {
+	dir := writeTestBundle(t, t.TempDir(), 23)
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Manifest.Sample) == 0 {
+		t.Fatal("the test bundle has no sample events")
+	}
+	cold, err := NewScorer(b, ScorerConfig{Workers: 2, MinWorkerRows: 4, BatchRows: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm, err := NewScorer(b, ScorerConfig{Workers: 2, MinWorkerRows: 4, BatchRows: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.warm(2)
+	if !raceEnabled { // the race detector makes sync.Pool drop items
+		st := warm.pool.Get().(*scoreState)
+		if st.fw[1].ws == nil || st.parts[1].dec == nil || st.resp.st != nil {
+			t.Fatalf("a warmed state has not run its second worker (workspace %v, decoder %v) or is still held", st.fw[1].ws != nil, st.parts[1].dec != nil)
+		}
+		warm.pool.Put(st)
+	}
+	body := testRequest(t, rand.New(rand.NewPCG(6, 6)), 33, "")
+	r1, err := cold.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Release()
+	r2, err := warm.ScoreBody(context.Background(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Release()
+	for i := range r1.Results {
+		if r1.Results[i].Index != r2.Results[i].Index || math.Float32bits(r1.Results[i].Scores[0]) != math.Float32bits(r2.Results[i].Scores[0]) {
+			t.Fatalf("rank %d: cold %+v, warm %+v", i, r1.Results[i], r2.Results[i])
+		}
+	}
+}
