@@ -287,7 +287,14 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		return nil, err
 	}
 	for _, workers := range []int{1, 2} {
-		sc, err := serving.NewScorer(b, serving.ScorerConfig{Workers: workers})
+		// As onestone serve runs it: the extra workers on polling helpers.
+		scfg := serving.ScorerConfig{Workers: workers}
+		if workers > 1 {
+			h := serving.NewHelpers(workers-1, serving.DefaultHelperSpin)
+			defer h.Close()
+			scfg.Helpers = h
+		}
+		sc, err := serving.NewScorer(b, scfg)
 		if err != nil {
 			return nil, err
 		}
