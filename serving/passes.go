@@ -1,0 +1,350 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/mmoe"
+)
+
+// A request's candidates are scored by its workers in parts (decoding and
+// the transform) and passes (the model): see run.
+
+// part is a contiguous run of a request's candidates, [lo, hi), that one
+// worker decodes and transforms into features; the model then runs on it
+// in passes that any worker may take once the part is ready.
+type part struct {
+	lo, hi int
+	dec    *features.JSONDecoder // nil until a request needs this part
+	cols   []arrow.Array
+	batch  features.Batch
+	useCtx bool // score against st.ctx (no candidate of the part overrides a context field)
+	err    error
+	state  atomic.Int32 // partPending, partReady or partFailed
+}
+
+// part states.
+const (
+	partPending int32 = iota
+	partReady
+	partFailed
+)
+
+// forwardWorker is the model state of one worker of a request.
+type forwardWorker struct {
+	ws     *mmoe.Workspace
+	view   features.Batch
+	chunk  [][]float32
+	ctxSet bool // ws holds this request's context share
+	err    error
+}
+
+// workersFor is the number of workers for a request of n candidates.
+func (s *Scorer) workersFor(n int) int {
+	return max(1, min(s.cfg.Workers, n/s.cfg.MinWorkerRows))
+}
+
+// run scores n rows into scores[o][:n] on w workers: the calling goroutine
+// and w-1 others. Each worker first prepares the parts still pending (with
+// req nil they are all ready), then scores passes of BatchRows rows taken
+// from a counter, waiting for a pass's part if another worker is still
+// preparing it. A worker whose goroutine starts late, its core busy with
+// other work, takes fewer passes instead of leaving the others waiting for
+// a large share; the small passes (a few kernel row blocks) keep the wait
+// at the end short. Scores do not depend on who computes a row.
+//
+// The error returned is the first part's (in candidate order, so the
+// lowest candidate index), else a worker's.
+func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores [][]float32) error {
+	s := st.s
+	st.nextPart.Store(0)
+	st.nextPass.Store(0)
+	st.stop.Store(false)
+	st.runCtx, st.runReq, st.runN, st.runScores = ctx, req, n, scores
+	defer func() { st.runCtx, st.runReq, st.runScores = nil, nil, nil }()
+	for k := 1; k < w; k++ {
+		if st.fw[k].ws == nil {
+			st.fw[k].ws = s.split.NewWorkspace(s.cfg.BatchRows)
+		}
+	}
+	if h := s.cfg.Helpers; h != nil {
+		for k := 1; k < w; k++ {
+			h.post(&st.tasks[k])
+		}
+		st.work(0)
+		for k := 1; k < w; k++ {
+			st.tasks[k].finish()
+		}
+	} else {
+		var wg sync.WaitGroup
+		for k := 1; k < w; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st.work(k)
+			}()
+		}
+		st.work(0)
+		wg.Wait()
+	}
+	for p := range st.nparts {
+		if err := st.parts[p].err; err != nil {
+			return err
+		}
+	}
+	for k := range w {
+		if err := st.fw[k].err; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// work is worker k of run.
+func (st *scoreState) work(k int) {
+	fw := &st.fw[k]
+	fw.err, fw.ctxSet = nil, false
+	ctx, req, n, scores := st.runCtx, st.runReq, st.runN, st.runScores
+	if req != nil {
+		for {
+			p := int(st.nextPart.Add(1) - 1)
+			if p >= st.nparts {
+				break
+			}
+			st.prepare(&st.parts[p], req)
+		}
+	}
+	per := st.s.cfg.BatchRows
+	for !st.stop.Load() {
+		lo := int(st.nextPass.Add(1)-1) * per
+		if lo >= n {
+			return
+		}
+		pt := &st.parts[0]
+		for p := 1; p < st.nparts && st.parts[p].lo <= lo; p++ {
+			pt = &st.parts[p]
+		}
+		state := pt.state.Load()
+		for state == partPending { // another worker is preparing it
+			runtime.Gosched()
+			state = pt.state.Load()
+		}
+		if state == partFailed {
+			st.stop.Store(true)
+			return
+		}
+		if lo > 0 {
+			if err := ctx.Err(); err != nil {
+				fw.err = err
+				st.stop.Store(true)
+				return
+			}
+		}
+		if err := st.forwardPass(fw, pt, scores, lo, min(lo+per, n)); err != nil {
+			fw.err = err
+			st.stop.Store(true)
+			return
+		}
+	}
+}
+
+// forwardPass scores rows [lo, hi) of the request, all in part pt, with
+// one worker's workspace.
+func (st *scoreState) forwardPass(fw *forwardWorker, pt *part, scores [][]float32, lo, hi int) error {
+	s := st.s
+	pt.batch.SliceTo(&fw.view, lo-pt.lo, hi-pt.lo)
+	var err error
+	if pt.useCtx {
+		if !fw.ctxSet {
+			err = s.split.SetContext(fw.ws, &st.ctx)
+			fw.ctxSet = err == nil
+		}
+		if err == nil {
+			err = s.split.ForwardCandidates(fw.ws, &fw.view)
+		}
+	} else {
+		err = s.split.ForwardRows(fw.ws, &fw.view)
+	}
+	if err != nil {
+		// The transform only produces ids inside the layout: a failure
+		// here is a bundle bug, not the request's.
+		return fmt.Errorf("serving: bundle %s: forward: %w", s.b.Dir, err)
+	}
+	for o := range fw.chunk {
+		fw.chunk[o] = scores[o][lo:hi]
+	}
+	if _, err := s.b.Tasks.PredictTo(fw.chunk, fw.ws.Logits); err != nil {
+		return fmt.Errorf("serving: bundle %s: %w", s.b.Dir, err)
+	}
+	return nil
+}
+
+// prepare decodes the candidates of pt and transforms them into pt.batch:
+// a candidate's non-null values, else the context's (st.ctxRec). It marks
+// the part ready, or failed with pt.err naming the first bad candidate.
+func (st *scoreState) prepare(pt *part, req *Request) {
+	if err := st.preparePart(pt, req); err != nil {
+		pt.err = err
+		pt.state.Store(partFailed)
+		return
+	}
+	pt.state.Store(partReady)
+}
+
+func (st *scoreState) preparePart(pt *part, req *Request) error {
+	s := st.s
+	for i := pt.lo; i < pt.hi; i++ {
+		if err := pt.dec.Append(req.Candidates[i]); err != nil {
+			pt.dec.NewRecordBatch().Release() // drop the rows so far
+			return eventErr(indexField("candidates", i), err)
+		}
+	}
+	candRec := pt.dec.NewRecordBatch()
+	defer candRec.Release()
+	n := int(candRec.NumRows())
+	ctxRec := st.ctxRec
+	pt.useCtx = false
+	if ctxRec != nil {
+		pt.useCtx = true
+		for _, i := range s.ctxCols {
+			if candRec.Column(i).NullN() < n {
+				pt.useCtx = false // a candidate overrides a context field
+				break
+			}
+		}
+		if pt.useCtx && st.ctxErr != nil {
+			return st.ctxErr
+		}
+	}
+	for i := range pt.cols {
+		cand := candRec.Column(i)
+		// With pt.useCtx the model reads the context-side fields from
+		// st.ctx only, so their (all-null) candidate columns stay as they
+		// are rather than being filled with n copies of the context value.
+		if ctxRec == nil || ctxRec.Column(i).IsNull(0) || cand.NullN() == 0 || (pt.useCtx && s.isCtx[i]) {
+			cand.Retain()
+			pt.cols[i] = cand
+			continue
+		}
+		pt.cols[i] = mergeColumn(cand, ctxRec.Column(i), n)
+	}
+	rec := array.NewRecordBatch(s.schema, pt.cols, int64(n))
+	defer rec.Release()
+	for i, a := range pt.cols {
+		a.Release()
+		pt.cols[i] = nil
+	}
+	for _, ci := range s.required {
+		a := rec.Column(ci)
+		if a.NullN() == 0 || (pt.useCtx && s.isCtx[ci] && !ctxRec.Column(ci).IsNull(0)) {
+			continue
+		}
+		for r := 0; r < n; r++ {
+			if a.IsNull(r) {
+				return reqErr(indexField("candidates", pt.lo+r)+"."+s.schema.Field(ci).Name, ErrBadRequest,
+					"missing required feature (in neither the candidate nor the context)")
+			}
+		}
+	}
+	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
+		return reqErr("", ErrBadRequest, "%v", err)
+	}
+	return nil
+}
+
+// eventErr turns a JSONDecoder error into a RequestError naming the field
+// under prefix.
+func eventErr(prefix string, err error) error {
+	var ee *features.EventError
+	if errors.As(err, &ee) {
+		field := prefix
+		if ee.Field != "" {
+			field = prefix + "." + ee.Field
+		}
+		kind := ErrBadRequest
+		if errors.Is(err, features.ErrEventTooLarge) {
+			kind = ErrTooLarge
+		}
+		return &RequestError{Field: field, Kind: kind, Msg: ee.Msg}
+	}
+	return reqErr(prefix, ErrBadRequest, "%v", err)
+}
+
+// mergeColumn builds a column of n rows taking cand's value where it is not
+// null and ctx's single value (row 0) elsewhere.
+func mergeColumn(cand, ctx arrow.Array, n int) arrow.Array {
+	mem := memory.DefaultAllocator
+	switch c := cand.(type) {
+	case *array.Float64:
+		x := ctx.(*array.Float64).Value(0)
+		b := array.NewFloat64Builder(mem)
+		defer b.Release()
+		b.Reserve(n)
+		for r := 0; r < n; r++ {
+			if c.IsNull(r) {
+				b.UnsafeAppend(x)
+			} else {
+				b.UnsafeAppend(c.Value(r))
+			}
+		}
+		return b.NewArray()
+	case *array.String:
+		x := ctx.(*array.String).Value(0)
+		b := array.NewStringBuilder(mem)
+		defer b.Release()
+		b.Reserve(n)
+		b.ReserveData(len(c.ValueBytes()) + n*len(x))
+		for r := 0; r < n; r++ {
+			if c.IsNull(r) {
+				b.Append(x)
+			} else {
+				b.Append(c.Value(r))
+			}
+		}
+		return b.NewArray()
+	case *array.List:
+		cx := ctx.(*array.List)
+		b := array.NewListBuilderWithField(mem, c.DataType().(*arrow.ListType).ElemField())
+		defer b.Release()
+		vb := b.ValueBuilder().(*array.StringBuilder)
+		cv := c.ListValues().(*array.String)
+		xv := cx.ListValues().(*array.String)
+		xlo, xhi := cx.ValueOffsets(0)
+		b.Reserve(n)
+		vb.Reserve(cv.Len() + n*int(xhi-xlo))
+		xbytes := 0
+		for j := xlo; j < xhi; j++ {
+			xbytes += len(xv.Value(int(j)))
+		}
+		vb.ReserveData(len(cv.ValueBytes()) + n*xbytes)
+		appendItems := func(v *array.String, lo, hi int64) {
+			for j := lo; j < hi; j++ {
+				if v.IsNull(int(j)) {
+					vb.AppendNull()
+				} else {
+					vb.Append(v.Value(int(j)))
+				}
+			}
+		}
+		for r := 0; r < n; r++ {
+			b.Append(true)
+			if c.IsNull(r) {
+				appendItems(xv, xlo, xhi)
+			} else {
+				lo, hi := c.ValueOffsets(r)
+				appendItems(cv, lo, hi)
+			}
+		}
+		return b.NewArray()
+	}
+	panic(fmt.Sprintf("serving: mergeColumn: unexpected column type %s", cand.DataType()))
+}
