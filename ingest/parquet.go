@@ -343,13 +343,10 @@ func (s *ParquetSource) openFile(i, rg int, row int64) error {
 // openRowGroup opens s.rg at s.row, skipping empty row groups and moving to
 // the next files at the end of this one. At the very end inRG stays false.
 func (s *ParquetSource) openRowGroup() error {
-	for {
-		for s.rg < len(s.rgs) && s.rgs[s.rg].NumRows() == 0 {
-			s.rg++
-		}
-		if s.rg < len(s.rgs) {
-			break
-		}
+	for s.rg < len(s.rgs) && s.rgs[s.rg].NumRows() == 0 {
+		s.rg++
+	}
+	if s.rg >= len(s.rgs) {
 		if s.fileIdx+1 >= len(s.paths) {
 			s.pos = Position{File: s.paths[s.fileIdx], RowGroup: len(s.rgs)}
 			s.inRG = false

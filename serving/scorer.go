@@ -220,7 +220,6 @@ type scoreState struct {
 	ctxVals  []float64 // rank fields from the context
 	ctxHas   []bool
 	scan     scanner
-	out      []byte
 	resp     Response
 	objIdx   []int
 	flat     []float32

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -223,7 +224,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Name: "onestone_model_loaded_timestamp_seconds", Help: "When the served model was swapped in (Unix time).",
 	})
 	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mOverload, s.mLoadedAt,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /v1/score", s.handleScore)
