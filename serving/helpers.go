@@ -28,20 +28,27 @@ import (
 // no helper took. Helpers is safe for concurrent use by any number of
 // scorers.
 type Helpers struct {
-	queue chan *helperTask
-	spin  time.Duration
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	queue   chan *helperTask
+	spin    time.Duration
+	polling int // helpers that poll (the others sleep at once)
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 // NewHelpers starts n helper goroutines that poll for spin after each task
-// (0: they sleep at once). Close stops them.
+// (0: they sleep at once). A polling helper holds one of the GOMAXPROCS Ps
+// the Go scheduler runs goroutines on, so at most GOMAXPROCS-1 of them poll
+// and the others sleep at once: one P always stays free for the requests'
+// own goroutines. Close stops them.
 func NewHelpers(n int, spin time.Duration) *Helpers {
 	h := &Helpers{queue: make(chan *helperTask, 64), spin: max(spin, 0), stop: make(chan struct{})}
-	for range n {
+	if h.spin > 0 {
+		h.polling = max(0, min(n, runtime.GOMAXPROCS(0)-1))
+	}
+	for i := range n {
 		h.wg.Add(1)
-		go h.loop()
+		go h.loop(i < h.polling)
 	}
 	return h
 }
@@ -110,36 +117,36 @@ func (t *helperTask) finish() {
 	}
 }
 
-func (h *Helpers) loop() {
+func (h *Helpers) loop(poll bool) {
 	defer h.wg.Done()
-	if h.spin > 0 {
+	if poll {
 		// The helper polls at the lowest priority and works at the
 		// normal one, on a thread of its own.
 		runtime.LockOSThread()
 		setThreadNice(19)
 	}
 	for {
-		t := h.next()
+		t := h.next(poll)
 		if t == nil {
 			return
 		}
 		if t.state.CompareAndSwap(taskPosted, taskTaken) {
-			if h.spin > 0 {
+			if poll {
 				setThreadNice(0)
 			}
 			t.st.work(t.k)
 			t.state.Store(taskDone)
-			if h.spin > 0 {
+			if poll {
 				setThreadNice(19)
 			}
 		}
 	}
 }
 
-// next returns the next task: polled for up to h.spin, then waited for. It
-// returns nil once the helpers are closed.
-func (h *Helpers) next() *helperTask {
-	if h.spin > 0 {
+// next returns the next task: polled for up to h.spin if poll, then
+// waited for. It returns nil once the helpers are closed.
+func (h *Helpers) next(poll bool) *helperTask {
+	if poll {
 		deadline := time.Now().Add(h.spin)
 		for i := 1; ; i++ {
 			// A one-case select with a default does not lock an empty

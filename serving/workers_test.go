@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,23 @@ func TestHelpersSameScores(t *testing.T) {
 		h.Close()
 		h.Close() // a second Close is a no-op
 		check(3)
+	}
+}
+
+// TestHelpersPolling: at most GOMAXPROCS-1 helpers poll, so that one P is
+// always left to the requests' own goroutines; none polls without a spin.
+func TestHelpersPolling(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	for _, c := range []struct {
+		n    int
+		spin time.Duration
+		want int
+	}{{1, time.Millisecond, min(1, procs-1)}, {procs + 2, time.Millisecond, procs - 1}, {3, 0, 0}} {
+		h := NewHelpers(c.n, c.spin)
+		if h.polling != c.want {
+			t.Errorf("%d helpers, spin %v, GOMAXPROCS %d: %d poll, want %d", c.n, c.spin, procs, h.polling, c.want)
+		}
+		h.Close()
 	}
 }
 
