@@ -224,7 +224,8 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 	var out []ScoreFigure
 	for _, workers := range []int{1, 2} {
 		// Each worker scores its share of the candidates against the
-		// request's context, with its own workspace.
+		// request's context, with its own workspace, in passes of the
+		// scorer's default size (the context's share computed once).
 		type wk struct {
 			ws     *mmoe.Workspace
 			scores [][]float32
@@ -232,21 +233,31 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 			cand   features.Batch
 		}
 		per := (Std.Candidates + workers - 1) / workers
+		pass := serving.DefaultBatchRows()
 		wks := make([]*wk, workers)
 		for i := range wks {
-			wks[i] = &wk{ws: split.NewWorkspace(per), view: make([][]float32, 2)}
+			wks[i] = &wk{ws: split.NewWorkspace(pass), view: make([][]float32, 2)}
 		}
 		share := func(w *wk, ctxRow, cand *features.Batch, lo, hi int) error {
-			cand.SliceTo(&w.cand, lo, hi)
-			if err := split.Forward(w.ws, ctxRow, &w.cand); err != nil {
+			if err := split.SetContext(w.ws, ctxRow); err != nil {
 				return err
 			}
-			for h := range w.view {
-				w.view[h] = w.ws.Logits[h][:hi-lo]
+			for a := lo; a < hi; a += pass {
+				b := min(a+pass, hi)
+				cand.SliceTo(&w.cand, a, b)
+				if err := split.ForwardCandidates(w.ws, &w.cand); err != nil {
+					return err
+				}
+				for h := range w.view {
+					w.view[h] = w.ws.Logits[h][:b-a]
+				}
+				var err error
+				w.scores, err = ts.PredictTo(resize(w.scores, len(ts.Objectives()), b-a), w.view)
+				if err != nil {
+					return err
+				}
 			}
-			var err error
-			w.scores, err = ts.PredictTo(resize(w.scores, len(ts.Objectives()), hi-lo), w.view)
-			return err
+			return nil
 		}
 		errs := make([]error, workers)
 		lat := make([]float64, 0, cfg.ScoreRequests)
