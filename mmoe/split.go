@@ -329,7 +329,7 @@ func (s *Split) SetContext(ws *Workspace, ctx *features.Batch) error {
 	// The context columns times their weight block.
 	xc := ws.x[:s.inC]
 	ws.touch ^= m.gatherSide(xc, s.inC, ctx, features.SideContext)
-	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, g0out(m))
+	kernels.SgemmPacked(false, 1, 1, xc, max(1, s.inC), s.pCtx, 0, ws.yc, len(ws.yc))
 	ws.ctxSet = true
 	return nil
 }
@@ -369,9 +369,6 @@ func (s *Split) ForwardCandidates(ws *Workspace, cand *features.Batch) error {
 	m.forward(ws, rows, firstProduct, &s.pw)
 	return nil
 }
-
-// g0out is the width of the model's fused first layer.
-func g0out(m *Model) int { return m.levels[0].groups[0].out }
 
 // gatherSide writes the columns of x that belong to side, compacted to
 // width w, for every row of b. It returns a value the caller keeps so that

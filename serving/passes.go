@@ -215,8 +215,8 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 	pt.useCtx = false
 	if ctxRec != nil {
 		pt.useCtx = true
-		for _, i := range s.ctxCols {
-			if candRec.Column(i).NullN() < n {
+		for i, ctxSide := range s.isCtx {
+			if ctxSide && candRec.Column(i).NullN() < n {
 				pt.useCtx = false // a candidate overrides a context field
 				break
 			}

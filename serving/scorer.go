@@ -128,7 +128,6 @@ type Scorer struct {
 	objectives []string
 	schema     *arrow.Schema
 	required   []int  // schema column indices
-	ctxCols    []int  // schema columns of context-side fields
 	isCtx      []bool // by schema column: a context-side field
 	split      *mmoe.Split
 	pool       sync.Pool
@@ -170,7 +169,6 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 	s.isCtx = make([]bool, s.schema.NumFields())
 	for i, f := range s.schema.Fields() {
 		if fld := b.servingSpec.Field(f.Name); fld != nil && fld.Side == features.SideContext {
-			s.ctxCols = append(s.ctxCols, i)
 			s.isCtx[i] = true
 		}
 	}
