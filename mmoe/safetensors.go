@@ -35,6 +35,26 @@ func (m *Model) tensors() []tensorRef {
 	return ts
 }
 
+// CopyFrom copies every dense parameter and embedding table of src into m:
+// what saving src and loading the file into m would do, without the file.
+// The models must have the same tensors (names and shapes); otherwise it is
+// an error naming the first difference and m is unchanged.
+func (m *Model) CopyFrom(src *Model) error {
+	dst, from := m.tensors(), src.tensors()
+	if len(dst) != len(from) {
+		return fmt.Errorf("mmoe: copy: the models have %d and %d tensors", len(dst), len(from))
+	}
+	for i, t := range dst {
+		if f := from[i]; f.name != t.name || !slices.Equal(f.shape, t.shape) {
+			return fmt.Errorf("mmoe: copy: tensor %d is %q %v here, %q %v in the source", i, t.name, t.shape, f.name, f.shape)
+		}
+	}
+	for i, t := range dst {
+		copy(t.data, from[i].data)
+	}
+	return nil
+}
+
 // SaveSafetensors writes every dense parameter and embedding table in the
 // safetensors format: an 8-byte little-endian header length, a JSON header
 // mapping each name to {"dtype":"F32","shape":[...],"data_offsets":[begin,

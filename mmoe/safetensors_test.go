@@ -103,6 +103,25 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 			if _, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr"}, bytes.NewReader(file)); err == nil {
 				t.Fatal("NewFromSafetensors took a file with a tensor the model lacks")
 			}
+			// CopyFrom: the same without the file.
+			cfg.Seed = 3
+			d := testModel(t, cfg)
+			if err := d.CopyFrom(a); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(saved(t, a), saved(t, d)) {
+				t.Fatal("CopyFrom: re-saved file differs")
+			}
+			wide := cfg
+			wide.Tower = []int{4}
+			one := testModel(t, wide)
+			before := saved(t, one)
+			if err := one.CopyFrom(a); err == nil {
+				t.Fatal("CopyFrom took a model with other tower shapes")
+			}
+			if !bytes.Equal(before, saved(t, one)) {
+				t.Fatal("a refused CopyFrom changed the model")
+			}
 		})
 	}
 }

@@ -132,11 +132,22 @@ func (s *Setup) buildTransform() error {
 
 // NewModel builds a freshly initialised model for the setup.
 func (s *Setup) NewModel() (*mmoe.Model, error) {
+	return mmoe.New(s.Model, s.Transformer.Layout(), s.heads())
+}
+
+// ReadModel builds the setup's model with the weights of a safetensors
+// file (mmoe.NewFromSafetensors: no random initialisation to overwrite).
+func (s *Setup) ReadModel(r io.Reader) (*mmoe.Model, error) {
+	return mmoe.NewFromSafetensors(s.Model, s.Transformer.Layout(), s.heads(), r)
+}
+
+// heads are the model's heads: the tasks, in order.
+func (s *Setup) heads() []string {
 	heads := make([]string, len(s.TaskConfigs))
 	for i, t := range s.TaskConfigs {
 		heads[i] = t.Name
 	}
-	return mmoe.New(s.Model, s.Transformer.Layout(), heads)
+	return heads
 }
 
 // Fit computes the spec's statistics in one streaming pass over Parquet
@@ -193,16 +204,13 @@ func LoadModel(path string) (*LoadedModel, error) {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	s.Model = man.Model
-	m, err := s.NewModel()
-	if err != nil {
-		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
-	}
 	f, err := os.Open(filepath.Join(dir, serving.WeightsFile))
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	defer f.Close()
-	if err := m.LoadSafetensors(f); err != nil {
+	m, err := s.ReadModel(f)
+	if err != nil {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	return &LoadedModel{Dir: dir, Manifest: man, Setup: s, Model: m}, nil

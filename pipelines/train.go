@@ -462,13 +462,7 @@ func (r *trainRun) resume() error {
 		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	// The weights: copy the loaded model's tensors into ours.
-	f, err := os.Open(filepath.Join(lm.Dir, serving.WeightsFile))
-	if err != nil {
-		return err
-	}
-	err = r.model.LoadSafetensors(f)
-	f.Close()
-	if err != nil {
+	if err := r.model.CopyFrom(lm.Model); err != nil {
 		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	var tf trainerFile

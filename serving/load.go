@@ -48,8 +48,8 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The configuration alone first, so that its errors are named apart
-	// from the weights'.
+	// The configuration alone first: a bad config is reported as such even
+	// when the weights file is missing too.
 	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
