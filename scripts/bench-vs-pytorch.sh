@@ -16,7 +16,7 @@
 #     the shared machine;
 #  4. runs PyTorch scoring (1 thread, OpenBLAS pinned to 1 thread), PyTorch
 #     scoring with torch at 1 thread but OpenBLAS's default pool of one
-#     thread per core (the configuration that reproduces BENCHMARKS.md's
+#     thread per core (the configuration that reproduces the first-wave design note's
 #     9.5 ms p50), and `onestone bench score`;
 #  5. prints a side-by-side table with the ratios (onestone's advantage:
 #     throughput onestone/PyTorch, latency PyTorch/onestone) and the load
@@ -138,7 +138,7 @@ print("PyTorch %s (%s experts, %s tables, %s embeddings; shipped = OMP_WAIT_POLI
 print("onestone kernel %s; scoring = model path (context/candidate split); full JSON scorer path p50/p99 ms: 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % (
     load("onestone-score")["kernel"], osc[("scorer", 1)]["p50_ms"], osc[("scorer", 1)]["p99_ms"], osc[("scorer", 2)]["p50_ms"], osc[("scorer", 2)]["p99_ms"]))
 print("PyTorch scoring is the plain forward of 500 rows (%s experts); 1 core = torch and OpenBLAS at 1 thread;" % ps["experts"])
-print("* 2 cores = PyTorch: torch 1 thread, OpenBLAS 2 threads (BENCHMARKS.md's reference configuration); onestone: 2 workers")
+print("* 2 cores = PyTorch: torch 1 thread, OpenBLAS 2 threads (docs/benchmarks.md's reference configuration); onestone: 2 workers")
 names = [n % r for r in range(1, rounds + 1) for n in ("pytorch-train-%d", "pytorch-tuned-%d", "onestone-train-%d")]
 names += ["pytorch-score", "pytorch-score-blas2", "onestone-score"]
 print("load average (1, 5, 15 min) before each run, in order: " + "; ".join("%s %s" % (n, loadavg(n)) for n in names))

@@ -21,7 +21,7 @@
 #
 # Exit status: non-zero if any request failed in the fixed-rate phase or the
 # reload did not happen. With LOADTEST_STRICT=1 also if p99 at 100 req/s is
-# above 10 ms (the target in BENCHMARKS.md).
+# above 10 ms (the target in docs/benchmarks.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
