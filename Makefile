@@ -35,8 +35,9 @@ bench: build
 	./$(BIN) compare --quiet --spec data/census/spec.yaml --seeds 3 \
 		--data data/census/train.parquet --valid data/census/test.parquet
 
+# staticcheck at the version go.mod's tool directive pins.
 lint:
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 # HTTP load on loopback (installs hey from Debian's packages if missing).
 loadtest: build
