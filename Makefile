@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest stream-demo kcat-interop bench-vs-pytorch clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest stream-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -54,6 +54,11 @@ kcat-interop: build
 # onestone beside PyTorch 1.13 (Debian's python3-torch) on the std workload.
 bench-vs-pytorch: build
 	./scripts/bench-vs-pytorch.sh
+
+# A small training run with --report, its page rendered in headless Chromium
+# (installs Debian's chromium if missing).
+report-check:
+	./scripts/report-check.sh
 
 clean:
 	rm -rf bin data/demo models/demo
