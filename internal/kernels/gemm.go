@@ -15,6 +15,10 @@
 // a one-row variant of the micro-kernel. A packed product gives the same
 // bits as Sgemm.
 //
+// [MeasureCeilings] and [MeasureCopy] measure the machine's arithmetic
+// ceiling and copy bandwidth, to judge the kernels' figures against in the
+// same run.
+//
 // All functions are safe for concurrent use as long as the destinations
 // they write do not overlap. Kernels panic on inconsistent shapes or slices
 // too short for the shapes given, as gonum's BLAS does; callers at a package

@@ -4,7 +4,7 @@ package kernels
 
 import "golang.org/x/sys/cpu"
 
-//go:generate go run ./gen -out kernel_amd64.s
+//go:generate go run ./gen
 
 // kernAVX2 is the 6x16 AVX2+FMA micro-kernel (kernel_amd64.s).
 //

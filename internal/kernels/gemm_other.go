@@ -7,3 +7,6 @@ package kernels
 func availableKernels() []*microKernel { return []*microKernel{goMicroKernel} }
 
 func selectKernel() *microKernel { return goMicroKernel }
+
+// hasAVX2 and hasAVX512: this build runs no assembly.
+const hasAVX2, hasAVX512 = false, false

@@ -2,6 +2,9 @@ package kernels
 
 import (
 	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,4 +66,129 @@ func MeasureGemm(m, n, k int, transA, transB bool, workers int, dur time.Duratio
 	}
 	secs := time.Since(start).Seconds()
 	return 2 * float64(m) * float64(n) * float64(k) * float64(calls) / secs / 1e9
+}
+
+// Ceiling is the arithmetic peak of one kind of vector instruction on this
+// CPU: what a loop of independent chains of it, with no memory operands,
+// achieves. Kernel figures are judged as fractions of it, measured in the
+// same run (the figures differ from host to host and with load).
+type Ceiling struct {
+	// Name is "fma_zmm" (VFMADD231PS on 512-bit registers, AVX-512),
+	// "fma_ymm" (256-bit, AVX2+FMA) or "dpbf16_zmm" (VDPBF16PS, the bf16
+	// kernel's instruction, counting each of its bf16 multiply-adds as 2
+	// FLOP).
+	Name string
+	// GFlops1 is the rate of one goroutine.
+	GFlops1 float64
+	// GFlopsAll is the rate of Workers goroutines running the loop at once
+	// (their sum), Workers being GOMAXPROCS.
+	GFlopsAll float64
+	Workers   int
+}
+
+// peakLoop is one peak loop: fn(n) runs n iterations of flops each.
+type peakLoop struct {
+	name  string
+	flops float64
+	fn    func(n int)
+}
+
+// MeasureCeilings measures the peak of each vector instruction kind the
+// CPU has (none in a noasm build): 12 independent chains of VFMADD231PS on
+// ZMM (AVX-512) and on YMM (AVX2), and 24 of VDPBF16PS on ZMM where the CPU
+// has AVX512_BF16 (whose longer latency 12 chains do not cover). Each is
+// run for about dur on one goroutine, then for about dur on GOMAXPROCS
+// goroutines at once; a figure is the FLOP done over the wall time, so on
+// a loaded machine it is what the load left. It takes about 2*dur per
+// ceiling and allocates little.
+func MeasureCeilings(dur time.Duration) []Ceiling {
+	workers := runtime.GOMAXPROCS(0)
+	var cs []Ceiling
+	for _, l := range peakLoops() {
+		cs = append(cs, Ceiling{
+			Name:      l.name,
+			GFlops1:   l.measure(1, dur),
+			GFlopsAll: l.measure(workers, dur),
+			Workers:   workers,
+		})
+	}
+	return cs
+}
+
+// peakChunk is the iterations a peak loop runs between looks at the clock:
+// tens of microseconds.
+const peakChunk = 1 << 13
+
+// measure runs l on workers goroutines for about dur (at least one chunk
+// each, after a warm-up chunk) and returns their summed GFLOP/s.
+func (l peakLoop) measure(workers int, dur time.Duration) float64 {
+	var iters atomic.Int64
+	var wg sync.WaitGroup
+	l.fn(peakChunk) // wake the vector units
+	start := time.Now()
+	deadline := start.Add(dur)
+	for range workers {
+		wg.Go(func() {
+			n := 0
+			for {
+				l.fn(peakChunk)
+				n += peakChunk
+				if !time.Now().Before(deadline) {
+					break
+				}
+			}
+			iters.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	return float64(iters.Load()) * l.flops / secs / 1e9
+}
+
+// CopyBytes is the buffer size [MeasureCopy] is meant for: 64 MiB, so
+// that source and destination together are 4x the 32 MiB L3 of a Zen 5
+// CCD (the std host) and the copy runs from and to memory.
+const CopyBytes = 64 << 20
+
+// MeasureCopy measures memory bandwidth as copy (the runtime's memmove)
+// sustains it: it allocates two buffers of size bytes, splits them into
+// workers parts (workers <= 0 means GOMAXPROCS) and has each goroutine
+// copy its part over and over for about dur (at least once each, after
+// one copy that faults the pages in). It returns bytes read plus bytes
+// written per second, summed over the goroutines: the figure to set
+// against a kernel's bytes moved (loaded plus stored). The buffers are
+// dropped on return, but they count towards the process's peak RSS.
+func MeasureCopy(workers, size int, dur time.Duration) (bytesPerSec float64) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	size = max(size, workers)
+	src, dst := make([]byte, size), make([]byte, size)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	var moved atomic.Int64
+	var wg sync.WaitGroup
+	part := func(w int, b []byte) []byte { return b[size*w/workers : size*(w+1)/workers] }
+	for w := range workers {
+		copy(part(w, dst), part(w, src))
+	}
+	start := time.Now()
+	deadline := start.Add(dur)
+	for w := range workers {
+		wg.Go(func() {
+			s, d := part(w, src), part(w, dst)
+			n := 0
+			for {
+				copy(d, s)
+				n += 2 * len(s)
+				if !time.Now().Before(deadline) {
+					break
+				}
+			}
+			moved.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	return float64(moved.Load()) / time.Since(start).Seconds()
 }
