@@ -22,6 +22,18 @@ func ExampleSgemm() {
 	// Output: [-2 3 -2 7.5]
 }
 
+// The same product in mixed precision: the operands are rounded to bf16
+// (8 significant bits), the sums kept in float32. 1.001 is not a bf16: it
+// is multiplied as 1.
+func ExampleGemmBF16() {
+	x := []float32{1.001, 2, 3, 4, 5, 6}
+	w := []float32{1, 0, -1, 0.5, 0.5, 0.5}
+	y := make([]float32, 4)
+	kernels.GemmBF16(false, true, 2, 2, 3, 1, x, 3, w, 3, 0, y, 2)
+	fmt.Println(y, kernels.RoundBF16(1.001))
+	// Output: [-2 3 -2 7.5] 1
+}
+
 // The same layer with a bias and ReLU fused into the product.
 func ExampleLinearTo() {
 	x := []float32{1, 2, 3, 4, 5, 6}

@@ -1,5 +1,6 @@
 // Package kernels holds the float32 numeric kernels of onestone's models:
-// GEMM, fused bias and activation, softmax, embedding gather and scatter-add.
+// GEMM (with a bf16 variant), fused bias and activation, softmax, embedding
+// gather and scatter-add.
 //
 // The GEMM is blocked and packed in the manner of GotoBLAS/BLIS: op(B) is
 // packed in kc x nc blocks that stay in the L2 cache, op(A) in mc x kc
@@ -14,6 +15,13 @@
 // [LinearPackedEpilogueTo] reuse it; products of a single row then run on
 // a one-row variant of the micro-kernel. A packed product gives the same
 // bits as Sgemm.
+//
+// [GemmBF16], [GemmBF16Parallel] and [PackBBF16] are the same products in
+// mixed precision: operands rounded to bf16 (nearest even) as they are
+// packed, products summed in float32 by AVX512_BF16's VDPBF16PS, twice the
+// multiply-adds per instruction of a float32 FMA. [NativeBF16] tells
+// whether the CPU has it; without it an exact Go emulation gives the same
+// bits, slowly. See [GemmBF16] for the rounding.
 //
 // [MeasureCeilings] and [MeasureCopy] measure the machine's arithmetic
 // ceiling and copy bandwidth, to judge the kernels' figures against in the
@@ -49,6 +57,22 @@ type microKernel struct {
 	// and kc) with the same arithmetic, used by the packed products of a
 	// single row.
 	row1 *microKernel
+	// bf16 marks a kernel on bf16 pairs (bf16.go): each 32-bit slot of its
+	// packed panels holds the bf16 values of two consecutive k, and fn's k
+	// counts those pairs.
+	bf16 bool
+	// emulated marks the portable bf16 kernel, which callers choosing a
+	// precision for speed should not pick (NativeBF16).
+	emulated bool
+}
+
+// words is the number of 32-bit slots a packed panel row of k steps of
+// depth takes: k, or (k+1)/2 bf16 pairs.
+func (mk *microKernel) words(k int) int {
+	if mk.bf16 {
+		return (k + 1) / 2
+	}
+	return k
 }
 
 // active is the micro-kernel selected for this machine (see selectKernel in
@@ -70,6 +94,7 @@ func RowBlock() int { return active.mr }
 type workspace struct {
 	a, b []float32
 	tmp  []float32 // one mr x nr edge tile
+	pair []float32 // bf16 kernels: max(mr, nr) rows of kc/2 pairs (packABF16, packBBF16)
 }
 
 var wsPools sync.Map // *microKernel -> *sync.Pool of *workspace
@@ -78,11 +103,16 @@ func getWorkspace(mk *microKernel) *workspace {
 	p, ok := wsPools.Load(mk)
 	if !ok {
 		p, _ = wsPools.LoadOrStore(mk, &sync.Pool{New: func() any {
-			return &workspace{
-				a:   make([]float32, mk.mc*mk.kc),
-				b:   make([]float32, mk.kc*roundUp(mk.nc, mk.nr)),
+			kw := mk.words(mk.kc)
+			ws := &workspace{
+				a:   make([]float32, mk.mc*kw),
+				b:   make([]float32, kw*roundUp(mk.nc, mk.nr)),
 				tmp: make([]float32, mk.mr*mk.nr),
 			}
+			if mk.bf16 {
+				ws.pair = make([]float32, max(mk.mr, mk.nr)*kw)
+			}
+			return ws
 		}})
 	}
 	return p.(*sync.Pool).Get().(*workspace)
@@ -227,7 +257,8 @@ func gemmWith(mk *microKernel, ep epilogue, transA, transB bool, m, n, k int, al
 
 // kBlock is the k block gemmBlocked uses for a product of depth k: k split
 // into equal blocks of at most mk.kc, so that a k a little over mk.kc does
-// not leave a thin last block.
+// not leave a thin last block. All blocks but the last are a multiple of 8
+// (so bf16 pairs never straddle two blocks).
 func kBlock(mk *microKernel, k int) int {
 	if k <= mk.kc {
 		return k
@@ -267,10 +298,14 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 		nb := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
+			kw := mk.words(kb) // the kernel's steps: kb, or kb/2 bf16 pairs
 			bpk := ws.b
-			if pb != nil {
+			switch {
+			case pb != nil:
 				bpk = pb.panel(jc, pc, nb)
-			} else {
+			case mk.bf16:
+				packBBF16(bpk, transB, b, ldb, pc, jc, kb, nb, nr, ws.pair)
+			default:
 				packB(bpk, transB, b, ldb, pc, jc, kb, nb, nr)
 			}
 			bet := beta
@@ -280,19 +315,23 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 			last := pc+kb >= k && !ep.none()
 			for ic := 0; ic < m; ic += mk.mc {
 				mb := min(mk.mc, m-ic)
-				packA(ws.a, transA, a, lda, ic, pc, mb, kb, mr)
+				if mk.bf16 {
+					packABF16(ws.a, transA, a, lda, ic, pc, mb, kb, mr, ws.pair)
+				} else {
+					packA(ws.a, transA, a, lda, ic, pc, mb, kb, mr)
+				}
 				for ir := 0; ir < mb; ir += mr {
-					ap := &ws.a[ir*kb]
+					ap := &ws.a[ir*kw]
 					rows := min(mr, mb-ir)
 					crow := (ic + ir) * ldc
 					for jr := 0; jr < nb; jr += nr {
-						bp := &bpk[jr*kb]
+						bp := &bpk[jr*kw]
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
-							mk.fn(kb, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
+							mk.fn(kw, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
 							continue
 						}
-						mk.fn(kb, ap, bp, &tmp[0], nr, alpha, 0)
+						mk.fn(kw, ap, bp, &tmp[0], nr, alpha, 0)
 						for i := 0; i < rows; i++ {
 							ci := c[crow+i*ldc+jc+jr : crow+i*ldc+jc+jr+cols]
 							ti := tmp[i*nr : i*nr+cols]

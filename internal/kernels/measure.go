@@ -37,6 +37,18 @@ func StdShapes() []GemmShape {
 // call) and returns the achieved GFLOP/s. It is for `onestone bench`; tests
 // use the testing package's benchmarks instead.
 func MeasureGemm(m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
+	return measureGemm(SgemmParallel, m, n, k, transA, transB, workers, dur)
+}
+
+// MeasureGemmBF16 is [MeasureGemm] for [GemmBF16Parallel] (bf16 operands,
+// float32 sums), on the same operands.
+func MeasureGemmBF16(m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
+	return measureGemm(GemmBF16Parallel, m, n, k, transA, transB, workers, dur)
+}
+
+type gemmFunc func(workers int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
+func measureGemm(gemm gemmFunc, m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
 	rng := rand.New(rand.NewPCG(uint64(m), uint64(n*k+1)))
 	lda, ldb := k, n
 	if transA {
@@ -55,7 +67,7 @@ func MeasureGemm(m, n, k int, transA, transB bool, workers int, dur time.Duratio
 		b[i] = rng.Float32() - 0.5
 	}
 	run := func() {
-		SgemmParallel(workers, transA, transB, m, n, k, 1, a, max(1, lda), b, max(1, ldb), 0, c, max(1, n))
+		gemm(workers, transA, transB, m, n, k, 1, a, max(1, lda), b, max(1, ldb), 0, c, max(1, n))
 	}
 	run()
 	start := time.Now()

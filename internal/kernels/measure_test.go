@@ -12,9 +12,13 @@ func TestMeasureGemm(t *testing.T) {
 			t.Errorf("%s: bad shape %+v", s.Name, s)
 		}
 	}
-	g := MeasureGemm(33, 65, 17, true, true, 2, 5*time.Millisecond)
-	if !(g > 0) || g > 1e5 {
-		t.Errorf("MeasureGemm = %g GFLOP/s, want a positive plausible figure", g)
+	for name, measure := range map[string]func(m, n, k int, transA, transB bool, workers int, dur time.Duration) float64{
+		"MeasureGemm": MeasureGemm, "MeasureGemmBF16": MeasureGemmBF16,
+	} {
+		g := measure(33, 65, 17, true, true, 2, 5*time.Millisecond)
+		if !(g > 0) || g > 1e5 {
+			t.Errorf("%s = %g GFLOP/s, want a positive plausible figure", name, g)
+		}
 	}
 }
 

@@ -9,7 +9,8 @@ import "fmt"
 //
 // A product with a PackedB gives the same bits as [Sgemm] with the matrix
 // it was packed from: the k blocks, the micro-kernel and the order of every
-// element's sum are the same.
+// element's sum are the same. A PackedB made by [PackBBF16] holds bf16
+// values, and its products give the bits of [GemmBF16].
 //
 // A PackedB is read-only after PackB or Repack and then safe for
 // concurrent use by any number of products; Repack must not run
@@ -19,8 +20,9 @@ type PackedB struct {
 	n, k int
 	kc   int // k block (kBlock(mk, k))
 	nc   int // column block, a multiple of mk.nr
-	// data holds the panels of block (jc, pc) at jc*k + pc*roundUp(nb, nr),
-	// laid out as packB writes them.
+	// data holds the panels of block (jc, pc) at
+	// jc*words(k) + words(pc)*roundUp(nb, nr) (words: see microKernel),
+	// laid out as packB (or packBBF16) writes them.
 	data []float32
 }
 
@@ -43,7 +45,7 @@ func packBFor(mk *microKernel, transB bool, n, k int, b []float32, ldb int) *Pac
 		mk = mk.narrow
 	}
 	p := &PackedB{mk: mk, n: n, k: k, kc: kBlock(mk, k), nc: packedNC(mk, k)}
-	p.data = make([]float32, k*roundUp(n, mk.nr))
+	p.data = make([]float32, mk.words(k)*roundUp(n, mk.nr))
 	p.Repack(transB, b, ldb)
 	return p
 }
@@ -58,23 +60,37 @@ const packedL2 = 128 << 10
 // layer, 500x2064x208: about 5% faster than mk.nc's 2048 columns, whose
 // block overflows the L2.) The block width does not change any result.
 func packedNC(mk *microKernel, k int) int {
-	kc := max(1, kBlock(mk, k))
-	return min(mk.nc, max(mk.nr, packedL2/kc/mk.nr*mk.nr))
+	kw := max(1, mk.words(kBlock(mk, k)))
+	return min(mk.nc, max(mk.nr, packedL2/kw/mk.nr*mk.nr))
 }
 
 // Dims returns the shape of op(B): k rows (the product's depth) by n
 // columns.
 func (p *PackedB) Dims() (k, n int) { return p.k, p.n }
 
+// BF16 reports whether p was packed by [PackBBF16]: its products then have
+// bf16 operands and float32 sums.
+func (p *PackedB) BF16() bool { return p.mk.bf16 }
+
 // Repack packs op(B) again from b, a matrix of the shape p was made for
 // (for instance after the weights it holds were updated), without
-// allocating. It panics on inconsistent shapes.
+// allocating (in steady state, for a bf16 PackedB). It panics on
+// inconsistent shapes.
 func (p *PackedB) Repack(transB bool, b []float32, ldb int) {
 	checkMat("B", transB, p.k, p.n, b, ldb)
+	var ws *workspace
+	if p.mk.bf16 {
+		ws = getWorkspace(p.mk)
+		defer putWorkspace(p.mk, ws)
+	}
 	for jc := 0; jc < p.n; jc += p.nc {
 		nb := min(p.nc, p.n-jc)
 		for pc := 0; pc < p.k; pc += p.kc {
 			kb := min(p.kc, p.k-pc)
+			if p.mk.bf16 {
+				packBBF16(p.panel(jc, pc, nb), transB, b, ldb, pc, jc, kb, nb, p.mk.nr, ws.pair)
+				continue
+			}
 			packB(p.panel(jc, pc, nb), transB, b, ldb, pc, jc, kb, nb, p.mk.nr)
 		}
 	}
@@ -83,7 +99,7 @@ func (p *PackedB) Repack(transB bool, b []float32, ldb int) {
 // panel returns the packed block of columns jc..jc+nb and rows pc.. of
 // op(B).
 func (p *PackedB) panel(jc, pc, nb int) []float32 {
-	return p.data[jc*p.k+pc*roundUp(nb, p.mk.nr):]
+	return p.data[jc*p.mk.words(p.k)+p.mk.words(pc)*roundUp(nb, p.mk.nr):]
 }
 
 // SgemmPacked computes C = alpha * op(A) * B + beta * C like [Sgemm], with

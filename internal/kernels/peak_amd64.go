@@ -2,12 +2,6 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
-
-// hasBF16 reports whether the CPU and OS support AVX512_BF16 (with AVX-512
-// F and BW).
-var hasBF16 = hasAVX512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512BF16
-
 // The peak loops (peak_amd64.s): n iterations of independent chains of one
 // instruction on zero operands.
 func peakFMAZMM(n int)    // 12 chains of VFMADD231PS on ZMM

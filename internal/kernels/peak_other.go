@@ -5,6 +5,3 @@ package kernels
 // peakLoops lists the peak loops this build can run: none, without
 // assembly.
 func peakLoops() []peakLoop { return nil }
-
-// hasBF16: this build runs no assembly.
-const hasBF16 = false

@@ -1,6 +1,7 @@
 // Command gen writes the generated Go assembly of package kernels:
 //
 //   - kernel_amd64.s, the GEMM micro-kernels;
+//   - bf16_amd64.s, the float32 to bf16 conversions the bf16 GEMM packs with;
 //   - peak_amd64.s, the loops that measure the CPU's arithmetic ceiling.
 //
 // Run it with `go generate ./internal/kernels/` (see gemm_amd64.go); the
@@ -14,9 +15,13 @@
 //	C[i*ldc+j] = alpha*acc + beta*C[i*ldc+j]   (C is not read when beta == ±0)
 //
 // where acc is accumulated with FMAs in order of p, and alpha*acc and
-// beta*C are each rounded to float32 before the sum.
+// beta*C are each rounded to float32 before the sum. The bf16 kernels
+// (dot set) are the same loop with VDPBF16PS in place of VFMADD231PS: each
+// 32-bit element of a panel holds two bf16 values of consecutive k (the
+// lower half the even one), k counts those pairs, and each step adds the
+// odd product, then the even one, to acc.
 //
-// with the Go signature
+// Every kernel has the Go signature
 //
 //	func name(k int, a, b, c *float32, ldc int, alpha, beta float32)
 package main
@@ -40,6 +45,7 @@ type kernel struct {
 	unroll int    // k steps per loop iteration
 	bcast  []int  // registers used for the broadcast of A, alternating
 	bregs  []int  // registers holding the row of B
+	dot    bool   // bf16 pairs and VDPBF16PS instead of float32 and FMA
 }
 
 func (k kernel) r(i int) string { return fmt.Sprintf("%s%d", k.reg, i) }
@@ -51,7 +57,11 @@ func (k kernel) emit(w *bytes.Buffer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	nr := k.nv * k.vbytes / 4
 	p("// func %s(k int, a, b, c *float32, ldc int, alpha, beta float32)", k.name)
-	p("// %dx%d tile, %d k steps per iteration.", k.mr, nr, k.unroll)
+	if k.dot {
+		p("// %dx%d tile of bf16 pairs (VDPBF16PS), %d pair steps per iteration.", k.mr, nr, k.unroll)
+	} else {
+		p("// %dx%d tile, %d k steps per iteration.", k.mr, nr, k.unroll)
+	}
 	p("TEXT ·%s(SB), NOSPLIT, $0-48", k.name)
 	p("\tMOVQ k+0(FP), CX")
 	p("\tMOVQ a+8(FP), AX")
@@ -76,6 +86,10 @@ func (k kernel) emit(w *bytes.Buffer) {
 			br := k.r(k.bcast[i%len(k.bcast)])
 			p("\tVBROADCASTSS %d(AX), %s", s*astep+i*4, br)
 			for v := 0; v < k.nv; v++ {
+				if k.dot {
+					p("\t%s", instDPBF16PS.asm(br, k.r(k.bregs[v]), k.acc(i, v)))
+					continue
+				}
 				p("\tVFMADD231PS %s, %s, %s", k.r(k.bregs[v]), br, k.acc(i, v))
 			}
 		}
@@ -150,6 +164,13 @@ var kernelList = []kernel{
 	// tile: same panels of B, same order of FMAs, so the same bits.
 	{name: "kernAVX2x1", reg: "Y", vbytes: 32, mr: 1, nv: 2, unroll: 4, bcast: []int{14, 15}, bregs: []int{12, 13}},
 	{name: "kernAVX512x1", reg: "Z", vbytes: 64, mr: 1, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}},
+	// The bf16 kernels: the AVX-512 tile and its one-row variant, on
+	// panels of bf16 pairs.
+	{name: "kernBF16", reg: "Z", vbytes: 64, mr: 14, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}, dot: true},
+	{name: "kernBF16x1", reg: "Z", vbytes: 64, mr: 1, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}, dot: true},
+	// The bf16 kernel for products of at most 16 columns (the std gates'
+	// 8): one vector of B per step and 28 rows.
+	{name: "kernBF16x16", reg: "Z", vbytes: 64, mr: 28, nv: 1, unroll: 4, bcast: []int{29, 30}, bregs: []int{28}, dot: true},
 }
 
 func main() {
@@ -161,6 +182,10 @@ func main() {
 		k.emit(&w)
 	}
 	write(filepath.Join(*dir, "kernel_amd64.s"), &w)
+	w.Reset()
+	header(&w)
+	emitConvert(&w)
+	write(filepath.Join(*dir, "bf16_amd64.s"), &w)
 	w.Reset()
 	header(&w)
 	emitPeaks(&w)
