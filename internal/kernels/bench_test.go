@@ -3,7 +3,9 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -63,6 +65,49 @@ func BenchmarkSgemm(b *testing.B) {
 			report(b)
 		})
 	}
+}
+
+// BenchmarkGemmBF16 compares the bf16 GEMM with the float32 one on each
+// std shape, on one goroutine and on GOMAXPROCS. Each iteration runs
+// SgemmParallel then GemmBF16Parallel on the same operands, so that both
+// see the same load on a shared machine; it reports the GFLOP/s of the
+// median call of each and the ratio of the medians.
+func BenchmarkGemmBF16(b *testing.B) {
+	for _, s := range StdShapes() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		ac, bc := s.K, s.N
+		if s.TransA {
+			ac = s.M
+		}
+		if s.TransB {
+			bc = s.K
+		}
+		a, bm, c := randSlice(rng, s.M*s.K), randSlice(rng, s.K*s.N), make([]float32, s.M*s.N)
+		for _, par := range []struct {
+			name    string
+			workers int
+		}{{"1", 1}, {"all", 0}} {
+			b.Run(s.Name+"/workers="+par.name, func(b *testing.B) {
+				var t32, t16 []time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					SgemmParallel(par.workers, s.TransA, s.TransB, s.M, s.N, s.K, 1, a, ac, bm, bc, 0, c, s.N)
+					t1 := time.Now()
+					GemmBF16Parallel(par.workers, s.TransA, s.TransB, s.M, s.N, s.K, 1, a, ac, bm, bc, 0, c, s.N)
+					t32, t16 = append(t32, t1.Sub(t0)), append(t16, time.Since(t1))
+				}
+				m32, m16 := median(t32).Seconds(), median(t16).Seconds()
+				b.ReportMetric(s.Flops()/m32/1e9, "fp32-GFLOP/s")
+				b.ReportMetric(s.Flops()/m16/1e9, "bf16-GFLOP/s")
+				b.ReportMetric(m32/m16, "bf16/fp32")
+			})
+		}
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
 
 // BenchmarkLinear compares the fused LinearTo (bias and ReLU in the GEMM's
