@@ -137,9 +137,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		seen[a] = true
 	}
 	// The base setup (fits and saves the statistics if missing).
-	base, err := LoadSetup(cfg.SpecPath, func(spec *features.Spec) (*features.Stats, error) {
-		return Fit(ctx, spec, cfg.Data, nil)
-	})
+	base, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, nil))
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ package pipelines
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,11 +12,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
@@ -148,31 +145,6 @@ func (s *Setup) heads() []string {
 		heads[i] = t.Name
 	}
 	return heads
-}
-
-// Fit computes the spec's statistics in one streaming pass over Parquet
-// files.
-func Fit(ctx context.Context, spec *features.Spec, paths []string, alloc memory.Allocator) (*features.Stats, error) {
-	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: paths, Columns: spec.Columns(true), Allocator: alloc})
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	f, err := features.NewFitter(spec, features.FitConfig{})
-	if err != nil {
-		return nil, err
-	}
-	for rec, err := range ingest.Records(ctx, src) {
-		if err != nil {
-			return nil, err
-		}
-		err = f.Add(rec)
-		rec.Release()
-		if err != nil {
-			return nil, fmt.Errorf("pipelines: fit %s: %w", src.Position().File, err)
-		}
-	}
-	return f.Finish()
 }
 
 // LoadedModel is a bundle or checkpoint read back for evaluation or

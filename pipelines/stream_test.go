@@ -42,9 +42,7 @@ func streamBrokers(t testing.TB, partitions int) (brokers []string, topic string
 func streamData(t testing.TB, rows int64) (dir, spec string) {
 	t.Helper()
 	dir, spec = genData(t, rows, "")
-	if _, err := LoadSetup(spec, func(s *features.Spec) (*features.Stats, error) {
-		return Fit(context.Background(), s, []string{filepath.Join(dir, "train-*.parquet")}, nil)
-	}); err != nil {
+	if _, err := LoadSetup(spec, fitForTraining(context.Background(), []string{filepath.Join(dir, "train-*.parquet")}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	return dir, spec

@@ -148,9 +148,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if cfg.KeepCheckpoints == 0 {
 		cfg.KeepCheckpoints = 2
 	}
-	s, err := LoadSetup(cfg.SpecPath, func(spec *features.Spec) (*features.Stats, error) {
-		return Fit(ctx, spec, cfg.Data, cfg.Allocator)
-	})
+	s, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, cfg.Allocator))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/gen"
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
@@ -179,6 +180,10 @@ func TestTrainBadInput(t *testing.T) {
 			_, err := TrainBatch(context.Background(), c.cfg)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want one naming %q", err, c.want)
+			}
+			// No statistics saved for a later run to pick up.
+			if _, err := os.Stat(features.StatsPath(c.cfg.SpecPath)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("stats file after a failed train: %v", err)
 			}
 		})
 	}

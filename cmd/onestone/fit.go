@@ -12,6 +12,7 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/pipelines"
 )
 
 func init() {
@@ -37,7 +38,7 @@ func runFit(ctx context.Context, args []string) error {
 	var data multiFlag
 	fs.Var(&data, "data", "Parquet file or glob, e.g. 'data/demo/train-*.parquet' (repeatable, required)")
 	out := fs.String("out", "", "stats file to write (default: beside the spec, <spec>.stats.json)")
-	seed := fs.Uint64("seed", 1, "seed of the reservoir sampling for quantile boundaries")
+	seed := fs.Uint64("seed", 0, "seed of the reservoir sampling for quantile boundaries (train's own fit uses the default)")
 	sample := fs.Int("quantile-sample", features.DefaultQuantileSample, "values sampled per bucketized field")
 	batch := fs.Int("batch", ingest.DefaultBatchSize, "rows per record batch")
 	if err := fs.Parse(args); err != nil {
@@ -60,10 +61,11 @@ func runFit(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
-	st, note, err := fitParquet(ctx, spec, data, features.FitConfig{Seed: *seed, QuantileSample: *sample}, *batch)
+	res, err := pipelines.Fit(ctx, spec, pipelines.FitConfig{Paths: data, Seed: *seed, QuantileSample: *sample, BatchSize: *batch})
 	if err != nil {
 		return err
 	}
+	st := res.Stats
 	dst := *out
 	if dst == "" {
 		dst = features.StatsPath(*specPath)
@@ -72,54 +74,12 @@ func runFit(ctx context.Context, args []string) error {
 		return err
 	}
 	el := time.Since(start)
-	if note != "" {
-		fmt.Fprintf(os.Stderr, "onestone fit: %s\n", note)
+	if res.NoLabels != nil {
+		fmt.Fprintf(os.Stderr, "onestone fit: labels not validated (%v)\n", res.NoLabels)
 	}
 	printFitSummary(os.Stdout, spec, st)
 	fmt.Printf("wrote %s (%d rows in %.1fs, %.0f rows/s)\n", dst, st.Rows, el.Seconds(), float64(st.Rows)/el.Seconds())
 	return nil
-}
-
-// fitParquet fits stats in one pass over the files. Label columns are read
-// and validated when the files hold them; otherwise note says they were not.
-func fitParquet(ctx context.Context, spec *features.Spec, paths []string, cfg features.FitConfig, batch int) (*features.Stats, string, error) {
-	pc := ingest.ParquetConfig{Paths: paths, Columns: spec.Columns(true), BatchSize: batch}
-	src, err := ingest.NewParquetSource(ctx, pc)
-	note := ""
-	if errors.Is(err, ingest.ErrSchema) {
-		// Labels are optional when fitting: retry without them.
-		pc.Columns = spec.Columns(false)
-		var err2 error
-		src, err2 = ingest.NewParquetSource(ctx, pc)
-		if err2 != nil {
-			return nil, "", err2
-		}
-		note = fmt.Sprintf("labels not validated (%v)", err)
-	} else if err != nil {
-		return nil, "", err
-	}
-	defer src.Close()
-	ft, err := features.NewFitter(spec, cfg)
-	if err != nil {
-		return nil, "", err
-	}
-	for {
-		rec, err := src.Next(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		err = ft.Add(rec)
-		rec.Release()
-		if err != nil {
-			pos := src.Position()
-			return nil, "", fmt.Errorf("%s (row group %d, batch ending before row %d): %w", pos.File, pos.RowGroup, pos.Row, err)
-		}
-	}
-	st, err := ft.Finish()
-	return st, note, err
 }
 
 func printFitSummary(w io.Writer, spec *features.Spec, st *features.Stats) {

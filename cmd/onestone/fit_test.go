@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -70,5 +71,57 @@ func TestFitCommand(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.is != nil && !errors.Is(err, tc.is)) {
 			t.Errorf("fit %q: error %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestFitMatchesTrain: `onestone fit` with its default flags and the fit
+// `onestone train` runs when the spec has no statistics write the same
+// file, byte for byte, for the same data. There are more ages than the
+// reservoir holds, so the bucket boundaries depend on the seed.
+func TestFitMatchesTrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("250,000 rows")
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	sum, err := gen.Generate(ctx, gen.Config{Dir: dir, Rows: 250_000, Users: 500, Items: 500, Seed: 4, Files: 2, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(sum.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fitSpec, trainSpec := filepath.Join(dir, "fit.yaml"), filepath.Join(dir, "train.yaml")
+	for _, p := range []string{fitSpec, trainSpec} {
+		if err := os.WriteFile(p, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	glob := filepath.Join(dir, "train-*.parquet")
+	if err := runFit(ctx, []string{"--spec", fitSpec, "--data", glob}); err != nil {
+		t.Fatal(err)
+	}
+	if err := runTrain(ctx, []string{"--spec", trainSpec, "--data", glob, "--out", filepath.Join(dir, "models"), "--max-steps", "1", "--quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	fitted, err := os.ReadFile(features.StatsPath(fitSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trained, err := os.ReadFile(features.StatsPath(trainSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fitted, trained) {
+		t.Fatalf("fit and train's fit differ:\n%s\n---\n%s", fitted, trained)
+	}
+	st, err := features.LoadStats(features.StatsPath(fitSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	age := st.Fields["age"]
+	if age == nil || len(age.Boundaries) == 0 || int64(age.Sampled) >= age.Values {
+		t.Fatalf("age: %+v: the reservoir was not exercised", age)
 	}
 }
