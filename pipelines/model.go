@@ -1,6 +1,8 @@
 // Package pipelines holds the jobs a user runs, composed from the other
-// packages: batch training from Parquet, evaluation, streaming training from
-// Kafka, and serving.
+// packages: fitting a spec's statistics, batch training from Parquet,
+// evaluation, batch scoring to Parquet, architecture comparison and
+// streaming training from Kafka. cmd/onestone only parses flags and calls
+// them.
 package pipelines
 
 import (

@@ -1,4 +1,4 @@
-package main
+package pipelines
 
 import (
 	"bytes"
@@ -33,10 +33,10 @@ tasks:
   - {name: cvr, kind: esmm, label: conv, parent: ctr}
 `
 
-// TestScoreCommand scores a Parquet file with typed columns (int64 ids)
+// TestScoreToParquet scores a Parquet file with typed columns (int64 ids)
 // offline and checks the output file, and that the same events sent as
 // JSON through the serving path score the same to the last bit.
-func TestScoreCommand(t *testing.T) {
+func TestScoreToParquet(t *testing.T) {
 	tmp := t.TempDir()
 	spec, err := features.ParseSpec(strings.NewReader(scoreTestSpec))
 	if err != nil {
@@ -111,8 +111,12 @@ func TestScoreCommand(t *testing.T) {
 	}
 
 	out := filepath.Join(tmp, "scores.parquet")
-	if err := runScore(context.Background(), []string{"--model", root, "--data", data, "--out", out, "--id-column", "request_id", "--batch-size", "1000"}); err != nil {
+	res, err := Score(context.Background(), ScoreConfig{Model: root, Data: []string{data}, Out: out, IDColumns: []string{"request_id"}, BatchSize: 1000})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res.Rows != n || res.Version != "v00000001" {
+		t.Fatalf("result %+v", res)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
@@ -178,6 +182,20 @@ func TestScoreCommand(t *testing.T) {
 			if math.Float32bits(res.Scores[o]) != math.Float32bits(offline[o][row]) {
 				t.Errorf("row %d %s: online %v, offline %v", row, resp.Objectives[o], res.Scores[o], offline[o][row])
 			}
+		}
+	}
+
+	// Bad id columns fail before writing, and leave no file behind.
+	for _, ids := range [][]string{{"nope"}, {"request_id", "nope"}} {
+		bad := filepath.Join(tmp, "bad.parquet")
+		_, err := Score(context.Background(), ScoreConfig{Model: root, Data: []string{data}, Out: bad, IDColumns: ids})
+		if err == nil || !strings.Contains(err.Error(), ids[len(ids)-1]) {
+			t.Errorf("id columns %q: error %v", ids, err)
+		}
+		left, _ := filepath.Glob(filepath.Join(tmp, "*.parquet"))
+		hidden, _ := filepath.Glob(filepath.Join(tmp, ".*"))
+		if len(left) != 2 || len(hidden) != 0 {
+			t.Errorf("id columns %q left %v %v", ids, left, hidden)
 		}
 	}
 }
