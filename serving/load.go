@@ -72,6 +72,22 @@ func LoadBundle(dir string) (*Bundle, error) {
 	return b, nil
 }
 
+// NewBundle builds a Bundle from a manifest and a model in memory (no
+// files): what LoadBundle does after reading them, including the sample
+// check. Dir is set to "(memory)". A trainer can serve a model it holds
+// this way; the model must not be trained further while it is served.
+func NewBundle(m *Manifest, model *mmoe.Model) (*Bundle, error) {
+	b, err := assemble("(memory)", m)
+	if err != nil {
+		return nil, err
+	}
+	b.Model = model
+	if err := b.checkSample(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // assemble parses and checks everything of m but the weights.
 func assemble(dir string, m *Manifest) (*Bundle, error) {
 	b := &Bundle{Dir: dir, Manifest: m}

@@ -466,3 +466,29 @@ func TestScoreWorkersFirstError(t *testing.T) {
 		resp.Release()
 	}
 }
+
+// TestScoreAllocsPerRequest: steady-state allocations of a request do not
+// grow with its candidates (they are per column, not per candidate).
+func TestScoreAllocsPerRequest(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counting (the race detector makes sync.Pool drop items)")
+	}
+	s := loadTestScorer(t, ScorerConfig{Rank: "ctr * price", BatchRows: 1024})
+	r := rand.New(rand.NewPCG(8, 8))
+	allocs := func(n int) float64 {
+		body := testRequest(t, r, n, `,"top_k":20`)
+		ctx := context.Background()
+		return testing.AllocsPerRun(20, func() {
+			resp, err := s.ScoreBody(ctx, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Release()
+		})
+	}
+	a50, a1000 := allocs(50), allocs(1000)
+	if a1000 > a50+10 {
+		t.Fatalf("%v allocations for 1000 candidates, %v for 50: allocation per candidate", a1000, a50)
+	}
+	t.Logf("allocations per request: %v (50 candidates), %v (1000)", a50, a1000)
+}

@@ -131,48 +131,6 @@ func TestHelpersRevoke(t *testing.T) {
 	}
 }
 
-// BenchmarkScore500Paced scores std requests of 500 candidates on two
-// workers at a fixed 100 requests/s, as a lightly loaded server sees them,
-// rather than back to back: "go" starts the helper worker per request,
-// "helpers" runs it on Helpers polling for 10 ms. It reports the p50/p99
-// latency of ScoreBody.
-func BenchmarkScore500Paced(b *testing.B) {
-	base := stdTestScorer(b)
-	body := StdRequest(rand.New(rand.NewPCG(3, 3)), 500, `"top_k":50`)
-	for _, mode := range []string{"go", "helpers"} {
-		b.Run(mode, func(b *testing.B) {
-			cfg := ScorerConfig{Rank: "ctr * cvr^0.5", Workers: 2}
-			if mode == "helpers" {
-				h := NewHelpers(1, 10*time.Millisecond)
-				defer h.Close()
-				cfg.Helpers = h
-			}
-			s, err := NewScorer(base.b, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var lat []time.Duration
-			next := time.Now()
-			for b.Loop() {
-				next = next.Add(10 * time.Millisecond)
-				time.Sleep(time.Until(next))
-				t0 := time.Now()
-				resp, err := s.ScoreBody(context.Background(), body)
-				if err != nil {
-					b.Fatal(err)
-				}
-				resp.Release()
-				lat = append(lat, time.Since(t0))
-			}
-			if len(lat) >= 20 {
-				p50, p99 := percentiles(lat)
-				b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-			}
-		})
-	}
-}
-
 // BenchmarkGoroutineWake measures how long a goroutine started by a busy
 // goroutine waits before it runs, after the process has been idle for 4 ms
 // (as between requests at 100 requests/s): the time an idle core takes to

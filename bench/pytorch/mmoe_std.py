@@ -2,7 +2,7 @@
 """PyTorch baseline of onestone's standard workload (std, BENCHMARKS.md).
 
 The same model, loss, optimizers, batches and timing as
-`onestone bench train` / `onestone bench score` (pipelines/bench.go):
+`onestone bench train` / `onestone bench score` (internal/stdwork/bench.go):
 
   * 26 categorical fields, each an embedding table of 100,001 x 16 (row 0 is
     the missing id, random ids are uniform over rows 1..100,000), 13 dense

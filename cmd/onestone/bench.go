@@ -3,23 +3,32 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"time"
 
-	"github.com/onestone/onestone/pipelines"
+	"github.com/onestone/onestone/internal/stdwork"
+	"github.com/onestone/onestone/serving"
 )
 
 func init() {
 	register(command{name: "bench", summary: "measure the standard workload: training, scoring, kernels (JSON)", run: runBench})
+	register(command{
+		name:    "stdbundle",
+		summary: "write a random-weight bundle of the std workload and a request (load tests)",
+		run:     runStdBundle,
+	})
 }
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: onestone bench [train|score|gemm|all] [flags]\n\nMeasures the std workload of BENCHMARKS.md and prints JSON.")
+		fmt.Fprintln(fs.Output(), "usage: onestone bench [train|score|gemm|all] [flags]\n\nMeasures the std workload of docs/benchmarks.md and prints JSON.")
 		fs.PrintDefaults()
 	}
 	preset := fs.String("preset", "std", "workload preset (std)")
@@ -39,7 +48,7 @@ func runBench(ctx context.Context, args []string) error {
 	if *preset != "std" {
 		return fmt.Errorf("unknown preset %q (have: std)", *preset)
 	}
-	cfg := pipelines.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
+	cfg := stdwork.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
 	switch what {
 	case "train":
 		cfg.Train = true
@@ -59,13 +68,50 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		defer stop()
 	}
-	rep, err := pipelines.Bench(ctx, cfg)
+	rep, err := stdwork.Bench(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+func runStdBundle(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("stdbundle", flag.ContinueOnError)
+	root := fs.String("out", "", "bundle `root` to publish a new version under (required)")
+	seed := fs.Uint64("seed", 1, "weight and data `seed`")
+	reqFile := fs.String("request", "", "also write a score request body to this `file`")
+	cands := fs.Int("candidates", 500, "candidates in the request")
+	extra := fs.String("request-extra", `"top_k":50`, "extra top-level members of the request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *root == "" {
+		fs.Usage()
+		return errors.New("--out is required")
+	}
+	start := time.Now()
+	m, model, err := stdwork.Manifest(*seed)
+	if err != nil {
+		return err
+	}
+	dir, err := serving.WriteBundle(*root, m, model, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "onestone stdbundle: wrote %s in %v\n", dir, time.Since(start).Round(time.Millisecond))
+	if *reqFile != "" {
+		body := stdwork.Request(rand.New(rand.NewPCG(*seed, 2)), *cands, *extra)
+		if err := os.MkdirAll(filepath.Dir(*reqFile), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*reqFile, body, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Println(dir)
+	return nil
 }
 
 // startCPUProfile starts a CPU profile written to path; stop ends it and

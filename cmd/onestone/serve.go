@@ -5,12 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/onestone/onestone/serving"
 )
@@ -20,11 +17,6 @@ func init() {
 		name:    "serve",
 		summary: "serve the newest model bundle over HTTP, reloading newer ones",
 		run:     runServe,
-	})
-	register(command{
-		name:    "stdbundle",
-		summary: "write a random-weight bundle of the std workload and a request (load tests)",
-		run:     runStdBundle,
 	})
 }
 
@@ -90,41 +82,4 @@ func runServe(ctx context.Context, args []string) error {
 		defer stop()
 	}
 	return s.Run(ctx)
-}
-
-func runStdBundle(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("stdbundle", flag.ContinueOnError)
-	root := fs.String("out", "", "bundle `root` to publish a new version under (required)")
-	seed := fs.Uint64("seed", 1, "weight and data `seed`")
-	reqFile := fs.String("request", "", "also write a score request body to this `file`")
-	cands := fs.Int("candidates", 500, "candidates in the request")
-	extra := fs.String("request-extra", `"top_k":50`, "extra top-level members of the request")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *root == "" {
-		fs.Usage()
-		return errors.New("--out is required")
-	}
-	start := time.Now()
-	m, model, err := serving.StdManifest(*seed)
-	if err != nil {
-		return err
-	}
-	dir, err := serving.WriteBundle(*root, m, model, nil)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "onestone stdbundle: wrote %s in %v\n", dir, time.Since(start).Round(time.Millisecond))
-	if *reqFile != "" {
-		body := serving.StdRequest(rand.New(rand.NewPCG(*seed, 2)), *cands, *extra)
-		if err := os.MkdirAll(filepath.Dir(*reqFile), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(*reqFile, body, 0o644); err != nil {
-			return err
-		}
-	}
-	fmt.Println(dir)
-	return nil
 }

@@ -1,9 +1,8 @@
-package pipelines
+package stdwork
 
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -19,60 +18,6 @@ import (
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
 )
-
-// Std holds the sizes of the standard workload of BENCHMARKS.md; its
-// spec, tasks and model are serving.StdManifest's (26 categorical fields
-// hashed into 100,000 rows, 0-12 context and 13-25 candidate, 13 dense
-// context features, embedding dim 16, 8 experts [256, 128], towers [64],
-// CTR plus ESMM CVR).
-var Std = struct {
-	Fields, Rows, Dense, Batch, Candidates int
-}{26, 100_000, 13, 1024, 500}
-
-// stdModel returns the std workload's model (random weights from seed),
-// manifest and tasks.
-func stdModel(seed uint64) (*serving.Manifest, *mmoe.Model, *mtl.TaskSet, error) {
-	man, m, err := serving.StdManifest(seed)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ts, err := mtl.NewTaskSet(man.Tasks)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if l := m.Layout(); len(l.Sparse) != Std.Fields || len(l.Dense) != Std.Dense || l.Sparse[0].Cardinality != Std.Rows+1 {
-		return nil, nil, nil, fmt.Errorf("pipelines: the std spec has %d sparse fields of %d rows and %d dense, want %d of %d and %d",
-			len(l.Sparse), l.Sparse[0].Cardinality, len(l.Dense), Std.Fields, Std.Rows+1, Std.Dense)
-	}
-	return man, m, ts, nil
-}
-
-// stdBatch makes a random std batch of n rows (ids uniform, dense N(0,1),
-// clicks at 5%, conversions at 20% of clicks).
-func stdBatch(rng *rand.Rand, n int) *features.Batch {
-	b := &features.Batch{Rows: n, DenseWidth: Std.Dense, Dense: make([]float32, n*Std.Dense)}
-	for range Std.Fields {
-		ids := make([]int32, n)
-		for i := range ids {
-			ids[i] = 1 + int32(rng.IntN(Std.Rows))
-		}
-		b.Sparse = append(b.Sparse, features.SparseColumn{IDs: ids})
-	}
-	for i := range b.Dense {
-		b.Dense[i] = float32(rng.NormFloat64())
-	}
-	click, conv := make([]float32, n), make([]float32, n)
-	for i := range click {
-		if rng.Float64() < 0.05 {
-			click[i] = 1
-			if rng.Float64() < 0.2 {
-				conv[i] = 1
-			}
-		}
-	}
-	b.Labels = [][]float32{click, conv}
-	return b
-}
 
 // GemmFigure is one kernel shape's throughput.
 type GemmFigure struct {
@@ -97,7 +42,7 @@ type TrainFigure struct {
 	Parameters     int     `json:"parameters"`
 }
 
-// ScoreFigure is the latency of scoring one request of Std.Candidates
+// ScoreFigure is the latency of scoring one request of Candidates
 // candidates.
 type ScoreFigure struct {
 	Path          string  `json:"path"` // "model" (split forward) or "scorer" (JSON request to ranked response)
@@ -172,11 +117,11 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchReport, error) {
 }
 
 func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
-	_, m, ts, err := stdModel(cfg.Seed)
+	_, m, ts, err := build(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: Std.Batch, Workers: cfg.Workers})
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: Batch, Workers: cfg.Workers})
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +129,7 @@ func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
 	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
 	batches := make([]*features.Batch, 8)
 	for i := range batches {
-		batches[i] = stdBatch(rng, Std.Batch)
+		batches[i] = NewBatch(rng, Batch)
 	}
 	var step, fwd, loss, bwd, opt []float64
 	for i := range cfg.TrainSteps + 3 {
@@ -206,16 +151,16 @@ func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
 		opt = append(opt, ms(tr.Times.Optimizer))
 	}
 	f := &TrainFigure{
-		Workers: cfg.Workers, Steps: cfg.TrainSteps, BatchSize: Std.Batch,
+		Workers: cfg.Workers, Steps: cfg.TrainSteps, BatchSize: Batch,
 		StepMs: median(step), ForwardMs: median(fwd), LossMs: median(loss), BackwardMs: median(bwd), OptimizerMs: median(opt),
 		PeakRSSMB: peakRSSMB(), OptimizerMB: float64(tr.OptimizerStateBytes()) / (1 << 20), Parameters: m.NumParams(),
 	}
-	f.ExamplesPerSec = float64(Std.Batch) / (f.StepMs / 1000)
+	f.ExamplesPerSec = float64(Batch) / (f.StepMs / 1000)
 	return f, nil
 }
 
 func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
-	man, m, ts, err := stdModel(cfg.Seed)
+	man, m, ts, err := build(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -228,15 +173,21 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		// scorer's default size (the context's share computed once).
 		type wk struct {
 			ws     *mmoe.Workspace
-			scores [][]float32
+			full   [][]float32 // one pass of scores per objective
+			scores [][]float32 // full, cut to the pass
 			view   [][]float32
 			cand   features.Batch
 		}
-		per := (Std.Candidates + workers - 1) / workers
+		per := (Candidates + workers - 1) / workers
 		pass := serving.DefaultBatchRows()
 		wks := make([]*wk, workers)
 		for i := range wks {
-			wks[i] = &wk{ws: split.NewWorkspace(pass), view: make([][]float32, 2)}
+			w := &wk{ws: split.NewWorkspace(pass), view: make([][]float32, 2)}
+			for range ts.Objectives() {
+				w.full = append(w.full, make([]float32, pass))
+			}
+			w.scores = make([][]float32, len(w.full))
+			wks[i] = w
 		}
 		share := func(w *wk, ctxRow, cand *features.Batch, lo, hi int) error {
 			if err := split.SetContext(w.ws, ctxRow); err != nil {
@@ -251,9 +202,10 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 				for h := range w.view {
 					w.view[h] = w.ws.Logits[h][:b-a]
 				}
-				var err error
-				w.scores, err = ts.PredictTo(resize(w.scores, len(ts.Objectives()), b-a), w.view)
-				if err != nil {
+				for o := range w.scores {
+					w.scores[o] = w.full[o][:b-a]
+				}
+				if _, err := ts.PredictTo(w.scores, w.view); err != nil {
 					return err
 				}
 			}
@@ -265,17 +217,17 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			ctxRow, cand := stdBatch(rng, 1), stdBatch(rng, Std.Candidates)
+			ctxRow, cand := NewBatch(rng, 1), NewBatch(rng, Candidates)
 			t0 := time.Now()
 			var wg sync.WaitGroup
 			for i := 1; i < workers; i++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[i] = share(wks[i], ctxRow, cand, i*per, min((i+1)*per, Std.Candidates))
+					errs[i] = share(wks[i], ctxRow, cand, i*per, min((i+1)*per, Candidates))
 				}()
 			}
-			errs[0] = share(wks[0], ctxRow, cand, 0, min(per, Std.Candidates))
+			errs[0] = share(wks[0], ctxRow, cand, 0, min(per, Candidates))
 			wg.Wait()
 			for _, err := range errs {
 				if err != nil {
@@ -311,7 +263,7 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		}
 		lat := make([]float64, 0, cfg.ScoreRequests)
 		for r := range cfg.ScoreRequests + 5 {
-			body := serving.StdRequest(rng, Std.Candidates, "")
+			body := Request(rng, Candidates, "")
 			t0 := time.Now()
 			resp, err := sc.ScoreBody(ctx, body)
 			if err != nil {
@@ -331,11 +283,13 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 func latencyFigure(path string, workers int, lat []float64) ScoreFigure {
 	f := ScoreFigure{Path: path, Workers: workers, Requests: len(lat),
 		P50Ms: percentile(lat, 0.50), P90Ms: percentile(lat, 0.90), P99Ms: percentile(lat, 0.99)}
-	f.CandidatesSec = float64(Std.Candidates) / (f.P50Ms / 1000)
+	f.CandidatesSec = float64(Candidates) / (f.P50Ms / 1000)
 	return f
 }
 
 func median(x []float64) float64 { return percentile(x, 0.5) }
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // percentile returns the q-quantile of x (nearest rank).
 func percentile(x []float64, q float64) float64 {

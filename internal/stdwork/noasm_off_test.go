@@ -1,0 +1,5 @@
+//go:build !noasm
+
+package stdwork
+
+const noasm = false

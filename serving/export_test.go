@@ -1,0 +1,23 @@
+package serving
+
+// DecodeTransform exposes to the external benchmarks (bench_test.go) the
+// serving path before the model: run decodes a request body, merges the
+// context and transforms every candidate, on one pooled state of s that
+// done gives back.
+func DecodeTransform(s *Scorer) (run func(body []byte) error, done func()) {
+	st := s.pool.Get().(*scoreState)
+	run = func(body []byte) error {
+		if err := DecodeRequest(&st.req, body); err != nil {
+			return err
+		}
+		if err := st.decodeContext(&st.req); err != nil {
+			return err
+		}
+		pt := &st.parts[0]
+		pt.lo, pt.hi = 0, len(st.req.Candidates)
+		err := st.preparePart(pt, &st.req)
+		st.releaseContext()
+		return err
+	}
+	return run, func() { s.pool.Put(st) }
+}
