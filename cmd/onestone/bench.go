@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,20 +17,23 @@ import (
 )
 
 func init() {
-	register(command{name: "bench", summary: "measure the standard workload: training, scoring, kernels (JSON)", run: runBench})
+	register(command{
+		name:    "bench",
+		summary: "measure the standard workload: training, scoring, kernels (JSON)",
+		usage: `onestone bench [train|score|gemm|all] [flags]
+
+Measures the std workload of docs/benchmarks.md and prints JSON.`,
+		flags: benchFlags,
+	})
 	register(command{
 		name:    "stdbundle",
 		summary: "write a random-weight bundle of the std workload and a request (load tests)",
-		run:     runStdBundle,
+		usage:   "onestone stdbundle --out ROOT [--request FILE] [flags]",
+		flags:   stdBundleFlags,
 	})
 }
 
-func runBench(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: onestone bench [train|score|gemm|all] [flags]\n\nMeasures the std workload of docs/benchmarks.md and prints JSON.")
-		fs.PrintDefaults()
-	}
+func benchFlags(fs *flag.FlagSet) runFunc {
 	preset := fs.String("preset", "std", "workload preset (std)")
 	steps := fs.Int("steps", 30, "training steps measured (after 3 warm-up steps)")
 	workers := fs.Int("workers", 0, "training workers (default GOMAXPROCS)")
@@ -38,85 +41,88 @@ func runBench(ctx context.Context, args []string) error {
 	gemmTime := fs.Duration("gemm-time", 300*time.Millisecond, "time per GEMM shape and core count")
 	seed := fs.Uint64("seed", 1, "random seed")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file`")
-	what := "all"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		what, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *preset != "std" {
-		return fmt.Errorf("unknown preset %q (have: std)", *preset)
-	}
-	cfg := stdwork.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
-	switch what {
-	case "train":
-		cfg.Train = true
-	case "score":
-		cfg.Score = true
-	case "gemm":
-		cfg.Gemm = true
-	case "all":
-		cfg.Train, cfg.Score, cfg.Gemm = true, true, true
-	default:
-		return fmt.Errorf("unknown benchmark %q: want train, score, gemm or all", what)
-	}
-	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		what := "all"
+		switch len(args) {
+		case 0:
+		case 1:
+			what = args[0]
+		default:
+			return usagef("unexpected arguments %q", args[1:])
+		}
+		if *preset != "std" {
+			return usagef("unknown preset %q (have: std)", *preset)
+		}
+		cfg := stdwork.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
+		switch what {
+		case "train":
+			cfg.Train = true
+		case "score":
+			cfg.Score = true
+		case "gemm":
+			cfg.Gemm = true
+		case "all":
+			cfg.Train, cfg.Score, cfg.Gemm = true, true, true
+		default:
+			return usagef("unknown benchmark %q: want train, score, gemm or all", what)
+		}
+		if *cpuProfile != "" {
+			stop, err := startCPUProfile(*cpuProfile, stderr)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
+		rep, err := stdwork.Bench(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		defer stop()
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
 	}
-	rep, err := stdwork.Bench(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
 }
 
-func runStdBundle(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("stdbundle", flag.ContinueOnError)
+func stdBundleFlags(fs *flag.FlagSet) runFunc {
 	root := fs.String("out", "", "bundle `root` to publish a new version under (required)")
 	seed := fs.Uint64("seed", 1, "weight and data `seed`")
 	reqFile := fs.String("request", "", "also write a score request body to this `file`")
 	cands := fs.Int("candidates", 500, "candidates in the request")
 	extra := fs.String("request-extra", `"top_k":50`, "extra top-level members of the request")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *root == "" {
-		fs.Usage()
-		return errors.New("--out is required")
-	}
-	start := time.Now()
-	m, model, err := stdwork.Manifest(*seed)
-	if err != nil {
-		return err
-	}
-	dir, err := serving.WriteBundle(*root, m, model, nil)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "onestone stdbundle: wrote %s in %v\n", dir, time.Since(start).Round(time.Millisecond))
-	if *reqFile != "" {
-		body := stdwork.Request(rand.New(rand.NewPCG(*seed, 2)), *cands, *extra)
-		if err := os.MkdirAll(filepath.Dir(*reqFile), 0o755); err != nil {
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if *root == "" {
+			return usagef("--out is required")
+		}
+		start := time.Now()
+		m, model, err := stdwork.Manifest(*seed)
+		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*reqFile, body, 0o644); err != nil {
+		dir, err := serving.WriteBundle(*root, m, model, nil)
+		if err != nil {
 			return err
 		}
+		fmt.Fprintf(stderr, "onestone stdbundle: wrote %s in %v\n", dir, time.Since(start).Round(time.Millisecond))
+		if *reqFile != "" {
+			body := stdwork.Request(rand.New(rand.NewPCG(*seed, 2)), *cands, *extra)
+			if err := os.MkdirAll(filepath.Dir(*reqFile), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(*reqFile, body, 0o644); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintln(stdout, dir)
+		return nil
 	}
-	fmt.Println(dir)
-	return nil
 }
 
 // startCPUProfile starts a CPU profile written to path; stop ends it and
-// closes the file.
-func startCPUProfile(path string) (stop func(), err error) {
+// closes the file, reporting a failure to log.
+func startCPUProfile(path string, log io.Writer) (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("cpu profile: %w", err)
@@ -128,7 +134,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() {
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "cpu profile %s: %v\n", path, err)
+			fmt.Fprintf(log, "cpu profile %s: %v\n", path, err)
 		}
 	}, nil
 }

@@ -3,21 +3,28 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 
 	"github.com/onestone/onestone/pipelines"
 )
 
 func init() {
-	register(command{name: "compare", summary: "train several architectures and seeds on the same data and tabulate their validation scores", run: runCompare})
+	register(command{
+		name:    "compare",
+		summary: "train several architectures and seeds on the same data and tabulate their validation scores",
+		usage: `onestone compare --spec FILE --data FILE_OR_GLOB --valid FILE_OR_GLOB [flags]
+
+Trains each architecture with each seed on the same data and prints the
+per-objective validation AUC (mean and deviation over seeds), parameters
+and examples/s as Markdown, or JSON.`,
+		flags: compareFlags,
+	})
 }
 
-func runCompare(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+func compareFlags(fs *flag.FlagSet) runFunc {
 	var cfg pipelines.CompareConfig
 	var data, valid listFlag
 	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML); its model: section is the base of every architecture")
@@ -34,38 +41,36 @@ func runCompare(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the work directory")
 	jsonOut := fs.Bool("json", false, "print the result as JSON instead of Markdown")
 	quiet := fs.Bool("quiet", false, "no progress lines")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
 		}
-		return err
-	}
-	if cfg.SpecPath == "" || len(data) == 0 || len(valid) == 0 {
-		fs.Usage()
-		return errors.New("compare: --spec, --data and --valid are required")
-	}
-	cfg.Data, cfg.Valid = data, valid
-	cfg.Archs = nil
-	for a := range strings.SplitSeq(*archs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			cfg.Archs = append(cfg.Archs, a)
+		if cfg.SpecPath == "" || len(data) == 0 || len(valid) == 0 {
+			return usagef("--spec, --data and --valid are required")
 		}
+		cfg.Data, cfg.Valid = data, valid
+		cfg.Archs = nil
+		for a := range strings.SplitSeq(*archs, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Archs = append(cfg.Archs, a)
+			}
+		}
+		if len(cfg.Archs) == 0 {
+			return usagef("--archs is empty")
+		}
+		if !*quiet {
+			cfg.Progress = stderr
+		}
+		res, err := pipelines.Compare(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
+		}
+		fmt.Fprint(stdout, res.Markdown())
+		return nil
 	}
-	if len(cfg.Archs) == 0 {
-		return errors.New("compare: --archs is empty")
-	}
-	if !*quiet {
-		cfg.Progress = os.Stderr
-	}
-	res, err := pipelines.Compare(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	}
-	fmt.Print(res.Markdown())
-	return nil
 }

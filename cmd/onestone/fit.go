@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -19,7 +17,14 @@ func init() {
 	register(command{
 		name:    "fit",
 		summary: "fit the statistics a feature spec needs (one pass over Parquet data)",
-		run:     runFit,
+		usage: `onestone fit --spec FILE --data FILE_OR_GLOB [flags]
+
+Fits the statistics the spec's transforms need (means and deviations,
+quantile boundaries, vocabularies) in one streaming pass and writes them
+beside the spec. Label columns are validated and summarised when the files
+have them. 'onestone train' runs the same fit, with the default flags,
+when the spec has no statistics yet.`,
+		flags: fitFlags,
 	})
 }
 
@@ -32,8 +37,7 @@ func (m *multiFlag) Set(v string) error {
 	return nil
 }
 
-func runFit(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
+func fitFlags(fs *flag.FlagSet) runFunc {
 	specPath := fs.String("spec", "", "feature spec (YAML), required")
 	var data multiFlag
 	fs.Var(&data, "data", "Parquet file or glob, e.g. 'data/demo/train-*.parquet' (repeatable, required)")
@@ -41,45 +45,44 @@ func runFit(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 0, "seed of the reservoir sampling for quantile boundaries (train's own fit uses the default)")
 	sample := fs.Int("quantile-sample", features.DefaultQuantileSample, "values sampled per bucketized field")
 	batch := fs.Int("batch", ingest.DefaultBatchSize, "rows per record batch")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if *specPath == "" || len(data) == 0 {
+			return usagef("--spec and --data are required")
+		}
+		if *sample <= 0 {
+			return usagef("--quantile-sample %d must be positive", *sample)
+		}
+		if *batch <= 0 {
+			return usagef("--batch %d must be positive", *batch)
+		}
+		spec, err := features.LoadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		res, err := pipelines.Fit(ctx, spec, pipelines.FitConfig{Paths: data, Seed: *seed, QuantileSample: *sample, BatchSize: *batch})
+		if err != nil {
+			return err
+		}
+		st := res.Stats
+		dst := *out
+		if dst == "" {
+			dst = features.StatsPath(*specPath)
+		}
+		if err := st.Save(dst); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		if res.NoLabels != nil {
+			fmt.Fprintf(stderr, "onestone fit: labels not validated (%v)\n", res.NoLabels)
+		}
+		printFitSummary(stdout, spec, st)
+		fmt.Fprintf(stdout, "wrote %s (%d rows in %.1fs, %.0f rows/s)\n", dst, st.Rows, el.Seconds(), float64(st.Rows)/el.Seconds())
+		return nil
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if *specPath == "" || len(data) == 0 {
-		return errors.New("--spec and --data are required")
-	}
-	if *sample <= 0 {
-		return fmt.Errorf("--quantile-sample %d must be positive", *sample)
-	}
-	if *batch <= 0 {
-		return fmt.Errorf("--batch %d must be positive", *batch)
-	}
-	spec, err := features.LoadSpec(*specPath)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	res, err := pipelines.Fit(ctx, spec, pipelines.FitConfig{Paths: data, Seed: *seed, QuantileSample: *sample, BatchSize: *batch})
-	if err != nil {
-		return err
-	}
-	st := res.Stats
-	dst := *out
-	if dst == "" {
-		dst = features.StatsPath(*specPath)
-	}
-	if err := st.Save(dst); err != nil {
-		return err
-	}
-	el := time.Since(start)
-	if res.NoLabels != nil {
-		fmt.Fprintf(os.Stderr, "onestone fit: labels not validated (%v)\n", res.NoLabels)
-	}
-	printFitSummary(os.Stdout, spec, st)
-	fmt.Printf("wrote %s (%d rows in %.1fs, %.0f rows/s)\n", dst, st.Rows, el.Seconds(), float64(st.Rows)/el.Seconds())
-	return nil
 }
 
 func printFitSummary(w io.Writer, spec *features.Spec, st *features.Stats) {

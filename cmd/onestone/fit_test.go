@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/internal/gen"
 )
 
@@ -20,10 +18,9 @@ func TestFitCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	glob := filepath.Join(dir, "train-*.parquet")
-	if err := runFit(ctx, []string{"--spec", sum.Spec, "--data", glob, "--seed", "3"}); err != nil {
-		t.Fatal(err)
+	if _, errOut, code := onestone(t, "fit", "--spec", sum.Spec, "--data", glob, "--seed", "3"); code != 0 {
+		t.Fatal(errOut)
 	}
 	st, err := features.LoadStats(filepath.Join(dir, "spec.stats.json"))
 	if err != nil {
@@ -49,8 +46,9 @@ func TestFitCommand(t *testing.T) {
 	noLabels := strings.ReplaceAll(string(text), "label: conversion", "label: dwell_time")
 	p2 := filepath.Join(dir, "other.yaml")
 	os.WriteFile(p2, []byte(noLabels), 0o644)
-	if err := runFit(ctx, []string{"--spec", p2, "--data", glob, "--data", filepath.Join(dir, "test-*.parquet")}); err != nil {
-		t.Fatal(err)
+	_, errOut, code := onestone(t, "fit", "--spec", p2, "--data", glob, "--data", filepath.Join(dir, "test-*.parquet"))
+	if code != 0 || !strings.Contains(errOut, "labels not validated") || !strings.Contains(errOut, "dwell_time") {
+		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	if st2, err := features.LoadStats(filepath.Join(dir, "other.stats.json")); err != nil || st2.Rows != trainRows+sum.Test.Rows || st2.Labels != nil {
 		t.Errorf("fit without labels: %v, %+v", err, st2)
@@ -58,18 +56,18 @@ func TestFitCommand(t *testing.T) {
 
 	for _, tc := range []struct {
 		args []string
+		code int
 		want string
-		is   error
 	}{
-		{[]string{"--data", glob}, "--spec and --data are required", nil},
-		{[]string{"--spec", sum.Spec}, "--spec and --data are required", nil},
-		{[]string{"--spec", sum.Spec, "--data", filepath.Join(dir, "nothing-*.parquet")}, "nothing-", ingest.ErrNoFiles},
-		{[]string{"--spec", filepath.Join(dir, "missing.yaml"), "--data", glob}, "missing.yaml", os.ErrNotExist},
-		{[]string{"--spec", sum.Spec, "--data", glob, "--quantile-sample", "0"}, "--quantile-sample 0 must be positive", nil},
+		{[]string{"--data", glob}, exitUsage, "--spec and --data are required"},
+		{[]string{"--spec", sum.Spec}, exitUsage, "--spec and --data are required"},
+		{[]string{"--spec", sum.Spec, "--data", glob, "--quantile-sample", "0"}, exitUsage, "--quantile-sample 0 must be positive"},
+		{[]string{"--spec", sum.Spec, "--data", filepath.Join(dir, "nothing-*.parquet")}, exitFail, "no parquet file matches"},
+		{[]string{"--spec", filepath.Join(dir, "missing.yaml"), "--data", glob}, exitFail, "missing.yaml: no such file"},
 	} {
-		err := runFit(ctx, tc.args)
-		if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.is != nil && !errors.Is(err, tc.is)) {
-			t.Errorf("fit %q: error %v, want %q", tc.args, err, tc.want)
+		_, errOut, code := onestone(t, append([]string{"fit"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("fit %q: exit %d, %s; want exit %d and %q", tc.args, code, errOut, tc.code, tc.want)
 		}
 	}
 }
@@ -99,11 +97,11 @@ func TestFitMatchesTrain(t *testing.T) {
 		}
 	}
 	glob := filepath.Join(dir, "train-*.parquet")
-	if err := runFit(ctx, []string{"--spec", fitSpec, "--data", glob}); err != nil {
-		t.Fatal(err)
+	if _, errOut, code := onestone(t, "fit", "--spec", fitSpec, "--data", glob); code != 0 {
+		t.Fatal(errOut)
 	}
-	if err := runTrain(ctx, []string{"--spec", trainSpec, "--data", glob, "--out", filepath.Join(dir, "models"), "--max-steps", "1", "--quiet"}); err != nil {
-		t.Fatal(err)
+	if _, errOut, code := onestone(t, "train", "--spec", trainSpec, "--data", glob, "--out", filepath.Join(dir, "models"), "--max-steps", "1", "--quiet"); code != 0 {
+		t.Fatal(errOut)
 	}
 	fitted, err := os.ReadFile(features.StatsPath(fitSpec))
 	if err != nil {

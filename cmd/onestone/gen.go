@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"github.com/onestone/onestone/internal/gen"
@@ -16,12 +15,16 @@ func init() {
 	register(command{
 		name:    "gen",
 		summary: "generate a synthetic impression log (Parquet) with known click/conversion probabilities",
-		run:     runGen,
+		usage: `onestone gen [--rows N] [--out DIR] [flags]
+
+Writes train and test Parquet files (zstd) of impressions with their true
+click and conversion probabilities, a spec.yaml for them, and prints the
+AUCs the true probabilities reach on the test file (the ceiling).`,
+		flags: genFlags,
 	})
 }
 
-func runGen(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
+func genFlags(fs *flag.FlagSet) runFunc {
 	var cfg gen.Config
 	fs.Int64Var(&cfg.Rows, "rows", 2_000_000, "total impressions (train + test)")
 	fs.StringVar(&cfg.Dir, "out", "data/demo", "output directory")
@@ -33,44 +36,39 @@ func runGen(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Files, "files", 4, "number of train files")
 	fs.Int64Var(&cfg.RowGroupRows, "row-group", 131072, "rows per Parquet row group")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
 		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if !(cfg.TaskCorr >= -1 && cfg.TaskCorr <= 1) {
-		return fmt.Errorf("--task-corr %v must be in [-1, 1]", cfg.TaskCorr)
-	}
-	if !(cfg.TestFrac > 0 && cfg.TestFrac < 1) {
-		return fmt.Errorf("--test-frac %v must be in (0, 1)", cfg.TestFrac)
-	}
-	for _, v := range []struct {
-		name string
-		n    int64
-	}{{"rows", cfg.Rows}, {"users", int64(cfg.Users)}, {"items", int64(cfg.Items)}, {"files", int64(cfg.Files)}, {"row-group", cfg.RowGroupRows}} {
-		if v.n <= 0 {
-			return fmt.Errorf("--%s %d must be positive", v.name, v.n)
+		// gen.Config takes a zero as "the default": refuse zeros here, and
+		// leave the rest of the checking to gen.Config.Validate.
+		if cfg.TestFrac == 0 {
+			return usagef("--test-frac 0 must be in (0, 1)")
 		}
+		for _, v := range []struct {
+			name string
+			n    int64
+		}{{"rows", cfg.Rows}, {"users", int64(cfg.Users)}, {"items", int64(cfg.Items)}, {"files", int64(cfg.Files)}, {"row-group", cfg.RowGroupRows}} {
+			if v.n <= 0 {
+				return usagef("--%s %d must be positive", v.name, v.n)
+			}
+		}
+		start := time.Now()
+		sum, err := gen.Generate(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(sum)
+		}
+		for _, f := range append(sum.Train, sum.Test) {
+			fmt.Fprintf(stdout, "%-40s %10d rows  ctr %.4f  cvr|click %.4f\n", f.Path, f.Rows, f.CTR, f.CVR)
+		}
+		fmt.Fprintf(stdout, "spec: %s\n", sum.Spec)
+		fmt.Fprintf(stdout, "ceiling on the test file (%d rows): CTR AUC %.4f, CTCVR AUC %.4f\n", sum.AUCRows, sum.CeilingCTRAUC, sum.CeilingCTCVRAUC)
+		fmt.Fprintf(stdout, "generated %d rows in %.1fs\n", cfg.Rows, time.Since(start).Seconds())
+		return nil
 	}
-	start := time.Now()
-	sum, err := gen.Generate(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
-	}
-	for _, f := range append(sum.Train, sum.Test) {
-		fmt.Printf("%-40s %10d rows  ctr %.4f  cvr|click %.4f\n", f.Path, f.Rows, f.CTR, f.CVR)
-	}
-	fmt.Printf("spec: %s\n", sum.Spec)
-	fmt.Printf("ceiling on the test file (%d rows): CTR AUC %.4f, CTCVR AUC %.4f\n", sum.AUCRows, sum.CeilingCTRAUC, sum.CeilingCTCVRAUC)
-	fmt.Printf("generated %d rows in %.1fs\n", cfg.Rows, time.Since(start).Seconds())
-	return nil
 }

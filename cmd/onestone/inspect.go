@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -18,56 +16,45 @@ func init() {
 	register(command{
 		name:    "inspect",
 		summary: "print the schema, rows, row groups, codecs and null counts of Parquet files",
-		run: func(ctx context.Context, args []string) error {
-			return runInspect(ctx, args, os.Stdout)
-		},
+		usage:   "onestone inspect [--json] FILE_OR_GLOB...",
+		flags:   inspectFlags,
 	})
 }
 
-func runInspect(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: onestone inspect [--json] FILE_OR_GLOB...")
-		fs.PrintDefaults()
-	}
+func inspectFlags(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print a JSON array of file descriptions")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	return func(ctx context.Context, out, _ io.Writer, args []string) error {
+		if len(args) == 0 {
+			return usagef("no file given")
 		}
-		return err
-	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("no file given")
-	}
-	paths, err := ingest.ExpandPaths(fs.Args())
-	if err != nil {
-		return err
-	}
-	infos := make([]*ingest.ParquetFileInfo, 0, len(paths))
-	for _, p := range paths {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		info, err := ingest.InspectParquet(p)
+		paths, err := ingest.ExpandPaths(args)
 		if err != nil {
 			return err
 		}
-		infos = append(infos, info)
-	}
-	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(infos)
-	}
-	for i, info := range infos {
-		if i > 0 {
-			fmt.Fprintln(out)
+		infos := make([]*ingest.ParquetFileInfo, 0, len(paths))
+		for _, p := range paths {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			info, err := ingest.InspectParquet(p)
+			if err != nil {
+				return err
+			}
+			infos = append(infos, info)
 		}
-		printInfo(out, info)
+		if *asJSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(infos)
+		}
+		for i, info := range infos {
+			if i > 0 {
+				fmt.Fprintln(out)
+			}
+			printInfo(out, info)
+		}
+		return nil
 	}
-	return nil
 }
 
 func printInfo(out io.Writer, info *ingest.ParquetFileInfo) {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
@@ -11,22 +9,22 @@ import (
 
 func TestGenThenInspect(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
-	if err := runGen(ctx, []string{"--rows", "3000", "--users", "100", "--items", "100", "--files", "2", "--row-group", "1000", "--out", dir}); err != nil {
-		t.Fatal(err)
+	if _, errOut, code := onestone(t, "gen", "--rows", "3000", "--users", "100", "--items", "100", "--files", "2", "--row-group", "1000", "--out", dir); code != 0 {
+		t.Fatal(errOut)
 	}
-	var out bytes.Buffer
-	if err := runInspect(ctx, []string{filepath.Join(dir, "*.parquet")}, &out); err != nil {
-		t.Fatal(err)
+	out, errOut, code := onestone(t, "inspect", filepath.Join(dir, "*.parquet"))
+	if code != 0 {
+		t.Fatal(errOut)
 	}
 	for _, want := range []string{"test-00000.parquet", "train-00001.parquet", "300 rows, 1 row groups", "1350 rows, 2 row groups", "ZSTD", "user_tags.list.element", "optional"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("inspect output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
-	out.Reset()
-	if err := runInspect(ctx, []string{"--json", filepath.Join(dir, "train-00000.parquet")}, &out); err != nil {
-		t.Fatal(err)
+	// Flags may follow the arguments.
+	out, errOut, code = onestone(t, "inspect", filepath.Join(dir, "train-00000.parquet"), "--json")
+	if code != 0 {
+		t.Fatal(errOut)
 	}
 	var infos []struct {
 		Rows      int64   `json:"rows"`
@@ -36,8 +34,8 @@ func TestGenThenInspect(t *testing.T) {
 			Nulls int64  `json:"nulls"`
 		} `json:"columns"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &infos); err != nil {
-		t.Fatalf("--json output: %v\n%s", err, out.String())
+	if err := json.Unmarshal([]byte(out), &infos); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
 	}
 	if len(infos) != 1 || infos[0].Rows != 1350 || len(infos[0].RowGroups) != 2 {
 		t.Errorf("--json: %+v", infos)
@@ -47,7 +45,7 @@ func TestGenThenInspect(t *testing.T) {
 			t.Error("age has no nulls")
 		}
 	}
-	if err := runInspect(ctx, []string{filepath.Join(dir, "nothing-*.parquet")}, &out); err == nil || !strings.Contains(err.Error(), "nothing-*.parquet") {
-		t.Errorf("empty glob: %v", err)
+	if _, errOut, code := onestone(t, "inspect", filepath.Join(dir, "nothing-*.parquet")); code != exitFail || !strings.Contains(errOut, "nothing-*.parquet") {
+		t.Errorf("empty glob: exit %d, %s", code, errOut)
 	}
 }

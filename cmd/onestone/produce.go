@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"strings"
+	"io"
 	"time"
 
 	"github.com/onestone/onestone/ingest"
@@ -16,12 +14,12 @@ func init() {
 	register(command{
 		name:    "produce",
 		summary: "replay Parquet events into a Kafka topic as JSON",
-		run:     runProduce,
+		usage:   "onestone produce --brokers HOST:PORT|embedded --topic events --data FILE_OR_GLOB [flags]",
+		flags:   produceFlags,
 	})
 }
 
-func runProduce(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
+func produceFlags(fs *flag.FlagSet) runFunc {
 	brokers := fs.String("brokers", "embedded", "comma-separated host:port list, or 'embedded' to start a broker in this process (it stops when produce ends)")
 	topic := fs.String("topic", "events", "topic to write")
 	data := fs.String("data", "", "Parquet file or glob, e.g. 'data/train-*.parquet' (required)")
@@ -30,33 +28,33 @@ func runProduce(ctx context.Context, args []string) error {
 	key := fs.String("key", "user_id", "column whose text is the message key ('-' for none)")
 	comp := fs.String("compression", "none", "none, gzip, snappy, lz4 or zstd")
 	batch := fs.Int("batch", 1000, "messages per produce request")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *data == "" {
-		return errors.New("--data is required")
-	}
-	addrs := strings.Split(*brokers, ",")
-	if *brokers == "embedded" {
-		b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Topics: []string{*topic}})
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if *data == "" {
+			return usagef("--data is required")
+		}
+		addrs, stop, err := brokerAddrs(ctx, *brokers, *topic)
 		if err != nil {
 			return err
 		}
-		defer b.Close()
-		addrs = b.Addrs()
-		fmt.Fprintf(os.Stderr, "onestone produce: embedded broker on %s\n", addrs[0])
-	}
-	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: []string{*data}, BatchSize: 8192})
-	if err != nil {
+		defer stop()
+		if *brokers == embedded {
+			fmt.Fprintf(stderr, "onestone produce: embedded broker on %s\n", addrs[0])
+		}
+		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: []string{*data}, BatchSize: 8192})
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		start := time.Now()
+		n, err := ingest.Produce(ctx, ingest.ProduceConfig{
+			Brokers: addrs, Topic: *topic, KeyColumn: *key, Rate: *rate,
+			Compression: *comp, BatchSize: *batch, Limit: *limit,
+		}, src)
+		el := time.Since(start)
+		fmt.Fprintf(stderr, "onestone produce: %d events to %s in %v (%.0f msgs/s)\n", n, *topic, el.Round(time.Millisecond), float64(n)/el.Seconds())
 		return err
 	}
-	defer src.Close()
-	start := time.Now()
-	n, err := ingest.Produce(ctx, ingest.ProduceConfig{
-		Brokers: addrs, Topic: *topic, KeyColumn: *key, Rate: *rate,
-		Compression: *comp, BatchSize: *batch, Limit: *limit,
-	}, src)
-	el := time.Since(start)
-	fmt.Fprintf(os.Stderr, "onestone produce: %d events to %s in %v (%.0f msgs/s)\n", n, *topic, el.Round(time.Millisecond), float64(n)/el.Seconds())
-	return err
 }

@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 	"time"
 
@@ -17,7 +16,12 @@ func init() {
 	register(command{
 		name:    "score",
 		summary: "score Parquet events offline with a model bundle (batch inference)",
-		run:     runScore,
+		usage: `onestone score --model DIR --data FILE_OR_GLOB --out scores.parquet [--id-column col ...]
+
+Scores every row with the bundle's transform and model (the code the score API
+runs) and writes the id columns plus one float column per objective.
+Arguments after the flags are more data files or globs.`,
+		flags: scoreFlags,
 	})
 }
 
@@ -35,35 +39,26 @@ func (l *stringList) Set(v string) error {
 	return nil
 }
 
-func runScore(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("score", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: onestone score --model DIR --data FILE_OR_GLOB --out scores.parquet [--id-column col ...]\n\n"+
-			"Scores every row with the bundle's transform and model (the code the score API\n"+
-			"runs) and writes the id columns plus one float column per objective.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+func scoreFlags(fs *flag.FlagSet) runFunc {
 	var data, ids stringList
 	model := fs.String("model", "", "bundle `dir`, or a root (its newest version)")
 	fs.Var(&data, "data", "Parquet `file or glob` (repeatable)")
 	out := fs.String("out", "", "output Parquet `file`")
 	fs.Var(&ids, "id-column", "input `column` copied to the output (repeatable)")
 	batch := fs.Int("batch-size", ingest.DefaultBatchSize, "rows per batch")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		data = append(data, args...)
+		if *model == "" || len(data) == 0 || *out == "" {
+			return usagef("--model, --data and --out are required")
+		}
+		start := time.Now()
+		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch})
+		if err != nil {
+			return err
+		}
+		el := time.Since(start)
+		fmt.Fprintf(stderr, "onestone score: %d rows with model %s in %v (%.0f rows/s) -> %s\n",
+			res.Rows, res.Version, el.Round(time.Millisecond), float64(res.Rows)/el.Seconds(), *out)
+		return nil
 	}
-	data = append(data, fs.Args()...)
-	if *model == "" || len(data) == 0 || *out == "" {
-		fs.Usage()
-		return errors.New("--model, --data and --out are required")
-	}
-	start := time.Now()
-	res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch})
-	if err != nil {
-		return err
-	}
-	el := time.Since(start)
-	fmt.Fprintf(os.Stderr, "onestone score: %d rows with model %s in %v (%.0f rows/s) -> %s\n",
-		res.Rows, res.Version, el.Round(time.Millisecond), float64(res.Rows)/el.Seconds(), *out)
-	return nil
 }

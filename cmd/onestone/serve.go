@@ -2,9 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -16,22 +15,20 @@ func init() {
 	register(command{
 		name:    "serve",
 		summary: "serve the newest model bundle over HTTP, reloading newer ones",
-		run:     runServe,
+		usage: `onestone serve --models DIR [flags]
+
+Serves POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics on --addr.
+DIR is a bundle root (its newest complete version is served, and newer
+ones are loaded, validated and swapped in as they appear) or one bundle.
+
+The rank formula is a product of objectives, candidate fields and numbers,
+each optionally raised to a power: 'ctr^1 * cvr^0.5 * price'. Names that
+are not objectives are numeric keys of the candidate (else the context).`,
+		flags: serveFlags,
 	})
 }
 
-func runServe(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: onestone serve --models DIR [flags]\n\n"+
-			"Serves POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics on --addr.\n"+
-			"DIR is a bundle root (its newest complete version is served, and newer\n"+
-			"ones are loaded, validated and swapped in as they appear) or one bundle.\n\n"+
-			"The rank formula is a product of objectives, candidate fields and numbers,\n"+
-			"each optionally raised to a power: 'ctr^1 * cvr^0.5 * price'. Names that\n"+
-			"are not objectives are numeric keys of the candidate (else the context).\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+func serveFlags(fs *flag.FlagSet) runFunc {
 	var (
 		cfg        serving.ServerConfig
 		required   string
@@ -53,33 +50,31 @@ func runServe(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if cfg.Models == "" {
-		fs.Usage()
-		return errors.New("--models is required")
-	}
-	if required != "" {
-		for _, c := range strings.Split(required, ",") {
-			if c = strings.TrimSpace(c); c != "" {
-				cfg.Scorer.Required = append(cfg.Scorer.Required, c)
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if cfg.Models == "" {
+			return usagef("--models is required")
+		}
+		if required != "" {
+			for _, c := range strings.Split(required, ",") {
+				if c = strings.TrimSpace(c); c != "" {
+					cfg.Scorer.Required = append(cfg.Scorer.Required, c)
+				}
 			}
 		}
-	}
-	s, err := serving.NewServer(cfg)
-	if err != nil {
-		return err
-	}
-	if cpuProfile != "" {
-		stop, err := startCPUProfile(cpuProfile)
+		s, err := serving.NewServer(cfg)
 		if err != nil {
 			return err
 		}
-		defer stop()
+		if cpuProfile != "" {
+			stop, err := startCPUProfile(cpuProfile, stderr)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
+		return s.Run(ctx)
 	}
-	return s.Run(ctx)
 }

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/pipelines"
 )
 
@@ -19,12 +15,16 @@ func init() {
 	register(command{
 		name:    "stream",
 		summary: "train continuously on JSON events from Kafka, publishing bundles",
-		run:     runStream,
+		usage: `onestone stream --brokers HOST:PORT|embedded --topic events --group trainer --model DIR --spec spec.yaml [flags]
+
+Trains continuously on the topic's JSON events: each micro-batch is scored
+before it is trained on (the progressive AUC), checkpoints are published as
+bundles under --model and then the consumed offsets are committed.`,
+		flags: streamFlags,
 	})
 }
 
-func runStream(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("stream", flag.ContinueOnError)
+func streamFlags(fs *flag.FlagSet) runFunc {
 	brokers := fs.String("brokers", "embedded", "comma-separated host:port list, or 'embedded' to start a broker in this process")
 	topic := fs.String("topic", "events", "topic of JSON events")
 	group := fs.String("group", "trainer", "consumer group")
@@ -40,53 +40,33 @@ func runStream(ctx context.Context, args []string) error {
 	keep := fs.Int("keep", pipelines.DefaultKeepBundles, "published bundles to keep")
 	session := fs.Duration("session-timeout", 0, "consumer group session timeout (default 30s; the broker's minimum is usually 6s)")
 	every2 := fs.Duration("progress-every", 2*time.Second, "period of the status lines")
-	trace := fs.String("trace", "", "") // hidden: append trained offset ranges (kill test)
+	trace := fs.String("trace", "", "") // hidden (no usage): append trained offset ranges (kill test)
 	verbose := fs.Bool("v", false, "log Kafka client events")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: onestone stream --brokers HOST:PORT|embedded --topic events --group trainer --model DIR --spec spec.yaml [flags]")
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "trace" {
-				return
-			}
-			def := ""
-			if f.DefValue != "" && f.DefValue != "0s" {
-				def = fmt.Sprintf(" (default %s)", f.DefValue)
-			}
-			fmt.Fprintf(fs.Output(), "  -%-18s %s%s\n", f.Name, f.Usage, def)
-		})
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
 		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if *model == "" || *spec == "" {
-		return errors.New("--model and --spec are required")
-	}
-	addrs := strings.Split(*brokers, ",")
-	if *brokers == "embedded" {
-		b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Topics: []string{*topic}})
+		if *model == "" || *spec == "" {
+			return usagef("--model and --spec are required")
+		}
+		addrs, stop, err := brokerAddrs(ctx, *brokers, *topic)
 		if err != nil {
 			return err
 		}
-		defer b.Close()
-		addrs = b.Addrs()
-		fmt.Fprintf(os.Stderr, "onestone stream: embedded broker on %s (produce to it with --brokers %s)\n", addrs[0], addrs[0])
+		defer stop()
+		if *brokers == embedded {
+			fmt.Fprintf(stderr, "onestone stream: embedded broker on %s (produce to it with --brokers %s)\n", addrs[0], addrs[0])
+		}
+		level := slog.LevelWarn
+		if *verbose {
+			level = slog.LevelDebug
+		}
+		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		return pipelines.StreamTrain(ctx, pipelines.StreamConfig{
+			Brokers: addrs, Topic: *topic, GroupID: *group, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
+			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
+			DeadLetters: *dlq, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
+			Progress: stderr, ProgressEvery: *every2, Trace: *trace, Logger: logger,
+		})
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var progress io.Writer = os.Stderr
-	return pipelines.StreamTrain(ctx, pipelines.StreamConfig{
-		Brokers: addrs, Topic: *topic, GroupID: *group, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
-		CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
-		DeadLetters: *dlq, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
-		Progress: progress, ProgressEvery: *every2, Trace: *trace, Logger: logger,
-	})
 }

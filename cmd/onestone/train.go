@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"strings"
 
@@ -20,12 +19,26 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func init() {
-	register(command{name: "train", summary: "train a multi-task model on Parquet event logs", run: runTrain})
-	register(command{name: "eval", summary: "evaluate a model bundle on labelled Parquet data", run: runEval})
+	register(command{
+		name:    "train",
+		summary: "train a multi-task model on Parquet event logs",
+		usage: `onestone train --spec FILE --data FILE_OR_GLOB --out DIR [flags]
+
+Trains the spec's model, validates and checkpoints it, and publishes the
+best model as a bundle under --out (with --out/latest pointing at it).
+When the spec has no statistics yet, fits them first, as 'onestone fit'
+does with its default flags.`,
+		flags: trainFlags,
+	})
+	register(command{
+		name:    "eval",
+		summary: "evaluate a model bundle on labelled Parquet data",
+		usage:   "onestone eval --model DIR --data FILE_OR_GLOB [flags]",
+		flags:   evalFlags,
+	})
 }
 
-func runTrain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+func trainFlags(fs *flag.FlagSet) runFunc {
 	var cfg pipelines.TrainBatchConfig
 	var data, valid listFlag
 	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML, with optional model: and train: sections)")
@@ -44,82 +57,83 @@ func runTrain(ctx context.Context, args []string) error {
 	reportDir := fs.String("report", "", "write a training report (index.html with plots, gate analysis) to this directory")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if cfg.SpecPath == "" || len(data) == 0 || cfg.Out == "" {
-		fs.Usage()
-		return errors.New("--spec, --data and --out are required")
-	}
-	cfg.Data, cfg.Valid = data, valid
-	if !*quiet {
-		cfg.Progress = os.Stderr
-	}
-	var report *pipelines.Report
-	if *reportDir != "" {
-		var err error
-		if report, err = pipelines.NewReport(pipelines.ReportConfig{Dir: *reportDir, Valid: valid}); err != nil {
-			return err
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
 		}
-		cfg.Observers = append(cfg.Observers, report)
-	}
-	res, err := pipelines.TrainBatch(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if report != nil {
-		if err := report.Write(); err != nil {
-			return err
+		if cfg.SpecPath == "" || len(data) == 0 || cfg.Out == "" {
+			return usagef("--spec, --data and --out are required")
 		}
+		cfg.Data, cfg.Valid = data, valid
 		if !*quiet {
-			fmt.Fprintf(os.Stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
+			cfg.Progress = stderr
 		}
+		var report *pipelines.Report
+		if *reportDir != "" {
+			var err error
+			if report, err = pipelines.NewReport(pipelines.ReportConfig{Dir: *reportDir, Valid: valid}); err != nil {
+				return err
+			}
+			cfg.Observers = append(cfg.Observers, report)
+		}
+		res, err := pipelines.TrainBatch(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if report != nil {
+			if err := report.Write(); err != nil {
+				return err
+			}
+			if !*quiet {
+				fmt.Fprintf(stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
+			}
+		}
+		if *jsonOut {
+			return json.NewEncoder(stdout).Encode(res)
+		}
+		fmt.Fprintf(stdout, "trained %d steps, %d examples in %.1fs (%.0f examples/s)\n", res.Steps, res.Examples, res.Seconds, res.ExamplesPerSec)
+		if res.Best != nil {
+			fmt.Fprintf(stdout, "best validation: %s\n", pipelines.FormatMetrics(res.Best.Metrics))
+		}
+		fmt.Fprintf(stdout, "bundle: %s\n", res.Bundle)
+		return nil
 	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(res)
-	}
-	fmt.Printf("trained %d steps, %d examples in %.1fs (%.0f examples/s)\n", res.Steps, res.Examples, res.Seconds, res.ExamplesPerSec)
-	if res.Best != nil {
-		fmt.Printf("best validation: %s\n", pipelines.FormatMetrics(res.Best.Metrics))
-	}
-	fmt.Printf("bundle: %s\n", res.Bundle)
-	return nil
 }
 
-func runEval(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+func evalFlags(fs *flag.FlagSet) runFunc {
 	model := fs.String("model", "", "bundle directory, or a root (its newest bundle)")
 	var data listFlag
 	fs.Var(&data, "data", "labelled Parquet files or glob (repeatable)")
 	limit := fs.Int64("limit", 0, "evaluate at most N rows (0: all)")
 	jsonOut := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if *model == "" || len(data) == 0 {
+			return usagef("--model and --data are required")
+		}
+		lm, err := pipelines.LoadModel(*model)
+		if err != nil {
+			return err
+		}
+		res, err := pipelines.Evaluate(ctx, lm.Setup, lm.Model, pipelines.EvalConfig{Paths: data, Limit: *limit})
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(struct {
+				Model string `json:"model"`
+				*pipelines.EvalResult
+			}{lm.Dir, res})
+		}
+		fmt.Fprintf(stdout, "model %s, %d rows\n", lm.Dir, res.Rows)
+		fmt.Fprintf(stdout, "%-10s %8s %8s %8s %8s %8s %8s\n", "objective", "auc", "gauc", "logloss", "calib", "rmse", "rows")
+		for _, m := range res.Metrics {
+			fmt.Fprintf(stdout, "%-10s %8.4f %8.4f %8.4f %8.3f %8.4f %8d\n", m.Objective, m.AUC, m.GAUC, m.LogLoss, m.Calibration, m.RMSE, m.Count)
+		}
+		return nil
 	}
-	if *model == "" || len(data) == 0 {
-		fs.Usage()
-		return errors.New("--model and --data are required")
-	}
-	lm, err := pipelines.LoadModel(*model)
-	if err != nil {
-		return err
-	}
-	res, err := pipelines.Evaluate(ctx, lm.Setup, lm.Model, pipelines.EvalConfig{Paths: data, Limit: *limit})
-	if err != nil {
-		return err
-	}
-	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Model string `json:"model"`
-			*pipelines.EvalResult
-		}{lm.Dir, res})
-	}
-	fmt.Printf("model %s, %d rows\n", lm.Dir, res.Rows)
-	fmt.Printf("%-10s %8s %8s %8s %8s %8s %8s\n", "objective", "auc", "gauc", "logloss", "calib", "rmse", "rows")
-	for _, m := range res.Metrics {
-		fmt.Printf("%-10s %8.4f %8.4f %8.4f %8.3f %8.4f %8d\n", m.Objective, m.AUC, m.GAUC, m.LogLoss, m.Calibration, m.RMSE, m.Count)
-	}
-	return nil
 }
