@@ -6,7 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
+	"slices"
 
 	"github.com/onestone/onestone/pipelines"
 )
@@ -26,11 +26,12 @@ and examples/s as Markdown, or JSON.`,
 
 func compareFlags(fs *flag.FlagSet) runFunc {
 	var cfg pipelines.CompareConfig
-	var data, valid listFlag
+	var data, valid []string
 	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML); its model: section is the base of every architecture")
-	fs.Var(&data, "data", "training Parquet files or glob (repeatable)")
-	fs.Var(&valid, "valid", "validation Parquet files or glob (repeatable)")
-	archs := fs.String("archs", strings.Join(pipelines.DefaultCompareArchs, ","), "comma-separated architectures (single, shared_bottom, soft, omoe, mmoe, cgc, ple)")
+	listVar(fs, &data, "data", "training Parquet `files` or globs")
+	listVar(fs, &valid, "valid", "validation Parquet `files` or globs")
+	archs := slices.Clone(pipelines.DefaultCompareArchs)
+	listVar(fs, &archs, "archs", "`architectures` (single, shared_bottom, soft, omoe, mmoe, cgc, ple)")
 	fs.IntVar(&cfg.Seeds, "seeds", 3, "seeds per architecture")
 	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs per run (default: the spec's)")
 	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop each run after N steps (0: no limit)")
@@ -49,12 +50,7 @@ func compareFlags(fs *flag.FlagSet) runFunc {
 			return usagef("--spec, --data and --valid are required")
 		}
 		cfg.Data, cfg.Valid = data, valid
-		cfg.Archs = nil
-		for a := range strings.SplitSeq(*archs, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				cfg.Archs = append(cfg.Archs, a)
-			}
-		}
+		cfg.Archs = archs
 		if len(cfg.Archs) == 0 {
 			return usagef("--archs is empty")
 		}

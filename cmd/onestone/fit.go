@@ -28,19 +28,10 @@ when the spec has no statistics yet.`,
 	})
 }
 
-// multiFlag is a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error {
-	*m = append(*m, v)
-	return nil
-}
-
 func fitFlags(fs *flag.FlagSet) runFunc {
 	specPath := fs.String("spec", "", "feature spec (YAML), required")
-	var data multiFlag
-	fs.Var(&data, "data", "Parquet file or glob, e.g. 'data/demo/train-*.parquet' (repeatable, required)")
+	var data []string
+	listVar(fs, &data, "data", "Parquet `files` or globs, e.g. 'data/demo/train-*.parquet' (required)")
 	out := fs.String("out", "", "stats file to write (default: beside the spec, <spec>.stats.json)")
 	seed := fs.Uint64("seed", 0, "seed of the reservoir sampling for quantile boundaries (train's own fit uses the default)")
 	sample := fs.Int("quantile-sample", features.DefaultQuantileSample, "values sampled per bucketized field")

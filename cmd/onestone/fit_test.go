@@ -46,7 +46,8 @@ func TestFitCommand(t *testing.T) {
 	noLabels := strings.ReplaceAll(string(text), "label: conversion", "label: dwell_time")
 	p2 := filepath.Join(dir, "other.yaml")
 	os.WriteFile(p2, []byte(noLabels), 0o644)
-	_, errOut, code := onestone(t, "fit", "--spec", p2, "--data", glob, "--data", filepath.Join(dir, "test-*.parquet"))
+	// The data as one comma-separated value: the same as two --data flags.
+	_, errOut, code := onestone(t, "fit", "--spec", p2, "--data", glob+","+filepath.Join(dir, "test-*.parquet"))
 	if code != 0 || !strings.Contains(errOut, "labels not validated") || !strings.Contains(errOut, "dwell_time") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

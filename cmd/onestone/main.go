@@ -179,8 +179,8 @@ func (c command) printUsage(w io.Writer, fs *flag.FlagSet) {
 		synopsis = "onestone " + c.name + " [flags]"
 	}
 	fmt.Fprintf(w, "usage: %s\n\n", synopsis)
-	if desc == "" {
-		desc = c.summary + "."
+	if desc == "" && c.summary != "" {
+		desc = strings.ToUpper(c.summary[:1]) + c.summary[1:] + "."
 	}
 	fmt.Fprintf(w, "%s\n", strings.TrimRight(desc, "\n"))
 	vis := flag.NewFlagSet(c.name, flag.ContinueOnError)

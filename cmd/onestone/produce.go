@@ -20,9 +20,10 @@ func init() {
 }
 
 func produceFlags(fs *flag.FlagSet) runFunc {
-	brokers := fs.String("brokers", "embedded", "comma-separated host:port list, or 'embedded' to start a broker in this process (it stops when produce ends)")
+	var brokers, data []string
+	brokersVar(fs, &brokers, " (it stops when produce ends)")
 	topic := fs.String("topic", "events", "topic to write")
-	data := fs.String("data", "", "Parquet file or glob, e.g. 'data/train-*.parquet' (required)")
+	listVar(fs, &data, "data", "Parquet `files` or globs, e.g. 'data/train-*.parquet' (required)")
 	rate := fs.Float64("rate", 0, "events per second (0 = as fast as possible)")
 	limit := fs.Int64("limit", 0, "stop after this many events (0 = all)")
 	key := fs.String("key", "user_id", "column whose text is the message key ('-' for none)")
@@ -32,18 +33,18 @@ func produceFlags(fs *flag.FlagSet) runFunc {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
 		}
-		if *data == "" {
+		if len(data) == 0 {
 			return usagef("--data is required")
 		}
-		addrs, stop, err := brokerAddrs(ctx, *brokers, *topic)
+		addrs, stop, err := brokerAddrs(ctx, brokers, *topic)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		if *brokers == embedded {
+		if isEmbedded(brokers) {
 			fmt.Fprintf(stderr, "onestone produce: embedded broker on %s\n", addrs[0])
 		}
-		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: []string{*data}, BatchSize: 8192})
+		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: data, BatchSize: 8192})
 		if err != nil {
 			return err
 		}

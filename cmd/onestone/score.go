@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/onestone/onestone/ingest"
@@ -25,26 +24,12 @@ Arguments after the flags are more data files or globs.`,
 	})
 }
 
-// stringList is a repeatable (and comma-separated) string flag.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
-}
-
 func scoreFlags(fs *flag.FlagSet) runFunc {
-	var data, ids stringList
+	var data, ids []string
 	model := fs.String("model", "", "bundle `dir`, or a root (its newest version)")
-	fs.Var(&data, "data", "Parquet `file or glob` (repeatable)")
+	listVar(fs, &data, "data", "Parquet `files` or globs")
 	out := fs.String("out", "", "output Parquet `file`")
-	fs.Var(&ids, "id-column", "input `column` copied to the output (repeatable)")
+	listVar(fs, &ids, "id-column", "input `columns` copied to the output")
 	batch := fs.Int("batch-size", ingest.DefaultBatchSize, "rows per batch")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		data = append(data, args...)

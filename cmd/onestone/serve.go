@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strings"
 
 	"github.com/onestone/onestone/serving"
 )
@@ -31,7 +30,6 @@ are not objectives are numeric keys of the candidate (else the context).`,
 func serveFlags(fs *flag.FlagSet) runFunc {
 	var (
 		cfg        serving.ServerConfig
-		required   string
 		cpuProfile string
 	)
 	fs.StringVar(&cfg.Models, "models", "", "bundle root or bundle `dir` (required)")
@@ -40,7 +38,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
 	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows(), "candidates per forward pass (the workers share a request's passes)")
 	fs.IntVar(&cfg.Scorer.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines sharing one request's candidates (requests under 2 x 64 candidates use one)")
-	fs.StringVar(&required, "require", "", "comma-separated feature `columns` every candidate must have (itself or via the context)")
+	listVar(fs, &cfg.Scorer.Required, "require", "feature `columns` every candidate must have (itself or via the context)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
 	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "score requests waiting for a slot before 429 (default 4 x max-inflight)")
@@ -56,13 +54,6 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 		}
 		if cfg.Models == "" {
 			return usagef("--models is required")
-		}
-		if required != "" {
-			for _, c := range strings.Split(required, ",") {
-				if c = strings.TrimSpace(c); c != "" {
-					cfg.Scorer.Required = append(cfg.Scorer.Required, c)
-				}
-			}
 		}
 		s, err := serving.NewServer(cfg)
 		if err != nil {

@@ -25,7 +25,8 @@ bundles under --model and then the consumed offsets are committed.`,
 }
 
 func streamFlags(fs *flag.FlagSet) runFunc {
-	brokers := fs.String("brokers", "embedded", "comma-separated host:port list, or 'embedded' to start a broker in this process")
+	var brokers []string
+	brokersVar(fs, &brokers, "")
 	topic := fs.String("topic", "events", "topic of JSON events")
 	group := fs.String("group", "trainer", "consumer group")
 	model := fs.String("model", "", "bundle root to publish to; checkpoints go to MODEL/checkpoints and a restart resumes from them (required)")
@@ -49,12 +50,12 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		if *model == "" || *spec == "" {
 			return usagef("--model and --spec are required")
 		}
-		addrs, stop, err := brokerAddrs(ctx, *brokers, *topic)
+		addrs, stop, err := brokerAddrs(ctx, brokers, *topic)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		if *brokers == embedded {
+		if isEmbedded(brokers) {
 			fmt.Fprintf(stderr, "onestone stream: embedded broker on %s (produce to it with --brokers %s)\n", addrs[0], addrs[0])
 		}
 		level := slog.LevelWarn

@@ -7,16 +7,9 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 
 	"github.com/onestone/onestone/pipelines"
 )
-
-// listFlag collects a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func init() {
 	register(command{
@@ -40,10 +33,10 @@ does with its default flags.`,
 
 func trainFlags(fs *flag.FlagSet) runFunc {
 	var cfg pipelines.TrainBatchConfig
-	var data, valid listFlag
+	var data, valid []string
 	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML, with optional model: and train: sections)")
-	fs.Var(&data, "data", "training Parquet files or glob (repeatable)")
-	fs.Var(&valid, "valid", "validation Parquet files or glob (repeatable)")
+	listVar(fs, &data, "data", "training Parquet `files` or globs")
+	listVar(fs, &valid, "valid", "validation Parquet `files` or globs")
 	fs.StringVar(&cfg.Out, "out", "", "output root for bundles (and checkpoints under <out>/checkpoints)")
 	fs.BoolVar(&cfg.Resume, "resume", false, "continue from the newest checkpoint under --out")
 	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs (default: the spec's train.epochs, else 1)")
@@ -102,8 +95,8 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 
 func evalFlags(fs *flag.FlagSet) runFunc {
 	model := fs.String("model", "", "bundle directory, or a root (its newest bundle)")
-	var data listFlag
-	fs.Var(&data, "data", "labelled Parquet files or glob (repeatable)")
+	var data []string
+	listVar(fs, &data, "data", "labelled Parquet `files` or globs")
 	limit := fs.Int64("limit", 0, "evaluate at most N rows (0: all)")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {

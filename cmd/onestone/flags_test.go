@@ -1,0 +1,51 @@
+package main
+
+import (
+	"flag"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestListFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"events"}},
+		{[]string{"--l", "a"}, []string{"a"}},
+		{[]string{"--l", "a,b", "--l", "c"}, []string{"a", "b", "c"}},
+		{[]string{"--l", " a , ,b,", "--l", ""}, []string{"a", "b"}},
+		{[]string{"--l", "data/train-*.parquet,data/test-0000[0-3].parquet"}, []string{"data/train-*.parquet", "data/test-0000[0-3].parquet"}},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		l := []string{"events"}
+		listVar(fs, &l, "l", "things")
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(l, c.want) {
+			t.Errorf("%q: %q, want %q", c.args, l, c.want)
+		}
+	}
+}
+
+// TestListFlagsShareOneRule: every flag that takes a list is a listFlag
+// and says so in its usage, and no other flag talks of commas or of being
+// repeatable.
+func TestListFlagsShareOneRule(t *testing.T) {
+	lists := map[string]bool{"data": true, "valid": true, "id-column": true, "archs": true, "require": true, "topics": true, "brokers": true}
+	for _, n := range commandNames() {
+		commands[n].flagSet().VisitAll(func(f *flag.Flag) {
+			_, isList := f.Value.(*listFlag)
+			if lists[f.Name] && !isList && !(n == "broker" && f.Name == "data") {
+				t.Errorf("%s --%s is not a list flag", n, f.Name)
+			}
+			documented := strings.Contains(f.Usage, listRule)
+			stray := strings.Contains(f.Usage, "comma") && !documented || strings.Contains(f.Usage, "repeatable") && !documented
+			if isList != documented || stray {
+				t.Errorf("%s --%s: list %v, usage %q", n, f.Name, isList, f.Usage)
+			}
+		})
+	}
+}
