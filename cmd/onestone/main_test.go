@@ -126,3 +126,17 @@ func TestBenchModeBeforeFlags(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 }
+
+// TestHelpHidesSecrets: serve's admin token may come from the environment,
+// and -h must not print it as the flag's default.
+func TestHelpHidesSecrets(t *testing.T) {
+	const secret = "s3cr3t-token-value"
+	t.Setenv("ONESTONE_ADMIN_TOKEN", secret)
+	out, errOut, code := onestone(t, "serve", "-h")
+	if code != exitOK {
+		t.Fatalf("serve -h: exit %d, stderr %q", code, errOut)
+	}
+	if strings.Contains(out+errOut, secret) {
+		t.Fatalf("serve -h prints the admin token:\n%s", out)
+	}
+}

@@ -43,7 +43,9 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
 	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "score requests waiting for a slot before 429 (default 4 x max-inflight)")
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", serving.DefaultQueueWait, "longest wait for a slot before 503")
-	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("ONESTONE_ADMIN_TOKEN"), "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
+	// The token's default comes from the environment after parsing, so
+	// that -h never prints a secret.
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
 	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle (negative: never)")
 	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
@@ -54,6 +56,9 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 		}
 		if cfg.Models == "" {
 			return usagef("--models is required")
+		}
+		if cfg.AdminToken == "" {
+			cfg.AdminToken = os.Getenv("ONESTONE_ADMIN_TOKEN")
 		}
 		s, err := serving.NewServer(cfg)
 		if err != nil {
