@@ -5,14 +5,16 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/onestone/onestone/internal/fileutil"
 )
 
 // StatsVersion is the format version written in stats files.
@@ -118,49 +120,21 @@ func LoadStats(path string) (*Stats, error) {
 	return &s, nil
 }
 
-// Save writes the stats as indented JSON to path atomically: to a temporary
-// file in the same directory, fsynced, then renamed over path.
+// Save writes the stats as indented JSON to path atomically and durably
+// (internal/fileutil.WriteFile: a temporary file in the same directory,
+// fsynced, renamed over path, the directory fsynced).
 func (s *Stats) Save(path string) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("features: encode stats: %w", err)
 	}
 	b = append(b, '\n')
-	return writeFileAtomic(path, b)
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	err = fileutil.WriteFile(path, 0o644, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("features: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("features: write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("features: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("features: write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: make the rename durable
-		d.Close()
+		return fmt.Errorf("features: save stats: %w", err)
 	}
 	return nil
 }

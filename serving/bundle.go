@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/fileutil"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 )
@@ -91,38 +91,23 @@ type Bundle struct {
 // FileWriter writes one file of a bundle or checkpoint.
 type FileWriter func(w io.Writer) error
 
-// WriteDir writes a new numbered version directory under root atomically:
-// the files go to a temporary directory inside root, each is fsynced, then
-// the directory is renamed to root/<version> and root is fsynced. A reader
-// therefore sees a whole version or none. It returns the new directory.
-// Versions are "v" and eight digits, one more than the highest present.
+// WriteDir writes a new numbered version directory under root atomically
+// (internal/fileutil.PublishDir): the files go to a temporary directory
+// inside root, each is fsynced, then the directory is renamed to
+// root/<version> and root is fsynced. A reader therefore sees a whole
+// version or none. It returns the new directory. Versions are "v" and
+// eight digits, one more than the highest present.
 func WriteDir(root string, files map[string]FileWriter) (dir string, err error) {
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("serving: bundle root: %w", err)
-	}
-	tmp, err := os.MkdirTemp(root, ".tmp-")
-	if err != nil {
-		return "", fmt.Errorf("serving: bundle root %s not writable: %w", root, err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	for _, n := range names {
-		if err := writeSynced(filepath.Join(tmp, n), files[n]); err != nil {
-			return "", err
-		}
+	fs := make([]fileutil.File, len(names))
+	for i, n := range names {
+		fs[i] = fileutil.File{Name: n, Write: files[n]}
 	}
-	if err := syncDir(tmp); err != nil {
-		return "", err
-	}
-	for try := 0; try < 100; try++ {
+	dir, err = fileutil.PublishDir(root, fs, func() (string, error) {
 		vs, err := versions(root)
 		if err != nil {
 			return "", err
@@ -131,48 +116,12 @@ func WriteDir(root string, files map[string]FileWriter) (dir string, err error) 
 		if len(vs) > 0 {
 			next = versionNumber(vs[len(vs)-1]) + 1
 		}
-		dir = filepath.Join(root, fmt.Sprintf("v%08d", next))
-		if err = os.Rename(tmp, dir); err == nil {
-			return dir, syncDir(root)
-		}
-		if !errors.Is(err, os.ErrExist) && !isNotEmpty(err) {
-			return "", fmt.Errorf("serving: publish %s: %w", dir, err)
-		}
-	}
-	return "", fmt.Errorf("serving: publish under %s: too many concurrent writers", root)
-}
-
-func isNotEmpty(err error) bool {
-	var le *os.LinkError
-	return errors.As(err, &le) && strings.Contains(le.Err.Error(), "not empty")
-}
-
-func writeSynced(path string, fw FileWriter) error {
-	f, err := os.Create(path)
+		return fmt.Sprintf("v%08d", next), nil
+	})
 	if err != nil {
-		return fmt.Errorf("serving: %w", err)
+		return "", fmt.Errorf("serving: bundle root %s: %w", root, err)
 	}
-	if err := fw(f); err != nil {
-		f.Close()
-		return fmt.Errorf("serving: write %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("serving: fsync %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("serving: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("serving: fsync %s: %w", dir, err)
-	}
-	return nil
+	return dir, nil
 }
 
 // versions lists the complete version directories under root (those holding
@@ -255,7 +204,10 @@ func SetLatest(root, dir string) error {
 	if err := os.Rename(tmp, filepath.Join(root, LatestLink)); err != nil {
 		return fmt.Errorf("serving: %w", err)
 	}
-	return syncDir(root)
+	if err := fileutil.SyncDir(root); err != nil {
+		return fmt.Errorf("serving: %w", err)
+	}
+	return nil
 }
 
 // Prune removes all but the newest keep versions under root, never the one
