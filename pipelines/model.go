@@ -16,10 +16,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
-	"github.com/onestone/onestone/serving"
 )
 
 // Setup is everything parsed from one spec file: the feature spec and its
@@ -153,7 +153,7 @@ func (s *Setup) heads() []string {
 // resumption.
 type LoadedModel struct {
 	Dir      string
-	Manifest *serving.Manifest
+	Manifest *bundle.Manifest
 	Setup    *Setup
 	Model    *mmoe.Model
 }
@@ -161,11 +161,11 @@ type LoadedModel struct {
 // LoadModel reads a bundle directory (or the newest under a root) with its
 // training setup (the spec it carries).
 func LoadModel(path string) (*LoadedModel, error) {
-	dir, err := serving.Resolve(path)
+	dir, err := bundle.Resolve(path)
 	if err != nil {
 		return nil, err
 	}
-	man, err := serving.ReadManifest(dir)
+	man, err := bundle.ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func LoadModel(path string) (*LoadedModel, error) {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	s.Model = man.Model
-	f, err := os.Open(filepath.Join(dir, serving.WeightsFile))
+	f, err := os.Open(filepath.Join(dir, bundle.WeightsFile))
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
@@ -188,13 +188,4 @@ func LoadModel(path string) (*LoadedModel, error) {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	return &LoadedModel{Dir: dir, Manifest: man, Setup: s, Model: m}, nil
-}
-
-// jsonWriter encodes v as indented JSON into a bundle file.
-func jsonWriter(v any) serving.FileWriter {
-	return func(w io.Writer) error {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
 }

@@ -9,19 +9,19 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
-	"github.com/onestone/onestone/serving"
 )
 
 // sampleRows is how many raw events a bundle carries for load-time checks.
 const sampleRows = 8
 
 // sample returns the bundle's sample events, read once from the validation
-// or training data. Their scores are left nil: serving.WriteBundle fills
-// them in through the serving path, which serving.LoadBundle checks bit for
-// bit.
-func (r *trainRun) sample() ([]serving.SampleEvent, error) {
+// or training data. Their scores are left nil: serving.FillSampleScores
+// fills them in through the serving path, which serving.LoadBundle checks
+// bit for bit.
+func (r *trainRun) sample() ([]bundle.SampleEvent, error) {
 	if r.sampleEvents == nil {
 		paths := r.cfg.Valid
 		if len(paths) == 0 {
@@ -33,9 +33,9 @@ func (r *trainRun) sample() ([]serving.SampleEvent, error) {
 		}
 		r.sampleEvents = evs
 	}
-	out := make([]serving.SampleEvent, len(r.sampleEvents))
+	out := make([]bundle.SampleEvent, len(r.sampleEvents))
 	for i, ev := range r.sampleEvents {
-		out[i] = serving.SampleEvent{Event: ev}
+		out[i] = bundle.SampleEvent{Event: ev}
 	}
 	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/internal/fileutil"
 	"github.com/onestone/onestone/serving"
@@ -72,7 +73,7 @@ func Score(ctx context.Context, cfg ScoreConfig) (*ScoreResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir, err := serving.Resolve(cfg.Model)
+	dir, err := bundle.Resolve(cfg.Model)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
@@ -56,8 +57,8 @@ func TestScoreToParquet(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(tmp, "models")
-	m := &serving.Manifest{Spec: scoreTestSpec, Model: model.Config(), Tasks: ts.Configs(), Objectives: ts.Objectives()}
-	if _, err := serving.WriteBundle(root, m, model, nil); err != nil {
+	m := &bundle.Manifest{Spec: scoreTestSpec, Model: model.Config(), Tasks: ts.Configs(), Objectives: ts.Objectives()}
+	if _, err := bundle.Write(context.Background(), bundle.NewDir(root), m, model); err != nil {
 		t.Fatal(err)
 	}
 

@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/mmoe"
@@ -276,8 +277,8 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	if err := checkWritable(cfg.Model); err != nil {
 		return err
 	}
-	ckRoot := filepath.Join(cfg.Model, CheckpointDir)
-	cks, err := serving.Versions(ckRoot)
+	ckRoot := bundle.Checkpoints(cfg.Model).Root()
+	cks, err := bundle.Checkpoints(cfg.Model).Versions(ctx)
 	if err != nil {
 		return fmt.Errorf("pipelines: stream: %w", err)
 	}
@@ -511,7 +512,7 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 		if err != nil {
 			hint := ""
 			if errors.Is(err, mtl.ErrNonFinite) {
-				hint = "; the last good checkpoint is kept under " + filepath.Join(st.cfg.Model, CheckpointDir)
+				hint = "; the last good checkpoint is kept under " + bundle.Checkpoints(st.cfg.Model).Root()
 			}
 			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err, hint)
 		}
@@ -576,7 +577,7 @@ func (st *streamRun) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ck, err := st.r.checkpoint(res)
+	ck, err := st.r.checkpoint(ctx, res)
 	if err != nil {
 		return fmt.Errorf("pipelines: stream: checkpoint: %w", err)
 	}
@@ -594,19 +595,21 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 		return err
 	}
 	for _, ev := range r.sampleEvents {
-		m.Sample = append(m.Sample, serving.SampleEvent{Event: ev})
+		m.Sample = append(m.Sample, bundle.SampleEvent{Event: ev})
 	}
-	dir, err := serving.WriteBundle(st.cfg.Model, m, r.model, nil)
+	if len(m.Sample) > 0 {
+		if err := serving.FillSampleScores(m, r.model); err != nil {
+			return fmt.Errorf("pipelines: stream: publish: %w", err)
+		}
+	}
+	// Once begun, the publish is finished (see trainRun.checkpoint).
+	out := bundle.NewDir(st.cfg.Model)
+	v, err := bundle.Publish(context.WithoutCancel(ctx), out, m, r.model, st.cfg.KeepBundles)
 	if err != nil {
 		return fmt.Errorf("pipelines: stream: publish: %w", err)
 	}
-	if err := serving.SetLatest(st.cfg.Model, dir); err != nil {
-		return fmt.Errorf("pipelines: stream: publish: %w", err)
-	}
-	if err := serving.Prune(st.cfg.Model, st.cfg.KeepBundles); err != nil {
-		return fmt.Errorf("pipelines: stream: publish: %w", err)
-	}
-	st.published = filepath.Base(dir)
+	dir := out.Path(v)
+	st.published = v
 	committed := true
 	if err := st.src.Commit(ctx, r.pos); err != nil {
 		// The checkpoint holds the offsets, so a restart of this process
@@ -637,19 +640,20 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 // publishPending publishes the newest checkpoint when a crash came between
 // its writing and its publishing (the latest bundle holds fewer steps).
 func (st *streamRun) publishPending(ctx context.Context) error {
-	cks, err := serving.Versions(filepath.Join(st.cfg.Model, CheckpointDir))
+	ckStore := bundle.Checkpoints(st.cfg.Model)
+	cks, err := ckStore.Versions(ctx)
 	if err != nil || len(cks) == 0 {
 		return err
 	}
-	if dir, err := serving.Resolve(st.cfg.Model); err == nil {
-		if m, err := serving.ReadManifest(dir); err == nil && m.Step >= st.r.trainer.Steps() {
+	if dir, err := bundle.Resolve(st.cfg.Model); err == nil {
+		if m, err := bundle.ReadManifest(dir); err == nil && m.Step >= st.r.trainer.Steps() {
 			st.published = m.Version
 			return nil
 		}
 	}
-	ck := filepath.Join(st.cfg.Model, CheckpointDir, cks[len(cks)-1])
+	ck := ckStore.Path(cks[len(cks)-1])
 	var res *EvalResult
-	if m, err := serving.ReadManifest(ck); err == nil && len(m.Metrics) > 0 {
+	if m, err := bundle.ReadManifest(ck); err == nil && len(m.Metrics) > 0 {
 		res = new(EvalResult)
 		if json.Unmarshal(m.Metrics, res) != nil {
 			res = nil
@@ -667,11 +671,11 @@ func (st *streamRun) loadSample(resume bool) {
 		if from == "" || (!resume && from == st.cfg.Model) {
 			continue
 		}
-		dir, err := serving.Resolve(from)
+		dir, err := bundle.Resolve(from)
 		if err != nil {
 			continue
 		}
-		m, err := serving.ReadManifest(dir)
+		m, err := bundle.ReadManifest(dir)
 		if err != nil || len(m.Sample) == 0 {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/serving"
 )
@@ -261,11 +262,11 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	}
 	// The final model's lineage trained every event exactly once: the work
 	// after a checkpoint died with its process and was redone.
-	dirLatest, err := serving.Resolve(filepath.Join(root, serving.LatestLink))
+	dirLatest, err := bundle.Resolve(filepath.Join(root, bundle.LatestLink))
 	if err != nil {
 		t.Fatal(err)
 	}
-	man, err := serving.ReadManifest(dirLatest)
+	man, err := bundle.ReadManifest(dirLatest)
 	if err != nil {
 		t.Fatal(err)
 	}

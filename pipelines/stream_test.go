@@ -16,6 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/internal/kafkatest"
@@ -193,7 +194,7 @@ func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
 	}
 	// The latest bundle is the last published, serving loads it, and its
 	// manifest records the position.
-	dirLatest, err := serving.Resolve(filepath.Join(root, serving.LatestLink))
+	dirLatest, err := bundle.Resolve(filepath.Join(root, bundle.LatestLink))
 	if err != nil || filepath.Base(dirLatest) != last.Version {
 		t.Fatalf("latest resolves to %s (%v), want %s", dirLatest, err, last.Version)
 	}
@@ -204,7 +205,7 @@ func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
 	if len(b.Manifest.Sample) == 0 {
 		t.Error("the published bundle carries no sample events")
 	}
-	if vs, _ := serving.Versions(root); len(vs) > DefaultKeepBundles {
+	if vs, _ := bundle.NewDir(root).Versions(context.Background()); len(vs) > DefaultKeepBundles {
 		t.Errorf("%d bundles kept, want at most %d", len(vs), DefaultKeepBundles)
 	}
 	for _, want := range []string{"ev/s", "lag p", "loss ctr=", "window ctr auc=", "dead letters 0", "published v"} {

@@ -15,21 +15,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
-	"github.com/onestone/onestone/internal/tensorfile"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
-)
-
-// Checkpoint files beside a bundle's own.
-const (
-	OptimizerFile = "optimizer.bin"
-	TrainerFile   = "trainer.json"
-	// CheckpointDir is the directory under a training output that holds
-	// checkpoints; published bundles go to the output directory itself.
-	CheckpointDir = "checkpoints"
 )
 
 // ErrSpecMismatch is returned when resuming from a checkpoint whose spec or
@@ -92,19 +83,6 @@ type Observer interface {
 	// ObserveEval sees each validation result (nil without validation
 	// data) and the model as it is then.
 	ObserveEval(ctx context.Context, step int64, res *EvalResult, m *mmoe.Model, s *Setup) error
-}
-
-// trainerFile is trainer.json of a checkpoint.
-type trainerFile struct {
-	State    mtl.TrainerState `json:"state"`
-	Epoch    int              `json:"epoch"`
-	Position ingest.Position  `json:"position"`
-	Examples int64            `json:"examples"`
-	BestKey  float64          `json:"best_key"`
-	Best     string           `json:"best_bundle,omitempty"`
-	// Frozen records that the shared part was frozen (--freeze-shared):
-	// a resume freezes it again before restoring the optimizer.
-	Frozen bool `json:"frozen,omitempty"`
 }
 
 // trainRun is the state of one TrainBatch call.
@@ -292,7 +270,7 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 	if err != nil {
 		hint := ""
 		if errors.Is(err, mtl.ErrNonFinite) {
-			hint = "; the last good checkpoint is kept under " + filepath.Join(r.cfg.Out, CheckpointDir)
+			hint = "; the last good checkpoint is kept under " + bundle.Checkpoints(r.cfg.Out).Root()
 		}
 		return fmt.Errorf("pipelines: epoch %d: %w%s", r.epoch+1, err, hint)
 	}
@@ -307,7 +285,7 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 
 // interrupted writes a checkpoint after cancellation and returns ctx's error.
 func (r *trainRun) interrupted(ctx context.Context) error {
-	if _, err := r.checkpoint(nil); err != nil {
+	if _, err := r.checkpoint(ctx, nil); err != nil {
 		return fmt.Errorf("pipelines: interrupted, and the checkpoint failed: %w", err)
 	}
 	return fmt.Errorf("pipelines: interrupted at step %d (resume with --resume): %w", r.trainer.Steps(), ctx.Err())
@@ -360,23 +338,23 @@ func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error
 	if improved {
 		r.bestKey = key
 		r.bestRes = res
-		dir, err := r.publish(res)
+		dir, err := r.publish(ctx, res)
 		if err != nil {
 			return err
 		}
 		r.best = dir
 	}
-	_, err := r.checkpoint(res)
+	_, err := r.checkpoint(ctx, res)
 	return err
 }
 
 // manifest describes the current model.
-func (r *trainRun) manifest(res *EvalResult) (*serving.Manifest, error) {
+func (r *trainRun) manifest(res *EvalResult) (*bundle.Manifest, error) {
 	stats, err := json.Marshal(r.s.Stats)
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: stats: %w", err)
 	}
-	m := &serving.Manifest{
+	m := &bundle.Manifest{
 		Spec: string(r.s.SpecText), Stats: stats, Model: r.model.Config(),
 		Tasks: r.s.TaskConfigs, Objectives: r.s.Tasks.Objectives(),
 		Step: r.trainer.Steps(), Examples: r.examples,
@@ -392,9 +370,9 @@ func (r *trainRun) manifest(res *EvalResult) (*serving.Manifest, error) {
 	return m, nil
 }
 
-// publish writes the current model as a bundle under Out and points
-// Out/latest at it.
-func (r *trainRun) publish(res *EvalResult) (string, error) {
+// publish writes the current model as a bundle under Out, with its
+// sample scored through the serving path, and points Out/latest at it.
+func (r *trainRun) publish(ctx context.Context, res *EvalResult) (string, error) {
 	m, err := r.manifest(res)
 	if err != nil {
 		return "", err
@@ -402,57 +380,48 @@ func (r *trainRun) publish(res *EvalResult) (string, error) {
 	if m.Sample, err = r.sample(); err != nil {
 		return "", err
 	}
-	dir, err := serving.WriteBundle(r.cfg.Out, m, r.model, nil)
-	if err != nil {
+	if len(m.Sample) > 0 {
+		if err := serving.FillSampleScores(m, r.model); err != nil {
+			return "", err
+		}
+	}
+	out := bundle.NewDir(r.cfg.Out)
+	v, err := bundle.Publish(context.WithoutCancel(ctx), out, m, r.model, r.cfg.KeepCheckpoints)
+	if v == "" {
 		return "", err
 	}
-	if err := serving.SetLatest(r.cfg.Out, dir); err != nil {
-		return "", err
-	}
-	return dir, serving.Prune(r.cfg.Out, r.cfg.KeepCheckpoints)
+	return out.Path(v), err
 }
 
 // checkpoint writes the model, the optimizer state and the data position
 // under Out/checkpoints.
-func (r *trainRun) checkpoint(res *EvalResult) (string, error) {
+//
+// Like publish, it finishes once begun (context.WithoutCancel): a stop
+// writes its checkpoint after cancellation.
+func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, error) {
 	m, err := r.manifest(res)
 	if err != nil {
 		return "", err
 	}
-	st := r.trainer.State()
-	tf := trainerFile{State: st, Epoch: r.epoch, Position: r.pos, Examples: r.examples, BestKey: r.bestKey, Best: r.best, Frozen: r.trainer.Frozen()}
-	if math.IsInf(tf.BestKey, -1) {
-		tf.BestKey = -math.MaxFloat64
-	}
-	extra := map[string]serving.FileWriter{
-		OptimizerFile: func(w io.Writer) error {
-			f32 := map[string][]float32{}
-			i32 := map[string][]int32{}
-			for k, v := range st.Dense.Tensors {
-				f32["dense/"+k] = v
-			}
-			for k, v := range st.Sparse.Tensors {
-				f32["sparse/"+k] = v
-			}
-			for k, v := range st.Sparse.Counts {
-				i32["sparse/"+k] = v
-			}
-			return tensorfile.Write(w, f32, i32)
-		},
-		TrainerFile: jsonWriter(tf),
-	}
-	root := filepath.Join(r.cfg.Out, CheckpointDir)
-	dir, err := serving.WriteBundle(root, m, r.model, extra)
+	pos, err := json.Marshal(r.pos)
 	if err != nil {
 		return "", err
 	}
-	return dir, serving.Prune(root, r.cfg.KeepCheckpoints)
+	ck := &bundle.Checkpoint{
+		State: r.trainer.State(), Epoch: r.epoch, Position: pos, Examples: r.examples,
+		BestKey: r.bestKey, Best: r.best, Frozen: r.trainer.Frozen(),
+	}
+	cks := bundle.Checkpoints(r.cfg.Out)
+	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), cks, m, r.model, ck, r.cfg.KeepCheckpoints)
+	if v == "" {
+		return "", err
+	}
+	return cks.Path(v), err
 }
 
 // resume loads the newest checkpoint under Out into the run.
 func (r *trainRun) resume() error {
-	root := filepath.Join(r.cfg.Out, CheckpointDir)
-	lm, err := LoadModel(root)
+	lm, err := LoadModel(bundle.Checkpoints(r.cfg.Out).Root())
 	if err != nil {
 		return fmt.Errorf("pipelines: resume: %w", err)
 	}
@@ -463,46 +432,23 @@ func (r *trainRun) resume() error {
 	if err := r.model.CopyFrom(lm.Model); err != nil {
 		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
-	var tf trainerFile
-	data, err := os.ReadFile(filepath.Join(lm.Dir, TrainerFile))
-	if err == nil {
-		err = json.Unmarshal(data, &tf)
-	}
-	if err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %s: %w", lm.Dir, TrainerFile, err)
-	}
-	of, err := os.Open(filepath.Join(lm.Dir, OptimizerFile))
+	ck, err := bundle.ReadCheckpoint(lm.Dir)
 	if err != nil {
 		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
-	f32, i32, err := tensorfile.Read(of)
-	of.Close()
-	if err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %s: %w", lm.Dir, OptimizerFile, err)
+	var pos ingest.Position
+	if err := json.Unmarshal(ck.Position, &pos); err != nil {
+		return fmt.Errorf("pipelines: resume from %s: %s: position: %w", lm.Dir, bundle.TrainerFile, err)
 	}
-	st := tf.State
-	st.Dense.Tensors, st.Sparse.Tensors, st.Sparse.Counts = map[string][]float32{}, map[string][]float32{}, map[string][]int32{}
-	for k, v := range f32 {
-		if name, ok := strings.CutPrefix(k, "dense/"); ok {
-			st.Dense.Tensors[name] = v
-		} else if name, ok := strings.CutPrefix(k, "sparse/"); ok {
-			st.Sparse.Tensors[name] = v
-		}
-	}
-	for k, v := range i32 {
-		if name, ok := strings.CutPrefix(k, "sparse/"); ok {
-			st.Sparse.Counts[name] = v
-		}
-	}
-	if tf.Frozen || r.cfg.FreezeShared {
+	if ck.Frozen || r.cfg.FreezeShared {
 		if err := r.trainer.FreezeShared(); err != nil {
 			return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 		}
 	}
-	if err := r.trainer.SetState(st); err != nil {
+	if err := r.trainer.SetState(ck.State); err != nil {
 		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
-	r.epoch, r.pos, r.examples, r.bestKey, r.best = tf.Epoch, tf.Position, tf.Examples, tf.BestKey, tf.Best
+	r.epoch, r.pos, r.examples, r.bestKey, r.best = ck.Epoch, pos, ck.Examples, ck.BestKey, ck.Best
 	return nil
 }
 
@@ -554,7 +500,7 @@ func (r *trainRun) initFrom(path string) error {
 	if string(fa) != string(fb) {
 		return fmt.Errorf("pipelines: --init-from %s: %w: its feature fields differ from %s's", lm.Dir, ErrSpecMismatch, r.cfg.SpecPath)
 	}
-	f, err := os.Open(filepath.Join(lm.Dir, serving.WeightsFile))
+	f, err := os.Open(filepath.Join(lm.Dir, bundle.WeightsFile))
 	if err != nil {
 		return fmt.Errorf("pipelines: --init-from: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/gen"
 	"github.com/onestone/onestone/mtl"
@@ -76,7 +77,7 @@ func TestTrainBatchLearnsAndPublishes(t *testing.T) {
 		t.Errorf("ctcvr AUC %.4f: the model did not learn", auc)
 	}
 	// The published bundle loads, and the latest link names it.
-	link, err := os.Readlink(filepath.Join(out, serving.LatestLink))
+	link, err := os.Readlink(filepath.Join(out, bundle.LatestLink))
 	if err != nil || filepath.Join(out, link) != res.Bundle {
 		t.Fatalf("latest -> %q (%v), want %s", link, err, res.Bundle)
 	}
@@ -213,7 +214,7 @@ func TestNonFiniteLossStopsKeepingTheCheckpoint(t *testing.T) {
 	if _, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: out, MaxSteps: 4}); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := serving.Versions(filepath.Join(out, CheckpointDir))
+	before, _ := bundle.Checkpoints(out).Versions(context.Background())
 	// Resuming with a huge learning rate makes the loss diverge.
 	base, _ := os.ReadFile(spec)
 	if err := os.WriteFile(spec, append(base, []byte("  dense: {lr: 1.0e+30}\n  embedding: {lr: 1.0e+30}\n")...), 0o644); err != nil {
@@ -228,11 +229,11 @@ func TestNonFiniteLossStopsKeepingTheCheckpoint(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	after, _ := serving.Versions(filepath.Join(out, CheckpointDir))
+	after, _ := bundle.Checkpoints(out).Versions(context.Background())
 	if len(after) != len(before) || after[len(after)-1] != before[len(before)-1] {
 		t.Fatalf("checkpoints changed from %v to %v", before, after)
 	}
-	if _, err := LoadModel(filepath.Join(out, CheckpointDir)); err != nil {
+	if _, err := LoadModel(bundle.Checkpoints(out).Root()); err != nil {
 		t.Fatalf("the last checkpoint does not load: %v", err)
 	}
 }

@@ -2,11 +2,13 @@
 // online over HTTP and offline over records.
 //
 // A bundle is a directory <root>/<version>/ holding bundle.json (the
-// Manifest: feature spec, fitted stats, model config, tasks, objectives,
+// manifest: feature spec, fitted stats, model config, tasks, objectives,
 // metrics, data position, and a few sample events with the scores the model
-// gave them) and weights.safetensors. WriteBundle publishes one atomically;
-// LoadBundle reads one back and validates it completely, down to re-scoring
-// the sample events bit for bit through the serving path.
+// gave them) and weights.safetensors; package bundle owns that format
+// (docs/formats.md) and publishes versions. LoadBundle reads one back and
+// validates it completely, down to re-scoring the sample events bit for
+// bit through the serving path; FillSampleScores records those scores
+// before a trainer publishes.
 //
 // A Scorer turns a request — one context and many candidates, as raw JSON
 // objects keyed by the spec's columns — into one score per objective per

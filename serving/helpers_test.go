@@ -2,12 +2,14 @@ package serving
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
@@ -73,7 +75,7 @@ func mustJSON(t testing.TB, v any) []byte {
 
 // testManifest fits stats on random events and returns a manifest and a
 // randomly initialised model for it, with nSample sample events.
-func testManifest(t testing.TB, seed uint64, nSample int) (*Manifest, *mmoe.Model) {
+func testManifest(t testing.TB, seed uint64, nSample int) (*bundle.Manifest, *mmoe.Model) {
 	t.Helper()
 	spec, err := features.ParseSpec(strings.NewReader(testSpec))
 	if err != nil {
@@ -117,7 +119,7 @@ func testManifest(t testing.TB, seed uint64, nSample int) (*Manifest, *mmoe.Mode
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Manifest{
+	m := &bundle.Manifest{
 		Spec:       testSpec,
 		Stats:      mustJSON(t, stats),
 		Model:      model.Config(),
@@ -125,7 +127,7 @@ func testManifest(t testing.TB, seed uint64, nSample int) (*Manifest, *mmoe.Mode
 		Objectives: ts.Objectives(),
 	}
 	for range nSample {
-		m.Sample = append(m.Sample, SampleEvent{Event: mustJSON(t, testEvent(r))})
+		m.Sample = append(m.Sample, bundle.SampleEvent{Event: mustJSON(t, testEvent(r))})
 	}
 	return m, model
 }
@@ -134,11 +136,15 @@ func testManifest(t testing.TB, seed uint64, nSample int) (*Manifest, *mmoe.Mode
 func writeTestBundle(t testing.TB, root string, seed uint64) string {
 	t.Helper()
 	m, model := testManifest(t, seed, 8)
-	dir, err := WriteBundle(root, m, model, nil)
+	if err := FillSampleScores(m, model); err != nil {
+		t.Fatal(err)
+	}
+	d := bundle.NewDir(root)
+	v, err := bundle.Write(context.Background(), d, m, model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	return d.Path(v)
 }
 
 // testRequest builds a request body with n candidates.

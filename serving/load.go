@@ -13,10 +13,30 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 )
+
+// Bundle is a loaded, validated model bundle: the manifest plus everything
+// rebuilt from it. A Bundle is read-only after loading and safe for
+// concurrent use.
+type Bundle struct {
+	// Dir is the bundle directory it was loaded from.
+	Dir      string
+	Manifest *bundle.Manifest
+	// Spec and Stats are the parsed feature spec and fitted statistics.
+	Spec  *features.Spec
+	Stats *features.Stats
+	// Transformer is the serving transform: the training transform without
+	// labels, sample weight or group key.
+	Transformer *features.Transformer
+	Model       *mmoe.Model
+	Tasks       *mtl.TaskSet
+
+	servingSpec *features.Spec
+}
 
 // ErrBundle is wrapped by every error of LoadBundle that is about the
 // bundle's contents (as opposed to, say, a missing directory): a bundle that
@@ -40,7 +60,7 @@ func bundleErr(dir, what string, err error) error {
 // naming the directory and the check that failed; those about the
 // contents wrap ErrBundle.
 func LoadBundle(dir string) (*Bundle, error) {
-	m, err := ReadManifest(dir)
+	m, err := bundle.ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +73,7 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
-	f, err := os.Open(filepath.Join(dir, WeightsFile))
+	f, err := os.Open(filepath.Join(dir, bundle.WeightsFile))
 	if err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
 	}
@@ -61,7 +81,7 @@ func LoadBundle(dir string) (*Bundle, error) {
 	f.Close()
 	if err != nil {
 		if errors.Is(err, mmoe.ErrFormat) {
-			return nil, bundleErr(dir, WeightsFile, err)
+			return nil, bundleErr(dir, bundle.WeightsFile, err)
 		}
 		return nil, bundleErr(dir, "model config", err)
 	}
@@ -76,7 +96,7 @@ func LoadBundle(dir string) (*Bundle, error) {
 // files): what LoadBundle does after reading them, including the sample
 // check. Dir is set to "(memory)". A trainer can serve a model it holds
 // this way; the model must not be trained further while it is served.
-func NewBundle(m *Manifest, model *mmoe.Model) (*Bundle, error) {
+func NewBundle(m *bundle.Manifest, model *mmoe.Model) (*Bundle, error) {
 	b, err := assemble("(memory)", m)
 	if err != nil {
 		return nil, err
@@ -89,7 +109,7 @@ func NewBundle(m *Manifest, model *mmoe.Model) (*Bundle, error) {
 }
 
 // assemble parses and checks everything of m but the weights.
-func assemble(dir string, m *Manifest) (*Bundle, error) {
+func assemble(dir string, m *bundle.Manifest) (*Bundle, error) {
 	b := &Bundle{Dir: dir, Manifest: m}
 	spec, err := features.ParseSpec(strings.NewReader(m.Spec))
 	if err != nil {
@@ -220,9 +240,9 @@ func (b *Bundle) checkSample() error {
 // gives it through the serving path (the transform rebuilt from m.Spec and
 // m.Stats, then a Scorer), so that LoadBundle can check the written bundle
 // reproduces them. It also fills m.Objectives from m.Tasks when empty. A
-// trainer calls it before WriteBundle (which calls it itself for a sample
-// without scores).
-func FillSampleScores(m *Manifest, model *mmoe.Model) error {
+// trainer calls it before bundle.Write, which refuses a sample without
+// scores.
+func FillSampleScores(m *bundle.Manifest, model *mmoe.Model) error {
 	b, err := assemble("(unwritten)", m)
 	if err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/onestone/onestone/bundle"
 )
 
 func loadTestScorer(t testing.TB, cfg ScorerConfig) *Scorer {
@@ -46,10 +48,10 @@ func TestLoadBundle(t *testing.T) {
 		t.Fatalf("sample not scored: %+v", b.Manifest.Sample)
 	}
 	// Through the latest link, the version is the target's.
-	if err := SetLatest(root, dir); err != nil {
+	if err := bundle.NewDir(root).SetLatest(context.Background(), filepath.Base(dir)); err != nil {
 		t.Fatal(err)
 	}
-	d2, err := Resolve(filepath.Join(root, LatestLink))
+	d2, err := bundle.Resolve(filepath.Join(root, bundle.LatestLink))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func TestLoadBundle(t *testing.T) {
 func TestLoadBundleRefuses(t *testing.T) {
 	editManifest := func(f func(m map[string]any)) func(t *testing.T, dir string) {
 		return func(t *testing.T, dir string) {
-			p := filepath.Join(dir, ManifestFile)
+			p := filepath.Join(dir, bundle.ManifestFile)
 			data, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)
@@ -88,7 +90,7 @@ func TestLoadBundleRefuses(t *testing.T) {
 		want   string
 	}{
 		{"weights byte flipped", func(t *testing.T, dir string) {
-			p := filepath.Join(dir, WeightsFile)
+			p := filepath.Join(dir, bundle.WeightsFile)
 			data, _ := os.ReadFile(p)
 			// The first tensor in data order is a first-layer weight every
 			// example uses: flip an exponent bit of its first float.
@@ -97,13 +99,13 @@ func TestLoadBundleRefuses(t *testing.T) {
 			os.WriteFile(p, data, 0o644)
 		}, "sample event"},
 		{"weights truncated", func(t *testing.T, dir string) {
-			p := filepath.Join(dir, WeightsFile)
+			p := filepath.Join(dir, bundle.WeightsFile)
 			data, _ := os.ReadFile(p)
 			os.WriteFile(p, data[:len(data)-100], 0o644)
-		}, WeightsFile},
+		}, bundle.WeightsFile},
 		{"weights missing", func(t *testing.T, dir string) {
-			os.Remove(filepath.Join(dir, WeightsFile))
-		}, WeightsFile},
+			os.Remove(filepath.Join(dir, bundle.WeightsFile))
+		}, bundle.WeightsFile},
 		{"sample score changed", editManifest(func(m map[string]any) {
 			s := m["sample"].([]any)[2].(map[string]any)
 			sc := s["scores"].([]any)
@@ -121,7 +123,7 @@ func TestLoadBundleRefuses(t *testing.T) {
 		}), "tasks"},
 		{"model shape differs", editManifest(func(m map[string]any) {
 			m["model"].(map[string]any)["embedding_dim"] = 5
-		}), WeightsFile},
+		}), bundle.WeightsFile},
 		{"stats missing", editManifest(func(m map[string]any) {
 			delete(m, "stats")
 		}), "transformer"},

@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/onestone/onestone/bundle"
 )
 
 // Server defaults.
@@ -510,7 +512,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 	version, changed, err := s.reload(r.Context(), true)
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrBundle) || errors.Is(err, ErrNoBundle) {
+		if errors.Is(err, ErrBundle) || errors.Is(err, bundle.ErrNoBundle) {
 			code = http.StatusConflict
 		}
 		writeError(w, code, "", err.Error())
@@ -536,7 +538,7 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 	if cur != nil {
 		version = cur.sc.b.Manifest.Version
 	}
-	dir, err := Resolve(s.cfg.Models)
+	dir, err := bundle.Resolve(s.cfg.Models)
 	if err != nil {
 		return version, false, err
 	}

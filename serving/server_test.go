@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/onestone/onestone/bundle"
 )
 
 func TestMain(m *testing.M) {
@@ -42,7 +44,7 @@ func newTestServer(t *testing.T, root string, cfg ServerConfig) (*Server, *httpt
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Reload(context.Background()); err != nil && !errors.Is(err, ErrNoBundle) {
+	if _, _, err := s.Reload(context.Background()); err != nil && !errors.Is(err, bundle.ErrNoBundle) {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(s.Handler())
@@ -256,19 +258,27 @@ func corruptBundle(t *testing.T, root string) string {
 	t.Helper()
 	tmpRoot := t.TempDir()
 	dir := writeTestBundle(t, tmpRoot, 99)
-	p := filepath.Join(dir, WeightsFile)
+	p := filepath.Join(dir, bundle.WeightsFile)
 	data, _ := os.ReadFile(p)
 	hlen := int(data[0]) | int(data[1])<<8 | int(data[2])<<16
 	data[8+hlen+3] ^= 0x08
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vs, _ := Versions(root)
-	dst := filepath.Join(root, fmt.Sprintf("v%08d", versionNumber(vs[len(vs)-1])+1))
-	if err := os.Rename(dir, dst); err != nil {
+	var files []bundle.File
+	for _, name := range []string{bundle.WeightsFile, bundle.ManifestFile} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, bundle.File{Name: name, Write: func(w io.Writer) error { _, err := w.Write(data); return err }})
+	}
+	d := bundle.NewDir(root)
+	v, err := d.NewVersion(context.Background(), files)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return dst
+	return d.Path(v)
 }
 
 // TestServerHotReload runs the real server with polling under concurrent

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/onestone/onestone/internal/stdwork"
-	"github.com/onestone/onestone/serving"
 )
 
 func init() {
@@ -97,11 +96,7 @@ func stdBundleFlags(fs *flag.FlagSet) runFunc {
 			return usagef("--out is required")
 		}
 		start := time.Now()
-		m, model, err := stdwork.Manifest(*seed)
-		if err != nil {
-			return err
-		}
-		dir, err := serving.WriteBundle(*root, m, model, nil)
+		dir, err := stdwork.WriteBundle(ctx, *root, *seed)
 		if err != nil {
 			return err
 		}

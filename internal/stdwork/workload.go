@@ -9,11 +9,13 @@
 package stdwork
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
@@ -59,14 +61,34 @@ func Spec() string {
 // (their scores not filled in: serving.FillSampleScores does that). It is
 // for load tests and benchmarks of the serving path, where trained weights
 // do not matter.
-func Manifest(seed uint64) (*serving.Manifest, *mmoe.Model, error) {
+func Manifest(seed uint64) (*bundle.Manifest, *mmoe.Model, error) {
 	m, model, _, err := build(seed)
 	return m, model, err
 }
 
+// WriteBundle writes a std bundle (random weights from seed, its sample
+// events scored through the serving path) as a new version under root and
+// returns the version's directory. It is what `onestone bench stdbundle`
+// and the load test serve.
+func WriteBundle(ctx context.Context, root string, seed uint64) (string, error) {
+	m, model, err := Manifest(seed)
+	if err != nil {
+		return "", err
+	}
+	if err := serving.FillSampleScores(m, model); err != nil {
+		return "", err
+	}
+	out := bundle.NewDir(root)
+	v, err := bundle.Write(ctx, out, m, model)
+	if err != nil {
+		return "", err
+	}
+	return out.Path(v), nil
+}
+
 // build returns the std manifest, model and task set, and checks the
 // model's layout against the sizes above.
-func build(seed uint64) (*serving.Manifest, *mmoe.Model, *mtl.TaskSet, error) {
+func build(seed uint64) (*bundle.Manifest, *mmoe.Model, *mtl.TaskSet, error) {
 	spec, err := features.ParseSpec(strings.NewReader(Spec()))
 	if err != nil {
 		return nil, nil, nil, err
@@ -88,11 +110,11 @@ func build(seed uint64) (*serving.Manifest, *mmoe.Model, *mtl.TaskSet, error) {
 		return nil, nil, nil, fmt.Errorf("stdwork: the std spec has %d sparse fields of %d rows and %d dense, want %d of %d and %d",
 			len(l.Sparse), l.Sparse[0].Cardinality, len(l.Dense), Fields, Rows+1, Dense)
 	}
-	m := &serving.Manifest{Spec: Spec(), Model: model.Config(), Tasks: ts.Configs(), Objectives: ts.Objectives()}
+	m := &bundle.Manifest{Spec: Spec(), Model: model.Config(), Tasks: ts.Configs(), Objectives: ts.Objectives()}
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	for range 8 {
 		ev := appendObject(nil, r, 0, Fields+Dense)
-		m.Sample = append(m.Sample, serving.SampleEvent{Event: ev})
+		m.Sample = append(m.Sample, bundle.SampleEvent{Event: ev})
 	}
 	return m, model, ts, nil
 }
