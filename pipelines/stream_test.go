@@ -267,6 +267,14 @@ func TestStreamConfigValidate(t *testing.T) {
 			}
 		})
 	}
+	// A model root that cannot be created is refused before connecting.
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o644)
+	c := ok
+	c.Model = filepath.Join(file, "m")
+	if err := StreamTrain(context.Background(), c); err == nil || !strings.Contains(err.Error(), "a-file") {
+		t.Errorf("model root under a file: %v, want an error naming it", err)
+	}
 }
 
 func TestStreamRefusesBatchCheckpointAndMissingStats(t *testing.T) {

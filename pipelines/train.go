@@ -165,16 +165,15 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	return r.run(ctx)
 }
 
+// checkWritable creates the output root dir, durably (the directory
+// holding each new directory is fsynced), and checks that it is writable,
+// so that a run fails before it trains rather than at its first
+// checkpoint.
 func checkWritable(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("pipelines: output %s: %w", dir, err)
+	if err := bundle.NewDir(dir).Init(); err != nil {
+		return fmt.Errorf("pipelines: output: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".writable-")
-	if err != nil {
-		return fmt.Errorf("pipelines: output %s is not writable: %w", dir, err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
+	return nil
 }
 
 func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {

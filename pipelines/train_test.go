@@ -156,6 +156,8 @@ func TestTrainBadInput(t *testing.T) {
 	base, _ := os.ReadFile(spec)
 	ro := filepath.Join(t.TempDir(), "ro")
 	os.MkdirAll(ro, 0o555)
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o644)
 	cases := []struct {
 		name string
 		cfg  TrainBatchConfig
@@ -165,6 +167,7 @@ func TestTrainBadInput(t *testing.T) {
 		{"non-binary label", TrainBatchConfig{SpecPath: write(strings.Replace(string(base), "label: click", "label: position", 1)), Data: data}, "position"},
 		{"no match", TrainBatchConfig{SpecPath: spec, Data: []string{filepath.Join(dir, "nothing-*.parquet")}}, "nothing-"},
 		{"unknown arch", TrainBatchConfig{SpecPath: write(strings.Replace(string(base), "arch: mmoe", "arch: moe", 1)), Data: data}, "moe"},
+		{"output under a file", TrainBatchConfig{SpecPath: spec, Data: data, Out: filepath.Join(file, "m")}, "a-file"},
 	}
 	if os.Geteuid() != 0 { // root writes anywhere
 		cases = append(cases, struct {
