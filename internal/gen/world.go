@@ -43,6 +43,21 @@
 // Everything is deterministic for a seed: the world comes from one stream
 // and each output file from its own stream, so files can be written in
 // parallel.
+//
+// # Event streams
+//
+// Streams (and WriteStreams) turn the same world into what a real system
+// logs in three places, for the stream trainer's join: impressions (the
+// features the ranker scored, an impression id and an event time), clicks
+// and conversions (each an impression id and an event time), and the truth
+// (which impressions were clicked and converted, and when). Impressions
+// arrive as a Poisson process; a click comes seconds to minutes after its
+// impression, a conversion a heavy-tailed delay (mean of hours) after its
+// click (see ClickDelayMedian and the constants after it); a time-scale
+// factor shrinks every delay. A few events are logged twice, a few clicks
+// before their impression (a client clock behind the ranker's), and a few
+// impressions never, so their clicks and conversions are orphans. The
+// message formats are in docs/streaming.md ("Event formats").
 package gen
 
 import (
