@@ -181,7 +181,7 @@ func LoadSpec(path string) (*Spec, error) {
 // ParseSpec parses a YAML spec strictly: unknown keys, unknown kinds,
 // duplicate names, a missing task and inconsistent settings are errors that
 // name the field and its line, and wrap ErrSpec. The top-level sections
-// "model" and "train" belong to other packages and are skipped.
+// "model", "train" and "join" belong to other packages and are skipped.
 func ParseSpec(r io.Reader) (*Spec, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(r)
@@ -219,10 +219,10 @@ func ParseSpec(r io.Reader) (*Spec, error) {
 			s.GroupKey, err = scalarString(v, "group_key")
 		case "sample_weight":
 			s.SampleWeight, err = scalarString(v, "sample_weight")
-		case "model", "train":
-			// parsed by mmoe and mtl/pipelines
+		case "model", "train", "join":
+			// parsed by mmoe, mtl/pipelines and ingest/join
 		default:
-			err = errorf(ErrSpec, "features: spec line %d: unknown top-level key %q (want fields, tasks, group_key, sample_weight, model, train)", k.Line, key)
+			err = errorf(ErrSpec, "features: spec line %d: unknown top-level key %q (want fields, tasks, group_key, sample_weight, model, train, join)", k.Line, key)
 		}
 		return err
 	})

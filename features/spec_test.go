@@ -49,6 +49,7 @@ group_key: user_id
 sample_weight: weight
 model: {experts: 8}
 train: {epochs: 1}
+join: {click_window: 30m}
 `
 
 func mustParse(t testing.TB, text string) *features.Spec {
