@@ -24,6 +24,30 @@ const (
 	KindESMM = "esmm"
 )
 
+// Delayed-feedback modes accepted in TaskConfig.DelayedFeedback.
+const (
+	// DelayedResend: the task's positives arrive late and are re-sent. A
+	// stream that joins labels after the fact (ingest/join, emit click)
+	// trains each row at once with this task's label 0 and, when the
+	// positive arrives, re-sends the row with label 1. So every row whose
+	// label for this task is 1 is such a re-sent copy: every other task
+	// skips it (with ESMM, the click is not counted twice), and this task
+	// trains on all rows as they are (the naive baseline).
+	DelayedResend = "resend"
+	// DelayedFNW is DelayedResend with fake-negative weighting (Ktena et
+	// al., "Addressing Delayed Feedback for Continuous Training with
+	// Neural Networks in CTR prediction", RecSys 2019) on this task: with
+	// p the task's own predicted probability (the chain product for
+	// esmm, treated as a constant: no gradient flows through it), a row
+	// with label 1 is weighted 1+p and a row with label 0 (1-p)(1+p).
+	// Among the rows of one kind of example the labels 1 are then a share
+	// q/(1+q) of the rows (q the true rate); the weights move the
+	// optimum of the logloss from q/(1+q) back to q. The masked term
+	// (MaskedCVRWeight) is weighted the same way with p the head's own
+	// sigmoid.
+	DelayedFNW = "fnw"
+)
+
 // TaskConfig defines one task, trained by one head of the model.
 type TaskConfig struct {
 	// Name identifies the task and its head ("ctr", "cvr"). Required,
@@ -46,6 +70,10 @@ type TaskConfig struct {
 	// parent's label is 1 (the clicked rows), times this weight. The term
 	// is averaged over those rows. Default: 0 (pure ESMM).
 	MaskedCVRWeight float64 `json:"masked_cvr_weight,omitempty" yaml:"masked_cvr_weight,omitempty"`
+	// DelayedFeedback is DelayedResend or DelayedFNW for a binary or esmm
+	// task whose positives are re-sent late (see those constants); at most
+	// one task of a set. Default: "" (labels are final).
+	DelayedFeedback string `json:"delayed_feedback,omitempty" yaml:"delayed_feedback,omitempty"`
 }
 
 // withDefaults returns c with the documented defaults filled in.
@@ -92,6 +120,15 @@ func (c TaskConfig) Validate() error {
 	default:
 		return fmt.Errorf("mtl: task %q: unknown kind %q (want %q, %q or %q): %w", c.Name, c.Kind, KindBinary, KindRegression, KindESMM, ErrConfig)
 	}
+	switch c.DelayedFeedback {
+	case "":
+	case DelayedResend, DelayedFNW:
+		if c.Kind == KindRegression {
+			return fmt.Errorf("mtl: task %q: delayed_feedback %q needs a binary or esmm task: %w", c.Name, c.DelayedFeedback, ErrConfig)
+		}
+	default:
+		return fmt.Errorf("mtl: task %q: unknown delayed_feedback %q (want %q or %q): %w", c.Name, c.DelayedFeedback, DelayedResend, DelayedFNW, ErrConfig)
+	}
 	return nil
 }
 
@@ -127,6 +164,7 @@ type TaskSet struct {
 	objectives []Objective
 	objNames   []string
 	labels     []string
+	delayed    int // the task with DelayedFeedback, or -1
 }
 
 // NewTaskSet validates cfgs and returns the task set. It rejects unknown
@@ -137,10 +175,11 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 		return nil, fmt.Errorf("mtl: no tasks: %w", ErrConfig)
 	}
 	s := &TaskSet{
-		tasks:  make([]TaskConfig, len(cfgs)),
-		parent: make([]int, len(cfgs)),
-		chain:  make([][]int, len(cfgs)),
-		labels: make([]string, len(cfgs)),
+		tasks:   make([]TaskConfig, len(cfgs)),
+		parent:  make([]int, len(cfgs)),
+		chain:   make([][]int, len(cfgs)),
+		labels:  make([]string, len(cfgs)),
+		delayed: -1,
 	}
 	index := make(map[string]int, len(cfgs))
 	for i, c := range cfgs {
@@ -154,6 +193,12 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 		index[c.Name] = i
 		s.tasks[i] = c
 		s.labels[i] = c.Label
+		if c.DelayedFeedback != "" {
+			if s.delayed >= 0 {
+				return nil, fmt.Errorf("mtl: tasks %q and %q both have delayed_feedback; at most one task's positives can be re-sent: %w", s.tasks[s.delayed].Name, c.Name, ErrConfig)
+			}
+			s.delayed = i
+		}
 	}
 	for i, c := range s.tasks {
 		s.parent[i] = -1
@@ -260,6 +305,11 @@ func (s *TaskSet) Index(name string) int {
 // Parent returns the index of task i's parent, or -1 when it has none.
 func (s *TaskSet) Parent(i int) int { return s.parent[i] }
 
+// Delayed returns the index of the task with DelayedFeedback, or -1. When
+// there is one, a row whose label for it is 1 is a re-sent positive, which
+// the other tasks skip.
+func (s *TaskSet) Delayed() int { return s.delayed }
+
 // Labels returns the label column of each task, in task order: the labels
 // argument of LossTo is indexed the same way. The slice must not be
 // modified.
@@ -323,6 +373,11 @@ const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient 
 // batch whose weights sum to zero gives zero losses
 // and gradients.
 //
+// With a DelayedFeedback task d, the rows whose label for d is 1 are
+// re-sent positives: every other task's loss skips them (its mean is over
+// the other rows), and with DelayedFNW d's terms are weighted by 1+p
+// (label 1) or (1-p)(1+p) (label 0), p its prediction held constant.
+//
 // Labels of binary and esmm tasks must be 0 or 1, regression labels must
 // be finite: otherwise a *LossError wrapping ErrLabel names the task
 // and row. A NaN or infinite logit, or a non-finite loss, gives a
@@ -365,21 +420,33 @@ func (s *TaskSet) LossTo(losses []float64, dLogits, logits, labels [][]float32, 
 	if W == 0 {
 		return losses, nil
 	}
+	var resent []float32 // rows that are re-sent positives of the delayed task
+	if s.delayed >= 0 {
+		resent = labels[s.delayed]
+	}
 	for t := range T {
 		tw := 1.0
 		if taskWeights != nil {
 			tw = taskWeights[t]
 		}
+		skip, Wt, fnw := resent, W, false
+		if t == s.delayed {
+			skip, fnw = nil, s.tasks[t].DelayedFeedback == DelayedFNW
+		} else if skip != nil {
+			if Wt = weightSum(sampleWeights, nil, skip, n); Wt == 0 {
+				continue
+			}
+		}
 		var err error
 		switch s.tasks[t].Kind {
 		case KindBinary:
-			losses[t], err = binaryLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/W, nil)
-			losses[t] /= W
+			losses[t], err = binaryLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, nil, skip, fnw)
+			losses[t] /= Wt
 		case KindRegression:
-			losses[t], err = regressionLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/W)
-			losses[t] /= W
+			losses[t], err = regressionLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, skip)
+			losses[t] /= Wt
 		case KindESMM:
-			losses[t], err = s.esmmLoss(t, dLogits, logits, labels, sampleWeights, tw, W)
+			losses[t], err = s.esmmLoss(t, dLogits, logits, labels, sampleWeights, tw, Wt, skip, fnw)
 		}
 		if err == errNonFiniteLogit {
 			return losses, s.nonFinite(t, logits, math.NaN())
@@ -454,12 +521,45 @@ func log1mexp(a float64) float64 {
 	return math.Log1p(-math.Exp(a))
 }
 
-// binaryLoss returns Σ_r w_r·(softplus(z) − y·z) over rows where mask is nil
-// or mask[r] >= 0.5, and adds scale·w_r·(σ(z) − y) to d.
-func binaryLoss(d, z, y, w []float32, scale float64, mask []float32) (float64, error) {
+// rowIn reports whether row r is in a loss: mask is nil or holds there,
+// and skip is nil or does not.
+func rowIn(mask, skip []float32, r int) bool {
+	return (mask == nil || mask[r] >= 0.5) && (skip == nil || !(skip[r] >= 0.5))
+}
+
+// weightSum returns the sum of the weights (1 each when w is nil) of the
+// rows in a loss (rowIn).
+func weightSum(w, mask, skip []float32, n int) float64 {
+	var sum float64
+	for r := range n {
+		if !rowIn(mask, skip, r) {
+			continue
+		}
+		if w == nil {
+			sum++
+		} else {
+			sum += float64(w[r])
+		}
+	}
+	return sum
+}
+
+// fnwWeight is the fake-negative weight of a row with label y when the
+// model predicts p (DelayedFNW).
+func fnwWeight(p, y float64) float64 {
+	if y == 1 {
+		return 1 + p
+	}
+	return (1 - p) * (1 + p)
+}
+
+// binaryLoss returns Σ_r w_r·f_r·(softplus(z) − y·z) over the rows in the
+// loss (rowIn) and adds scale·w_r·f_r·(σ(z) − y) to d, where f_r is 1, or
+// the fake-negative weight of σ(z) when fnw.
+func binaryLoss(d, z, y, w []float32, scale float64, mask, skip []float32, fnw bool) (float64, error) {
 	var sum float64
 	for r := range z {
-		if mask != nil && !(mask[r] >= 0.5) {
+		if !rowIn(mask, skip, r) {
 			continue
 		}
 		yr := float64(y[r])
@@ -479,16 +579,23 @@ func binaryLoss(d, z, y, w []float32, scale float64, mask []float32) (float64, e
 		if zr < 0 {
 			sig = e / (1 + e)
 		}
+		if fnw {
+			wr *= fnwWeight(sig, yr)
+		}
 		sum += wr * (max(zr, 0) + math.Log1p(e) - yr*zr)
 		d[r] += float32(scale * wr * (sig - yr))
 	}
 	return sum, nil
 }
 
-// regressionLoss returns Σ_r w_r·(z − y)² and adds scale·w_r·2(z − y) to d.
-func regressionLoss(d, z, y, w []float32, scale float64) (float64, error) {
+// regressionLoss returns Σ_r w_r·(z − y)² over the rows skip does not hold
+// and adds scale·w_r·2(z − y) to d.
+func regressionLoss(d, z, y, w []float32, scale float64, skip []float32) (float64, error) {
 	var sum float64
 	for r := range z {
+		if skip != nil && skip[r] >= 0.5 {
+			continue
+		}
 		yr := float64(y[r])
 		if math.IsNaN(yr) || math.IsInf(yr, 0) {
 			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "regression labels must be finite"}
@@ -507,14 +614,19 @@ func regressionLoss(d, z, y, w []float32, scale float64) (float64, error) {
 	return sum, nil
 }
 
-// esmmLoss computes the mean ESMM loss of task t (already divided by the
-// weight sums) and accumulates its gradients into the heads of t's chain.
-func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float32, tw, W float64) (float64, error) {
+// esmmLoss computes the mean ESMM loss of task t over the rows skip does not
+// hold (already divided by the weight sums; W is the rows' weight sum) and
+// accumulates its gradients into the heads of t's chain. With fnw the
+// terms are fake-negative weighted.
+func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float32, tw, W float64, skip []float32, fnw bool) (float64, error) {
 	chain := s.chain[t]
 	y := labels[t]
 	scale := tw / W
 	var sum float64
 	for r := range y {
+		if skip != nil && skip[r] >= 0.5 {
+			continue
+		}
 		yr := float64(y[r])
 		if yr != 0 && yr != 1 {
 			return 0, &LossError{Row: r, Value: yr, Err: ErrLabel, Hint: "esmm labels (the joint event, e.g. click-and-convert) must be 0 or 1"}
@@ -532,6 +644,9 @@ func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float
 		if w != nil {
 			wr = float64(w[r])
 		}
+		if fnw {
+			wr *= fnwWeight(math.Exp(logP), yr)
+		}
 		sum += wr * (-yr*logP - (1-yr)*log1mP)
 		// dL/dz_i = σ(−z_i)·(−y + (1−y)·P/(1−P)). P/(1−P) = exp(log P −
 		// log(1−P)) <= exp(690) because of the clamp, so the product with
@@ -547,20 +662,11 @@ func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float
 		return loss, nil
 	}
 	mask := labels[s.parent[t]]
-	var Wm float64
-	for r, m := range mask {
-		if m >= 0.5 {
-			if w == nil {
-				Wm++
-			} else {
-				Wm += float64(w[r])
-			}
-		}
-	}
+	Wm := weightSum(w, mask, skip, len(mask))
 	if Wm == 0 {
 		return loss, nil
 	}
-	msum, err := binaryLoss(dLogits[t], logits[t], y, w, tw*mw/Wm, mask)
+	msum, err := binaryLoss(dLogits[t], logits[t], y, w, tw*mw/Wm, mask, skip, fnw)
 	if err != nil {
 		return 0, err
 	}
