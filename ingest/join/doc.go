@@ -149,7 +149,7 @@
 //
 // The join decodes only the id and the time of each message (with
 // features.JSONDecoder, the one JSON scanner), hashes the id, and keeps
-// state in a map, five heaps and the arenas; the steady state allocates
+// state in a map, six heaps and the arenas; the steady state allocates
 // nothing per message beyond the record of each Add. BenchmarkJoin and
 // BenchmarkJoinTransform measure it alone and followed by the Transformer
 // on the generated streams.

@@ -410,7 +410,7 @@ func (j *Join) end() {
 func (j *Join) updateWatermarks() {
 	var cand [numTopics]int64
 	var ok [numTopics]bool
-	global, any := int64(math.MaxInt64), false
+	global, anyActive := int64(math.MaxInt64), false
 	for t := range j.parts {
 		c, active := int64(math.MaxInt64), false
 		for p := range j.parts[t] {
@@ -432,13 +432,13 @@ func (j *Join) updateWatermarks() {
 		}
 		cand[t], ok[t] = c, active
 		if active {
-			global, any = min(global, c), true
+			global, anyActive = min(global, c), true
 		}
 	}
 	for t := range cand {
 		w := cand[t]
 		if !ok[t] {
-			if !any {
+			if !anyActive {
 				continue
 			}
 			w = global
