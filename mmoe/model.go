@@ -248,179 +248,119 @@ func (m *Model) hiddenInit() initKind {
 	return initHe
 }
 
+// build allocates the parameters of the model's topology (newTopology) in
+// the arena, in storage order: level by level, the fused first layers of
+// each input stream (the weights of its experts and gates stacked by rows,
+// then their biases), then the experts' deeper layers; then each task's
+// tower and head. This order is the safetensors layout of saved models.
 func (m *Model) build() {
-	cfg := m.cfg
-	T := len(m.heads)
+	tp := newTopology(m.cfg, m.heads)
 	b := &builder{m: m}
-	inWidth := m.inWidth
-	for li := 0; li < cfg.Levels; li++ {
-		last := li == cfg.Levels-1
-		prefix := ""
-		if cfg.Arch == ArchPLE {
-			prefix = fmt.Sprintf("levels.%d.", li)
-		}
-		var lv level
-		// Experts: shared first, then each task's.
-		S, K := cfg.Experts, cfg.TaskExperts
-		type ex struct {
-			name string
-			task int // -1 shared
-		}
-		var exs []ex
-		for e := 0; e < S; e++ {
-			exs = append(exs, ex{fmt.Sprintf("%sexperts.%d", prefix, e), -1})
-		}
-		for t := 0; t < T; t++ {
-			for k := 0; k < K; k++ {
-				exs = append(exs, ex{fmt.Sprintf("%stask_experts.%s.%d", prefix, m.heads[t], k), t})
-			}
-		}
-		shared := make([]int, 0, S)
-		for e := 0; e < S; e++ {
-			shared = append(shared, e)
-		}
-		taskExp := func(t int) []int {
-			var c []int
-			for k := 0; k < K; k++ {
-				c = append(c, S+t*K+k)
-			}
-			return c
-		}
-		// Gates.
-		type gt struct {
-			name  string
-			cands []int
-			task  int // -1 shared
-		}
-		var gts []gt
-		switch cfg.Arch {
-		case ArchOMoE, ArchSharedBottom:
-			gts = append(gts, gt{prefix + "gates.shared", shared, -1})
-		default:
-			for t := 0; t < T; t++ {
-				gts = append(gts, gt{fmt.Sprintf("%sgates.%s", prefix, m.heads[t]), append(slices.Clone(shared), taskExp(t)...), t})
-			}
-			if cfg.Arch == ArchPLE && !last {
-				all := make([]int, len(exs))
-				for i := range all {
-					all[i] = i
-				}
-				gts = append(gts, gt{prefix + "gates.shared", all, -1})
-			}
-		}
-		// Group consumers by input stream. Level 0: everything reads x.
-		// Later (ple) levels: shared experts and the shared gate read the
-		// previous shared gate (index T); task t's experts and gate read the
-		// previous level's gate t.
-		streamOf := func(task int) int {
-			if li == 0 {
-				return -1
-			}
-			if task < 0 {
-				return T
-			}
-			return task
-		}
-		var srcs []int
-		cons := map[int][]consumer{}
-		addCons := func(src int, c consumer) {
-			if _, ok := cons[src]; !ok {
-				srcs = append(srcs, src)
-			}
-			cons[src] = append(cons[src], c)
-		}
-		lv.experts = make([]expert, len(exs))
-		lv.gates = make([]gate, len(gts))
-		for i, e := range exs {
-			addCons(streamOf(e.task), consumer{prefix: e.name, out: cfg.ExpertHidden[0], expert: i, gate: -1})
-		}
-		for i, g := range gts {
-			lv.gates[i] = gate{cands: g.cands, grp: -1}
-			if len(g.cands) > 1 {
-				addCons(streamOf(g.task), consumer{prefix: g.name, out: len(g.cands), expert: -1, gate: i})
-			}
-			m.maxCands = max(m.maxCands, len(g.cands))
-		}
-		for gi, src := range srcs {
-			in := inWidth
-			grp := group{src: src, in: in}
-			// Weights of all consumers, stacked by rows, then their biases.
-			col := 0
-			for _, c := range cons[src] {
-				init, fo := m.hiddenInit(), c.out
-				if c.gate >= 0 {
-					init = initXavier
-				}
-				name := c.prefix + ".layers.0.weight"
-				if c.gate >= 0 {
-					name = c.prefix + ".weight"
-				}
-				off := b.alloc(name, init, in, fo, c.out, in)
-				if col == 0 {
-					grp.w = off
-				}
-				if c.expert >= 0 {
-					lv.experts[c.expert] = expert{grp: gi, col: col, layers: []layer{{in: in, out: c.out, w: off, act: m.act}}}
-				} else {
-					lv.gates[c.gate].grp, lv.gates[c.gate].col = gi, col
-				}
-				col += c.out
-			}
-			grp.out = col
-			col = 0
-			for _, c := range cons[src] {
-				name := c.prefix + ".layers.0.bias"
-				if c.gate >= 0 {
-					name = c.prefix + ".bias"
-				}
-				off := b.alloc(name, initZero, 0, 0, c.out)
-				if col == 0 {
-					grp.b = off
-				}
-				if c.expert >= 0 {
-					lv.experts[c.expert].layers[0].b = off
-				}
-				col += c.out
-			}
-			lv.groups = append(lv.groups, grp)
-		}
-		// Deeper expert layers.
-		for i := range lv.experts {
-			e := &lv.experts[i]
-			for l := 1; l < len(cfg.ExpertHidden); l++ {
-				in, out := cfg.ExpertHidden[l-1], cfg.ExpertHidden[l]
-				w := b.alloc(fmt.Sprintf("%s.layers.%d.weight", exs[i].name, l), m.hiddenInit(), in, out, out, in)
-				bb := b.alloc(fmt.Sprintf("%s.layers.%d.bias", exs[i].name, l), initZero, 0, 0, out)
-				e.layers = append(e.layers, layer{in: in, out: out, w: w, b: bb, act: m.act})
-			}
-		}
-		m.levels = append(m.levels, lv)
-		inWidth = m.hidden
+	in := m.inWidth
+	for _, lt := range tp.levels {
+		m.levels = append(m.levels, m.allocLevel(b, lt, in))
+		in = m.hidden
 	}
-	for t := 0; t < T; t++ {
-		switch cfg.Arch {
-		case ArchOMoE, ArchSharedBottom:
-			m.towerSrc = append(m.towerSrc, 0)
-		default:
-			m.towerSrc = append(m.towerSrc, t)
-		}
+	m.towerSrc = tp.towers
+	for _, h := range m.heads {
 		in := m.hidden
 		var tw []layer
-		for l, h := range cfg.Tower {
-			w := b.alloc(fmt.Sprintf("towers.%s.layers.%d.weight", m.heads[t], l), m.hiddenInit(), in, h, h, in)
-			bb := b.alloc(fmt.Sprintf("towers.%s.layers.%d.bias", m.heads[t], l), initZero, 0, 0, h)
-			tw = append(tw, layer{in: in, out: h, w: w, b: bb, act: m.act})
-			in = h
+		for l, out := range m.cfg.Tower {
+			w := b.alloc(fmt.Sprintf("towers.%s.layers.%d.weight", h, l), m.hiddenInit(), in, out, out, in)
+			bb := b.alloc(fmt.Sprintf("towers.%s.layers.%d.bias", h, l), initZero, 0, 0, out)
+			tw = append(tw, layer{in: in, out: out, w: w, b: bb, act: m.act})
+			in = out
 		}
 		m.towers = append(m.towers, tw)
-		w := b.alloc(fmt.Sprintf("heads.%s.weight", m.heads[t]), initXavier, in, 1, 1, in)
-		bb := b.alloc(fmt.Sprintf("heads.%s.bias", m.heads[t]), initZero, 0, 0, 1)
+		w := b.alloc(fmt.Sprintf("heads.%s.weight", h), initXavier, in, 1, 1, in)
+		bb := b.alloc(fmt.Sprintf("heads.%s.bias", h), initZero, 0, 0, 1)
 		m.headL = append(m.headL, layer{in: in, out: 1, w: w, b: bb, act: actNone})
 	}
 	m.arena = make([]float32, b.n)
 	for _, f := range m.layout.Sparse {
 		m.emb = append(m.emb, make([]float32, f.Cardinality*m.dim))
 	}
+}
+
+// allocLevel allocates the parameters of one level whose streams are
+// inWidth wide.
+func (m *Model) allocLevel(b *builder, lt levelTopo, inWidth int) level {
+	cfg := m.cfg
+	lv := level{experts: make([]expert, len(lt.experts)), gates: make([]gate, len(lt.gates))}
+	// Group the consumers by input stream, in order of first use:
+	// experts first, then the gates that have parameters.
+	var srcs []int
+	cons := map[int][]consumer{}
+	addCons := func(src int, c consumer) {
+		if _, ok := cons[src]; !ok {
+			srcs = append(srcs, src)
+		}
+		cons[src] = append(cons[src], c)
+	}
+	for i, e := range lt.experts {
+		addCons(e.input, consumer{prefix: e.name, out: cfg.ExpertHidden[0], expert: i, gate: -1})
+	}
+	for i, g := range lt.gates {
+		lv.gates[i] = gate{cands: g.cands, grp: -1}
+		if len(g.cands) > 1 {
+			addCons(g.input, consumer{prefix: g.name, out: len(g.cands), expert: -1, gate: i})
+		}
+		m.maxCands = max(m.maxCands, len(g.cands))
+	}
+	for gi, src := range srcs {
+		in := inWidth
+		grp := group{src: src, in: in}
+		// Weights of all consumers, stacked by rows, then their biases.
+		col := 0
+		for _, c := range cons[src] {
+			init, fo := m.hiddenInit(), c.out
+			if c.gate >= 0 {
+				init = initXavier
+			}
+			name := c.prefix + ".layers.0.weight"
+			if c.gate >= 0 {
+				name = c.prefix + ".weight"
+			}
+			off := b.alloc(name, init, in, fo, c.out, in)
+			if col == 0 {
+				grp.w = off
+			}
+			if c.expert >= 0 {
+				lv.experts[c.expert] = expert{grp: gi, col: col, layers: []layer{{in: in, out: c.out, w: off, act: m.act}}}
+			} else {
+				lv.gates[c.gate].grp, lv.gates[c.gate].col = gi, col
+			}
+			col += c.out
+		}
+		grp.out = col
+		col = 0
+		for _, c := range cons[src] {
+			name := c.prefix + ".layers.0.bias"
+			if c.gate >= 0 {
+				name = c.prefix + ".bias"
+			}
+			off := b.alloc(name, initZero, 0, 0, c.out)
+			if col == 0 {
+				grp.b = off
+			}
+			if c.expert >= 0 {
+				lv.experts[c.expert].layers[0].b = off
+			}
+			col += c.out
+		}
+		lv.groups = append(lv.groups, grp)
+	}
+	// Deeper expert layers.
+	for i := range lv.experts {
+		e := &lv.experts[i]
+		for l := 1; l < len(cfg.ExpertHidden); l++ {
+			in, out := cfg.ExpertHidden[l-1], cfg.ExpertHidden[l]
+			w := b.alloc(fmt.Sprintf("%s.layers.%d.weight", lt.experts[i].name, l), m.hiddenInit(), in, out, out, in)
+			bb := b.alloc(fmt.Sprintf("%s.layers.%d.bias", lt.experts[i].name, l), initZero, 0, 0, out)
+			e.layers = append(e.layers, layer{in: in, out: out, w: w, b: bb, act: m.act})
+		}
+	}
+	return lv
 }
 
 func (m *Model) initWeights() {

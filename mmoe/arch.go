@@ -1,0 +1,117 @@
+package mmoe
+
+import "fmt"
+
+// topology is an architecture's wiring before any parameter exists: for
+// each level, its experts and gates and the stream each of them reads, and
+// for each task the gate whose output its tower reads. The architectures
+// differ here and nowhere else; Model.build allocates the parameters of a
+// topology, and the forward and backward passes run any topology.
+type topology struct {
+	levels []levelTopo
+	towers []int // per task: index of the last level's gate its tower reads
+}
+
+// levelTopo is one extraction level. Experts come in parameter order:
+// shared experts first, then each task's own experts, task by task.
+type levelTopo struct {
+	experts []expertTopo
+	gates   []gateTopo
+}
+
+// An input is the stream an expert or gate reads: inputX for the model
+// input x, otherwise the index of a gate of the previous level.
+const inputX = -1
+
+type expertTopo struct {
+	name  string // parameter name prefix, e.g. "levels.1.task_experts.ctr.0"
+	task  int    // the task it belongs to, or -1 for a shared expert
+	input int
+}
+
+type gateTopo struct {
+	name  string // parameter name prefix, e.g. "gates.ctr" or "levels.0.gates.shared"
+	task  int    // the task it feeds, or -1 for a shared gate
+	cands []int  // the experts it mixes (indices into the level's experts); one needs no parameters
+	input int
+}
+
+// newTopology wires cfg (defaults applied, valid) for the named heads:
+//
+//   - every level has cfg.Experts shared experts and cfg.TaskExperts
+//     experts per task (the config of each arch sets these: one shared
+//     expert for shared_bottom, one task expert per task for single and
+//     soft, ...);
+//   - omoe and shared_bottom have one gate, shared by the tasks, over the
+//     shared experts, and every tower reads it;
+//   - every other arch has one gate per task over the shared experts and
+//     that task's own, and task t's tower reads gate t (for mmoe: one gate
+//     per task over all experts; for single and soft: a gate over the
+//     task's one expert, so a network per task);
+//   - ple stacks cfg.Levels such levels, and every level but the last also
+//     has a shared gate over all its experts. Level i > 0's shared experts
+//     and shared gate read level i-1's shared gate; its task-t experts and
+//     gate read level i-1's gate of task t.
+//
+// Parameter names get a "levels.<i>." prefix in ple only.
+func newTopology(cfg Config, heads []string) topology {
+	T := len(heads)
+	S, K := cfg.Experts, cfg.TaskExperts
+	oneGate := cfg.Arch == ArchOMoE || cfg.Arch == ArchSharedBottom
+	var tp topology
+	for li := 0; li < cfg.Levels; li++ {
+		prefix := ""
+		if cfg.Arch == ArchPLE {
+			prefix = fmt.Sprintf("levels.%d.", li)
+		}
+		// The stream a shared (task -1) or task-t expert or gate reads: x at
+		// level 0, later the previous level's shared gate (index T, after
+		// the task gates) or gate t.
+		input := func(task int) int {
+			switch {
+			case li == 0:
+				return inputX
+			case task < 0:
+				return T
+			}
+			return task
+		}
+		var lv levelTopo
+		shared := make([]int, 0, S)
+		for e := 0; e < S; e++ {
+			shared = append(shared, len(lv.experts))
+			lv.experts = append(lv.experts, expertTopo{name: fmt.Sprintf("%sexperts.%d", prefix, e), task: -1, input: input(-1)})
+		}
+		own := make([][]int, T)
+		for t, h := range heads {
+			for k := 0; k < K; k++ {
+				own[t] = append(own[t], len(lv.experts))
+				lv.experts = append(lv.experts, expertTopo{name: fmt.Sprintf("%stask_experts.%s.%d", prefix, h, k), task: t, input: input(t)})
+			}
+		}
+		if oneGate {
+			lv.gates = append(lv.gates, gateTopo{name: prefix + "gates.shared", task: -1, cands: shared, input: input(-1)})
+		} else {
+			for t, h := range heads {
+				cands := append(append([]int{}, shared...), own[t]...)
+				lv.gates = append(lv.gates, gateTopo{name: prefix + "gates." + h, task: t, cands: cands, input: input(t)})
+			}
+			if cfg.Arch == ArchPLE && li < cfg.Levels-1 {
+				all := make([]int, len(lv.experts))
+				for i := range all {
+					all[i] = i
+				}
+				lv.gates = append(lv.gates, gateTopo{name: prefix + "gates.shared", task: -1, cands: all, input: input(-1)})
+			}
+		}
+		tp.levels = append(tp.levels, lv)
+	}
+	for t := range heads {
+		if oneGate {
+			tp.towers = append(tp.towers, 0)
+		} else {
+			tp.towers = append(tp.towers, t)
+		}
+	}
+	return tp
+}
