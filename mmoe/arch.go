@@ -115,3 +115,38 @@ func newTopology(cfg Config, heads []string) topology {
 	}
 	return tp
 }
+
+// ForArch returns c turned into architecture arch, for comparing
+// architectures on one configuration: the embedding dimension, expert and
+// tower widths, activation and seed are kept; the expert counts and levels
+// are set for arch. mmoe, omoe, cgc and ple take c's shared experts when c
+// is itself a mixture (mmoe, omoe, cgc or ple), else their default;
+// shared_bottom gets its one network and single and soft one network per
+// task; cgc and ple take c's task experts when c is cgc or ple, and ple
+// takes c's levels when c is ple. The result is not validated.
+func (c Config) ForArch(arch string) Config {
+	b := c.WithDefaults()
+	out := Config{Arch: arch, EmbeddingDim: b.EmbeddingDim, ExpertHidden: b.ExpertHidden, Tower: b.Tower, Activation: b.Activation, Seed: b.Seed}
+	mixture := b.Arch == ArchMMoE || b.Arch == ArchOMoE || b.Arch == ArchCGC || b.Arch == ArchPLE
+	switch arch {
+	case ArchMMoE, ArchOMoE:
+		if mixture {
+			out.Experts = max(b.Experts, 1)
+		}
+	case ArchSharedBottom:
+		out.Experts = 1
+	case ArchSingle, ArchSoft:
+		out.TaskExperts = 1
+	case ArchCGC, ArchPLE:
+		if mixture {
+			out.Experts = max(b.Experts, 1)
+		}
+		if b.Arch == ArchCGC || b.Arch == ArchPLE {
+			out.TaskExperts = b.TaskExperts
+			if arch == ArchPLE && b.Arch == ArchPLE {
+				out.Levels = b.Levels
+			}
+		}
+	}
+	return out
+}

@@ -157,3 +157,47 @@ towers a<-levels.0.gates.a b<-levels.0.gates.b`},
 		}
 	}
 }
+
+func TestForArch(t *testing.T) {
+	base := Config{Arch: ArchPLE, Experts: 3, TaskExperts: 2, Levels: 3, ExpertHidden: []int{8}, Seed: 5}
+	for _, arch := range Archs {
+		c := base.ForArch(arch)
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: %v", arch, err)
+		}
+		if c.Arch != arch || c.Seed != 5 || c.ExpertHidden[0] != 8 {
+			t.Fatalf("%s: %+v lost the arch, the base's widths or seed", arch, c)
+		}
+	}
+	cases := []struct {
+		base, arch                   string
+		experts, taskExperts, levels int // after defaults
+	}{
+		{ArchPLE, ArchPLE, 3, 2, 3},
+		{ArchPLE, ArchCGC, 3, 2, 1},
+		{ArchPLE, ArchMMoE, 3, 0, 1},
+		{ArchPLE, ArchSharedBottom, 1, 0, 1},
+		{ArchPLE, ArchSingle, 0, 1, 1},
+		{ArchCGC, ArchPLE, 3, 2, 2},
+		{ArchMMoE, ArchCGC, 3, 1, 1},
+		{ArchSharedBottom, ArchMMoE, 8, 0, 1},
+		{ArchSingle, ArchPLE, 8, 1, 2},
+	}
+	for _, c := range cases {
+		b := base
+		b.Arch = c.base
+		if c.base != ArchPLE {
+			b.Levels = 0
+		}
+		if c.base != ArchPLE && c.base != ArchCGC {
+			b.TaskExperts = 0
+		}
+		if c.base == ArchSharedBottom || c.base == ArchSingle {
+			b.Experts = 0
+		}
+		got := b.ForArch(c.arch).WithDefaults()
+		if got.Experts != c.experts || got.TaskExperts != c.taskExperts || got.Levels != c.levels {
+			t.Errorf("%s from %s: experts %d, task experts %d, levels %d; want %d, %d, %d", c.arch, c.base, got.Experts, got.TaskExperts, got.Levels, c.experts, c.taskExperts, c.levels)
+		}
+	}
+}

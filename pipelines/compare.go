@@ -98,12 +98,13 @@ type CompareResult struct {
 // conditional and its joint probability, e.g. cvr and ctcvr — RMSE for
 // regression) as mean ± std
 // over seeds, with parameter counts and training throughput. Every
-// architecture is a variant of the spec's model: section: embedding
-// dimension, expert and tower widths and activation are kept; the expert
-// counts are set for the architecture (the spec's experts for mmoe, omoe,
-// cgc and ple — so their parameter counts differ, as they would in a
-// user's own choice; one network for shared_bottom; one network per task
-// for single and soft). A train.soft_penalty applies to soft only. Every
+// architecture is a variant of the spec's model: section
+// (mmoe.Config.ForArch): embedding dimension, expert and tower widths and
+// activation are kept; the expert counts are set for the architecture
+// (the spec's experts for mmoe, omoe, cgc and ple — so their parameter
+// counts differ, as they would in a user's own choice; one network for
+// shared_bottom; one network per task for single and soft). A
+// train.soft_penalty applies to soft only. Every
 // architecture's configuration is checked (model and trainer built)
 // before the first run starts. The runs are sequential; each uses
 // TrainBatch on a copy of the spec under WorkDir.
@@ -160,7 +161,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	specs := map[string]string{}
 	res := &CompareResult{Spec: cfg.SpecPath, Seeds: cfg.Seeds}
 	for _, arch := range cfg.Archs {
-		mc := ArchConfig(base.Model, arch)
+		mc := base.Model.ForArch(arch)
 		path := filepath.Join(work, arch, "spec.yaml")
 		if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
 			return nil, err
@@ -194,7 +195,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			seed := base.Model.Seed + uint64(si)
 			path := specs[arch]
 			if si > 0 {
-				mc := ArchConfig(base.Model, arch)
+				mc := base.Model.ForArch(arch)
 				mc.Seed = seed
 				if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
 					return nil, err
@@ -250,38 +251,6 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		}
 	}
 	return res, nil
-}
-
-// ArchConfig returns base turned into architecture arch: widths,
-// activation, embedding dimension and seed are kept, the expert counts and
-// levels are set for arch (base's shared experts for mmoe, omoe, cgc and
-// ple when base has a mixture, else their defaults; base's task experts
-// and levels when base is cgc or ple).
-func ArchConfig(base mmoe.Config, arch string) mmoe.Config {
-	b := base.WithDefaults()
-	c := mmoe.Config{Arch: arch, EmbeddingDim: b.EmbeddingDim, ExpertHidden: b.ExpertHidden, Tower: b.Tower, Activation: b.Activation, Seed: b.Seed}
-	mixture := b.Arch == mmoe.ArchMMoE || b.Arch == mmoe.ArchOMoE || b.Arch == mmoe.ArchCGC || b.Arch == mmoe.ArchPLE
-	switch arch {
-	case mmoe.ArchMMoE, mmoe.ArchOMoE:
-		if mixture {
-			c.Experts = max(b.Experts, 1)
-		}
-	case mmoe.ArchSharedBottom:
-		c.Experts = 1
-	case mmoe.ArchSingle, mmoe.ArchSoft:
-		c.TaskExperts = 1
-	case mmoe.ArchCGC, mmoe.ArchPLE:
-		if mixture {
-			c.Experts = max(b.Experts, 1)
-		}
-		if b.Arch == mmoe.ArchCGC || b.Arch == mmoe.ArchPLE {
-			c.TaskExperts = b.TaskExperts
-			if arch == mmoe.ArchPLE && b.Arch == mmoe.ArchPLE {
-				c.Levels = b.Levels
-			}
-		}
-	}
-	return c
 }
 
 // writeArchSpec writes text with its model: section replaced by mc and,

@@ -115,22 +115,3 @@ func TestCompareRefusesBadConfigurationBeforeTraining(t *testing.T) {
 		t.Fatalf("no validation data: %v", err)
 	}
 }
-
-func TestArchConfig(t *testing.T) {
-	base := mmoe.Config{Arch: mmoe.ArchPLE, Experts: 3, TaskExperts: 2, Levels: 3, ExpertHidden: []int{8}, Seed: 5}
-	for _, arch := range mmoe.Archs {
-		c := ArchConfig(base, arch)
-		if err := c.Validate(); err != nil {
-			t.Fatalf("%s: %v", arch, err)
-		}
-		if c.Seed != 5 || c.ExpertHidden[0] != 8 {
-			t.Fatalf("%s: %+v lost the base's widths or seed", arch, c)
-		}
-	}
-	if c := ArchConfig(base, mmoe.ArchPLE); c.Levels != 3 || c.TaskExperts != 2 || c.Experts != 3 {
-		t.Fatalf("ple from ple: %+v", c)
-	}
-	if c := ArchConfig(mmoe.Config{Arch: mmoe.ArchSharedBottom}, mmoe.ArchMMoE).WithDefaults(); c.Experts != 8 {
-		t.Fatalf("mmoe from shared_bottom: %d experts, want the default 8", c.Experts)
-	}
-}
