@@ -2,6 +2,97 @@ package mmoe
 
 import "fmt"
 
+// This file holds everything that differs between architectures: their
+// names, their defaults and rules for the expert counts and levels, their
+// wiring (newTopology) and how a configuration turns into another
+// architecture (ForArch). Adding an architecture starts here; package
+// documentation (doc.go) describes each one.
+
+// Architectures accepted in Config.Arch.
+const (
+	ArchMMoE         = "mmoe"
+	ArchOMoE         = "omoe"
+	ArchSharedBottom = "shared_bottom"
+	ArchSingle       = "single"
+	ArchSoft         = "soft"
+	ArchCGC          = "cgc"
+	ArchPLE          = "ple"
+)
+
+// Archs lists the accepted architectures.
+var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE}
+
+// archDefaults fills in the zero expert counts and levels of c.Arch.
+func (c *Config) archDefaults() {
+	switch c.Arch {
+	case ArchMMoE, ArchOMoE:
+		if c.Experts == 0 {
+			c.Experts = 8
+		}
+	case ArchSharedBottom:
+		if c.Experts == 0 {
+			c.Experts = 1
+		}
+	case ArchCGC, ArchPLE:
+		if c.Experts == 0 {
+			c.Experts = 8
+		}
+		if c.TaskExperts == 0 {
+			c.TaskExperts = 1
+		}
+	case ArchSingle, ArchSoft:
+		if c.TaskExperts == 0 {
+			c.TaskExperts = 1
+		}
+	}
+	if c.Levels == 0 {
+		if c.Arch == ArchPLE {
+			c.Levels = 2
+		} else {
+			c.Levels = 1
+		}
+	}
+}
+
+// validateArch checks the expert counts and levels of c (defaults applied)
+// against the rules of c.Arch.
+func (c Config) validateArch() error {
+	switch c.Arch {
+	case ArchMMoE, ArchOMoE:
+		if c.Experts < 1 {
+			return configErr("arch %s: experts %d: want at least 1", c.Arch, c.Experts)
+		}
+		if c.TaskExperts != 0 {
+			return configErr("arch %s: task_experts %d: task-specific experts need arch cgc or ple", c.Arch, c.TaskExperts)
+		}
+	case ArchSharedBottom:
+		if c.Experts != 1 {
+			return configErr("arch shared_bottom: experts %d: the shared bottom is exactly one network (leave experts unset or 1)", c.Experts)
+		}
+		if c.TaskExperts != 0 {
+			return configErr("arch shared_bottom: task_experts %d: must be 0", c.TaskExperts)
+		}
+	case ArchSingle, ArchSoft:
+		if c.Experts != 0 {
+			return configErr("arch %s: experts %d: one network per task has no shared experts (leave experts unset)", c.Arch, c.Experts)
+		}
+		if c.TaskExperts != 1 {
+			return configErr("arch %s: task_experts %d: one network per task (leave task_experts unset or 1)", c.Arch, c.TaskExperts)
+		}
+	case ArchCGC, ArchPLE:
+		if c.Experts+c.TaskExperts < 1 {
+			return configErr("arch %s: experts 0 and task_experts 0: each gate needs at least one expert", c.Arch)
+		}
+		if c.Arch == ArchPLE && c.Levels > 1 && c.Experts < 1 {
+			return configErr("arch ple: experts 0: levels after the first need shared experts to receive the shared gate")
+		}
+	}
+	if c.Arch != ArchPLE && c.Levels != 1 {
+		return configErr("arch %s: levels %d: stacked levels need arch ple", c.Arch, c.Levels)
+	}
+	return nil
+}
+
 // topology is an architecture's wiring before any parameter exists: for
 // each level, its experts and gates and the stream each of them reads, and
 // for each task the gate whose output its tower reads. The architectures

@@ -9,20 +9,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Architectures accepted in Config.Arch.
-const (
-	ArchMMoE         = "mmoe"
-	ArchOMoE         = "omoe"
-	ArchSharedBottom = "shared_bottom"
-	ArchSingle       = "single"
-	ArchSoft         = "soft"
-	ArchCGC          = "cgc"
-	ArchPLE          = "ple"
-)
-
-// Archs lists the accepted architectures.
-var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE}
-
 // Activations accepted in Config.Activation.
 const (
 	ActReLU = "relu"
@@ -86,34 +72,7 @@ func (c Config) WithDefaults() Config {
 	if c.EmbeddingDim == 0 {
 		c.EmbeddingDim = 16
 	}
-	switch c.Arch {
-	case ArchMMoE, ArchOMoE:
-		if c.Experts == 0 {
-			c.Experts = 8
-		}
-	case ArchSharedBottom:
-		if c.Experts == 0 {
-			c.Experts = 1
-		}
-	case ArchCGC, ArchPLE:
-		if c.Experts == 0 {
-			c.Experts = 8
-		}
-		if c.TaskExperts == 0 {
-			c.TaskExperts = 1
-		}
-	case ArchSingle, ArchSoft:
-		if c.TaskExperts == 0 {
-			c.TaskExperts = 1
-		}
-	}
-	if c.Levels == 0 {
-		if c.Arch == ArchPLE {
-			c.Levels = 2
-		} else {
-			c.Levels = 1
-		}
-	}
+	c.archDefaults()
 	if c.ExpertHidden == nil {
 		c.ExpertHidden = []int{256, 128}
 	} else {
@@ -149,38 +108,8 @@ func (c *Config) Validate() error {
 	if d.Levels < 1 || d.Levels > maxLevels {
 		return configErr("levels %d: want 1..%d", d.Levels, maxLevels)
 	}
-	switch d.Arch {
-	case ArchMMoE, ArchOMoE:
-		if d.Experts < 1 {
-			return configErr("arch %s: experts %d: want at least 1", d.Arch, d.Experts)
-		}
-		if d.TaskExperts != 0 {
-			return configErr("arch %s: task_experts %d: task-specific experts need arch cgc or ple", d.Arch, d.TaskExperts)
-		}
-	case ArchSharedBottom:
-		if d.Experts != 1 {
-			return configErr("arch shared_bottom: experts %d: the shared bottom is exactly one network (leave experts unset or 1)", d.Experts)
-		}
-		if d.TaskExperts != 0 {
-			return configErr("arch shared_bottom: task_experts %d: must be 0", d.TaskExperts)
-		}
-	case ArchSingle, ArchSoft:
-		if d.Experts != 0 {
-			return configErr("arch %s: experts %d: one network per task has no shared experts (leave experts unset)", d.Arch, d.Experts)
-		}
-		if d.TaskExperts != 1 {
-			return configErr("arch %s: task_experts %d: one network per task (leave task_experts unset or 1)", d.Arch, d.TaskExperts)
-		}
-	case ArchCGC, ArchPLE:
-		if d.Experts+d.TaskExperts < 1 {
-			return configErr("arch %s: experts 0 and task_experts 0: each gate needs at least one expert", d.Arch)
-		}
-		if d.Arch == ArchPLE && d.Levels > 1 && d.Experts < 1 {
-			return configErr("arch ple: experts 0: levels after the first need shared experts to receive the shared gate")
-		}
-	}
-	if d.Arch != ArchPLE && d.Levels != 1 {
-		return configErr("arch %s: levels %d: stacked levels need arch ple", d.Arch, d.Levels)
+	if err := d.validateArch(); err != nil {
+		return err
 	}
 	if len(d.ExpertHidden) == 0 {
 		return configErr("expert_hidden: want at least one layer width")
