@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+
+	"github.com/onestone/onestone/internal/auc"
 )
 
 // Metrics are the evaluation figures of one objective over a set of rows.
@@ -131,7 +133,7 @@ type Accumulator struct {
 	hasGroups bool
 	next      int   // ring position when windowed
 	total     int64 // rows ever added since Reset
-	s         sorter
+	s         auc.Scratch
 }
 
 // NewAccumulator returns an empty accumulator.
@@ -230,7 +232,7 @@ func (a *Accumulator) groupsOrNil() []uint64 {
 	return a.groups
 }
 
-func computeMetrics(s *sorter, kind string, p, y, w []float32, g []uint64) (Metrics, error) {
+func computeMetrics(s *auc.Scratch, kind string, p, y, w []float32, g []uint64) (Metrics, error) {
 	nan := math.NaN()
 	m := Metrics{Kind: kind, Count: int64(len(p)), AUC: nan, GAUC: nan, LogLoss: nan, MeanPrediction: nan, MeanLabel: nan, Calibration: nan, RMSE: nan}
 	var W, sp, sy, sll, sse float64
@@ -271,141 +273,8 @@ func computeMetrics(s *sorter, kind string, p, y, w []float32, g []uint64) (Metr
 		return m, nil
 	}
 	m.LogLoss = sll / W
-	idx := s.sortByScore(p)
-	m.AUC = aucSorted(p, y, w, idx)
-	if g != nil {
-		idx = s.sortByGroup(g)
-		m.GAUC, m.GAUCGroups = gaucSorted(p, y, w, g, idx)
-	}
+	m.AUC, m.GAUC, m.GAUCGroups = auc.AUCAndGAUC(s, p, y, w, g)
 	return m, nil
-}
-
-// aucSorted returns the weighted ROC AUC of the rows idx, in ascending
-// score order. A label y counts as weight w·y positive and w·(1−y)
-// negative, which is the usual AUC for 0/1 labels. NaN when either class
-// has no weight.
-func aucSorted(p, y, w []float32, idx []uint32) float64 {
-	var area, P, N float64 // N: negative weight of strictly lower scores so far
-	for i := 0; i < len(idx); {
-		s := p[idx[i]]
-		var pg, ng float64
-		for ; i < len(idx) && p[idx[i]] == s; i++ {
-			r := idx[i]
-			wr, yr := float64(w[r]), float64(y[r])
-			pg += wr * yr
-			ng += wr * (1 - yr)
-		}
-		area += pg * (N + ng/2)
-		P += pg
-		N += ng
-	}
-	if P == 0 || N == 0 {
-		return math.NaN()
-	}
-	return area / (P * N)
-}
-
-// gaucSorted computes GAUC from rows idx ordered by group, then score.
-func gaucSorted(p, y, w []float32, g []uint64, idx []uint32) (float64, int) {
-	var sum, wsum float64
-	used := 0
-	for i := 0; i < len(idx); {
-		j := i
-		for j < len(idx) && g[idx[j]] == g[idx[i]] {
-			j++
-		}
-		if auc := aucSorted(p, y, w, idx[i:j]); !math.IsNaN(auc) {
-			var wg float64
-			for _, r := range idx[i:j] {
-				wg += float64(w[r])
-			}
-			sum += wg * auc
-			wsum += wg
-			used++
-		}
-		i = j
-	}
-	if used == 0 || wsum == 0 {
-		return math.NaN(), used
-	}
-	return sum / wsum, used
-}
-
-// sorter holds reusable scratch for LSD radix sorts of row indices.
-type sorter struct {
-	idx, tidx []uint32
-	k32, t32  []uint32
-	k64, t64  []uint64
-}
-
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n, n+n/4)
-	}
-	return s[:n]
-}
-
-// sortByScore returns the row indices in ascending score order (ties in
-// row order).
-func (s *sorter) sortByScore(p []float32) []uint32 {
-	n := len(p)
-	s.idx, s.tidx = grow(s.idx, n), grow(s.tidx, n)
-	s.k32, s.t32 = grow(s.k32, n), grow(s.t32, n)
-	for i, x := range p {
-		s.idx[i] = uint32(i)
-		b := math.Float32bits(x + 0) // +0 turns -0 into +0 so that they tie
-		if b&0x80000000 != 0 {
-			b = ^b
-		} else {
-			b |= 0x80000000
-		}
-		s.k32[i] = b
-	}
-	radixPairs(s.k32, s.idx, s.t32, s.tidx, 4)
-	return s.idx
-}
-
-// sortByGroup stably reorders the last sortByScore result by group key, so
-// that rows end up ordered by group, then score.
-func (s *sorter) sortByGroup(g []uint64) []uint32 {
-	n := len(s.idx)
-	s.k64, s.t64 = grow(s.k64, n), grow(s.t64, n)
-	for i, r := range s.idx {
-		s.k64[i] = g[r]
-	}
-	radixPairs(s.k64, s.idx, s.t64, s.tidx, 8)
-	return s.idx
-}
-
-// radixPairs sorts keys ascending, moving vals along, by LSD radix sort on
-// the low `bytes` bytes (stable). tk and tv are scratch of the same length.
-// Passes where every key has the same digit are skipped.
-func radixPairs[K uint32 | uint64](keys []K, vals []uint32, tk []K, tv []uint32, bytes int) {
-	var count [256]int
-	for b := range bytes {
-		shift := uint(8 * b)
-		clear(count[:])
-		for _, k := range keys {
-			count[byte(k>>shift)]++
-		}
-		if count[byte(keys[0]>>shift)] == len(keys) {
-			continue
-		}
-		pos := 0
-		for d := range count {
-			c := count[d]
-			count[d] = pos
-			pos += c
-		}
-		for i, k := range keys {
-			d := byte(k >> shift)
-			tk[count[d]] = k
-			tv[count[d]] = vals[i]
-			count[d]++
-		}
-		copy(keys, tk)
-		copy(vals, tv)
-	}
 }
 
 // The functions below take slices of equal length (they panic otherwise,
@@ -416,11 +285,7 @@ func radixPairs[K uint32 | uint64](keys []K, vals []uint32, tk []K, tv []uint32,
 // weights may be nil (all 1). It allocates its sort scratch; use an
 // Accumulator to reuse it.
 func AUC(preds, labels, weights []float32) float64 {
-	if len(preds) == 0 {
-		return math.NaN()
-	}
-	var s sorter
-	return aucSorted(preds, labels, ones(weights, len(preds)), s.sortByScore(preds))
+	return auc.AUC(nil, preds, labels, weights)
 }
 
 // GAUC returns the group AUC: per-group AUCs averaged with the groups'
@@ -428,12 +293,8 @@ func AUC(preds, labels, weights []float32) float64 {
 // number of groups used. NaN when no group has both classes or groups is
 // nil.
 func GAUC(preds, labels []float32, groups []uint64, weights []float32) (float64, int) {
-	if len(preds) == 0 || groups == nil {
-		return math.NaN(), 0
-	}
-	var s sorter
-	s.sortByScore(preds)
-	return gaucSorted(preds, labels, ones(weights, len(preds)), groups, s.sortByGroup(groups))
+	_, gauc, used := auc.AUCAndGAUC(nil, preds, labels, weights, groups)
+	return gauc, used
 }
 
 // LogLoss returns the weighted mean logloss of probabilities against

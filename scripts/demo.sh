@@ -24,6 +24,7 @@ $BIN train --spec "$DATA/spec.yaml" --data "$DATA/train-*.parquet" --valid "$DAT
 echo "== 4. evaluate, beside the ceiling of the true probabilities"
 $BIN eval --model "$MODELS/latest" --data "$DATA/test-00000.parquet" | tee /tmp/onestone-demo-eval.txt
 # The model's AUC as a share of the ceiling the true probabilities reach.
+# Both AUCs come from one implementation (internal/auc: exact, ties one half).
 awk '/^ceiling/ { for (i = 1; i <= NF; i++) { if ($i == "CTR") ctr = $(i+2); if ($i == "CTCVR") ctcvr = $(i+2) }
                   gsub(",", "", ctr); gsub(",", "", ctcvr) }
      FNR != NR && $1 == "ctr"   { m_ctr = $2 }

@@ -93,7 +93,7 @@ func TestGenerateWritesLearnableData(t *testing.T) {
 	}
 	var rows, ageNulls, tagLists, tagsTotal int
 	var ctr, ctcvr []float64
-	var click, conv []bool
+	var click, conv []float32
 	for rec, err := range ingest.Records(context.Background(), src) {
 		if err != nil {
 			t.Fatal(err)
@@ -126,8 +126,8 @@ func TestGenerateWritesLearnableData(t *testing.T) {
 			}
 			ctr = append(ctr, pc[i])
 			ctcvr = append(ctcvr, pc[i]*pv[i])
-			click = append(click, cl[i] == 1)
-			conv = append(conv, cv[i] == 1)
+			click = append(click, float32(cl[i]))
+			conv = append(conv, float32(cv[i]))
 		}
 		rows += int(rec.NumRows())
 		rec.Release()
@@ -141,8 +141,8 @@ func TestGenerateWritesLearnableData(t *testing.T) {
 	if share := float64(tagLists) / float64(rows); share < 0.85 || share > 0.95 {
 		t.Errorf("share of rows with tags %v, want about 90%%", share)
 	}
-	a, _ := auc.AUC(ctr, click)
-	b, _ := auc.AUC(ctcvr, conv)
+	a := auc.AUC(nil, ctr, click, nil)
+	b := auc.AUC(nil, ctcvr, conv, nil)
 	if a != sum.CeilingCTRAUC || b != sum.CeilingCTCVRAUC {
 		t.Errorf("AUC of the file read back %v, %v; summary says %v, %v", a, b, sum.CeilingCTRAUC, sum.CeilingCTCVRAUC)
 	}
