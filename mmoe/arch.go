@@ -22,6 +22,11 @@ const (
 // Archs lists the accepted architectures.
 var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE}
 
+// SoftSharing reports whether the model's tasks have networks of their own
+// tied by the soft parameter-sharing penalty over MatchingLayers (arch
+// soft). The penalty is the trainer's.
+func (m *Model) SoftSharing() bool { return m.cfg.Arch == ArchSoft }
+
 // archDefaults fills in the zero expert counts and levels of c.Arch.
 func (c *Config) archDefaults() {
 	switch c.Arch {

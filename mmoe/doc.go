@@ -55,7 +55,9 @@
 // Forward and Backward run on the calling goroutine (kernels.Sgemm is
 // single-threaded). To use several cores, give each worker a SliceTo view of
 // the batch, its own Workspace and Grads, and add the workers' gradients with
-// Grads.AddFrom; the result is the gradient of the whole batch.
+// Grads.AddFrom; the result is the gradient of the whole batch. A Replica
+// bundles one worker's Workspace and Grads behind the methods a trainer
+// calls (package mtl's Trainer uses them through its Model interface).
 //
 // Concurrency: a Model is safe for concurrent Forward calls with separate
 // Workspaces; Backward only reads the Model and writes into its Grads. Nothing

@@ -403,6 +403,9 @@ func (m *Model) Layout() features.Layout { return cloneLayout(m.layout) }
 // Heads returns the head names, in the order of the logits.
 func (m *Model) Heads() []string { return slices.Clone(m.heads) }
 
+// Arch returns the architecture, Config().Arch.
+func (m *Model) Arch() string { return m.cfg.Arch }
+
 // InputWidth is the width of the first-layer input x:
 // len(Sparse)*EmbeddingDim + len(Dense).
 func (m *Model) InputWidth() int { return m.inWidth }
@@ -425,6 +428,25 @@ func (m *Model) Embeddings() []Embedding {
 		es[i] = Embedding{Name: "embeddings." + f.Name + ".weight", Field: i, Rows: f.Cardinality, Dim: m.dim, Data: m.emb[i]}
 	}
 	return es
+}
+
+// DenseParams returns the names and values of the dense parameters, as
+// Params does without the shapes: one slice of each per tensor.
+func (m *Model) DenseParams() (names []string, values [][]float32) {
+	for _, p := range m.params {
+		names = append(names, p.name)
+		values = append(values, m.paramData(p))
+	}
+	return names, values
+}
+
+// EmbeddingTables returns the names, values and row widths of the
+// embedding tables, as Embeddings does: one of each per table.
+func (m *Model) EmbeddingTables() (names []string, values [][]float32, dims []int) {
+	for _, e := range m.Embeddings() {
+		names, values, dims = append(names, e.Name), append(values, e.Data), append(dims, e.Dim)
+	}
+	return names, values, dims
 }
 
 // NumParams is the number of scalar parameters, dense and embedding.

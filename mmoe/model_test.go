@@ -483,3 +483,53 @@ func TestTaskOfAndLastShared(t *testing.T) {
 		t.Errorf("single shares %v", l)
 	}
 }
+
+// TestReplica checks that a Replica computes what Forward and Backward on
+// a Workspace and Grads of its own size compute.
+func TestReplica(t *testing.T) {
+	m := testModel(t, Config{Arch: ArchCGC, Experts: 2, EmbeddingDim: 3, ExpertHidden: []int{4}, Seed: 4})
+	b := randomBatch(smallLayout(), 6, rand.New(rand.NewPCG(7, 7)))
+	dl := [][]float32{{1, -2, 0.5, 0, 3, 1}, {0.25, 1, -1, 2, 0, -0.5}}
+	ws, g := m.NewWorkspace(6), m.NewGrads(6)
+	if err := m.Forward(ws, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Backward(ws, b, dl, g); err != nil {
+		t.Fatal(err)
+	}
+	r := m.NewReplica(6)
+	logits, err := r.Forward(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bitsEqual(logits, ws.Logits) {
+		t.Fatal("replica logits differ")
+	}
+	if err := r.Backward(b, dl); err != nil {
+		t.Fatal(err)
+	}
+	if !bitsEqual(r.DenseGrads(), g.Dense) {
+		t.Fatal("replica dense gradients differ")
+	}
+	for f := range g.Sparse {
+		rows, grad := r.SparseGrad(f)
+		if !slices.Equal(rows, g.Sparse[f].Rows) || !bitsEqual([][]float32{grad}, [][]float32{g.Sparse[f].Grad}) {
+			t.Fatalf("table %d: replica sparse gradient differs", f)
+		}
+	}
+	names, values := m.DenseParams()
+	tn, tv, dims := m.EmbeddingTables()
+	for i, p := range m.Params() {
+		if names[i] != p.Name || &values[i][0] != &p.Data[0] || len(values[i]) != len(p.Data) {
+			t.Fatalf("DenseParams %d: %s, want %s aliasing the model", i, names[i], p.Name)
+		}
+	}
+	for i, e := range m.Embeddings() {
+		if tn[i] != e.Name || &tv[i][0] != &e.Data[0] || dims[i] != e.Dim {
+			t.Fatalf("EmbeddingTables %d: %s, want %s aliasing the model", i, tn[i], e.Name)
+		}
+	}
+	if _, err := r.Forward(randomBatch(smallLayout(), 7, rand.New(rand.NewPCG(1, 1)))); err == nil {
+		t.Fatal("a batch larger than the replica accepted")
+	}
+}

@@ -10,7 +10,11 @@
 // a model produces one logit per head per row ([][]float32, heads x rows) and
 // takes the gradients of the loss with respect to those logits back.
 // Parameters are []float32 slices; embedding gradients are sparse, one
-// (rows []int32, grad []float32) pair per table.
+// (rows []int32, grad []float32) pair per table. The Trainer trains any
+// Model (model.go): a network that lists its heads and parameters, tells
+// which parameters are shared, and runs forward and backward passes in one
+// Replica per worker. *mmoe.Model is one; this package imports no model
+// package (a test checks it).
 //
 // Floating point: parameters, logits and gradients are float32; every sum
 // over rows (losses, metrics, norms) is accumulated in float64.

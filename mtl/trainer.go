@@ -11,7 +11,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/mmoe"
 )
 
 // Weighting names accepted in TrainConfig.Weighting.
@@ -187,7 +186,7 @@ type StepTimes struct {
 // seed and a worker count. A Trainer is not safe for concurrent use.
 type Trainer struct {
 	cfg    TrainConfig
-	model  *mmoe.Model
+	model  Network
 	tasks  *TaskSet
 	weight Weighting
 	adam   *Adam
@@ -201,6 +200,11 @@ type Trainer struct {
 	dLogits [][]float32
 	losses  []float64
 	step    int64
+
+	// the model's parameters (DenseParams), their total size
+	names       []string
+	values      [][]float32
+	denseValues int
 
 	// merged sparse gradients, per table
 	mergeSlots [][]int32
@@ -219,8 +223,8 @@ type Trainer struct {
 }
 
 type worker struct {
-	ws    *mmoe.Workspace
-	g     *mmoe.Grads
+	r     Replica
+	dense [][]float32 // r.DenseGrads()
 	sub   features.Batch
 	dl    [][]float32 // the worker's rows of Trainer.dLogits
 	lo    int
@@ -232,8 +236,9 @@ type worker struct {
 }
 
 // NewTrainer builds a trainer for model on tasks. The model's heads must be
-// the tasks, in order.
-func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, error) {
+// the tasks, in order. R is inferred from the model:
+// mtl.NewTrainer(m, tasks, cfg) with m an *mmoe.Model.
+func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -275,20 +280,28 @@ func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, e
 	if err != nil {
 		return nil, err
 	}
-	ps := model.Params()
-	params := make([]Param, len(ps))
-	for i, p := range ps {
-		params[i] = Param{Name: p.Name, Value: p.Data}
+	t.names, t.values = model.DenseParams()
+	tableNames, tableValues, dims := model.EmbeddingTables()
+	if len(t.values) != len(t.names) || len(tableValues) != len(tableNames) || len(dims) != len(tableNames) {
+		return nil, fmt.Errorf("mtl: trainer: the model lists %d dense names for %d tensors and %d table names for %d tables and %d widths: %w", len(t.names), len(t.values), len(tableNames), len(tableValues), len(dims), ErrShape)
+	}
+	for i, d := range dims {
+		if d < 1 || len(tableValues[i])%d != 0 {
+			return nil, fmt.Errorf("mtl: trainer: embedding table %q: %d values in rows of %d: %w", tableNames[i], len(tableValues[i]), d, ErrShape)
+		}
+	}
+	params := make([]Param, len(t.names))
+	for i, name := range t.names {
+		params[i] = Param{Name: name, Value: t.values[i]}
+		t.denseValues += len(t.values[i])
 	}
 	if t.adam, err = NewAdam(cfg.Dense, params); err != nil {
 		return nil, err
 	}
-	es := model.Embeddings()
-	tables := make([]Table, len(es))
-	t.dims = make([]int, len(es))
-	for i, e := range es {
-		tables[i] = Table{Name: e.Name, Value: e.Data, Dim: e.Dim}
-		t.dims[i] = e.Dim
+	tables := make([]Table, len(tableNames))
+	t.dims = dims
+	for i, name := range tableNames {
+		tables[i] = Table{Name: name, Value: tableValues[i], Dim: dims[i]}
 	}
 	ec := cfg.Embedding
 	if ec.Optimizer == EmbeddingAdam {
@@ -302,7 +315,17 @@ func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, e
 	nw := min(cfg.Workers, cfg.BatchSize)
 	per := (cfg.BatchSize + nw - 1) / nw
 	for range nw {
-		t.workers = append(t.workers, &worker{ws: model.NewWorkspace(per), g: model.NewGrads(per)})
+		r := model.NewReplica(per)
+		dense := r.DenseGrads()
+		if len(dense) != len(t.values) {
+			return nil, fmt.Errorf("mtl: trainer: a replica has %d dense gradients for %d parameters: %w", len(dense), len(t.values), ErrShape)
+		}
+		for i, d := range dense {
+			if len(d) != len(t.values[i]) {
+				return nil, fmt.Errorf("mtl: trainer: gradient of %q has %d values, the parameter %d: %w", t.names[i], len(d), len(t.values[i]), ErrShape)
+			}
+		}
+		t.workers = append(t.workers, &worker{r: r, dense: dense})
 	}
 	T := tasks.Len()
 	t.logits = make([][]float32, T)
@@ -317,11 +340,11 @@ func NewTrainer(model *mmoe.Model, tasks *TaskSet, cfg TrainConfig) (*Trainer, e
 		return nil, err
 	}
 	if nw > 1 {
-		t.mergeSlots = make([][]int32, len(es))
-		t.mergeRows = make([][]int32, len(es))
-		t.mergeGrad = make([][]float32, len(es))
-		for i, e := range es {
-			s := make([]int32, e.Rows)
+		t.mergeSlots = make([][]int32, len(tables))
+		t.mergeRows = make([][]int32, len(tables))
+		t.mergeGrad = make([][]float32, len(tables))
+		for i, e := range tables {
+			s := make([]int32, len(e.Value)/e.Dim)
 			for j := range s {
 				s[j] = -1
 			}
@@ -342,7 +365,7 @@ func (t *Trainer) Weights() []float64 { return t.weight.Weights() }
 
 // OptimizerStateBytes is the size of the optimizers' state.
 func (t *Trainer) OptimizerStateBytes() int64 {
-	return t.sparse.StateBytes() + 8*int64(t.model.NumDenseParams())
+	return t.sparse.StateBytes() + 8*int64(t.denseValues)
 }
 
 // Step trains on one batch (at most BatchSize rows) and returns the
@@ -470,24 +493,25 @@ func (t *Trainer) parallel(ws []*worker, phase int) {
 func (t *Trainer) runPhase(w *worker, phase int) error {
 	switch phase {
 	case phaseForward:
-		if err := t.model.Forward(w.ws, &w.sub); err != nil {
+		logits, err := w.r.Forward(&w.sub)
+		if err != nil {
 			return err
 		}
 		for h := range t.logits {
-			copy(t.logits[h][w.lo:w.hi], w.ws.Logits[h][:w.hi-w.lo])
+			copy(t.logits[h][w.lo:w.hi], logits[h][:w.hi-w.lo])
 		}
 		return nil
 	case phaseBackward:
-		return t.model.Backward(w.ws, &w.sub, t.workerDLogits(w), w.g)
+		return w.r.Backward(&w.sub, t.workerDLogits(w))
 	case phaseReduce:
 		// Dense gradients summed in worker order, parameters split
 		// across the workers.
-		g0 := t.active[0].g
+		d0 := t.active[0].dense
 		k := w.index
-		for i := k; i < len(g0.Dense); i += len(t.active) {
-			d := g0.Dense[i]
+		for i := k; i < len(d0); i += len(t.active) {
+			d := d0[i]
 			for _, o := range t.active[1:] {
-				addTo(d, o.g.Dense[i])
+				addTo(d, o.dense[i])
 			}
 		}
 		return nil
@@ -501,9 +525,9 @@ func (t *Trainer) runPhase(w *worker, phase int) error {
 // dense Adam, and the embedding tables are dealt out round-robin (their
 // updates are independent, so the result does not depend on n).
 func (t *Trainer) optimize(k, n int) error {
-	g0 := t.active[0].g
+	w0 := t.active[0]
 	if k == 0 {
-		dense := g0.Dense
+		dense := w0.dense
 		if t.mt.frozen {
 			dense = t.mt.trainGrads
 		}
@@ -515,8 +539,8 @@ func (t *Trainer) optimize(k, n int) error {
 		return nil // embeddings are shared: frozen
 	}
 	// Worker 0 also has Adam: start the other workers' tables first.
-	for f := (k + n - 1) % n; f < len(g0.Sparse); f += n {
-		rows, grad := g0.Sparse[f].Rows, g0.Sparse[f].Grad
+	for f := (k + n - 1) % n; f < len(t.dims); f += n {
+		rows, grad := w0.r.SparseGrad(f)
 		if len(t.active) > 1 {
 			rows, grad = t.mergeSparse(f, t.active)
 		}
@@ -551,7 +575,6 @@ func (t *Trainer) firstErr(ws []*worker) error {
 // update sums the workers' gradients into the first worker's, clips, and
 // applies the dense and sparse optimizers.
 func (t *Trainer) update(ws []*worker) error {
-	g0 := ws[0].g
 	if len(ws) > 1 {
 		t.parallel(ws, phaseReduce)
 	}
@@ -559,7 +582,7 @@ func (t *Trainer) update(ws []*worker) error {
 	if err := t.addSoftPenalty(); err != nil {
 		return err
 	}
-	dense := g0.Dense
+	dense := ws[0].dense
 	if t.mt.frozen {
 		dense = t.mt.trainGrads
 	}
@@ -578,9 +601,9 @@ func (t *Trainer) mergeSparse(f int, ws []*worker) ([]int32, []float32) {
 	slots := t.mergeSlots[f]
 	rows, grad := t.mergeRows[f][:0], t.mergeGrad[f][:0]
 	for _, w := range ws {
-		sg := w.g.Sparse[f]
-		for i, r := range sg.Rows {
-			src := sg.Grad[i*dim : (i+1)*dim]
+		wRows, wGrad := w.r.SparseGrad(f)
+		for i, r := range wRows {
+			src := wGrad[i*dim : (i+1)*dim]
 			if s := slots[r]; s >= 0 {
 				addTo(grad[int(s)*dim:(int(s)+1)*dim], src)
 				continue

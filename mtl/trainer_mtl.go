@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/mmoe"
 )
 
 // GradNormTrainConfig is the train.gradnorm: section, used with
@@ -58,10 +57,9 @@ func (t *Trainer) newGradNorm() (Weighting, error) {
 	if T < 2 {
 		return nil, fmt.Errorf("mtl: train: weighting gradnorm needs at least 2 tasks, the spec has %d: %w", T, ErrConfig)
 	}
-	arch := t.model.Config().Arch
 	t.mt.shared = t.model.LastSharedLayer()
 	if len(t.mt.shared) == 0 {
-		return nil, fmt.Errorf("mtl: train: weighting gradnorm needs a shared layer, and arch %s shares none (use shared_bottom, omoe, mmoe, cgc or ple): %w", arch, ErrConfig)
+		return nil, fmt.Errorf("mtl: train: weighting gradnorm needs a shared layer, and arch %s shares none (use shared_bottom, omoe, mmoe, cgc or ple): %w", t.model.Arch(), ErrConfig)
 	}
 	gc := t.cfg.GradNorm
 	t.mt.gnEvery = max(gc.Every, 1)
@@ -82,10 +80,9 @@ func (t *Trainer) initMultiTask() error {
 		mt.lossTmp = make([]float64, T)
 		mt.norms = make([]float64, T)
 	}
-	arch := t.model.Config().Arch
-	if arch != mmoe.ArchSoft {
+	if !t.model.SoftSharing() {
 		if t.cfg.SoftPenalty != 0 {
-			return fmt.Errorf("mtl: train: soft_penalty %v is for arch soft, the model is %s: %w", t.cfg.SoftPenalty, arch, ErrConfig)
+			return fmt.Errorf("mtl: train: soft_penalty %v is for arch soft, the model is %s: %w", t.cfg.SoftPenalty, t.model.Arch(), ErrConfig)
 		}
 		return nil
 	}
@@ -100,14 +97,13 @@ func (t *Trainer) initMultiTask() error {
 	if len(groups) == 0 {
 		return fmt.Errorf("mtl: train: arch soft: the model has no matching layers: %w", ErrConfig)
 	}
-	ps := t.model.Params()
-	g0 := t.workers[0].g
+	d0 := t.workers[0].dense
 	mt.softParams = make([][][]float32, T)
 	mt.softGrads = make([][][]float32, T)
 	for task := range T {
 		for _, g := range groups {
-			mt.softParams[task] = append(mt.softParams[task], ps[g[task]].Data)
-			mt.softGrads[task] = append(mt.softGrads[task], g0.Dense[g[task]])
+			mt.softParams[task] = append(mt.softParams[task], t.values[g[task]])
+			mt.softGrads[task] = append(mt.softGrads[task], d0[g[task]])
 		}
 	}
 	return nil
@@ -148,10 +144,10 @@ func (t *Trainer) taskGradNorms(ws []*worker, b *features.Batch) ([]float64, err
 		}
 		var ss float64
 		for _, i := range mt.shared {
-			for j := range ws[0].g.Dense[i] {
+			for j := range ws[0].dense[i] {
 				var v float32
 				for _, w := range ws {
-					v += w.g.Dense[i][j]
+					v += w.dense[i][j]
 				}
 				ss += float64(v) * float64(v)
 			}
@@ -212,16 +208,15 @@ func (t *Trainer) FreezeShared() error {
 	if t.mt.frozen {
 		return nil
 	}
-	ps := t.model.Params()
 	var params []Param
 	var grads [][]float32
-	g0 := t.workers[0].g
-	for i, p := range ps {
+	d0 := t.workers[0].dense
+	for i, name := range t.names {
 		if t.model.TaskOf(i) < 0 {
 			continue
 		}
-		params = append(params, Param{Name: p.Name, Value: p.Data})
-		grads = append(grads, g0.Dense[i])
+		params = append(params, Param{Name: name, Value: t.values[i]})
+		grads = append(grads, d0[i])
 	}
 	if len(params) == 0 {
 		return fmt.Errorf("mtl: trainer: freezing the shared part leaves no parameter to train: %w", ErrConfig)
