@@ -6,6 +6,12 @@
 // gradient clipping, learning-rate schedules) and the evaluation metrics
 // (AUC, GAUC, logloss, calibration, RMSE).
 //
+// Loss weightings are chosen by name (train.weighting) from
+// KnownWeightings. Each lives in a file of its own (weighting_*.go) that
+// holds its method, the Balancer that runs it in a training step and its
+// entry; weighting.go holds the registry and the hooks a step offers,
+// which let a weighting work on per-task gradients, not only on losses.
+//
 // The package works on plain slices so that it does not depend on the model:
 // a model produces one logit per head per row ([][]float32, heads x rows) and
 // takes the gradients of the loss with respect to those logits back.

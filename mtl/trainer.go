@@ -13,13 +13,6 @@ import (
 	"github.com/onestone/onestone/features"
 )
 
-// Weighting names accepted in TrainConfig.Weighting.
-const (
-	WeightingFixed       = "fixed"
-	WeightingUncertainty = "uncertainty"
-	WeightingGradNorm    = "gradnorm"
-)
-
 // Embedding optimizers accepted in EmbeddingConfig.Optimizer.
 const (
 	EmbeddingAdagrad = "adagrad"
@@ -42,7 +35,8 @@ type TrainConfig struct {
 	Schedule ScheduleConfig `yaml:"schedule" json:"schedule"`
 	// ClipNorm clips the global norm of the dense gradient. Default: 0 (off).
 	ClipNorm float64 `yaml:"clip_norm" json:"clip_norm"`
-	// Weighting is fixed, uncertainty or gradnorm. Default: "fixed".
+	// Weighting names the loss weighting, a key of KnownWeightings (fixed,
+	// uncertainty, gradnorm, ...). Default: "fixed".
 	Weighting string `yaml:"weighting" json:"weighting"`
 	// GradNorm configures weighting: gradnorm (ignored otherwise).
 	GradNorm GradNormTrainConfig `yaml:"gradnorm" json:"gradnorm"`
@@ -129,14 +123,12 @@ func (c TrainConfig) Validate() error {
 	default:
 		return fmt.Errorf("mtl: train: embedding optimizer %q: want adagrad or adam: %w", c.Embedding.Optimizer, ErrConfig)
 	}
-	switch c.Weighting {
-	case WeightingFixed, WeightingUncertainty:
-	case WeightingGradNorm:
-		if err := c.GradNorm.validate(); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("mtl: train: weighting %q: want fixed, uncertainty or gradnorm: %w", c.Weighting, ErrConfig)
+	w, ok := KnownWeightings[c.Weighting]
+	if !ok {
+		return fmt.Errorf("mtl: train: weighting %q: want %s: %w", c.Weighting, weightingNames(), ErrConfig)
+	}
+	if w.Validate != nil {
+		return w.Validate(c)
 	}
 	return nil
 }
@@ -188,7 +180,8 @@ type Trainer struct {
 	cfg    TrainConfig
 	model  Network
 	tasks  *TaskSet
-	weight Weighting
+	weight Balancer
+	bs     BalanceStep // what weight's hooks see of the current step
 	adam   *Adam
 	sparse sparseOptimizer
 	sched  Schedule
@@ -213,8 +206,7 @@ type Trainer struct {
 	dims       []int
 
 	// curDL is the logit gradient set the backward phase reads: dLogits,
-	// or a single task's unweighted gradient when measuring GradNorm's
-	// per-task gradient norms (trainer_mtl.go).
+	// or a single task's unweighted gradient (BalanceStep.TaskGradTo).
 	curDL [][]float32
 	mt    multiTask
 
@@ -257,29 +249,10 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 	if t.sched, err = NewSchedule(cfg.Schedule); err != nil {
 		return nil, err
 	}
-	switch cfg.Weighting {
-	case WeightingUncertainty:
-		t.weight, err = NewUncertainty(UncertaintyConfig{Tasks: tasks.Len()})
-	case WeightingGradNorm:
-		t.weight, err = t.newGradNorm()
-	default:
-		w := make([]float64, tasks.Len())
-		for i := range w {
-			w[i] = 1
-			if v, ok := cfg.TaskWeights[tasks.Task(i).Name]; ok {
-				w[i] = v
-			}
-		}
-		for name := range cfg.TaskWeights {
-			if tasks.Index(name) < 0 {
-				return nil, fmt.Errorf("mtl: train: task_weights names unknown task %q: %w", name, ErrConfig)
-			}
-		}
-		t.weight, err = NewFixed(w)
-	}
-	if err != nil {
+	if t.weight, err = KnownWeightings[cfg.Weighting].New(WeightingEnv{Config: cfg, Tasks: tasks, Model: model}); err != nil {
 		return nil, err
 	}
+	t.bs.t = t
 	t.names, t.values = model.DenseParams()
 	tableNames, tableValues, dims := model.EmbeddingTables()
 	if len(t.values) != len(t.names) || len(tableValues) != len(tableNames) || len(dims) != len(tableNames) {
@@ -404,9 +377,11 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
-	gradNorms, err := t.taskGradNorms(ws, b)
+	t.bs.b, t.bs.ws, t.bs.phase = b, ws, inBeforeBackward
+	err = t.weight.BeforeBackward(&t.bs)
+	t.bs.phase = outsideHooks
 	if err != nil {
-		return nil, fmt.Errorf("mtl: step %d: gradnorm: %w", t.step+1, err)
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
 	t2 := time.Now()
 	t.curDL = t.dLogits
@@ -418,10 +393,11 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	if err := t.update(ws); err != nil {
 		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
-	if !t.weight.NeedsGradNorms() || gradNorms != nil {
-		if err := t.weight.Update(t.losses, gradNorms); err != nil {
-			return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
-		}
+	t.bs.phase = inAfterUpdate
+	err = t.weight.AfterUpdate(&t.bs)
+	t.bs.phase = outsideHooks
+	if err != nil {
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
 	}
 	t.step++
 	t4 := time.Now()
@@ -580,6 +556,12 @@ func (t *Trainer) update(ws []*worker) error {
 	}
 	scale := t.sched.Scale(t.step)
 	if err := t.addSoftPenalty(); err != nil {
+		return err
+	}
+	t.bs.phase = inBeforeUpdate
+	err := t.weight.BeforeUpdate(&t.bs)
+	t.bs.phase = outsideHooks
+	if err != nil {
 		return err
 	}
 	dense := ws[0].dense

@@ -3,43 +3,11 @@ package mtl
 import (
 	"fmt"
 	"math"
-
-	"github.com/onestone/onestone/features"
 )
 
-// GradNormTrainConfig is the train.gradnorm: section, used with
-// weighting: gradnorm. A zero field takes its default.
-type GradNormTrainConfig struct {
-	// Alpha is GradNorm's restoring-force strength α. Default: 1.5.
-	Alpha float64 `yaml:"alpha" json:"alpha,omitempty"`
-	// LR is the learning rate of the task weights. Default: 0.025.
-	LR float64 `yaml:"lr" json:"lr,omitempty"`
-	// Every measures the per-task gradient norms and updates the weights
-	// every so many steps (the weights are held in between). Measuring
-	// costs one extra backward pass per task on the step's batch, so a
-	// step that measures costs about (1 + T·b/(f+b)) times a plain step
-	// (f, b: forward and backward time; about 2.3x for 2 tasks); Every
-	// amortises it. Default: 1 (every step, as in the paper).
-	Every int `yaml:"every" json:"every,omitempty"`
-}
-
-func (c GradNormTrainConfig) validate() error {
-	if c.Every < 0 {
-		return fmt.Errorf("mtl: train: gradnorm.every %d < 0: %w", c.Every, ErrConfig)
-	}
-	return GradNormConfig{Tasks: 2, Alpha: c.Alpha, LR: c.LR}.Validate()
-}
-
-// multiTask is the trainer's state for GradNorm, soft parameter sharing
-// and freezing.
+// multiTask is the trainer's state for soft parameter sharing and
+// freezing.
 type multiTask struct {
-	// GradNorm
-	gnEvery int
-	shared  []int       // Params() indices of the last shared layer
-	dlOne   [][]float32 // one task's logit gradients, [head][row]
-	oneHot  []float64
-	lossTmp []float64
-	norms   []float64
 	// soft sharing
 	softLambda float64
 	softParams [][][]float32 // [task][layer]
@@ -50,36 +18,10 @@ type multiTask struct {
 	trainGrads [][]float32 // workers[0]'s gradients of the trainable params
 }
 
-// newGradNorm builds the GradNorm weighting, refusing models and task sets
-// it cannot work on.
-func (t *Trainer) newGradNorm() (Weighting, error) {
-	T := t.tasks.Len()
-	if T < 2 {
-		return nil, fmt.Errorf("mtl: train: weighting gradnorm needs at least 2 tasks, the spec has %d: %w", T, ErrConfig)
-	}
-	t.mt.shared = t.model.LastSharedLayer()
-	if len(t.mt.shared) == 0 {
-		return nil, fmt.Errorf("mtl: train: weighting gradnorm needs a shared layer, and arch %s shares none (use shared_bottom, omoe, mmoe, cgc or ple): %w", t.model.Arch(), ErrConfig)
-	}
-	gc := t.cfg.GradNorm
-	t.mt.gnEvery = max(gc.Every, 1)
-	return NewGradNorm(GradNormConfig{Tasks: T, Alpha: gc.Alpha, LR: gc.LR})
-}
-
-// initMultiTask sets up GradNorm's buffers and soft sharing after the
-// workers exist.
+// initMultiTask sets up soft sharing after the workers exist.
 func (t *Trainer) initMultiTask() error {
 	T := t.tasks.Len()
 	mt := &t.mt
-	if mt.gnEvery > 0 {
-		mt.dlOne = make([][]float32, T)
-		for h := range mt.dlOne {
-			mt.dlOne[h] = make([]float32, t.cfg.BatchSize)
-		}
-		mt.oneHot = make([]float64, T)
-		mt.lossTmp = make([]float64, T)
-		mt.norms = make([]float64, T)
-	}
 	if !t.model.SoftSharing() {
 		if t.cfg.SoftPenalty != 0 {
 			return fmt.Errorf("mtl: train: soft_penalty %v is for arch soft, the model is %s: %w", t.cfg.SoftPenalty, t.model.Arch(), ErrConfig)
@@ -109,55 +51,6 @@ func (t *Trainer) initMultiTask() error {
 	return nil
 }
 
-// taskGradNorms returns ‖∇_W L_t‖ for each task on the last shared layer
-// W when GradNorm measures this step, else nil. It runs one backward pass
-// per task of that task's unweighted loss alone (its logit gradients from
-// LossTo with a one-hot task weighting, so an esmm task's gradient reaches
-// its parent's head too) and sums the workers' gradients of W. It must run
-// before the step's real backward pass, which overwrites the gradients.
-func (t *Trainer) taskGradNorms(ws []*worker, b *features.Batch) ([]float64, error) {
-	mt := &t.mt
-	if mt.gnEvery == 0 || t.step%int64(mt.gnEvery) != 0 {
-		return nil, nil
-	}
-	n := b.Rows
-	T := t.tasks.Len()
-	for k := range T {
-		clear(mt.oneHot)
-		mt.oneHot[k] = 1
-		for h := range T {
-			t.logits[h] = t.logits[h][:n]
-			mt.dlOne[h] = mt.dlOne[h][:n]
-		}
-		_, err := t.tasks.LossTo(mt.lossTmp, mt.dlOne, t.logits, b.Labels, b.Weights, mt.oneHot)
-		for h := range T {
-			t.logits[h] = t.logits[h][:cap(t.logits[h])]
-			mt.dlOne[h] = mt.dlOne[h][:cap(mt.dlOne[h])]
-		}
-		if err != nil {
-			return nil, err
-		}
-		t.curDL = mt.dlOne
-		t.parallel(ws, phaseBackward)
-		if err := t.firstErr(ws); err != nil {
-			return nil, fmt.Errorf("backward of task %q: %w", t.tasks.Task(k).Name, err)
-		}
-		var ss float64
-		for _, i := range mt.shared {
-			for j := range ws[0].dense[i] {
-				var v float32
-				for _, w := range ws {
-					v += w.dense[i][j]
-				}
-				ss += float64(v) * float64(v)
-			}
-		}
-		mt.norms[k] = math.Sqrt(ss)
-	}
-	t.curDL = t.dLogits
-	return mt.norms, nil
-}
-
 // addSoftPenalty adds the soft sharing penalty's gradient to the reduced
 // dense gradients (arch soft only).
 func (t *Trainer) addSoftPenalty() error {
@@ -179,20 +72,6 @@ func (t *Trainer) SoftPenalty() float64 { return t.mt.softValue }
 
 // SoftLambda is the soft sharing penalty's λ in use (0 unless arch soft).
 func (t *Trainer) SoftLambda() float64 { return t.mt.softLambda }
-
-// GradNormEvery is how often GradNorm measures gradient norms (0 without
-// GradNorm).
-func (t *Trainer) GradNormEvery() int { return t.mt.gnEvery }
-
-// LastGradNorms returns the per-task gradient norms on the last shared
-// layer from the last step that measured them (nil without GradNorm or
-// before the first; the slice is reused).
-func (t *Trainer) LastGradNorms() []float64 {
-	if t.mt.gnEvery == 0 || t.step == 0 {
-		return nil
-	}
-	return t.mt.norms
-}
 
 // FreezeShared keeps the parameters shared by all tasks fixed from now
 // on: every dense parameter with model.TaskOf(i) == -1 (shared experts,
@@ -233,3 +112,57 @@ func (t *Trainer) FreezeShared() error {
 
 // Frozen reports whether FreezeShared was called.
 func (t *Trainer) Frozen() bool { return t.mt.frozen }
+
+// SoftSharingPenaltyTo returns the soft parameter sharing penalty
+//
+//	λ·Σ_{t≠t'} ‖θ_t − θ_t'‖²
+//
+// summed over ordered pairs of tasks (each unordered pair counts twice, as
+// the formula reads) and over matching layers: groups[t][l] is layer l of
+// task t's network, and layer l must have the same length in every task.
+// When grads is not nil (same shape as groups) the penalty's gradient
+// 4λ·(T·θ_t − Σ_u θ_u) is added to it. It needs at least 2 tasks; it
+// allocates nothing.
+func SoftSharingPenaltyTo(grads, groups [][][]float32, lambda float64) (float64, error) {
+	T := len(groups)
+	if T < 2 {
+		return 0, fmt.Errorf("mtl: soft-sharing penalty needs at least 2 tasks, have %d: %w", T, ErrConfig)
+	}
+	if !(lambda >= 0) || math.IsInf(lambda, 0) {
+		return 0, fmt.Errorf("mtl: soft-sharing penalty: lambda %v: want finite and >= 0: %w", lambda, ErrConfig)
+	}
+	L := len(groups[0])
+	for t := range T {
+		if len(groups[t]) != L {
+			return 0, fmt.Errorf("mtl: soft-sharing penalty: task %d has %d layers, task 0 %d: %w", t, len(groups[t]), L, ErrShape)
+		}
+		if grads != nil && (len(grads) != T || len(grads[t]) != L) {
+			return 0, fmt.Errorf("mtl: soft-sharing penalty: gradients do not match the parameter groups (task %d): %w", t, ErrShape)
+		}
+		for l := range L {
+			if len(groups[t][l]) != len(groups[0][l]) || (grads != nil && len(grads[t][l]) != len(groups[0][l])) {
+				return 0, fmt.Errorf("mtl: soft-sharing penalty: layer %d of task %d has %d values, task 0 %d: %w", l, t, len(groups[t][l]), len(groups[0][l]), ErrShape)
+			}
+		}
+	}
+	// Σ_{t≠t'} (a_t − a_t')² = 2T·Σ_t (a_t − mean)² per element.
+	var sum float64
+	ft := float64(T)
+	for l := range L {
+		for j := range groups[0][l] {
+			var mean float64
+			for t := range T {
+				mean += float64(groups[t][l][j])
+			}
+			mean /= ft
+			for t := range T {
+				d := float64(groups[t][l][j]) - mean
+				sum += d * d
+				if grads != nil {
+					grads[t][l][j] += float32(4 * lambda * ft * d)
+				}
+			}
+		}
+	}
+	return lambda * 2 * ft * sum, nil
+}
