@@ -22,6 +22,15 @@ const (
 // Archs lists the accepted architectures.
 var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE}
 
+// validateArchHeads checks the number of heads against the rules of
+// c.Arch.
+func (c Config) validateArchHeads(n int) error {
+	if c.Arch == ArchSoft && n < 2 {
+		return configErr("arch soft: %d head: soft parameter sharing needs at least 2 tasks", n)
+	}
+	return nil
+}
+
 // SoftSharing reports whether the model's tasks have networks of their own
 // tied by the soft parameter-sharing penalty over MatchingLayers (arch
 // soft). The penalty is the trainer's.

@@ -107,7 +107,8 @@ type Model struct {
 	headL    []layer   // per task, out 1
 	towerSrc []int     // per task: gate of the last level
 
-	maxCands int
+	maxCands   int
+	lastShared []int // LastSharedLayer
 }
 
 // New builds a model for the layout and the named heads (one per task, in
@@ -202,10 +203,7 @@ func checkHeads(cfg Config, heads []string) error {
 			return configErr("heads: %q appears twice", h)
 		}
 	}
-	if cfg.Arch == ArchSoft && len(heads) < 2 {
-		return configErr("arch soft: %d head: soft parameter sharing needs at least 2 tasks", len(heads))
-	}
-	return nil
+	return cfg.validateArchHeads(len(heads))
 }
 
 func cloneLayout(l features.Layout) features.Layout {
@@ -275,6 +273,20 @@ func (m *Model) build() {
 		w := b.alloc(fmt.Sprintf("heads.%s.weight", h), initXavier, in, 1, 1, in)
 		bb := b.alloc(fmt.Sprintf("heads.%s.bias", h), initZero, 0, 0, 1)
 		m.headL = append(m.headL, layer{in: in, out: 1, w: w, b: bb, act: actNone})
+	}
+	// The last layer of the last level's shared experts, in storage order.
+	last := map[string]bool{}
+	for _, e := range tp.levels[len(tp.levels)-1].experts {
+		if e.task < 0 {
+			l := len(m.cfg.ExpertHidden) - 1
+			last[fmt.Sprintf("%s.layers.%d.weight", e.name, l)] = true
+			last[fmt.Sprintf("%s.layers.%d.bias", e.name, l)] = true
+		}
+	}
+	for i, p := range m.params {
+		if last[p.name] {
+			m.lastShared = append(m.lastShared, i)
+		}
 	}
 	m.arena = make([]float32, b.n)
 	for _, f := range m.layout.Sparse {
@@ -533,17 +545,4 @@ func (m *Model) TaskOf(i int) int {
 // biases of the last layer of every shared expert of the last level: the
 // layer GradNorm (Chen et al. 2018) takes per-task gradient norms on. It is
 // empty for single and soft, which share nothing.
-func (m *Model) LastSharedLayer() []int {
-	var out []int
-	prefix := "experts."
-	if m.cfg.Arch == ArchPLE {
-		prefix = fmt.Sprintf("levels.%d.experts.", len(m.levels)-1)
-	}
-	suffix := fmt.Sprintf(".layers.%d.", len(m.cfg.ExpertHidden)-1)
-	for i, p := range m.params {
-		if strings.HasPrefix(p.name, prefix) && strings.Contains(p.name, suffix) {
-			out = append(out, i)
-		}
-	}
-	return out
-}
+func (m *Model) LastSharedLayer() []int { return slices.Clone(m.lastShared) }
