@@ -424,3 +424,41 @@ func BenchmarkJSONDecode(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestJSONDecoderAllocs: in steady state (builders reserved from the last
+// batch) appending an event allocates nothing, escapes included.
+func TestJSONDecoderAllocs(t *testing.T) {
+	d, err := NewJSONDecoder(genSchema(), JSONConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Release()
+	rng := rand.New(rand.NewPCG(5, 6))
+	const nev = 2048
+	events := make([][]byte, nev)
+	for i := range events {
+		events[i] = genEvent(nil, rng, i)
+		if i%3 == 0 { // an escaped id and an unknown nested field
+			events[i] = append(events[i][:len(events[i])-1], `,"user_id":"\u00e9\"\ud83d\ude00","x":{"a":[1,{"b":"c"}]}}`...)
+		}
+	}
+	for _, ev := range events {
+		if err := d.Append(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.NewRecordBatch().Release()
+	if err := d.Append(events[0]); err != nil { // reserves the builders
+		t.Fatal(err)
+	}
+	i := 1
+	a := testing.AllocsPerRun(nev/2, func() {
+		if err := d.Append(events[i]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	if a != 0 {
+		t.Errorf("Append allocates %v times per event in steady state, want 0", a)
+	}
+}

@@ -163,3 +163,17 @@ func BenchmarkDecodeTransform500(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/request")
 }
+
+// BenchmarkDecodeRequest500 measures the request envelope alone: a std
+// request of 500 candidates checked and split into raw objects.
+func BenchmarkDecodeRequest500(b *testing.B) {
+	body := stdwork.Request(rand.New(rand.NewPCG(3, 3)), 500, `"top_k":50`)
+	var req serving.Request
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := serving.DecodeRequest(&req, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -494,3 +494,23 @@ func TestScoreAllocsPerRequest(t *testing.T) {
 	}
 	t.Logf("allocations per request: %v (50 candidates), %v (1000)", a50, a1000)
 }
+
+// TestDecodeRequestAllocs: decoding into a reused Request allocates
+// nothing (the objectives, copied out as strings, are left out).
+func TestDecodeRequestAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counting under the race detector")
+	}
+	body := testRequest(t, rand.New(rand.NewPCG(4, 4)), 500, `,"top_k":50,"objectives":null`)
+	var req Request
+	if err := DecodeRequest(&req, body); err != nil {
+		t.Fatal(err)
+	}
+	if a := testing.AllocsPerRun(20, func() {
+		if err := DecodeRequest(&req, body); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("DecodeRequest allocates %v times per request, want 0", a)
+	}
+}
