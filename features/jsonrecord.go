@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/onestone/onestone/internal/jsontext"
 )
 
 // Sentinel errors of the JSON event decoder. Every error returned by
@@ -58,9 +58,6 @@ func fieldErr(field string, kind error, format string, args ...any) error {
 
 // DefaultMaxEventBytes is the default JSONConfig.MaxEventBytes: 1 MiB.
 const DefaultMaxEventBytes = 1 << 20
-
-// maxJSONDepth bounds the nesting of skipped (unknown) values.
-const maxJSONDepth = 512
 
 // JSONConfig configures a JSONDecoder.
 type JSONConfig struct {
@@ -147,7 +144,8 @@ type column struct {
 }
 
 // JSONDecoder turns JSON events, one object per event, into Arrow record
-// batches with a fixed schema. Keys name columns; unknown keys are skipped;
+// batches with a fixed schema. Keys name columns; unknown keys are skipped
+// (their values must still be well-formed JSON, nested at most 256 deep);
 // a key that is absent or null gives a null when the column is nullable and
 // ErrEventMissingField when it is not (labels).
 //
@@ -177,9 +175,8 @@ type JSONDecoder struct {
 	slots   []slot
 	gen     uint32
 	items   []item
-	scratch []byte // unescaped strings and rendered numbers of the current event
-	stack   []byte // bracket stack while skipping unknown values
-	n       int    // accepted events not yet taken by NewRecordBatch
+	sc      jsontext.Scanner // sc.Buf: unescaped strings and rendered numbers of the event
+	n       int              // accepted events not yet taken by NewRecordBatch
 	lastN   int
 	lastStr []int // data bytes of each string builder in the last batch (for Reserve)
 	lastLst []int
@@ -284,9 +281,12 @@ func (d *JSONDecoder) Append(event []byte) error {
 		}
 		d.gen = 1
 	}
-	d.scratch = d.scratch[:0]
+	d.sc.Buf = d.sc.Buf[:0]
 	d.items = d.items[:0]
 	if err := d.parse(event); err != nil {
+		if se, ok := err.(*jsontext.SyntaxError); ok {
+			return syntaxErr(se.Offset, se.Msg)
+		}
 		return err
 	}
 	// Required fields.
@@ -460,288 +460,69 @@ func (d *JSONDecoder) Release() {
 	d.n = 0
 }
 
-// ---- scanner ----
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
-	return i
-}
+// ---- reading the event, with internal/jsontext ----
 
 func syntaxErr(off int, what string) error {
 	return &EventError{Offset: off, Kind: ErrEventSyntax, Msg: fmt.Sprintf("invalid JSON at offset %d: %s", off, what)}
 }
 
+// parse reads one event into the slots. Its errors are *EventError or
+// *jsontext.SyntaxError (which Append turns into an EventError).
 func (d *JSONDecoder) parse(b []byte) error {
-	i := skipSpace(b, 0)
+	i := jsontext.SkipSpace(b, 0)
 	if i >= len(b) {
 		return syntaxErr(i, "empty event")
 	}
 	if b[i] != '{' {
 		return syntaxErr(i, "event is not a JSON object")
 	}
-	var firstErr error // first type error, returned if the syntax is fine
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		i++
-	} else {
-		for {
-			if i >= len(b) || b[i] != '"' {
-				return syntaxErr(i, "want object key")
+	var firstErr error // first field error, returned if the syntax is fine
+	i, more := jsontext.Open(b, i)
+	for more {
+		key, v, err := d.sc.Key(b, i)
+		if err != nil {
+			return err
+		}
+		col, known := d.byName[string(key)]
+		if known && firstErr == nil {
+			i, err = d.scanField(b, v, col)
+			if ee, ok := err.(*EventError); ok && ee.Kind != ErrEventSyntax {
+				// Keep the first field error, but finish checking the
+				// syntax: a malformed event is reported as such.
+				firstErr = err
+				i, err = jsontext.Skip(b, v)
 			}
-			key, next, err := d.scanString(b, i)
-			if err != nil {
-				return err
-			}
-			i = skipSpace(b, next)
-			if i >= len(b) || b[i] != ':' {
-				return syntaxErr(i, "want ':' after object key")
-			}
-			i = skipSpace(b, i+1)
-			col, known := d.byName[string(key)]
-			if known && firstErr == nil {
-				var next int
-				next, err = d.scanField(b, i, col)
-				if ee, ok := err.(*EventError); ok && ee.Kind != ErrEventSyntax {
-					// Keep the first field error, but finish checking the
-					// syntax: a malformed event is reported as such.
-					firstErr, err = err, nil
-					next, err = d.skipValue(b, i)
-				}
-				i = next
-			} else {
-				i, err = d.skipValue(b, i)
-			}
-			if err != nil {
-				return err
-			}
-			i = skipSpace(b, i)
-			if i >= len(b) {
-				return syntaxErr(i, "unterminated object")
-			}
-			if b[i] == ',' {
-				i = skipSpace(b, i+1)
-				continue
-			}
-			if b[i] == '}' {
-				i++
-				break
-			}
-			return syntaxErr(i, "want ',' or '}' in object")
+		} else {
+			i, err = jsontext.Skip(b, v)
+		}
+		if err != nil {
+			return err
+		}
+		if i, more, err = jsontext.Next(b, i, '}'); err != nil {
+			return err
 		}
 	}
-	if i = skipSpace(b, i); i != len(b) {
+	if i = jsontext.SkipSpace(b, i); i != len(b) {
 		return syntaxErr(i, "data after the event object")
 	}
 	return firstErr
 }
 
-// scanString scans the string starting at b[i] == '"'. It returns its
-// contents (unescaped into d.scratch when needed, else a sub-slice of b) and
-// the index after the closing quote.
-func (d *JSONDecoder) scanString(b []byte, i int) ([]byte, int, error) {
-	start := i + 1
-	j := start
-	ascii := true
-	for j < len(b) {
-		c := b[j]
-		if c == '"' {
-			s := b[start:j]
-			if !ascii && !utf8.Valid(s) {
-				return nil, 0, syntaxErr(start, "invalid UTF-8 in string")
-			}
-			return s, j + 1, nil
-		}
-		if c == '\\' {
-			return d.scanEscaped(b, start, j)
-		}
-		if c < 0x20 {
-			return nil, 0, syntaxErr(j, "control character in string")
-		}
-		if c >= 0x80 {
-			ascii = false
-		}
-		j++
+// wrongType is the error for a value at b[i] of a type column col cannot
+// take: a syntax error if the value is also malformed, so a malformed
+// event is classified as such, else a type error.
+func (d *JSONDecoder) wrongType(b []byte, i, col int, want string) error {
+	if _, err := jsontext.Skip(b, i); err != nil {
+		return err
 	}
-	return nil, 0, syntaxErr(i, "unterminated string")
-}
-
-// scanEscaped finishes a string with escapes: b[start:j] is plain, b[j] is
-// the first backslash.
-func (d *JSONDecoder) scanEscaped(b []byte, start, j int) ([]byte, int, error) {
-	if !utf8.Valid(b[start:j]) {
-		return nil, 0, syntaxErr(start, "invalid UTF-8 in string")
-	}
-	o := len(d.scratch)
-	d.scratch = append(d.scratch, b[start:j]...)
-	for j < len(b) {
-		c := b[j]
-		switch {
-		case c == '"':
-			return d.scratch[o:len(d.scratch):len(d.scratch)], j + 1, nil
-		case c == '\\':
-			if j+1 >= len(b) {
-				return nil, 0, syntaxErr(j, "unterminated escape")
-			}
-			e := b[j+1]
-			j += 2
-			switch e {
-			case '"', '\\', '/':
-				d.scratch = append(d.scratch, e)
-			case 'b':
-				d.scratch = append(d.scratch, '\b')
-			case 'f':
-				d.scratch = append(d.scratch, '\f')
-			case 'n':
-				d.scratch = append(d.scratch, '\n')
-			case 'r':
-				d.scratch = append(d.scratch, '\r')
-			case 't':
-				d.scratch = append(d.scratch, '\t')
-			case 'u':
-				r, ok := hex4(b, j)
-				if !ok {
-					return nil, 0, syntaxErr(j-2, "bad \\u escape")
-				}
-				j += 4
-				if utf16.IsSurrogate(r) {
-					r2 := rune(-1)
-					if j+6 <= len(b) && b[j] == '\\' && b[j+1] == 'u' {
-						if x, ok := hex4(b, j+2); ok {
-							r2 = x
-						}
-					}
-					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
-						r = dec
-						j += 6
-					} else {
-						r = utf8.RuneError
-					}
-				}
-				d.scratch = utf8.AppendRune(d.scratch, r)
-			default:
-				return nil, 0, syntaxErr(j-2, "bad escape")
-			}
-		case c < 0x20:
-			return nil, 0, syntaxErr(j, "control character in string")
-		default:
-			// Copy a run of plain bytes.
-			k := j
-			for k < len(b) && b[k] != '"' && b[k] != '\\' && b[k] >= 0x20 {
-				k++
-			}
-			if !utf8.Valid(b[j:k]) {
-				return nil, 0, syntaxErr(j, "invalid UTF-8 in string")
-			}
-			d.scratch = append(d.scratch, b[j:k]...)
-			j = k
-		}
-	}
-	return nil, 0, syntaxErr(start-1, "unterminated string")
-}
-
-func hex4(b []byte, i int) (rune, bool) {
-	if i+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
-}
-
-// scanNumber validates the JSON number at b[i] and returns its end and
-// whether it is written as an integer (no fraction, no exponent).
-func scanNumber(b []byte, i int) (end int, integer bool, err error) {
-	j := i
-	if j < len(b) && b[j] == '-' {
-		j++
-	}
-	switch {
-	case j < len(b) && b[j] == '0':
-		j++
-	case j < len(b) && b[j] >= '1' && b[j] <= '9':
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-	default:
-		return 0, false, syntaxErr(i, "bad number")
-	}
-	integer = true
-	if j < len(b) && b[j] == '.' {
-		integer = false
-		j++
-		k := j
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == k {
-			return 0, false, syntaxErr(i, "bad number")
-		}
-	}
-	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
-		integer = false
-		j++
-		if j < len(b) && (b[j] == '+' || b[j] == '-') {
-			j++
-		}
-		k := j
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == k {
-			return 0, false, syntaxErr(i, "bad number")
-		}
-	}
-	return j, integer, nil
-}
-
-func hasLit(b []byte, i int, lit string) bool {
-	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
-}
-
-func jsonTypeAt(c byte) string {
-	switch c {
-	case '"':
-		return "string"
-	case '{':
-		return "object"
-	case '[':
-		return "array"
-	case 't', 'f':
-		return "bool"
-	case 'n':
-		return "null"
-	default:
-		return "number"
-	}
-}
-
-func (d *JSONDecoder) typeErr(col int, want string, c byte) error {
-	return fieldErr(d.cols[col].name, ErrEventType, "want %s, found %s", want, jsonTypeAt(c))
+	return fieldErr(d.cols[col].name, ErrEventType, "want %s, found %s", want, jsontext.KindAt(b, i))
 }
 
 // scanField decodes the value at b[i] for column col into its slot.
 func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
-	if i >= len(b) {
-		return 0, syntaxErr(i, "want value")
-	}
 	s := &d.slots[col]
 	s.gen = d.gen
-	if hasLit(b, i, "null") {
+	if jsontext.IsLiteral(b, i, "null") {
 		s.kind = valNull
 		return i + 4, nil
 	}
@@ -754,24 +535,14 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		s.kind, s.text = valText, t
 		return next, nil
 	case colStringList:
-		if b[i] != '[' {
-			if err := d.checkValue(b, i); err != nil {
-				return 0, err
-			}
-			return 0, d.typeErr(col, "array", b[i])
+		if jsontext.KindAt(b, i) != jsontext.KindArray {
+			return 0, d.wrongType(b, i, col, "array")
 		}
 		s.kind = valList
 		s.lo = len(d.items)
-		j := skipSpace(b, i+1)
-		if j < len(b) && b[j] == ']' {
-			s.hi = s.lo
-			return j + 1, nil
-		}
-		for {
-			if j >= len(b) {
-				return 0, syntaxErr(j, "unterminated array")
-			}
-			if hasLit(b, j, "null") {
+		j, more := jsontext.Open(b, i)
+		for more {
+			if jsontext.IsLiteral(b, j, "null") {
 				if !d.cols[col].itemNull {
 					return 0, fieldErr(d.cols[col].name, ErrEventType, "want non-null list items, found null")
 				}
@@ -785,26 +556,18 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 				d.items = append(d.items, item{text: t})
 				j = next
 			}
-			j = skipSpace(b, j)
-			if j < len(b) && b[j] == ',' {
-				j = skipSpace(b, j+1)
-				continue
-			}
-			if j < len(b) && b[j] == ']' {
-				s.hi = len(d.items)
-				return j + 1, nil
-			}
-			return 0, syntaxErr(j, "want ',' or ']' in array")
-		}
-	case colFloat64, colFloat32:
-		c := b[i]
-		if c != '-' && (c < '0' || c > '9') {
-			if err := d.checkValue(b, i); err != nil {
+			var err error
+			if j, more, err = jsontext.Next(b, j, ']'); err != nil {
 				return 0, err
 			}
-			return 0, d.typeErr(col, "number", c)
 		}
-		end, _, err := scanNumber(b, i)
+		s.hi = len(d.items)
+		return j, nil
+	case colFloat64, colFloat32:
+		if jsontext.KindAt(b, i) != jsontext.KindNumber {
+			return 0, d.wrongType(b, i, col, "number")
+		}
+		end, _, err := jsontext.Number(b, i)
 		if err != nil {
 			return 0, err
 		}
@@ -818,14 +581,10 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		s.kind, s.f = valFloat, f
 		return end, nil
 	case colInt64, colInt32:
-		c := b[i]
-		if c != '-' && (c < '0' || c > '9') {
-			if err := d.checkValue(b, i); err != nil {
-				return 0, err
-			}
-			return 0, d.typeErr(col, "integer", c)
+		if jsontext.KindAt(b, i) != jsontext.KindNumber {
+			return 0, d.wrongType(b, i, col, "integer")
 		}
-		end, integer, err := scanNumber(b, i)
+		end, integer, err := jsontext.Number(b, i)
 		if err != nil {
 			return 0, err
 		}
@@ -851,36 +610,26 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		return end, nil
 	case colBool:
 		switch {
-		case hasLit(b, i, "true"):
+		case jsontext.IsLiteral(b, i, "true"):
 			s.kind, s.b = valBool, true
 			return i + 4, nil
-		case hasLit(b, i, "false"):
+		case jsontext.IsLiteral(b, i, "false"):
 			s.kind, s.b = valBool, false
 			return i + 5, nil
 		}
-		if err := d.checkValue(b, i); err != nil {
-			return 0, err
-		}
-		return 0, d.typeErr(col, "bool", b[i])
+		return 0, d.wrongType(b, i, col, "bool")
 	}
 	return 0, syntaxErr(i, "internal: unknown column kind")
 }
 
-// checkValue reports a syntax error in the value at b[i], so a malformed
-// event is classified as such even when its type is also wrong.
-func (d *JSONDecoder) checkValue(b []byte, i int) error {
-	_, err := d.skipValue(b, i)
-	return err
-}
-
-// scanText scans a string, number or bool at b[i] and returns its utf8 text.
+// scanText reads a string, number or bool at b[i] and returns its utf8
+// text.
 func (d *JSONDecoder) scanText(b []byte, i, col int, want string) ([]byte, int, error) {
-	c := b[i]
-	switch {
-	case c == '"':
-		return d.scanString(b, i)
-	case c == '-' || (c >= '0' && c <= '9'):
-		end, integer, err := scanNumber(b, i)
+	switch jsontext.KindAt(b, i) {
+	case jsontext.KindString:
+		return d.sc.String(b, i)
+	case jsontext.KindNumber:
+		end, integer, err := jsontext.Number(b, i)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -894,18 +643,18 @@ func (d *JSONDecoder) scanText(b []byte, i, col int, want string) ([]byte, int, 
 		if perr != nil {
 			return nil, 0, fieldErr(d.cols[col].name, ErrEventType, "want number in float64 range, found %.40s", b[i:end])
 		}
-		o := len(d.scratch)
-		d.scratch = strconv.AppendFloat(d.scratch, f, 'g', -1, 64)
-		return d.scratch[o:len(d.scratch):len(d.scratch)], end, nil
-	case hasLit(b, i, "true"):
-		return trueText, i + 4, nil
-	case hasLit(b, i, "false"):
-		return falseText, i + 5, nil
+		o := len(d.sc.Buf)
+		d.sc.Buf = strconv.AppendFloat(d.sc.Buf, f, 'g', -1, 64)
+		return d.sc.Buf[o:len(d.sc.Buf):len(d.sc.Buf)], end, nil
+	case jsontext.KindBool:
+		switch {
+		case jsontext.IsLiteral(b, i, "true"):
+			return trueText, i + 4, nil
+		case jsontext.IsLiteral(b, i, "false"):
+			return falseText, i + 5, nil
+		}
 	}
-	if err := d.checkValue(b, i); err != nil {
-		return nil, 0, err
-	}
-	return nil, 0, d.typeErr(col, want, c)
+	return nil, 0, d.wrongType(b, i, col, want)
 }
 
 var (
@@ -913,100 +662,3 @@ var (
 	trueText  = []byte("true")
 	falseText = []byte("false")
 )
-
-// skipValue validates and skips any JSON value at b[i].
-func (d *JSONDecoder) skipValue(b []byte, i int) (int, error) {
-	d.stack = d.stack[:0]
-	for {
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return 0, syntaxErr(i, "want value")
-		}
-		// One value (a scalar, or the opening of a container).
-		switch c := b[i]; {
-		case c == '"':
-			o := len(d.scratch)
-			_, next, err := d.scanString(b, i)
-			d.scratch = d.scratch[:o]
-			if err != nil {
-				return 0, err
-			}
-			i = next
-		case c == '-' || (c >= '0' && c <= '9'):
-			end, _, err := scanNumber(b, i)
-			if err != nil {
-				return 0, err
-			}
-			i = end
-		case hasLit(b, i, "true"), hasLit(b, i, "null"):
-			i += 4
-		case hasLit(b, i, "false"):
-			i += 5
-		case c == '{' || c == '[':
-			if len(d.stack) >= maxJSONDepth {
-				return 0, syntaxErr(i, "nesting too deep")
-			}
-			d.stack = append(d.stack, c)
-			i = skipSpace(b, i+1)
-			if i < len(b) && (c == '{' && b[i] == '}' || c == '[' && b[i] == ']') {
-				d.stack = d.stack[:len(d.stack)-1]
-				i++
-				break
-			}
-			if c == '{' {
-				var err error
-				if i, err = d.skipKey(b, i); err != nil {
-					return 0, err
-				}
-			}
-			continue
-		default:
-			return 0, syntaxErr(i, "want value")
-		}
-		// After a value: close containers or move to the next element.
-		for {
-			if len(d.stack) == 0 {
-				return i, nil
-			}
-			i = skipSpace(b, i)
-			if i >= len(b) {
-				return 0, syntaxErr(i, "unterminated value")
-			}
-			top := d.stack[len(d.stack)-1]
-			if b[i] == ',' {
-				i++
-				if top == '{' {
-					var err error
-					if i, err = d.skipKey(b, skipSpace(b, i)); err != nil {
-						return 0, err
-					}
-				}
-				break
-			}
-			if top == '{' && b[i] == '}' || top == '[' && b[i] == ']' {
-				d.stack = d.stack[:len(d.stack)-1]
-				i++
-				continue
-			}
-			return 0, syntaxErr(i, "want ',' or closing bracket")
-		}
-	}
-}
-
-// skipKey skips `"key" :` at b[i].
-func (d *JSONDecoder) skipKey(b []byte, i int) (int, error) {
-	if i >= len(b) || b[i] != '"' {
-		return 0, syntaxErr(i, "want object key")
-	}
-	o := len(d.scratch)
-	_, next, err := d.scanString(b, i)
-	d.scratch = d.scratch[:o]
-	if err != nil {
-		return 0, err
-	}
-	i = skipSpace(b, next)
-	if i >= len(b) || b[i] != ':' {
-		return 0, syntaxErr(i, "want ':' after object key")
-	}
-	return i + 1, nil
-}

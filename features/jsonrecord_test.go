@@ -462,3 +462,30 @@ func TestJSONDecoderAllocs(t *testing.T) {
 		t.Errorf("Append allocates %v times per event in steady state, want 0", a)
 	}
 }
+
+// TestJSONDecoderSyntaxOffsets: a syntax error names the offset of the
+// first byte that cannot be read, in the message and in EventError.Offset.
+func TestJSONDecoderSyntaxOffsets(t *testing.T) {
+	d, mem := newTestDecoder(t, eventSchema())
+	defer mem.AssertSize(t, 0)
+	defer d.Release()
+	for _, tc := range []struct {
+		event  string
+		offset int
+	}{
+		{` x`, 1},
+		{`{"click":1,}`, 11},
+		{"{\"user_id\":\"ab\x01\",\"click\":1}", 14},
+		{`{"click":1,"zz":[1,{"a":tru}]}`, 24},
+		{`{"click":1`, 10},
+		{`{"price":1.,"click":1}`, 11},
+		{`{"click":1} {}`, 12},
+	} {
+		err := d.Append([]byte(tc.event))
+		var ee *EventError
+		if !errors.As(err, &ee) || ee.Kind != ErrEventSyntax || ee.Offset != tc.offset ||
+			!strings.Contains(ee.Msg, fmt.Sprintf("offset %d:", tc.offset)) {
+			t.Errorf("%q: error %v, want a syntax error at offset %d", tc.event, err, tc.offset)
+		}
+	}
+}
