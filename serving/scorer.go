@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/jsontext"
 	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
 )
@@ -217,7 +218,7 @@ type scoreState struct {
 	order    []int
 	ctxVals  []float64 // rank fields from the context
 	ctxHas   []bool
-	scan     scanner
+	scan     jsontext.Scanner
 	resp     Response
 	objIdx   []int
 	flat     []float32
@@ -554,7 +555,7 @@ func (st *scoreState) rankAll(req *Request) error {
 	for f, name := range p.fields {
 		st.ctxHas[f] = false
 		if req.Context != nil {
-			v, ok, err := st.scan.objectNumber(req.Context, name)
+			v, ok, err := objectNumber(&st.scan, req.Context, name)
 			if err != nil {
 				return reqErr("context."+name, ErrBadRequest, "rank formula %q: %v", s.formula.src, err)
 			}
@@ -567,7 +568,7 @@ func (st *scoreState) rankAll(req *Request) error {
 			r *= pow(float64(st.scores[t.obj][c]), t.pow)
 		}
 		for f, name := range p.fields {
-			v, ok, err := st.scan.objectNumber(req.Candidates[c], name)
+			v, ok, err := objectNumber(&st.scan, req.Candidates[c], name)
 			if err != nil {
 				return reqErr(indexField("candidates", c)+"."+name, ErrBadRequest, "rank formula %q: %v", s.formula.src, err)
 			}
