@@ -299,7 +299,7 @@ func (r *Response) Release() {
 // scores in the shortest form of their float64; a non-finite value is null.
 func (r *Response) AppendJSON(b []byte) []byte {
 	b = append(b, `{"model_version":`...)
-	b = strconv.AppendQuote(b, r.ModelVersion)
+	b = jsontext.AppendString(b, r.ModelVersion)
 	b = append(b, `,"results":[`...)
 	for i := range r.Results {
 		res := &r.Results[i]
@@ -313,12 +313,12 @@ func (r *Response) AppendJSON(b []byte) []byte {
 			if j > 0 {
 				b = append(b, ',')
 			}
-			b = strconv.AppendQuote(b, r.Objectives[j])
+			b = jsontext.AppendString(b, r.Objectives[j])
 			b = append(b, ':')
-			b = appendFloat(b, float64(v), 32)
+			b = jsontext.AppendFloat(b, float64(v), 32)
 		}
 		b = append(b, `},"rank_score":`...)
-		b = appendFloat(b, res.RankScore, 64)
+		b = jsontext.AppendFloat(b, res.RankScore, 64)
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
@@ -326,13 +326,6 @@ func (r *Response) AppendJSON(b []byte) []byte {
 
 // MarshalJSON implements json.Marshaler with AppendJSON's encoding.
 func (r *Response) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
-
-func appendFloat(b []byte, v float64, bits int) []byte {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return append(b, "null"...)
-	}
-	return strconv.AppendFloat(b, v, 'g', -1, bits)
-}
 
 // ScoreBody decodes a raw request body and scores it, reusing pooled
 // buffers for the decoded request too. It is what the HTTP handler calls.

@@ -514,3 +514,53 @@ func TestDecodeRequestAllocs(t *testing.T) {
 		t.Errorf("DecodeRequest allocates %v times per request, want 0", a)
 	}
 }
+
+// TestResponseJSONNames: model versions and objective names are written
+// as JSON strings that encoding/json reads back as they were, whatever
+// their characters (strconv.AppendQuote wrote \x01 and \a, which are not
+// JSON escapes); non-finite scores are null.
+func TestResponseJSONNames(t *testing.T) {
+	names := []string{"ctr", "a\x01b\a\x1f", `q"u\o/te`, "é😀\u2028", "tab\there\nnl", "\x7f"}
+	r := &Response{ModelVersion: "v\x00\"1\\", Objectives: names}
+	r.Results = []Result{
+		{Index: 2, Scores: []float32{0.1, 0.25, 1e-8, 3, float32(math.NaN()), 1}, RankScore: 0.5},
+		{Index: 0, Scores: []float32{1, 2, 3, 4, 5, float32(math.Inf(1))}, RankScore: math.Inf(-1)},
+	}
+	out := r.AppendJSON(nil)
+	var doc struct {
+		ModelVersion string `json:"model_version"`
+		Results      []struct {
+			Index     int                 `json:"index"`
+			Scores    map[string]*float32 `json:"scores"`
+			RankScore *float64            `json:"rank_score"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if doc.ModelVersion != r.ModelVersion || len(doc.Results) != 2 {
+		t.Fatalf("read back %+v from %s", doc, out)
+	}
+	for i, res := range doc.Results {
+		if res.Index != r.Results[i].Index || len(res.Scores) != len(names) {
+			t.Fatalf("result %d: %+v from %s", i, res, out)
+		}
+		for j, name := range names {
+			got, ok := res.Scores[name]
+			want := r.Results[i].Scores[j]
+			switch {
+			case !ok:
+				t.Errorf("result %d: objective %q missing from %s", i, name, out)
+			case math.IsNaN(float64(want)) || math.IsInf(float64(want), 0):
+				if got != nil {
+					t.Errorf("result %d %q: %v, want null", i, name, *got)
+				}
+			case got == nil || *got != want:
+				t.Errorf("result %d %q: %v, want %v", i, name, got, want)
+			}
+		}
+	}
+	if doc.Results[0].RankScore == nil || *doc.Results[0].RankScore != 0.5 || doc.Results[1].RankScore != nil {
+		t.Errorf("rank scores %v %v", doc.Results[0].RankScore, doc.Results[1].RankScore)
+	}
+}
