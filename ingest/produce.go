@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/features"
 )
 
 // ProduceConfig configures Produce.
@@ -75,10 +75,11 @@ func compressionOf(name string) (kafka.Compression, error) {
 }
 
 // Produce reads src to the end (or cfg.Limit events) and writes every row
-// to cfg.Topic as one JSON object whose keys are the column names: strings
-// as JSON strings, integers and floats as numbers (floats in the shortest
-// text that reads back to the same value; NaN and ±Inf, which JSON cannot
-// hold, as null), booleans, lists as arrays, nulls as null. The message key
+// to cfg.Topic as one JSON object whose keys are the column names, as
+// features.JSONEncoder writes it: strings as JSON strings, integers and
+// floats as numbers (floats in the shortest text that reads back to the
+// same value; NaN and ±Inf, which JSON cannot hold, as null), booleans,
+// lists as arrays, nulls as null. The message key
 // is the key column's text (no key when it is null). It returns the number
 // of messages acknowledged by the broker. Partitions are chosen by the
 // murmur2 hash of the key, as the Java client does.
@@ -191,131 +192,40 @@ func Produce(ctx context.Context, cfg ProduceConfig, src Source) (n int64, err e
 	return n, nil
 }
 
-// rowEncoder writes Arrow rows as JSON objects.
+// rowEncoder writes Arrow rows as JSON events with features.JSONEncoder,
+// the encoder of bundle sample events too, and finds the key column.
 type rowEncoder struct {
-	schema *arrow.Schema
+	enc    *features.JSONEncoder
 	keyCol string
-	keys   [][]byte // `"name":` per column, with the leading comma after the first
-	key    int
+	key    int // index of the key column, -1 for none
 }
 
 func (e *rowEncoder) reset(s *arrow.Schema, keyCol string) error {
-	if e.schema != nil && e.keyCol == keyCol && e.schema.Equal(s) {
+	if e.enc != nil && e.keyCol == keyCol && e.enc.Schema().Equal(s) {
 		return nil
 	}
-	e.schema, e.keyCol, e.keys, e.key = nil, keyCol, nil, -1
-	for i, f := range s.Fields() {
-		if !encodable(f.Type) {
-			return fmt.Errorf("ingest: produce: column %q: type %s cannot be written as JSON (want string, integer, float, bool or a list of them)", f.Name, f.Type)
-		}
-		var k []byte
-		if i > 0 {
-			k = append(k, ',')
-		}
-		k = appendJSONString(k, f.Name)
-		e.keys = append(e.keys, append(k, ':'))
-		if f.Name == keyCol {
-			e.key = i
-		}
+	e.enc, e.keyCol, e.key = nil, keyCol, -1
+	enc, err := features.NewJSONEncoder(s)
+	if err != nil {
+		return fmt.Errorf("ingest: produce: %w", err)
 	}
-	if keyCol != "-" && e.key < 0 {
-		names := make([]string, s.NumFields())
-		for i, f := range s.Fields() {
-			names[i] = f.Name
+	if keyCol != "-" {
+		idx := s.FieldIndices(keyCol)
+		if len(idx) == 0 {
+			names := make([]string, s.NumFields())
+			for i, f := range s.Fields() {
+				names[i] = f.Name
+			}
+			return fmt.Errorf("ingest: produce: key column %q is not in the data (columns: %s)", keyCol, strings.Join(names, ", "))
 		}
-		return fmt.Errorf("ingest: produce: key column %q is not in the data (columns: %s)", keyCol, strings.Join(names, ", "))
+		e.key = idx[len(idx)-1]
 	}
-	e.schema = s
+	e.enc = enc
 	return nil
 }
 
-func encodable(t arrow.DataType) bool {
-	switch t.ID() {
-	case arrow.STRING, arrow.LARGE_STRING, arrow.BOOL,
-		arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64,
-		arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64,
-		arrow.FLOAT32, arrow.FLOAT64:
-		return true
-	case arrow.LIST, arrow.LARGE_LIST:
-		return encodable(t.(arrow.ListLikeType).Elem())
-	}
-	return false
-}
-
 func (e *rowEncoder) appendRow(dst []byte, rec arrow.RecordBatch, r int) []byte {
-	dst = append(dst, '{')
-	for c := range e.keys {
-		dst = append(dst, e.keys[c]...)
-		dst = appendValue(dst, rec.Column(c), r)
-	}
-	return append(dst, '}')
-}
-
-// appendValue writes row r of a as JSON.
-func appendValue(dst []byte, a arrow.Array, r int) []byte {
-	if a.IsNull(r) {
-		return append(dst, "null"...)
-	}
-	switch a := a.(type) {
-	case *array.String:
-		return appendJSONString(dst, a.Value(r))
-	case *array.LargeString:
-		return appendJSONString(dst, a.Value(r))
-	case *array.Float64:
-		return appendFloat(dst, a.Value(r), 64)
-	case *array.Float32:
-		return appendFloat(dst, float64(a.Value(r)), 32)
-	case *array.Boolean:
-		return strconv.AppendBool(dst, a.Value(r))
-	case *array.List:
-		lo, hi := a.ValueOffsets(r)
-		return appendList(dst, a.ListValues(), int(lo), int(hi))
-	case *array.LargeList:
-		lo, hi := a.ValueOffsets(r)
-		return appendList(dst, a.ListValues(), int(lo), int(hi))
-	}
-	return appendInt(dst, a, r)
-}
-
-func appendList(dst []byte, vals arrow.Array, lo, hi int) []byte {
-	dst = append(dst, '[')
-	for k := lo; k < hi; k++ {
-		if k > lo {
-			dst = append(dst, ',')
-		}
-		dst = appendValue(dst, vals, k)
-	}
-	return append(dst, ']')
-}
-
-func appendFloat(dst []byte, f float64, bits int) []byte {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return append(dst, "null"...)
-	}
-	return strconv.AppendFloat(dst, f, 'g', -1, bits)
-}
-
-func appendInt(dst []byte, a arrow.Array, r int) []byte {
-	switch a := a.(type) {
-	case *array.Int64:
-		return strconv.AppendInt(dst, a.Value(r), 10)
-	case *array.Int32:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10)
-	case *array.Int16:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10)
-	case *array.Int8:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10)
-	case *array.Uint64:
-		return strconv.AppendUint(dst, a.Value(r), 10)
-	case *array.Uint32:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10)
-	case *array.Uint16:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10)
-	case *array.Uint8:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10)
-	}
-	// Unreachable: reset checked every column type.
-	return append(dst, "null"...)
+	return e.enc.AppendRow(dst, rec, r)
 }
 
 // appendText writes row r of a key column as plain text (no JSON quoting).
@@ -326,50 +236,5 @@ func appendText(dst []byte, a arrow.Array, r int) []byte {
 	case *array.LargeString:
 		return append(dst, a.Value(r)...)
 	}
-	v := appendValue(dst, a, r)
-	return v
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\ufffd"...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return features.AppendJSONValue(dst, a, r)
 }

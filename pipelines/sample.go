@@ -59,24 +59,20 @@ func readSampleEvents(ctx context.Context, spec *features.Spec, paths []string, 
 	return RowsToJSON(rec)
 }
 
-// RowsToJSON encodes each row of rec as a JSON object keyed by column name
-// (nulls omitted).
+// RowsToJSON encodes each row of rec as a JSON event, as the Kafka
+// producer writes it (features.JSONEncoder: a key per column, nulls as
+// null). The events share one buffer.
 func RowsToJSON(rec arrow.RecordBatch) ([]json.RawMessage, error) {
+	enc, err := features.NewJSONEncoder(rec.Schema())
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: rows to JSON: %w", err)
+	}
 	out := make([]json.RawMessage, rec.NumRows())
+	var buf []byte
 	for i := range out {
-		obj := make(map[string]any, rec.NumCols())
-		for c := range int(rec.NumCols()) {
-			col := rec.Column(c)
-			if col.IsNull(i) {
-				continue
-			}
-			obj[rec.ColumnName(c)] = col.GetOneForMarshal(i)
-		}
-		b, err := json.Marshal(obj)
-		if err != nil {
-			return nil, fmt.Errorf("pipelines: row %d to JSON: %w", i, err)
-		}
-		out[i] = b
+		o := len(buf)
+		buf = enc.AppendRow(buf, rec, i)
+		out[i] = buf[o:len(buf):len(buf)]
 	}
 	return out, nil
 }
