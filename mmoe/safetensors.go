@@ -11,6 +11,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/onestone/onestone/internal/jsontext"
 )
 
 // maxHeader bounds the JSON header of a safetensors file (as the reference
@@ -66,13 +68,12 @@ func (m *Model) SaveSafetensors(w io.Writer) error {
 	ts := m.tensors()
 	var h bytes.Buffer
 	h.WriteString(`{"__metadata__":{"format":"pt","arch":`)
-	h.WriteString(strconv.Quote(m.cfg.Arch))
+	h.Write(jsontext.AppendString(nil, m.cfg.Arch))
 	h.WriteString(`}`)
 	var offset int64
 	for _, t := range ts {
-		name, _ := json.Marshal(t.name)
 		h.WriteByte(',')
-		h.Write(name)
+		h.Write(jsontext.AppendString(nil, t.name))
 		h.WriteString(`:{"dtype":"F32","shape":[`)
 		for i, s := range t.shape {
 			if i > 0 {
