@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/onestone/onestone/internal/jsontext"
 )
 
 // StreamTopic is one of the three generated event streams.
@@ -402,26 +404,26 @@ func mix64(x uint64) uint64 {
 // the features the ranker scored (the columns of Event without labels and
 // true probabilities).
 func appendImpression(b []byte, id string, ts int64, e *Event) []byte {
-	b = append(b, `{"impression_id":"`...)
-	b = append(b, id...)
-	b = append(b, `","ts_ms":`...)
+	b = append(b, `{"impression_id":`...)
+	b = jsontext.AppendString(b, id)
+	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, ts, 10)
 	b = append(b, `,"user_id":`...)
 	b = strconv.AppendInt(b, e.UserID, 10)
 	b = append(b, `,"item_id":`...)
 	b = strconv.AppendInt(b, e.ItemID, 10)
-	b = append(b, `,"category":"`...)
-	b = append(b, e.Category...)
-	b = append(b, `","brand":"`...)
-	b = append(b, e.Brand...)
-	b = append(b, `","device":"`...)
-	b = append(b, e.Device...)
-	b = append(b, `","hour":`...)
+	b = append(b, `,"category":`...)
+	b = jsontext.AppendString(b, e.Category)
+	b = append(b, `,"brand":`...)
+	b = jsontext.AppendString(b, e.Brand)
+	b = append(b, `,"device":`...)
+	b = jsontext.AppendString(b, e.Device)
+	b = append(b, `,"hour":`...)
 	b = strconv.AppendInt(b, int64(e.Hour), 10)
 	b = append(b, `,"position":`...)
 	b = strconv.AppendInt(b, int64(e.Position), 10)
 	b = append(b, `,"price":`...)
-	b = strconv.AppendFloat(b, e.Price, 'g', -1, 64)
+	b = jsontext.AppendFloat(b, e.Price, 64)
 	b = append(b, `,"age":`...)
 	if e.Age == nil {
 		b = append(b, "null"...)
@@ -433,22 +435,20 @@ func appendImpression(b []byte, id string, ts int64, e *Event) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, '"')
-		b = append(b, t...)
-		b = append(b, '"')
+		b = jsontext.AppendString(b, t)
 	}
 	b = append(b, `],"user_activity":`...)
-	b = strconv.AppendFloat(b, e.UserActivity, 'g', -1, 64)
+	b = jsontext.AppendFloat(b, e.UserActivity, 64)
 	b = append(b, `,"item_popularity":`...)
-	b = strconv.AppendFloat(b, e.ItemPopularity, 'g', -1, 64)
+	b = jsontext.AppendFloat(b, e.ItemPopularity, 64)
 	return append(b, '}')
 }
 
 // appendAction appends a click or conversion message.
 func appendAction(b []byte, id string, ts, user int64) []byte {
-	b = append(b, `{"impression_id":"`...)
-	b = append(b, id...)
-	b = append(b, `","ts_ms":`...)
+	b = append(b, `{"impression_id":`...)
+	b = jsontext.AppendString(b, id)
+	b = append(b, `,"ts_ms":`...)
 	b = strconv.AppendInt(b, ts, 10)
 	b = append(b, `,"user_id":`...)
 	b = strconv.AppendInt(b, user, 10)
