@@ -8,7 +8,7 @@ import (
 )
 
 // BenchmarkForwardBackward/std is the standard training workload of
-// BENCHMARKS.md: 26 single-id fields of 100,000 rows, dim 16, 13 dense,
+// docs/benchmarks.md: 26 single-id fields of 100,000 rows, dim 16, 13 dense,
 // 8 experts [256, 128] ReLU, towers [64], 2 heads, batch 1024.
 func BenchmarkForwardBackward(b *testing.B) {
 	b.Run("std", func(b *testing.B) { benchStep(b, true) })

@@ -51,7 +51,7 @@ func randomBatch(l features.Layout, rows int, rng *rand.Rand) *features.Batch {
 	return b
 }
 
-// stdLayout is the standard workload of BENCHMARKS.md: 26 single-id fields
+// stdLayout is the standard workload of docs/benchmarks.md: 26 single-id fields
 // of 100,000 rows (0-12 context, 13-25 candidate), 13 dense context columns.
 func stdLayout() features.Layout {
 	var l features.Layout

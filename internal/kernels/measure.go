@@ -18,7 +18,7 @@ type GemmShape struct {
 // Flops is the floating-point operation count of one product, 2*M*N*K.
 func (s GemmShape) Flops() float64 { return 2 * float64(s.M) * float64(s.N) * float64(s.K) }
 
-// StdShapes lists the GEMMs of the std workload (BENCHMARKS.md) at training
+// StdShapes lists the GEMMs of the std workload (docs/benchmarks.md) at training
 // batch 1024: the forward layers with W stored [out, in] (Y = X·Wᵀ) and the
 // backward products of the first expert layer (dW = dYᵀ·X, dX = dY·W).
 func StdShapes() []GemmShape {
