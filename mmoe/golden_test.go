@@ -36,7 +36,7 @@ var goldenHeads = []string{"ctr", "cvr", "dwell"}
 // shared layer, the matching layers of soft sharing).
 func describe(t *testing.T, m *Model) string {
 	t.Helper()
-	entries, _, err := readHeader(bytes.NewReader(saved(t, m)))
+	entries, _, _, err := readHeader(bytes.NewReader(saved(t, m)))
 	if err != nil {
 		t.Fatal(err)
 	}

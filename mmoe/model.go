@@ -109,6 +109,8 @@ type Model struct {
 
 	maxCands   int
 	lastShared []int // LastSharedLayer
+
+	arenaLen int // len(arena): build plans it, allocate makes the arena
 }
 
 // New builds a model for the layout and the named heads (one per task, in
@@ -130,12 +132,38 @@ func New(cfg Config, layout features.Layout, heads []string) (*Model, error) {
 // r, as LoadSafetensors does (every tensor must be present, with its
 // shape), without the random initialisation they would overwrite: loading
 // a saved model this way costs the read alone.
+//
+// Nothing is allocated in proportion to the model before the file's header
+// has been checked against it: every name and shape, and, when r is an
+// io.Seeker (a file), the file's length. The tensors then take exactly the
+// bytes of the file's data section, so a configuration that disagrees
+// with its file (a table of 2,000,000,001 rows beside a file holding
+// 100,001) is an error wrapping ErrFormat, never an allocation. Bound the
+// memory of a configuration that agrees with its file with SizeOf first.
 func NewFromSafetensors(cfg Config, layout features.Layout, heads []string, r io.Reader) (*Model, error) {
-	m, err := newModel(cfg, layout, heads)
+	fp, err := SizeOf(cfg, layout, heads)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.LoadSafetensors(r); err != nil {
+	f, err := readSafetensors(r)
+	if err != nil {
+		return nil, err
+	}
+	// Planning the model takes memory in proportion to its number of
+	// tensors: no more than a few times what the header held.
+	if fp.Tensors > 2*int64(len(f.es))+64 {
+		return nil, formatErr(nil, "the file holds %d tensors, the model configuration has %d", len(f.es), fp.Tensors)
+	}
+	m, err := planModel(cfg, layout, heads)
+	if err != nil {
+		return nil, err
+	}
+	found, _, err := m.match(f.es, true)
+	if err != nil {
+		return nil, err
+	}
+	m.allocate()
+	if _, err := m.readData(f, found); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -143,6 +171,17 @@ func NewFromSafetensors(cfg Config, layout features.Layout, heads []string, r io
 
 // newModel is New without the weights' initialisation (they are zero).
 func newModel(cfg Config, layout features.Layout, heads []string) (*Model, error) {
+	m, err := planModel(cfg, layout, heads)
+	if err != nil {
+		return nil, err
+	}
+	m.allocate()
+	return m, nil
+}
+
+// planModel is newModel without the storage: every tensor's name, shape
+// and place is known, nothing is allocated for their values.
+func planModel(cfg Config, layout features.Layout, heads []string) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -246,8 +285,8 @@ func (m *Model) hiddenInit() initKind {
 	return initHe
 }
 
-// build allocates the parameters of the model's topology (newTopology) in
-// the arena, in storage order: level by level, the fused first layers of
+// build plans the parameters of the model's topology (newTopology) in the
+// arena (allocate makes it), in storage order: level by level, the fused first layers of
 // each input stream (the weights of its experts and gates stacked by rows,
 // then their biases), then the experts' deeper layers; then each task's
 // tower and head. This order is the safetensors layout of saved models.
@@ -288,7 +327,13 @@ func (m *Model) build() {
 			m.lastShared = append(m.lastShared, i)
 		}
 	}
-	m.arena = make([]float32, b.n)
+	m.arenaLen = b.n
+}
+
+// allocate makes the storage build planned: the dense arena and the
+// embedding tables (zero).
+func (m *Model) allocate() {
+	m.arena = make([]float32, m.arenaLen)
 	for _, f := range m.layout.Sparse {
 		m.emb = append(m.emb, make([]float32, f.Cardinality*m.dim))
 	}

@@ -120,30 +120,69 @@ type stEntry struct {
 	name        string
 }
 
+// stFile is a safetensors file whose header has been read and checked:
+// its tensors in data order, the size of the data section, and the reader
+// at the start of the data.
+type stFile struct {
+	es   []stEntry
+	data int64
+	br   *bufio.Reader
+}
+
+// readSafetensors reads and checks the header of r. When r is an
+// io.Seeker (a file) its size is checked against the header too, so a
+// truncated file or trailing bytes are refused before any data is read.
+func readSafetensors(r io.Reader) (*stFile, error) {
+	size := int64(-1)
+	if sk, ok := r.(io.Seeker); ok {
+		if cur, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			if end, err := sk.Seek(0, io.SeekEnd); err == nil {
+				size = end - cur
+			}
+			if _, err := sk.Seek(cur, io.SeekStart); err != nil {
+				return nil, formatErr(err, "seek")
+			}
+		}
+	}
+	br := bufio.NewReaderSize(r, 1<<16)
+	es, hl, data, err := readHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	need := 8 + hl + data
+	if size >= 0 && size < need {
+		return nil, formatErr(io.ErrUnexpectedEOF, "file truncated: %d bytes, the header describes %d", size, need)
+	}
+	if size > need {
+		return nil, formatErr(nil, "%d trailing bytes after the last tensor", size-need)
+	}
+	return &stFile{es: es, data: data, br: br}, nil
+}
+
 // readHeader reads and checks the header: F32 tensors whose offsets tile the
-// data section from 0 without holes or overlaps, returned in data order.
-func readHeader(r io.Reader) ([]stEntry, int64, error) {
+// data section from 0 without holes or overlaps, returned in data order,
+// with the header's length and the data section's.
+func readHeader(r io.Reader) (es []stEntry, header, data int64, err error) {
 	var n [8]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, 0, formatErr(err, "reading the header length")
+		return nil, 0, 0, formatErr(err, "reading the header length")
 	}
 	hl := binary.LittleEndian.Uint64(n[:])
 	if hl > maxHeader {
-		return nil, 0, formatErr(nil, "header length %d exceeds %d bytes", hl, maxHeader)
+		return nil, 0, 0, formatErr(nil, "header length %d exceeds %d bytes", hl, maxHeader)
 	}
 	// Grow with the data actually present rather than trusting hl.
 	hb, err := io.ReadAll(io.LimitReader(r, int64(hl)))
 	if err != nil {
-		return nil, 0, formatErr(err, "reading the %d-byte header", hl)
+		return nil, 0, 0, formatErr(err, "reading the %d-byte header", hl)
 	}
 	if uint64(len(hb)) < hl {
-		return nil, 0, formatErr(io.ErrUnexpectedEOF, "reading the %d-byte header: file truncated after %d bytes", hl, len(hb))
+		return nil, 0, 0, formatErr(io.ErrUnexpectedEOF, "reading the %d-byte header: file truncated after %d bytes", hl, len(hb))
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {
-		return nil, 0, formatErr(err, "header is not a JSON object")
+		return nil, 0, 0, formatErr(err, "header is not a JSON object")
 	}
-	var es []stEntry
 	for name, v := range raw {
 		if name == "__metadata__" {
 			continue
@@ -152,21 +191,21 @@ func readHeader(r io.Reader) ([]stEntry, int64, error) {
 		dec := json.NewDecoder(bytes.NewReader(v))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {
-			return nil, 0, formatErr(err, "tensor %q: bad header entry", name)
+			return nil, 0, 0, formatErr(err, "tensor %q: bad header entry", name)
 		}
 		e.name = name
 		if e.Dtype != "F32" {
-			return nil, 0, formatErr(nil, "tensor %q: dtype %q, want F32", name, e.Dtype)
+			return nil, 0, 0, formatErr(nil, "tensor %q: dtype %q, want F32", name, e.Dtype)
 		}
 		numel := int64(1)
 		for _, s := range e.Shape {
 			if s < 0 || s > math.MaxInt32 {
-				return nil, 0, formatErr(nil, "tensor %q: bad shape %v", name, e.Shape)
+				return nil, 0, 0, formatErr(nil, "tensor %q: bad shape %v", name, e.Shape)
 			}
-			numel *= int64(s)
+			numel = mulSat(numel, int64(s))
 		}
-		if e.DataOffsets[1]-e.DataOffsets[0] != 4*numel || e.DataOffsets[0] < 0 {
-			return nil, 0, formatErr(nil, "tensor %q: data_offsets %v do not hold shape %v of F32", name, e.DataOffsets, e.Shape)
+		if e.DataOffsets[0] < 0 || e.DataOffsets[1]-e.DataOffsets[0] != mulSat(numel, 4) {
+			return nil, 0, 0, formatErr(nil, "tensor %q: data_offsets %v do not hold shape %v of F32", name, e.DataOffsets, e.Shape)
 		}
 		es = append(es, e)
 	}
@@ -179,11 +218,11 @@ func readHeader(r io.Reader) ([]stEntry, int64, error) {
 	var at int64
 	for _, e := range es {
 		if e.DataOffsets[0] != at {
-			return nil, 0, formatErr(nil, "tensor %q: data_offsets %v: want begin %d (tensors must tile the data section)", e.name, e.DataOffsets, at)
+			return nil, 0, 0, formatErr(nil, "tensor %q: data_offsets %v: want begin %d (tensors must tile the data section)", e.name, e.DataOffsets, at)
 		}
 		at = e.DataOffsets[1]
 	}
-	return es, 8 + int64(hl) + at, nil
+	return es, int64(hl), at, nil
 }
 
 // LoadSafetensors replaces every parameter and embedding table with the
@@ -211,72 +250,99 @@ func (m *Model) LoadSafetensorsMatching(r io.Reader) (loaded, skipped []string, 
 }
 
 func (m *Model) load(r io.Reader, strict bool) (loaded, skipped []string, err error) {
-	size := int64(-1)
-	if sk, ok := r.(io.Seeker); ok {
-		if cur, err := sk.Seek(0, io.SeekCurrent); err == nil {
-			if end, err := sk.Seek(0, io.SeekEnd); err == nil {
-				size = end - cur
-			}
-			if _, err := sk.Seek(cur, io.SeekStart); err != nil {
-				return nil, nil, formatErr(err, "seek")
-			}
-		}
-	}
-	br := bufio.NewReaderSize(r, 1<<16)
-	es, need, err := readHeader(br)
+	f, err := readSafetensors(r)
 	if err != nil {
 		return nil, nil, err
 	}
-	if size >= 0 && size < need {
-		return nil, nil, formatErr(io.ErrUnexpectedEOF, "file truncated: %d bytes, the header describes %d", size, need)
+	found, skipped, err := m.match(f.es, strict)
+	if err != nil {
+		return nil, nil, err
 	}
-	if size > need {
-		return nil, nil, formatErr(nil, "%d trailing bytes after the last tensor", size-need)
+	loaded, err = m.readData(f, found)
+	if err != nil {
+		return nil, nil, err
 	}
-	want := map[string]tensorRef{}
-	ts := m.tensors()
-	for _, t := range ts {
-		want[t.name] = t
+	return loaded, skipped, nil
+}
+
+// shapes lists the name and shape of every tensor of the model, in
+// tensors() order, without touching their storage (which build has only
+// planned when NewFromSafetensors checks a file).
+func (m *Model) shapes() map[string][]int {
+	out := make(map[string][]int, len(m.params)+len(m.layout.Sparse))
+	for _, p := range m.params {
+		out[p.name] = p.shape
 	}
-	found := map[string]bool{}
+	for _, f := range m.layout.Sparse {
+		out["embeddings."+f.Name+".weight"] = []int{f.Cardinality, m.dim}
+	}
+	return out
+}
+
+// match checks the file's tensors against the model's names and shapes and
+// returns the names to load. Strict, any difference is an error; otherwise
+// the model's tensors the file lacks (or has in another shape) are
+// returned as skipped.
+func (m *Model) match(es []stEntry, strict bool) (found map[string]bool, skipped []string, err error) {
+	want := m.shapes()
+	found = map[string]bool{}
 	for _, e := range es {
-		t, ok := want[e.name]
+		shape, ok := want[e.name]
 		if !ok {
 			if strict {
 				return nil, nil, formatErr(nil, "tensor %q is not a parameter of this model", e.name)
 			}
 			continue
 		}
-		if !slices.Equal(t.shape, e.Shape) {
+		if !slices.Equal(shape, e.Shape) {
 			if strict {
-				return nil, nil, formatErr(nil, "tensor %q: shape %v, the model has %v", e.name, e.Shape, t.shape)
+				return nil, nil, formatErr(nil, "tensor %q: shape %v, the model has %v", e.name, e.Shape, shape)
 			}
 			continue
 		}
 		found[e.name] = true
 	}
-	for _, t := range ts {
-		if !found[t.name] {
+	for _, p := range m.params {
+		if !found[p.name] {
 			if strict {
-				return nil, nil, formatErr(nil, "tensor %q %v missing from the file", t.name, t.shape)
+				return nil, nil, formatErr(nil, "tensor %q %v missing from the file", p.name, p.shape)
 			}
-			skipped = append(skipped, t.name)
+			skipped = append(skipped, p.name)
 		}
 	}
+	for _, f := range m.layout.Sparse {
+		if name := "embeddings." + f.Name + ".weight"; !found[name] {
+			if strict {
+				return nil, nil, formatErr(nil, "tensor %q %v missing from the file", name, want[name])
+			}
+			skipped = append(skipped, name)
+		}
+	}
+	return found, skipped, nil
+}
+
+// readData reads the data section of f into the model's tensors named in
+// found, and skips the others.
+func (m *Model) readData(f *stFile, found map[string]bool) (loaded []string, err error) {
+	data := map[string][]float32{}
+	for _, t := range m.tensors() {
+		data[t.name] = t.data
+	}
+	br := f.br
 	buf := make([]byte, 1<<16)
-	for _, e := range es {
+	for _, e := range f.es {
 		size := e.DataOffsets[1] - e.DataOffsets[0]
 		if !found[e.name] {
 			if _, err := io.CopyN(io.Discard, br, size); err != nil {
-				return nil, nil, formatErr(truncated(err), "tensor %q: data", e.name)
+				return nil, formatErr(truncated(err), "tensor %q: data", e.name)
 			}
 			continue
 		}
-		d := want[e.name].data
+		d := data[e.name]
 		for len(d) > 0 {
 			k := min(len(d), len(buf)/4)
 			if _, err := io.ReadFull(br, buf[:4*k]); err != nil {
-				return nil, nil, formatErr(truncated(err), "tensor %q: data", e.name)
+				return nil, formatErr(truncated(err), "tensor %q: data", e.name)
 			}
 			for i := range d[:k] {
 				d[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
@@ -286,11 +352,11 @@ func (m *Model) load(r io.Reader, strict bool) (loaded, skipped []string, err er
 		loaded = append(loaded, e.name)
 	}
 	if _, err := br.ReadByte(); err == nil {
-		return nil, nil, formatErr(nil, "trailing bytes after the last tensor")
+		return nil, formatErr(nil, "trailing bytes after the last tensor")
 	} else if !errors.Is(err, io.EOF) {
-		return nil, nil, formatErr(err, "reading past the last tensor")
+		return nil, formatErr(err, "reading past the last tensor")
 	}
-	return loaded, skipped, nil
+	return loaded, nil
 }
 
 func truncated(err error) error {
