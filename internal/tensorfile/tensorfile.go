@@ -6,6 +6,7 @@ package tensorfile
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -81,15 +82,31 @@ func Write(w io.Writer, f32 map[string][]float32, i32 map[string][]int32) error 
 	return nil
 }
 
-// Read reads a file written by Write.
+// Read reads a file written by Write. The whole header is checked before
+// any vector is allocated: names, dtypes, and offsets that tile the data
+// section. When r is an io.Seeker (a file) the data section must also
+// have exactly the length the header gives, so a corrupt header cannot
+// make Read allocate more than the file holds; otherwise vectors grow as
+// their data arrive.
 func Read(r io.Reader) (f32 map[string][]float32, i32 map[string][]int32, err error) {
+	size := int64(-1)
+	if sk, ok := r.(io.Seeker); ok {
+		if cur, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			if end, err := sk.Seek(0, io.SeekEnd); err == nil {
+				size = end - cur
+			}
+			if _, err := sk.Seek(cur, io.SeekStart); err != nil {
+				return nil, nil, fmt.Errorf("%w: seek: %v", ErrFormat, err)
+			}
+		}
+	}
 	br := bufio.NewReaderSize(r, 1<<16)
 	var l [8]byte
 	if _, err := io.ReadFull(br, l[:]); err != nil {
 		return nil, nil, fmt.Errorf("%w: header length: %v", ErrFormat, err)
 	}
 	n := binary.LittleEndian.Uint64(l[:])
-	if n > 64<<20 {
+	if n > 64<<20 || (size >= 0 && n > uint64(size)) {
 		return nil, nil, fmt.Errorf("%w: header of %d bytes", ErrFormat, n)
 	}
 	hb := make([]byte, n)
@@ -107,42 +124,58 @@ func Read(r io.Reader) (f32 map[string][]float32, i32 map[string][]int32, err er
 	slices.SortFunc(names, func(a, b string) int {
 		ea, eb := hdr[a].Offsets, hdr[b].Offsets
 		if ea[0] != eb[0] {
-			return int(ea[0] - eb[0])
+			return cmp.Compare(ea[0], eb[0])
 		}
-		return int(ea[1] - eb[1]) // empty tensors first at a shared offset
+		return cmp.Compare(ea[1], eb[1]) // empty tensors first at a shared offset
 	})
-	f32, i32 = map[string][]float32{}, map[string][]int32{}
 	var off int64
-	var b [4]byte
 	for _, name := range names {
 		e := hdr[name]
 		cnt := (e.Offsets[1] - e.Offsets[0]) / 4
-		if e.Offsets[0] != off || cnt < 0 || len(e.Shape) != 1 || int64(e.Shape[0]) != cnt || cnt > 1<<31 {
+		if e.Offsets[0] != off || e.Offsets[1] < e.Offsets[0] || (e.Offsets[1]-e.Offsets[0])%4 != 0 ||
+			len(e.Shape) != 1 || int64(e.Shape[0]) != cnt || cnt > 1<<31 {
 			return nil, nil, fmt.Errorf("%w: tensor %q: bad offsets or shape", ErrFormat, name)
 		}
-		switch e.DType {
-		case "F32":
-			v := make([]float32, cnt)
-			for i := range v {
-				if _, err := io.ReadFull(br, b[:]); err != nil {
-					return nil, nil, fmt.Errorf("%w: tensor %q truncated", ErrFormat, name)
-				}
-				v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[:]))
-			}
-			f32[name] = v
-		case "I32":
-			v := make([]int32, cnt)
-			for i := range v {
-				if _, err := io.ReadFull(br, b[:]); err != nil {
-					return nil, nil, fmt.Errorf("%w: tensor %q truncated", ErrFormat, name)
-				}
-				v[i] = int32(binary.LittleEndian.Uint32(b[:]))
-			}
-			i32[name] = v
-		default:
+		if e.DType != "F32" && e.DType != "I32" {
 			return nil, nil, fmt.Errorf("%w: tensor %q: dtype %q", ErrFormat, name, e.DType)
 		}
 		off = e.Offsets[1]
 	}
+	if size >= 0 && size != 8+int64(n)+off {
+		return nil, nil, fmt.Errorf("%w: %d bytes, the header describes %d", ErrFormat, size, 8+int64(n)+off)
+	}
+	f32, i32 = map[string][]float32{}, map[string][]int32{}
+	for _, name := range names {
+		e := hdr[name]
+		cnt := int((e.Offsets[1] - e.Offsets[0]) / 4)
+		// The exact length when the file's size vouches for it; otherwise
+		// at most a chunk more than the data read so far.
+		capHint := cnt
+		if size < 0 {
+			capHint = min(cnt, 1<<16)
+		}
+		if e.DType == "F32" {
+			f32[name], err = readVector(br, cnt, capHint, math.Float32frombits)
+		} else {
+			i32[name], err = readVector(br, cnt, capHint, func(w uint32) int32 { return int32(w) })
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: tensor %q truncated", ErrFormat, name)
+		}
+	}
 	return f32, i32, nil
+}
+
+// readVector reads cnt little-endian 32-bit words, converted by conv, into
+// a slice of initial capacity capHint that grows as they arrive.
+func readVector[T any](br *bufio.Reader, cnt, capHint int, conv func(uint32) T) ([]T, error) {
+	out := make([]T, 0, capHint)
+	var b [4]byte
+	for range cnt {
+		if _, err := io.ReadFull(br, b[:]); err != nil {
+			return nil, err
+		}
+		out = append(out, conv(binary.LittleEndian.Uint32(b[:])))
+	}
+	return out, nil
 }
