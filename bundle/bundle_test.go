@@ -101,7 +101,7 @@ func TestWriteAndRead(t *testing.T) {
 	if v != "v00000001" || m.Version != v || m.FormatVersion != FormatVersion || m.Created.IsZero() {
 		t.Fatalf("version %q, manifest version %q, format %d, created %v", v, m.Version, m.FormatVersion, m.Created)
 	}
-	if n := names(t, d.Path(v)); !slices.Equal(n, []string{ManifestFile, WeightsFile}) {
+	if n := names(t, d.Path(v)); !slices.Equal(n, []string{ManifestFile, ManifestSumFile, WeightsFile}) {
 		t.Errorf("bundle holds %v", n)
 	}
 	// The version is named by its directory, not written in the file.
@@ -168,9 +168,7 @@ func TestReadManifestFormatVersion(t *testing.T) {
 		if bytes.Equal(edited, raw) {
 			t.Fatal("format_version not found in the manifest")
 		}
-		if err := os.WriteFile(p, edited, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		rewriteManifest(t, d.Path(v), edited)
 		if _, err := ReadManifest(d.Path(v)); err == nil || !strings.Contains(err.Error(), "format version") {
 			t.Errorf("format version %d: error %v, want a refusal", fv, err)
 		}
@@ -436,7 +434,7 @@ func TestCheckpoint(t *testing.T) {
 		t.Fatalf("a checkpoint was published as a bundle: %v", got)
 	}
 	dir := cks.Path(vs[2])
-	if n := names(t, dir); !slices.Equal(n, []string{ManifestFile, OptimizerFile, TrainerFile, WeightsFile}) {
+	if n := names(t, dir); !slices.Equal(n, []string{ManifestFile, ManifestSumFile, OptimizerFile, TrainerFile, WeightsFile}) {
 		t.Errorf("checkpoint holds %v", n)
 	}
 	got, err := ReadCheckpoint(dir)
@@ -475,7 +473,7 @@ func TestCheckpoint(t *testing.T) {
 	if _, err := ReadCheckpoint(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("without optimizer.bin: %v", err)
 	}
-	if _, err := ReadCheckpoint(out); err == nil || !strings.Contains(err.Error(), TrainerFile) {
+	if _, err := ReadCheckpoint(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("not a checkpoint: %v", err)
 	}
 }

@@ -81,8 +81,19 @@ func WriteCheckpoint(ctx context.Context, s Store, m *Manifest, model *mmoe.Mode
 
 // ReadCheckpoint reads the training state of the checkpoint in dir:
 // trainer.json, with the optimizer tensors of optimizer.bin put back into
-// State. The manifest and weights are read as a bundle's (ReadManifest).
+// State. Both are verified against the checksums of the manifest
+// (Verify) first. The manifest and weights are read as a bundle's
+// (ReadManifest, ReadModel).
 func ReadCheckpoint(dir string) (*Checkpoint, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{TrainerFile, OptimizerFile} {
+		if err := Verify(dir, m, name); err != nil {
+			return nil, err
+		}
+	}
 	var ck Checkpoint
 	data, err := os.ReadFile(filepath.Join(dir, TrainerFile))
 	if err == nil {

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,9 +71,29 @@ type Manifest struct {
 	Examples int64 `json:"examples"`
 	// Sample holds a few raw events (JSON objects, spec columns) with the
 	// scores this model gave them when it was written: a loader re-scores
-	// them and refuses the bundle on any difference.
+	// them and refuses the bundle on any difference (beyond a tolerance
+	// when its arithmetic differs from SampleKernel).
 	Sample []SampleEvent `json:"sample,omitempty"`
+	// SampleKernel names the arithmetic that computed the sample's scores,
+	// "<kernel>/<GOARCH>" (kernels.Impl: "avx512/amd64", "go/arm64"):
+	// serving.FillSampleScores sets it.
+	SampleKernel string `json:"sample_kernel,omitempty"`
+	// Files are the size and CRC-32C of every other file of the version,
+	// by name (weights.safetensors, and a checkpoint's trainer.json and
+	// optimizer.bin). Write sets them; the manifest's own are in
+	// ManifestSumFile. Nil in a version written before checksums: such a
+	// version is read without verification (Verified).
+	Files map[string]FileSum `json:"files,omitempty"`
+
+	// size is the manifest file's length (ReadManifest), which counts
+	// toward Limits.MaxBytes.
+	size int64
 }
+
+// Verified reports whether the version records checksums, so that its
+// files are verified when read (Verify). Versions written before
+// checksums are not.
+func (m *Manifest) Verified() bool { return m.Files != nil }
 
 // SampleEvent is one raw event and its expected scores, objective by
 // objective in Manifest.Objectives order.
@@ -91,15 +112,31 @@ type File struct {
 // jsonFile is a file holding v as indented JSON.
 func jsonFile(name string, v any) File {
 	return File{Name: name, Write: func(w io.Writer) error {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		data, err := marshalJSON(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
 	}}
+}
+
+// marshalJSON is v as indented JSON and a newline.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Write publishes model and its manifest m as a new version of s and
 // returns the version's name. It sets m.FormatVersion, m.Created (when
-// zero) and, once published, m.Version.
+// zero), m.Files (the checksum of every file it writes, which the
+// manifest records; the manifest's own goes to ManifestSumFile) and, once
+// published, m.Version.
 //
 // Every sample event must carry its scores: serving.FillSampleScores
 // computes them through the serving path, which serving.LoadBundle checks
@@ -122,10 +159,44 @@ func write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, extra [
 	// The version is the directory's name, known only after the publish,
 	// so it is not written into the manifest: ReadManifest fills it in.
 	m.Version = ""
-	files := make([]File, 0, len(extra)+2)
-	files = append(files, File{Name: WeightsFile, Write: model.SaveSafetensors})
-	files = append(files, extra...)
-	files = append(files, jsonFile(ManifestFile, m))
+	// Each file is checksummed as it is written; the manifest, written
+	// after them, records the sums, and its own sum goes beside it.
+	sums := map[string]FileSum{}
+	summed := func(f File) File {
+		return File{Name: f.Name, Write: func(w io.Writer) error {
+			sw := newSummer(w)
+			if err := f.Write(sw); err != nil {
+				return err
+			}
+			sums[f.Name] = sw.sum()
+			return nil
+		}}
+	}
+	var manifestSum FileSum
+	files := make([]File, 0, len(extra)+3)
+	files = append(files, summed(File{Name: WeightsFile, Write: model.SaveSafetensors}))
+	for _, f := range extra {
+		files = append(files, summed(f))
+	}
+	files = append(files,
+		File{Name: ManifestFile, Write: func(w io.Writer) error {
+			m.Files = sums
+			data, err := marshalJSON(m)
+			if err != nil {
+				return err
+			}
+			manifestSum = sumOf(data)
+			_, err = w.Write(data)
+			return err
+		}},
+		File{Name: ManifestSumFile, Write: func(w io.Writer) error {
+			data, err := json.Marshal(manifestSum)
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(append(data, '\n'))
+			return err
+		}})
 	v, err := s.NewVersion(ctx, files)
 	if err != nil {
 		return "", err
@@ -134,13 +205,46 @@ func write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, extra [
 	return v, nil
 }
 
-// ReadManifest reads dir/bundle.json and refuses a format version other
-// than FormatVersion. Version is set to the directory's name (through
-// symlinks: root/latest gives its target's).
+// ReadManifest reads dir/bundle.json within the default Limits
+// (ReadManifestLimits).
 func ReadManifest(dir string) (*Manifest, error) {
-	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	return ReadManifestLimits(dir, Limits{})
+}
+
+// ReadManifestLimits reads dir/bundle.json and checks it: a file larger
+// than lim.MaxBytes is refused before it is read (wrapping ErrTooLarge),
+// its bytes must match ManifestSumFile when that exists (and it must
+// exist when the manifest records file checksums; wrapping ErrCorrupt),
+// the JSON must parse, and the format version must be FormatVersion.
+// Version is set to the directory's name (through symlinks: root/latest
+// gives its target's).
+func ReadManifestLimits(dir string, lim Limits) (*Manifest, error) {
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(dir, ManifestFile))
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
+	}
+	defer f.Close()
+	max := lim.maxBytes()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
+	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("%w: %s: %s has %s, the budget is %s", ErrTooLarge, dir, ManifestFile, formatBytes(st.Size()), formatBytes(max))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%w: %s: %s grew past the budget of %s while read", ErrTooLarge, dir, ManifestFile, formatBytes(max))
+	}
+	summed, err := checkManifestSum(dir, data)
+	if err != nil {
+		return nil, err
 	}
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
@@ -149,6 +253,10 @@ func ReadManifest(dir string) (*Manifest, error) {
 	if m.FormatVersion != FormatVersion {
 		return nil, fmt.Errorf("bundle: %s: format version %d, this build reads %d", dir, m.FormatVersion, FormatVersion)
 	}
+	if m.Files != nil && !summed {
+		return nil, fmt.Errorf("%w: %s: %s records file checksums but %s is missing", ErrCorrupt, dir, ManifestFile, ManifestSumFile)
+	}
+	m.size = int64(len(data))
 	m.Version = filepath.Base(dir)
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		m.Version = filepath.Base(real)

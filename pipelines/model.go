@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"runtime/debug"
 
 	"go.yaml.in/yaml/v3"
 
@@ -158,14 +158,28 @@ type LoadedModel struct {
 	Model    *mmoe.Model
 }
 
-// LoadModel reads a bundle directory (or the newest under a root) with its
-// training setup (the spec it carries).
+// LoadModel is LoadModelLimits within the default bundle.Limits.
 func LoadModel(path string) (*LoadedModel, error) {
+	return LoadModelLimits(path, bundle.Limits{})
+}
+
+// LoadModelLimits reads a bundle directory (or the newest under a root)
+// with its training setup (the spec it carries), through the checks
+// serving.LoadBundle makes of the files: the manifest's checksum and
+// format, the model's size against lim, the weights' size and checksum,
+// and their header against the configuration, all before the model is
+// allocated (bundle.ReadModel). A panic while loading is an error.
+func LoadModelLimits(path string, lim bundle.Limits) (lm *LoadedModel, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			lm, err = nil, fmt.Errorf("pipelines: loading %s: panic: %v\n%s", path, r, debug.Stack())
+		}
+	}()
 	dir, err := bundle.Resolve(path)
 	if err != nil {
 		return nil, err
 	}
-	man, err := bundle.ReadManifest(dir)
+	man, err := bundle.ReadManifestLimits(dir, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -178,14 +192,9 @@ func LoadModel(path string) (*LoadedModel, error) {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	s.Model = man.Model
-	f, err := os.Open(filepath.Join(dir, bundle.WeightsFile))
+	m, err := bundle.ReadModel(dir, man, s.Transformer.Layout(), s.heads(), lim)
 	if err != nil {
-		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
-	}
-	defer f.Close()
-	m, err := s.ReadModel(f)
-	if err != nil {
-		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+		return nil, fmt.Errorf("pipelines: %w", err)
 	}
 	return &LoadedModel{Dir: dir, Manifest: man, Setup: s, Model: m}, nil
 }

@@ -38,6 +38,9 @@ type ScoreConfig struct {
 	// Allocator allocates the Arrow buffers. Default:
 	// memory.DefaultAllocator.
 	Allocator memory.Allocator
+	// Limits bound the model's memory (serving.LoadBundleLimits).
+	// Default: bundle.DefaultMaxBytes().
+	Limits bundle.Limits
 }
 
 // Validate reports whether the configuration is usable.
@@ -52,7 +55,7 @@ func (c *ScoreConfig) Validate() error {
 	case c.BatchSize < 0:
 		return fmt.Errorf("pipelines: score: BatchSize %d is negative", c.BatchSize)
 	}
-	return nil
+	return c.Limits.Validate()
 }
 
 // ScoreResult describes a Score run.
@@ -77,7 +80,7 @@ func Score(ctx context.Context, cfg ScoreConfig) (*ScoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := serving.LoadBundle(dir)
+	b, err := serving.LoadBundleLimits(dir, cfg.Limits)
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,9 @@ type TrainBatchConfig struct {
 	FreezeShared bool
 	// Observers watch the run (training reports).
 	Observers []Observer
+	// Limits bound the memory of the bundles and checkpoints read
+	// (Resume, InitFrom). Default: bundle.DefaultMaxBytes().
+	Limits bundle.Limits
 
 	// Progress receives a progress line every ProgressEvery (nil: none).
 	Progress      io.Writer
@@ -420,7 +423,7 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 
 // resume loads the newest checkpoint under Out into the run.
 func (r *trainRun) resume() error {
-	lm, err := LoadModel(bundle.Checkpoints(r.cfg.Out).Root())
+	lm, err := LoadModelLimits(bundle.Checkpoints(r.cfg.Out).Root(), r.cfg.Limits)
 	if err != nil {
 		return fmt.Errorf("pipelines: resume: %w", err)
 	}
@@ -490,7 +493,7 @@ func FormatMetrics(ms []mtl.Metrics) string {
 
 // initFrom warm-starts the model from another bundle's matching tensors.
 func (r *trainRun) initFrom(path string) error {
-	lm, err := LoadModel(path)
+	lm, err := LoadModelLimits(path, r.cfg.Limits)
 	if err != nil {
 		return fmt.Errorf("pipelines: --init-from: %w", err)
 	}

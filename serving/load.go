@@ -1,15 +1,13 @@
 package serving
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -40,8 +38,8 @@ type Bundle struct {
 
 // ErrBundle is wrapped by every error of LoadBundle that is about the
 // bundle's contents (as opposed to, say, a missing directory): a bundle that
-// does not parse, does not match itself, or scores its own sample
-// differently.
+// does not parse, does not match its checksums or itself, does not fit the
+// memory budget, or scores its own sample differently.
 var ErrBundle = errors.New("serving: invalid bundle")
 
 func bundleErr(dir, what string, err error) error {
@@ -51,18 +49,31 @@ func bundleErr(dir, what string, err error) error {
 	return fmt.Errorf("serving: bundle %s: %s: %w: %w", dir, what, ErrBundle, err)
 }
 
-// LoadBundle loads the bundle in dir and validates it: the manifest's
-// format, the feature spec and fitted statistics (the serving Transformer is
-// built from them), the tasks and objectives, the weights (every tensor
-// present with its shape, no extra ones), and finally the manifest's
-// sample events are re-scored through the serving path (Scorer) and must
-// give the recorded scores to the last bit. Every failure is an error
-// naming the directory and the check that failed; those about the
-// contents wrap ErrBundle.
+// LoadBundle is LoadBundleLimits within the default bundle.Limits.
 func LoadBundle(dir string) (*Bundle, error) {
-	m, err := bundle.ReadManifest(dir)
+	return LoadBundleLimits(dir, bundle.Limits{})
+}
+
+// LoadBundleLimits loads the bundle in dir and validates it, in this
+// order: the manifest (within lim, its checksum, its format), the feature
+// spec and fitted statistics (the serving Transformer is built from
+// them), the tasks and objectives, the model configuration, the model's
+// size against lim, the weights file's size and checksum, its header
+// against the configuration (every tensor present with its shape, no
+// extra ones: nothing is allocated for the model before this), and
+// finally the manifest's sample events are re-scored through the serving
+// path (Scorer) and must give the recorded scores to the last bit. Every
+// failure is an error naming the directory and the check that failed;
+// those about the contents wrap ErrBundle, and also bundle.ErrCorrupt,
+// bundle.ErrTooLarge or mmoe.ErrFormat when that is the cause.
+func LoadBundleLimits(dir string, lim bundle.Limits) (*Bundle, error) {
+	m, err := bundle.ReadManifestLimits(dir, lim)
 	if err != nil {
-		return nil, err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
 	}
 	b, err := assemble(dir, m)
 	if err != nil {
@@ -73,15 +84,14 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
-	f, err := os.Open(filepath.Join(dir, bundle.WeightsFile))
+	model, err := bundle.ReadModel(dir, m, b.Transformer.Layout(), taskNames(m.Tasks), lim)
 	if err != nil {
-		return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
-	}
-	model, err := mmoe.NewFromSafetensors(m.Model, b.Transformer.Layout(), taskNames(m.Tasks), bufio.NewReaderSize(f, 1<<20))
-	f.Close()
-	if err != nil {
-		if errors.Is(err, mmoe.ErrFormat) {
-			return nil, bundleErr(dir, bundle.WeightsFile, err)
+		var pe *fs.PathError
+		switch {
+		case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, mmoe.ErrFormat), errors.Is(err, bundle.ErrTooLarge):
+			return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
+		case errors.As(err, &pe):
+			return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
 		}
 		return nil, bundleErr(dir, "model config", err)
 	}

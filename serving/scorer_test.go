@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -79,30 +81,56 @@ func TestLoadBundleRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			f(m)
-			if err := os.WriteFile(p, mustJSON(t, m), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			resealManifest(t, dir, mustJSON(t, m))
 		}
 	}
+	flipWeights := func(at func(data []byte, hlen int) int) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			p := filepath.Join(dir, bundle.WeightsFile)
+			data, _ := os.ReadFile(p)
+			hlen := int(data[0]) | int(data[1])<<8 | int(data[2])<<16
+			data[at(data, hlen)] ^= 0x08
+			os.WriteFile(p, data, 0o644)
+		}
+	}
+	// The first tensor in data order is a first-layer weight every example
+	// uses: an exponent bit of its first float.
+	firstWeight := func(data []byte, hlen int) int { return 8 + hlen + 3 }
 	cases := []struct {
 		name   string
 		breakf func(t *testing.T, dir string)
 		want   string
 	}{
-		{"weights byte flipped", func(t *testing.T, dir string) {
-			p := filepath.Join(dir, bundle.WeightsFile)
-			data, _ := os.ReadFile(p)
-			// The first tensor in data order is a first-layer weight every
-			// example uses: flip an exponent bit of its first float.
-			hlen := int(data[0]) | int(data[1])<<8 | int(data[2])<<16
-			data[8+hlen+3] ^= 0x08
-			os.WriteFile(p, data, 0o644)
+		{"weights byte flipped", flipWeights(firstWeight), "does not match its checksum"},
+		// The last bytes are embedding rows the sample does not use: only
+		// the checksum sees them.
+		{"embedding byte flipped", flipWeights(func(data []byte, _ int) int { return len(data) - 2 }), "does not match its checksum"},
+		// Without checksums (a bundle from before them), the sample check
+		// still sees a weight every example uses.
+		{"weights byte flipped, no checksums", func(t *testing.T, dir string) {
+			flipWeights(firstWeight)(t, dir)
+			stripChecksums(t, dir)
 		}, "sample event"},
 		{"weights truncated", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, bundle.WeightsFile)
 			data, _ := os.ReadFile(p)
 			os.WriteFile(p, data[:len(data)-100], 0o644)
-		}, bundle.WeightsFile},
+		}, "truncated or still being copied"},
+		{"weights truncated, no checksums", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, bundle.WeightsFile)
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, data[:len(data)-100], 0o644)
+			stripChecksums(t, dir)
+		}, "file truncated"},
+		{"manifest byte flipped", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, bundle.ManifestFile)
+			data, _ := os.ReadFile(p)
+			data[len(data)/2] ^= 0x01
+			os.WriteFile(p, data, 0o644)
+		}, "bundle.json.crc32c records"},
+		{"huge table", editManifest(func(m map[string]any) {
+			m["spec"] = strings.Replace(m["spec"].(string), "user_id, kind: categorical, buckets: 1000}", "user_id, kind: categorical, buckets: 2000000000}", 1)
+		}), "the budget is"},
 		{"weights missing", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, bundle.WeightsFile))
 		}, bundle.WeightsFile},
@@ -562,5 +590,40 @@ func TestResponseJSONNames(t *testing.T) {
 	}
 	if doc.Results[0].RankScore == nil || *doc.Results[0].RankScore != 0.5 || doc.Results[1].RankScore != nil {
 		t.Errorf("rank scores %v %v", doc.Results[0].RankScore, doc.Results[1].RankScore)
+	}
+}
+
+// resealManifest writes data as dir's manifest with its checksum beside
+// it: what a writer of that manifest would leave.
+func resealManifest(t testing.TB, dir string, data []byte) {
+	t.Helper()
+	sum := bundle.FileSum{Size: int64(len(data)), CRC32C: fmt.Sprintf("%08x", crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))}
+	if err := os.WriteFile(filepath.Join(dir, bundle.ManifestFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, bundle.ManifestSumFile), mustJSON(t, sum), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stripChecksums turns dir into a bundle from before checksums: no files
+// member, no manifest checksum.
+func stripChecksums(t testing.TB, dir string) {
+	t.Helper()
+	p := filepath.Join(dir, bundle.ManifestFile)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "files")
+	if err := os.WriteFile(p, mustJSON(t, m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, bundle.ManifestSumFile)); err != nil {
+		t.Fatal(err)
 	}
 }
