@@ -22,6 +22,7 @@ fmtcheck:
 test: vet fmtcheck
 	$(GO) test -count=1 -timeout 8m $(PKGS)
 	$(GO) test -count=1 -timeout 5m -tags noasm ./internal/...
+	$(GO) test -count=1 -timeout 5m -tags noasm -run TestPortableBundle ./serving/
 	$(GO) test -count=1 -timeout 8m -race $(RACE_PKGS)
 
 demo: build

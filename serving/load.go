@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 )
@@ -32,15 +34,52 @@ type Bundle struct {
 	Transformer *features.Transformer
 	Model       *mmoe.Model
 	Tasks       *mtl.TaskSet
+	// SampleCheck says how the sample's scores were compared: SampleExact,
+	// SampleTolerance, or SampleNone (no sample).
+	SampleCheck string
 
 	servingSpec *features.Spec
 }
+
+// How LoadBundle compared the sample's scores (Bundle.SampleCheck).
+const (
+	// SampleExact: bit for bit, the arithmetic being the writer's
+	// (Manifest.SampleKernel equals Kernel()).
+	SampleExact = "exact"
+	// SampleTolerance: within SampleAbsTol + SampleRelTol·|recorded|, the
+	// arithmetic being another (another kernel or architecture, or a
+	// bundle that does not say).
+	SampleTolerance = "tolerance"
+	// SampleNone: the bundle has no sample.
+	SampleNone = "none"
+)
+
+// The tolerance of the sample check under other arithmetic: a score may
+// differ from the recorded one by SampleAbsTol + SampleRelTol·|recorded|.
+// Kernels differ in the order they sum products and in fusing
+// multiply-adds, which moves a float32 score by a few units in the last
+// place per layer (docs/formats.md gives the measured differences); a
+// model misread (a wrong transform, other weights) moves it by far more.
+const (
+	SampleAbsTol = 1e-5
+	SampleRelTol = 1e-4
+)
+
+// Kernel names this build's scoring arithmetic as Manifest.SampleKernel
+// records it: the GEMM kernel (kernels.Impl: avx512, avx2, go) and the
+// architecture, whose compiler may fuse multiply-adds in the portable
+// kernel (arm64 does, amd64 does not).
+func Kernel() string { return kernels.Impl() + "/" + runtime.GOARCH }
 
 // ErrBundle is wrapped by every error of LoadBundle that is about the
 // bundle's contents (as opposed to, say, a missing directory): a bundle that
 // does not parse, does not match its checksums or itself, does not fit the
 // memory budget, or scores its own sample differently.
 var ErrBundle = errors.New("serving: invalid bundle")
+
+// ErrSample is wrapped by the error about a bundle that does not reproduce
+// its sample's scores.
+var ErrSample = errors.New("serving: the bundle does not reproduce its sample's scores")
 
 func bundleErr(dir, what string, err error) error {
 	if err == nil {
@@ -62,10 +101,12 @@ func LoadBundle(dir string) (*Bundle, error) {
 // against the configuration (every tensor present with its shape, no
 // extra ones: nothing is allocated for the model before this), and
 // finally the manifest's sample events are re-scored through the serving
-// path (Scorer) and must give the recorded scores to the last bit. Every
-// failure is an error naming the directory and the check that failed;
-// those about the contents wrap ErrBundle, and also bundle.ErrCorrupt,
-// bundle.ErrTooLarge or mmoe.ErrFormat when that is the cause.
+// path (Scorer) and must give the recorded scores: to the last bit when
+// this build's arithmetic is the writer's (Kernel), within the sample
+// tolerance otherwise. Every failure is an error naming the directory
+// and the check that failed; those about the contents wrap ErrBundle,
+// and also bundle.ErrCorrupt, bundle.ErrTooLarge, mmoe.ErrFormat or
+// ErrSample when that is the cause.
 func LoadBundleLimits(dir string, lim bundle.Limits) (*Bundle, error) {
 	m, err := bundle.ReadManifestLimits(dir, lim)
 	if err != nil {
@@ -217,11 +258,18 @@ func (b *Bundle) sampleScores(events [][]byte) ([][]float32, error) {
 	return out, nil
 }
 
-// checkSample re-scores the manifest's sample and compares bit for bit.
+// checkSample re-scores the manifest's sample and compares: bit for bit
+// when this build's arithmetic is the one that recorded the scores,
+// within the sample tolerance otherwise.
 func (b *Bundle) checkSample() error {
 	sample := b.Manifest.Sample
 	if len(sample) == 0 {
+		b.SampleCheck = SampleNone
 		return nil
+	}
+	b.SampleCheck = SampleTolerance
+	if b.Manifest.SampleKernel == Kernel() {
+		b.SampleCheck = SampleExact
 	}
 	events := make([][]byte, len(sample))
 	for i, s := range sample {
@@ -234,21 +282,44 @@ func (b *Bundle) checkSample() error {
 	objs := b.Tasks.Objectives()
 	for i, s := range sample {
 		if len(s.Scores) != len(objs) {
-			return bundleErr(b.Dir, fmt.Sprintf("sample event %d has %d scores for %d objectives %v", i, len(s.Scores), len(objs), objs), nil)
+			return bundleErr(b.Dir, fmt.Sprintf("sample event %d has %d scores for %d objectives %v", i, len(s.Scores), len(objs), objs), ErrSample)
 		}
 		for j, want := range s.Scores {
-			if math.Float32bits(got[i][j]) != math.Float32bits(want) {
-				return bundleErr(b.Dir, fmt.Sprintf("sample event %d: objective %q scores %v (bits %#08x), the bundle recorded %v (bits %#08x)",
-					i, objs[j], got[i][j], math.Float32bits(got[i][j]), want, math.Float32bits(want)), nil)
+			if sameScore(got[i][j], want, b.SampleCheck == SampleExact) {
+				continue
 			}
+			how := "bit for bit (this build's arithmetic, " + Kernel() + ", wrote it)"
+			if b.SampleCheck == SampleTolerance {
+				how = fmt.Sprintf("within %g + %g·|score| (it was written by %q, this build is %s)", SampleAbsTol, SampleRelTol, b.Manifest.SampleKernel, Kernel())
+			}
+			return bundleErr(b.Dir, fmt.Sprintf("sample event %d: objective %q scores %v (bits %#08x), the bundle recorded %v (bits %#08x), compared %s",
+				i, objs[j], got[i][j], math.Float32bits(got[i][j]), want, math.Float32bits(want), how), ErrSample)
 		}
 	}
 	return nil
 }
 
+// sameScore compares a sample score with the recorded one: bit for bit,
+// or within the sample tolerance (NaN matching NaN only, an infinity
+// itself only).
+func sameScore(got, want float32, exact bool) bool {
+	if math.Float32bits(got) == math.Float32bits(want) {
+		return true
+	}
+	if exact {
+		return false
+	}
+	g, w := float64(got), float64(want)
+	if math.IsNaN(g) || math.IsNaN(w) || math.IsInf(g, 0) || math.IsInf(w, 0) {
+		return math.IsNaN(g) && math.IsNaN(w)
+	}
+	return math.Abs(g-w) <= SampleAbsTol+SampleRelTol*math.Abs(w)
+}
+
 // FillSampleScores sets the Scores of every m.Sample event to what model
 // gives it through the serving path (the transform rebuilt from m.Spec and
-// m.Stats, then a Scorer), so that LoadBundle can check the written bundle
+// m.Stats, then a Scorer), and m.SampleKernel to the arithmetic that
+// computed them (Kernel), so that LoadBundle can check the written bundle
 // reproduces them. It also fills m.Objectives from m.Tasks when empty. A
 // trainer calls it before bundle.Write, which refuses a sample without
 // scores.
@@ -266,6 +337,7 @@ func FillSampleScores(m *bundle.Manifest, model *mmoe.Model) error {
 	if len(m.Sample) == 0 {
 		return nil
 	}
+	m.SampleKernel = Kernel()
 	b.Model = model
 	events := make([][]byte, len(m.Sample))
 	for i, s := range m.Sample {

@@ -627,3 +627,70 @@ func stripChecksums(t testing.TB, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSampleTolerance: a bundle whose sample was scored by other
+// arithmetic (another kernel or architecture) is compared within the
+// tolerance: a score off by a few units in the last place passes, one off
+// by 1% does not. With this build's arithmetic, one unit is refused.
+func TestSampleTolerance(t *testing.T) {
+	edit := func(dir, kernel string, scale float64) {
+		p := filepath.Join(dir, bundle.ManifestFile)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["sample_kernel"] = kernel
+		sc := m["sample"].([]any)[3].(map[string]any)["scores"].([]any)
+		sc[0] = float64(float32(sc[0].(float64) * scale))
+		resealManifest(t, dir, mustJSON(t, m))
+	}
+	for _, c := range []struct {
+		kernel string
+		scale  float64
+		want   string // "" loads, else the error
+		check  string
+	}{
+		{Kernel(), 1, "", SampleExact},
+		{Kernel(), 1 + 1e-6, "compared bit for bit", ""},
+		{"avx512/arm64", 1 + 1e-6, "", SampleTolerance},
+		{"", 1 + 1e-6, "", SampleTolerance},
+		{"avx512/arm64", 1.01, "compared within", ""},
+	} {
+		dir := writeTestBundle(t, t.TempDir(), 4)
+		edit(dir, c.kernel, c.scale)
+		b, err := LoadBundle(dir)
+		if c.want == "" {
+			if err != nil || b.SampleCheck != c.check {
+				t.Errorf("kernel %q, score ×%v: %v, check %v; want it loaded, %s", c.kernel, c.scale, err, b, c.check)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrSample) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("kernel %q, score ×%v: %v, want ErrSample %q", c.kernel, c.scale, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		got, want float32
+		ok        bool
+	}{
+		{0.5, 0.5, true},
+		{0.5000001, 0.5, true},
+		{0.51, 0.5, false},
+		{float32(math.NaN()), float32(math.NaN()), true},
+		{float32(math.NaN()), 0.5, false},
+		{float32(math.Inf(1)), float32(math.Inf(1)), true},
+		{float32(math.Inf(1)), float32(math.MaxFloat32), false},
+		{1e-7, 0, true},
+		{2e-5, 0, false},
+		{1000.05, 1000, true},
+		{1000.2, 1000, false},
+	} {
+		if got := sameScore(c.got, c.want, false); got != c.ok {
+			t.Errorf("sameScore(%v, %v) within the tolerance = %v", c.got, c.want, got)
+		}
+	}
+}
