@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -77,6 +78,13 @@ func Kernel() string { return kernels.Impl() + "/" + runtime.GOARCH }
 // memory budget, or scores its own sample differently.
 var ErrBundle = errors.New("serving: invalid bundle")
 
+// loadHook, when set (by tests only), runs at the start of every
+// LoadBundleLimits: the place to inject a panic.
+var loadHook func(dir string)
+
+// errPanic marks a load that panicked (and was recovered).
+var errPanic = errors.New("serving: panic while loading")
+
 // ErrSample is wrapped by the error about a bundle that does not reproduce
 // its sample's scores.
 var ErrSample = errors.New("serving: the bundle does not reproduce its sample's scores")
@@ -106,8 +114,17 @@ func LoadBundle(dir string) (*Bundle, error) {
 // tolerance otherwise. Every failure is an error naming the directory
 // and the check that failed; those about the contents wrap ErrBundle,
 // and also bundle.ErrCorrupt, bundle.ErrTooLarge, mmoe.ErrFormat or
-// ErrSample when that is the cause.
-func LoadBundleLimits(dir string, lim bundle.Limits) (*Bundle, error) {
+// ErrSample when that is the cause. A panic while loading is an error
+// wrapping ErrBundle too.
+func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, bundleErr(dir, "loading", fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
+		}
+	}()
+	if loadHook != nil {
+		loadHook(dir)
+	}
 	m, err := bundle.ReadManifestLimits(dir, lim)
 	if err != nil {
 		var pe *fs.PathError
@@ -116,7 +133,7 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (*Bundle, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
 	}
-	b, err := assemble(dir, m)
+	b, err = assemble(dir, m)
 	if err != nil {
 		return nil, err
 	}

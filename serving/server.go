@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/mmoe"
 )
 
 // Server defaults.
@@ -61,9 +64,14 @@ type ServerConfig struct {
 	// AdminToken enables POST /v1/admin/reload for requests carrying
 	// "Authorization: Bearer <token>". Default: "", the endpoint is 404.
 	AdminToken string
-	// Poll is how often Models is checked for a newer bundle. Default:
-	// DefaultPoll (2s); negative disables polling.
+	// Poll is how often Models is checked for a newer bundle, and for
+	// changes in the versions refused before. Default: DefaultPoll (2s);
+	// negative disables polling.
 	Poll time.Duration
+	// Limits bound the memory a bundle may take (bundle.Limits.MaxBytes):
+	// a bundle over them is refused before its weights are read.
+	// Default: bundle.DefaultMaxBytes().
+	Limits bundle.Limits
 	// HTTP server timeouts. Defaults: ReadHeaderTimeout 5s, ReadTimeout
 	// 10s, WriteTimeout 30s, IdleTimeout 120s.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -93,6 +101,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.ShutdownTimeout < 0 {
 		return errors.New("serving: ServerConfig: negative timeout")
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("serving: ServerConfig: %w", err)
 	}
 	return c.Scorer.Validate()
 }
@@ -143,20 +154,42 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	return c
 }
 
-// served is the model being served and its /v1/model document.
+// served is the model being served.
 type served struct {
-	sc   *Scorer
-	info []byte
+	sc *Scorer
+}
+
+// RefusedVersion is a version the server refused, in GET /v1/model.
+type RefusedVersion struct {
+	Version string `json:"version"`
+	Dir     string `json:"dir"`
+	// Reason classifies the error, as the onestone_model_refused metric's
+	// label does: checksum, too_large, weights, sample, invalid, panic or
+	// io (see refusalReason).
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
+	// Since is when it was first refused, Attempts how many times it was
+	// tried (once, and again each time its files changed).
+	Since    time.Time `json:"since"`
+	Attempts int       `json:"attempts"`
+
+	print string // the directory's fingerprint when last refused
+	cause error  // the error
 }
 
 // Server is the HTTP scoring service: POST /v1/score, GET /v1/model,
-// /healthz, /readyz, /metrics and, with a token, POST /v1/admin/reload. It
-// serves the newest bundle under its root and swaps in newer ones as they
-// appear, atomically: a request finishes on the model it started with. A
-// bundle that fails LoadBundle's checks is logged, counted and remembered,
-// and the previous model keeps serving. The server serves the version
-// Resolve names (the highest complete one): removing the newest version
-// rolls back to the one before. Methods are safe for concurrent use.
+// /healthz, /readyz, /metrics and, with a token, POST /v1/admin/reload.
+//
+// It serves the newest version under its root that passes LoadBundle's
+// checks, and swaps in newer ones as they appear, atomically: a request
+// finishes on the model it started with. A version that fails is logged,
+// counted and remembered with the fingerprint of its files (names,
+// sizes, modification times): it is tried again when they change (a copy
+// that was half done when first seen), not before. Meanwhile the newest
+// valid version keeps serving: the one served before, or, at start-up or
+// when the served one is removed, the newest older one that passes.
+// Removing the newest version thus rolls back to the one before. Methods
+// are safe for concurrent use.
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
@@ -168,19 +201,31 @@ type Server struct {
 	bufs    sync.Pool
 
 	reloadMu sync.Mutex
-	refused  map[string]error // bundle dir -> why
+	refused  map[string]*RefusedVersion // by bundle dir
+	// state is what /v1/model shows of the refusals: the refused versions
+	// present, newest first, and how many versions are newer than the one
+	// served.
+	state atomic.Pointer[refusalState]
 
-	reg        *prometheus.Registry
-	mRequests  *prometheus.CounterVec
-	mLatency   *prometheus.HistogramVec
-	mCands     prometheus.Counter
-	mInFlight  prometheus.Gauge
-	mModel     *prometheus.GaugeVec
-	mReloads   prometheus.Counter
-	mRefused   prometheus.Counter
-	mOverload  *prometheus.CounterVec
-	mLoadedAt  prometheus.Gauge
-	listenAddr atomic.Value // string
+	reg         *prometheus.Registry
+	mRequests   *prometheus.CounterVec
+	mLatency    *prometheus.HistogramVec
+	mCands      prometheus.Counter
+	mInFlight   prometheus.Gauge
+	mModel      *prometheus.GaugeVec
+	mReloads    prometheus.Counter
+	mRefused    prometheus.Counter
+	mRefusedNow *prometheus.GaugeVec
+	mBehind     prometheus.Gauge
+	mOverload   *prometheus.CounterVec
+	mLoadedAt   prometheus.Gauge
+	listenAddr  atomic.Value // string
+}
+
+// refusalState is the refusals /v1/model shows.
+type refusalState struct {
+	refused []RefusedVersion
+	behind  int
 }
 
 // NewServer returns a server; it loads nothing until Run or Reload.
@@ -193,9 +238,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		sem:     make(chan struct{}, cfg.MaxInFlight),
-		refused: map[string]error{},
+		refused: map[string]*RefusedVersion{},
 		reg:     prometheus.NewRegistry(),
 	}
+	s.state.Store(&refusalState{})
 	s.bufs.New = func() any { return new(reqBuf) }
 	s.mRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "onestone_http_requests_total", Help: "HTTP requests by route and status code.",
@@ -211,13 +257,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Name: "onestone_score_in_flight", Help: "Score requests being worked on.",
 	})
 	s.mModel = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "onestone_model_info", Help: "The model being served (value 1, labelled by version).",
-	}, []string{"version"})
+		Name: "onestone_model_info", Help: "The model being served (value 1), labelled by version, whether its files were verified by checksums (verified: true or false), and how its sample was checked (sample_check: exact, tolerance or none).",
+	}, []string{"version", "verified", "sample_check"})
 	s.mReloads = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "onestone_model_reloads_total", Help: "Bundles loaded and swapped in (the first load included).",
 	})
 	s.mRefused = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "onestone_model_refused_total", Help: "Bundles refused by validation.",
+		Name: "onestone_model_refused_total", Help: "Bundle loads refused by validation (a version is tried again when its files change).",
+	})
+	s.mRefusedNow = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "onestone_model_refused", Help: "Versions present and refused as they are now (value 1), labelled by version and reason (checksum, too_large, weights, sample, invalid, panic, io).",
+	}, []string{"version", "reason"})
+	s.mBehind = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "onestone_model_versions_behind", Help: "Complete versions newer than the one served (all refused); 0 when the newest is served.",
 	})
 	s.mOverload = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "onestone_score_rejected_total", Help: "Score requests refused for overload, by reason (queue_full, queue_timeout).",
@@ -225,7 +277,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mLoadedAt = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_model_loaded_timestamp_seconds", Help: "When the served model was swapped in (Unix time).",
 	})
-	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mOverload, s.mLoadedAt,
+	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s.mux = http.NewServeMux()
@@ -444,23 +496,33 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 // directory, creation time, tasks (with defaults filled in), objectives,
 // the rank formula in effect, the feature spec's YAML, the evaluation
 // metrics and data position recorded by the trainer, its step and example
-// counts, and the effective model configuration.
+// counts, and the effective model configuration; how it was checked
+// (checksums verified, the sample compared exactly or within tolerance,
+// the arithmetic that wrote the sample and this build's); and the
+// versions refused (newest first) with how many of them are newer than
+// the one served.
 type ModelInfo struct {
-	Version    string          `json:"version"`
-	Dir        string          `json:"dir"`
-	Created    time.Time       `json:"created"`
-	Tasks      any             `json:"tasks"`
-	Objectives []string        `json:"objectives"`
-	Rank       string          `json:"rank"`
-	Spec       string          `json:"spec"`
-	Metrics    json.RawMessage `json:"metrics,omitempty"`
-	Position   json.RawMessage `json:"position,omitempty"`
-	Step       int64           `json:"step"`
-	Examples   int64           `json:"examples"`
-	Model      any             `json:"model"`
+	Version      string           `json:"version"`
+	Dir          string           `json:"dir"`
+	Created      time.Time        `json:"created"`
+	Tasks        any              `json:"tasks"`
+	Objectives   []string         `json:"objectives"`
+	Rank         string           `json:"rank"`
+	Spec         string           `json:"spec"`
+	Metrics      json.RawMessage  `json:"metrics,omitempty"`
+	Position     json.RawMessage  `json:"position,omitempty"`
+	Step         int64            `json:"step"`
+	Examples     int64            `json:"examples"`
+	Model        any              `json:"model"`
+	Verified     bool             `json:"verified"`
+	SampleCheck  string           `json:"sample_check"`
+	SampleKernel string           `json:"sample_kernel,omitempty"`
+	Kernel       string           `json:"kernel"`
+	Behind       int              `json:"versions_behind"`
+	Refused      []RefusedVersion `json:"refused"`
 }
 
-func modelInfo(sc *Scorer) []byte {
+func modelInfo(sc *Scorer, st *refusalState) []byte {
 	m := sc.b.Manifest
 	rank := sc.formula.src
 	if rank == "" {
@@ -470,6 +532,11 @@ func modelInfo(sc *Scorer) []byte {
 		Version: m.Version, Dir: sc.b.Dir, Created: m.Created, Tasks: sc.b.Tasks.Configs(),
 		Objectives: sc.objectives, Rank: rank, Spec: m.Spec, Metrics: m.Metrics, Position: m.Position,
 		Step: m.Step, Examples: m.Examples, Model: sc.b.Model.Config(),
+		Verified: m.Verified(), SampleCheck: sc.b.SampleCheck, SampleKernel: m.SampleKernel, Kernel: Kernel(),
+		Behind: st.behind, Refused: st.refused,
+	}
+	if info.Refused == nil {
+		info.Refused = []RefusedVersion{}
 	}
 	b, err := json.MarshalIndent(info, "", "  ")
 	if err != nil { // raw metrics that are not JSON: leave them out
@@ -480,13 +547,22 @@ func modelInfo(sc *Scorer) []byte {
 }
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
-	cur := s.cur.Load()
+	cur, st := s.cur.Load(), s.state.Load()
+	w.Header().Set("Content-Type", "application/json")
 	if cur == nil {
-		writeError(w, http.StatusServiceUnavailable, "", "no model loaded yet")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		refused := st.refused
+		if refused == nil {
+			refused = []RefusedVersion{}
+		}
+		b, _ := json.MarshalIndent(struct {
+			Error   string           `json:"error"`
+			Refused []RefusedVersion `json:"refused"`
+		}{"no model loaded yet", refused}, "", "  ")
+		w.Write(append(b, '\n'))
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(cur.info)
+	w.Write(modelInfo(cur.sc, st))
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
@@ -510,7 +586,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	version, changed, err := s.reload(r.Context(), true)
-	if err != nil {
+	if err != nil && !changed {
 		code := http.StatusInternalServerError
 		if errors.Is(err, ErrBundle) || errors.Is(err, bundle.ErrNoBundle) {
 			code = http.StatusConflict
@@ -518,19 +594,53 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, "", err.Error())
 		return
 	}
+	doc := map[string]any{"version": version, "changed": changed}
+	if err != nil {
+		doc["newest_refused"] = err.Error()
+	}
 	w.Header().Set("Content-Type", "application/json")
-	b, _ := json.Marshal(map[string]any{"version": version, "changed": changed})
+	b, _ := json.Marshal(doc)
 	w.Write(append(b, '\n'))
 }
 
-// Reload checks Models now and swaps in its newest bundle if it differs
-// from the one served, retrying bundles refused before. It returns the
-// version served afterwards and whether it changed. On error the previous
-// model (if any) keeps serving.
+// Reload looks at Models now, retrying every version refused before
+// whether or not its files changed, and serves the newest version that
+// passes LoadBundle's checks (keeping the one served when no newer one
+// does). It returns the version served afterwards and whether it changed,
+// and, when the newest complete version is not the one served, why it was
+// refused (also when an older version was swapped in). On error the
+// previous model (if any) keeps serving.
 func (s *Server) Reload(ctx context.Context) (version string, changed bool, err error) {
 	return s.reload(ctx, true)
 }
 
+// candidates lists the bundle directories the server may serve, newest
+// first: Models itself when it is a bundle, else its complete versions.
+func (s *Server) candidates(ctx context.Context) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(s.cfg.Models, bundle.ManifestFile)); err == nil {
+		dir, err := bundle.Resolve(s.cfg.Models)
+		if err != nil {
+			return nil, err
+		}
+		return []string{dir}, nil
+	}
+	d := bundle.NewDir(s.cfg.Models)
+	vs, err := d.Versions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("%w under %s", bundle.ErrNoBundle, s.cfg.Models)
+	}
+	dirs := make([]string, len(vs))
+	for i, v := range vs {
+		dirs[len(vs)-1-i] = d.Path(v)
+	}
+	return dirs, nil
+}
+
+// reload serves the newest candidate that loads. Candidates refused before
+// are skipped while their files are unchanged, unless retry.
 func (s *Server) reload(ctx context.Context, retry bool) (version string, changed bool, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -538,43 +648,158 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 	if cur != nil {
 		version = cur.sc.b.Manifest.Version
 	}
-	dir, err := bundle.Resolve(s.cfg.Models)
+	dirs, err := s.candidates(ctx)
 	if err != nil {
 		return version, false, err
 	}
-	if cur != nil && cur.sc.b.Dir == dir {
-		return version, false, nil
+	defer s.publishState(dirs)
+	var newestErr error
+	for i, dir := range dirs {
+		if cur != nil && cur.sc.b.Dir == dir {
+			return version, false, newestErr
+		}
+		if err := ctx.Err(); err != nil {
+			return version, false, err
+		}
+		fprint := fingerprint(dir)
+		if r, ok := s.refused[dir]; ok && !retry && r.print == fprint {
+			if i == 0 {
+				newestErr = r.cause
+			}
+			continue
+		}
+		start := time.Now()
+		sc, err := s.load(dir)
+		if err != nil {
+			s.refuse(dir, fprint, err, version)
+			if i == 0 {
+				newestErr = err
+			}
+			continue
+		}
+		delete(s.refused, dir)
+		s.cur.Store(&served{sc: sc})
+		s.mReloads.Inc()
+		s.mModel.Reset()
+		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
+		s.mLoadedAt.SetToCurrentTime()
+		s.log.Info("serving: model loaded", "version", sc.b.Manifest.Version, "dir", dir, "previous", version,
+			"verified", sc.b.Manifest.Verified(), "sample_check", sc.b.SampleCheck, "newer_refused", i,
+			"took", time.Since(start).Round(time.Millisecond))
+		if !sc.b.Manifest.Verified() {
+			s.log.Warn("serving: the bundle has no checksums (written before they existed): its files were not verified", "version", sc.b.Manifest.Version)
+		}
+		return sc.b.Manifest.Version, true, newestErr
 	}
-	if why, ok := s.refused[dir]; ok && !retry {
-		return version, false, why
-	}
-	if err := ctx.Err(); err != nil {
-		return version, false, err
-	}
-	start := time.Now()
-	sc, err := s.load(dir)
-	if err != nil {
-		s.refused[dir] = err
-		s.mRefused.Inc()
-		s.log.Error("serving: bundle refused; the previous model keeps serving", "dir", dir, "serving", version, "err", err)
-		return version, false, err
-	}
-	delete(s.refused, dir)
-	s.cur.Store(&served{sc: sc, info: modelInfo(sc)})
-	s.mReloads.Inc()
-	s.mModel.Reset()
-	s.mModel.WithLabelValues(sc.b.Manifest.Version).Set(1)
-	s.mLoadedAt.SetToCurrentTime()
-	s.log.Info("serving: model loaded", "version", sc.b.Manifest.Version, "dir", dir, "previous", version, "took", time.Since(start).Round(time.Millisecond))
-	return sc.b.Manifest.Version, true, nil
+	return version, false, newestErr
 }
 
-func (s *Server) load(dir string) (*Scorer, error) {
-	b, err := LoadBundle(dir)
+// refuse records that dir failed to load, with its fingerprint.
+func (s *Server) refuse(dir, fprint string, err error, serving string) {
+	r := s.refused[dir]
+	if r == nil {
+		r = &RefusedVersion{Version: filepath.Base(dir), Dir: dir, Since: time.Now().UTC()}
+		s.refused[dir] = r
+	}
+	r.Reason, r.Error, r.print, r.cause = refusalReason(err), err.Error(), fprint, err
+	r.Attempts++
+	s.mRefused.Inc()
+	if serving == "" {
+		serving = "(none)"
+	}
+	s.log.Error("serving: bundle refused; a valid version keeps serving", "dir", dir, "reason", r.Reason,
+		"attempt", r.Attempts, "serving", serving, "err", err)
+}
+
+// publishState forgets the refusals of directories no longer there and
+// publishes the rest, with how far behind the newest the served version
+// is, to /v1/model and the metrics.
+func (s *Server) publishState(dirs []string) {
+	st := &refusalState{}
+	cur := s.cur.Load()
+	present := map[string]bool{}
+	for i, dir := range dirs {
+		present[dir] = true
+		if cur != nil && cur.sc.b.Dir == dir {
+			st.behind = i
+		}
+		if r, ok := s.refused[dir]; ok {
+			st.refused = append(st.refused, *r)
+		}
+	}
+	if cur == nil {
+		st.behind = len(dirs)
+	}
+	for dir := range s.refused {
+		if !present[dir] {
+			delete(s.refused, dir)
+		}
+	}
+	s.mRefusedNow.Reset()
+	for _, r := range st.refused {
+		s.mRefusedNow.WithLabelValues(r.Version, r.Reason).Set(1)
+	}
+	s.mBehind.Set(float64(st.behind))
+	s.state.Store(st)
+}
+
+// fingerprint names what a directory holds: each entry's name, size,
+// modification time and mode. A copy still under way changes it; a
+// finished one does not.
+func fingerprint(dir string) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			fmt.Fprintf(&b, "%s ?\n", e.Name())
+			continue
+		}
+		fmt.Fprintf(&b, "%s %d %d %v\n", e.Name(), info.Size(), info.ModTime().UnixNano(), info.Mode())
+	}
+	return b.String()
+}
+
+// refusalReason classifies why a bundle was refused, for the
+// onestone_model_refused metric: checksum (a file does not match its
+// checksum: corrupt, truncated or still being copied), too_large (over
+// the memory budget), weights (the weights file does not match the
+// model configuration), sample (the sample's scores are not
+// reproduced), panic, invalid (any other problem of the contents: the
+// manifest, spec, statistics, tasks, configuration) or io (the files
+// could not be read).
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, bundle.ErrCorrupt):
+		return "checksum"
+	case errors.Is(err, bundle.ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, errPanic):
+		return "panic"
+	case errors.Is(err, mmoe.ErrFormat):
+		return "weights"
+	case errors.Is(err, ErrSample):
+		return "sample"
+	case errors.Is(err, ErrBundle):
+		return "invalid"
+	}
+	return "io"
+}
+
+func (s *Server) load(dir string) (sc *Scorer, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sc, err = nil, fmt.Errorf("serving: bundle %s: %w: %w: %v\n%s", dir, ErrBundle, errPanic, r, debug.Stack())
+		}
+	}()
+	b, err := LoadBundleLimits(dir, s.cfg.Limits)
 	if err != nil {
 		return nil, err
 	}
-	sc, err := NewScorer(b, s.cfg.Scorer)
+	sc, err = NewScorer(b, s.cfg.Scorer)
 	if err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", filepath.Base(dir), err)
 	}

@@ -210,7 +210,8 @@ func TestServerScoreReadyModelMetrics(t *testing.T) {
 
 	code, b = get(t, ts.URL+"/v1/model")
 	var info ModelInfo
-	if code != 200 || json.Unmarshal(b, &info) != nil || info.Version != "v00000001" || len(info.Objectives) != 3 || !strings.Contains(info.Spec, "item_id") {
+	if code != 200 || json.Unmarshal(b, &info) != nil || info.Version != "v00000001" || len(info.Objectives) != 3 || !strings.Contains(info.Spec, "item_id") ||
+		!info.Verified || info.SampleCheck != SampleExact || info.SampleKernel != Kernel() || info.Refused == nil || len(info.Refused) != 0 {
 		t.Fatalf("model: %d %s", code, b)
 	}
 	post(t, ts.Client(), ts.URL+"/v1/score", []byte(`{`))
@@ -225,7 +226,8 @@ func TestServerScoreReadyModelMetrics(t *testing.T) {
 		`onestone_http_requests_total{code="503",path="/readyz"} 1`,
 		`onestone_http_request_duration_seconds_bucket{path="/v1/score",le="0.005"}`,
 		`onestone_candidates_scored_total 30`,
-		`onestone_model_info{version="v00000001"} 1`,
+		`onestone_model_info{sample_check="exact",verified="true",version="v00000001"} 1`,
+		`onestone_model_versions_behind 0`,
 		`onestone_model_reloads_total 1`,
 		`onestone_model_refused_total 0`,
 	} {
