@@ -2,7 +2,12 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"math"
+	"strconv"
 	"strings"
+
+	"github.com/onestone/onestone/bundle"
 )
 
 // listRule is how every list flag reads its values; listVar adds it to the
@@ -45,4 +50,40 @@ func (l *listFlag) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// bytesFlag is a size in bytes, given as a number with an optional binary
+// unit: 1048576, 512MiB, 4GiB, 4G (K, M, G, T: powers of 1024).
+type bytesFlag struct{ dst *int64 }
+
+func (b bytesFlag) String() string {
+	if b.dst == nil || *b.dst == 0 {
+		return "0"
+	}
+	return strconv.FormatInt(*b.dst, 10)
+}
+
+func (b bytesFlag) Set(v string) error {
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(v), "B"), "i")
+	mult := int64(1)
+	if s != "" {
+		if i := strings.IndexByte("KMGT", s[len(s)-1]); i >= 0 {
+			mult = int64(1) << (10 * (i + 1))
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size: want bytes, or a number and K, M, G or T (KiB...)", v)
+	}
+	*b.dst = n * mult
+	return nil
+}
+
+// maxModelBytesVar defines --max-model-bytes, the memory budget of a model
+// read from a bundle (bundle.Limits.MaxBytes).
+func maxModelBytesVar(fs *flag.FlagSet, dst *int64) {
+	fs.Var(bytesFlag{dst}, "max-model-bytes", fmt.Sprintf(
+		"refuse a bundle whose model needs more memory than this (tensors plus manifest; e.g. 8GiB); 0: a quarter of this machine's memory, here %d MiB",
+		bundle.DefaultMaxBytes()>>20))
 }

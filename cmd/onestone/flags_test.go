@@ -49,3 +49,21 @@ func TestListFlagsShareOneRule(t *testing.T) {
 		})
 	}
 }
+
+func TestBytesFlag(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{{"0", 0}, {"1048576", 1 << 20}, {"512MiB", 512 << 20}, {"4GiB", 4 << 30}, {"4G", 4 << 30}, {"2T", 2 << 40}, {"7KB", 7 << 10}} {
+		var n int64
+		if err := (bytesFlag{&n}).Set(c.in); err != nil || n != c.want {
+			t.Errorf("%q: %d %v, want %d", c.in, n, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "4X", "GiB", "9999999T", "1.5G"} {
+		var n int64
+		if err := (bytesFlag{&n}).Set(bad); err == nil {
+			t.Errorf("%q accepted as %d", bad, n)
+		}
+	}
+}

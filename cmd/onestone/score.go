@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/ingest"
 	"github.com/onestone/onestone/pipelines"
 )
@@ -31,13 +32,15 @@ func scoreFlags(fs *flag.FlagSet) runFunc {
 	out := fs.String("out", "", "output Parquet `file`")
 	listVar(fs, &ids, "id-column", "input `columns` copied to the output")
 	batch := fs.Int("batch-size", ingest.DefaultBatchSize, "rows per batch")
+	var maxBytes int64
+	maxModelBytesVar(fs, &maxBytes)
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		data = append(data, args...)
 		if *model == "" || len(data) == 0 || *out == "" {
 			return usagef("--model, --data and --out are required")
 		}
 		start := time.Now()
-		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch})
+		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch, Limits: bundle.Limits{MaxBytes: maxBytes}})
 		if err != nil {
 			return err
 		}

@@ -17,8 +17,9 @@ func init() {
 		usage: `onestone serve --models DIR [flags]
 
 Serves POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics on --addr.
-DIR is a bundle root (its newest complete version is served, and newer
-ones are loaded, validated and swapped in as they appear) or one bundle.
+DIR is a bundle root (its newest valid version is served, and newer ones
+are loaded, validated and swapped in as they appear; a refused version is
+tried again when its files change) or one bundle. See docs/operations.md.
 
 The rank formula is a product of objectives, candidate fields and numbers,
 each optionally raised to a power: 'ctr^1 * cvr^0.5 * price'. Names that
@@ -46,7 +47,8 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	// The token's default comes from the environment after parsing, so
 	// that -h never prints a secret.
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "enables POST /v1/admin/reload with 'Authorization: Bearer `token`' (default $ONESTONE_ADMIN_TOKEN; empty: disabled)")
-	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle (negative: never)")
+	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle, and for changes in refused ones (negative: never)")
+	maxModelBytesVar(fs, &cfg.Limits.MaxBytes)
 	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")

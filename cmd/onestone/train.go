@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/pipelines"
 )
 
@@ -47,6 +48,7 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop after N steps (0: no limit)")
 	fs.StringVar(&cfg.InitFrom, "init-from", "", "warm-start matching parameters from this bundle (same feature fields)")
 	fs.BoolVar(&cfg.FreezeShared, "freeze-shared", false, "with --init-from: keep the shared part (embeddings, shared experts and gates) fixed")
+	maxModelBytesVar(fs, &cfg.Limits.MaxBytes)
 	reportDir := fs.String("report", "", "write a training report (index.html with plots, gate analysis) to this directory")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
@@ -99,6 +101,8 @@ func evalFlags(fs *flag.FlagSet) runFunc {
 	listVar(fs, &data, "data", "labelled Parquet `files` or globs")
 	limit := fs.Int64("limit", 0, "evaluate at most N rows (0: all)")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	var lim bundle.Limits
+	maxModelBytesVar(fs, &lim.MaxBytes)
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
@@ -106,7 +110,7 @@ func evalFlags(fs *flag.FlagSet) runFunc {
 		if *model == "" || len(data) == 0 {
 			return usagef("--model and --data are required")
 		}
-		lm, err := pipelines.LoadModel(*model)
+		lm, err := pipelines.LoadModelLimits(*model, lim)
 		if err != nil {
 			return err
 		}
