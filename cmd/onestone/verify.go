@@ -25,7 +25,7 @@ Each PATH is a bundle or checkpoint directory, or a root: then every
 complete version under it, and under its checkpoints/ directory. Each is
 loaded as 'onestone serve' loads it (checksums, memory budget, weights,
 sample), and a checkpoint's training state is verified too. Exits 1 when
-any is refused.`,
+any is refused. See docs/operations.md.`,
 		flags: verifyFlags,
 	})
 }
