@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest stream-demo kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -43,6 +43,13 @@ lint:
 # HTTP load on loopback (installs hey from Debian's packages if missing).
 loadtest: build
 	./scripts/loadtest.sh
+
+# Fault injection with the real binaries on loopback (docs/operations.md):
+# scripts/chaos.sh when there is one, else every scripts/chaos-*.sh part.
+# Each part ends with a JSON summary and fails when a fault does.
+chaos: build
+	@if [ -x scripts/chaos.sh ]; then ./scripts/chaos.sh; else \
+		rc=0; for p in scripts/chaos-*.sh; do BIN=$(BIN) ./$$p || rc=1; done; exit $$rc; fi
 
 # The streaming loop on one machine: broker + serve + stream + produce.
 stream-demo: build
