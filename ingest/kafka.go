@@ -158,6 +158,8 @@ type KafkaSource struct {
 	next      map[int]int64 // per partition, next offset to consume (Start merged with consumed)
 	returned  map[int]int64 // next at the last batch returned
 	committed map[int]int64 // last committed (or Start) per partition
+	first     map[int]int64 // per partition, the first offset consumed into the pending batch
+	lastStart map[int]int64 // returned before the last batch, overlaid with its first offsets
 
 	mu    sync.Mutex // guards stats
 	stats KafkaStats
@@ -218,6 +220,8 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		next:      maps.Clone(cfg.Start),
 		returned:  maps.Clone(cfg.Start),
 		committed: maps.Clone(cfg.Start),
+		first:     map[int]int64{},
+		lastStart: map[int]int64{},
 		stats:     KafkaStats{DeadLetters: map[string]int64{}, Lag: map[int]int64{}},
 	}
 	if s.next == nil {
@@ -269,6 +273,10 @@ func (s *KafkaSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 		cancel()
 	}
 	rec := s.dec.NewRecordBatch()
+	clear(s.lastStart)
+	maps.Copy(s.lastStart, s.returned)
+	maps.Copy(s.lastStart, s.first)
+	clear(s.first)
 	maps.Copy(s.returned, s.next)
 	return rec, nil
 }
@@ -336,6 +344,9 @@ func (s *KafkaSource) consume(ctx context.Context, m *kafka.Message) (bool, erro
 			return false, err
 		}
 	}
+	if _, ok := s.first[m.Partition]; !ok {
+		s.first[m.Partition] = m.Offset
+	}
 	s.next[m.Partition] = m.Offset + 1
 	return err == nil, nil
 }
@@ -373,6 +384,15 @@ func (s *KafkaSource) deadLetter(ctx context.Context, m *kafka.Message, cause er
 // with the Start offsets. The map is a copy.
 func (s *KafkaSource) Position() Position {
 	return Position{Topic: s.cfg.Topic, Offsets: maps.Clone(s.returned)}
+}
+
+// BatchStart returns where the last batch Next returned started: the
+// Position before it, in which each partition the batch holds messages of
+// has the offset of its first message in the batch (dead letters included).
+// The batch spans, per partition, the messages from BatchStart's offset up
+// to Position's. The map is a copy.
+func (s *KafkaSource) BatchStart() Position {
+	return Position{Topic: s.cfg.Topic, Offsets: maps.Clone(s.lastStart)}
 }
 
 // Commit commits pos's offsets to the consumer group, so that a group

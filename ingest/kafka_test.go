@@ -566,6 +566,10 @@ func TestKafkaDeadLetters(t *testing.T) {
 		t.Fatalf("got %d rows", rec.NumRows())
 	}
 	rec.Release()
+	// The batch spans the dead letter and the event on partition 1.
+	if from, to := s.BatchStart(), s.Position(); from.Offsets[1] != 0 || to.Offsets[1] != 2 || len(to.Offsets) != 1 {
+		t.Fatalf("batch spans %v to %v, want partition 1 from 0 to 2", from.Offsets, to.Offsets)
+	}
 	if err := s.Commit(ctx, s.Position()); err != nil {
 		t.Fatal(err)
 	}

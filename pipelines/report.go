@@ -44,8 +44,10 @@ type ReportConfig struct {
 // Report is a training Observer that records each task's loss and task
 // weight over steps and the validation metrics over evaluations, analyses
 // the gates and experts on a validation sample at every evaluation, and
-// writes an HTML page with PNG plots (Write). It is not safe for concurrent
-// use; TrainBatch calls it from its training goroutine.
+// writes an HTML page with PNG plots (Write). It observes batch training
+// and streams alike (a stream's evaluations are its progressive metrics at
+// each checkpoint). It is not safe for concurrent use; a run calls it from
+// its training goroutine.
 type Report struct {
 	cfg     ReportConfig
 	tasks   []string
@@ -64,7 +66,10 @@ type reportEval struct {
 	Metrics []mtl.Metrics `json:"metrics"`
 }
 
-var _ Observer = (*Report)(nil)
+var (
+	_ StepObserver = (*Report)(nil)
+	_ EvalObserver = (*Report)(nil)
+)
 
 // NewReport checks cfg and returns an empty report.
 func NewReport(cfg ReportConfig) (*Report, error) {

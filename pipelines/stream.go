@@ -91,19 +91,15 @@ type StreamConfig struct {
 	// Default: the ingest default (30s).
 	SessionTimeout time.Duration
 
+	// Observers watch the run (see Observer): each micro-batch trained,
+	// checkpoint, published bundle and offset commit, and the progressive
+	// metrics at each checkpoint. Default: none.
+	Observers []Observer
 	// Progress receives a status line every ProgressEvery and a line per
 	// published bundle (nil: none).
 	Progress io.Writer
 	// ProgressEvery is the period of status lines. Default: 2s.
 	ProgressEvery time.Duration
-	// Trace, when set, is a file to which one JSON line per trained
-	// micro-batch is appended right after its training steps, before
-	// anything else happens: {"from":{partition:offset},"to":{...},"rows":N}.
-	// It is for tests of the delivery guarantee. Default: "" (none).
-	Trace string
-	// OnPublish, when set, is called after each bundle is published and its
-	// offsets committed (on the StreamTrain goroutine).
-	OnPublish func(Published)
 	// Allocator builds the Arrow records. Default: memory.DefaultAllocator.
 	Allocator memory.Allocator
 	// Logger receives Kafka client events and commit failures.
@@ -192,27 +188,6 @@ func parseDeadLetters(s string) (kind, target string, err error) {
 	return kind, target, nil
 }
 
-// Published describes one published bundle of a stream.
-type Published struct {
-	// Version is the bundle's version (its directory name), Dir its path.
-	Version string
-	Dir     string
-	// Checkpoint is the checkpoint directory holding the same state.
-	Checkpoint string
-	// Position holds, per partition, the next offset after the events the
-	// bundle trained on; these offsets were committed (unless Committed is
-	// false because the commit failed; the next one covers them).
-	Position  ingest.Position
-	Committed bool
-	// Steps and Examples count all the training so far.
-	Steps, Examples int64
-	// Metrics are the progressive (test-then-train) metrics over the
-	// window at the time of publishing.
-	Metrics []mtl.Metrics
-	// Time is when the bundle and the commit were done.
-	Time time.Time
-}
-
 // streamRun is the state of one StreamTrain call. It builds on trainRun
 // (the batch trainer's model, trainer, position and checkpoint writer and
 // reader), with a Kafka source in place of the Parquet epochs.
@@ -230,9 +205,6 @@ type streamRun struct {
 	b       features.Batch
 	chunk   features.Batch
 	serving []string // the spec's serving columns, for the bundle's sample events
-
-	trace    *os.File
-	traceBuf []byte
 
 	lastSave   time.Time
 	dirty      int64 // events trained since the last checkpoint
@@ -302,7 +274,7 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	r := &trainRun{
 		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
-		s:   s, bestKey: math.Inf(-1),
+		s:   s, bestKey: math.Inf(-1), obs: cfg.Observers,
 	}
 	if r.model, err = s.NewModel(); err != nil {
 		return err
@@ -312,8 +284,9 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	defer r.trainer.Close()
 	st := &streamRun{cfg: cfg, r: r, serving: s.Spec.Columns(false)}
+	start := Start{Time: time.Now()}
 	if resume {
-		if err := r.resume(); err != nil {
+		if start.Resumed, err = r.resume(); err != nil {
 			return err
 		}
 		if r.pos.File != "" || (len(r.pos.Offsets) > 0 && r.pos.Topic != cfg.Topic) {
@@ -333,6 +306,10 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	if st.ev, err = mtl.NewEvaluator(s.Tasks, s.Transformer.Layout().Labels, cfg.Window); err != nil {
 		return err
 	}
+	start.Position, start.Steps, start.Examples = clonePosition(r.pos), r.trainer.Steps(), r.examples
+	if err := r.obs.start(start); err != nil {
+		return err
+	}
 	if err := st.open(ctx); err != nil {
 		st.close()
 		return err
@@ -344,8 +321,8 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	return err
 }
 
-// open creates the dead-letter sink, the trace file and the Kafka source,
-// and publishes a checkpoint a crash left unpublished.
+// open creates the dead-letter sink and the Kafka source, and publishes a
+// checkpoint a crash left unpublished.
 func (st *streamRun) open(ctx context.Context) error {
 	cfg := st.cfg
 	kind, target, _ := parseDeadLetters(cfg.DeadLetters)
@@ -363,11 +340,6 @@ func (st *streamRun) open(ctx context.Context) error {
 			return err
 		}
 		st.dl = k
-	}
-	if cfg.Trace != "" {
-		if st.trace, err = os.OpenFile(cfg.Trace, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
-			return fmt.Errorf("pipelines: stream: trace: %w", err)
-		}
 	}
 	kc := ingest.KafkaConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID,
@@ -392,7 +364,7 @@ func (st *streamRun) open(ctx context.Context) error {
 	return st.publishPending(ctx)
 }
 
-// close releases the source, the dead-letter sink and the trace file.
+// close releases the source and the dead-letter sink.
 func (st *streamRun) close() error {
 	var first error
 	if st.src != nil {
@@ -401,11 +373,6 @@ func (st *streamRun) close() error {
 	if c, ok := st.dl.(io.Closer); ok {
 		if err := c.Close(); err != nil && first == nil {
 			first = err
-		}
-	}
-	if st.trace != nil {
-		if err := st.trace.Close(); err != nil && first == nil {
-			first = fmt.Errorf("pipelines: stream: trace: %w", err)
 		}
 	}
 	return first
@@ -469,10 +436,10 @@ func (st *streamRun) shutdown(ctx context.Context) error {
 }
 
 // process scores one micro-batch, feeds the progressive evaluator, trains
-// on it and records it in the trace.
+// on it and tells the observers.
 func (st *streamRun) process(rec arrow.RecordBatch) error {
 	r := st.r
-	from := r.pos
+	from := st.src.BatchStart()
 	to := st.src.Position()
 	if err := r.s.Transformer.TransformTo(&st.b, rec); err != nil {
 		return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err)
@@ -517,39 +484,12 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err, hint)
 		}
 		st.prog.observe(losses)
-	}
-	if err := st.traceBatch(from.Offsets, to.Offsets, n); err != nil {
-		return err
+		r.obs.step(r.trainer.Steps(), losses, r.trainer.Weights())
 	}
 	r.pos = to
 	r.examples += int64(n)
 	st.dirty += int64(n)
-	return nil
-}
-
-// TraceLine is one line of StreamConfig.Trace: a trained micro-batch, the
-// per-partition offsets before and after it and its event count. A
-// partition missing from From started at the group's committed offset (0
-// for a new group).
-type TraceLine struct {
-	From map[int]int64 `json:"from"`
-	To   map[int]int64 `json:"to"`
-	Rows int           `json:"rows"`
-}
-
-func (st *streamRun) traceBatch(from, to map[int]int64, rows int) error {
-	if st.trace == nil {
-		return nil
-	}
-	b, err := json.Marshal(TraceLine{From: from, To: to, Rows: rows})
-	if err != nil {
-		return err
-	}
-	st.traceBuf = append(append(st.traceBuf[:0], b...), '\n')
-	if _, err := st.trace.Write(st.traceBuf); err != nil {
-		return fmt.Errorf("pipelines: stream: trace: %w", err)
-	}
-	return nil
+	return r.obs.batch(TrainedBatch{From: from, To: clonePosition(to), Rows: n, Steps: r.trainer.Steps(), Examples: r.examples, Time: time.Now()})
 }
 
 // windowResult is the progressive evaluation as an EvalResult (nil before
@@ -575,6 +515,9 @@ func (st *streamRun) save(ctx context.Context) error {
 	}
 	res, err := st.windowResult()
 	if err != nil {
+		return err
+	}
+	if err := st.r.obs.eval(ctx, st.r.trainer.Steps(), res, st.r.model, st.r.s); err != nil {
 		return err
 	}
 	ck, err := st.r.checkpoint(ctx, res)
@@ -610,31 +553,30 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	}
 	dir := out.Path(v)
 	st.published = v
-	committed := true
-	if err := st.src.Commit(ctx, r.pos); err != nil {
-		// The checkpoint holds the offsets, so a restart of this process
-		// loses nothing; the next commit covers these offsets.
-		committed = false
-		st.commitErrs++
-		st.cfg.Logger.Warn("pipelines: stream: commit failed; the next checkpoint retries", "err", err)
-	}
 	var ms []mtl.Metrics
 	if res != nil {
 		ms = res.Metrics
 	}
+	if err := r.obs.publish(Published{
+		Version: st.published, Dir: dir, Checkpoint: ck, Position: clonePosition(r.pos),
+		Steps: r.trainer.Steps(), Examples: r.examples, Metrics: ms, Time: time.Now(),
+	}); err != nil {
+		return err
+	}
+	cerr := st.src.Commit(ctx, r.pos)
+	if cerr != nil {
+		// The checkpoint holds the offsets, so a restart of this process
+		// loses nothing; the next commit covers these offsets.
+		st.commitErrs++
+		st.cfg.Logger.Warn("pipelines: stream: commit failed; the next checkpoint retries", "err", cerr)
+	}
 	note := ""
-	if !committed {
+	if cerr != nil {
 		note = ", commit failed"
 	}
 	st.printf("stream: published %s (step %d, %d examples, offsets %s%s)  %s\n", st.published, r.trainer.Steps(), r.examples,
 		formatOffsets(r.pos.Offsets), note, formatWindow(ms))
-	if st.cfg.OnPublish != nil {
-		st.cfg.OnPublish(Published{
-			Version: st.published, Dir: dir, Checkpoint: ck, Position: clonePosition(r.pos), Committed: committed,
-			Steps: r.trainer.Steps(), Examples: r.examples, Metrics: ms, Time: time.Now(),
-		})
-	}
-	return nil
+	return r.obs.commit(Commit{Position: clonePosition(r.pos), Version: st.published, Err: cerr, Time: time.Now()})
 }
 
 // publishPending publishes the newest checkpoint when a crash came between

@@ -111,11 +111,11 @@ func BenchmarkStreamTrain(b *testing.B) {
 		err := StreamTrain(ctx, StreamConfig{
 			Brokers: brokers, Topic: topic, GroupID: fmt.Sprintf("bench-%d", i), SpecPath: spec,
 			Model: filepath.Join(b.TempDir(), "live"), MaxBatch: micro, CheckpointEvents: perCheckpoint, Logger: quietStreamLogger(),
-			OnPublish: func(p Published) {
-				if p.Examples >= n {
+			Observers: []Observer{onCommit(func(c Commit) {
+				if sumOffsets(c.Position.Offsets) >= n {
 					cancel()
 				}
-			},
+			})},
 		})
 		cancel()
 		if err != nil {
@@ -147,12 +147,12 @@ func BenchmarkStreamFreshness(b *testing.B) {
 	go func() {
 		streamDone <- StreamTrain(ctx, StreamConfig{
 			Brokers: brokers, Topic: topic, GroupID: "fresh", SpecPath: spec, Model: root, Logger: quietStreamLogger(),
-			OnPublish: func(Published) {
+			Observers: []Observer{onPublish(func(Published) {
 				select {
 				case first <- struct{}{}:
 				default:
 				}
-			},
+			})},
 		})
 	}()
 	defer func() {

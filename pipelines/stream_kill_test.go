@@ -24,19 +24,20 @@ import (
 // test binary run again (see TestMain), as `onestone stream` would run.
 const streamChildEnv = "ONESTONE_STREAM_CHILD"
 
-// childConfig is the part of a StreamConfig a child process gets as JSON.
+// childConfig is the part of a StreamConfig a child process gets as JSON,
+// and the journal file it appends to (as `onestone stream --journal`).
 type childConfig struct {
-	Brokers                                []string
-	Topic, GroupID, SpecPath, Model, Trace string
-	CheckpointEvery, BatchWait             time.Duration
-	SessionTimeout, ProgressEvery          time.Duration
-	CheckpointEvents                       int64
-	MaxBatch                               int
+	Brokers                                  []string
+	Topic, GroupID, SpecPath, Model, Journal string
+	CheckpointEvery, BatchWait               time.Duration
+	SessionTimeout, ProgressEvery            time.Duration
+	CheckpointEvents                         int64
+	MaxBatch                                 int
 }
 
 func (c childConfig) stream() StreamConfig {
 	return StreamConfig{
-		Brokers: c.Brokers, Topic: c.Topic, GroupID: c.GroupID, SpecPath: c.SpecPath, Model: c.Model, Trace: c.Trace,
+		Brokers: c.Brokers, Topic: c.Topic, GroupID: c.GroupID, SpecPath: c.SpecPath, Model: c.Model,
 		CheckpointEvery: c.CheckpointEvery, BatchWait: c.BatchWait, SessionTimeout: c.SessionTimeout,
 		ProgressEvery: c.ProgressEvery, CheckpointEvents: c.CheckpointEvents, MaxBatch: c.MaxBatch,
 	}
@@ -53,6 +54,15 @@ func streamChild() int {
 	cfg := cc.stream()
 	cfg.Progress = os.Stderr
 	cfg.Logger = quietStreamLogger()
+	if cc.Journal != "" {
+		j, err := OpenJournal(cc.Journal)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "stream child:", err)
+			return 2
+		}
+		defer j.Close()
+		cfg.Observers = append(cfg.Observers, j)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := StreamTrain(ctx, cfg); err != nil {
@@ -62,28 +72,46 @@ func streamChild() int {
 	return 0
 }
 
-// traceCoverage reads a stream trace and counts, per partition and offset,
-// how often each event was trained. It fails the test on a line whose row
-// count differs from the offsets it spans (events skipped or invented).
-func traceCoverage(t *testing.T, path string) (count map[int][]int, lines int) {
+// readJournal returns the lines of a journal file with the given event
+// (all when event is ""). A kill can cut a run's last line short: such a
+// line is skipped.
+func readJournal(t testing.TB, path, event string) []JournalLine {
 	t.Helper()
 	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	count = map[int][]int{}
+	var out []JournalLine
 	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		lines++
-		var l TraceLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			// A kill can cut the last line of a run short.
+		var l JournalLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
 			continue
 		}
+		if event == "" || l.Event == event {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// journalCoverage counts, from a journal's trained batches, per partition
+// and offset, how often each event was trained. It fails the test on a
+// batch whose row count differs from the offsets it spans (events skipped
+// or invented).
+func journalCoverage(t *testing.T, path string) (count map[int][]int, lines int) {
+	t.Helper()
+	count = map[int][]int{}
+	for _, l := range readJournal(t, path, JournalBatch) {
+		lines++
 		var span int64
-		for p, to := range l.To {
-			from := l.From[p] // a partition absent before started at 0
+		for p, to := range l.To.Offsets {
+			from := l.From.Offsets[p]
 			span += to - from
 			for len(count[p]) < int(to) {
 				count[p] = append(count[p], 0)
@@ -93,7 +121,7 @@ func traceCoverage(t *testing.T, path string) (count map[int][]int, lines int) {
 			}
 		}
 		if span != int64(l.Rows) {
-			t.Errorf("trace line %d: %d rows but the offsets span %d events: %s", lines, l.Rows, span, sc.Text())
+			t.Errorf("journal batch %d: %d rows but the offsets span %d events: %+v", lines, l.Rows, span, l)
 		}
 	}
 	return count, lines
@@ -101,7 +129,7 @@ func traceCoverage(t *testing.T, path string) (count map[int][]int, lines int) {
 
 // TestStreamKilledRepeatedlyLosesNothing produces events while a stream
 // process is SIGKILLed at random points four times and restarted, then
-// stopped with SIGTERM. From the trace of trained micro-batches: every
+// stopped with SIGTERM. From the journal of trained micro-batches: every
 // event was trained at least once, the events trained twice are bounded by
 // one checkpoint interval per kill, and the final model's lineage holds
 // every event exactly once.
@@ -117,11 +145,11 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	brokers, topic := streamBrokers(t, parts)
 	tmp := t.TempDir()
 	root := filepath.Join(tmp, "live")
-	trace := filepath.Join(tmp, "trace.jsonl")
+	journal := filepath.Join(tmp, "journal.jsonl")
 	env, err := json.Marshal(childConfig{
 		Brokers: brokers, Topic: topic, GroupID: "killed", SpecPath: spec, Model: root,
 		CheckpointEvery: time.Second, CheckpointEvents: checkpointEvents, MaxBatch: maxBatch,
-		BatchWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second, ProgressEvery: time.Second, Trace: trace,
+		BatchWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second, ProgressEvery: time.Second, Journal: journal,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -176,25 +204,16 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 		}
 		return cmd, logf
 	}
-	traceLines := func() int {
-		b, _ := os.ReadFile(trace)
-		n := 0
-		for _, c := range b {
-			if c == '\n' {
-				n++
-			}
-		}
-		return n
-	}
+	trained := func() int { return len(readJournal(t, journal, JournalBatch)) }
 	for k := range kills {
-		before := traceLines()
+		before := trained()
 		cmd, logf := start(k)
 		waitUp(cmd, k)
 		produced := produce(2000)
 		// Wait until this process trained something, then kill it at a
 		// random point up to 1.5 s later.
 		deadline := time.Now().Add(30 * time.Second)
-		for traceLines() == before {
+		for trained() == before {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
 				cmd.Wait()
@@ -220,7 +239,7 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	}
 	deadline := time.Now().Add(40 * time.Second)
 	for {
-		count, _ := traceCoverage(t, trace)
+		count, _ := journalCoverage(t, journal)
 		var n int
 		for _, c := range count {
 			n += len(c)
@@ -241,7 +260,7 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	}
 	logf.Close()
 
-	count, lines := traceCoverage(t, trace)
+	count, lines := journalCoverage(t, journal)
 	var seen, dups int
 	for p, c := range count {
 		for o, k := range c {
@@ -253,7 +272,7 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 		}
 	}
 	if seen != total {
-		t.Errorf("the trace covers %d events, %d were produced", seen, total)
+		t.Errorf("the journal covers %d events, %d were produced", seen, total)
 	}
 	bound := kills * (checkpointEvents + maxBatch)
 	t.Logf("%d micro-batches, %d events, %d trained twice after %d kills (bound %d)", lines, seen, dups, kills, bound)

@@ -1,7 +1,10 @@
 package pipelines
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -123,28 +127,53 @@ func committedOffsets(t testing.TB, brokers []string, topic, group string, parti
 	return out
 }
 
-// runStream runs StreamTrain in a goroutine until stop(cfg's published
-// state) says so, then cancels it and returns its error.
-func runStream(t *testing.T, cfg StreamConfig, stop func(Published) bool) error {
+// streamLog is an observer that keeps a stream's published bundles and
+// commits, and cancels the stream once stop, asked after each commit with
+// the newest published bundle, says so.
+type streamLog struct {
+	pubs    []Published
+	commits []Commit
+	stop    func(Published) bool
+	cancel  func()
+}
+
+func (l *streamLog) ObservePublish(p Published) error {
+	l.pubs = append(l.pubs, p)
+	return nil
+}
+
+func (l *streamLog) ObserveCommit(c Commit) error {
+	l.commits = append(l.commits, c)
+	if len(l.pubs) > 0 && l.stop(l.pubs[len(l.pubs)-1]) {
+		l.cancel()
+	}
+	return nil
+}
+
+// onPublish and onCommit adapt functions to observers.
+type (
+	onPublish func(Published)
+	onCommit  func(Commit)
+)
+
+func (f onPublish) ObservePublish(p Published) error { f(p); return nil }
+func (f onCommit) ObserveCommit(c Commit) error      { f(c); return nil }
+
+// runStream runs StreamTrain until stop says so (see streamLog), then
+// cancels it and returns what it published and committed, and its error.
+func runStream(t *testing.T, cfg StreamConfig, stop func(Published) bool) (*streamLog, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	user := cfg.OnPublish
-	cfg.OnPublish = func(p Published) {
-		if user != nil {
-			user(p)
-		}
-		if stop(p) {
-			cancel()
-		}
-	}
+	l := &streamLog{stop: stop, cancel: cancel}
+	cfg.Observers = append(slices.Clip(cfg.Observers), l)
 	t0 := time.Now()
 	err := StreamTrain(ctx, cfg)
 	t.Logf("StreamTrain ran %v", time.Since(t0).Round(time.Millisecond))
 	if ctx.Err() == context.DeadlineExceeded {
 		t.Fatal("the stream did not reach its goal within 90s")
 	}
-	return err
+	return l, err
 }
 
 func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
@@ -154,18 +183,22 @@ func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
 	n := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 0)
 	root := filepath.Join(t.TempDir(), "live")
 	var prog syncBuffer
-	var pubs []Published
+	var journal bytes.Buffer
+	rep, err := NewReport(ReportConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "g1", SpecPath: spec, Model: root,
 		CheckpointEvents: 10000, CheckpointEvery: time.Second, MaxBatch: 1000, BatchWait: 50 * time.Millisecond,
 		Window: 10000, Progress: &prog, ProgressEvery: 200 * time.Millisecond, SessionTimeout: 6 * time.Second,
-		Logger:    quietStreamLogger(),
-		OnPublish: func(p Published) { pubs = append(pubs, p) },
+		Logger: quietStreamLogger(), Observers: []Observer{rep, NewJournal(&journal)},
 	}
-	err := runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n })
+	l, err := runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n })
 	if err != nil {
 		t.Fatalf("StreamTrain: %v\n%s", err, prog.String())
 	}
+	pubs := l.pubs
 	if len(pubs) < 3 {
 		t.Fatalf("%d bundles published for %d events at one per 10000: want several", len(pubs), n)
 	}
@@ -174,12 +207,42 @@ func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
 		t.Errorf("trained on %d examples, produced %d: every event exactly once on a run without failures", last.Examples, n)
 	}
 	for i, p := range pubs {
-		if !p.Committed {
-			t.Errorf("publish %d (%s): commit failed", i, p.Version)
-		}
 		if i > 0 && p.Examples <= pubs[i-1].Examples {
 			t.Errorf("publish %d: examples %d did not grow from %d", i, p.Examples, pubs[i-1].Examples)
 		}
+	}
+	for i, c := range l.commits {
+		if c.Err != nil {
+			t.Errorf("commit %d (%s): %v", i, c.Version, c.Err)
+		}
+	}
+	// The journal's micro-batches follow each other on every partition
+	// and add up to the events; the report saw the steps, and the
+	// progressive metrics at each checkpoint.
+	ends := map[int]int64{}
+	var rows int64
+	sc := bufio.NewScanner(&journal)
+	for sc.Scan() {
+		var jl JournalLine
+		if err := json.Unmarshal(sc.Bytes(), &jl); err != nil {
+			t.Fatal(err)
+		}
+		if jl.Event != JournalBatch {
+			continue
+		}
+		rows += int64(jl.Rows)
+		for p, to := range jl.To.Offsets {
+			if from := jl.From.Offsets[p]; from != ends[p] {
+				t.Errorf("partition %d: a micro-batch starts at %d, the one before ended at %d", p, from, ends[p])
+			}
+			ends[p] = to
+		}
+	}
+	if rows != n || sumOffsets(ends) != n {
+		t.Errorf("the journal's micro-batches hold %d rows ending at offsets %v, want %d", rows, ends, n)
+	}
+	if len(rep.steps) == 0 || len(rep.evals) != len(pubs) {
+		t.Errorf("the report saw %d steps and %d evaluations for %d checkpoints", len(rep.steps), len(rep.evals), len(pubs))
 	}
 	// The group's offsets are the last published position.
 	got := committedOffsets(t, brokers, topic, "g1", parts)
@@ -217,12 +280,13 @@ func TestStreamTrainLearnsPublishesCommitsAndResumes(t *testing.T) {
 	// A restart resumes from the checkpoint: more events are trained on
 	// exactly once, on top of the earlier ones.
 	m := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 3000)
-	pubs = nil
 	prog = syncBuffer{}
-	err = runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n+m })
+	cfg.Observers = nil
+	l, err = runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n+m })
 	if err != nil {
 		t.Fatalf("restart: %v\n%s", err, prog.String())
 	}
+	pubs = l.pubs
 	if !strings.Contains(prog.String(), "resumed from") {
 		t.Errorf("the restart did not resume:\n%s", prog.String())
 	}
@@ -304,7 +368,7 @@ func TestStreamRefusesBatchCheckpointAndMissingStats(t *testing.T) {
 	// the spec) and the stream warm-starts from the batch-trained bundle.
 	produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 2000)
 	var prog syncBuffer
-	err = runStream(t, StreamConfig{
+	_, err = runStream(t, StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "g2", SpecPath: other, Model: filepath.Join(t.TempDir(), "live"),
 		InitFrom: root, CheckpointEvents: 1000, BatchWait: 50 * time.Millisecond, Progress: &prog, Logger: quietStreamLogger(),
 	}, func(p Published) bool { return p.Examples >= 2000 })
@@ -438,7 +502,7 @@ func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 	more := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 500)
 	dlq := filepath.Join(t.TempDir(), "dlq.jsonl")
 	var prog syncBuffer
-	err := runStream(t, StreamConfig{
+	_, err := runStream(t, StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "dl", SpecPath: spec, Model: filepath.Join(t.TempDir(), "live"),
 		DeadLetters: "file:" + dlq, CheckpointEvents: 100, BatchWait: 50 * time.Millisecond,
 		Progress: &prog, ProgressEvery: time.Nanosecond, Logger: quietStreamLogger(),

@@ -54,7 +54,8 @@ type TrainBatchConfig struct {
 	// FreezeShared keeps the warm-started shared part (embeddings, shared
 	// experts and gates) fixed; it needs InitFrom.
 	FreezeShared bool
-	// Observers watch the run (training reports).
+	// Observers watch the run (see Observer): a Report, a Journal, or any
+	// value implementing some of the hook interfaces.
 	Observers []Observer
 	// Limits bound the memory of the bundles and checkpoints read
 	// (Resume, InitFrom). Default: bundle.DefaultMaxBytes().
@@ -77,17 +78,6 @@ type TrainResult struct {
 	Final          *EvalResult `json:"final,omitempty"`
 }
 
-// Observer watches a training run, for example to write a report. Its
-// methods are called on the training goroutine; ObserveStep must be cheap.
-type Observer interface {
-	// ObserveStep sees each step's per-task losses and task weights (the
-	// slices are reused: copy what you keep).
-	ObserveStep(step int64, losses, taskWeights []float64)
-	// ObserveEval sees each validation result (nil without validation
-	// data) and the model as it is then.
-	ObserveEval(ctx context.Context, step int64, res *EvalResult, m *mmoe.Model, s *Setup) error
-}
-
 // trainRun is the state of one TrainBatch call.
 type trainRun struct {
 	cfg      TrainBatchConfig
@@ -104,6 +94,7 @@ type trainRun struct {
 
 	sampleEvents []json.RawMessage
 	prog         *progress
+	obs          observers
 }
 
 // TrainBatch trains the spec's model on Parquet data: epochs over the
@@ -145,7 +136,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if cfg.EvalEvery > 0 {
 		s.Train.EvalEvery = cfg.EvalEvery
 	}
-	r := &trainRun{cfg: cfg, s: s, bestKey: math.Inf(-1)}
+	r := &trainRun{cfg: cfg, s: s, bestKey: math.Inf(-1), obs: cfg.Observers}
 	if r.model, err = s.NewModel(); err != nil {
 		return nil, err
 	}
@@ -156,14 +147,19 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if cfg.FreezeShared && cfg.InitFrom == "" {
 		return nil, errors.New("pipelines: train: freezing the shared part needs --init-from")
 	}
+	start := Start{Time: time.Now()}
 	if cfg.Resume {
-		if err := r.resume(); err != nil {
+		if start.Resumed, err = r.resume(); err != nil {
 			return nil, err
 		}
 	} else if cfg.InitFrom != "" {
 		if err := r.initFrom(cfg.InitFrom); err != nil {
 			return nil, err
 		}
+	}
+	start.Position, start.Steps, start.Examples = clonePosition(r.pos), r.trainer.Steps(), r.examples
+	if err := r.obs.start(start); err != nil {
+		return nil, err
 	}
 	return r.run(ctx)
 }
@@ -276,13 +272,15 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 		}
 		return fmt.Errorf("pipelines: epoch %d: %w%s", r.epoch+1, err, hint)
 	}
+	from := r.pos
 	r.examples += int64(b.Rows)
 	r.pos = src.Position()
 	r.prog.observe(losses)
-	for _, o := range r.cfg.Observers {
-		o.ObserveStep(r.trainer.Steps(), losses, r.trainer.Weights())
-	}
-	return nil
+	r.obs.step(r.trainer.Steps(), losses, r.trainer.Weights())
+	return r.obs.batch(TrainedBatch{
+		From: from, To: clonePosition(r.pos), Rows: b.Rows,
+		Steps: r.trainer.Steps(), Examples: r.examples, Time: time.Now(),
+	})
 }
 
 // interrupted writes a checkpoint after cancellation and returns ctx's error.
@@ -331,10 +329,8 @@ func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error
 		}
 	}
 	r.lastEval = res
-	for _, o := range r.cfg.Observers {
-		if err := o.ObserveEval(ctx, r.trainer.Steps(), res, r.model, r.s); err != nil {
-			return err
-		}
+	if err := r.obs.eval(ctx, r.trainer.Steps(), res, r.model, r.s); err != nil {
+		return err
 	}
 	improved := key > r.bestKey
 	if improved {
@@ -345,6 +341,13 @@ func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error
 			return err
 		}
 		r.best = dir
+		p := Published{Version: filepath.Base(dir), Dir: dir, Position: clonePosition(r.pos), Steps: r.trainer.Steps(), Examples: r.examples, Time: time.Now()}
+		if res != nil {
+			p.Metrics = res.Metrics
+		}
+		if err := r.obs.publish(p); err != nil {
+			return err
+		}
 	}
 	_, err := r.checkpoint(ctx, res)
 	return err
@@ -418,40 +421,45 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 	if v == "" {
 		return "", err
 	}
-	return cks.Path(v), err
+	dir := cks.Path(v)
+	if err != nil {
+		return dir, err
+	}
+	return dir, r.obs.checkpoint(Checkpoint{Dir: dir, Position: clonePosition(r.pos), Steps: r.trainer.Steps(), Examples: r.examples, Time: time.Now()})
 }
 
-// resume loads the newest checkpoint under Out into the run.
-func (r *trainRun) resume() error {
+// resume loads the newest checkpoint under Out into the run and returns
+// its directory.
+func (r *trainRun) resume() (string, error) {
 	lm, err := LoadModelLimits(bundle.Checkpoints(r.cfg.Out).Root(), r.cfg.Limits)
 	if err != nil {
-		return fmt.Errorf("pipelines: resume: %w", err)
+		return "", fmt.Errorf("pipelines: resume: %w", err)
 	}
 	if err := sameSetup(r.s, lm.Setup, r.model.Config(), lm.Model.Config()); err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	// The weights: copy the loaded model's tensors into ours.
 	if err := r.model.CopyFrom(lm.Model); err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	ck, err := bundle.ReadCheckpoint(lm.Dir)
 	if err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	var pos ingest.Position
 	if err := json.Unmarshal(ck.Position, &pos); err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %s: position: %w", lm.Dir, bundle.TrainerFile, err)
+		return "", fmt.Errorf("pipelines: resume from %s: %s: position: %w", lm.Dir, bundle.TrainerFile, err)
 	}
 	if ck.Frozen || r.cfg.FreezeShared {
 		if err := r.trainer.FreezeShared(); err != nil {
-			return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+			return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 		}
 	}
 	if err := r.trainer.SetState(ck.State); err != nil {
-		return fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	r.epoch, r.pos, r.examples, r.bestKey, r.best = ck.Epoch, pos, ck.Examples, ck.BestKey, ck.Best
-	return nil
+	return lm.Dir, nil
 }
 
 // sameSetup refuses a checkpoint made with another feature spec, fitted

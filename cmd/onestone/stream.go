@@ -41,7 +41,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	keep := fs.Int("keep", pipelines.DefaultKeepBundles, "published bundles to keep")
 	session := fs.Duration("session-timeout", 0, "consumer group session timeout (default 30s; the broker's minimum is usually 6s)")
 	every2 := fs.Duration("progress-every", 2*time.Second, "period of the status lines")
-	trace := fs.String("trace", "", "") // hidden (no usage): append trained offset ranges (kill test)
+	journal := fs.String("journal", "", "append a JSON line per trained micro-batch, checkpoint, published bundle and offset commit to this file")
 	verbose := fs.Bool("v", false, "log Kafka client events")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {
@@ -63,11 +63,20 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 			level = slog.LevelDebug
 		}
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		return pipelines.StreamTrain(ctx, pipelines.StreamConfig{
+		cfg := pipelines.StreamConfig{
 			Brokers: addrs, Topic: *topic, GroupID: *group, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
 			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
 			DeadLetters: *dlq, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
-			Progress: stderr, ProgressEvery: *every2, Trace: *trace, Logger: logger,
-		})
+			Progress: stderr, ProgressEvery: *every2, Logger: logger,
+		}
+		if *journal != "" {
+			j, err := pipelines.OpenJournal(*journal)
+			if err != nil {
+				return err
+			}
+			defer j.Close()
+			cfg.Observers = append(cfg.Observers, j)
+		}
+		return pipelines.StreamTrain(ctx, cfg)
 	}
 }

@@ -50,6 +50,7 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 	fs.BoolVar(&cfg.FreezeShared, "freeze-shared", false, "with --init-from: keep the shared part (embeddings, shared experts and gates) fixed")
 	maxModelBytesVar(fs, &cfg.Limits.MaxBytes)
 	reportDir := fs.String("report", "", "write a training report (index.html with plots, gate analysis) to this directory")
+	journal := fs.String("journal", "", "append a JSON line per trained batch, evaluation, checkpoint and published bundle to this file")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
@@ -70,6 +71,14 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 				return err
 			}
 			cfg.Observers = append(cfg.Observers, report)
+		}
+		if *journal != "" {
+			j, err := pipelines.OpenJournal(*journal)
+			if err != nil {
+				return err
+			}
+			defer j.Close()
+			cfg.Observers = append(cfg.Observers, j)
 		}
 		res, err := pipelines.TrainBatch(ctx, cfg)
 		if err != nil {
