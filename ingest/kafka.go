@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,23 @@ type KafkaConfig struct {
 	// GroupID is the consumer group. Required: partitions are spread over
 	// the group's members and offsets are committed to it.
 	GroupID string
+	// InstanceID names this member across restarts: the same name for
+	// every run of one consumer (a stream keeps its own beside its
+	// checkpoints), a different name for each member that runs at the same
+	// time. When set, the source joins the group with the client id
+	// "onestone-" + InstanceID, and before joining it removes from the
+	// group (LeaveGroup) every member with that client id: those are
+	// earlier runs of this instance that died without leaving (SIGKILL, a
+	// crash, a lost machine), and the coordinator then rebalances at once
+	// instead of waiting for their session to time out. Since coordinators
+	// make member ids from client ids and the range assignor orders members
+	// by id, a restarted instance also gets back the partitions it had when
+	// the other members are the same. No two live sources may share an
+	// InstanceID: each would remove the other when it starts. Letters,
+	// digits, '.', '_' and '-', at most 200 bytes. Default: "" (kafka-go's
+	// client id; a dead member keeps its partitions until its session
+	// times out).
+	InstanceID string
 	// Schema is the schema of the records Next returns; events are decoded
 	// with features.JSONDecoder (see there for the conversions). Required.
 	Schema *arrow.Schema
@@ -47,7 +65,8 @@ type KafkaConfig struct {
 	// Allocator builds the records. Default: memory.DefaultAllocator.
 	Allocator memory.Allocator
 	// HeartbeatInterval is the group heartbeat period; a rebalance is
-	// noticed within about this long. Default: 3s.
+	// noticed within about this long, so it bounds how long a member that
+	// restarts waits for the others to rejoin. Default: 1s.
 	HeartbeatInterval time.Duration
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default: 30s.
@@ -80,6 +99,9 @@ func (c KafkaConfig) Validate() error {
 	case c.HeartbeatInterval < 0 || c.SessionTimeout < 0 || c.RetryTimeout < 0:
 		return errors.New("ingest: KafkaConfig: negative duration")
 	}
+	if err := ValidInstanceID(c.InstanceID); err != nil {
+		return err
+	}
 	for p, off := range c.Start {
 		if p < 0 || off < 0 {
 			return fmt.Errorf("ingest: KafkaConfig.Start: partition %d offset %d: negative", p, off)
@@ -105,7 +127,7 @@ func (c KafkaConfig) withDefaults() KafkaConfig {
 		c.Allocator = memory.DefaultAllocator
 	}
 	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = 3 * time.Second
+		c.HeartbeatInterval = time.Second
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 30 * time.Second
@@ -135,6 +157,9 @@ type KafkaStats struct {
 	Lag map[int]int64
 	// FetchErrors counts transient fetch errors that were retried.
 	FetchErrors int64
+	// StaleMembers is how many members that earlier runs of this
+	// instance left in the group were removed at the start (InstanceID).
+	StaleMembers int
 }
 
 // KafkaSource reads JSON events from a Kafka topic as a member of a consumer
@@ -142,7 +167,11 @@ type KafkaStats struct {
 //
 // Offsets are never committed automatically: the caller commits a Position
 // with Commit once whatever it built from the events (a checkpoint) is
-// durable. Messages are consumed at least once: after a crash, a rebalance
+// durable. Commit writes only offsets ahead of the group's: at the start
+// the source reads the group's committed offsets of the Start partitions,
+// so committing the Start position (a resumed checkpoint's) brings a group
+// that lags it (a crash between a checkpoint and its commit) up to date,
+// quiet partitions included. Messages are consumed at least once: after a crash, a rebalance
 // or a broker restart the group resumes from the last committed offsets,
 // and messages below the Start offsets (or below what this source has
 // already consumed) are skipped. Malformed messages go to the dead-letter
@@ -157,7 +186,7 @@ type KafkaSource struct {
 
 	next      map[int]int64 // per partition, next offset to consume (Start merged with consumed)
 	returned  map[int]int64 // next at the last batch returned
-	committed map[int]int64 // last committed (or Start) per partition
+	committed map[int]int64 // the group's committed offset per partition, as far as known
 	first     map[int]int64 // per partition, the first offset consumed into the pending batch
 	lastStart map[int]int64 // returned before the last batch, overlaid with its first offsets
 
@@ -172,8 +201,12 @@ type KafkaSource struct {
 
 var _ Source = (*KafkaSource)(nil)
 
-// NewKafkaSource joins the consumer group. Partitions are assigned on the
-// first Next; ctx bounds only the set-up.
+// NewKafkaSource joins the consumer group: it first removes the members an
+// earlier run of the same InstanceID left behind, and reads the group's
+// committed offsets of the Start partitions; the group join and the
+// partitions' assignment then go on in the background. ctx bounds only the
+// set-up; when the group's coordinator cannot be reached in it, the source
+// still starts (the join retries) and the failure is logged.
 func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -191,8 +224,33 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		maxBytes = 2 * cfg.MaxEventBytes
 	}
 	lg := cfg.Logger
+	dialer := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	var stale int
+	committed := map[int]int64{}
+	if cfg.InstanceID != "" || len(cfg.Start) > 0 {
+		tr := &kafka.Transport{ClientID: ClientID(cfg.InstanceID)}
+		c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
+		if cfg.InstanceID != "" {
+			dialer.ClientID = ClientID(cfg.InstanceID)
+			if stale, err = removeStaleMembers(ctx, c, cfg.GroupID, dialer.ClientID); err != nil {
+				lg.Warn("ingest: could not remove the group members earlier runs of this instance left; their partitions move when their sessions time out",
+					"group", cfg.GroupID, "client_id", dialer.ClientID, "err", err)
+			} else if stale > 0 {
+				lg.Info("ingest: removed the group members earlier runs of this instance left", "group", cfg.GroupID, "client_id", dialer.ClientID, "members", stale)
+			}
+		}
+		if len(cfg.Start) > 0 {
+			if committed, err = groupOffsets(ctx, c, cfg.GroupID, cfg.Topic, cfg.Start); err != nil {
+				// Unknown: the first Commit writes every Start partition.
+				lg.Warn("ingest: could not read the group's committed offsets", "group", cfg.GroupID, "err", err)
+				committed = map[int]int64{}
+			}
+		}
+		tr.CloseIdleConnections()
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
+		Dialer:            dialer,
 		GroupID:           cfg.GroupID,
 		Topic:             cfg.Topic,
 		MinBytes:          1,
@@ -219,15 +277,100 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		dec:       dec,
 		next:      maps.Clone(cfg.Start),
 		returned:  maps.Clone(cfg.Start),
-		committed: maps.Clone(cfg.Start),
+		committed: committed,
 		first:     map[int]int64{},
 		lastStart: map[int]int64{},
-		stats:     KafkaStats{DeadLetters: map[string]int64{}, Lag: map[int]int64{}},
+		stats:     KafkaStats{DeadLetters: map[string]int64{}, Lag: map[int]int64{}, StaleMembers: stale},
 	}
 	if s.next == nil {
-		s.next, s.returned, s.committed = map[int]int64{}, map[int]int64{}, map[int]int64{}
+		s.next, s.returned = map[int]int64{}, map[int]int64{}
 	}
 	return s, nil
+}
+
+// ClientID is the Kafka client id of a source with the given InstanceID
+// ("" for none: kafka-go's default).
+func ClientID(instanceID string) string {
+	if instanceID == "" {
+		return ""
+	}
+	return "onestone-" + instanceID
+}
+
+// ValidInstanceID reports whether id is usable as a KafkaConfig.InstanceID
+// ("" is: it means none).
+func ValidInstanceID(id string) error {
+	if len(id) > 200 {
+		return fmt.Errorf("ingest: instance id of %d bytes, want at most 200", len(id))
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("ingest: instance id %q: only letters, digits, '.', '_' and '-'", id)
+		}
+	}
+	return nil
+}
+
+// removeStaleMembers removes from group every member whose client id is
+// clientID and returns how many it removed.
+func removeStaleMembers(ctx context.Context, c *kafka.Client, group, clientID string) (int, error) {
+	resp, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range resp.Groups {
+		if errors.Is(g.Error, kafka.GroupIdNotFound) {
+			continue
+		}
+		if g.Error != nil {
+			return n, g.Error
+		}
+		for _, m := range g.Members {
+			if m.ClientID != clientID {
+				continue
+			}
+			// One member per request: LeaveGroup before v3 takes one.
+			lr, err := c.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: group, Members: []kafka.LeaveGroupRequestMember{{ID: m.MemberID}}})
+			if err == nil {
+				err = lr.Error
+			}
+			if err == nil && len(lr.Members) > 0 {
+				err = lr.Members[0].Error
+			}
+			if errors.Is(err, kafka.UnknownMemberId) {
+				continue // it left meanwhile
+			}
+			if err != nil {
+				return n, fmt.Errorf("leave group %s for member %s: %w", group, m.MemberID, err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// groupOffsets reads the group's committed offsets of topic's partitions
+// that start names (partitions without one are left out).
+func groupOffsets(ctx context.Context, c *kafka.Client, group, topic string, start map[int]int64) (map[int]int64, error) {
+	ps := slices.Sorted(maps.Keys(start))
+	resp, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("partition %d: %w", p.Partition, p.Error)
+		}
+		if p.CommittedOffset >= 0 {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
 }
 
 // Next returns the next batch of events: it blocks until at least one valid
@@ -397,9 +540,12 @@ func (s *KafkaSource) BatchStart() Position {
 
 // Commit commits pos's offsets to the consumer group, so that a group
 // member that takes a partition over resumes there. Call it only once what
-// was built from those events is durable. Only partitions whose offset moved
-// past this source's last commit (or Start) are committed, so partitions a
-// position merely carries along are not rewritten. A partition that moved to
+// was built from those events is durable. Only partitions whose offset is
+// ahead of the group's (as read at the start for the Start partitions, or
+// as this source last committed) are committed, so partitions a position
+// merely carries along are not rewritten, and a group that lags a resumed
+// checkpoint is brought up to it. Commit waits until the source has joined
+// the group. A partition that moved to
 // another member after these events were read may still be committed here
 // behind that member's progress: the group then re-reads a stretch (at least
 // once), it never skips one. Before committing, a dead-letter sink with a

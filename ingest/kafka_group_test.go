@@ -1,0 +1,173 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/segmentio/kafka-go"
+)
+
+// deadMember joins group as a consumer of topic with the given client id,
+// takes all of topic's partitions and then never heartbeats: what a
+// SIGKILLed consumer leaves behind until its session (30 s here) times
+// out. It returns the member id.
+func deadMember(t *testing.T, ctx context.Context, brokers []string, group, topic, clientID string, partitions int) string {
+	t.Helper()
+	tr := &kafka.Transport{ClientID: clientID}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	req := &kafka.JoinGroupRequest{
+		GroupID: group, SessionTimeout: 30 * time.Second, RebalanceTimeout: 30 * time.Second, ProtocolType: "consumer",
+		Protocols: []kafka.GroupProtocol{{Name: "range", Metadata: kafka.GroupProtocolSubscription{Topics: []string{topic}}}},
+	}
+	jr, err := c.JoinGroup(ctx, req)
+	if err == nil && errors.Is(jr.Error, kafka.MemberIDRequired) {
+		req.MemberID = jr.MemberID
+		jr, err = c.JoinGroup(ctx, req)
+	}
+	if err == nil {
+		err = jr.Error
+	}
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	ps := make([]int, partitions)
+	for i := range ps {
+		ps[i] = i
+	}
+	sr, err := c.SyncGroup(ctx, &kafka.SyncGroupRequest{
+		GroupID: group, GenerationID: jr.GenerationID, MemberID: jr.MemberID, ProtocolType: "consumer", ProtocolName: jr.ProtocolName,
+		Assignments: []kafka.SyncGroupRequestAssignment{{MemberID: jr.MemberID, Assignment: kafka.GroupProtocolAssignment{AssignedPartitions: map[string][]int{topic: ps}}}},
+	})
+	if err == nil {
+		err = sr.Error
+	}
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	return jr.MemberID
+}
+
+// TestKafkaInstanceRemovesItsDeadMember leaves a dead member with the
+// client id of instance "trainer-a" in the group, holding every partition.
+// A source with that InstanceID removes it when it starts and reads events
+// at once; without the removal it would wait for the dead member's 30 s
+// session to time out.
+func TestKafkaInstanceRemovesItsDeadMember(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	brokers, topic := testBrokers(t)
+	group := "g-" + topic
+	dead := deadMember(t, ctx, brokers, group, topic, ClientID("trainer-a"), 4)
+	src := makeEvents(memory.NewGoAllocator(), 0, 400)
+	if _, err := Produce(ctx, ProduceConfig{Brokers: brokers, Topic: topic}, src); err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+
+	t0 := time.Now()
+	s, err := NewKafkaSource(ctx, KafkaConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, InstanceID: "trainer-a", Schema: eventsSchema(),
+		BatchWait: 50 * time.Millisecond, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := s.Stats().StaleMembers; n != 1 {
+		t.Fatalf("removed %d stale members, want 1 (%s)", n, dead)
+	}
+	rec, err := s.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+	// Well under the dead member's 30 s session.
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Errorf("first batch %v after the start", d)
+	}
+	t.Logf("first batch %v after the start", time.Since(t0).Round(time.Millisecond))
+	// The group now holds this source only, under the instance's client id.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range resp.Groups {
+		if len(g.Members) != 1 || g.Members[0].MemberID == dead || g.Members[0].ClientID != "onestone-trainer-a" {
+			t.Errorf("group members %+v, want the new source alone", g.Members)
+		}
+	}
+}
+
+// TestKafkaCommitBringsTheGroupUpToStart resumes a source from Start
+// offsets ahead of the group's committed ones (a crash came between a
+// checkpoint and its commit): committing the Start position moves the
+// group up to it on every partition, quiet ones included, with no event
+// read; a partition where the group is ahead of Start is not moved back.
+func TestKafkaCommitBringsTheGroupUpToStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	brokers, topic := testBrokers(t)
+	group := "g-" + topic
+	src := makeEvents(memory.NewGoAllocator(), 0, 400)
+	if _, err := Produce(ctx, ProduceConfig{Brokers: brokers, Topic: topic, KeyColumn: "-"}, src); err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	cfg := KafkaConfig{Brokers: brokers, Topic: topic, GroupID: group, Schema: eventsSchema(), BatchWait: 50 * time.Millisecond, Logger: quietLogger()}
+	// The group's offsets: 10 on partitions 0 to 2, 60 on partition 3.
+	first, err := NewKafkaSource(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Commit(ctx, Position{Topic: topic, Offsets: map[int]int64{0: 10, 1: 10, 2: 10, 3: 60}}); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	start := map[int]int64{0: 50, 1: 40, 2: 10, 3: 30}
+	cfg.Start = start
+	s, err := NewKafkaSource(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Commit(ctx, s.Position()); err != nil {
+		t.Fatal(err)
+	}
+	got := groupCommitted(t, ctx, brokers, group, topic)
+	want := map[int]int64{0: 50, 1: 40, 2: 10, 3: 60}
+	if !maps.Equal(got, want) {
+		t.Errorf("group offsets %v after committing Start %v, want %v", got, start, want)
+	}
+}
+
+func groupCommitted(t *testing.T, ctx context.Context, brokers []string, group, topic string) map[int]int64 {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	got, err := groupOffsets(ctx, c, group, topic, map[int]int64{0: 0, 1: 0, 2: 0, 3: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestValidInstanceID(t *testing.T) {
+	for id, ok := range map[string]bool{
+		"": true, "trainer-a": true, "host_1.eu-2f0c": true,
+		"a b": false, "ü": false, "a/b": false, fmt.Sprintf("%0201d", 0): false,
+	} {
+		if err := ValidInstanceID(id); (err == nil) != ok {
+			t.Errorf("ValidInstanceID(%q) = %v", id, err)
+		}
+	}
+}
