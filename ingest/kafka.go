@@ -249,13 +249,19 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		tr.CloseIdleConnections()
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           cfg.Brokers,
-		Dialer:            dialer,
-		GroupID:           cfg.GroupID,
-		Topic:             cfg.Topic,
-		MinBytes:          1,
-		MaxBytes:          maxBytes,
-		MaxWait:           250 * time.Millisecond,
+		Brokers:  cfg.Brokers,
+		Dialer:   dialer,
+		GroupID:  cfg.GroupID,
+		Topic:    cfg.Topic,
+		MinBytes: 1,
+		MaxBytes: maxBytes,
+		// kafka-go uses MaxWait as the fetch's read deadline too, and asks
+		// the broker to answer within MaxWait less min(1s, MaxWait/4). At
+		// 250ms a broker that takes over 60ms to answer (a loaded machine,
+		// a distant cluster) made every fetch time out and reconnect; at 2s
+		// the broker holds an empty fetch for up to 1s and has 1s more to
+		// answer. New events are returned at once either way.
+		MaxWait:           2 * time.Second,
 		QueueCapacity:     1024,
 		CommitInterval:    0, // synchronous, explicit commits only
 		StartOffset:       kafka.FirstOffset,
