@@ -36,9 +36,10 @@ type KafkaConfig struct {
 	// earlier runs of this instance that died without leaving (SIGKILL, a
 	// crash, a lost machine), and the coordinator then rebalances at once
 	// instead of waiting for their session to time out. Since coordinators
-	// make member ids from client ids and the range assignor orders members
-	// by id, a restarted instance also gets back the partitions it had when
-	// the other members are the same. No two live sources may share an
+	// make member ids from client ids and the source's range assignor
+	// orders members by id and partitions by number, a restarted instance
+	// also gets back the partitions it had when the other members are the
+	// same. No two live sources may share an
 	// InstanceID: each would remove the other when it starts. Letters,
 	// digits, '.', '_' and '-', at most 200 bytes. Default: "" (kafka-go's
 	// client id; a dead member keeps its partitions until its session
@@ -269,6 +270,7 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		SessionTimeout:    cfg.SessionTimeout,
 		RebalanceTimeout:  cfg.SessionTimeout,
 		JoinGroupBackoff:  time.Second,
+		GroupBalancers:    []kafka.GroupBalancer{rangeBalancer{}, kafka.RoundRobinGroupBalancer{}},
 		MaxAttempts:       5,
 		Logger: kafka.LoggerFunc(func(f string, a ...any) {
 			lg.Debug(fmt.Sprintf(f, a...), "component", "kafka-go")
@@ -292,6 +294,47 @@ func NewKafkaSource(ctx context.Context, cfg KafkaConfig) (*KafkaSource, error) 
 		s.next, s.returned = map[int]int64{}, map[int]int64{}
 	}
 	return s, nil
+}
+
+// rangeBalancer is the "range" assignor as Kafka's Java client has it:
+// for each topic, the members subscribed to it in member id order take
+// consecutive runs of its partitions in partition order. kafka-go's own
+// range balancer keeps the partitions in the order the metadata lists
+// them, which varies, so the same members could get other partitions on
+// each rebalance. Since coordinators make member ids from client ids, an
+// instance (KafkaConfig.InstanceID) gets the same partitions back when the
+// group's members are the same.
+type rangeBalancer struct{}
+
+func (rangeBalancer) ProtocolName() string      { return "range" }
+func (rangeBalancer) UserData() ([]byte, error) { return nil, nil }
+
+func (rangeBalancer) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
+	out := kafka.GroupMemberAssignments{}
+	byTopic := map[string][]string{}
+	for _, m := range members {
+		out[m.ID] = map[string][]int{}
+		for _, t := range m.Topics {
+			byTopic[t] = append(byTopic[t], m.ID)
+		}
+	}
+	for topic, ids := range byTopic {
+		slices.Sort(ids)
+		var ps []int
+		for _, p := range partitions {
+			if p.Topic == topic {
+				ps = append(ps, p.ID)
+			}
+		}
+		slices.Sort(ps)
+		for i, id := range ids {
+			lo, hi := i*len(ps)/len(ids), (i+1)*len(ps)/len(ids)
+			if hi > lo {
+				out[id][topic] = append([]int(nil), ps[lo:hi]...)
+			}
+		}
+	}
+	return out
 }
 
 // ClientID is the Kafka client id of a source with the given InstanceID

@@ -171,3 +171,27 @@ func TestValidInstanceID(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeBalancerOrdersMembersAndPartitions checks the assignor on
+// partitions listed out of order: the members in id order take
+// consecutive runs of partitions in partition order, per topic.
+func TestRangeBalancerOrdersMembersAndPartitions(t *testing.T) {
+	var ps []kafka.Partition
+	for _, id := range []int{3, 0, 4, 2, 1} {
+		ps = append(ps, kafka.Partition{Topic: "a", ID: id})
+	}
+	ps = append(ps, kafka.Partition{Topic: "b", ID: 1}, kafka.Partition{Topic: "b", ID: 0})
+	got := rangeBalancer{}.AssignGroups([]kafka.GroupMember{
+		{ID: "onestone-y-1", Topics: []string{"a", "b"}},
+		{ID: "onestone-x-2", Topics: []string{"a", "b"}},
+		{ID: "other-3", Topics: []string{"b"}},
+	}, ps)
+	want := kafka.GroupMemberAssignments{
+		"onestone-x-2": {"a": {0, 1}},
+		"onestone-y-1": {"a": {2, 3, 4}, "b": {0}},
+		"other-3":      {"b": {1}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("assignment %v, want %v", got, want)
+	}
+}
