@@ -42,6 +42,8 @@ type JournalLine struct {
 	// Dir is the checkpoint written, the bundle published, or at a start
 	// the checkpoint resumed from.
 	Dir string `json:"dir,omitempty"`
+	// Instance is a stream's instance id (at a start).
+	Instance string `json:"instance,omitempty"`
 	// Version is the published bundle's version, or the one a commit ends.
 	Version string `json:"version,omitempty"`
 	// Checkpoint is the checkpoint a published bundle was made from.
@@ -117,7 +119,7 @@ func (j *Journal) write(l JournalLine) error {
 
 // ObserveStart writes a "start" line.
 func (j *Journal) ObserveStart(s Start) error {
-	return j.write(JournalLine{Event: JournalStart, Time: s.Time, Steps: s.Steps, Examples: s.Examples, Position: &s.Position, Dir: s.Resumed})
+	return j.write(JournalLine{Event: JournalStart, Time: s.Time, Steps: s.Steps, Examples: s.Examples, Position: &s.Position, Dir: s.Resumed, Instance: s.Instance})
 }
 
 // ObserveBatch writes a "batch" line.

@@ -79,6 +79,9 @@ type Start struct {
 	// Resumed is the checkpoint directory the run resumed from ("" for a
 	// new run).
 	Resumed string
+	// Instance is a stream's instance id in its consumer group
+	// (StreamConfig.InstanceID; "" for batch training).
+	Instance string
 	// Position is where the run starts reading.
 	Position ingest.Position
 	// Steps and Examples count the training so far (non-zero on a resume).
@@ -139,12 +142,12 @@ type Commit struct {
 	// read (only partitions ahead of the group's committed offsets are
 	// written).
 	Position ingest.Position
-	// Version is the bundle whose training these offsets end ("" for the
-	// commit of a resumed checkpoint that was published before).
+	// Version is the newest published bundle, whose training these offsets
+	// end.
 	Version string
 	// Err is the commit's failure, nil on success. A failed commit is
-	// retried at the next checkpoint interval; the checkpoint holds the
-	// offsets, so nothing is lost.
+	// retried at the next checkpoint interval (and at a stop); the
+	// checkpoint holds the offsets, so nothing is lost.
 	Err  error
 	Time time.Time
 }

@@ -48,6 +48,14 @@ type StreamConfig struct {
 	Topic string
 	// GroupID is the consumer group; offsets are committed to it. Required.
 	GroupID string
+	// InstanceID names this stream in its group across restarts (see
+	// ingest.KafkaConfig.InstanceID): a restart removes the member a killed
+	// run left behind, so the group rebalances at once instead of after the
+	// session timeout, and the stream gets back its partitions. Each stream
+	// process in a group needs its own. Default: the id stored in
+	// Model/instance-id (InstanceFile), made on the first run from the host
+	// name and random digits, so it belongs to the model root.
+	InstanceID string
 	// SpecPath is the feature spec (with its model: and train: sections)
 	// whose fitted statistics lie beside it (features.StatsPath). When the
 	// statistics file is missing, those of the checkpoint or of InitFrom
@@ -87,8 +95,9 @@ type StreamConfig struct {
 	// KeepCheckpoints is how many checkpoints to keep. Default: 2.
 	KeepCheckpoints int
 	// SessionTimeout is the consumer group session timeout: how long the
-	// group waits for a member that died before moving its partitions.
-	// Default: the ingest default (30s).
+	// group waits for a member that died before moving its partitions (a
+	// restart of the same instance does not wait: it removes the dead
+	// member). Default: the ingest default (30s).
 	SessionTimeout time.Duration
 
 	// Observers watch the run (see Observer): each micro-batch trained,
@@ -129,6 +138,9 @@ func (c StreamConfig) Validate() error {
 			c.MaxBatch, c.Window, c.KeepBundles, c.KeepCheckpoints)
 	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.ProgressEvery < 0:
 		return errors.New("pipelines: stream: negative duration")
+	}
+	if err := ingest.ValidInstanceID(c.InstanceID); err != nil {
+		return fmt.Errorf("pipelines: stream: %w", err)
 	}
 	if _, _, err := parseDeadLetters(c.DeadLetters); err != nil {
 		return err
@@ -207,7 +219,9 @@ type streamRun struct {
 	serving []string // the spec's serving columns, for the bundle's sample events
 
 	lastSave   time.Time
-	dirty      int64 // events trained since the last checkpoint
+	dirty      int64           // events trained since the last checkpoint
+	ckPos      ingest.Position // the newest checkpoint's position
+	pending    bool            // ckPos is not known to be committed
 	published  string
 	commitErrs int64
 
@@ -231,10 +245,13 @@ type streamRun struct {
 // points Model/latest at it, keeping KeepBundles), and only then commits the
 // offsets to the group.
 //
-// On start it resumes from the newest checkpoint under Model, reading each
+// On start it locks Model (ErrRootInUse when another stream runs there),
+// removes from the group the member a killed run of the same InstanceID
+// left, and resumes from the newest checkpoint under Model, reading each
 // partition from the checkpoint's offset (events the checkpoint holds are
 // skipped even when their commit did not happen), or else warm-starts from
-// InitFrom. A checkpoint that a crash left unpublished is published first.
+// InitFrom. A checkpoint that a crash left unpublished is published first,
+// and the checkpoint's offsets are committed where the group lags them.
 // The guarantee is at-least-once training with the duplicates after a crash
 // bounded by one checkpoint interval (plus one micro-batch), and each
 // checkpoint published once.
@@ -247,6 +264,14 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	cfg = cfg.withDefaults()
 	if err := checkWritable(cfg.Model); err != nil {
+		return err
+	}
+	release, err := lockRoot(cfg.Model)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if cfg.InstanceID, err = streamInstance(cfg.Model, cfg.InstanceID); err != nil {
 		return err
 	}
 	ckRoot := bundle.Checkpoints(cfg.Model).Root()
@@ -284,7 +309,7 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	defer r.trainer.Close()
 	st := &streamRun{cfg: cfg, r: r, serving: s.Spec.Columns(false)}
-	start := Start{Time: time.Now()}
+	start := Start{Time: time.Now(), Instance: cfg.InstanceID}
 	if resume {
 		if start.Resumed, err = r.resume(); err != nil {
 			return err
@@ -302,6 +327,9 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 		st.printf("stream: fresh model (no checkpoint under %s, no --init-from)\n", cfg.Model)
 	}
 	r.pos.Topic = cfg.Topic
+	// The group may lag the checkpoint (a crash between a checkpoint and
+	// its commit): its offsets are committed once the source has joined.
+	st.ckPos, st.pending = clonePosition(r.pos), resume
 	st.loadSample(resume)
 	if st.ev, err = mtl.NewEvaluator(s.Tasks, s.Transformer.Layout().Labels, cfg.Window); err != nil {
 		return err
@@ -342,7 +370,7 @@ func (st *streamRun) open(ctx context.Context) error {
 		st.dl = k
 	}
 	kc := ingest.KafkaConfig{
-		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID,
+		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID,
 		Schema: st.r.s.Spec.Schema(true), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
 		Start: st.r.pos.Offsets, Allocator: cfg.Allocator, SessionTimeout: cfg.SessionTimeout,
 		Logger: cfg.Logger,
@@ -350,7 +378,10 @@ func (st *streamRun) open(ctx context.Context) error {
 	if st.dl != nil {
 		kc.DeadLetters = st.dl
 	}
-	if st.src, err = ingest.NewKafkaSource(ctx, kc); err != nil {
+	// A stop signal during the set-up must not fail the run: the loop then
+	// stops cleanly and commits what is pending. The set-up is bounded by
+	// the Kafka client's own timeouts.
+	if st.src, err = ingest.NewKafkaSource(context.WithoutCancel(ctx), kc); err != nil {
 		return err
 	}
 	m := st.r.model
@@ -361,7 +392,22 @@ func (st *streamRun) open(ctx context.Context) error {
 	st.start, st.lastLine, st.startEx = time.Now(), time.Now(), st.r.examples
 	st.lastEvents = st.r.examples
 	st.prog = newProgress(nil, 0, st.r.s.Tasks)
-	return st.publishPending(ctx)
+	note := ""
+	if n := st.src.Stats().StaleMembers; n > 0 {
+		note = fmt.Sprintf("; removed %d member(s) a killed run left", n)
+	}
+	st.printf("stream: group %s, client id %s%s\n", cfg.GroupID, ingest.ClientID(cfg.InstanceID), note)
+	if err := st.publishPending(ctx); err != nil {
+		return err
+	}
+	if st.pending {
+		// Bounded, so that a group that cannot be joined now does not hold
+		// up the loop; save retries.
+		cctx, cancel := context.WithTimeout(ctx, cfg.CheckpointEvery)
+		defer cancel()
+		return st.commit(cctx)
+	}
+	return nil
 }
 
 // close releases the source and the dead-letter sink.
@@ -385,7 +431,7 @@ func (st *streamRun) run(ctx context.Context) error {
 		// when trained events are not yet checkpointed, so a quiet topic
 		// still gets its last events published.
 		nctx, cancel := ctx, context.CancelFunc(func() {})
-		if st.dirty > 0 {
+		if st.dirty > 0 || st.pending {
 			nctx, cancel = context.WithDeadline(ctx, st.lastSave.Add(st.cfg.CheckpointEvery))
 		}
 		rec, err := st.src.Next(nctx)
@@ -506,11 +552,14 @@ func (st *streamRun) windowResult() (*EvalResult, error) {
 }
 
 // save writes a checkpoint, publishes it as a bundle and commits its
-// offsets, in that order. Nothing is done when nothing was trained since
-// the last save.
+// offsets, in that order. When nothing was trained since the last save it
+// only retries a commit that is pending.
 func (st *streamRun) save(ctx context.Context) error {
 	if st.dirty == 0 {
 		st.lastSave = time.Now()
+		if st.pending {
+			return st.commit(ctx)
+		}
 		return nil
 	}
 	res, err := st.windowResult()
@@ -524,6 +573,7 @@ func (st *streamRun) save(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pipelines: stream: checkpoint: %w", err)
 	}
+	st.ckPos, st.pending = clonePosition(st.r.pos), true
 	st.dirty = 0
 	st.lastSave = time.Now()
 	return st.publishAndCommit(ctx, ck, res)
@@ -563,27 +613,32 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	}); err != nil {
 		return err
 	}
-	cerr := st.src.Commit(ctx, r.pos)
-	if cerr != nil {
-		// The checkpoint holds the offsets, so a restart of this process
-		// loses nothing; the next commit covers these offsets.
+	st.printf("stream: published %s (step %d, %d examples, offsets %s)  %s\n", st.published, r.trainer.Steps(), r.examples,
+		formatOffsets(r.pos.Offsets), formatWindow(ms))
+	return st.commit(ctx)
+}
+
+// commit commits the newest checkpoint's offsets to the group (only those
+// ahead of the group's) and tells the observers. A failure is logged and
+// left pending: the checkpoint holds the offsets, so nothing is lost, and
+// the next checkpoint interval retries.
+func (st *streamRun) commit(ctx context.Context) error {
+	err := st.src.Commit(ctx, st.ckPos)
+	st.pending = err != nil
+	if err != nil {
 		st.commitErrs++
-		st.cfg.Logger.Warn("pipelines: stream: commit failed; the next checkpoint retries", "err", cerr)
+		st.cfg.Logger.Warn("pipelines: stream: commit failed; retried at the next checkpoint interval", "err", err)
+		st.printf("stream: commit of offsets %s failed: %v\n", formatOffsets(st.ckPos.Offsets), err)
 	}
-	note := ""
-	if cerr != nil {
-		note = ", commit failed"
-	}
-	st.printf("stream: published %s (step %d, %d examples, offsets %s%s)  %s\n", st.published, r.trainer.Steps(), r.examples,
-		formatOffsets(r.pos.Offsets), note, formatWindow(ms))
-	return r.obs.commit(Commit{Position: clonePosition(r.pos), Version: st.published, Err: cerr, Time: time.Now()})
+	return st.r.obs.commit(Commit{Position: clonePosition(st.ckPos), Version: st.published, Err: err, Time: time.Now()})
 }
 
 // publishPending publishes the newest checkpoint when a crash came between
-// its writing and its publishing (the latest bundle holds fewer steps).
+// its writing and its publishing (the latest bundle holds fewer steps). A
+// stop signal during it does not stop it: the run then stops cleanly.
 func (st *streamRun) publishPending(ctx context.Context) error {
 	ckStore := bundle.Checkpoints(st.cfg.Model)
-	cks, err := ckStore.Versions(ctx)
+	cks, err := ckStore.Versions(context.WithoutCancel(ctx))
 	if err != nil || len(cks) == 0 {
 		return err
 	}

@@ -29,6 +29,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	brokersVar(fs, &brokers, "")
 	topic := fs.String("topic", "events", "topic of JSON events")
 	group := fs.String("group", "trainer", "consumer group")
+	instance := fs.String("instance-id", "", "this stream's name in the group across restarts, one per stream process (default: kept in MODEL/instance-id)")
 	model := fs.String("model", "", "bundle root to publish to; checkpoints go to MODEL/checkpoints and a restart resumes from them (required)")
 	spec := fs.String("spec", "", "feature spec with model: and train: sections, fitted with 'onestone fit' (required)")
 	initFrom := fs.String("init-from", "", "warm-start a new stream from this batch-trained bundle (ignored when MODEL has checkpoints)")
@@ -64,7 +65,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		}
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		cfg := pipelines.StreamConfig{
-			Brokers: addrs, Topic: *topic, GroupID: *group, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
+			Brokers: addrs, Topic: *topic, GroupID: *group, InstanceID: *instance, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
 			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
 			DeadLetters: *dlq, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
 			Progress: stderr, ProgressEvery: *every2, Logger: logger,
