@@ -225,7 +225,9 @@ func NewFitter(spec *Spec, cfg FitConfig) (*Fitter, error) {
 
 // Add accumulates the rows of a record. The record must hold every field
 // column; label columns, when present, are validated (as the Transformer
-// does) and summarised; the sample weight, when present, is validated.
+// does) and summarised; the sample weight, when present, is validated; a
+// dense numeric value beyond float32's range is refused. A row fault is a
+// *RowError (the checks of NewChecker; a source can drop such rows first).
 // After an error the Fitter holds part of the record: discard it.
 func (ft *Fitter) Add(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
@@ -283,6 +285,9 @@ func (ft *Fitter) Add(rec arrow.RecordBatch) error {
 				if !ok || !finite(v) {
 					ff.nulls++
 					continue
+				}
+				if !bucketize && !fits32(v) {
+					return rowErr(ff.f.Name, r, FaultRange, "%v is beyond float32's range", v)
 				}
 				ff.values++
 				d := v - ff.mean
@@ -458,34 +463,4 @@ func buildVocab(keys []string, counts []int64, cfg Vocab) *VocabStats {
 		v.Counts[j] = counts[i]
 	}
 	return v
-}
-
-// labelValue reads and validates label r of a column.
-func labelValue(c *numCol, r int, col string, kind TaskKind) (float32, error) {
-	v, ok := c.value(r)
-	if !ok {
-		return 0, errorf(ErrValue, "features: column %q: row %d: null label", col, r)
-	}
-	if kind == TaskRegression {
-		if !finite(v) {
-			return 0, errorf(ErrValue, "features: column %q: row %d: regression label must be finite, found %v", col, r, v)
-		}
-		return float32(v), nil
-	}
-	if v != 0 && v != 1 {
-		return 0, errorf(ErrValue, "features: column %q: row %d: binary label must be 0 or 1, found %v", col, r, v)
-	}
-	return float32(v), nil
-}
-
-// weightValue reads and validates sample weight r.
-func weightValue(c *numCol, r int, col string) (float32, error) {
-	v, ok := c.value(r)
-	if !ok {
-		return 0, errorf(ErrValue, "features: column %q: row %d: null sample weight", col, r)
-	}
-	if !finite(v) || v < 0 {
-		return 0, errorf(ErrValue, "features: column %q: row %d: sample weight must be finite and >= 0, found %v", col, r, v)
-	}
-	return float32(v), nil
 }

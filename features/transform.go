@@ -10,7 +10,12 @@ import (
 // TransformerConfig configures a Transformer.
 type TransformerConfig struct {
 	// Labels makes TransformTo read the task label columns into
-	// Batch.Labels (training). Default: false (serving: no labels).
+	// Batch.Labels (training and evaluation), and makes it strict: a
+	// number of a dense field that is finite in the record but not as a
+	// float32, before or after the field's transform, is an error
+	// (FaultRange) as a bad label or weight is. Without Labels (serving)
+	// such a value gets the field's default and missing indicator, as NaN
+	// and infinities do. Default: false (serving: no labels).
 	Labels bool
 }
 
@@ -31,6 +36,10 @@ type Transformer struct {
 	// groupField is the sparse plan whose hashes are the group keys (the
 	// group column is a hash-mode categorical field), or -1.
 	groupField int
+	// strict (training, with labels): a FaultRange value is an error, not
+	// a missing value.
+	strict bool
+	check  *Checker
 }
 
 type sparsePlan struct {
@@ -67,7 +76,7 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Transformer{weight: spec.SampleWeight, group: spec.GroupKey, groupField: -1}
+	t := &Transformer{weight: spec.SampleWeight, group: spec.GroupKey, groupField: -1, strict: cfg.Labels}
 	if spec.GroupKey != "" {
 		t.groupSeed = FieldSeed(spec.GroupKey)
 	}
@@ -163,11 +172,22 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 			t.layout.Labels = append(t.layout.Labels, task.Label)
 		}
 	}
+	t.check = &Checker{labels: t.labels, weight: t.weight}
+	for _, p := range t.dense {
+		if t.strict {
+			t.check.dense = append(t.check.dense, p)
+		}
+	}
 	return t, nil
 }
 
 // Layout returns what TransformTo produces. The caller must not modify it.
 func (t *Transformer) Layout() Layout { return t.layout }
+
+// Checker returns the row checks of TransformTo: with Labels, the rows it
+// would refuse (a source can drop them first, see Checker); without, only
+// the sample weight's.
+func (t *Transformer) Checker() *Checker { return t.check }
 
 func growInt32(s []int32, n int) []int32 {
 	if cap(s) < n {
@@ -218,7 +238,7 @@ func (t *Transformer) TransformTo(dst *Batch, rec arrow.RecordBatch) error {
 	dst.DenseWidth = w
 	dst.Dense = growFloat32(dst.Dense, n*w)
 	for i := range t.dense {
-		if err := t.dense[i].fill(dst.Dense, w, rec, n); err != nil {
+		if err := t.dense[i].fill(dst.Dense, w, rec, n, t.strict); err != nil {
 			return err
 		}
 	}
@@ -301,7 +321,7 @@ func fillLabels(out []float32, c *numCol, l labelPlan) error {
 		case nInt64:
 			for r, v := range c.i64[:len(out)] {
 				if uint64(v) > 1 {
-					return errorf(ErrValue, "features: column %q: row %d: binary label must be 0 or 1, found %d", l.col, r, v)
+					return rowErr(l.col, r, FaultLabel, "binary label must be 0 or 1, found %d", v)
 				}
 				out[r] = float32(v)
 			}
@@ -309,7 +329,7 @@ func fillLabels(out []float32, c *numCol, l labelPlan) error {
 		case nInt32:
 			for r, v := range c.i32[:len(out)] {
 				if uint32(v) > 1 {
-					return errorf(ErrValue, "features: column %q: row %d: binary label must be 0 or 1, found %d", l.col, r, v)
+					return rowErr(l.col, r, FaultLabel, "binary label must be 0 or 1, found %d", v)
 				}
 				out[r] = float32(v)
 			}
@@ -532,7 +552,7 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 	return nil
 }
 
-func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int) error {
+func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int, strict bool) error {
 	a, err := recordColumn(rec, p.col)
 	if err != nil {
 		return err
@@ -545,20 +565,22 @@ func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int) e
 	for r := 0; r < n; r++ {
 		v, ok := c.value(r)
 		row := dense[r*w : r*w+w]
-		if !ok || !finite(v) {
+		var x float32
+		if ok && finite(v) {
+			if x, ok = p.transform(v); !ok && strict {
+				return rangeErr(p, r, v)
+			}
+		} else {
+			ok = false
+		}
+		if !ok {
 			row[at] = p.def
 			if mi >= 0 {
 				row[mi] = 1
 			}
 			continue
 		}
-		switch p.tr {
-		case TransformLog1p:
-			v = signedLog1p(v)
-		case TransformStandardize:
-			v = (v - p.mean) * p.inv
-		}
-		row[at] = float32(v)
+		row[at] = x
 		if mi >= 0 {
 			row[mi] = 0
 		}
