@@ -15,14 +15,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/features"
 )
 
-// Reasons a message becomes a dead letter (DeadLetter.Reason).
+// Reasons a message becomes a dead letter (DeadLetter.Reason). The first
+// four come from decoding; the others are the row faults of
+// features.RowError, found by KafkaConfig.Check.
 const (
-	ReasonBadJSON      = "bad_json"      // not one well-formed JSON object
-	ReasonWrongType    = "wrong_type"    // a field of a type its column cannot take
-	ReasonMissingField = "missing_field" // a required field (a label) absent or null
-	ReasonOversize     = "oversize"      // longer than the size limit
+	ReasonBadJSON      = "bad_json"           // not one well-formed JSON object
+	ReasonWrongType    = "wrong_type"         // a field of a type its column cannot take
+	ReasonMissingField = "missing_field"      // a required field (a label) absent or null
+	ReasonOversize     = "oversize"           // longer than the size limit
+	ReasonBadLabel     = features.FaultLabel  // a label outside its task's domain
+	ReasonBadWeight    = features.FaultWeight // a sample weight negative, not finite or beyond float32
+	ReasonOutOfRange   = features.FaultRange  // a dense value beyond float32's range
 )
 
 // DeadLetter is a message the stream could not use.

@@ -57,6 +57,12 @@ type KafkaConfig struct {
 	MaxEventBytes int
 	// DeadLetters receives malformed messages. Default: a LogDeadLetters.
 	DeadLetters DeadLetterSink
+	// Check, when set, finds the events of each batch that training cannot
+	// use although they decode (a label outside its domain, a bad weight, a
+	// value beyond float32: see features.RowError); they go to the dead
+	// letters with the fault as reason, and the batch goes on without them.
+	// Use the training Transformer's Checker. Default: nil (no checks).
+	Check RowChecker
 	// Start holds, per partition, the next offset to train on, from a
 	// checkpoint (Position().Offsets): messages below it are skipped, since
 	// a checkpoint that was written but whose Commit did not happen already
@@ -144,7 +150,8 @@ func (c KafkaConfig) withDefaults() KafkaConfig {
 
 // KafkaStats are a KafkaSource's counters since it started.
 type KafkaStats struct {
-	// Events is how many events were decoded into returned or pending batches.
+	// Events is how many events were decoded into returned or pending
+	// batches (those Check refused are dead letters, not events).
 	Events int64
 	// Bytes is the total value size of all messages read.
 	Bytes int64
@@ -185,11 +192,13 @@ type KafkaSource struct {
 	r   *kafka.Reader
 	dec *features.JSONDecoder
 
-	next      map[int]int64 // per partition, next offset to consume (Start merged with consumed)
-	returned  map[int]int64 // next at the last batch returned
-	committed map[int]int64 // the group's committed offset per partition, as far as known
-	first     map[int]int64 // per partition, the first offset consumed into the pending batch
-	lastStart map[int]int64 // returned before the last batch, overlaid with its first offsets
+	next      map[int]int64   // per partition, next offset to consume (Start merged with consumed)
+	returned  map[int]int64   // next at the last batch returned
+	committed map[int]int64   // the group's committed offset per partition, as far as known
+	first     map[int]int64   // per partition, the first offset consumed into the pending batch
+	lastStart map[int]int64   // returned before the last batch, overlaid with its first offsets
+	pend      []kafka.Message // the messages of the pending batch's rows
+	drop      []bool          // scratch of checkRows
 
 	mu    sync.Mutex // guards stats
 	stats KafkaStats
@@ -431,6 +440,26 @@ func (s *KafkaSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	rec, err := s.fill(ctx)
+	for err == nil && rec.NumRows() == 0 {
+		// Every event of the batch was a dead letter.
+		rec.Release()
+		rec, err = s.fill(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	clear(s.lastStart)
+	maps.Copy(s.lastStart, s.returned)
+	maps.Copy(s.lastStart, s.first)
+	clear(s.first)
+	maps.Copy(s.returned, s.next)
+	return rec, nil
+}
+
+// fill reads events into the pending batch, as Next says, and returns it
+// without the events Check refuses (possibly none left).
+func (s *KafkaSource) fill(ctx context.Context) (arrow.RecordBatch, error) {
 	// Phase 1: wait for the first valid event.
 	for s.dec.Len() == 0 {
 		m, err := s.fetch(ctx)
@@ -444,33 +473,66 @@ func (s *KafkaSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 	// Phase 2: fill the batch for at most BatchWait.
 	if s.dec.Len() < s.cfg.BatchSize {
 		bctx, cancel := context.WithTimeout(ctx, s.cfg.BatchWait)
+		defer cancel()
 		for s.dec.Len() < s.cfg.BatchSize {
 			m, err := s.fetch(bctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					cancel()
 					return nil, ctx.Err()
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
 					break // BatchWait elapsed
 				}
-				cancel()
 				return nil, err
 			}
 			if _, err := s.consume(ctx, &m); err != nil {
-				cancel()
 				return nil, err
 			}
 		}
-		cancel()
 	}
 	rec := s.dec.NewRecordBatch()
-	clear(s.lastStart)
-	maps.Copy(s.lastStart, s.returned)
-	maps.Copy(s.lastStart, s.first)
-	clear(s.first)
-	maps.Copy(s.returned, s.next)
-	return rec, nil
+	pend := s.pend
+	s.pend = s.pend[:0]
+	if s.cfg.Check == nil {
+		return rec, nil
+	}
+	return s.checkRows(ctx, rec, pend)
+}
+
+// checkRows sends the events of rec that Check refuses to the dead letters
+// and returns rec without them (rec itself when there are none). pend
+// holds the messages of rec's rows.
+func (s *KafkaSource) checkRows(ctx context.Context, rec arrow.RecordBatch, pend []kafka.Message) (arrow.RecordBatch, error) {
+	n := int(rec.NumRows())
+	if cap(s.drop) < n {
+		s.drop = make([]bool, n)
+	}
+	drop := s.drop[:n]
+	clear(drop)
+	var faults []*features.RowError
+	if _, err := s.cfg.Check.CheckRows(rec, func(e *features.RowError) {
+		if !drop[e.Row] {
+			drop[e.Row] = true
+			faults = append(faults, e)
+		}
+	}); err != nil {
+		rec.Release()
+		return nil, fmt.Errorf("ingest: kafka topic %s: %w", s.cfg.Topic, err)
+	}
+	if len(faults) == 0 {
+		return rec, nil
+	}
+	slices.SortFunc(faults, func(a, b *features.RowError) int { return a.Row - b.Row })
+	s.mu.Lock()
+	s.stats.Events -= int64(len(faults))
+	s.mu.Unlock()
+	for _, e := range faults {
+		if err := s.deadLetter(ctx, &pend[e.Row], e); err != nil {
+			rec.Release()
+			return nil, err
+		}
+	}
+	return dropRows(rec, drop, s.cfg.Allocator)
 }
 
 // fetch returns the next message, retrying transient errors.
@@ -527,6 +589,7 @@ func (s *KafkaSource) consume(ctx context.Context, m *kafka.Message) (bool, erro
 	}
 	if err == nil {
 		s.stats.Events++
+		s.pend = append(s.pend, *m)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -544,7 +607,10 @@ func (s *KafkaSource) consume(ctx context.Context, m *kafka.Message) (bool, erro
 }
 
 func reasonOf(err error) string {
+	var re *features.RowError
 	switch {
+	case errors.As(err, &re):
+		return re.Fault
 	case errors.Is(err, features.ErrEventTooLarge):
 		return ReasonOversize
 	case errors.Is(err, features.ErrEventMissingField):

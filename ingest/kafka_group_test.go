@@ -2,14 +2,22 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/features"
 )
 
 // deadMember joins group as a consumer of topic with the given client id,
@@ -193,5 +201,128 @@ func TestRangeBalancerOrdersMembersAndPartitions(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("assignment %v, want %v", got, want)
+	}
+}
+
+// TestKafkaCheckSendsRowFaultsToTheDeadLetters writes events that decode
+// but that training cannot use (a label of 2, a price of 1e300, both)
+// among good ones, with a batch of only such events first. With the
+// training Transformer's Checker, those events go to the dead letters with
+// their fault as reason, partition and offset; every good event arrives,
+// and the position moves past the dead letters.
+func TestKafkaCheckSendsRowFaultsToTheDeadLetters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	brokers, topic := testBrokers(t)
+	spec, err := features.ParseSpec(strings.NewReader(`fields:
+  - {name: user_id, kind: categorical, buckets: 100}
+  - {name: tags, kind: multi_categorical, buckets: 10}
+  - {name: price, kind: numeric}
+tasks: [{name: ctr, kind: binary, label: click}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := features.NewTransformer(spec, nil, features.TransformerConfig{Labels: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := func(id int, price string, click int) string {
+		return fmt.Sprintf(`{"event_id":%d,"user_id":"u%d","price":%s,"tags":["t%d"],"click":%d}`, id, id%97, price, id%5, click)
+	}
+	// Partition 1: a batch of faults alone, then good events with faults
+	// among them.
+	writeRaw(t, ctx, brokers, topic, 1, event(0, "1e300", 0), event(1, "2", 2))
+	dlqPath := filepath.Join(t.TempDir(), "dead.jsonl")
+	dlq, err := NewFileDeadLetters(dlqPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	s, err := NewKafkaSource(ctx, KafkaConfig{
+		Brokers: brokers, Topic: topic, GroupID: "g-" + topic, Schema: eventsSchema(), Check: tr.Checker(),
+		BatchSize: 50, BatchWait: 50 * time.Millisecond, DeadLetters: dlq, Allocator: mem, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	short, c := context.WithTimeout(ctx, 3*time.Second)
+	rec, err := s.Next(short)
+	c()
+	if err == nil {
+		rec.Release()
+		t.Fatalf("a batch of %d rows out of events that are all faults", rec.NumRows())
+	}
+	if dlq.Count() != 2 {
+		t.Fatalf("%d dead letters after the batch of faults, want 2", dlq.Count())
+	}
+	var vals []string
+	bad := map[int]string{}
+	for i := 2; i < 120; i++ {
+		switch {
+		case i%40 == 10:
+			vals = append(vals, event(i, "1", 3))
+			bad[i] = ReasonBadLabel
+		case i%40 == 20:
+			vals = append(vals, event(i, "-3.5e300", 1))
+			bad[i] = ReasonOutOfRange
+		case i%40 == 30:
+			vals = append(vals, event(i, "1e39", 7)) // both: the label is reported
+			bad[i] = ReasonBadLabel
+		default:
+			vals = append(vals, event(i, strconv.Itoa(i), i%2))
+		}
+	}
+	writeRaw(t, ctx, brokers, topic, 1, vals...)
+	seen := map[int64]bool{}
+	for len(seen) < 118-len(bad) {
+		rec, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d good events: %v", len(seen), err)
+		}
+		for r := 0; r < int(rec.NumRows()); r++ {
+			id := rec.Column(0).(*array.Int64).Value(r)
+			if _, isBad := bad[int(id)]; isBad || seen[id] {
+				t.Errorf("event %d in a batch (bad %v, seen before %v)", id, isBad, seen[id])
+			}
+			seen[id] = true
+		}
+		rec.Release()
+	}
+	if pos := s.Position(); pos.Offsets[1] != 120 {
+		t.Errorf("position %v, want partition 1 at 120 (past every dead letter)", pos.Offsets)
+	}
+	st := s.Stats()
+	if st.DeadLetters[ReasonBadLabel] != 1+6 || st.DeadLetters[ReasonOutOfRange] != 1+3 || st.Events != int64(len(seen)) {
+		t.Errorf("stats %+v, want 7 %s, 4 %s and %d events", st, ReasonBadLabel, ReasonOutOfRange, len(seen))
+	}
+	if err := dlq.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(dlqPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	want := []string{ReasonOutOfRange, ReasonBadLabel}
+	for i := 2; i < 120; i++ {
+		if r, ok := bad[i]; ok {
+			want = append(want, r)
+		}
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d dead letters, want %d:\n%s", len(lines), len(want), data)
+	}
+	for i, l := range lines {
+		var d deadLetterLine
+		if err := json.Unmarshal([]byte(l), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Reason != want[i] || d.Partition != 1 || d.Topic != topic || !strings.Contains(d.Detail, "row") {
+			t.Errorf("dead letter %d: %s, want reason %s", i, l, want[i])
+		}
 	}
 }

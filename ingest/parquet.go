@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/onestone/onestone/features"
 )
 
 // Errors a caller may branch on; returned errors wrap them with the file,
@@ -56,7 +59,36 @@ type ParquetConfig struct {
 	// on its own goroutine (all of them have ended when Next returns).
 	// Default: 1, everything on the calling goroutine.
 	Workers int
+	// Check, when set, finds the rows training cannot use (a label outside
+	// its domain, a bad weight, a value beyond float32: see
+	// features.RowError). Without SkipBadRows, Next fails on the first of
+	// them with a *BadRow error naming the file, row group, row and
+	// column. Default: nil (no checks).
+	Check RowChecker
+	// SkipBadRows makes Next leave the rows Check refuses out of its
+	// batches, and tell OnBadRow. Default: false (they are errors).
+	SkipBadRows bool
+	// OnBadRow, when set, is called for each row SkipBadRows leaves out.
+	OnBadRow func(BadRow)
 }
+
+// BadRow is a row of a Parquet file that training cannot use, and the
+// error Next returns for it without SkipBadRows. It wraps features.ErrValue.
+type BadRow struct {
+	// File, RowGroup and Row place it (Row within the row group).
+	File     string
+	RowGroup int
+	Row      int64
+	// Column, Fault and Detail are the features.RowError's.
+	Column, Fault, Detail string
+}
+
+func (b *BadRow) Error() string {
+	return fmt.Sprintf("ingest: %s: row group %d, row %d: column %q: %s (%s)", b.File, b.RowGroup, b.Row, b.Column, b.Detail, b.Fault)
+}
+
+// Unwrap returns features.ErrValue.
+func (b *BadRow) Unwrap() error { return features.ErrValue }
 
 // Validate reports whether the configuration is usable. It does not touch
 // the file system.
@@ -156,6 +188,20 @@ type ParquetSource struct {
 	pos    Position
 	err    error // sticky error
 	closed bool
+
+	check    RowChecker
+	skip     bool
+	onBadRow func(BadRow)
+	segs     []rowSeg // where the rows of the batch being read come from
+	drop     []bool   // scratch of checkRows
+}
+
+// rowSeg is a run of a batch's rows: n rows of file, row group rg from row.
+type rowSeg struct {
+	file string
+	rg   int
+	row  int64
+	n    int
 }
 
 var _ Source = (*ParquetSource)(nil)
@@ -180,6 +226,9 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 		paths:     paths,
 		names:     cfg.Columns,
 		workers:   max(1, cfg.Workers),
+		check:     cfg.Check,
+		skip:      cfg.SkipBadRows,
+		onBadRow:  cfg.OnBadRow,
 	}
 	if s.mem == nil {
 		s.mem = memory.DefaultAllocator
@@ -431,8 +480,77 @@ func (s *ParquetSource) closeFile() {
 // Next returns the next batch of up to BatchSize rows, or io.EOF after the
 // last row. The caller must Release the batch. After an error other than
 // io.EOF (or ctx's error) the source is unusable and returns the same
-// error; Position still names the first row not delivered.
-func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err error) {
+// error; Position still names the first row not delivered. With Check and
+// SkipBadRows a batch holds fewer rows than it read (never none).
+func (s *ParquetSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	for {
+		prev := s.pos
+		rec, err := s.read(ctx)
+		if err != nil || s.check == nil {
+			return rec, err
+		}
+		if rec, err = s.checkRows(rec); err != nil {
+			s.pos, s.err = prev, err
+			return nil, err
+		}
+		if rec.NumRows() > 0 {
+			return rec, nil
+		}
+		rec.Release() // every row was bad
+	}
+}
+
+// checkRows applies Check to rec: the first bad row is an error, or with
+// SkipBadRows the bad rows are left out (rec is released).
+func (s *ParquetSource) checkRows(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	n := int(rec.NumRows())
+	if cap(s.drop) < n {
+		s.drop = make([]bool, n)
+	}
+	drop := s.drop[:n]
+	clear(drop)
+	var bad []*features.RowError
+	if _, err := s.check.CheckRows(rec, func(e *features.RowError) {
+		if !drop[e.Row] {
+			drop[e.Row] = true
+			bad = append(bad, e)
+		}
+	}); err != nil {
+		rec.Release()
+		return nil, fmt.Errorf("ingest: %s: %w", s.paths[s.fileIdx], err)
+	}
+	if len(bad) == 0 {
+		return rec, nil
+	}
+	slices.SortFunc(bad, func(a, b *features.RowError) int { return a.Row - b.Row })
+	if !s.skip {
+		rec.Release()
+		return nil, s.badRow(bad[0])
+	}
+	if s.onBadRow != nil {
+		for _, e := range bad {
+			s.onBadRow(*s.badRow(e))
+		}
+	}
+	return dropRows(rec, drop, s.mem)
+}
+
+// badRow places row e.Row of the batch just read.
+func (s *ParquetSource) badRow(e *features.RowError) *BadRow {
+	b := &BadRow{Column: e.Column, Fault: e.Fault, Detail: e.Detail}
+	r := e.Row
+	for _, g := range s.segs {
+		if r < g.n {
+			b.File, b.RowGroup, b.Row = g.file, g.rg, g.row+int64(r)
+			break
+		}
+		r -= g.n
+	}
+	return b
+}
+
+// read reads the next batch of up to BatchSize rows (see Next).
+func (s *ParquetSource) read(ctx context.Context) (rec arrow.RecordBatch, err error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
@@ -443,6 +561,7 @@ func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 		return nil, err
 	}
 	prev := s.pos
+	s.segs = s.segs[:0]
 	defer func() {
 		if r := recover(); r != nil {
 			rec = nil
@@ -464,6 +583,7 @@ func (s *ParquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 		if err := s.eachColumn(func(c *colReader) error { return c.readRows(k) }); err != nil {
 			return nil, err
 		}
+		s.segs = append(s.segs, rowSeg{file: s.paths[s.fileIdx], rg: s.rg, row: s.row, n: k})
 		filled += k
 		s.row += int64(k)
 		s.pos.Row = s.row
