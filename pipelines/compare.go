@@ -138,7 +138,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		seen[a] = true
 	}
 	// The base setup (fits and saves the statistics if missing).
-	base, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, nil))
+	base, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, nil, false, nil))
 	if err != nil {
 		return nil, err
 	}

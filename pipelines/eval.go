@@ -22,13 +22,20 @@ type EvalConfig struct {
 	BatchSize int      // rows per forward pass. Default: 4096
 	Workers   int      // forward passes in parallel. Default: GOMAXPROCS
 	Limit     int64    // stop after this many rows. Default: 0 (all)
-	Allocator memory.Allocator
+	// SkipBadRows leaves out the rows training cannot use (see
+	// features.RowError) and counts them in EvalResult.BadRows; without
+	// it the first one is an error naming its file, row group, row and
+	// column (an *ingest.BadRow).
+	SkipBadRows bool
+	Allocator   memory.Allocator
 }
 
 // EvalResult holds the metrics of every objective.
 type EvalResult struct {
 	Rows    int64         `json:"rows"`
 	Metrics []mtl.Metrics `json:"metrics"`
+	// BadRows counts the rows SkipBadRows left out, by fault.
+	BadRows map[string]int64 `json:"bad_rows,omitempty"`
 }
 
 // Evaluate scores labelled Parquet data with m and computes every
@@ -41,7 +48,17 @@ func Evaluate(ctx context.Context, s *Setup, m *mmoe.Model, cfg EvalConfig) (*Ev
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: cfg.Paths, Columns: s.Spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator})
+	var bad map[string]int64
+	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
+		Paths: cfg.Paths, Columns: s.Spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator,
+		Check: s.Transformer.Checker(), SkipBadRows: cfg.SkipBadRows,
+		OnBadRow: func(b ingest.BadRow) {
+			if bad == nil {
+				bad = map[string]int64{}
+			}
+			bad[b.Fault]++
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +136,7 @@ func Evaluate(ctx context.Context, s *Setup, m *mmoe.Model, cfg EvalConfig) (*Ev
 	if err != nil {
 		return nil, err
 	}
-	return &EvalResult{Rows: rows, Metrics: ms}, nil
+	return &EvalResult{Rows: rows, Metrics: ms, BadRows: bad}, nil
 }
 
 // resize returns k slices of length n, reusing s's storage.

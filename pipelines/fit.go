@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -28,6 +29,14 @@ type FitConfig struct {
 	// Allocator allocates the Arrow buffers. Default:
 	// memory.DefaultAllocator.
 	Allocator memory.Allocator
+	// SkipBadRows leaves out the rows training cannot use (a label outside
+	// its domain, a bad weight, a value beyond float32: see
+	// features.RowError), counts them (FitResult.BadRows) and tells
+	// OnBadRow. Without it the first one stops Fit with an error naming its
+	// file, row group, row and column (an *ingest.BadRow). Default: false.
+	SkipBadRows bool
+	// OnBadRow, when set, is called for each row SkipBadRows leaves out.
+	OnBadRow func(ingest.BadRow)
 }
 
 // Validate reports whether the configuration is usable.
@@ -53,6 +62,8 @@ type FitResult struct {
 	// one, or holds one of another type) and Stats have no label
 	// statistics.
 	NoLabels error
+	// BadRows counts the rows SkipBadRows left out, by fault.
+	BadRows map[string]int64
 }
 
 // Fit computes the spec's statistics in one streaming pass over Parquet
@@ -66,7 +77,23 @@ func Fit(ctx context.Context, spec *features.Spec, cfg FitConfig) (*FitResult, e
 		return nil, err
 	}
 	res := &FitResult{}
-	pc := ingest.ParquetConfig{Paths: cfg.Paths, Columns: spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator}
+	check, err := features.NewChecker(spec, true)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: fit: %w", err)
+	}
+	pc := ingest.ParquetConfig{
+		Paths: cfg.Paths, Columns: spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator,
+		Check: check, SkipBadRows: cfg.SkipBadRows,
+		OnBadRow: func(b ingest.BadRow) {
+			if res.BadRows == nil {
+				res.BadRows = map[string]int64{}
+			}
+			res.BadRows[b.Fault]++
+			if cfg.OnBadRow != nil {
+				cfg.OnBadRow(b)
+			}
+		},
+	}
 	src, err := ingest.NewParquetSource(ctx, pc)
 	if errors.Is(err, ingest.ErrSchema) {
 		res.NoLabels = err
@@ -100,13 +127,17 @@ func Fit(ctx context.Context, spec *features.Spec, cfg FitConfig) (*FitResult, e
 
 // fitForTraining returns the fit LoadSetup runs for TrainBatch and Compare
 // when the spec has no statistics: Fit with the defaults, as `onestone fit`
-// runs it. Data without labels cannot train, so it is an error here, and
-// statistics fitted on it are not saved for the next run.
-func fitForTraining(ctx context.Context, paths []string, alloc memory.Allocator) func(*features.Spec) (*features.Stats, error) {
+// runs it (with skip, leaving out bad rows, whose count goes to progress
+// when it is not nil). Data without labels cannot train, so it is an error
+// here, and statistics fitted on it are not saved for the next run.
+func fitForTraining(ctx context.Context, paths []string, alloc memory.Allocator, skip bool, progress io.Writer) func(*features.Spec) (*features.Stats, error) {
 	return func(spec *features.Spec) (*features.Stats, error) {
-		res, err := Fit(ctx, spec, FitConfig{Paths: paths, Allocator: alloc})
+		res, err := Fit(ctx, spec, FitConfig{Paths: paths, Allocator: alloc, SkipBadRows: skip})
 		if err != nil {
 			return nil, err
+		}
+		if n := sumCounts(res.BadRows); n > 0 && progress != nil {
+			fmt.Fprintf(progress, "fit: left out %d bad rows (%s)\n", n, formatCounts(res.BadRows))
 		}
 		if res.NoLabels != nil {
 			return nil, fmt.Errorf("pipelines: training data without labels: %w", res.NoLabels)

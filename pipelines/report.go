@@ -154,7 +154,10 @@ func (r *Report) Gates() *GateAnalysis { return r.gates }
 
 // readSample reads and transforms the first n rows of paths.
 func readSample(ctx context.Context, s *Setup, paths []string, n int) (*features.Batch, error) {
-	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: paths, Columns: s.Spec.Columns(true), BatchSize: n})
+	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
+		Paths: paths, Columns: s.Spec.Columns(true), BatchSize: n,
+		Check: s.Transformer.Checker(), SkipBadRows: true, // a sample for analysis: leave bad rows out
+	})
 	if err != nil {
 		return nil, err
 	}

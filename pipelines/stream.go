@@ -83,7 +83,10 @@ type StreamConfig struct {
 	// BatchWait is how long a micro-batch waits to fill once it holds one
 	// event. Default: 500ms.
 	BatchWait time.Duration
-	// DeadLetters is where malformed events go: "file:PATH", "topic:NAME"
+	// DeadLetters is where malformed events go (those that do not decode,
+	// and those the training Transformer's Checker refuses: a label outside
+	// its domain, a bad weight, a value beyond float32; see
+	// features.RowError): "file:PATH", "topic:NAME"
 	// (on the same brokers) or a bare path. Default: "" (logged only).
 	DeadLetters string
 	// Window is how many of the latest events the progressive
@@ -371,7 +374,7 @@ func (st *streamRun) open(ctx context.Context) error {
 	}
 	kc := ingest.KafkaConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID,
-		Schema: st.r.s.Spec.Schema(true), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
+		Schema: st.r.s.Spec.Schema(true), Check: st.r.s.Transformer.Checker(), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
 		Start: st.r.pos.Offsets, Allocator: cfg.Allocator, SessionTimeout: cfg.SessionTimeout,
 		Logger: cfg.Logger,
 	}
@@ -740,10 +743,23 @@ func (st *streamRun) status(final bool) {
 		ms = res.Metrics
 	}
 	var dead int64
-	for _, n := range ks.DeadLetters {
+	reasons := make([]string, 0, len(ks.DeadLetters))
+	for r, n := range ks.DeadLetters {
 		dead += n
+		reasons = append(reasons, r)
 	}
 	fmt.Fprintf(&sb, "  %s  dead letters %d", formatWindow(ms), dead)
+	if dead > 0 {
+		slices.Sort(reasons)
+		for i, r := range reasons {
+			sep := " "
+			if i == 0 {
+				sep = " ("
+			}
+			fmt.Fprintf(&sb, "%s%s=%d", sep, r, ks.DeadLetters[r])
+		}
+		sb.WriteByte(')')
+	}
 	if st.commitErrs > 0 {
 		fmt.Fprintf(&sb, "  commit failures %d", st.commitErrs)
 	}

@@ -47,7 +47,7 @@ func streamBrokers(t testing.TB, partitions int) (brokers []string, topic string
 func streamData(t testing.TB, rows int64) (dir, spec string) {
 	t.Helper()
 	dir, spec = genData(t, rows, "")
-	if _, err := LoadSetup(spec, fitForTraining(context.Background(), []string{filepath.Join(dir, "train-*.parquet")}, nil)); err != nil {
+	if _, err := LoadSetup(spec, fitForTraining(context.Background(), []string{filepath.Join(dir, "train-*.parquet")}, nil, false, nil)); err != nil {
 		t.Fatal(err)
 	}
 	return dir, spec
@@ -482,31 +482,43 @@ func rowIDs(c features.SparseColumn, i int) []int32 {
 }
 
 // TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn sends malformed events
-// among good ones: they land in the dead-letter file with their reason and
-// offset, the good ones are trained on, and the status line counts them.
+// among good ones: those that do not decode, and those that decode but
+// that training cannot use (the poison events of issue 12: a label of 2, a
+// price of 1e300, a standardized value beyond float32). They land in the
+// dead-letter file with their reason and offset, the good ones are trained
+// on, the status line counts them by reason, and the committed offsets
+// move past them.
 func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 	dir, spec := streamData(t, 12000)
 	brokers, topic := streamBrokers(t, 1)
 	good := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 500)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: &kafka.Transport{}}
-	bad := []kafka.Message{
-		{Value: []byte(`{"click": 1, "conversion"`)},         // bad JSON
-		{Value: []byte(`{"click": "yes", "conversion": 0}`)}, // wrong type
-		{Value: []byte(`{"user_id": 7}`)},                    // missing labels
+	bad := []struct {
+		value, reason string
+	}{
+		{`{"click": 1, "conversion"`, ingest.ReasonBadJSON},
+		{`{"click": "yes", "conversion": 0}`, ingest.ReasonWrongType},
+		{`{"user_id": 7}`, ingest.ReasonMissingField},
+		{`{"user_id": 5, "item_id": 7, "click": 2, "conversion": 0}`, ingest.ReasonBadLabel},
+		{`{"user_id": 5, "item_id": 7, "price": 1e300, "click": 1, "conversion": 0}`, ingest.ReasonOutOfRange},
+		{`{"user_id": 5, "item_id": 7, "item_popularity": -1e39, "click": 0, "conversion": 0}`, ingest.ReasonOutOfRange},
 	}
-	if err := w.WriteMessages(context.Background(), bad...); err != nil {
-		t.Fatal(err)
+	for _, b := range bad {
+		if err := w.WriteMessages(context.Background(), kafka.Message{Value: []byte(b.value)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	w.Close()
 	w.Transport.(*kafka.Transport).CloseIdleConnections()
 	more := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00001.parquet")}, 0, 500)
+	total := good + more + int64(len(bad))
 	dlq := filepath.Join(t.TempDir(), "dlq.jsonl")
 	var prog syncBuffer
-	_, err := runStream(t, StreamConfig{
+	l, err := runStream(t, StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "dl", SpecPath: spec, Model: filepath.Join(t.TempDir(), "live"),
 		DeadLetters: "file:" + dlq, CheckpointEvents: 100, BatchWait: 50 * time.Millisecond,
 		Progress: &prog, ProgressEvery: time.Nanosecond, Logger: quietStreamLogger(),
-	}, func(p Published) bool { return p.Position.Offsets[0] >= good+more+int64(len(bad)) })
+	}, func(p Published) bool { return p.Position.Offsets[0] >= total })
 	if err != nil {
 		t.Fatalf("%v\n%s", err, prog.String())
 	}
@@ -518,16 +530,19 @@ func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 	if len(lines) != len(bad) {
 		t.Fatalf("%d dead letters, want %d:\n%s", len(lines), len(bad), data)
 	}
-	for i, reason := range []string{ingest.ReasonBadJSON, ingest.ReasonWrongType, ingest.ReasonMissingField} {
+	for i, b := range bad {
 		want := fmt.Sprintf(`"offset":%d`, good+int64(i))
-		if !strings.Contains(lines[i], `"reason":"`+reason+`"`) || !strings.Contains(lines[i], want) {
-			t.Errorf("dead letter %d = %s, want reason %s and %s", i, lines[i], reason, want)
+		if !strings.Contains(lines[i], `"reason":"`+b.reason+`"`) || !strings.Contains(lines[i], want) || !strings.Contains(lines[i], `"topic":"`+topic+`"`) {
+			t.Errorf("dead letter %d = %s, want reason %s, topic %s and %s", i, lines[i], b.reason, topic, want)
 		}
 	}
-	if !strings.Contains(prog.String(), "dead letters 3") {
-		t.Errorf("the status line does not count the dead letters:\n%s", prog.String())
+	if want := "dead letters 6 (bad_json=1 bad_label=1 missing_field=1 out_of_range=2 wrong_type=1)"; !strings.Contains(prog.String(), want) {
+		t.Errorf("the status line does not count the dead letters by reason (%q):\n%s", want, prog.String())
 	}
-	if !strings.Contains(prog.String(), fmt.Sprintf("%d examples", good+more)) {
-		t.Errorf("the good events were not all trained on:\n%s", prog.String())
+	if last := l.pubs[len(l.pubs)-1]; last.Examples != good+more {
+		t.Errorf("%d examples trained, want the %d good events", last.Examples, good+more)
+	}
+	if got := committedOffsets(t, brokers, topic, "dl", 1); got[0] != total {
+		t.Errorf("committed offset %d, want %d (past the dead letters)", got[0], total)
 	}
 }

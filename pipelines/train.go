@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +56,14 @@ type TrainBatchConfig struct {
 	// FreezeShared keeps the warm-started shared part (embeddings, shared
 	// experts and gates) fixed; it needs InitFrom.
 	FreezeShared bool
+	// SkipBadRows leaves out the rows training cannot use (a label outside
+	// its domain, a bad weight, a value beyond float32: see
+	// features.RowError) of the training and validation data, and of the
+	// fit when the spec has no statistics; it counts them
+	// (TrainResult.BadRows) and prints the first ones. Without it the first
+	// such row stops the run with an error naming its file, row group, row
+	// and column (an *ingest.BadRow). Default: false.
+	SkipBadRows bool
 	// Observers watch the run (see Observer): a Report, a Journal, or any
 	// value implementing some of the hook interfaces.
 	Observers []Observer
@@ -76,6 +86,9 @@ type TrainResult struct {
 	ExamplesPerSec float64     `json:"examples_per_sec"`
 	Best           *EvalResult `json:"best,omitempty"`
 	Final          *EvalResult `json:"final,omitempty"`
+	// BadRows counts, by fault, the training rows SkipBadRows left out in
+	// the first pass of this run over the data.
+	BadRows map[string]int64 `json:"bad_rows,omitempty"`
 }
 
 // trainRun is the state of one TrainBatch call.
@@ -95,6 +108,8 @@ type trainRun struct {
 	sampleEvents []json.RawMessage
 	prog         *progress
 	obs          observers
+	badRows      map[string]int64
+	firstEpoch   int // the epoch this run started in; bad rows are counted in it
 }
 
 // TrainBatch trains the spec's model on Parquet data: epochs over the
@@ -120,7 +135,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if cfg.KeepCheckpoints == 0 {
 		cfg.KeepCheckpoints = 2
 	}
-	s, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, cfg.Allocator))
+	s, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, cfg.Allocator, cfg.SkipBadRows, cfg.Progress))
 	if err != nil {
 		return nil, err
 	}
@@ -181,12 +196,14 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	startExamples := r.examples
 	prog := newProgress(r.cfg.Progress, r.cfg.ProgressEvery, s.Tasks)
 	r.prog = prog
+	r.firstEpoch = r.epoch
 	var b features.Batch
 	stopped := false
 	for r.epoch < s.Train.Epochs {
 		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
 			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
 			Allocator: r.cfg.Allocator, Start: r.pos,
+			Check: s.Transformer.Checker(), SkipBadRows: r.cfg.SkipBadRows, OnBadRow: r.badRow,
 		})
 		if err != nil {
 			return nil, err
@@ -209,8 +226,11 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 		}
 	}
 	prog.done()
+	if n := sumCounts(r.badRows); n > 0 && r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "left out %d bad training rows (%s)\n", n, formatCounts(r.badRows))
+	}
 	elapsed := time.Since(start).Seconds()
-	res := &TrainResult{Steps: tr.Steps(), Examples: r.examples, Seconds: elapsed}
+	res := &TrainResult{Steps: tr.Steps(), Examples: r.examples, Seconds: elapsed, BadRows: r.badRows}
 	if elapsed > 0 {
 		res.ExamplesPerSec = float64(r.examples-startExamples) / elapsed
 	}
@@ -283,6 +303,47 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 	})
 }
 
+// maxBadRowLines is how many bad rows a run prints, one line each.
+const maxBadRowLines = 10
+
+// badRow counts a row SkipBadRows left out (in the run's first epoch; the
+// later ones read the same rows) and prints the first ones.
+func (r *trainRun) badRow(b ingest.BadRow) {
+	if r.epoch != r.firstEpoch {
+		return
+	}
+	if r.badRows == nil {
+		r.badRows = map[string]int64{}
+	}
+	r.badRows[b.Fault]++
+	if n := sumCounts(r.badRows); n <= maxBadRowLines && r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "\nleft out: %v\n", &b)
+		if n == maxBadRowLines {
+			fmt.Fprintln(r.cfg.Progress, "(further bad rows are counted, not printed)")
+		}
+	}
+}
+
+func sumCounts(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// formatCounts renders counts by name: "bad_label=2 out_of_range=1".
+func formatCounts(m map[string]int64) string {
+	var sb strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "%s=%d", k, m[k])
+	}
+	return sb.String()
+}
+
 // interrupted writes a checkpoint after cancellation and returns ctx's error.
 func (r *trainRun) interrupted(ctx context.Context) error {
 	if _, err := r.checkpoint(ctx, nil); err != nil {
@@ -319,7 +380,7 @@ func (r *trainRun) evaluateAndCheckpoint(ctx context.Context, limit int64) error
 	key := float64(r.trainer.Steps()) // without validation: the newest is best
 	if len(r.cfg.Valid) > 0 {
 		var err error
-		res, err = Evaluate(ctx, r.s, r.model, EvalConfig{Paths: r.cfg.Valid, Limit: limit, Allocator: r.cfg.Allocator})
+		res, err = Evaluate(ctx, r.s, r.model, EvalConfig{Paths: r.cfg.Valid, Limit: limit, Allocator: r.cfg.Allocator, SkipBadRows: r.cfg.SkipBadRows})
 		if err != nil {
 			return fmt.Errorf("pipelines: validation: %w", err)
 		}

@@ -36,6 +36,7 @@ func fitFlags(fs *flag.FlagSet) runFunc {
 	seed := fs.Uint64("seed", 0, "seed of the reservoir sampling for quantile boundaries (train's own fit uses the default)")
 	sample := fs.Int("quantile-sample", features.DefaultQuantileSample, "values sampled per bucketized field")
 	batch := fs.Int("batch", ingest.DefaultBatchSize, "rows per record batch")
+	skip := fs.Bool("skip-bad-rows", false, "leave out rows training cannot use (bad label or weight, value beyond float32), count and report them, instead of stopping at the first")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
@@ -54,9 +55,20 @@ func fitFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		start := time.Now()
-		res, err := pipelines.Fit(ctx, spec, pipelines.FitConfig{Paths: data, Seed: *seed, QuantileSample: *sample, BatchSize: *batch})
+		var bad int
+		res, err := pipelines.Fit(ctx, spec, pipelines.FitConfig{
+			Paths: data, Seed: *seed, QuantileSample: *sample, BatchSize: *batch, SkipBadRows: *skip,
+			OnBadRow: func(b ingest.BadRow) {
+				if bad++; bad <= 10 {
+					fmt.Fprintf(stderr, "onestone fit: left out: %v\n", &b)
+				}
+			},
+		})
 		if err != nil {
 			return err
+		}
+		if bad > 0 {
+			fmt.Fprintf(stderr, "onestone fit: left out %d bad rows\n", bad)
 		}
 		st := res.Stats
 		dst := *out

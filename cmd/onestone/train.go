@@ -49,6 +49,7 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&cfg.InitFrom, "init-from", "", "warm-start matching parameters from this bundle (same feature fields)")
 	fs.BoolVar(&cfg.FreezeShared, "freeze-shared", false, "with --init-from: keep the shared part (embeddings, shared experts and gates) fixed")
 	maxModelBytesVar(fs, &cfg.Limits.MaxBytes)
+	fs.BoolVar(&cfg.SkipBadRows, "skip-bad-rows", false, "leave out rows training cannot use (bad label or weight, value beyond float32), count and report them, instead of stopping at the first")
 	reportDir := fs.String("report", "", "write a training report (index.html with plots, gate analysis) to this directory")
 	journal := fs.String("journal", "", "append a JSON line per trained batch, evaluation, checkpoint and published bundle to this file")
 	quiet := fs.Bool("quiet", false, "no progress line")
