@@ -147,6 +147,11 @@ func instanceClientID(t *testing.T, root string) string {
 // while the other member trains on. Every event is trained by some member,
 // and the group's committed offsets end at the end of the topic.
 func TestStreamTwoMembersShareAndSurviveAKill(t *testing.T) {
+	if raceEnabled {
+		// Two race-instrumented stream processes for 20-40 s, on top of
+		// the kill test's: make test's budget. It runs without -race.
+		t.Skip("skipped under the race detector")
+	}
 	const (
 		parts = 4
 		total = 16000
