@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/segmentio/kafka-go"
@@ -205,7 +206,8 @@ func TestRangeBalancerOrdersMembersAndPartitions(t *testing.T) {
 }
 
 // TestKafkaCheckSendsRowFaultsToTheDeadLetters writes events that decode
-// but that training cannot use (a label of 2, a price of 1e300, both)
+// but that training cannot use (a label of 2, a price of 1e300, both, a
+// negative weight, a weight beyond float32)
 // among good ones, with a batch of only such events first. With the
 // training Transformer's Checker, those events go to the dead letters with
 // their fault as reason, partition and offset; every good event arrives,
@@ -221,6 +223,7 @@ func TestKafkaCheckSendsRowFaultsToTheDeadLetters(t *testing.T) {
   - {name: tags, kind: multi_categorical, buckets: 10}
   - {name: price, kind: numeric}
 tasks: [{name: ctr, kind: binary, label: click}]
+sample_weight: w
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -229,12 +232,13 @@ tasks: [{name: ctr, kind: binary, label: click}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	event := func(id int, price string, click int) string {
-		return fmt.Sprintf(`{"event_id":%d,"user_id":"u%d","price":%s,"tags":["t%d"],"click":%d}`, id, id%97, price, id%5, click)
+	schema := arrow.NewSchema(append(eventsSchema().Fields(), arrow.Field{Name: "w", Type: arrow.PrimitiveTypes.Float64, Nullable: true}), nil)
+	event := func(id int, price string, click int, w string) string {
+		return fmt.Sprintf(`{"event_id":%d,"user_id":"u%d","price":%s,"tags":["t%d"],"click":%d,"w":%s}`, id, id%97, price, id%5, click, w)
 	}
 	// Partition 1: a batch of faults alone, then good events with faults
 	// among them.
-	writeRaw(t, ctx, brokers, topic, 1, event(0, "1e300", 0), event(1, "2", 2))
+	writeRaw(t, ctx, brokers, topic, 1, event(0, "1e300", 0, "1"), event(1, "2", 2, "1"))
 	dlqPath := filepath.Join(t.TempDir(), "dead.jsonl")
 	dlq, err := NewFileDeadLetters(dlqPath)
 	if err != nil {
@@ -242,7 +246,7 @@ tasks: [{name: ctr, kind: binary, label: click}]
 	}
 	defer dlq.Close()
 	s, err := NewKafkaSource(ctx, KafkaConfig{
-		Brokers: brokers, Topic: topic, GroupID: "g-" + topic, Schema: eventsSchema(), Check: tr.Checker(),
+		Brokers: brokers, Topic: topic, GroupID: "g-" + topic, Schema: schema, Check: tr.Checker(),
 		BatchSize: 50, BatchWait: 50 * time.Millisecond, DeadLetters: dlq, Allocator: mem, Logger: quietLogger(),
 	})
 	if err != nil {
@@ -263,17 +267,23 @@ tasks: [{name: ctr, kind: binary, label: click}]
 	bad := map[int]string{}
 	for i := 2; i < 120; i++ {
 		switch {
+		case i%40 == 5:
+			vals = append(vals, event(i, "1", 1, "-0.5"))
+			bad[i] = ReasonBadWeight
 		case i%40 == 10:
-			vals = append(vals, event(i, "1", 3))
+			vals = append(vals, event(i, "1", 3, "1"))
 			bad[i] = ReasonBadLabel
 		case i%40 == 20:
-			vals = append(vals, event(i, "-3.5e300", 1))
+			vals = append(vals, event(i, "-3.5e300", 1, "1"))
 			bad[i] = ReasonOutOfRange
+		case i%40 == 25:
+			vals = append(vals, event(i, "1", 0, "1e39"))
+			bad[i] = ReasonBadWeight
 		case i%40 == 30:
-			vals = append(vals, event(i, "1e39", 7)) // both: the label is reported
+			vals = append(vals, event(i, "1e39", 7, "1")) // both: the label is reported
 			bad[i] = ReasonBadLabel
 		default:
-			vals = append(vals, event(i, strconv.Itoa(i), i%2))
+			vals = append(vals, event(i, strconv.Itoa(i), i%2, strconv.FormatFloat(float64(i%3)/2, 'g', -1, 64)))
 		}
 	}
 	writeRaw(t, ctx, brokers, topic, 1, vals...)
@@ -296,8 +306,8 @@ tasks: [{name: ctr, kind: binary, label: click}]
 		t.Errorf("position %v, want partition 1 at 120 (past every dead letter)", pos.Offsets)
 	}
 	st := s.Stats()
-	if st.DeadLetters[ReasonBadLabel] != 1+6 || st.DeadLetters[ReasonOutOfRange] != 1+3 || st.Events != int64(len(seen)) {
-		t.Errorf("stats %+v, want 7 %s, 4 %s and %d events", st, ReasonBadLabel, ReasonOutOfRange, len(seen))
+	if st.DeadLetters[ReasonBadLabel] != 1+6 || st.DeadLetters[ReasonOutOfRange] != 1+3 || st.DeadLetters[ReasonBadWeight] != 6 || st.Events != int64(len(seen)) {
+		t.Errorf("stats %+v, want 7 %s, 4 %s, 6 %s and %d events", st, ReasonBadLabel, ReasonOutOfRange, ReasonBadWeight, len(seen))
 	}
 	if err := dlq.Sync(ctx); err != nil {
 		t.Fatal(err)

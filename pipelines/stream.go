@@ -89,6 +89,9 @@ type StreamConfig struct {
 	// features.RowError): "file:PATH", "topic:NAME"
 	// (on the same brokers) or a bare path. Default: "" (logged only).
 	DeadLetters string
+	// MaxEventBytes sends longer events to the dead letters (reason
+	// oversize). Default: features.DefaultMaxEventBytes (1 MiB).
+	MaxEventBytes int
 	// Window is how many of the latest events the progressive
 	// (test-then-train) metrics cover. Default: DefaultStreamWindow (50000).
 	Window int
@@ -136,9 +139,9 @@ func (c StreamConfig) Validate() error {
 		return fmt.Errorf("pipelines: stream: checkpoint interval %v is negative", c.CheckpointEvery)
 	case c.CheckpointEvents < 0:
 		return fmt.Errorf("pipelines: stream: checkpoint events %d is negative", c.CheckpointEvents)
-	case c.MaxBatch < 0 || c.Window < 0 || c.KeepBundles < 0 || c.KeepCheckpoints < 0:
-		return fmt.Errorf("pipelines: stream: negative size (max batch %d, window %d, keep bundles %d, keep checkpoints %d)",
-			c.MaxBatch, c.Window, c.KeepBundles, c.KeepCheckpoints)
+	case c.MaxBatch < 0 || c.Window < 0 || c.KeepBundles < 0 || c.KeepCheckpoints < 0 || c.MaxEventBytes < 0:
+		return fmt.Errorf("pipelines: stream: negative size (max batch %d, window %d, keep bundles %d, keep checkpoints %d, max event bytes %d)",
+			c.MaxBatch, c.Window, c.KeepBundles, c.KeepCheckpoints, c.MaxEventBytes)
 	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.ProgressEvery < 0:
 		return errors.New("pipelines: stream: negative duration")
 	}
@@ -375,7 +378,7 @@ func (st *streamRun) open(ctx context.Context) error {
 	kc := ingest.KafkaConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID,
 		Schema: st.r.s.Spec.Schema(true), Check: st.r.s.Transformer.Checker(), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
-		Start: st.r.pos.Offsets, Allocator: cfg.Allocator, SessionTimeout: cfg.SessionTimeout,
+		MaxEventBytes: cfg.MaxEventBytes, Start: st.r.pos.Offsets, Allocator: cfg.Allocator, SessionTimeout: cfg.SessionTimeout,
 		Logger: cfg.Logger,
 	}
 	if st.dl != nil {

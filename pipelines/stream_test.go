@@ -484,8 +484,9 @@ func rowIDs(c features.SparseColumn, i int) []int32 {
 // TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn sends malformed events
 // among good ones: those that do not decode, and those that decode but
 // that training cannot use (the poison events of issue 12: a label of 2, a
-// price of 1e300, a standardized value beyond float32). They land in the
-// dead-letter file with their reason and offset, the good ones are trained
+// price of 1e300, a standardized value beyond float32), and one longer than
+// the size limit. They land in the dead-letter file with their reason,
+// topic, partition and offset, the good ones are trained
 // on, the status line counts them by reason, and the committed offsets
 // move past them.
 func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
@@ -502,6 +503,7 @@ func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 		{`{"user_id": 5, "item_id": 7, "click": 2, "conversion": 0}`, ingest.ReasonBadLabel},
 		{`{"user_id": 5, "item_id": 7, "price": 1e300, "click": 1, "conversion": 0}`, ingest.ReasonOutOfRange},
 		{`{"user_id": 5, "item_id": 7, "item_popularity": -1e39, "click": 0, "conversion": 0}`, ingest.ReasonOutOfRange},
+		{`{"user_id": 5, "item_id": 7, "click": 1, "conversion": 0, "pad": "` + strings.Repeat("x", 5000) + `"}`, ingest.ReasonOversize},
 	}
 	for _, b := range bad {
 		if err := w.WriteMessages(context.Background(), kafka.Message{Value: []byte(b.value)}); err != nil {
@@ -516,7 +518,7 @@ func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 	var prog syncBuffer
 	l, err := runStream(t, StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "dl", SpecPath: spec, Model: filepath.Join(t.TempDir(), "live"),
-		DeadLetters: "file:" + dlq, CheckpointEvents: 100, BatchWait: 50 * time.Millisecond,
+		DeadLetters: "file:" + dlq, MaxEventBytes: 4096, CheckpointEvents: 100, BatchWait: 50 * time.Millisecond,
 		Progress: &prog, ProgressEvery: time.Nanosecond, Logger: quietStreamLogger(),
 	}, func(p Published) bool { return p.Position.Offsets[0] >= total })
 	if err != nil {
@@ -530,13 +532,32 @@ func TestStreamDeadLettersGoToTheFileAndTheStreamGoesOn(t *testing.T) {
 	if len(lines) != len(bad) {
 		t.Fatalf("%d dead letters, want %d:\n%s", len(lines), len(bad), data)
 	}
+	// Events that do not decode go to the dead letters as they are read,
+	// those the Checker refuses once their batch is decoded: match them by
+	// offset.
+	type letter struct {
+		Topic     string `json:"topic"`
+		Partition int    `json:"partition"`
+		Offset    int64  `json:"offset"`
+		Reason    string `json:"reason"`
+		Detail    string `json:"detail"`
+	}
+	byOffset := map[int64]letter{}
+	for _, line := range lines {
+		var d letter
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("dead letter %.300s: %v", line, err)
+		}
+		byOffset[d.Offset] = d
+	}
 	for i, b := range bad {
-		want := fmt.Sprintf(`"offset":%d`, good+int64(i))
-		if !strings.Contains(lines[i], `"reason":"`+b.reason+`"`) || !strings.Contains(lines[i], want) || !strings.Contains(lines[i], `"topic":"`+topic+`"`) {
-			t.Errorf("dead letter %d = %s, want reason %s, topic %s and %s", i, lines[i], b.reason, topic, want)
+		off := good + int64(i)
+		d, ok := byOffset[off]
+		if !ok || d.Reason != b.reason || d.Topic != topic || d.Partition != 0 || d.Detail == "" {
+			t.Errorf("dead letter of offset %d: %+v (found %v), want reason %s, topic %s, partition 0 and a detail", off, d, ok, b.reason, topic)
 		}
 	}
-	if want := "dead letters 6 (bad_json=1 bad_label=1 missing_field=1 out_of_range=2 wrong_type=1)"; !strings.Contains(prog.String(), want) {
+	if want := "dead letters 7 (bad_json=1 bad_label=1 missing_field=1 out_of_range=2 oversize=1 wrong_type=1)"; !strings.Contains(prog.String(), want) {
 		t.Errorf("the status line does not count the dead letters by reason (%q):\n%s", want, prog.String())
 	}
 	if last := l.pubs[len(l.pubs)-1]; last.Examples != good+more {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/pipelines"
 )
 
@@ -38,6 +39,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	maxBatch := fs.Int("max-batch", 4096, "most events per micro-batch")
 	wait := fs.Duration("batch-wait", 500*time.Millisecond, "how long a micro-batch waits to fill")
 	dlq := fs.String("dead-letters", "", "where malformed events go: file:PATH or topic:NAME (default: logged)")
+	maxEvent := fs.Int("max-event-bytes", features.DefaultMaxEventBytes, "events longer than this go to the dead letters (reason oversize)")
 	window := fs.Int("window", pipelines.DefaultStreamWindow, "events in the progressive (test-then-train) evaluation window")
 	keep := fs.Int("keep", pipelines.DefaultKeepBundles, "published bundles to keep")
 	session := fs.Duration("session-timeout", 0, "consumer group session timeout (default 30s; the broker's minimum is usually 6s)")
@@ -67,7 +69,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		cfg := pipelines.StreamConfig{
 			Brokers: addrs, Topic: *topic, GroupID: *group, InstanceID: *instance, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
 			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
-			DeadLetters: *dlq, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
+			DeadLetters: *dlq, MaxEventBytes: *maxEvent, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
 			Progress: stderr, ProgressEvery: *every2, Logger: logger,
 		}
 		if *journal != "" {
