@@ -22,7 +22,8 @@
 # missing (the parts do the same when run alone).
 #
 # BIN is the onestone binary to test (default: bin/onestone, built first).
-# PARTS lists the parts to run (default: every scripts/chaos-*.sh).
+# PARTS lists the parts to run (default: every scripts/chaos-*.sh, the
+# stream's first).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,14 +49,16 @@ export BIN
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/onestone-chaos.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 
-read -r -a parts <<<"${PARTS:-$(ls scripts/chaos-*.sh | tr '\n' ' ')}"
+# The stream's parts first (1 and 2), then the others in name order.
+read -r -a parts <<<"${PARTS:-$(ls scripts/chaos-*.sh | awk '/chaos-stream/ { print; next } { rest = rest $0 " " } END { print rest }' | tr '\n' ' ')}"
 T0=$SECONDS
 for p in "${parts[@]}"; do
 	name=$(basename "$p" .sh)
 	log "== $name"
 	t=$SECONDS
 	rc=0
-	"./$p" >"$OUT/$name.json" || rc=$?
+	case $p in /*) cmd=$p ;; *) cmd=./$p ;; esac
+	"$cmd" >"$OUT/$name.json" || rc=$?
 	echo "$rc $((SECONDS - t))" >"$OUT/$name.rc"
 	log "== $name: exit $rc after $((SECONDS - t)) s"
 done
