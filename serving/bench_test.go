@@ -176,7 +176,7 @@ func BenchmarkDecodeRequest500(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := serving.DecodeRequest(&req, body); err != nil {
+		if err := serving.DecodeRequest(&req, body, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

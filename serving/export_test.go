@@ -7,7 +7,7 @@ package serving
 func DecodeTransform(s *Scorer) (run func(body []byte) error, done func()) {
 	st := s.pool.Get().(*scoreState)
 	run = func(body []byte) error {
-		if err := DecodeRequest(&st.req, body); err != nil {
+		if err := DecodeRequest(&st.req, body, s.cfg.MaxCandidates); err != nil {
 			return err
 		}
 		if err := st.decodeContext(&st.req); err != nil {

@@ -76,13 +76,17 @@ type Request struct {
 }
 
 // DecodeRequest parses body into dst, reusing dst's slices: decoding a
-// request into a reused Request allocates nothing per candidate. It checks
+// request into a reused Request allocates nothing per candidate. With
+// maxCandidates > 0 it stops at the candidate after the limit, without
+// scanning it or the rest of the body, and returns a *RequestError
+// wrapping ErrTooManyCandidates: a body of a million candidates costs no
+// more than one of maxCandidates+1. It checks
 // the envelope strictly (unknown top-level keys, wrong types, malformed JSON
 // anywhere in the body are *RequestError wrapping ErrBadRequest, naming the
 // field) but not the features inside the context and candidates: the
 // Scorer checks those against the model's schema. Values may nest
 // jsontext.MaxDepth (256) deep inside the context and each candidate.
-func DecodeRequest(dst *Request, body []byte) error {
+func DecodeRequest(dst *Request, body []byte, maxCandidates int) error {
 	dst.Context = nil
 	dst.Candidates = dst.Candidates[:0]
 	dst.Objectives = dst.Objectives[:0]
@@ -127,6 +131,10 @@ func DecodeRequest(dst *Request, body []byte) error {
 			}
 			j, more := jsontext.Open(b, i)
 			for n := 0; more; n++ {
+				if maxCandidates > 0 && n == maxCandidates {
+					return reqErr("candidates", ErrTooManyCandidates,
+						"more than %d candidates: the limit is %d per request", maxCandidates, maxCandidates)
+				}
 				if jsontext.KindAt(b, j) != jsontext.KindObject {
 					return reqErr(indexField("candidates", n), ErrBadRequest, "want a JSON object, found %s", jsontext.Describe(b, j))
 				}

@@ -331,7 +331,7 @@ func (r *Response) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil
 // buffers for the decoded request too. It is what the HTTP handler calls.
 func (s *Scorer) ScoreBody(ctx context.Context, body []byte) (*Response, error) {
 	st := s.pool.Get().(*scoreState)
-	if err := DecodeRequest(&st.req, body); err != nil {
+	if err := DecodeRequest(&st.req, body, s.cfg.MaxCandidates); err != nil {
 		s.pool.Put(st)
 		return nil, err
 	}
@@ -355,7 +355,7 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 	}()
 	n := len(req.Candidates)
 	if n > s.cfg.MaxCandidates {
-		return nil, reqErr("candidates", ErrTooManyCandidates, "%d candidates, the limit is %d", n, s.cfg.MaxCandidates)
+		return nil, reqErr("candidates", ErrTooManyCandidates, "%d candidates: the limit is %d per request", n, s.cfg.MaxCandidates)
 	}
 	// Objectives asked for.
 	st.objIdx = st.objIdx[:0]

@@ -283,7 +283,7 @@ func testRequestNoTop(body []byte) []byte {
 func mustDecode(t testing.TB, body []byte) *Request {
 	t.Helper()
 	var req Request
-	if err := DecodeRequest(&req, body); err != nil {
+	if err := DecodeRequest(&req, body, 0); err != nil {
 		t.Fatal(err)
 	}
 	return &req
@@ -349,6 +349,37 @@ func TestScoreErrors(t *testing.T) {
 	resp.Release()
 }
 
+// TestDecodeRequestCandidateLimit: the limit is enforced while decoding:
+// the decoder stops at the candidate after the limit, so what follows it
+// (here malformed JSON) is never scanned, and a request at the limit
+// passes.
+func TestDecodeRequestCandidateLimit(t *testing.T) {
+	var req Request
+	at := `{"candidates": [{"a": 1}, {}, {"b": [2]}], "top_k": 2}`
+	if err := DecodeRequest(&req, []byte(at), 3); err != nil {
+		t.Fatalf("3 candidates at a limit of 3: %v", err)
+	}
+	if len(req.Candidates) != 3 || req.TopK != 2 {
+		t.Fatalf("decoded %d candidates, top_k %d", len(req.Candidates), req.TopK)
+	}
+	over := `{"candidates": [{}, {}, {}, {"x": ` + strings.Repeat("[", 10000)
+	err := DecodeRequest(&req, []byte(over), 3)
+	var re *RequestError
+	if !errors.As(err, &re) || !errors.Is(err, ErrTooManyCandidates) || re.Field != "candidates" {
+		t.Fatalf("4th candidate at a limit of 3: error %v, want ErrTooManyCandidates on candidates", err)
+	}
+	if !strings.Contains(re.Msg, "more than 3 candidates") {
+		t.Errorf("message %q does not say the limit", re.Msg)
+	}
+	if len(req.Candidates) > 3 {
+		t.Errorf("kept %d candidates past the limit", len(req.Candidates))
+	}
+	// Without a limit the same body is malformed.
+	if err := DecodeRequest(&req, []byte(over), 0); errors.Is(err, ErrTooManyCandidates) || !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("no limit: error %v, want ErrBadRequest", err)
+	}
+}
+
 func TestRankParse(t *testing.T) {
 	good := map[string]int{"": 0, "ctr": 1, "ctr^1 * cvr^0.5 * price": 3, " ctcvr*bid^-1.5*0.5 ": 3, "x.y_z-1^2e-1": 1}
 	for src, n := range good {
@@ -383,7 +414,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"candidates": [{"a": [[[[]]]]}], "top_k": null, "context": null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req Request
-		err := DecodeRequest(&req, body)
+		err := DecodeRequest(&req, body, 0)
 		if err != nil {
 			var re *RequestError
 			if !errors.As(err, &re) {
@@ -531,11 +562,11 @@ func TestDecodeRequestAllocs(t *testing.T) {
 	}
 	body := testRequest(t, rand.New(rand.NewPCG(4, 4)), 500, `,"top_k":50,"objectives":null`)
 	var req Request
-	if err := DecodeRequest(&req, body); err != nil {
+	if err := DecodeRequest(&req, body, 0); err != nil {
 		t.Fatal(err)
 	}
 	if a := testing.AllocsPerRun(20, func() {
-		if err := DecodeRequest(&req, body); err != nil {
+		if err := DecodeRequest(&req, body, 0); err != nil {
 			t.Fatal(err)
 		}
 	}); a != 0 {
