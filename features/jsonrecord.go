@@ -26,6 +26,9 @@ var (
 	ErrEventMissingField = errors.New("features: missing required field")
 	// ErrEventTooLarge: the event is longer than JSONConfig.MaxEventBytes.
 	ErrEventTooLarge = errors.New("features: event too large")
+	// ErrEventUnknownField: with JSONConfig.Strict, the event has a key
+	// that is neither a column nor in JSONConfig.Known.
+	ErrEventUnknownField = errors.New("features: unknown field")
 )
 
 // EventError is the error JSONDecoder.Append returns for a rejected event.
@@ -35,7 +38,8 @@ type EventError struct {
 	Field string
 	// Offset is the byte offset of a syntax error in the event, else -1.
 	Offset int
-	// Kind is ErrEventSyntax, ErrEventType, ErrEventMissingField or ErrEventTooLarge.
+	// Kind is ErrEventSyntax, ErrEventType, ErrEventMissingField,
+	// ErrEventTooLarge or ErrEventUnknownField.
 	Kind error
 	// Msg says what was wanted and what was found.
 	Msg string
@@ -66,6 +70,14 @@ type JSONConfig struct {
 	// MaxEventBytes rejects longer events with ErrEventTooLarge.
 	// Default: DefaultMaxEventBytes (1 MiB).
 	MaxEventBytes int
+	// Strict refuses an event with a key that is neither a column of the
+	// schema nor in Known (ErrEventUnknownField, naming the key). Default:
+	// false: such a key is skipped and counted (JSONDecoder.TakeUnknown).
+	Strict bool
+	// Known lists keys that are not columns but may appear in events
+	// (labels when serving, fields a ranking formula reads): they are
+	// skipped, neither counted nor refused. Default: none.
+	Known []string
 }
 
 // Validate reports whether the configuration is usable. Zero values are
@@ -144,8 +156,10 @@ type column struct {
 }
 
 // JSONDecoder turns JSON events, one object per event, into Arrow record
-// batches with a fixed schema. Keys name columns; unknown keys are skipped
-// (their values must still be well-formed JSON, nested at most 256 deep);
+// batches with a fixed schema. Keys name columns; unknown keys (neither a
+// column nor in JSONConfig.Known) are skipped and counted, or with
+// JSONConfig.Strict refused (their values must be well-formed JSON, nested
+// at most 256 deep, either way);
 // a key that is absent or null gives a null when the column is nullable and
 // ErrEventMissingField when it is not (labels).
 //
@@ -177,6 +191,7 @@ type JSONDecoder struct {
 	items   []item
 	sc      jsontext.Scanner // sc.Buf: unescaped strings and rendered numbers of the event
 	n       int              // accepted events not yet taken by NewRecordBatch
+	unknown int              // unknown keys skipped since the last TakeUnknown
 	lastN   int
 	lastStr []int // data bytes of each string builder in the last batch (for Reserve)
 	lastLst []int
@@ -229,6 +244,11 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 		}
 		d.cols = append(d.cols, c)
 	}
+	for _, k := range cfg.Known {
+		if _, col := d.byName[k]; !col {
+			d.byName[k] = -1 // known, not a column
+		}
+	}
 	d.slots = make([]slot, len(d.cols))
 	d.lastStr = make([]int, len(d.cols))
 	d.lastLst = make([]int, len(d.cols))
@@ -265,6 +285,16 @@ func (d *JSONDecoder) Schema() *arrow.Schema { return d.schema }
 
 // Len returns how many events were accepted since the last NewRecordBatch.
 func (d *JSONDecoder) Len() int { return d.n }
+
+// TakeUnknown returns how many unknown keys (neither a column nor in
+// JSONConfig.Known) the events given to Append have held since the last
+// call, and starts counting again from zero. A key counts once per event
+// it appears in, whether or not the event was accepted.
+func (d *JSONDecoder) TakeUnknown() int {
+	n := d.unknown
+	d.unknown = 0
+	return n
+}
 
 // Append decodes one event and appends it as one row. On error nothing of
 // the event is appended; the error wraps one of ErrEventSyntax,
@@ -484,7 +514,13 @@ func (d *JSONDecoder) parse(b []byte) error {
 			return err
 		}
 		col, known := d.byName[string(key)]
-		if known && firstErr == nil {
+		if !known {
+			d.unknown++
+			if d.cfg.Strict && firstErr == nil {
+				firstErr = fieldErr(string(key), ErrEventUnknownField, "unknown key: not a column of the feature spec")
+			}
+		}
+		if known && col >= 0 && firstErr == nil {
 			i, err = d.scanField(b, v, col)
 			if ee, ok := err.(*EventError); ok && ee.Kind != ErrEventSyntax {
 				// Keep the first field error, but finish checking the

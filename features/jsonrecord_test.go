@@ -127,6 +127,60 @@ func TestJSONDecoderValues(t *testing.T) {
 	}
 }
 
+// TestJSONDecoderUnknownKeys: keys that are neither columns nor Known are
+// counted and skipped by default, and refused, named, with Strict; a
+// malformed event stays a syntax error in both modes.
+func TestJSONDecoderUnknownKeys(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			d, err := NewJSONDecoder(eventSchema(), JSONConfig{Allocator: mem, Strict: strict, Known: []string{"label", "price"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Release()
+			// Known keys and columns only: accepted, nothing counted.
+			if err := d.Append([]byte(`{"label":{"x":1},"price":2,"click":1}`)); err != nil {
+				t.Fatalf("known keys: %v", err)
+			}
+			if n := d.TakeUnknown(); n != 0 {
+				t.Fatalf("known keys: %d unknown counted", n)
+			}
+			// Two unknown keys (one escaped), one of them twice.
+			err = d.Append([]byte(`{"pirce":2,"click":1,"\u0078x":[1],"pirce":3}`))
+			if n := d.TakeUnknown(); n != 3 {
+				t.Errorf("unknown keys counted %d, want 3", n)
+			}
+			if d.TakeUnknown() != 0 {
+				t.Error("TakeUnknown did not reset the count")
+			}
+			if !strict {
+				if err != nil {
+					t.Fatalf("default mode refused an unknown key: %v", err)
+				}
+				if d.Len() != 2 {
+					t.Fatalf("Len %d, want 2", d.Len())
+				}
+			} else {
+				var ee *EventError
+				if !errors.As(err, &ee) || !errors.Is(err, ErrEventUnknownField) || ee.Field != "pirce" {
+					t.Fatalf("strict: error %v, want ErrEventUnknownField on \"pirce\"", err)
+				}
+				if d.Len() != 1 {
+					t.Fatalf("strict: Len %d after a refused event, want 1", d.Len())
+				}
+			}
+			// Malformed after an unknown key: a syntax error either way.
+			if err := d.Append([]byte(`{"pirce":2,"click":1,"x":tru}`)); !errors.Is(err, ErrEventSyntax) {
+				t.Errorf("malformed event: error %v, want ErrEventSyntax", err)
+			}
+			rec := d.NewRecordBatch()
+			rec.Release()
+		})
+	}
+}
+
 func TestJSONDecoderErrors(t *testing.T) {
 	cases := []struct {
 		name, event string

@@ -70,6 +70,13 @@ type ScorerConfig struct {
 	// MaxObjectBytes bounds the raw JSON of the context and of each
 	// candidate. Default: DefaultMaxBodyBytes (4 MiB).
 	MaxObjectBytes int
+	// Strict refuses a request whose context or candidates hold a key the
+	// bundle does not know (ErrBadRequest naming it, e.g.
+	// "candidates[3].pirce"). Known are the feature spec's columns, its
+	// labels, sample weight and group key, and the rank formula's fields.
+	// Default: false: unknown keys are skipped (the feature takes its
+	// default) and counted in Response.UnknownKeys.
+	Strict bool
 }
 
 // Validate reports whether the configuration is usable.
@@ -128,8 +135,9 @@ type Scorer struct {
 	rank       *rankPlan
 	objectives []string
 	schema     *arrow.Schema
-	required   []int  // schema column indices
-	isCtx      []bool // by schema column: a context-side field
+	required   []int    // schema column indices
+	isCtx      []bool   // by schema column: a context-side field
+	known      []string // keys that are not columns but are not unknown either
 	split      *mmoe.Split
 	pool       sync.Pool
 }
@@ -154,8 +162,9 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		schema:     b.servingSpec.Schema(false),
 	}
 	s.rank = f.bind(s.objectives)
+	s.known = append(b.Spec.Columns(true), s.rank.fields...)
 	// Check once that the decoder takes the schema, so newState cannot fail.
-	dec, err := features.NewJSONDecoder(s.schema, features.JSONConfig{MaxEventBytes: cfg.MaxObjectBytes})
+	dec, err := features.NewJSONDecoder(s.schema, s.jsonConfig())
 	if err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", b.Dir, err)
 	}
@@ -222,6 +231,7 @@ type scoreState struct {
 	resp     Response
 	objIdx   []int
 	flat     []float32
+	unknown  int // unknown keys in the request scored last
 }
 
 func (s *Scorer) newState() *scoreState {
@@ -247,11 +257,15 @@ func (s *Scorer) newState() *scoreState {
 
 // newDecoder returns a JSON decoder of the scorer's schema.
 func (s *Scorer) newDecoder() *features.JSONDecoder {
-	dec, err := features.NewJSONDecoder(s.schema, features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes})
+	dec, err := features.NewJSONDecoder(s.schema, s.jsonConfig())
 	if err != nil {
 		panic(err) // NewScorer checked that the decoder takes the schema
 	}
 	return dec
+}
+
+func (s *Scorer) jsonConfig() features.JSONConfig {
+	return features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes, Strict: s.cfg.Strict, Known: s.known}
 }
 
 // Response is the answer to a score request. It holds pooled buffers:
@@ -266,6 +280,10 @@ type Response struct {
 	Results []Result
 	// Scored is the number of candidates scored (before the top_k cut).
 	Scored int
+	// UnknownKeys counts the keys of the context and the candidates that
+	// the bundle does not know (see ScorerConfig.Strict), skipped: a key
+	// counts once per object it appears in.
+	UnknownKeys int
 
 	st *scoreState
 }
@@ -413,6 +431,7 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 	r.st = st
 	r.ModelVersion = s.b.Manifest.Version
 	r.Scored = n
+	r.UnknownKeys = st.unknown
 	if cap(r.Objectives) < len(st.objIdx) {
 		r.Objectives = make([]string, len(st.objIdx))
 	}
@@ -455,6 +474,7 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		}
 		st.scores[o] = st.scores[o][:n]
 	}
+	defer st.countUnknown()
 	if err := st.decodeContext(req); err != nil {
 		return err
 	}
@@ -495,6 +515,17 @@ func (st *scoreState) decodeContext(req *Request) error {
 		st.ctxErr = reqErr("context", ErrBadRequest, "%v", err)
 	}
 	return nil
+}
+
+// countUnknown sets st.unknown to the unknown keys the decoders of the
+// request skipped, and resets their counts.
+func (st *scoreState) countUnknown() {
+	st.unknown = st.ctxDec.TakeUnknown()
+	for p := range st.parts {
+		if dec := st.parts[p].dec; dec != nil {
+			st.unknown += dec.TakeUnknown()
+		}
+	}
 }
 
 func (st *scoreState) releaseContext() {

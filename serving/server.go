@@ -211,6 +211,7 @@ type Server struct {
 	mRequests   *prometheus.CounterVec
 	mLatency    *prometheus.HistogramVec
 	mCands      prometheus.Counter
+	mUnknown    prometheus.Counter
 	mInFlight   prometheus.Gauge
 	mModel      *prometheus.GaugeVec
 	mReloads    prometheus.Counter
@@ -253,6 +254,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mCands = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "onestone_candidates_scored_total", Help: "Candidates scored.",
 	})
+	s.mUnknown = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "onestone_score_unknown_keys_total", Help: "Keys of scored requests' contexts and candidates that the model does not know, skipped (serve --strict refuses them instead).",
+	})
 	s.mInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_score_in_flight", Help: "Score requests being worked on.",
 	})
@@ -277,7 +281,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mLoadedAt = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_model_loaded_timestamp_seconds", Help: "When the served model was swapped in (Unix time).",
 	})
-	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
+	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s.mux = http.NewServeMux()
@@ -482,6 +486,9 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mCands.Add(float64(resp.Scored))
+	if resp.UnknownKeys > 0 {
+		s.mUnknown.Add(float64(resp.UnknownKeys))
+	}
 	buf.out = resp.AppendJSON(buf.out[:0])
 	buf.out = append(buf.out, '\n')
 	resp.Release()

@@ -237,6 +237,57 @@ func TestServerScoreReadyModelMetrics(t *testing.T) {
 	}
 }
 
+// TestServerUnknownKeys: a key the model does not know is skipped and
+// counted by default (the request scores as without it) and refused with
+// 400 naming it under Strict; labels, the sample weight and the rank
+// formula's fields are known.
+func TestServerUnknownKeys(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 3)
+	s, ts := newTestServer(t, root, ServerConfig{Scorer: ScorerConfig{Rank: "ctr * bid"}})
+	_, strict := newTestServer(t, root, ServerConfig{Scorer: ScorerConfig{Rank: "ctr * bid", Strict: true}})
+	clean := `{"context": {"user_id": 4, "age": 30}, "candidates": [{"item_id": "a", "price": 3, "bid": 2, "click": 1, "w": 1}, {"item_id": "b", "bid": 1}]}`
+	typos := `{"context": {"user_id": 4, "age": 30, "agee": 31}, "candidates": [{"item_id": "a", "price": 3, "pirce": 9, "bid": 2, "click": 1, "w": 1}, {"item_id": "b", "bid": 1, "pirce": 1}]}`
+	inCand := `{"context": {"user_id": 4, "age": 30}, "candidates": [{"item_id": "a", "price": 3, "bid": 2}, {"item_id": "b", "bid": 1, "pirce": 1}]}`
+
+	code, want, _ := post(t, ts.Client(), ts.URL+"/v1/score", []byte(clean))
+	if code != 200 {
+		t.Fatalf("clean request: %d %s", code, want)
+	}
+	code, got, _ := post(t, ts.Client(), ts.URL+"/v1/score", []byte(typos))
+	if code != 200 || !bytes.Equal(got, want) {
+		t.Fatalf("unknown keys, default mode: %d %s, want the clean answer %s", code, got, want)
+	}
+	if _, m := get(t, ts.URL+"/metrics"); !strings.Contains(string(m), "onestone_score_unknown_keys_total 3\n") {
+		t.Errorf("metrics do not count 3 unknown keys:\n%s", grepLines(string(m), "unknown"))
+	}
+	if s.Scorer().Config().Strict {
+		t.Fatal("default server is strict")
+	}
+
+	if code, b, _ := post(t, strict.Client(), strict.URL+"/v1/score", []byte(clean)); code != 200 || !bytes.Equal(b, want) {
+		t.Fatalf("clean request, strict: %d %s", code, b)
+	}
+	for body, field := range map[string]string{typos: "context.agee", inCand: "candidates[1].pirce"} {
+		code, b, _ := post(t, strict.Client(), strict.URL+"/v1/score", []byte(body))
+		var e errorDoc
+		if code != 400 || json.Unmarshal(b, &e) != nil || e.Field != field || !strings.Contains(e.Error, "unknown key") {
+			t.Errorf("strict: %d %s, want 400 naming %s", code, b, field)
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func TestServerAdminReload(t *testing.T) {
 	root := t.TempDir()
 	writeTestBundle(t, root, 1)

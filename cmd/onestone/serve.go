@@ -40,6 +40,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows(), "candidates per forward pass (the workers share a request's passes)")
 	fs.IntVar(&cfg.Scorer.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines sharing one request's candidates (requests under 2 x 64 candidates use one)")
 	listVar(fs, &cfg.Scorer.Required, "require", "feature `columns` every candidate must have (itself or via the context)")
+	fs.BoolVar(&cfg.Scorer.Strict, "strict", false, "answer 400 to a context or candidate key the model does not know, naming it (default: skip it and count it in onestone_score_unknown_keys_total)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
 	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "score requests waiting for a slot before 429 (default 4 x max-inflight)")
