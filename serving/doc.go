@@ -33,10 +33,11 @@
 //	GET  /metrics           Prometheus text format
 //	POST /v1/admin/reload   with "Authorization: Bearer <token>", only when a token is configured
 //
-// Bad requests get 400 (413 for a body over the size limit) with
-// {"error": "...", "field": "candidates[3].price"} naming the offending
-// field; overload gets 429 (queue full) or 503 (waited too long) with
-// Retry-After. The server polls its bundle root and swaps newer bundles in
+// Bad requests get 400 (413 for a body over the size limit, 408 for one
+// that did not arrive in time) with {"error": "...", "field":
+// "candidates[3].price"} naming the offending field. A body is read
+// before its request takes an in-flight slot; overload gets 429 (queue
+// full) or 503 (waited too long) with Retry-After. The server polls its bundle root and swaps newer bundles in
 // atomically after validating them off the request path; a refused bundle
 // is logged, counted and remembered, and the previous model keeps serving.
 package serving

@@ -34,6 +34,9 @@ const (
 	DefaultPoll            = 2 * time.Second
 	DefaultQueueWait       = 100 * time.Millisecond
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultBodyTimeout is how long a score request's body may take to
+	// arrive.
+	DefaultBodyTimeout = 5 * time.Second
 	// DefaultHelperSpin is how long Serve's helper workers poll for the
 	// next request before they sleep (see Helpers).
 	DefaultHelperSpin = 10 * time.Millisecond
@@ -52,8 +55,14 @@ type ServerConfig struct {
 	// MaxBodyBytes rejects larger request bodies with 413.
 	// Default: DefaultMaxBodyBytes (4 MiB).
 	MaxBodyBytes int64
-	// MaxInFlight bounds the score requests being worked on at once.
-	// Default: 2 x GOMAXPROCS.
+	// BodyTimeout bounds the time a score request's body takes to arrive,
+	// from the handler's start: a client that has not sent it all by then
+	// gets 408 and the connection is closed. The body is read before the
+	// request takes an in-flight slot, so slow clients hold no slot.
+	// Default: DefaultBodyTimeout (5s).
+	BodyTimeout time.Duration
+	// MaxInFlight bounds the score requests being worked on at once (their
+	// bodies already read). Default: 2 x GOMAXPROCS.
 	MaxInFlight int
 	// MaxQueue bounds the score requests waiting for a slot; beyond it a
 	// request is refused at once with 429. Default: 4 x MaxInFlight.
@@ -99,7 +108,7 @@ func (c ServerConfig) Validate() error {
 		return fmt.Errorf("serving: ServerConfig: negative limit (MaxBodyBytes %d, MaxInFlight %d, MaxQueue %d, QueueWait %v)",
 			c.MaxBodyBytes, c.MaxInFlight, c.MaxQueue, c.QueueWait)
 	}
-	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.ShutdownTimeout < 0 {
+	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("serving: ServerConfig: negative timeout")
 	}
 	if err := c.Limits.Validate(); err != nil {
@@ -114,6 +123,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = defaultInFlight()
@@ -198,6 +210,7 @@ type Server struct {
 	handler http.Handler
 	sem     chan struct{}
 	waiting atomic.Int64
+	reading atomic.Int64 // score requests whose body is being read
 	bufs    sync.Pool
 
 	reloadMu sync.Mutex
@@ -213,6 +226,7 @@ type Server struct {
 	mCands      prometheus.Counter
 	mUnknown    prometheus.Counter
 	mInFlight   prometheus.Gauge
+	mReading    prometheus.Gauge
 	mModel      *prometheus.GaugeVec
 	mReloads    prometheus.Counter
 	mRefused    prometheus.Counter
@@ -260,6 +274,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_score_in_flight", Help: "Score requests being worked on.",
 	})
+	s.mReading = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "onestone_score_reading", Help: "Score requests whose body is being received (they hold no in-flight slot).",
+	})
 	s.mModel = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "onestone_model_info", Help: "The model being served (value 1), labelled by version, whether its files were verified by checksums (verified: true or false), and how its sample was checked (sample_check: exact, tolerance or none).",
 	}, []string{"version", "verified", "sample_check"})
@@ -281,7 +298,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mLoadedAt = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_model_loaded_timestamp_seconds", Help: "When the served model was swapped in (Unix time).",
 	})
-	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
+	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s.mux = http.NewServeMux()
@@ -428,7 +445,27 @@ func (s *Server) acquire(ctx context.Context) int {
 	}
 }
 
+// bodyPrealloc caps the buffer grown up front for a declared
+// Content-Length: beyond it the buffer grows only as bytes arrive, so a
+// client that announces a large body and sends nothing holds no memory.
+const bodyPrealloc = 64 << 10
+
+// handleScore reads the body, within its size limit and BodyTimeout,
+// before it takes an in-flight slot: a slow client holds a goroutine and
+// the bytes it has sent, never a slot that a request ready to be scored
+// needs.
 func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
+	buf := s.bufs.Get().(*reqBuf)
+	defer func() {
+		if buf.body.Cap() <= int(s.cfg.MaxBodyBytes)+bytes.MinRead {
+			s.bufs.Put(buf)
+		}
+	}()
+	if code, msg := s.readBody(w, r, &buf.body); code != 0 {
+		writeError(w, code, "", msg)
+		return
+	}
+
 	if code := s.acquire(r.Context()); code != 0 {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, code, "", "server overloaded: too many requests in flight, retry later")
@@ -442,29 +479,6 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	if cur == nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "", "no model loaded yet")
-		return
-	}
-	buf := s.bufs.Get().(*reqBuf)
-	defer func() {
-		if buf.body.Cap() <= int(s.cfg.MaxBodyBytes)+bytes.MinRead {
-			s.bufs.Put(buf)
-		}
-	}()
-	buf.body.Reset()
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, s.cfg.MaxBodyBytes))
-		return
-	}
-	if r.ContentLength > 0 {
-		buf.body.Grow(int(r.ContentLength) + 1)
-	}
-	if _, err := buf.body.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body exceeds the limit of %d bytes", mbe.Limit))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "", "reading the request body: "+err.Error())
 		return
 	}
 	resp, err := cur.sc.ScoreBody(r.Context(), buf.body.Bytes())
@@ -497,6 +511,43 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(buf.out)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(buf.out)
+}
+
+// readBody reads the request body into dst, at most MaxBodyBytes and
+// within BodyTimeout. It returns 0, or the status and message to answer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, dst *bytes.Buffer) (int, string) {
+	s.reading.Add(1)
+	s.mReading.Inc()
+	defer func() {
+		s.mReading.Dec()
+		s.reading.Add(-1)
+	}()
+	dst.Reset()
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, s.cfg.MaxBodyBytes)
+	}
+	if r.ContentLength > 0 {
+		dst.Grow(int(min(r.ContentLength, bodyPrealloc)) + 1)
+	}
+	// The deadline replaces the server's ReadTimeout for the body; the
+	// server sets a fresh one for the connection's next request.
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return http.StatusInternalServerError, "setting the body deadline: " + err.Error()
+	}
+	_, err := dst.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err == nil {
+		return 0, ""
+	}
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", mbe.Limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return http.StatusRequestTimeout, fmt.Sprintf("request body not received within %v (%d bytes arrived)", s.cfg.BodyTimeout, dst.Len())
+	}
+	return http.StatusBadRequest, "reading the request body: " + err.Error()
 }
 
 // ModelInfo is the document of GET /v1/model: the served bundle's version,

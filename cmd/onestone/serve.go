@@ -42,6 +42,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	listVar(fs, &cfg.Scorer.Required, "require", "feature `columns` every candidate must have (itself or via the context)")
 	fs.BoolVar(&cfg.Scorer.Strict, "strict", false, "answer 400 to a context or candidate key the model does not know, naming it (default: skip it and count it in onestone_score_unknown_keys_total)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", serving.DefaultMaxBodyBytes, "largest request body in `bytes` (more: 413)")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", serving.DefaultBodyTimeout, "longest time a score request's body may take to arrive (then 408); bodies are read before a request takes an in-flight slot")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "score requests worked on at once (default 2 x GOMAXPROCS)")
 	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "score requests waiting for a slot before 429 (default 4 x max-inflight)")
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", serving.DefaultQueueWait, "longest wait for a slot before 503")
