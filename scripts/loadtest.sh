@@ -30,7 +30,6 @@ SAT_SECS=${SAT_SECS:-10}
 RATE=${RATE:-100}
 CANDIDATES=${CANDIDATES:-500}
 SAT_CONC=${SAT_CONC:-8}
-BIN=${BIN:-bin/onestone}
 
 if ! command -v hey >/dev/null 2>&1; then
 	echo "loadtest: installing hey from Debian" >&2
@@ -38,8 +37,14 @@ if ! command -v hey >/dev/null 2>&1; then
 	$SUDO apt-get update -qq && $SUDO apt-get install -y -qq hey >/dev/null
 fi
 
-echo "loadtest: building $BIN" >&2
-go build -o "$BIN" ./cmd/onestone
+# BIN is the onestone binary to test (default: bin/onestone, built first;
+# a given BIN is not rebuilt, so an unprivileged user without Go can run
+# the script).
+if [ -z "${BIN:-}" ]; then
+	BIN=bin/onestone
+	echo "loadtest: building $BIN" >&2
+	go build -o "$BIN" ./cmd/onestone
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/onestone-loadtest.XXXXXX")
 SERVER_PID=""
@@ -139,6 +144,8 @@ cat <<REPORT
   "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU},
   "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL", "server_cpu_cores": $S_CPU},
   "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
+  "user": "$(id -un)",
+  "helpers": "$(grep -o 'helper workers poll [^"]*' "$WORK/server.log" | head -1)",
   "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}}
 }
 REPORT

@@ -17,11 +17,12 @@ import (
 // core only once the kernel wakes an idle thread there; on the virtual
 // machines measured here waking an idle vCPU took from 0.1 to 5 ms (see
 // docs/serving.md), a large part of a 5 ms request. A helper that is still
-// polling takes the work within microseconds. While polling, a helper's
-// thread runs at the lowest scheduling priority (nice 19, where the OS
-// allows it), so that any other thread that wants its core, such as a
-// load generator on the same machine, gets it at once; it works at the
-// normal priority. While it polls, its core is busy.
+// polling takes the work within microseconds. While it polls, its core is
+// busy, but any other thread that wants the core, such as a load
+// generator on the same machine, gets it at once: see Renice for how.
+//
+// A helper always works at the priority its thread started with: request
+// work never runs at a lowered priority.
 //
 // A request never waits for a helper that has not started its work: when
 // its own goroutine has finished every part and pass, it revokes the tasks
@@ -31,6 +32,7 @@ type Helpers struct {
 	queue   chan *helperTask
 	spin    time.Duration
 	polling int // helpers that poll (the others sleep at once)
+	renice  bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -46,12 +48,29 @@ func NewHelpers(n int, spin time.Duration) *Helpers {
 	if h.spin > 0 {
 		h.polling = max(0, min(n, runtime.GOMAXPROCS(0)-1))
 	}
+	if h.polling > 0 {
+		h.renice = reniceAllowed()
+	}
 	for i := range n {
 		h.wg.Add(1)
 		go h.loop(i < h.polling)
 	}
 	return h
 }
+
+// reniceAllowed is canRaiseNice; tests replace it.
+var reniceAllowed = canRaiseNice
+
+// Renice reports how the polling helpers leave their core to other
+// threads. True: they poll at nice 19 and switch back to their normal
+// priority to work, which needs a permission checked once by NewHelpers
+// (root, CAP_SYS_NICE, or an RLIMIT_NICE reaching the normal priority:
+// `ulimit -e 20`, systemd LimitNICE=20). False (without it, or with no
+// polling helper): they never change their priority; they poll at the
+// normal one and yield their core (sched_yield) between polls, so a
+// thread that is ready to run on it takes it. Either way request work
+// runs at the normal priority.
+func (h *Helpers) Renice() bool { return h.renice }
 
 // Close stops the helpers once their current tasks end, and waits for
 // them. Requests posted afterwards run on their own goroutine only.
@@ -78,16 +97,19 @@ const (
 	taskRevoked
 )
 
-// helperTask is worker k of the run in progress on st. Tasks live in the
-// scoreState and are reused by its next request: a request returns only
-// once each of its tasks is done or revoked, and a stale queue entry of a
-// task (revoked, then posted again) runs it for the request that posted it
-// last, which is what that request asked for.
+// helperTask is worker k of the run in progress on w (a *scoreState).
+// Tasks live in the scoreState and are reused by its next request: a
+// request returns only once each of its tasks is done or revoked, and a
+// stale queue entry of a task (revoked, then posted again) runs it for the
+// request that posted it last, which is what that request asked for.
 type helperTask struct {
 	state atomic.Int32
-	st    *scoreState
+	w     worker
 	k     int
 }
+
+// worker is what a helper runs: worker k of a request's run.
+type worker interface{ work(k int) }
 
 // post offers t to the helpers. It reports false if the queue is full or
 // the helpers are closed (the caller does the work itself).
@@ -119,33 +141,45 @@ func (t *helperTask) finish() {
 
 func (h *Helpers) loop(poll bool) {
 	defer h.wg.Done()
+	renice := poll && h.renice
 	if poll {
-		// The helper polls at the lowest priority and works at the
-		// normal one, on a thread of its own.
+		// The helper polls on a thread of its own. With renice it polls
+		// at the lowest priority and works at its thread's own; had a
+		// switch back failed, the thread would stay locked and end with
+		// the helper.
 		runtime.LockOSThread()
+	}
+	nice := threadNice()
+	if renice {
 		setThreadNice(19)
 	}
 	for {
-		t := h.next(poll)
+		t := h.next(poll, renice)
 		if t == nil {
 			return
 		}
 		if t.state.CompareAndSwap(taskPosted, taskTaken) {
-			if poll {
-				setThreadNice(0)
+			if renice && setThreadNice(nice) != nil {
+				// Cannot happen after the check of NewHelpers; should it,
+				// the request's own goroutine does the work (as for a
+				// task no helper took), and this helper stops renicing.
+				t.state.Store(taskRevoked)
+				renice = false
+				continue
 			}
-			t.st.work(t.k)
+			t.w.work(t.k)
 			t.state.Store(taskDone)
-			if poll {
+			if renice {
 				setThreadNice(19)
 			}
 		}
 	}
 }
 
-// next returns the next task: polled for up to h.spin if poll, then
-// waited for. It returns nil once the helpers are closed.
-func (h *Helpers) next(poll bool) *helperTask {
+// next returns the next task: polled for up to h.spin if poll (yielding
+// the core between polls unless reniced), then waited for. It returns nil
+// once the helpers are closed.
+func (h *Helpers) next(poll, reniced bool) *helperTask {
 	if poll {
 		deadline := time.Now().Add(h.spin)
 		for i := 1; ; i++ {
@@ -155,6 +189,9 @@ func (h *Helpers) next(poll bool) *helperTask {
 			case t := <-h.queue:
 				return t
 			default:
+			}
+			if !reniced {
+				yieldThread()
 			}
 			if i%256 == 0 && (time.Now().After(deadline) || h.closed()) {
 				break

@@ -75,6 +75,7 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 		if st.fw[k].ws == nil {
 			st.fw[k].ws = s.split.NewWorkspace(s.cfg.BatchRows)
 		}
+		st.fw[k].err = nil // a revoked task does not run work, which resets it
 	}
 	if h := s.cfg.Helpers; h != nil {
 		for k := 1; k < w; k++ {

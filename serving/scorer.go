@@ -246,7 +246,7 @@ func (s *Scorer) newState() *scoreState {
 		ctxHas:  make([]bool, len(s.rank.fields)),
 	}
 	for i := range st.fw {
-		st.tasks[i].st, st.tasks[i].k = st, i
+		st.tasks[i].w, st.tasks[i].k = st, i
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
 		st.parts[i].cols = make([]arrow.Array, s.schema.NumFields())
 	}

@@ -888,6 +888,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		h := NewHelpers(s.cfg.Scorer.Workers-1, s.cfg.HelperSpin)
 		s.cfg.Scorer.Helpers = h
 		defer h.Close() // after the drain below
+		if h.polling > 0 {
+			how := "at nice 19, working at the normal priority"
+			if !h.Renice() {
+				how = "at the normal priority, yielding their core between polls (raising a thread's priority back needs CAP_SYS_NICE or RLIMIT_NICE 20)"
+			}
+			s.log.Info("serving: helper workers poll "+how, "helpers", s.cfg.Scorer.Workers-1, "spin", s.cfg.HelperSpin, "renice", h.Renice())
+		}
 	}
 	if _, _, err := s.reload(ctx, false); err != nil {
 		s.log.Warn("serving: no model to serve yet", "models", s.cfg.Models, "err", err)
