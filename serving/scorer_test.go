@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -377,6 +378,57 @@ func TestDecodeRequestCandidateLimit(t *testing.T) {
 	// Without a limit the same body is malformed.
 	if err := DecodeRequest(&req, []byte(over), 0); errors.Is(err, ErrTooManyCandidates) || !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("no limit: error %v, want ErrBadRequest", err)
+	}
+}
+
+// TestScoreNonFinite: a numeric value that is finite in JSON but not once
+// transformed to float32 (age 1e300 is standardized into +Inf) scores
+// exactly as the value missing does, through the bundle's real
+// Transformer and model, in the context and in a candidate that
+// overrides it; no score is NaN or infinite.
+func TestScoreNonFinite(t *testing.T) {
+	s := loadTestScorer(t, ScorerConfig{})
+	score := func(ctxAge, candAge string) [][]float32 {
+		t.Helper()
+		body := `{"context": {"user_id": 7, "device": "ios", "age": ` + ctxAge + `, "hour": 3},
+			"candidates": [{"item_id": "a", "price": 3, "category": "toys"}, {"item_id": "b", "price": 1e300, "age": ` + candAge + `}]}`
+		resp, err := s.ScoreBody(context.Background(), []byte(body))
+		if err != nil {
+			t.Fatalf("age %s/%s: %v", ctxAge, candAge, err)
+		}
+		defer resp.Release()
+		out := make([][]float32, len(resp.Results))
+		for _, res := range resp.Results {
+			for _, v := range res.Scores {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					t.Errorf("age %s/%s: candidate %d scores %v", ctxAge, candAge, res.Index, res.Scores)
+				}
+			}
+			if math.IsNaN(res.RankScore) || math.IsInf(res.RankScore, 0) {
+				t.Errorf("age %s/%s: candidate %d rank score %v", ctxAge, candAge, res.Index, res.RankScore)
+			}
+			out[res.Index] = slices.Clone(res.Scores)
+		}
+		return out
+	}
+	missing := score("null", "null")
+	finite := score("30", "null")
+	if slices.Equal(missing[0], finite[0]) {
+		t.Fatal("age does not change the score: the test cannot tell a default from a value")
+	}
+	for _, v := range []string{"1e300", "-1e300", "1.7976931348623157e308"} {
+		for _, where := range []string{"context", "candidate"} {
+			ctxAge, candAge := v, "null"
+			if where == "candidate" {
+				ctxAge, candAge = "null", v
+			}
+			got := score(ctxAge, candAge)
+			for c := range got {
+				if !slices.Equal(got[c], missing[c]) {
+					t.Errorf("age %s in the %s: candidate %d scores %v, want the missing value's %v", v, where, c, got[c], missing[c])
+				}
+			}
+		}
 	}
 }
 
