@@ -200,9 +200,13 @@ func TestServerRetriesChangedVersion(t *testing.T) {
 	url := serve(t, s)
 	waitUntil(t, "v1 served", func() bool { return servedVersion(t, url) == "v00000001" })
 
-	// The copy: the manifest first, then half the weights.
+	// The copy, stopped half-way through the weights. It is staged under
+	// a name that is not a version and renamed into place, so the server
+	// sees one state of it: written file by file in place, a poll could
+	// catch it between files too, and each state it sees is a change.
 	dst := filepath.Join(root, "v00000002")
-	if err := os.Mkdir(dst, 0o755); err != nil {
+	stage := filepath.Join(root, ".staging")
+	if err := os.Mkdir(stage, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	weights, err := os.ReadFile(filepath.Join(src, bundle.WeightsFile))
@@ -217,9 +221,12 @@ func TestServerRetriesChangedVersion(t *testing.T) {
 		if name == bundle.WeightsFile {
 			data = data[:len(data)/2]
 		}
-		if err := os.WriteFile(filepath.Join(dst, name), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(stage, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.Rename(stage, dst); err != nil {
+		t.Fatal(err)
 	}
 	waitUntil(t, "the half copy refused", func() bool { return testutilCounter(s, "onestone_model_refused_total") == 1 })
 	time.Sleep(100 * time.Millisecond) // 20 polls
