@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,13 +134,29 @@ func (f *Field) Sparse() bool {
 	return f.Kind != Numeric || f.Transform == TransformBucketize
 }
 
-// Task is one training objective.
+// Task is one training objective. Beyond its label (and mask) column,
+// this package only parses a task's keys; package mtl gives them their
+// meaning (mtl.TaskConfig documents each).
 type Task struct {
 	Name  string   `json:"name"`
 	Kind  TaskKind `json:"kind"`
 	Label string   `json:"label"` // label column
-	// Parent names the binary task an ESMM task is multiplied with.
+	// Parent names the previous step of the funnel: the binary or esmm
+	// task an esmm task's probability is multiplied with, or the binary
+	// task before a binary one (AITM's chain).
 	Parent string `json:"parent,omitempty"`
+	// Mask names the column whose non-zero rows are the task's sample
+	// space: another task's label or any numeric or bool column. Training
+	// batches carry it among the labels (Layout.Labels), as 1 where it is
+	// non-zero and 0 where it is zero or null.
+	Mask string `json:"mask,omitempty"`
+	// Counterfactual, CounterfactualWeight and IPWClip configure ESCM²'s
+	// counterfactual risk of an esmm task; CalibratorWeight AITM's
+	// calibrator of a binary task with a parent (see mtl.TaskConfig).
+	Counterfactual       string  `json:"counterfactual,omitempty"`
+	CounterfactualWeight float64 `json:"counterfactual_weight,omitempty"`
+	IPWClip              float64 `json:"ipw_clip,omitempty"`
+	CalibratorWeight     float64 `json:"calibrator_weight,omitempty"`
 }
 
 // Spec is a parsed feature spec: the fields, tasks, group key and sample
@@ -562,8 +579,18 @@ func parseTask(n *yaml.Node) (Task, error) {
 			t.Label, err = scalarString(v, "task: label")
 		case "parent":
 			t.Parent, err = scalarString(v, "task: parent")
+		case "mask":
+			t.Mask, err = scalarString(v, "task: mask")
+		case "counterfactual":
+			t.Counterfactual, err = scalarString(v, "task: counterfactual")
+		case "counterfactual_weight":
+			t.CounterfactualWeight, err = scalarFloat(v, "task: counterfactual_weight")
+		case "ipw_clip":
+			t.IPWClip, err = scalarFloat(v, "task: ipw_clip")
+		case "calibrator_weight":
+			t.CalibratorWeight, err = scalarFloat(v, "task: calibrator_weight")
 		default:
-			err = errorf(ErrSpec, "features: spec line %d: task: unknown key %q (want name, kind, label, parent)", k.Line, key)
+			err = errorf(ErrSpec, "features: spec line %d: task: unknown key %q (want name, kind, label, parent, mask, counterfactual, counterfactual_weight, ipw_clip, calibrator_weight)", k.Line, key)
 		}
 		return err
 	})
@@ -682,24 +709,36 @@ func (s *Spec) Validate() error {
 		if names[t.Label] {
 			return errorf(ErrSpec, "features: spec: task %q: label column %q is also an input field", t.Name, t.Label)
 		}
-		if t.Kind != TaskESMM && t.Parent != "" {
-			return errorf(ErrSpec, "features: spec: task %q: parent applies to esmm tasks only", t.Name)
+		if t.Kind == TaskRegression && t.Parent != "" {
+			return errorf(ErrSpec, "features: spec: task %q: parent applies to esmm and binary tasks only", t.Name)
+		}
+		if t.Mask != "" && t.Mask == t.Label {
+			return errorf(ErrSpec, "features: spec: task %q: mask %q is the task's own label", t.Name, t.Mask)
+		}
+		if t.Mask != "" && (t.Mask == s.GroupKey || t.Mask == s.SampleWeight) {
+			return errorf(ErrSpec, "features: spec: task %q: mask %q is the group key or sample weight", t.Name, t.Mask)
 		}
 	}
 	for i := range s.Tasks {
 		t := &s.Tasks[i]
-		if t.Kind != TaskESMM {
-			continue
+		if t.Kind == TaskESMM && t.Parent == "" {
+			return errorf(ErrSpec, "features: spec: task %q: esmm needs a parent (the binary task it is multiplied with, e.g. ctr)", t.Name)
 		}
 		if t.Parent == "" {
-			return errorf(ErrSpec, "features: spec: task %q: esmm needs a parent (the binary task it is multiplied with, e.g. ctr)", t.Name)
+			continue
+		}
+		if t.Parent == t.Name {
+			return errorf(ErrSpec, "features: spec: task %q: is its own parent", t.Name)
 		}
 		p := tasks[t.Parent]
 		if p == nil {
 			return errorf(ErrSpec, "features: spec: task %q: parent %q is not a task", t.Name, t.Parent)
 		}
-		if p.Kind != TaskBinary {
-			return errorf(ErrSpec, "features: spec: task %q: parent %q must be a binary task, found %s", t.Name, t.Parent, p.Kind)
+		if t.Kind == TaskESMM && p.Kind == TaskRegression {
+			return errorf(ErrSpec, "features: spec: task %q: parent %q must be a binary or esmm task, found %s", t.Name, t.Parent, p.Kind)
+		}
+		if t.Kind == TaskBinary && p.Kind != TaskBinary {
+			return errorf(ErrSpec, "features: spec: task %q: parent %q must be a binary task (the previous step of the funnel), found %s", t.Name, t.Parent, p.Kind)
 		}
 	}
 	for _, t := range s.Tasks {
@@ -756,6 +795,23 @@ func (s *Spec) Columns(labels bool) []string {
 		for _, t := range s.Tasks {
 			add(t.Label)
 		}
+		for _, c := range s.MaskColumns() {
+			add(c)
+		}
+	}
+	return cols
+}
+
+// MaskColumns returns the tasks' mask columns that are no task's label,
+// each once, in task order: the label columns a training batch carries
+// after the tasks' labels (Layout.Labels).
+func (s *Spec) MaskColumns() []string {
+	var cols []string
+	for _, t := range s.Tasks {
+		if t.Mask == "" || contains(cols, t.Mask) || slices.ContainsFunc(s.Tasks, func(o Task) bool { return o.Label == t.Mask }) {
+			continue
+		}
+		cols = append(cols, t.Mask)
 	}
 	return cols
 }
@@ -778,7 +834,7 @@ func (s *Spec) Schema(labels bool) *arrow.Schema {
 			case Numeric:
 				dt = arrow.PrimitiveTypes.Float64
 			}
-		} else if c == s.SampleWeight {
+		} else if c == s.SampleWeight || contains(s.MaskColumns(), c) {
 			dt = arrow.PrimitiveTypes.Float64
 		} else if c != s.GroupKey {
 			dt = arrow.PrimitiveTypes.Float64 // a label

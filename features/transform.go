@@ -63,6 +63,7 @@ type densePlan struct {
 type labelPlan struct {
 	col  string
 	kind TaskKind
+	mask bool // a mask column: 1 where non-zero, 0 where zero, null or NaN
 }
 
 // NewTransformer builds the transform of a spec. stats may be nil when no
@@ -170,6 +171,10 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 		for _, task := range spec.Tasks {
 			t.labels = append(t.labels, labelPlan{col: task.Label, kind: task.Kind})
 			t.layout.Labels = append(t.layout.Labels, task.Label)
+		}
+		for _, c := range spec.MaskColumns() {
+			t.labels = append(t.labels, labelPlan{col: c, mask: true})
+			t.layout.Labels = append(t.layout.Labels, c)
 		}
 	}
 	t.check = &Checker{labels: t.labels, weight: t.weight}
@@ -306,6 +311,15 @@ func (t *Transformer) TransformTo(dst *Batch, rec arrow.RecordBatch) error {
 }
 
 func fillLabels(out []float32, c *numCol, l labelPlan) error {
+	if l.mask {
+		for r := range out {
+			out[r] = 0
+			if v, ok := c.value(r); ok && v != 0 && !math.IsNaN(v) {
+				out[r] = 1
+			}
+		}
+		return nil
+	}
 	if !c.nulls && l.kind != TaskRegression {
 		// Fast paths for the common 0/1 encodings.
 		switch c.kind {

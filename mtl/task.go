@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -74,7 +75,72 @@ type TaskConfig struct {
 	// task whose positives are re-sent late (see those constants); at most
 	// one task of a set. Default: "" (labels are final).
 	DelayedFeedback string `json:"delayed_feedback,omitempty" yaml:"delayed_feedback,omitempty"`
+	// Mask names the column that holds the task's sample space: a row is
+	// in it when the column is 1 (>= 0.5). It is another binary or esmm
+	// task's label (CVR trained on the clicked rows: mask: click), or any
+	// numeric or bool column, which the feature transform turns into 1
+	// where it is non-zero and 0 where it is zero or null. The task's loss
+	// is then the weighted mean over the rows in its space, Σ w_r·l_r /
+	// Σ w_r over those rows (a batch with none of them adds nothing), and
+	// its objective is evaluated on them only. Binary and regression
+	// tasks; an esmm task is trained on the entire space by design.
+	// Default: "" (every row).
+	Mask string `json:"mask,omitempty" yaml:"mask,omitempty"`
+	// Counterfactual adds ESCM²'s counterfactual risk on an esmm task's
+	// head: CounterfactualIPW or CounterfactualDR (see those constants).
+	// Default: "" (none).
+	Counterfactual string `json:"counterfactual,omitempty" yaml:"counterfactual,omitempty"`
+	// CounterfactualWeight is λ_c, the weight of the counterfactual risk
+	// in the task's loss. Default: 1 when Counterfactual is set.
+	CounterfactualWeight float64 `json:"counterfactual_weight,omitempty" yaml:"counterfactual_weight,omitempty"`
+	// IPWClip caps the inverse propensity 1/ô of the counterfactual risk:
+	// the propensity ô is clipped from below at 1/IPWClip. Default: 15,
+	// the clip of the ESCM² authors' implementation (PaddleRec).
+	IPWClip float64 `json:"ipw_clip,omitempty" yaml:"ipw_clip,omitempty"`
+	// CalibratorWeight is α of AITM's behavioural-expectation calibrator
+	// (Xi et al., KDD 2021) on a binary task with a binary parent (the
+	// previous step of a funnel): α·Σ w_r·max(p_t − p_parent, 0) / Σ w_r
+	// over the task's rows, which keeps each step's probability below the
+	// previous one's. Gradients reach both heads. Default: 0 (none).
+	CalibratorWeight float64 `json:"calibrator_weight,omitempty" yaml:"calibrator_weight,omitempty"`
 }
+
+// Counterfactual risks accepted in TaskConfig.Counterfactual: ESCM²
+// (Wang et al., "ESCM²: Entire Space Counterfactual Multi-Task Model for
+// Post-Click Conversion Rate Estimation", SIGIR 2022). With o_r the
+// parent's label (the click), ô_r the parent's predicted probability
+// (pCTR; for a longer chain, the parent's chain product) clipped from below
+// at 1/IPWClip and held constant (no gradient reaches the parent through
+// it), δ_r the logloss of the head's own sigmoid (pCVR) against the task's
+// label, and the means taken over every row of the task (the entire
+// impression space), the task's loss gains λ_c times:
+const (
+	// CounterfactualIPW: the inverse-propensity-weighted risk
+	// mean(o_r·δ_r/ô_r).
+	CounterfactualIPW = "ipw"
+	// CounterfactualDR: the doubly robust risk mean(ê_r + o_r·(δ_r −
+	// ê_r)/ô_r) plus the imputation loss mean(o_r·(δ_r − ê_r)²/ô_r). The
+	// imputation tower, an extra head of the model named "<task>_impute"
+	// (Heads lists it after the tasks; it has no objective), imputes the
+	// conversion label r̃_r = σ(its logit) of every impression, and ê_r is
+	// the logloss of pCVR against r̃_r. The risk trains the task's head
+	// (r̃ held constant): its gradient (1 − o/ô)·(pCVR − r̃) + (o/ô)·(pCVR −
+	// y) has expectation pCVR − CVR when either the propensity or the
+	// imputed label is right. The imputation loss, o·(r̃ − y)²·z²/ô with z
+	// the task's logit, trains the imputation head alone (z held
+	// constant). The ESCM² authors' implementation imputes the error
+	// itself and lets the imputation loss reach the task's head too, which
+	// pulls the CVR head's errors toward the imputed ones and moves its
+	// optimum away from the CVR; the form here keeps the optimum
+	// (TestCounterfactualFixedPoints).
+	CounterfactualDR = "dr"
+)
+
+// imputeSuffix names the extra head of a CounterfactualDR task.
+const imputeSuffix = "_impute"
+
+// defaultIPWClip is the default of TaskConfig.IPWClip.
+const defaultIPWClip = 15
 
 // withDefaults returns c with the documented defaults filled in.
 func (c TaskConfig) withDefaults() TaskConfig {
@@ -83,6 +149,14 @@ func (c TaskConfig) withDefaults() TaskConfig {
 	}
 	if c.Label == "" {
 		c.Label = c.Name
+	}
+	if c.Counterfactual != "" {
+		if c.CounterfactualWeight == 0 {
+			c.CounterfactualWeight = 1
+		}
+		if c.IPWClip == 0 {
+			c.IPWClip = defaultIPWClip
+		}
 	}
 	return c
 }
@@ -101,8 +175,11 @@ func (c TaskConfig) Validate() error {
 	}
 	switch c.Kind {
 	case KindBinary, KindRegression:
-		if c.Parent != "" {
-			return fmt.Errorf("mtl: task %q: parent %q is only allowed for kind %q, not %q: %w", c.Name, c.Parent, KindESMM, c.Kind, ErrConfig)
+		if c.Parent != "" && c.Kind == KindRegression {
+			return fmt.Errorf("mtl: task %q: parent %q is only allowed for kinds %q and %q, not %q: %w", c.Name, c.Parent, KindESMM, KindBinary, c.Kind, ErrConfig)
+		}
+		if c.Parent == c.Name && c.Parent != "" {
+			return fmt.Errorf("mtl: task %q: is its own parent: %w", c.Name, ErrConfig)
 		}
 		if c.MaskedCVRWeight != 0 {
 			return fmt.Errorf("mtl: task %q: masked_cvr_weight is only allowed for kind %q, not %q: %w", c.Name, KindESMM, c.Kind, ErrConfig)
@@ -128,6 +205,47 @@ func (c TaskConfig) Validate() error {
 		}
 	default:
 		return fmt.Errorf("mtl: task %q: unknown delayed_feedback %q (want %q or %q): %w", c.Name, c.DelayedFeedback, DelayedResend, DelayedFNW, ErrConfig)
+	}
+	return c.validateSpace()
+}
+
+// validateSpace checks the keys of the sample space, the counterfactual
+// risk and the calibrator (defaults applied).
+func (c TaskConfig) validateSpace() error {
+	if c.Mask != "" {
+		if c.Kind == KindESMM {
+			return fmt.Errorf("mtl: task %q: mask %q: an esmm task trains on the entire space (use a binary task with a mask for a conditional model, or masked_cvr_weight): %w", c.Name, c.Mask, ErrConfig)
+		}
+		if c.Mask == c.Label {
+			return fmt.Errorf("mtl: task %q: mask %q is the task's own label: %w", c.Name, c.Mask, ErrConfig)
+		}
+	}
+	switch c.Counterfactual {
+	case "":
+		if c.CounterfactualWeight != 0 || c.IPWClip != 0 {
+			return fmt.Errorf("mtl: task %q: counterfactual_weight and ipw_clip need counterfactual: ipw or dr: %w", c.Name, ErrConfig)
+		}
+	case CounterfactualIPW, CounterfactualDR:
+		if c.Kind != KindESMM {
+			return fmt.Errorf("mtl: task %q: counterfactual %q needs an esmm task (ESCM² regularises the conditional head of ESMM), not %q: %w", c.Name, c.Counterfactual, c.Kind, ErrConfig)
+		}
+		if c.DelayedFeedback != "" {
+			return fmt.Errorf("mtl: task %q: counterfactual and delayed_feedback cannot be combined: %w", c.Name, ErrConfig)
+		}
+		if !(c.CounterfactualWeight > 0) || math.IsInf(c.CounterfactualWeight, 0) {
+			return fmt.Errorf("mtl: task %q: counterfactual_weight %v: want finite and > 0: %w", c.Name, c.CounterfactualWeight, ErrConfig)
+		}
+		if !(c.IPWClip >= 1) || math.IsInf(c.IPWClip, 0) {
+			return fmt.Errorf("mtl: task %q: ipw_clip %v: want finite and >= 1: %w", c.Name, c.IPWClip, ErrConfig)
+		}
+	default:
+		return fmt.Errorf("mtl: task %q: unknown counterfactual %q (want %q or %q): %w", c.Name, c.Counterfactual, CounterfactualIPW, CounterfactualDR, ErrConfig)
+	}
+	if !(c.CalibratorWeight >= 0) || math.IsInf(c.CalibratorWeight, 0) {
+		return fmt.Errorf("mtl: task %q: calibrator_weight %v: want finite and >= 0: %w", c.Name, c.CalibratorWeight, ErrConfig)
+	}
+	if c.CalibratorWeight > 0 && (c.Kind != KindBinary || c.Parent == "") {
+		return fmt.Errorf("mtl: task %q: calibrator_weight needs a binary task with a parent (the previous step of the funnel), not a %s task with parent %q: %w", c.Name, c.Kind, c.Parent, ErrConfig)
 	}
 	return nil
 }
@@ -155,21 +273,30 @@ type Objective struct {
 }
 
 // TaskSet is a validated, ordered set of tasks. Head i of the model is task
-// i, in the order given to NewTaskSet. A TaskSet is immutable after
-// construction and safe for concurrent use.
+// i, in the order given to NewTaskSet; after the tasks come the extra heads
+// some tasks need (the imputation head of a CounterfactualDR task), so a
+// model has Heads() outputs. A TaskSet is immutable after construction and
+// safe for concurrent use.
 type TaskSet struct {
 	tasks      []TaskConfig
 	parent     []int   // -1 when none
-	chain      [][]int // esmm: [t, parent, ..., binary root]; others: [t]
+	chain      [][]int // esmm: [t, parent, ..., first non-esmm]; others: [t]
 	objectives []Objective
 	objNames   []string
 	labels     []string
 	delayed    int // the task with DelayedFeedback, or -1
+
+	heads   []string // tasks, then extra heads
+	impute  []int    // per task: its imputation head, or -1
+	columns []string // label columns: the tasks' labels, then extra mask columns
+	mask    []int    // per task: column of its mask, or -1
 }
 
 // NewTaskSet validates cfgs and returns the task set. It rejects unknown
 // kinds, duplicate task names, esmm tasks whose parent is missing or
-// neither binary nor esmm, parent cycles, and objective names that collide.
+// neither binary nor esmm, binary tasks whose parent is not binary, parent
+// cycles, masks on a regression task's label, and objective or head names
+// that collide.
 func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 	if len(cfgs) == 0 {
 		return nil, fmt.Errorf("mtl: no tasks: %w", ErrConfig)
@@ -180,6 +307,8 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 		chain:   make([][]int, len(cfgs)),
 		labels:  make([]string, len(cfgs)),
 		delayed: -1,
+		impute:  make([]int, len(cfgs)),
+		mask:    make([]int, len(cfgs)),
 	}
 	index := make(map[string]int, len(cfgs))
 	for i, c := range cfgs {
@@ -202,27 +331,41 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 	}
 	for i, c := range s.tasks {
 		s.parent[i] = -1
-		if c.Kind != KindESMM {
+		if c.Parent == "" {
 			continue
 		}
 		p, ok := index[c.Parent]
 		if !ok {
 			return nil, fmt.Errorf("mtl: task %q: parent %q is not a task: %w", c.Name, c.Parent, ErrConfig)
 		}
-		if k := s.tasks[p].Kind; k != KindBinary && k != KindESMM {
+		k := s.tasks[p].Kind
+		if c.Kind == KindESMM && k != KindBinary && k != KindESMM {
 			return nil, fmt.Errorf("mtl: task %q: parent %q is a %s task, want binary or esmm: %w", c.Name, c.Parent, k, ErrConfig)
+		}
+		if c.Kind == KindBinary && k != KindBinary {
+			return nil, fmt.Errorf("mtl: task %q: parent %q is a %s task; the parent of a binary task (the previous step of a funnel) must be binary: %w", c.Name, c.Parent, k, ErrConfig)
 		}
 		s.parent[i] = p
 	}
 	for i := range s.tasks {
-		ch := []int{i}
+		seen := []int{i}
 		for p := s.parent[i]; p >= 0; p = s.parent[p] {
-			if len(ch) > len(s.tasks) || p == i {
-				return nil, fmt.Errorf("mtl: task %q: parent chain %s forms a cycle: %w", s.tasks[i].Name, chainNames(s.tasks, ch, p), ErrConfig)
+			if len(seen) > len(s.tasks) || p == i {
+				return nil, fmt.Errorf("mtl: task %q: parent chain %s forms a cycle: %w", s.tasks[i].Name, chainNames(s.tasks, seen, p), ErrConfig)
 			}
-			ch = append(ch, p)
+			seen = append(seen, p)
+		}
+		// The product chain of an esmm task runs up to the first task that
+		// is not esmm, whose probability is not conditional.
+		ch := []int{i}
+		for c := i; s.tasks[c].Kind == KindESMM; {
+			c = s.parent[c]
+			ch = append(ch, c)
 		}
 		s.chain[i] = ch
+	}
+	if err := s.initSpaces(); err != nil {
+		return nil, err
 	}
 	// Objectives: each task's own score, then for esmm its product.
 	productName := make([]string, len(s.tasks))
@@ -253,7 +396,7 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 		return nil
 	}
 	for i, c := range s.tasks {
-		o := Objective{Name: c.Name, Task: i, Kind: KindBinary, Label: c.Label}
+		o := Objective{Name: c.Name, Task: i, Kind: KindBinary, Label: c.Label, Mask: c.Mask}
 		switch c.Kind {
 		case KindRegression:
 			o.Kind = KindRegression
@@ -269,7 +412,46 @@ func NewTaskSet(cfgs []TaskConfig) (*TaskSet, error) {
 			}
 		}
 	}
+	// Extra heads, after the tasks.
+	s.heads = make([]string, len(s.tasks))
+	for i, c := range s.tasks {
+		s.heads[i] = c.Name
+		s.impute[i] = -1
+	}
+	for i, c := range s.tasks {
+		if c.Counterfactual != CounterfactualDR {
+			continue
+		}
+		h := c.Name + imputeSuffix
+		if _, dup := index[h]; dup || seen[h] {
+			return nil, fmt.Errorf("mtl: task %q: counterfactual dr needs a head %q, which is already a task or an objective (rename a task): %w", c.Name, h, ErrConfig)
+		}
+		s.impute[i] = len(s.heads)
+		s.heads = append(s.heads, h)
+	}
 	return s, nil
+}
+
+// initSpaces finds each task's mask column, adding the columns that are no
+// task's label after the labels.
+func (s *TaskSet) initSpaces() error {
+	s.columns = append([]string(nil), s.labels...)
+	for i, c := range s.tasks {
+		s.mask[i] = -1
+		if c.Mask == "" {
+			continue
+		}
+		if j := slices.Index(s.labels, c.Mask); j >= 0 && s.tasks[j].Kind == KindRegression {
+			return fmt.Errorf("mtl: task %q: mask %q is the label of regression task %q; a mask column holds 0 or 1: %w", c.Name, c.Mask, s.tasks[j].Name, ErrConfig)
+		}
+		j := slices.Index(s.columns, c.Mask)
+		if j < 0 {
+			j = len(s.columns)
+			s.columns = append(s.columns, c.Mask)
+		}
+		s.mask[i] = j
+	}
+	return nil
 }
 
 func chainNames(tasks []TaskConfig, ch []int, last int) string {
@@ -310,10 +492,36 @@ func (s *TaskSet) Parent(i int) int { return s.parent[i] }
 // the other tasks skip.
 func (s *TaskSet) Delayed() int { return s.delayed }
 
-// Labels returns the label column of each task, in task order: the labels
-// argument of LossTo is indexed the same way. The slice must not be
-// modified.
+// Labels returns the label column of each task, in task order. The slice
+// must not be modified.
 func (s *TaskSet) Labels() []string { return s.labels }
+
+// Columns returns the label columns a batch must carry for LossTo, in the
+// order of its labels argument: each task's label, in task order (Labels),
+// then the mask columns that are no task's label, in the order of the
+// tasks naming them (features.Layout.Labels lists the same). The slice
+// must not be modified.
+func (s *TaskSet) Columns() []string { return s.columns }
+
+// Heads names the model's outputs, in the order of the logits LossTo and
+// PredictTo take: the tasks, then the extra heads (the imputation head
+// "<task>_impute" of each CounterfactualDR task, in task order). The slice
+// must not be modified.
+func (s *TaskSet) Heads() []string { return s.heads }
+
+// HeadParents returns, for each head of Heads, the index of the head
+// whose task is its task's parent (AITM's information transfer runs from
+// the parent's tower to the child's), or -1; extra heads have none.
+func (s *TaskSet) HeadParents() []int {
+	p := make([]int, len(s.heads))
+	for h := range p {
+		p[h] = -1
+		if h < len(s.tasks) {
+			p[h] = s.parent[h]
+		}
+	}
+	return p
+}
 
 // Objectives returns the names of the scores PredictTo produces, in order.
 // The slice must not be modified.
@@ -358,20 +566,24 @@ const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient 
 // respect to each head's logit into dLogits (overwritten, not
 // accumulated).
 //
-// logits, labels and dLogits are indexed [task][row] (labels in the order
-// of Labels). sampleWeights holds one weight >= 0 per row, nil meaning all
-// 1; each task's loss is the weighted mean Σ_r w_r·l_r / Σ_r w_r, so the
-// gradients are already divided by the weight sum. taskWeights holds one
-// weight per task (nil: all 1), as given by a Weighting. losses receives
-// the unweighted per-task mean losses; a nil losses is allocated.
+// logits and dLogits are indexed [head][row], heads in the order of Heads
+// (the tasks, then extra heads); labels is indexed [column][row], columns
+// in the order of Columns (the tasks' labels, then extra mask columns).
+// sampleWeights holds one weight >= 0 per row, nil meaning all 1; each
+// task's loss is the weighted mean Σ_r w_r·l_r / Σ_r w_r over the rows of
+// its sample space (every row, or those its Mask holds), so the gradients
+// are already divided by the weight sum. taskWeights holds one weight per
+// task (nil: all 1), as given by a Weighting. losses receives the
+// unweighted per-task mean losses; a nil losses is allocated.
 //
 // Losses: binary softplus(z) − y·z (the logloss of sigmoid(z)); regression
 // (z − y)² (mean squared error, gradient 2(z − y)); esmm
 // −y·log P − (1−y)·log(1−P) with log P = Σ_chain log σ(z_i), computed in
 // log space so that it stays finite for logits of any size, plus the
-// optional masked term (included in losses[t], times MaskedCVRWeight). A
-// batch whose weights sum to zero gives zero losses
-// and gradients.
+// optional masked term (times MaskedCVRWeight) and counterfactual risk
+// (times CounterfactualWeight); binary, plus the optional calibrator
+// (times CalibratorWeight). Each extra term is included in losses[t]. A
+// batch whose weights sum to zero gives zero losses and gradients.
 //
 // With a DelayedFeedback task d, the rows whose label for d is 1 are
 // re-sent positives: every other task's loss skips them (its mean is over
@@ -382,27 +594,32 @@ const nonFiniteHint = "lower the learning rate or warm it up, clip the gradient 
 // be finite: otherwise a *LossError wrapping ErrLabel names the task
 // and row. A NaN or infinite logit, or a non-finite loss, gives a
 // *LossError wrapping ErrNonFinite that names the task, the row and head of
-// the first bad logit, with a hint; dLogits are then unusable. In steady state LossTo allocates
-// nothing.
+// the first bad logit, with a hint; dLogits are then unusable. In steady
+// state LossTo allocates nothing.
 func (s *TaskSet) LossTo(losses []float64, dLogits, logits, labels [][]float32, sampleWeights []float32, taskWeights []float64) ([]float64, error) {
-	T := len(s.tasks)
+	T, H, C := len(s.tasks), len(s.heads), len(s.columns)
 	if losses == nil {
 		losses = make([]float64, T)
 	}
-	if len(losses) != T || len(dLogits) != T || len(logits) != T || len(labels) != T {
-		return losses, fmt.Errorf("mtl: LossTo: %d tasks but %d losses, %d dLogits, %d logits, %d labels: %w", T, len(losses), len(dLogits), len(logits), len(labels), ErrShape)
+	if len(losses) != T || len(dLogits) != H || len(logits) != H || len(labels) != C {
+		return losses, fmt.Errorf("mtl: LossTo: %d tasks, %d heads and %d label columns but %d losses, %d dLogits, %d logits, %d labels: %w", T, H, C, len(losses), len(dLogits), len(logits), len(labels), ErrShape)
 	}
 	if taskWeights != nil && len(taskWeights) != T {
 		return losses, fmt.Errorf("mtl: LossTo: %d tasks but %d task weights: %w", T, len(taskWeights), ErrShape)
 	}
 	n := len(logits[0])
-	for t := range T {
-		if len(logits[t]) != n || len(dLogits[t]) != n || len(labels[t]) != n {
-			return losses, fmt.Errorf("mtl: LossTo: task %q: %d logits, %d dLogits, %d labels, want %d rows: %w", s.tasks[t].Name, len(logits[t]), len(dLogits[t]), len(labels[t]), n, ErrShape)
+	for h := range H {
+		if len(logits[h]) != n || len(dLogits[h]) != n {
+			return losses, fmt.Errorf("mtl: LossTo: head %q: %d logits, %d dLogits, want %d rows: %w", s.heads[h], len(logits[h]), len(dLogits[h]), n, ErrShape)
 		}
-		clear(dLogits[t])
-		losses[t] = 0
+		clear(dLogits[h])
 	}
+	for c := range C {
+		if len(labels[c]) != n {
+			return losses, fmt.Errorf("mtl: LossTo: label column %q: %d labels, want %d rows: %w", s.columns[c], len(labels[c]), n, ErrShape)
+		}
+	}
+	clear(losses)
 	if sampleWeights != nil && len(sampleWeights) != n {
 		return losses, fmt.Errorf("mtl: LossTo: %d sample weights, want %d rows: %w", len(sampleWeights), n, ErrShape)
 	}
@@ -432,21 +649,36 @@ func (s *TaskSet) LossTo(losses []float64, dLogits, logits, labels [][]float32, 
 		skip, Wt, fnw := resent, W, false
 		if t == s.delayed {
 			skip, fnw = nil, s.tasks[t].DelayedFeedback == DelayedFNW
-		} else if skip != nil {
-			if Wt = weightSum(sampleWeights, nil, skip, n); Wt == 0 {
+		}
+		var mask []float32
+		if m := s.mask[t]; m >= 0 {
+			mask = labels[m]
+		}
+		if skip != nil || mask != nil {
+			if Wt = weightSum(sampleWeights, mask, skip, n); Wt == 0 {
 				continue
 			}
 		}
 		var err error
 		switch s.tasks[t].Kind {
 		case KindBinary:
-			losses[t], err = binaryLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, nil, skip, fnw)
+			losses[t], err = binaryLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, mask, skip, fnw)
+			if err == nil && s.tasks[t].CalibratorWeight > 0 {
+				var c float64
+				c, err = s.calibratorLoss(t, dLogits, logits, sampleWeights, tw/Wt, mask, skip)
+				losses[t] += c
+			}
 			losses[t] /= Wt
 		case KindRegression:
-			losses[t], err = regressionLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, skip)
+			losses[t], err = regressionLoss(dLogits[t], logits[t], labels[t], sampleWeights, tw/Wt, mask, skip)
 			losses[t] /= Wt
 		case KindESMM:
 			losses[t], err = s.esmmLoss(t, dLogits, logits, labels, sampleWeights, tw, Wt, skip, fnw)
+			if err == nil && s.tasks[t].Counterfactual != "" {
+				var c float64
+				c, err = s.counterfactualLoss(t, dLogits, logits, labels, sampleWeights, tw/Wt, skip)
+				losses[t] += c / Wt
+			}
 		}
 		if err == errNonFiniteLogit {
 			return losses, s.nonFinite(t, logits, math.NaN())
@@ -473,11 +705,15 @@ func (s *TaskSet) annotate(err error, t int) error {
 // the first non-finite logit of the task's chain when there is one.
 func (s *TaskSet) nonFinite(t int, logits [][]float32, loss float64) error {
 	e := &LossError{Task: s.tasks[t].Name, Row: -1, Value: loss, Err: ErrNonFinite, Hint: nonFiniteHint}
-	for _, c := range s.chain[t] {
+	heads := append(s.chain[t][:len(s.chain[t]):len(s.chain[t])], s.parent[t], s.impute[t])
+	for _, c := range heads {
+		if c < 0 {
+			continue
+		}
 		for r, z := range logits[c] {
 			if math.IsNaN(float64(z)) || math.IsInf(float64(z), 0) {
 				e.Row, e.Value = r, float64(z)
-				e.Hint = fmt.Sprintf("logit of head %q is %v; %s", s.tasks[c].Name, z, nonFiniteHint)
+				e.Hint = fmt.Sprintf("logit of head %q is %v; %s", s.heads[c], z, nonFiniteHint)
 				return e
 			}
 		}
@@ -588,12 +824,12 @@ func binaryLoss(d, z, y, w []float32, scale float64, mask, skip []float32, fnw b
 	return sum, nil
 }
 
-// regressionLoss returns Σ_r w_r·(z − y)² over the rows skip does not hold
-// and adds scale·w_r·2(z − y) to d.
-func regressionLoss(d, z, y, w []float32, scale float64, skip []float32) (float64, error) {
+// regressionLoss returns Σ_r w_r·(z − y)² over the rows in the loss
+// (rowIn) and adds scale·w_r·2(z − y) to d.
+func regressionLoss(d, z, y, w []float32, scale float64, mask, skip []float32) (float64, error) {
 	var sum float64
 	for r := range z {
-		if skip != nil && skip[r] >= 0.5 {
+		if !rowIn(mask, skip, r) {
 			continue
 		}
 		yr := float64(y[r])
@@ -673,19 +909,20 @@ func (s *TaskSet) esmmLoss(t int, dLogits, logits, labels [][]float32, w []float
 	return loss + mw*msum/Wm, nil
 }
 
-// PredictTo maps logits ([head][row]) to the scores of Objectives
-// ([objective][row]): sigmoid for binary and esmm heads, identity for
-// regression heads, and the chain product Π σ(z_i) for each esmm product.
+// PredictTo maps logits ([head][row], heads in the order of Heads) to the
+// scores of Objectives ([objective][row]): sigmoid for binary and esmm
+// heads, identity for regression heads, and the chain product Π σ(z_i) for
+// each esmm product. Extra heads give no score.
 // A nil scores is allocated; otherwise each scores[o] must have one entry
 // per row. It allocates nothing when scores is given.
 func (s *TaskSet) PredictTo(scores, logits [][]float32) ([][]float32, error) {
-	if len(logits) != len(s.tasks) {
-		return scores, fmt.Errorf("mtl: PredictTo: %d logit heads, want %d: %w", len(logits), len(s.tasks), ErrShape)
+	if len(logits) != len(s.heads) {
+		return scores, fmt.Errorf("mtl: PredictTo: %d logit heads, want %d: %w", len(logits), len(s.heads), ErrShape)
 	}
 	n := len(logits[0])
 	for t := range logits {
 		if len(logits[t]) != n {
-			return scores, fmt.Errorf("mtl: PredictTo: head %q has %d rows, head %q %d: %w", s.tasks[t].Name, len(logits[t]), s.tasks[0].Name, n, ErrShape)
+			return scores, fmt.Errorf("mtl: PredictTo: head %q has %d rows, head %q %d: %w", s.heads[t], len(logits[t]), s.heads[0], n, ErrShape)
 		}
 	}
 	if scores == nil {

@@ -235,13 +235,13 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	heads := model.Heads()
-	if len(heads) != tasks.Len() {
-		return nil, fmt.Errorf("mtl: trainer: model has %d heads, %d tasks: %w", len(heads), tasks.Len(), ErrConfig)
+	heads, want := model.Heads(), tasks.Heads()
+	if len(heads) != len(want) {
+		return nil, fmt.Errorf("mtl: trainer: model has %d heads, the tasks need %d (%v): %w", len(heads), len(want), want, ErrConfig)
 	}
 	for i, h := range heads {
-		if h != tasks.Task(i).Name {
-			return nil, fmt.Errorf("mtl: trainer: head %d is %q, task %d is %q: %w", i, h, i, tasks.Task(i).Name, ErrConfig)
+		if h != want[i] {
+			return nil, fmt.Errorf("mtl: trainer: head %d is %q, the tasks' head %d is %q: %w", i, h, i, want[i], ErrConfig)
 		}
 	}
 	t := &Trainer{cfg: cfg, model: model, tasks: tasks}
@@ -300,14 +300,14 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 		}
 		t.workers = append(t.workers, &worker{r: r, dense: dense})
 	}
-	T := tasks.Len()
-	t.logits = make([][]float32, T)
-	t.dLogits = make([][]float32, T)
-	for i := range T {
+	H := len(heads)
+	t.logits = make([][]float32, H)
+	t.dLogits = make([][]float32, H)
+	for i := range H {
 		t.logits[i] = make([]float32, cfg.BatchSize)
 		t.dLogits[i] = make([]float32, cfg.BatchSize)
 	}
-	t.losses = make([]float64, T)
+	t.losses = make([]float64, tasks.Len())
 	t.curDL = t.dLogits
 	if err := t.initMultiTask(); err != nil {
 		return nil, err
@@ -353,8 +353,8 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	if n > t.cfg.BatchSize {
 		return nil, fmt.Errorf("mtl: trainer: batch of %d rows exceeds batch_size %d: %w", n, t.cfg.BatchSize, ErrShape)
 	}
-	if len(b.Labels) != t.tasks.Len() {
-		return nil, fmt.Errorf("mtl: trainer: batch has %d label columns, want %d (%v): %w", len(b.Labels), t.tasks.Len(), t.tasks.Labels(), ErrShape)
+	if len(b.Labels) != len(t.tasks.Columns()) {
+		return nil, fmt.Errorf("mtl: trainer: batch has %d label columns, want %d (%v): %w", len(b.Labels), len(t.tasks.Columns()), t.tasks.Columns(), ErrShape)
 	}
 	t0 := time.Now()
 	ws := t.split(b)
@@ -429,7 +429,7 @@ func (t *Trainer) split(b *features.Batch) []*worker {
 		w.lo = min(i*per, n)
 		w.hi = min(w.lo+per, n)
 		if w.dl == nil {
-			w.dl = make([][]float32, t.tasks.Len())
+			w.dl = make([][]float32, len(t.logits))
 		}
 		b.SliceTo(&w.sub, w.lo, w.hi)
 	}

@@ -20,7 +20,7 @@ type multiTask struct {
 
 // initMultiTask sets up soft sharing after the workers exist.
 func (t *Trainer) initMultiTask() error {
-	T := t.tasks.Len()
+	T := len(t.logits) // the heads: the tasks, and extra heads
 	mt := &t.mt
 	if !t.model.SoftSharing() {
 		if t.cfg.SoftPenalty != 0 {

@@ -139,7 +139,7 @@ func (s *BalanceStep) TaskGradTo(dst [][]float32, task int, params []int) error 
 		}
 	}
 	if s.dlOne == nil {
-		s.dlOne = make([][]float32, T)
+		s.dlOne = make([][]float32, len(t.logits))
 		for h := range s.dlOne {
 			s.dlOne[h] = make([]float32, t.cfg.BatchSize)
 		}
@@ -149,12 +149,12 @@ func (s *BalanceStep) TaskGradTo(dst [][]float32, task int, params []int) error 
 	n := s.b.Rows
 	clear(s.oneHot)
 	s.oneHot[task] = 1
-	for h := range T {
+	for h := range t.logits {
 		t.logits[h] = t.logits[h][:n]
 		s.dlOne[h] = s.dlOne[h][:n]
 	}
 	_, err := t.tasks.LossTo(s.lossTmp, s.dlOne, t.logits, s.b.Labels, s.b.Weights, s.oneHot)
-	for h := range T {
+	for h := range t.logits {
 		t.logits[h] = t.logits[h][:cap(t.logits[h])]
 		s.dlOne[h] = s.dlOne[h][:cap(s.dlOne[h])]
 	}

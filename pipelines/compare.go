@@ -142,6 +142,9 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTaskColumns(base.Spec, cfg.Data); err != nil {
+		return nil, err
+	}
 	statsText, err := os.ReadFile(features.StatsPath(cfg.SpecPath))
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: compare: %w", err)

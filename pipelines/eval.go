@@ -99,7 +99,7 @@ func Evaluate(ctx context.Context, s *Setup, m *mmoe.Model, cfg EvalConfig) (*Ev
 		g.Go(func() error {
 			ws := m.NewWorkspace(cfg.BatchSize)
 			var b features.Batch
-			view := make([][]float32, s.Tasks.Len())
+			view := make([][]float32, len(s.Tasks.Heads()))
 			for rec := range recs {
 				err := s.Transformer.TransformTo(&b, rec)
 				rec.Release()

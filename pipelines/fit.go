@@ -132,6 +132,9 @@ func Fit(ctx context.Context, spec *features.Spec, cfg FitConfig) (*FitResult, e
 // here, and statistics fitted on it are not saved for the next run.
 func fitForTraining(ctx context.Context, paths []string, alloc memory.Allocator, skip bool, progress io.Writer) func(*features.Spec) (*features.Stats, error) {
 	return func(spec *features.Spec) (*features.Stats, error) {
+		if err := checkTaskColumns(spec, paths); err != nil {
+			return nil, err
+		}
 		res, err := Fit(ctx, spec, FitConfig{Paths: paths, Allocator: alloc, SkipBadRows: skip})
 		if err != nil {
 			return nil, err

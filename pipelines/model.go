@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 
@@ -98,7 +99,11 @@ func setupFromText(text []byte, stats *features.Stats) (*Setup, error) {
 	}
 	s.Train = s.Train.WithDefaults()
 	for _, t := range spec.Tasks {
-		s.TaskConfigs = append(s.TaskConfigs, mtl.TaskConfig{Name: t.Name, Kind: string(t.Kind), Label: t.Label, Parent: t.Parent})
+		s.TaskConfigs = append(s.TaskConfigs, mtl.TaskConfig{
+			Name: t.Name, Kind: string(t.Kind), Label: t.Label, Parent: t.Parent, Mask: t.Mask,
+			Counterfactual: t.Counterfactual, CounterfactualWeight: t.CounterfactualWeight, IPWClip: t.IPWClip,
+			CalibratorWeight: t.CalibratorWeight,
+		})
 	}
 	if s.Tasks, err = mtl.NewTaskSet(s.TaskConfigs); err != nil {
 		return nil, err
@@ -116,14 +121,8 @@ func (s *Setup) buildTransform() error {
 	if err != nil {
 		return err
 	}
-	idx, err := s.Tasks.LabelIndex(t.Layout().Labels)
-	if err != nil {
-		return err
-	}
-	for i, j := range idx {
-		if i != j {
-			return fmt.Errorf("pipelines: the transform's label columns %v are not in task order", t.Layout().Labels)
-		}
+	if !slices.Equal(t.Layout().Labels, s.Tasks.Columns()) {
+		return fmt.Errorf("pipelines: the transform's label columns %v are not the tasks' %v", t.Layout().Labels, s.Tasks.Columns())
 	}
 	s.Transformer = t
 	return nil
@@ -140,14 +139,9 @@ func (s *Setup) ReadModel(r io.Reader) (*mmoe.Model, error) {
 	return mmoe.NewFromSafetensors(s.Model, s.Transformer.Layout(), s.heads(), r)
 }
 
-// heads are the model's heads: the tasks, in order.
-func (s *Setup) heads() []string {
-	heads := make([]string, len(s.TaskConfigs))
-	for i, t := range s.TaskConfigs {
-		heads[i] = t.Name
-	}
-	return heads
-}
+// heads are the model's heads: the tasks, in order, then their extra heads
+// (mtl.TaskSet.Heads).
+func (s *Setup) heads() []string { return s.Tasks.Heads() }
 
 // LoadedModel is a bundle or checkpoint read back for evaluation or
 // resumption.

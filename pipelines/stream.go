@@ -393,7 +393,7 @@ func (st *streamRun) open(ctx context.Context) error {
 	m := st.r.model
 	bs := st.r.trainer.Config().BatchSize
 	st.ws = m.NewWorkspace(bs)
-	st.view = make([][]float32, st.r.s.Tasks.Len())
+	st.view = make([][]float32, len(st.r.s.Tasks.Heads()))
 	st.lastSave = time.Now()
 	st.start, st.lastLine, st.startEx = time.Now(), time.Now(), st.r.examples
 	st.lastEvents = st.r.examples

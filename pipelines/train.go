@@ -29,6 +29,10 @@ import (
 // model configuration differs from the one given.
 var ErrSpecMismatch = errors.New("pipelines: checkpoint was trained with another spec")
 
+// ErrSpecColumns is wrapped when a task's label or mask column is not in
+// the training data; the run is refused before it trains.
+var ErrSpecColumns = errors.New("pipelines: a task's column is not in the data")
+
 // TrainBatchConfig configures TrainBatch. Zero fields take the spec's
 // train: section values or the documented defaults.
 type TrainBatchConfig struct {
@@ -137,6 +141,9 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	}
 	s, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, cfg.Allocator, cfg.SkipBadRows, cfg.Progress))
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTaskColumns(s.Spec, cfg.Data); err != nil {
 		return nil, err
 	}
 	if cfg.Epochs > 0 {

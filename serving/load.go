@@ -142,7 +142,7 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
 	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
-	model, err := bundle.ReadModel(dir, m, b.Transformer.Layout(), taskNames(m.Tasks), lim)
+	model, err := bundle.ReadModel(dir, m, b.Transformer.Layout(), b.Tasks.Heads(), lim)
 	if err != nil {
 		var pe *fs.PathError
 		switch {
@@ -348,8 +348,8 @@ func FillSampleScores(m *bundle.Manifest, model *mmoe.Model) error {
 	if len(m.Objectives) == 0 {
 		m.Objectives = slices.Clone(b.Tasks.Objectives())
 	}
-	if !slices.Equal(model.Heads(), taskNames(m.Tasks)) {
-		return fmt.Errorf("serving: model heads %v differ from the manifest's tasks %v", model.Heads(), taskNames(m.Tasks))
+	if !slices.Equal(model.Heads(), b.Tasks.Heads()) {
+		return fmt.Errorf("serving: model heads %v differ from the heads of the manifest's tasks %v", model.Heads(), b.Tasks.Heads())
 	}
 	if len(m.Sample) == 0 {
 		return nil
