@@ -17,18 +17,22 @@ const (
 	ArchSoft         = "soft"
 	ArchCGC          = "cgc"
 	ArchPLE          = "ple"
+	// ArchAITM is AITM (Xi et al., KDD 2021): a network per task on the
+	// shared embeddings, as single, with AIT's information transfer
+	// between the towers of adjacent tasks (Config.AIT).
+	ArchAITM = "aitm"
 )
 
 // Archs lists the accepted architectures.
-var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE}
+var Archs = []string{ArchMMoE, ArchOMoE, ArchSharedBottom, ArchSingle, ArchSoft, ArchCGC, ArchPLE, ArchAITM}
 
-// validateArchHeads checks the number of heads against the rules of
-// c.Arch.
-func (c Config) validateArchHeads(n int) error {
-	if c.Arch == ArchSoft && n < 2 {
-		return configErr("arch soft: %d head: soft parameter sharing needs at least 2 tasks", n)
+// validateArchHeads checks the heads against the rules of c.Arch and of
+// AIT's transfer.
+func (c Config) validateArchHeads(heads []string) error {
+	if c.Arch == ArchSoft && len(heads) < 2 {
+		return configErr("arch soft: %d head: soft parameter sharing needs at least 2 tasks", len(heads))
 	}
-	return nil
+	return c.validateTransfer(heads)
 }
 
 // SoftSharing reports whether the model's tasks have networks of their own
@@ -54,10 +58,13 @@ func (c *Config) archDefaults() {
 		if c.TaskExperts == 0 {
 			c.TaskExperts = 1
 		}
-	case ArchSingle, ArchSoft:
+	case ArchSingle, ArchSoft, ArchAITM:
 		if c.TaskExperts == 0 {
 			c.TaskExperts = 1
 		}
+	}
+	if c.Arch == ArchAITM {
+		c.AIT = true
 	}
 	if c.Levels == 0 {
 		if c.Arch == ArchPLE {
@@ -86,7 +93,7 @@ func (c Config) validateArch() error {
 		if c.TaskExperts != 0 {
 			return configErr("arch shared_bottom: task_experts %d: must be 0", c.TaskExperts)
 		}
-	case ArchSingle, ArchSoft:
+	case ArchSingle, ArchSoft, ArchAITM:
 		if c.Experts != 0 {
 			return configErr("arch %s: experts %d: one network per task has no shared experts (leave experts unset)", c.Arch, c.Experts)
 		}
@@ -231,7 +238,9 @@ func newTopology(cfg Config, heads []string) topology {
 // takes c's levels when c is ple. The result is not validated.
 func (c Config) ForArch(arch string) Config {
 	b := c.WithDefaults()
-	out := Config{Arch: arch, EmbeddingDim: b.EmbeddingDim, ExpertHidden: b.ExpertHidden, Tower: b.Tower, Activation: b.Activation, Seed: b.Seed}
+	out := Config{Arch: arch, EmbeddingDim: b.EmbeddingDim, ExpertHidden: b.ExpertHidden, Tower: b.Tower, Activation: b.Activation, Seed: b.Seed, Transfer: b.Transfer}
+	// AIT as a head option carries over; the one arch aitm implies does not.
+	out.AIT = b.AIT && b.Arch != ArchAITM
 	mixture := b.Arch == ArchMMoE || b.Arch == ArchOMoE || b.Arch == ArchCGC || b.Arch == ArchPLE
 	switch arch {
 	case ArchMMoE, ArchOMoE:
@@ -240,7 +249,7 @@ func (c Config) ForArch(arch string) Config {
 		}
 	case ArchSharedBottom:
 		out.Experts = 1
-	case ArchSingle, ArchSoft:
+	case ArchSingle, ArchSoft, ArchAITM:
 		out.TaskExperts = 1
 	case ArchCGC, ArchPLE:
 		if mixture {

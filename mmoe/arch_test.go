@@ -77,6 +77,14 @@ level 0
   gate gates.a a over [0] <- x
   gate gates.b b over [1] <- x
 towers a<-gates.a b<-gates.b`},
+		// AITM: the single topology; AIT's transfer runs after the towers.
+		{Config{Arch: ArchAITM}, `
+level 0
+  expert task_experts.a.0 a <- x
+  expert task_experts.b.0 b <- x
+  gate gates.a a over [0] <- x
+  gate gates.b b over [1] <- x
+towers a<-gates.a b<-gates.b`},
 		// Soft sharing: the single topology; the penalty ties the networks.
 		{Config{Arch: ArchSoft}, `
 level 0

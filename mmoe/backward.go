@@ -33,6 +33,7 @@ type Grads struct {
 	dtw   [][][]float32 // per task, per tower layer: gradient of its output
 	slots [][]int32     // per field, per table row: index in Sparse[f].Rows, or -1
 	s     []float32     // per-row scratch, maxCands
+	ait   *aitGrad      // AIT's scratch (ait.go), or nil
 }
 
 type levelGrad struct {
@@ -93,6 +94,9 @@ func (m *Model) NewGrads(maxRows int) *Grads {
 		}
 		g.dtw = append(g.dtw, d)
 	}
+	if m.ait != nil {
+		m.newAITGrads(g, buf)
+	}
 	return g
 }
 
@@ -134,14 +138,19 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 	}
 	// Heads and towers.
 	lastW, lastG := &ws.lv[len(ws.lv)-1], &g.lv[len(g.lv)-1]
+	if m.ait != nil {
+		m.aitBack(ws, g, dLogits, rows) // the heads, and AIT into the towers
+	}
 	for t := range m.heads {
 		src := m.towerSrc[t]
 		in, dIn := lastW.out[src], lastG.dout[src]
 		tw := m.towers[t]
 		L := &m.headL[t]
-		if n := len(tw); n > 0 {
+		switch n := len(tw); {
+		case m.ait != nil: // aitBack ran the head
+		case n > 0:
 			linearBack(ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, ws.tw[t][n-1], L.in, rows, L.in, 1, a[L.w:L.w+L.in], g.dtw[t][n-1], L.in, 0)
-		} else {
+		default:
 			linearBack(ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, in, H, rows, L.in, 1, a[L.w:L.w+L.in], dIn, H, 1)
 		}
 		for l := len(tw) - 1; l >= 0; l-- {

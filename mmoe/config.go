@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 
 	"go.yaml.in/yaml/v3"
@@ -27,8 +28,8 @@ const (
 // Config is the model: section of a spec file. Zero values mean "default";
 // WithDefaults fills them in and Model.Config reports the effective values.
 type Config struct {
-	// Arch is one of mmoe, omoe, shared_bottom, single, soft, cgc, ple.
-	// Default: "mmoe".
+	// Arch is one of mmoe, omoe, shared_bottom, single, soft, cgc, ple,
+	// aitm. Default: "mmoe".
 	Arch string `yaml:"arch" json:"arch"`
 	// EmbeddingDim is the width of every embedding table. Default: 16.
 	EmbeddingDim int `yaml:"embedding_dim" json:"embedding_dim"`
@@ -55,6 +56,18 @@ type Config struct {
 	Activation string `yaml:"activation" json:"activation"`
 	// Seed seeds the weight initialisation. Default: 0 (a valid seed).
 	Seed uint64 `yaml:"seed" json:"seed"`
+	// AIT adds AITM's information transfer between the towers of adjacent
+	// steps of a funnel (see ait.go) to any architecture: each head whose
+	// task has a parent reads an attention over its own tower's output and
+	// what its parent passes on. It needs Transfer. Default: false; arch
+	// aitm always has it.
+	AIT bool `yaml:"ait" json:"ait,omitempty"`
+	// Transfer maps each head that receives AIT's transfer to the head it
+	// receives it from (the task's parent), for AIT only. It is not a key
+	// of the model: section: the caller fills it in from the tasks
+	// (pipelines does, from each task's parent), and saved configurations
+	// keep it.
+	Transfer map[string]string `yaml:"-" json:"transfer,omitempty"`
 }
 
 // DefaultConfig returns the standard MMoE: 8 experts [256, 128], ReLU,
@@ -86,6 +99,7 @@ func (c Config) WithDefaults() Config {
 	if c.Activation == "" {
 		c.Activation = ActReLU
 	}
+	c.Transfer = maps.Clone(c.Transfer)
 	return c
 }
 

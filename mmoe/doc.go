@@ -16,11 +16,16 @@
 //	               has a shared gate over all its experts that feeds the next
 //	               level's shared experts, while task t's gate feeds the next
 //	               level's task-t experts and gate
+//	aitm           single, with AIT's information transfer (ait.go) between
+//	               the towers of adjacent funnel steps
 //
 // A gate over a single expert has no parameters (its weight is 1). After the
 // last level each task has a tower MLP and a linear head with one output, the
-// logit. The model outputs logits only: link functions, ESMM and losses
-// belong to package mtl.
+// logit. With Config.AIT (any arch; aitm always) the head of a task with a
+// parent in Config.Transfer reads an attention over its own tower's output
+// and what its parent's head passes on, instead of its tower's output alone.
+// The model outputs logits only: link functions, ESMM and losses belong to
+// package mtl.
 //
 // # Input layout
 //
@@ -45,6 +50,7 @@
 //	[levels.<i>.]gates.shared.weight|bias             omoe's gate; ple's shared gate
 //	towers.<task>.layers.<l>.weight|bias
 //	heads.<task>.weight|bias                          [1, in] and [1]
+//	ait.<task>.info|query|key|value.weight, ait.<task>.info.bias   AIT only
 //
 // where <task> is the head name and the levels.<i>. prefix is used by ple
 // only. The first layers of all experts and gates that read the same input

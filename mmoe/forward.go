@@ -24,6 +24,8 @@ type Workspace struct {
 	twPre  [][][]float32 // GELU pre-activations, else nil
 	logits [][]float32   // per task, [maxRows]
 
+	ait *aitWS // AIT's activations (ait.go), or nil
+
 	xk, yc []float32 // Split only: candidate columns [maxRows, inK]; context share [out]
 	ycRows []float32 // Split.ForwardRows only: per-row context shares [maxRows, out]
 	touch  uint32    // Split only: keeps the gather's prefetching loads alive
@@ -97,6 +99,9 @@ func (m *Model) NewWorkspace(maxRows int) *Workspace {
 		ws.logits = append(ws.logits, buf(1))
 	}
 	ws.Logits = make([][]float32, len(m.heads))
+	if m.ait != nil {
+		m.newAITWorkspace(ws, buf, gelu)
+	}
 	return ws
 }
 
@@ -260,6 +265,9 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 			}
 			prev, ld = out, L.out
 		}
+		if m.ait != nil {
+			continue // the heads read AIT's output (aitForward)
+		}
 		L := &m.headL[t]
 		if pw != nil {
 			linearPacked(actNone, ws.logits[t], 1, prev, ld, rows, pw.heads[t], a[L.b:L.b+1], nil)
@@ -267,6 +275,9 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 			linearTo(actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
 		}
 		ws.Logits[t] = ws.logits[t][:rows]
+	}
+	if m.ait != nil {
+		m.aitForward(ws, rows)
 	}
 	ws.rows = rows
 }

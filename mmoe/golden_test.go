@@ -25,7 +25,7 @@ func goldenConfig(arch string) Config {
 	case ArchPLE:
 		c.Experts, c.TaskExperts, c.Levels = 2, 2, 3
 	}
-	return c
+	return chained(c, goldenHeads)
 }
 
 var goldenHeads = []string{"ctr", "cvr", "dwell"}

@@ -197,6 +197,13 @@ func reluSigns(m *Model, ws *Workspace, dst []bool) []bool {
 			add(ws.tw[t][l], L.out, L.out)
 		}
 	}
+	if m.ait != nil {
+		for h := range m.heads {
+			if m.ait.heads[h].parent >= 0 {
+				add(ws.ait.info[h], m.ait.d, m.ait.d)
+			}
+		}
+	}
 	return dst
 }
 
@@ -217,7 +224,7 @@ func TestGradientsArchs(t *testing.T) {
 				case ArchPLE:
 					cfg.Experts, cfg.TaskExperts, cfg.Levels = 2, 1, 3
 				}
-				m, err := New(cfg, smallLayout(), []string{"ctr", "cvr"})
+				m, err := New(chained(cfg, []string{"ctr", "cvr"}), smallLayout(), []string{"ctr", "cvr"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -293,6 +300,72 @@ func TestGradientCheckCatchesErrors(t *testing.T) {
 		grad[k] += 0.1*grad[k] + float32(math.Copysign(0.005, float64(grad[k])))
 		res := c.run(t)
 		if len(res.bad) != 1 {
+			t.Errorf("%s: corrupted gradient: checker reported %d mismatches, want 1: %v", target, len(res.bad), res.bad)
+		}
+	}
+}
+
+// TestGradientsAIT checks AIT's transfer: a chain of three heads on its
+// own networks (arch aitm) with each activation, a head option on mmoe
+// without towers (the heads read the gate outputs) and on ple, and a tree
+// (two heads receiving from one).
+func TestGradientsAIT(t *testing.T) {
+	chain := []string{"click", "cart", "buy"}
+	cases := []struct {
+		name  string
+		cfg   Config
+		heads []string
+	}{
+		{"aitm/tanh", Config{Arch: ArchAITM, EmbeddingDim: 2, ExpertHidden: []int{4}, Tower: []int{3}, Activation: ActTanh, Seed: 1}, chain},
+		{"aitm/relu", Config{Arch: ArchAITM, EmbeddingDim: 2, ExpertHidden: []int{4, 3}, Tower: []int{4}, Activation: ActReLU, Seed: 2}, chain},
+		{"aitm/gelu", Config{Arch: ArchAITM, EmbeddingDim: 2, ExpertHidden: []int{4}, Tower: []int{3, 3}, Activation: ActGELU, Seed: 3}, chain},
+		{"mmoe-no-tower", Config{Arch: ArchMMoE, AIT: true, Experts: 2, EmbeddingDim: 2, ExpertHidden: []int{3}, Tower: []int{}, Activation: ActTanh, Seed: 4}, chain},
+		{"ple", Config{Arch: ArchPLE, AIT: true, Experts: 1, TaskExperts: 1, Levels: 2, EmbeddingDim: 2, ExpertHidden: []int{3}, Tower: []int{3}, Activation: ActTanh, Seed: 5}, chain},
+		{"tree", Config{Arch: ArchAITM, EmbeddingDim: 2, ExpertHidden: []int{3}, Tower: []int{3}, Activation: ActTanh, Seed: 6,
+			Transfer: map[string]string{"cart": "click", "buy": "click"}}, chain},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := New(chained(tc.cfg, tc.heads), smallLayout(), tc.heads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := randomBatch(smallLayout(), 5, rand.New(rand.NewPCG(8, 9)))
+			newGradChecker(t, m, b, 4).run(t).report(t)
+		})
+	}
+}
+
+// TestGradientCheckCatchesAITErrors: a 10% error in one coordinate of each
+// AIT parameter, and of the tower and embedding gradients that flow back
+// through it, is reported.
+func TestGradientCheckCatchesAITErrors(t *testing.T) {
+	heads := []string{"click", "cart", "buy"}
+	cfg := chained(Config{Arch: ArchAITM, EmbeddingDim: 2, ExpertHidden: []int{4}, Tower: []int{3}, Activation: ActTanh, Seed: 1}, heads)
+	m, err := New(cfg, smallLayout(), heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randomBatch(smallLayout(), 5, rand.New(rand.NewPCG(8, 9)))
+	for _, target := range []string{"ait.cart.info.weight", "ait.buy.info.bias", "ait.cart.query.weight", "ait.buy.key.weight", "ait.buy.value.weight", "towers.click.layers.0.weight", "embeddings.tags.weight"} {
+		c := newGradChecker(t, m, b, 3)
+		var grad []float32
+		for i, p := range m.Params() {
+			if p.Name == target {
+				grad = c.g.Dense[i]
+			}
+		}
+		if grad == nil {
+			grad = c.g.Sparse[1].Grad
+		}
+		k := 0
+		for i, v := range grad {
+			if math.Abs(float64(v)) > math.Abs(float64(grad[k])) {
+				k = i
+			}
+		}
+		grad[k] += 0.1*grad[k] + float32(math.Copysign(0.005, float64(grad[k])))
+		if res := c.run(t); len(res.bad) != 1 {
 			t.Errorf("%s: corrupted gradient: checker reported %d mismatches, want 1: %v", target, len(res.bad), res.bad)
 		}
 	}

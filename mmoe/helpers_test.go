@@ -67,3 +67,15 @@ func stdLayout() features.Layout {
 	}
 	return l
 }
+
+// chained gives an AIT configuration (arch aitm, or ait) without a
+// transfer the chain heads[0] -> heads[1] -> ...
+func chained(c Config, heads []string) Config {
+	if (c.Arch == ArchAITM || c.AIT) && c.Transfer == nil {
+		c.Transfer = map[string]string{}
+		for i := 1; i < len(heads); i++ {
+			c.Transfer[heads[i]] = heads[i-1]
+		}
+	}
+	return c
+}

@@ -108,7 +108,8 @@ type Model struct {
 	towerSrc []int     // per task: gate of the last level
 
 	maxCands   int
-	lastShared []int // LastSharedLayer
+	lastShared []int    // LastSharedLayer
+	ait        *aitPlan // AIT's transfer between heads, or nil (ait.go)
 
 	arenaLen int // len(arena): build plans it, allocate makes the arena
 }
@@ -242,7 +243,7 @@ func checkHeads(cfg Config, heads []string) error {
 			return configErr("heads: %q appears twice", h)
 		}
 	}
-	return cfg.validateArchHeads(len(heads))
+	return cfg.validateArchHeads(heads)
 }
 
 func cloneLayout(l features.Layout) features.Layout {
@@ -326,6 +327,9 @@ func (m *Model) build() {
 		if last[p.name] {
 			m.lastShared = append(m.lastShared, i)
 		}
+	}
+	if m.cfg.AIT {
+		m.allocAIT(b)
 	}
 	m.arenaLen = b.n
 }
@@ -565,7 +569,7 @@ func (m *Model) MatchingLayers() [][]int {
 func (m *Model) taskKey(name string) (key string, task int) {
 	parts := strings.Split(name, ".")
 	for i, p := range parts {
-		if i == 0 || !(parts[i-1] == "task_experts" || parts[i-1] == "gates" || parts[i-1] == "towers" || parts[i-1] == "heads") {
+		if i == 0 || !(parts[i-1] == "task_experts" || parts[i-1] == "gates" || parts[i-1] == "towers" || parts[i-1] == "heads" || parts[i-1] == "ait") {
 			continue
 		}
 		if t := slices.Index(m.heads, p); t >= 0 {

@@ -19,7 +19,7 @@ func testModel(t testing.TB, cfg Config, heads ...string) *Model {
 	if len(heads) == 0 {
 		heads = []string{"ctr", "cvr"}
 	}
-	m, err := New(cfg, smallLayout(), heads)
+	m, err := New(chained(cfg, heads), smallLayout(), heads)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 				t.Fatal("re-saved file differs")
 			}
 			// The same without an initialisation to overwrite.
-			c, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(saved(t, a)))
+			c, err := NewFromSafetensors(chained(cfg, []string{"ctr", "cvr"}), smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(saved(t, a)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +97,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 				t.Fatal("NewFromSafetensors: re-saved file differs")
 			}
 			file := saved(t, a)
-			if _, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(file[:len(file)-3])); !errors.Is(err, ErrFormat) {
+			if _, err := NewFromSafetensors(chained(cfg, []string{"ctr", "cvr"}), smallLayout(), []string{"ctr", "cvr"}, bytes.NewReader(file[:len(file)-3])); !errors.Is(err, ErrFormat) {
 				t.Fatalf("NewFromSafetensors of a truncated file: %v, want ErrFormat", err)
 			}
 			if _, err := NewFromSafetensors(cfg, smallLayout(), []string{"ctr"}, bytes.NewReader(file)); err == nil {

@@ -84,6 +84,18 @@ func SizeOf(cfg Config, layout features.Layout, heads []string) (Footprint, erro
 		}
 		linear(prev, 1) // the head
 	}
+	if cfg.AIT { // ait.go: info [D, D] + bias, query, key, value [D, D]
+		D := hidden
+		if n := len(cfg.Tower); n > 0 {
+			D = int64(cfg.Tower[n-1])
+		}
+		for _, h := range heads {
+			if _, ok := cfg.Transfer[h]; ok {
+				linear(D, D)
+				add(3, mulSat(3, mulSat(D, D)))
+			}
+		}
+	}
 	for _, f := range layout.Sparse {
 		add(1, mulSat(int64(f.Cardinality), dim))
 	}

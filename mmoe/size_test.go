@@ -20,12 +20,14 @@ func TestSizeOf(t *testing.T) {
 		{EmbeddingDim: 2, ExpertHidden: []int{6}, Tower: []int{}},
 		{EmbeddingDim: 4, Experts: 3, TaskExperts: 2, Levels: 3, ExpertHidden: []int{5, 4, 3}},
 	}
+	// AIT as an option on a shared structure.
+	cfgs = append(cfgs, Config{EmbeddingDim: 3, ExpertHidden: []int{4}, Tower: []int{3}, AIT: true})
 	for _, arch := range Archs {
 		for _, c := range cfgs {
 			cfg := c
 			cfg.Arch = arch
 			switch arch {
-			case ArchSingle, ArchSoft:
+			case ArchSingle, ArchSoft, ArchAITM:
 				cfg.Experts, cfg.TaskExperts = 0, 0
 			case ArchSharedBottom:
 				cfg.Experts, cfg.TaskExperts = 1, 0
@@ -36,6 +38,7 @@ func TestSizeOf(t *testing.T) {
 				cfg.Levels = 0
 			}
 			for _, heads := range [][]string{{"ctr", "cvr"}, {"a", "b", "c"}} {
+				cfg := chained(cfg, heads)
 				m, err := New(cfg, smallLayout(), heads)
 				if err != nil {
 					t.Fatalf("%s %+v: %v", arch, cfg, err)
