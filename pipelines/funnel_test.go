@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onestone/onestone/internal/gen"
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
 )
@@ -131,5 +132,54 @@ func replaceSection(t *testing.T, spec, key, text string) {
 	}
 	if err := os.WriteFile(spec, []byte(strings.Join(out, "")), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTrainAITM trains gen --cart's three-step funnel with its AITM spec
+// (arch aitm, and AIT as a head option on mmoe): the transfer follows the
+// tasks' parents, the bundle carries it, and serving loads the bundle
+// (re-scoring its sample bit for bit). AITM without a chain is refused
+// before training, naming the key.
+func TestTrainAITM(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := gen.Generate(context.Background(), gen.Config{Dir: dir, Rows: 30000, Users: 2000, Items: 2000, Seed: 7, Files: 2, RowGroupRows: 4096, TaskCorr: 0.5, Cart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := sum.Spec
+	for _, model := range []string{"model:\n  arch: aitm\n  expert_hidden: [16]\n  tower: [8]\n  embedding_dim: 4\n", "model:\n  arch: mmoe\n  ait: true\n  experts: 2\n  expert_hidden: [16]\n  tower: [8]\n  embedding_dim: 4\n"} {
+		replaceSection(t, spec, "model:", model)
+		replaceSection(t, spec, "train:", "train:\n  batch_size: 256\n  workers: 2\n")
+		out := filepath.Join(t.TempDir(), "models")
+		res, err := TrainBatch(context.Background(), TrainBatchConfig{
+			SpecPath: spec, Data: []string{filepath.Join(dir, "train-*.parquet")}, Valid: []string{filepath.Join(dir, "test-00000.parquet")}, Out: out, Epochs: 2,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Final.Metrics {
+			if m.Objective == "ctr" && !(m.AUC > 0.6) {
+				t.Errorf("ctr AUC %.4f", m.AUC)
+			}
+		}
+		lm, err := LoadModel(res.Bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := lm.Model.Config(); !c.AIT || c.Transfer["cart"] != "ctr" || c.Transfer["cvr"] != "cart" || len(c.Transfer) != 2 {
+			t.Errorf("model config %+v: want the transfer ctr -> cart -> cvr", c)
+		}
+		if c := lm.Manifest.Model; c.Transfer["cvr"] != "cart" {
+			t.Errorf("manifest model %+v", c)
+		}
+		if _, err := serving.LoadBundle(res.Bundle); err != nil {
+			t.Fatalf("serving refuses the bundle: %v", err)
+		}
+	}
+	funnelTasks(t, spec, "tasks:\n  - {name: ctr, kind: binary, label: click}\n  - {name: cart, kind: binary, label: cart}\n")
+	out := filepath.Join(t.TempDir(), "models")
+	_, err = TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: []string{filepath.Join(dir, "train-*.parquet")}, Out: out})
+	if err == nil || !strings.Contains(err.Error(), "no task has a parent") || !strings.Contains(err.Error(), "parent:") {
+		t.Fatalf("AITM without a chain: err = %v", err)
 	}
 }

@@ -108,12 +108,29 @@ func setupFromText(text []byte, stats *features.Stats) (*Setup, error) {
 	if s.Tasks, err = mtl.NewTaskSet(s.TaskConfigs); err != nil {
 		return nil, err
 	}
+	s.Model = withTransfer(s.Model, s.TaskConfigs)
 	if stats != nil {
 		if err := s.buildTransform(); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// withTransfer fills in AIT's transfer (arch aitm, or model.ait) from the
+// tasks: each task with a parent receives from its parent's head. It
+// leaves other configurations as they are.
+func withTransfer(c mmoe.Config, tasks []mtl.TaskConfig) mmoe.Config {
+	if c.Arch != mmoe.ArchAITM && !c.AIT {
+		return c
+	}
+	c.Transfer = map[string]string{}
+	for _, t := range tasks {
+		if t.Parent != "" {
+			c.Transfer[t.Name] = t.Parent
+		}
+	}
+	return c
 }
 
 func (s *Setup) buildTransform() error {

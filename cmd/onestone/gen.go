@@ -35,6 +35,7 @@ func genFlags(fs *flag.FlagSet) runFunc {
 	fs.Float64Var(&cfg.TestFrac, "test-frac", 0.1, "share of rows in the test file, in (0, 1)")
 	fs.IntVar(&cfg.Files, "files", 4, "number of train files")
 	fs.Int64Var(&cfg.RowGroupRows, "row-group", 131072, "rows per Parquet row group")
+	fs.BoolVar(&cfg.Cart, "cart", false, "add the add-to-cart step between click and conversion (column cart), with an AITM spec")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {

@@ -242,3 +242,82 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("0 users accepted")
 	}
 }
+
+// TestStreamCart: the three-step funnel draws the same impressions as the
+// two-step one up to its first cart (which draws once more), a cart only
+// after a click and a conversion only after a cart,
+// with true_cart >= true_cvr; the conversions given a click keep their
+// rate, and the cart rate is between it and 1.
+func TestStreamCart(t *testing.T) {
+	w, err := NewWorld(3, 500, 500, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, three := w.NewStream(3, 1), w.NewStream(3, 1)
+	var e Event
+	var c CartEvent
+	var clicks, carts, convs, expConv float64
+	same := 0
+	for range 200_000 {
+		three.NextCart(&c)
+		if carts == 0 {
+			two.Next(&e)
+			if e.Click != c.Click || e.UserID != c.UserID || e.ItemID != c.ItemID || e.TrueCTR != c.TrueCTR || e.TrueCVR != c.TrueCVR {
+				t.Fatalf("row %d: the streams diverged before a cart: %+v, %+v", same, e, c.Event)
+			}
+			same++
+		}
+		if c.Cart > c.Click || c.Conversion > c.Cart || c.TrueCart < c.TrueCVR || c.TrueCart > 1 {
+			t.Fatalf("funnel out of order: %+v", c)
+		}
+		if c.Click == 1 {
+			clicks++
+			carts += float64(c.Cart)
+			convs += float64(c.Conversion)
+			expConv += c.TrueCVR
+		}
+	}
+	if same < 2 {
+		t.Errorf("only %d rows before the first cart", same)
+	}
+	if d := (convs - expConv) / math.Sqrt(expConv); math.Abs(d) > 4 {
+		t.Errorf("%v conversions, expected %.0f given the clicks", convs, expConv)
+	}
+	if !(carts/clicks > 1.5*convs/clicks && carts/clicks < 0.9) {
+		t.Errorf("cart rate %.3f, conversion rate %.3f given a click", carts/clicks, convs/clicks)
+	}
+}
+
+// TestGenerateCart writes the three-step funnel's columns and its spec.
+func TestGenerateCart(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := Generate(context.Background(), Config{Dir: dir, Rows: 20_000, Users: 500, Items: 500, Seed: 2, Files: 1, Cart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := sum.Train[0]; !(fs.Carts > fs.Conversions && fs.Carts < fs.Clicks) {
+		t.Errorf("train file: %+v", fs)
+	}
+	f, err := os.Open(filepath.Join(dir, "test-00000.parquet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"click", "cart", "conversion", "true_cart"} {
+		if _, ok := pf.Schema().Lookup(col); !ok {
+			t.Errorf("no column %s", col)
+		}
+	}
+	spec, err := os.ReadFile(sum.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(spec, []byte("label: cart, parent: ctr")) || !bytes.Contains(spec, []byte("arch: aitm")) {
+		t.Errorf("spec:\n%s", spec)
+	}
+}

@@ -40,6 +40,17 @@
 // click ~ Bernoulli(true_ctr); conversion ~ Bernoulli(true_cvr) only when
 // click is 1. The position effect is on the click only.
 //
+// With Config.Cart the funnel has a third step between click and
+// conversion, add-to-cart: cart ~ Bernoulli(true_cart) when click is 1 and
+// conversion ~ Bernoulli(true_cvr/true_cart) when cart is 1, where
+//
+//	true_cart = true_cvr^α,  α = clamp(0.5 − 0.2·relative log price, 0.2, 0.8)
+//
+// so true_cvr stays the probability of a conversion given a click, and
+// expensive items are put in the cart more often than they are bought.
+// The other columns are drawn as in the two-step funnel (the same rows, up
+// to the first cart, whose extra draw moves the stream on).
+//
 // Everything is deterministic for a seed: the world comes from one stream
 // and each output file from its own stream, so files can be written in
 // parallel.
@@ -390,6 +401,16 @@ type Event struct {
 	TrueCVR        float64  `parquet:"true_cvr" json:"true_cvr"`
 }
 
+// CartEvent is an impression of the three-step funnel (Config.Cart): an
+// Event with the add-to-cart step. Parquet files put its columns after the
+// Event's.
+type CartEvent struct {
+	Event
+	Cart int32 `parquet:"cart" json:"cart"`
+	// TrueCart is the probability of add-to-cart given a click.
+	TrueCart float64 `parquet:"true_cart" json:"true_cart"`
+}
+
 // Stream draws impressions from a World. A Stream is not safe for
 // concurrent use; use one per goroutine.
 type Stream struct {
@@ -406,7 +427,13 @@ func (w *World) NewStream(seed, id uint64) *Stream {
 
 // Next overwrites e with the next impression. It does not allocate: Age and
 // UserTags point into the World, which callers must not modify.
-func (s *Stream) Next(e *Event) {
+func (s *Stream) Next(e *Event) { s.next(e, nil) }
+
+// NextCart is Next for the three-step funnel: the same impression, with
+// the add-to-cart step drawn between click and conversion.
+func (s *Stream) NextCart(e *CartEvent) { s.next(&e.Event, e) }
+
+func (s *Stream) next(e *Event, c *CartEvent) {
 	w := s.w
 	w.drawInto(s.r, &s.d)
 	d := &s.d
@@ -431,10 +458,22 @@ func (s *Stream) Next(e *Event) {
 	e.TrueCTR = ctr
 	e.TrueCVR = cvr
 	e.Click, e.Conversion = 0, 0
+	if c != nil {
+		c.Cart, c.TrueCart = 0, math.Pow(cvr, min(0.8, max(0.2, 0.5-0.2*it.relPrice)))
+	}
 	if s.r.Float64() < ctr {
 		e.Click = 1
-		if s.r.Float64() < cvr {
-			e.Conversion = 1
+		u := s.r.Float64()
+		switch {
+		case c == nil:
+			if u < cvr {
+				e.Conversion = 1
+			}
+		case u < c.TrueCart:
+			c.Cart = 1
+			if s.r.Float64() < cvr/c.TrueCart {
+				e.Conversion = 1
+			}
 		}
 	}
 }

@@ -37,6 +37,10 @@ type Config struct {
 	RowGroupRows int64
 	// Workers is the number of files written at once. Default: GOMAXPROCS.
 	Workers int
+	// Cart adds the add-to-cart step between click and conversion (columns
+	// cart and true_cart; see CartEvent), for funnels of three steps such
+	// as AITM's. Default: false.
+	Cart bool
 	// MaxAUCRows bounds the test rows kept in memory to compute the ceiling
 	// AUC (24 bytes each, and about 30 more while it is computed). Default:
 	// 4,000,000.
@@ -96,6 +100,7 @@ type FileSummary struct {
 	Rows        int64   `json:"rows"`
 	Clicks      int64   `json:"clicks"`
 	Conversions int64   `json:"conversions"`
+	Carts       int64   `json:"carts,omitempty"` // with Config.Cart
 	CTR         float64 `json:"ctr"`             // clicks / rows
 	CVR         float64 `json:"cvr_given_click"` // conversions / clicks
 }
@@ -140,7 +145,7 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 	g.SetLimit(cfg.Workers)
 	// The test file first: it is the one whose AUC is computed.
 	g.Go(func() error {
-		fs, err := writeFile(gctx, w, cfg, filepath.Join(cfg.Dir, "test-00000.parquet"), 0, testRows, &scores)
+		fs, err := write(gctx, w, cfg, filepath.Join(cfg.Dir, "test-00000.parquet"), 0, testRows, &scores)
 		sum.Test = fs
 		return err
 	})
@@ -151,7 +156,7 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		g.Go(func() error {
 			path := filepath.Join(cfg.Dir, fmt.Sprintf("train-%05d.parquet", f))
-			fs, err := writeFile(gctx, w, cfg, path, uint64(f)+1, n, nil)
+			fs, err := write(gctx, w, cfg, path, uint64(f)+1, n, nil)
 			sum.Train[f] = fs
 			return err
 		})
@@ -168,7 +173,7 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("gen: ceiling CTCVR AUC: the %d test rows hold one class", sum.AUCRows)
 	}
 	sum.Spec = filepath.Join(cfg.Dir, "spec.yaml")
-	if err := os.WriteFile(sum.Spec, []byte(SpecYAML(cfg.Users, cfg.Items)), 0o644); err != nil {
+	if err := os.WriteFile(sum.Spec, []byte(specYAML(cfg.Users, cfg.Items, cfg.Cart)), 0o644); err != nil {
 		return nil, fmt.Errorf("gen: %w", err)
 	}
 	return sum, nil
@@ -181,8 +186,18 @@ type testScores struct {
 	click, conv []float32
 }
 
-// writeFile writes rows impressions of stream id to path.
-func writeFile(ctx context.Context, w *World, cfg Config, path string, id uint64, rows int64, sc *testScores) (fs FileSummary, err error) {
+// write writes rows impressions of stream id to path, of the two- or the
+// three-step funnel.
+func write(ctx context.Context, w *World, cfg Config, path string, id uint64, rows int64, sc *testScores) (FileSummary, error) {
+	if cfg.Cart {
+		return writeFile(ctx, w, cfg, path, id, rows, sc, (*Stream).NextCart, func(e *CartEvent) (*Event, int32) { return &e.Event, e.Cart })
+	}
+	return writeFile(ctx, w, cfg, path, id, rows, sc, (*Stream).Next, func(e *Event) (*Event, int32) { return e, 0 })
+}
+
+// writeFile writes rows impressions of type T, drawn by next, to path; ev
+// gives a row's Event and its cart.
+func writeFile[T any](ctx context.Context, w *World, cfg Config, path string, id uint64, rows int64, sc *testScores, next func(*Stream, *T), ev func(*T) (*Event, int32)) (fs FileSummary, err error) {
 	fs.Path = path
 	f, err := os.Create(path)
 	if err != nil {
@@ -193,20 +208,21 @@ func writeFile(ctx context.Context, w *World, cfg Config, path string, id uint64
 			err = fmt.Errorf("gen: %s: %w", path, cerr)
 		}
 	}()
-	pw := parquet.NewGenericWriter[Event](f,
+	pw := parquet.NewGenericWriter[T](f,
 		parquet.Compression(&parquet.Zstd),
 		parquet.MaxRowsPerRowGroup(cfg.RowGroupRows),
 	)
 	s := w.NewStream(cfg.Seed, id)
-	buf := make([]Event, 4096)
+	buf := make([]T, 4096)
 	for done := int64(0); done < rows; {
 		if err := ctx.Err(); err != nil {
 			return fs, err
 		}
 		n := int(min(int64(len(buf)), rows-done))
 		for k := range buf[:n] {
-			e := &buf[k]
-			s.Next(e)
+			next(s, &buf[k])
+			e, cart := ev(&buf[k])
+			fs.Carts += int64(cart)
 			fs.Clicks += int64(e.Click)
 			fs.Conversions += int64(e.Conversion)
 			if sc != nil && len(sc.ctr) < cfg.MaxAUCRows {
@@ -238,7 +254,30 @@ func writeFile(ctx context.Context, w *World, cfg Config, path string, id uint64
 // and device, hour, position and tags on the context side, item fields on
 // the candidate side, tasks ctr (binary on click) and cvr (ESMM on
 // conversion, parent ctr), grouped by user_id.
-func SpecYAML(users, items int) string {
+func SpecYAML(users, items int) string { return specYAML(users, items, false) }
+
+// specYAML is SpecYAML; with cart, the tasks are AITM's chain instead:
+// ctr, cart (binary on cart, parent ctr) and cvr (binary on conversion,
+// parent cart), each on every impression, on arch aitm.
+func specYAML(users, items int, cart bool) string {
+	tasks := `tasks:
+  - {name: ctr, kind: binary, label: click}
+  - {name: cvr, kind: esmm, label: conversion, parent: ctr}
+`
+	arch := `  arch: mmoe
+  experts: 4
+`
+	if cart {
+		tasks = `# The three-step funnel (gen --cart): AITM's chain of tasks, each on
+# every impression, with its behavioural-expectation calibrator.
+tasks:
+  - {name: ctr, kind: binary, label: click}
+  - {name: cart, kind: binary, label: cart, parent: ctr, calibrator_weight: 0.6}
+  - {name: cvr, kind: binary, label: conversion, parent: cart, calibrator_weight: 0.6}
+`
+		arch = `  arch: aitm
+`
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Feature spec of the data written by "onestone gen" (see internal/gen).
 fields:
@@ -254,24 +293,19 @@ fields:
   - {name: brand, kind: categorical, vocab: {min_count: 5}, side: candidate}
   - {name: price, kind: numeric, transform: log1p, missing_indicator: false, side: candidate}
   - {name: item_popularity, kind: numeric, transform: standardize, missing_indicator: false, side: candidate}
-tasks:
-  - {name: ctr, kind: binary, label: click}
-  - {name: cvr, kind: esmm, label: conversion, parent: ctr}
-group_key: user_id
+%sgroup_key: user_id
 # A model sized for this data: it trains 2 M rows in well under a minute on
 # 2 cores. Remove these sections for the std defaults (8 experts [256, 128],
 # towers [64], embedding dim 16, batch 1024).
 model:
-  arch: mmoe
-  experts: 4
-  expert_hidden: [64, 32]
+%s  expert_hidden: [64, 32]
   tower: [16]
   embedding_dim: 32
 train:
   batch_size: 256
   epochs: 1
   embedding: {optimizer: adagrad, lr: 0.1}
-`, hashBuckets(users), hashBuckets(items))
+`, hashBuckets(users), hashBuckets(items), tasks, arch)
 	return b.String()
 }
 
