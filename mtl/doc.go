@@ -1,10 +1,10 @@
 // Package mtl holds the multi-task learning machinery of onestone: task
 // definitions and their losses (binary logloss, regression squared error and
 // ESMM's CTCVR = CTR x CVR over the entire impression space), loss weighting
-// (fixed, uncertainty, GradNorm), the soft-sharing penalty, the optimizers
-// (dense Adam, sparse row-wise Adagrad and lazy Adam for embedding tables,
-// gradient clipping, learning-rate schedules) and the evaluation metrics
-// (AUC, GAUC, logloss, calibration, RMSE).
+// (fixed, uncertainty, GradNorm, PCGrad, MetaBalance), the soft-sharing
+// penalty, the optimizers (dense Adam, sparse row-wise Adagrad and lazy
+// Adam for embedding tables, gradient clipping, learning-rate schedules) and
+// the evaluation metrics (AUC, GAUC, logloss, calibration, RMSE).
 //
 // Loss weightings are chosen by name (train.weighting) from
 // KnownWeightings. Each lives in a file of its own (weighting_*.go) that

@@ -36,10 +36,12 @@ type TrainConfig struct {
 	// ClipNorm clips the global norm of the dense gradient. Default: 0 (off).
 	ClipNorm float64 `yaml:"clip_norm" json:"clip_norm"`
 	// Weighting names the loss weighting, a key of KnownWeightings (fixed,
-	// uncertainty, gradnorm, ...). Default: "fixed".
+	// uncertainty, gradnorm, pcgrad, metabalance, ...). Default: "fixed".
 	Weighting string `yaml:"weighting" json:"weighting"`
 	// GradNorm configures weighting: gradnorm (ignored otherwise).
 	GradNorm GradNormTrainConfig `yaml:"gradnorm" json:"gradnorm"`
+	// MetaBalance configures weighting: metabalance (ignored otherwise).
+	MetaBalance MetaBalanceTrainConfig `yaml:"metabalance" json:"metabalance,omitzero"`
 	// SoftPenalty is λ of soft parameter sharing, λ Σ_{t≠t'} ‖θ_t − θ_t'‖²
 	// over the model's matching layers, for arch soft only (setting it with
 	// another architecture is an error). Default: 1e-3 for arch soft.

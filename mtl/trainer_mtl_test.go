@@ -350,7 +350,7 @@ func TestParseTrainConfigGradNorm(t *testing.T) {
 
 // BenchmarkTrainerStepWeighting compares a step with fixed weights to one
 // that measures GradNorm's per-task gradient norms (every step, and every
-// 10th), on a 2-task MMoE.
+// 10th), and to PCGrad's and MetaBalance's steps, on a 2-task MMoE.
 func BenchmarkTrainerStepWeighting(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -359,6 +359,8 @@ func BenchmarkTrainerStepWeighting(b *testing.B) {
 		{"fixed", mtl.TrainConfig{}},
 		{"gradnorm", mtl.TrainConfig{Weighting: mtl.WeightingGradNorm}},
 		{"gradnorm-every10", mtl.TrainConfig{Weighting: mtl.WeightingGradNorm, GradNorm: mtl.GradNormTrainConfig{Every: 10}}},
+		{"pcgrad", mtl.TrainConfig{Weighting: mtl.WeightingPCGrad}},
+		{"metabalance", mtl.TrainConfig{Weighting: mtl.WeightingMetaBalance}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			m, err := mmoe.New(mmoe.Config{Arch: mmoe.ArchMMoE, Experts: 8, EmbeddingDim: 8, ExpertHidden: []int{64, 32}, Tower: []int{16}, Seed: 1}, regLayout, []string{"t1", "t2"})

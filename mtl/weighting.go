@@ -190,6 +190,84 @@ func (s *BalanceStep) DenseGrads() [][]float32 {
 	return s.ws[0].dense
 }
 
+// sharedGrads holds each task's gradient of the dense parameters the tasks
+// share, one flat slice per task with a view per parameter: what the
+// gradient-level weightings (pcgrad, metabalance) combine in place of the
+// batch's gradient of those parameters. The embeddings, also shared, keep
+// the batch's gradient (the trainer's sparse gradients are per batch).
+type sharedGrads struct {
+	params []int         // Network.DenseParams indices of the shared parameters
+	flat   [][]float32   // per task: the gradients, concatenated
+	views  [][][]float32 // per task, per shared parameter: its part of flat
+	out    []float32     // a combination, the size of one task's flat
+}
+
+// newSharedGrads allocates sharedGrads for env's model, refusing (naming
+// the weighting) fewer than 2 tasks and a model whose tasks share no
+// dense parameter.
+func newSharedGrads(weighting string, env WeightingEnv) (*sharedGrads, error) {
+	T := env.Tasks.Len()
+	if T < 2 {
+		return nil, fmt.Errorf("mtl: train: weighting %s needs at least 2 tasks, the spec has %d: %w", weighting, T, ErrConfig)
+	}
+	_, values := env.Model.DenseParams()
+	g := &sharedGrads{}
+	size := 0
+	for i := range values {
+		if env.Model.TaskOf(i) < 0 {
+			g.params = append(g.params, i)
+			size += len(values[i])
+		}
+	}
+	if len(g.params) == 0 {
+		return nil, fmt.Errorf("mtl: train: weighting %s works on the dense parameters the tasks share, and arch %s shares none (use shared_bottom, omoe, mmoe, cgc or ple): %w", weighting, env.Model.Arch(), ErrConfig)
+	}
+	g.out = make([]float32, size)
+	for range T {
+		flat := make([]float32, size)
+		var views [][]float32
+		off := 0
+		for _, i := range g.params {
+			views = append(views, flat[off:off+len(values[i]):off+len(values[i])])
+			off += len(values[i])
+		}
+		g.flat, g.views = append(g.flat, flat), append(g.views, views)
+	}
+	return g, nil
+}
+
+// measure takes every task's gradient of the shared parameters on the
+// step's batch (in BeforeBackward), times the task's weight w[k]; a task
+// of weight 0 costs no backward pass.
+func (g *sharedGrads) measure(s *BalanceStep, w []float64) error {
+	for k, flat := range g.flat {
+		if w[k] == 0 {
+			clear(flat)
+			continue
+		}
+		if err := s.TaskGradTo(g.views[k], k, g.params); err != nil {
+			return err
+		}
+		if w[k] != 1 {
+			f := float32(w[k])
+			for e := range flat {
+				flat[e] *= f
+			}
+		}
+	}
+	return nil
+}
+
+// put writes g.out in place of the batch's gradient of the shared
+// parameters (in BeforeUpdate).
+func (g *sharedGrads) put(s *BalanceStep) {
+	dense := s.DenseGrads()
+	off := 0
+	for _, i := range g.params {
+		off += copy(dense[i], g.out[off:])
+	}
+}
+
 // lossBalancer runs a Weighting of the loss alone: its weights, updated
 // from each step's losses.
 type lossBalancer struct{ w Weighting }

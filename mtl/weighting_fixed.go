@@ -14,6 +14,17 @@ func init() {
 }
 
 func newFixedBalancer(env WeightingEnv) (Balancer, error) {
+	w, err := taskWeights(env)
+	if err != nil {
+		return nil, err
+	}
+	return newLossBalancer(NewFixed(w))
+}
+
+// taskWeights returns train.task_weights in task order (1 for a task it
+// does not name), refusing names of unknown tasks. The gradient-level
+// weightings (pcgrad, metabalance) weight the tasks' losses by it too.
+func taskWeights(env WeightingEnv) ([]float64, error) {
 	tasks, cfg := env.Tasks, env.Config
 	w := make([]float64, tasks.Len())
 	for i := range w {
@@ -27,7 +38,7 @@ func newFixedBalancer(env WeightingEnv) (Balancer, error) {
 			return nil, fmt.Errorf("mtl: train: task_weights names unknown task %q: %w", name, ErrConfig)
 		}
 	}
-	return newLossBalancer(NewFixed(w))
+	return w, nil
 }
 
 // Fixed is a constant weight per task.

@@ -42,7 +42,7 @@ func TestKnownWeightingsTrain(t *testing.T) {
 		})
 	}
 	err := mtl.TrainConfig{Weighting: "dwa"}.Validate()
-	if !errors.Is(err, mtl.ErrConfig) || !strings.Contains(err.Error(), "want fixed, gradnorm or uncertainty") {
+	if !errors.Is(err, mtl.ErrConfig) || !strings.Contains(err.Error(), "want fixed, gradnorm, metabalance, pcgrad or uncertainty") {
 		t.Fatalf("unknown weighting: %v", err)
 	}
 }
