@@ -30,6 +30,10 @@ type CompareConfig struct {
 	// Archs are the architectures to train. Default: single,
 	// shared_bottom, omoe, mmoe, ple.
 	Archs []string
+	// Weightings are the loss weightings (train.weighting) each
+	// architecture is trained with, every pair a row. Default: none, the
+	// spec's weighting only (the table has no weighting column).
+	Weightings []string
 	// Seeds is the number of seeds per architecture; seed s uses the
 	// spec's model seed + s. Default: 3.
 	Seeds     int
@@ -55,6 +59,7 @@ var DefaultCompareArchs = []string{mmoe.ArchSingle, mmoe.ArchSharedBottom, mmoe.
 // CompareRun is one trained model.
 type CompareRun struct {
 	Arch           string    `json:"arch"`
+	Weighting      string    `json:"weighting,omitempty"` // CompareConfig.Weightings' entry, if any
 	Seed           uint64    `json:"seed"`
 	Steps          int64     `json:"steps"`
 	Seconds        float64   `json:"seconds"`
@@ -71,14 +76,16 @@ type CompareTask struct {
 	Metric string    `json:"metric"` // "auc" or "rmse"
 	Mean   float64   `json:"mean"`
 	Std    float64   `json:"std"` // sample standard deviation (0 for one seed)
+	Median float64   `json:"median"`
 	Values []float64 `json:"values"`
 }
 
-// CompareRow summarises one architecture.
+// CompareRow summarises one architecture with one weighting.
 type CompareRow struct {
 	Arch           string        `json:"arch"`
-	Params         int           `json:"params"`       // all parameters, embeddings included
-	DenseParams    int           `json:"dense_params"` // without the embeddings
+	Weighting      string        `json:"weighting,omitempty"` // CompareConfig.Weightings' entry, if any
+	Params         int           `json:"params"`              // all parameters, embeddings included
+	DenseParams    int           `json:"dense_params"`        // without the embeddings
 	ExamplesPerSec float64       `json:"examples_per_sec"`
 	Tasks          []CompareTask `json:"tasks"`
 }
@@ -96,8 +103,10 @@ type CompareResult struct {
 // same data and training settings, and tabulates each task's validation
 // score per objective (AUC for binary objectives — an esmm task gives its
 // conditional and its joint probability, e.g. cvr and ctcvr — RMSE for
-// regression) as mean ± std
-// over seeds, with parameter counts and training throughput. Every
+// regression) as mean ± std and median
+// over seeds, with parameter counts and training throughput. With
+// Weightings, every architecture is trained with each weighting (the
+// spec's train.weighting replaced), each pair a row. Every
 // architecture is a variant of the spec's model: section
 // (mmoe.Config.ForArch): embedding dimension, expert and tower widths and
 // activation are kept; the expert counts are set for the architecture
@@ -137,6 +146,31 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		}
 		seen[a] = true
 	}
+	weightings := []string{""} // "": the spec's
+	if len(cfg.Weightings) > 0 {
+		weightings = cfg.Weightings
+		seen := map[string]bool{}
+		for _, w := range weightings {
+			if _, ok := mtl.KnownWeightings[w]; !ok {
+				return nil, fmt.Errorf("pipelines: compare: weighting %q: not a known weighting: %w", w, ErrCompareConfig)
+			}
+			if seen[w] {
+				return nil, fmt.Errorf("pipelines: compare: weighting %q given twice: %w", w, ErrCompareConfig)
+			}
+			seen[w] = true
+		}
+	}
+	type variant struct{ arch, weighting, dir, name string }
+	var variants []variant
+	for _, a := range cfg.Archs {
+		for _, w := range weightings {
+			v := variant{arch: a, weighting: w, dir: a, name: a}
+			if w != "" {
+				v.dir, v.name = filepath.Join(a, w), a+" "+w
+			}
+			variants = append(variants, v)
+		}
+	}
 	// The base setup (fits and saves the statistics if missing).
 	base, err := LoadSetup(cfg.SpecPath, fitForTraining(ctx, cfg.Data, nil, false, nil))
 	if err != nil {
@@ -160,13 +194,14 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	if !cfg.Keep {
 		defer os.RemoveAll(work)
 	}
-	// Write and check every architecture's spec before training.
+	// Write and check every variant's spec before training.
 	specs := map[string]string{}
 	res := &CompareResult{Spec: cfg.SpecPath, Seeds: cfg.Seeds}
-	for _, arch := range cfg.Archs {
+	for _, v := range variants {
+		arch := v.arch
 		mc := base.Model.ForArch(arch)
-		path := filepath.Join(work, arch, "spec.yaml")
-		if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
+		path := filepath.Join(work, v.dir, "spec.yaml")
+		if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft, v.weighting); err != nil {
 			return nil, err
 		}
 		if err := os.WriteFile(features.StatsPath(path), statsText, 0o644); err != nil {
@@ -174,48 +209,49 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		}
 		s, err := LoadSetup(path, nil)
 		if err != nil {
-			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+			return nil, fmt.Errorf("pipelines: compare: %s: %w", v.name, err)
 		}
 		m, err := s.NewModel()
 		if err != nil {
-			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+			return nil, fmt.Errorf("pipelines: compare: %s: %w", v.name, err)
 		}
 		tc := s.Train
 		tc.BatchSize, tc.Workers = 1, 1 // only checking the configuration
 		tr, err := mtl.NewTrainer(m, s.Tasks, tc)
 		if err != nil {
-			return nil, fmt.Errorf("pipelines: compare: arch %s: %w", arch, err)
+			return nil, fmt.Errorf("pipelines: compare: %s: %w", v.name, err)
 		}
 		tr.Close()
-		specs[arch] = path
-		res.Rows = append(res.Rows, CompareRow{Arch: arch, Params: m.NumParams(), DenseParams: m.NumDenseParams()})
+		specs[v.dir] = path
+		res.Rows = append(res.Rows, CompareRow{Arch: arch, Weighting: v.weighting, Params: m.NumParams(), DenseParams: m.NumDenseParams()})
 	}
-	for ri, arch := range cfg.Archs {
+	for ri, v := range variants {
+		arch := v.arch
 		row := &res.Rows[ri]
 		var scores [][]float64
 		var kinds []string
 		for si := range cfg.Seeds {
 			seed := base.Model.Seed + uint64(si)
-			path := specs[arch]
+			path := specs[v.dir]
 			if si > 0 {
 				mc := base.Model.ForArch(arch)
 				mc.Seed = seed
-				if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft); err != nil {
+				if err := writeArchSpec(path, base.SpecText, mc, arch == mmoe.ArchSoft, v.weighting); err != nil {
 					return nil, err
 				}
 			}
-			out := filepath.Join(work, arch, fmt.Sprintf("seed%d", si))
+			out := filepath.Join(work, v.dir, fmt.Sprintf("seed%d", si))
 			tres, err := TrainBatch(ctx, TrainBatchConfig{
 				SpecPath: path, Data: cfg.Data, Valid: cfg.Valid, Out: out,
 				Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps, BatchSize: cfg.BatchSize, Workers: cfg.Workers,
 				EvalLimit: cfg.EvalLimit, KeepCheckpoints: 1,
 			})
 			if err != nil {
-				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: %w", arch, seed, err)
+				return nil, fmt.Errorf("pipelines: compare: %s seed %d: %w", v.name, seed, err)
 			}
-			run := CompareRun{Arch: arch, Seed: seed, Steps: tres.Steps, Seconds: tres.Seconds, ExamplesPerSec: tres.ExamplesPerSec}
+			run := CompareRun{Arch: arch, Weighting: v.weighting, Seed: seed, Steps: tres.Steps, Seconds: tres.Seconds, ExamplesPerSec: tres.ExamplesPerSec}
 			if tres.Final == nil {
-				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: no validation result", arch, seed)
+				return nil, fmt.Errorf("pipelines: compare: %s seed %d: no validation result", v.name, seed)
 			}
 			if res.Objectives == nil {
 				for _, m := range tres.Final.Metrics {
@@ -223,25 +259,25 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 				}
 			}
 			if len(tres.Final.Metrics) != len(res.Objectives) {
-				return nil, fmt.Errorf("pipelines: compare: arch %s seed %d: %d objectives, the first run had %d", arch, seed, len(tres.Final.Metrics), len(res.Objectives))
+				return nil, fmt.Errorf("pipelines: compare: %s seed %d: %d objectives, the first run had %d", v.name, seed, len(tres.Final.Metrics), len(res.Objectives))
 			}
 			if scores == nil {
 				scores = make([][]float64, len(res.Objectives))
 				kinds = make([]string, len(res.Objectives))
 			}
 			for t, m := range tres.Final.Metrics {
-				v := m.AUC
+				score := m.AUC
 				if m.Kind == mtl.KindRegression {
-					v = m.RMSE
+					score = m.RMSE
 				}
 				kinds[t] = m.Kind
-				run.Scores = append(run.Scores, v)
-				scores[t] = append(scores[t], v)
+				run.Scores = append(run.Scores, score)
+				scores[t] = append(scores[t], score)
 			}
 			row.ExamplesPerSec += tres.ExamplesPerSec / float64(cfg.Seeds)
 			res.Runs = append(res.Runs, run)
 			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "compare: %s seed %d: %d steps in %.1fs (%.0f ex/s): %s\n", arch, seed, tres.Steps, tres.Seconds, tres.ExamplesPerSec, FormatMetrics(tres.Final.Metrics))
+				fmt.Fprintf(cfg.Progress, "compare: %s seed %d: %d steps in %.1fs (%.0f ex/s): %s\n", v.name, seed, tres.Steps, tres.Seconds, tres.ExamplesPerSec, FormatMetrics(tres.Final.Metrics))
 			}
 		}
 		for t, name := range res.Objectives {
@@ -250,15 +286,16 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 				metric = "rmse"
 			}
 			mean, std := meanStd(scores[t])
-			row.Tasks = append(row.Tasks, CompareTask{Task: name, Metric: metric, Mean: mean, Std: std, Values: scores[t]})
+			row.Tasks = append(row.Tasks, CompareTask{Task: name, Metric: metric, Mean: mean, Std: std, Median: median(scores[t]), Values: scores[t]})
 		}
 	}
 	return res, nil
 }
 
-// writeArchSpec writes text with its model: section replaced by mc and,
-// unless soft, train.soft_penalty removed.
-func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
+// writeArchSpec writes text with its model: section replaced by mc,
+// unless soft train.soft_penalty removed, and train.weighting set to
+// weighting unless it is "".
+func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool, weighting string) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(text, &doc); err != nil {
 		return fmt.Errorf("pipelines: compare: spec: %w", err)
@@ -271,6 +308,7 @@ func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
 	if err := mnode.Encode(mc); err != nil {
 		return fmt.Errorf("pipelines: compare: %w", err)
 	}
+	var train *yaml.Node
 	found := false
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		switch root.Content[i].Value {
@@ -278,8 +316,9 @@ func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
 			root.Content[i+1] = &mnode
 			found = true
 		case "train":
-			if tr := root.Content[i+1]; !soft && tr.Kind == yaml.MappingNode {
-				for j := 0; j+1 < len(tr.Content); j += 2 {
+			if tr := root.Content[i+1]; tr.Kind == yaml.MappingNode {
+				train = tr
+				for j := 0; !soft && j+1 < len(tr.Content); j += 2 {
 					if tr.Content[j].Value == "soft_penalty" {
 						tr.Content = slices.Delete(tr.Content, j, j+2)
 						break
@@ -291,6 +330,22 @@ func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
 	if !found {
 		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "model"}, &mnode)
 	}
+	if weighting != "" {
+		if train == nil {
+			train = &yaml.Node{Kind: yaml.MappingNode}
+			root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "train"}, train)
+		}
+		set := false
+		for j := 0; j+1 < len(train.Content); j += 2 {
+			if train.Content[j].Value == "weighting" {
+				train.Content[j+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: weighting}
+				set = true
+			}
+		}
+		if !set {
+			train.Content = append(train.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "weighting"}, &yaml.Node{Kind: yaml.ScalarNode, Value: weighting})
+		}
+	}
 	out, err := yaml.Marshal(&doc)
 	if err != nil {
 		return fmt.Errorf("pipelines: compare: %w", err)
@@ -299,6 +354,20 @@ func writeArchSpec(path string, text []byte, mc mmoe.Config, soft bool) error {
 		return fmt.Errorf("pipelines: compare: %w", err)
 	}
 	return os.WriteFile(path, out, 0o644)
+}
+
+// median is the middle value of v (the mean of the two middle ones for an
+// even count), NaN for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func meanStd(v []float64) (float64, float64) {
@@ -320,29 +389,41 @@ func meanStd(v []float64) (float64, float64) {
 	return mean, math.Sqrt(ss / float64(len(v)-1))
 }
 
-// Markdown renders the table: one row per architecture, one column per
-// task ("0.9412 ± 0.0013"), parameters and examples/s.
+// Markdown renders the table: one row per architecture (and weighting,
+// with a weighting column when there were Weightings), one column per
+// task ("0.9412 ± 0.0013 (0.9410)": mean ± std (median)), parameters and
+// examples/s.
 func (r *CompareResult) Markdown() string {
 	var sb strings.Builder
 	if len(r.Rows) == 0 {
 		return ""
 	}
+	weighting := r.Rows[0].Weighting != ""
 	sb.WriteString("| arch |")
+	if weighting {
+		sb.WriteString(" weighting |")
+	}
 	for _, t := range r.Rows[0].Tasks {
 		fmt.Fprintf(&sb, " %s %s |", t.Task, t.Metric)
 	}
 	sb.WriteString(" params | dense params | examples/s |\n|---|")
+	if weighting {
+		sb.WriteString("---|")
+	}
 	for range r.Rows[0].Tasks {
 		sb.WriteString("---:|")
 	}
 	sb.WriteString("---:|---:|---:|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&sb, "| %s |", row.Arch)
+		if weighting {
+			fmt.Fprintf(&sb, " %s |", row.Weighting)
+		}
 		for _, t := range row.Tasks {
-			fmt.Fprintf(&sb, " %.4f ± %.4f |", t.Mean, t.Std)
+			fmt.Fprintf(&sb, " %.4f ± %.4f (%.4f) |", t.Mean, t.Std, t.Median)
 		}
 		fmt.Fprintf(&sb, " %d | %d | %.0f |\n", row.Params, row.DenseParams, row.ExamplesPerSec)
 	}
-	fmt.Fprintf(&sb, "\n%d seed(s) per architecture; mean ± sample std over seeds, on the validation data.\n", r.Seeds)
+	fmt.Fprintf(&sb, "\n%d seed(s) per row; mean ± sample std (median) over seeds, on the validation data.\n", r.Seeds)
 	return sb.String()
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,5 +114,71 @@ func TestCompareRefusesBadConfigurationBeforeTraining(t *testing.T) {
 	cfg.Valid = nil
 	if _, err := Compare(context.Background(), cfg); !errors.Is(err, ErrCompareConfig) {
 		t.Fatalf("no validation data: %v", err)
+	}
+}
+
+// TestCompareWeightingsAndAITM: a weightings axis trains every
+// architecture with each weighting, one row each; aitm is an architecture
+// like the others (its transfer from the tasks' parents); a pair that
+// cannot train is refused before the first run, and so is an unknown
+// weighting.
+func TestCompareWeightingsAndAITM(t *testing.T) {
+	dir, spec := genData(t, 12000, "")
+	data, valid := []string{filepath.Join(dir, "train-*.parquet")}, []string{filepath.Join(dir, "test-00000.parquet")}
+	res, err := Compare(context.Background(), CompareConfig{
+		SpecPath: spec, Data: data, Valid: valid, Seeds: 2, MaxSteps: 4, WorkDir: t.TempDir(),
+		Archs: []string{mmoe.ArchMMoE}, Weightings: []string{"fixed", "pcgrad", "metabalance"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 3 || len(res.Runs) != 6 {
+		t.Fatalf("%d rows, %d runs: want 3 and 6", len(res.Rows), len(res.Runs))
+	}
+	for i, w := range []string{"fixed", "pcgrad", "metabalance"} {
+		row := res.Rows[i]
+		if row.Arch != mmoe.ArchMMoE || row.Weighting != w || res.Runs[2*i].Weighting != w {
+			t.Errorf("row %d: %s %s, run %+v", i, row.Arch, row.Weighting, res.Runs[2*i])
+		}
+		for _, task := range row.Tasks {
+			if m := (task.Values[0] + task.Values[1]) / 2; task.Median != m {
+				t.Errorf("%s %s: median %v of %v", w, task.Task, task.Median, task.Values)
+			}
+		}
+	}
+	// The spec's weighting is replaced: metabalance trains differently from
+	// fixed from the same seed (pcgrad may not, without conflicts).
+	if slices.Equal(res.Runs[0].Scores, res.Runs[4].Scores) {
+		t.Errorf("fixed and metabalance score the same: %v %v", res.Runs[0].Scores, res.Runs[4].Scores)
+	}
+	if md := res.Markdown(); !strings.Contains(md, "| arch | weighting |") || !strings.Contains(md, "| mmoe | pcgrad |") {
+		t.Errorf("markdown:\n%s", md)
+	}
+
+	res, err = Compare(context.Background(), CompareConfig{
+		SpecPath: spec, Data: data, Valid: valid, Seeds: 1, MaxSteps: 4, WorkDir: t.TempDir(),
+		Archs: []string{mmoe.ArchAITM},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 1 || res.Rows[0].Arch != mmoe.ArchAITM || strings.Contains(res.Markdown(), "weighting") {
+		t.Errorf("aitm: %+v\n%s", res.Rows, res.Markdown())
+	}
+
+	work := t.TempDir()
+	_, err = Compare(context.Background(), CompareConfig{
+		SpecPath: spec, Data: data, Valid: valid, Seeds: 1, MaxSteps: 4, WorkDir: work, Keep: true,
+		Archs: []string{mmoe.ArchMMoE, mmoe.ArchAITM}, Weightings: []string{"pcgrad"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "aitm pcgrad") || !strings.Contains(err.Error(), "shares none") {
+		t.Fatalf("aitm with pcgrad: %v", err)
+	}
+	if runs, _ := filepath.Glob(filepath.Join(work, "*", "*", "seed*")); len(runs) > 0 {
+		t.Errorf("runs started before the refusal: %v", runs)
+	}
+	_, err = Compare(context.Background(), CompareConfig{SpecPath: spec, Data: data, Valid: valid, Archs: []string{mmoe.ArchMMoE}, Weightings: []string{"dwa"}})
+	if !errors.Is(err, ErrCompareConfig) || !strings.Contains(err.Error(), `weighting "dwa"`) {
+		t.Errorf("unknown weighting: %v", err)
 	}
 }

@@ -17,9 +17,10 @@ func init() {
 		summary: "train several architectures and seeds on the same data and tabulate their validation scores",
 		usage: `onestone compare --spec FILE --data FILE_OR_GLOB --valid FILE_OR_GLOB [flags]
 
-Trains each architecture with each seed on the same data and prints the
-per-objective validation AUC (mean and deviation over seeds), parameters
-and examples/s as Markdown, or JSON.`,
+Trains each architecture (with each --weightings entry, if given) with each
+seed on the same data and prints the per-objective validation AUC (mean,
+deviation and median over seeds), parameters and examples/s as Markdown,
+or JSON.`,
 		flags: compareFlags,
 	})
 }
@@ -31,7 +32,9 @@ func compareFlags(fs *flag.FlagSet) runFunc {
 	listVar(fs, &data, "data", "training Parquet `files` or globs")
 	listVar(fs, &valid, "valid", "validation Parquet `files` or globs")
 	archs := slices.Clone(pipelines.DefaultCompareArchs)
-	listVar(fs, &archs, "archs", "`architectures` (single, shared_bottom, soft, omoe, mmoe, cgc, ple)")
+	listVar(fs, &archs, "archs", "`architectures` (single, shared_bottom, soft, omoe, mmoe, cgc, ple, aitm)")
+	var weightings []string
+	listVar(fs, &weightings, "weightings", "loss `weightings` to train each architecture with (fixed, uncertainty, gradnorm, pcgrad, metabalance; default: the spec's)")
 	fs.IntVar(&cfg.Seeds, "seeds", 3, "seeds per architecture")
 	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs per run (default: the spec's)")
 	fs.Int64Var(&cfg.MaxSteps, "max-steps", 0, "stop each run after N steps (0: no limit)")
@@ -50,7 +53,7 @@ func compareFlags(fs *flag.FlagSet) runFunc {
 			return usagef("--spec, --data and --valid are required")
 		}
 		cfg.Data, cfg.Valid = data, valid
-		cfg.Archs = archs
+		cfg.Archs, cfg.Weightings = archs, weightings
 		if len(cfg.Archs) == 0 {
 			return usagef("--archs is empty")
 		}
