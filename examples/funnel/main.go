@@ -19,7 +19,8 @@
 //
 // AITM's heads predict each step from the impression, so its CVR is its
 // conversion head over its click head (at most 1) and its CTCVR the
-// conversion head.
+// conversion head. The first row scores with the generator's true
+// probabilities, the ceiling.
 package main
 
 import (
@@ -129,6 +130,15 @@ func run(ctx context.Context, w io.Writer, rows int64, seeds int, only, work str
 	fields, _, _ := strings.Cut(string(specText), "# The three-step funnel")
 	train, test := []string{filepath.Join(data, "train-*.parquet")}, filepath.Join(data, "test-00000.parquet")
 	fmt.Fprintf(w, "| method | %s |\n|---|%s\n", strings.Join(metricNames, " | "), strings.Repeat("---:|", len(metricNames)))
+	ceil, err := measure(ctx, test, "true_ctr", "true_cvr", false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "| true probabilities (ceiling) |")
+	for _, v := range ceil {
+		fmt.Fprintf(w, " %.4f |", v)
+	}
+	fmt.Fprintln(w)
 	for mi, m := range methods {
 		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprint(mi)) {
 			continue
@@ -157,7 +167,7 @@ func run(ctx context.Context, w io.Writer, rows int64, seeds int, only, work str
 			if _, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: res.Bundle, Data: []string{test}, Out: out, IDColumns: []string{"click", "conversion", "true_cvr"}}); err != nil {
 				return fmt.Errorf("%s seed %d: score: %w", m.name, s, err)
 			}
-			ms, err := measure(ctx, out, m.aitm)
+			ms, err := measure(ctx, out, "ctr", "cvr", m.aitm)
 			if err != nil {
 				return fmt.Errorf("%s seed %d: %w", m.name, s, err)
 			}
@@ -177,8 +187,11 @@ func run(ctx context.Context, w io.Writer, rows int64, seeds int, only, work str
 	return nil
 }
 
-// measure reads a scores file and returns the metrics in metricNames order.
-func measure(ctx context.Context, path string, aitm bool) ([]float64, error) {
+// measure reads a scores file (or the test file, with the true
+// probabilities as the scores) and returns the metrics in metricNames
+// order, the click and conversion scores coming from columns ctrCol and
+// cvrCol.
+func measure(ctx context.Context, path, ctrCol, cvrCol string, aitm bool) ([]float64, error) {
 	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{Paths: []string{path}})
 	if err != nil {
 		return nil, err
@@ -195,8 +208,7 @@ func measure(ctx context.Context, path string, aitm bool) ([]float64, error) {
 		cl := col("click").(*array.Int32).Int32Values()
 		cv := col("conversion").(*array.Int32).Int32Values()
 		tv := col("true_cvr").(*array.Float64).Float64Values()
-		pctr := col("ctr").(*array.Float32).Float32Values()
-		pcvr := col("cvr").(*array.Float32).Float32Values()
+		pctr, pcvr := floats(col(ctrCol)), floats(col(cvrCol))
 		for i := range cl {
 			click = append(click, float32(cl[i]))
 			conv = append(conv, float32(cv[i]))
@@ -227,6 +239,21 @@ func measure(ctx context.Context, path string, aitm bool) ([]float64, error) {
 		mean64(cvr) / mean32(trueCVR),
 		mean64(ctcvr) / mean32(conv),
 	}, nil
+}
+
+// floats returns a float32 or float64 column as float64s.
+func floats(a arrow.Array) []float64 {
+	switch a := a.(type) {
+	case *array.Float64:
+		return a.Float64Values()
+	case *array.Float32:
+		out := make([]float64, a.Len())
+		for i, v := range a.Float32Values() {
+			out[i] = float64(v)
+		}
+		return out
+	}
+	panic(fmt.Sprintf("funnel: column of type %s", a.DataType()))
 }
 
 func mean64(v []float64) float64 {
