@@ -26,6 +26,12 @@ func funnelTasks(t *testing.T, spec, tasks string) {
 // keys and the imputation head, serving loads it (re-scoring its sample
 // bit for bit), and each objective is evaluated on its own rows.
 func TestTrainSampleSpacesAndESCM(t *testing.T) {
+	if raceEnabled {
+		// Trains three models for two epochs under the race detector in minutes on top of make
+		// test's budget; the same single-goroutine paths train in the
+		// other race tests. It runs without -race.
+		t.Skip("skipped under the race detector")
+	}
 	dir, spec := genData(t, 60000, "")
 	funnelTasks(t, spec, `tasks:
   - {name: ctr, kind: binary, label: click}
@@ -141,6 +147,12 @@ func replaceSection(t *testing.T, spec, key, text string) {
 // (re-scoring its sample bit for bit). AITM without a chain is refused
 // before training, naming the key.
 func TestTrainAITM(t *testing.T) {
+	if raceEnabled {
+		// Trains two models for two epochs under the race detector in minutes on top of make
+		// test's budget; the same single-goroutine paths train in the
+		// other race tests. It runs without -race.
+		t.Skip("skipped under the race detector")
+	}
 	dir := t.TempDir()
 	sum, err := gen.Generate(context.Background(), gen.Config{Dir: dir, Rows: 30000, Users: 2000, Items: 2000, Seed: 7, Files: 2, RowGroupRows: 4096, TaskCorr: 0.5, Cart: true})
 	if err != nil {
