@@ -23,6 +23,10 @@
 // whether the CPU has it; without it an exact Go emulation gives the same
 // bits, slowly. See [GemmBF16] for the rounding.
 //
+// [AdamUpdate] is the dense Adam step in one pass, and [PrefetchRows]
+// brings an embedding table's scattered rows into the caches ahead of a
+// sparse update.
+//
 // [MeasureCeilings] and [MeasureCopy] measure the machine's arithmetic
 // ceiling and copy bandwidth, to judge the kernels' figures against in the
 // same run.
