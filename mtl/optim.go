@@ -3,6 +3,8 @@ package mtl
 import (
 	"fmt"
 	"math"
+
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // State is the resumable state of an optimizer or a loss weighting, for
@@ -127,6 +129,7 @@ type Adam struct {
 	params []Param
 	m, v   [][]float32
 	step   int64
+	size   int // values over all parameters
 }
 
 // NewAdam returns an Adam optimizer for params (their Value slices are
@@ -144,6 +147,7 @@ func NewAdam(cfg AdamConfig, params []Param) (*Adam, error) {
 	for i, p := range params {
 		a.m[i] = make([]float32, len(p.Value))
 		a.v[i] = make([]float32, len(p.Value))
+		a.size += len(p.Value)
 	}
 	return a, nil
 }
@@ -185,42 +189,47 @@ func (a *Adam) Step(grads [][]float32, scale float64) error {
 			return fmt.Errorf("mtl: adam: gradient of %q has %d values, want %d: %w", a.params[i].Name, len(g), len(a.params[i].Value), ErrShape)
 		}
 	}
+	c := a.begin(scale)
+	a.update(c, 0, a.size, grads, nil)
+	return nil
+}
+
+// begin counts a step and returns its constants, for update calls that
+// together cover every parameter once.
+func (a *Adam) begin(scale float64) kernels.AdamConsts {
 	a.step++
 	c := a.cfg
 	lr := c.LR * scale
 	t := float64(a.step)
 	bc1 := 1 - math.Pow(c.Beta1, t)
 	bc2 := 1 - math.Pow(c.Beta2, t)
-	stepSize := float32(lr * math.Sqrt(bc2) / bc1)
-	eps := float32(c.Eps * math.Sqrt(bc2))
-	decay := float32(1 - lr*c.WeightDecay)
-	for i, g := range grads {
-		adamKernel(a.params[i].Value, g, a.m[i], a.v[i], float32(c.Beta1), float32(c.Beta2), stepSize, eps, decay)
+	return kernels.AdamConsts{
+		Beta1:    float32(c.Beta1),
+		Beta2:    float32(c.Beta2),
+		StepSize: float32(lr * math.Sqrt(bc2) / bc1),
+		Eps:      float32(c.Eps * math.Sqrt(bc2)),
+		Decay:    float32(1 - lr*c.WeightDecay),
 	}
-	return nil
 }
 
-// adamKernel updates p with gradient g and moments m, v (all the same
-// length). decay multiplies p before the Adam update (1 for none).
-func adamKernel(p, g, m, v []float32, b1, b2, stepSize, eps, decay float32) {
-	p = p[:len(g)]
-	m = m[:len(g)]
-	v = v[:len(g)]
-	c1, c2 := 1-b1, 1-b2
-	if decay == 1 {
-		for j, gj := range g {
-			mj := b1*m[j] + c1*gj
-			vj := b2*v[j] + c2*gj*gj
-			m[j], v[j] = mj, vj
-			p[j] -= stepSize * mj / (float32(math.Sqrt(float64(vj))) + eps)
+// update applies the step c to the parameter values [lo, hi) of the
+// parameters' concatenation, with the gradient g0 + g1 (g0 alone when g1
+// is nil; both aligned with the parameters, lengths checked). Calls on
+// disjoint ranges may run concurrently.
+func (a *Adam) update(c kernels.AdamConsts, lo, hi int, g0, g1 [][]float32) {
+	off := 0
+	for i, p := range a.params {
+		n := len(p.Value)
+		s, e := max(lo-off, 0), min(hi-off, n)
+		off += n
+		if s >= e {
+			continue
 		}
-		return
-	}
-	for j, gj := range g {
-		mj := b1*m[j] + c1*gj
-		vj := b2*v[j] + c2*gj*gj
-		m[j], v[j] = mj, vj
-		p[j] = p[j]*decay - stepSize*mj/(float32(math.Sqrt(float64(vj)))+eps)
+		var h []float32
+		if g1 != nil {
+			h = g1[i][s:e]
+		}
+		kernels.AdamUpdate(p.Value[s:e], a.m[i][s:e], a.v[i][s:e], g0[i][s:e], h, c)
 	}
 }
 

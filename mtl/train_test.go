@@ -1,6 +1,7 @@
 package mtl_test
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -34,6 +35,11 @@ func syntheticBatch(rng *rand.Rand, rows int) *features.Batch {
 
 func newTrainer(t *testing.T, workers int) (*mmoe.Model, *mtl.Trainer) {
 	t.Helper()
+	return newTrainerWith(t, workers, "")
+}
+
+func newTrainerWith(t *testing.T, workers int, weighting string) (*mmoe.Model, *mtl.Trainer) {
+	t.Helper()
 	layout := features.Layout{
 		Sparse: []features.SparseField{{Name: "a", Cardinality: 50}, {Name: "b", Cardinality: 30, Side: features.SideCandidate}},
 		Dense:  []features.DenseField{{Name: "x"}},
@@ -47,7 +53,7 @@ func newTrainer(t *testing.T, workers int) (*mmoe.Model, *mtl.Trainer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: 256, Workers: workers, Embedding: mtl.EmbeddingConfig{LR: 0.1}, Dense: mtl.AdamConfig{LR: 1e-2}})
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: 256, Workers: workers, Embedding: mtl.EmbeddingConfig{LR: 0.1}, Dense: mtl.AdamConfig{LR: 1e-2}, Weighting: weighting})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,5 +147,62 @@ func TestTrainerStepAllocatesNothing(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Fatalf("Step allocates %v times per call", allocs)
+	}
+}
+
+// readsGrads is the fixed weighting with a BeforeUpdate that asks for the
+// batch's dense gradients, which makes the trainer sum the workers'
+// gradients in a pass of their own before the optimizer.
+type readsGrads struct{ w []float64 }
+
+func (r readsGrads) Weights() []float64                  { return r.w }
+func (readsGrads) BeforeBackward(*mtl.BalanceStep) error { return nil }
+func (readsGrads) AfterUpdate(*mtl.BalanceStep) error    { return nil }
+func (readsGrads) State() mtl.State                      { return mtl.State{} }
+func (readsGrads) SetState(mtl.State) error              { return nil }
+func (readsGrads) BeforeUpdate(s *mtl.BalanceStep) error {
+	if s.DenseGrads() == nil {
+		return errors.New("no dense gradients in BeforeUpdate")
+	}
+	return nil
+}
+
+// TestFusedOptimizerMatchesReduced checks that the optimizer step that
+// sums the workers' dense gradients in its own pass (no hook reads them)
+// gives the bits of the reduction followed by Adam, for 2 workers (summed
+// inside the Adam kernel) and 3 (summed per worker range first).
+func TestFusedOptimizerMatchesReduced(t *testing.T) {
+	mtl.KnownWeightings["test_reads_grads"] = mtl.WeightingDef{New: func(env mtl.WeightingEnv) (mtl.Balancer, error) {
+		return readsGrads{w: []float64{1, 1}}, nil
+	}}
+	defer delete(mtl.KnownWeightings, "test_reads_grads")
+	for _, workers := range []int{2, 3} {
+		var models []*mmoe.Model
+		for _, weighting := range []string{mtl.WeightingFixed, "test_reads_grads"} {
+			m, tr := newTrainerWith(t, workers, weighting)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for range 5 {
+				if _, err := tr.Step(syntheticBatch(rng, 256)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			models = append(models, m)
+		}
+		p1, p2 := models[0].Params(), models[1].Params()
+		for i := range p1 {
+			for j := range p1[i].Data {
+				if math.Float32bits(p1[i].Data[j]) != math.Float32bits(p2[i].Data[j]) {
+					t.Fatalf("%d workers: %s[%d]: fused %g, reduced first %g", workers, p1[i].Name, j, p1[i].Data[j], p2[i].Data[j])
+				}
+			}
+		}
+		e1, e2 := models[0].Embeddings(), models[1].Embeddings()
+		for i := range e1 {
+			for j := range e1[i].Data {
+				if math.Float32bits(e1[i].Data[j]) != math.Float32bits(e2[i].Data[j]) {
+					t.Fatalf("%d workers: %s[%d] differs", workers, e1[i].Name, j)
+				}
+			}
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // Embedding optimizers accepted in EmbeddingConfig.Optimizer.
@@ -207,6 +208,12 @@ type Trainer struct {
 	mergeGrad  [][]float32
 	dims       []int
 
+	// reduced reports whether the step's dense gradients were summed into
+	// the first worker's (reduceDense); adamStep is the step's Adam
+	// constants.
+	reduced  bool
+	adamStep kernels.AdamConsts
+
 	// curDL is the logit gradient set the backward phase reads: dLogits,
 	// or a single task's unweighted gradient (BalanceStep.TaskGradTo).
 	curDL [][]float32
@@ -359,6 +366,7 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 		return nil, fmt.Errorf("mtl: trainer: batch has %d label columns, want %d (%v): %w", len(b.Labels), len(t.tasks.Columns()), t.tasks.Columns(), ErrShape)
 	}
 	t0 := time.Now()
+	t.reduced = false
 	ws := t.split(b)
 	// Forward, per worker.
 	t.parallel(ws, phaseForward)
@@ -482,16 +490,15 @@ func (t *Trainer) runPhase(w *worker, phase int) error {
 	case phaseBackward:
 		return w.r.Backward(&w.sub, t.workerDLogits(w))
 	case phaseReduce:
-		// Dense gradients summed in worker order, parameters split
-		// across the workers.
+		// Dense gradients summed in worker order into the first
+		// worker's, each worker over its share of the values.
 		d0 := t.active[0].dense
-		k := w.index
-		for i := k; i < len(d0); i += len(t.active) {
-			d := d0[i]
+		lo, hi := t.share(w.index, t.denseValues)
+		forRange(d0, lo, hi, func(i, s, e int) {
 			for _, o := range t.active[1:] {
-				addTo(d, o.dense[i])
+				addTo(d0[i][s:e], o.dense[i][s:e])
 			}
-		}
+		})
 		return nil
 	case phaseOptimize:
 		return t.optimize(w.index, len(t.active))
@@ -499,25 +506,66 @@ func (t *Trainer) runPhase(w *worker, phase int) error {
 	return nil
 }
 
-// optimize is worker k of n's share of the optimizer step: worker 0 runs
-// dense Adam, and the embedding tables are dealt out round-robin (their
-// updates are independent, so the result does not depend on n).
+// share is worker k's range [lo, hi) of n values cut into len(t.active)
+// parts, its ends multiples of 16 (a 64-byte cache line of float32, so
+// that workers do not write the same line).
+func (t *Trainer) share(k, n int) (lo, hi int) {
+	parts := len(t.active)
+	cut := func(j int) int {
+		if j == parts {
+			return n
+		}
+		return min(n, n*j/parts&^15)
+	}
+	return cut(k), cut(k + 1)
+}
+
+// forRange calls f(i, s, e) for each tensor i of xs that overlaps the
+// range [lo, hi) of their concatenation, with [s, e) the overlap in
+// tensor i's indices.
+func forRange(xs [][]float32, lo, hi int, f func(i, s, e int)) {
+	off := 0
+	for i, x := range xs {
+		s, e := max(lo-off, 0), min(hi-off, len(x))
+		off += len(x)
+		if s < e {
+			f(i, s, e)
+		}
+		if off >= hi {
+			return
+		}
+	}
+}
+
+// optimize is worker k of n's share of the optimizer step: its range of
+// the dense parameters' values, and the embedding tables f with f ≡ k
+// (mod n). Both updates are elementwise or row by row, so the result does
+// not depend on n. When the dense gradients were not reduced yet (no hook
+// asked for them), each worker sums the workers' gradients of its range in
+// the pass that updates it.
 func (t *Trainer) optimize(k, n int) error {
 	w0 := t.active[0]
-	if k == 0 {
-		dense := w0.dense
-		if t.mt.frozen {
-			dense = t.mt.trainGrads
-		}
-		if err := t.adam.Step(dense, t.scale); err != nil {
-			return err
-		}
-	}
 	if t.mt.frozen {
+		lo, hi := t.share(k, t.adam.size)
+		t.adam.update(t.adamStep, lo, hi, t.mt.trainGrads, nil)
 		return nil // embeddings are shared: frozen
 	}
-	// Worker 0 also has Adam: start the other workers' tables first.
-	for f := (k + n - 1) % n; f < len(t.dims); f += n {
+	lo, hi := t.share(k, t.adam.size)
+	switch {
+	case t.reduced || n == 1:
+		t.adam.update(t.adamStep, lo, hi, w0.dense, nil)
+	case n == 2:
+		t.adam.update(t.adamStep, lo, hi, w0.dense, t.active[1].dense)
+	default:
+		d0 := w0.dense
+		forRange(d0, lo, hi, func(i, s, e int) {
+			for _, o := range t.active[1:] {
+				addTo(d0[i][s:e], o.dense[i][s:e])
+			}
+		})
+		t.adam.update(t.adamStep, lo, hi, d0, nil)
+	}
+	for f := k; f < len(t.dims); f += n {
 		rows, grad := w0.r.SparseGrad(f)
 		if len(t.active) > 1 {
 			rows, grad = t.mergeSparse(f, t.active)
@@ -550,13 +598,26 @@ func (t *Trainer) firstErr(ws []*worker) error {
 	return errors.Join(errs...)
 }
 
-// update sums the workers' gradients into the first worker's, clips, and
-// applies the dense and sparse optimizers.
-func (t *Trainer) update(ws []*worker) error {
-	if len(ws) > 1 {
-		t.parallel(ws, phaseReduce)
+// reduceDense sums the workers' dense gradients into the first worker's,
+// once per step: for what reads the batch's gradient before the update
+// (a loss weighting's BeforeUpdate, soft sharing's penalty, clipping,
+// freezing). Otherwise the optimizer sums them in its own pass.
+func (t *Trainer) reduceDense() {
+	if t.reduced {
+		return
 	}
+	if len(t.active) > 1 {
+		t.parallel(t.active, phaseReduce)
+	}
+	t.reduced = true
+}
+
+// update applies the step's hooks and the dense and sparse optimizers.
+func (t *Trainer) update(ws []*worker) error {
 	scale := t.sched.Scale(t.step)
+	if t.mt.softParams != nil || t.mt.frozen || t.cfg.ClipNorm > 0 {
+		t.reduceDense()
+	}
 	if err := t.addSoftPenalty(); err != nil {
 		return err
 	}
@@ -574,6 +635,7 @@ func (t *Trainer) update(ws []*worker) error {
 		ClipGradNorm(dense, t.cfg.ClipNorm)
 	}
 	t.scale = scale
+	t.adamStep = t.adam.begin(scale)
 	t.parallel(ws, phaseOptimize)
 	return t.firstErr(ws)
 }

@@ -187,6 +187,7 @@ func (s *BalanceStep) DenseGrads() [][]float32 {
 	if s.phase != inBeforeUpdate {
 		return nil
 	}
+	s.t.reduceDense()
 	return s.ws[0].dense
 }
 
