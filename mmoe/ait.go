@@ -169,14 +169,14 @@ func (m *Model) aitForward(ws *Workspace, rows int) {
 		ah := &p.heads[h]
 		if ah.parent >= 0 {
 			L := &ah.info
-			linearTo(L.act, aw.info[h], D, aw.z[ah.parent], D, rows, D, D, a[L.w:L.w+D*D], a[L.b:L.b+D], aw.pre[h])
+			linearTo(ws.prec, L.act, aw.info[h], D, aw.z[ah.parent], D, rows, D, D, a[L.w:L.w+D*D], a[L.b:L.b+D], aw.pre[h])
 			W := a[ah.qkv : ah.qkv+3*D*D]
-			linearTo(actNone, aw.qkvI[h], 3*D, aw.info[h], D, rows, D, 3*D, W, nil, nil)
-			linearTo(actNone, aw.qkvQ[h], 3*D, aw.q[h], D, rows, D, 3*D, W, nil, nil)
+			linearTo(ws.prec, actNone, aw.qkvI[h], 3*D, aw.info[h], D, rows, D, 3*D, W, nil, nil)
+			linearTo(ws.prec, actNone, aw.qkvQ[h], 3*D, aw.q[h], D, rows, D, 3*D, W, nil, nil)
 			attend(aw.z[h], aw.att[h], aw.qkvI[h], aw.qkvQ[h], rows, D)
 		}
 		L := &m.headL[h]
-		linearTo(actNone, ws.logits[h], 1, aw.z[h], D, rows, D, 1, a[L.w:L.w+D], a[L.b:L.b+1], nil)
+		linearTo(ws.prec, actNone, ws.logits[h], 1, aw.z[h], D, rows, D, 1, a[L.w:L.w+D], a[L.b:L.b+1], nil)
 		ws.Logits[h] = ws.logits[h][:rows]
 	}
 }
@@ -234,7 +234,7 @@ func (m *Model) aitBack(ws *Workspace, g *Grads, dLogits [][]float32, rows int) 
 	D := p.d
 	for h := range m.heads {
 		L := &m.headL[h]
-		linearBack(ga[L.w:L.w+D], ga[L.b:L.b+1], dLogits[h], 1, aw.z[h], D, rows, D, 1, a[L.w:L.w+D], ag.dz[h], D, 0)
+		linearBack(ws.prec, ga[L.w:L.w+D], ga[L.b:L.b+1], dLogits[h], 1, aw.z[h], D, rows, D, 1, a[L.w:L.w+D], ag.dz[h], D, 0)
 	}
 	last := &g.lv[len(g.lv)-1]
 	for i := len(p.order) - 1; i >= 0; i-- {
@@ -244,11 +244,11 @@ func (m *Model) aitBack(ws *Workspace, g *Grads, dLogits [][]float32, rows int) 
 		if ah.parent >= 0 {
 			attendBack(ag.dqkvI[h], ag.dqkv[h], ag.dz[h], aw.att[h], aw.qkvI[h], aw.qkvQ[h], rows, D)
 			W, dW := a[ah.qkv:ah.qkv+3*D*D], ga[ah.qkv:ah.qkv+3*D*D]
-			linearBack(dW, nil, ag.dqkvI[h], 3*D, aw.info[h], D, rows, D, 3*D, W, ag.dinfo[h], D, 0)
-			linearBack(dW, nil, ag.dqkv[h], 3*D, aw.q[h], D, rows, D, 3*D, W, ag.dq[h], D, 0)
+			linearBack(ws.prec, dW, nil, ag.dqkvI[h], 3*D, aw.info[h], D, rows, D, 3*D, W, ag.dinfo[h], D, 0)
+			linearBack(ws.prec, dW, nil, ag.dqkv[h], 3*D, aw.q[h], D, rows, D, 3*D, W, ag.dq[h], D, 0)
 			L := &ah.info
 			activateBack(L.act, ag.dinfo[h], D, aw.info[h], aw.pre[h], D, rows, D)
-			linearBack(ga[L.w:L.w+D*D], ga[L.b:L.b+D], ag.dinfo[h], D, aw.z[ah.parent], D, rows, D, D, a[L.w:L.w+D*D], ag.dz[ah.parent], D, 1)
+			linearBack(ws.prec, ga[L.w:L.w+D*D], ga[L.b:L.b+D], ag.dinfo[h], D, aw.z[ah.parent], D, rows, D, D, a[L.w:L.w+D*D], ag.dz[ah.parent], D, 1)
 			dq = ag.dq[h]
 		}
 		if n := len(m.towers[h]); n > 0 {

@@ -4,7 +4,6 @@ import (
 	"slices"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/internal/kernels"
 )
 
 // SparseGrad is the gradient of one embedding table for one batch: Rows are
@@ -149,9 +148,9 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 		switch n := len(tw); {
 		case m.ait != nil: // aitBack ran the head
 		case n > 0:
-			linearBack(ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, ws.tw[t][n-1], L.in, rows, L.in, 1, a[L.w:L.w+L.in], g.dtw[t][n-1], L.in, 0)
+			linearBack(ws.prec, ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, ws.tw[t][n-1], L.in, rows, L.in, 1, a[L.w:L.w+L.in], g.dtw[t][n-1], L.in, 0)
 		default:
-			linearBack(ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, in, H, rows, L.in, 1, a[L.w:L.w+L.in], dIn, H, 1)
+			linearBack(ws.prec, ga[L.w:L.w+L.in], ga[L.b:L.b+1], dLogits[t], 1, in, H, rows, L.in, 1, a[L.w:L.w+L.in], dIn, H, 1)
 		}
 		for l := len(tw) - 1; l >= 0; l-- {
 			L := &tw[l]
@@ -161,7 +160,7 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 			if l > 0 {
 				prev, dprev, ld, beta = ws.tw[t][l-1], g.dtw[t][l-1], tw[l-1].out, 0
 			}
-			linearBack(ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], dOut, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], dprev, ld, beta)
+			linearBack(ws.prec, ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], dOut, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], dprev, ld, beta)
 		}
 	}
 	// Levels, last to first.
@@ -189,7 +188,7 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 				if l > 1 {
 					prev, dprev, ld = lw.hid[e][l-1], lg.dhid[e][l-1], ex.layers[l-1].out
 				}
-				linearBack(ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], dOut, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], dprev, ld, 0)
+				linearBack(ws.prec, ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], dOut, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], dprev, ld, 0)
 			}
 			activateBack(m.act, lg.dy[ex.grp][ex.col:], ld0, lw.y[ex.grp][ex.col:], off(lw.pre[ex.grp], ex.col), ld0, rows, ex.layers[0].out)
 		}
@@ -198,13 +197,13 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 			in, ldin := m.streamIn(ws, li, gr.src)
 			w := a[gr.w : gr.w+gr.out*gr.in]
 			if gr.src >= 0 {
-				linearBack(ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, g.lv[li-1].dout[gr.src], H, 1)
+				linearBack(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, g.lv[li-1].dout[gr.src], H, 1)
 				continue
 			}
-			linearBack(ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, nil, 0, 0)
+			linearBack(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, nil, 0, 0)
 			if m.embWidth > 0 && rows > 0 {
 				// Only the embedding columns of x need a gradient.
-				kernels.Sgemm(false, false, rows, m.embWidth, gr.out, 1, lg.dy[gi], gr.out, w, gr.in, 0, g.dx, m.embWidth)
+				ws.prec.Gemm(false, false, rows, m.embWidth, gr.out, 1, lg.dy[gi], gr.out, w, gr.in, 0, g.dx, m.embWidth)
 			}
 		}
 	}

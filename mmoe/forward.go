@@ -24,7 +24,8 @@ type Workspace struct {
 	twPre  [][][]float32 // GELU pre-activations, else nil
 	logits [][]float32   // per task, [maxRows]
 
-	ait *aitWS // AIT's activations (ait.go), or nil
+	ait  *aitWS            // AIT's activations (ait.go), or nil
+	prec kernels.Precision // of Forward's and Backward's products (SetPrecision)
 
 	xk, yc []float32 // Split only: candidate columns [maxRows, inK]; context share [out]
 	ycRows []float32 // Split.ForwardRows only: per-row context shares [maxRows, out]
@@ -104,6 +105,17 @@ func (m *Model) NewWorkspace(maxRows int) *Workspace {
 	}
 	return ws
 }
+
+// SetPrecision sets the precision of the products of Model.Forward and
+// Model.Backward on ws: kernels.FP32 (the default) or kernels.BF16 (bf16
+// operands, float32 sums; exact, emulated where the CPU lacks
+// AVX512_BF16: see kernels.Precision.Effective). The weights, the
+// activations and the gradients stay float32. A Split's products follow
+// the precision its weights were packed in instead (NewSplitIn).
+func (ws *Workspace) SetPrecision(p kernels.Precision) { ws.prec = p }
+
+// Precision is the precision set by SetPrecision.
+func (ws *Workspace) Precision() kernels.Precision { return ws.prec }
 
 // MaxRows is the largest batch the workspace takes.
 func (ws *Workspace) MaxRows() int { return ws.maxRows }
@@ -202,7 +214,7 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 				linearPacked(actNone, lw.y[gi], g.out, in, ld, rows, pw.groups[li][gi], nil, nil)
 				continue
 			}
-			linearTo(actNone, lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], nil, nil)
+			linearTo(ws.prec, actNone, lw.y[gi], g.out, in, ld, rows, g.in, g.out, a[g.w:g.w+g.out*g.in], nil, nil)
 		}
 		for gi := range lv.gates {
 			if li == 0 && first == firstDone {
@@ -227,7 +239,7 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 				if pw != nil {
 					linearPacked(L.act, out, L.out, prev, ld, rows, pw.layers[li][e][l], a[L.b:L.b+L.out], lw.hidPre[e][l])
 				} else {
-					linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
+					linearTo(ws.prec, L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
 				}
 				prev, ld = out, L.out
 			}
@@ -261,7 +273,7 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 			if pw != nil {
 				linearPacked(L.act, out, L.out, prev, ld, rows, pw.towers[t][l], a[L.b:L.b+L.out], ws.twPre[t][l])
 			} else {
-				linearTo(L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], ws.twPre[t][l])
+				linearTo(ws.prec, L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], ws.twPre[t][l])
 			}
 			prev, ld = out, L.out
 		}
@@ -272,7 +284,7 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 		if pw != nil {
 			linearPacked(actNone, ws.logits[t], 1, prev, ld, rows, pw.heads[t], a[L.b:L.b+1], nil)
 		} else {
-			linearTo(actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
+			linearTo(ws.prec, actNone, ws.logits[t], 1, prev, ld, rows, L.in, 1, a[L.w:L.w+L.in], a[L.b:L.b+1], nil)
 		}
 		ws.Logits[t] = ws.logits[t][:rows]
 	}

@@ -141,26 +141,36 @@ func dot(x, y []float32) float32 {
 	return s
 }
 
-// linearTo computes the rows x out view (y, ldy) = act((x, ldx) · Wᵀ + b),
-// keeping the pre-activations in (pre, ldy) for GELU.
-func linearTo(act activation, y []float32, ldy int, x []float32, ldx, rows int, in, out int, w, b, pre []float32) {
+// linearTo computes the rows x out view (y, ldy) = act((x, ldx) · Wᵀ + b)
+// with products in precision p, keeping the pre-activations in (pre, ldy)
+// for GELU. The bias and a ReLU are applied in the product's epilogue,
+// which gives the bits of the product followed by biasActivate.
+func linearTo(p kernels.Precision, act activation, y []float32, ldy int, x []float32, ldx, rows int, in, out int, w, b, pre []float32) {
 	if rows == 0 {
 		return
 	}
-	kernels.Sgemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, y, ldy)
-	biasActivate(act, y, ldy, rows, b, pre)
+	switch {
+	case act == actReLU && len(b) > 0:
+		p.LinearTo(kernels.ActReLU, y, ldy, x, ldx, rows, in, out, w, b)
+	case act == actNone:
+		p.LinearTo(kernels.ActNone, y, ldy, x, ldx, rows, in, out, w, b)
+	default:
+		p.Gemm(false, true, rows, out, in, 1, x, ldx, w, in, 0, y, ldy)
+		biasActivate(act, y, ldy, rows, b, pre)
+	}
 }
 
 // linearBack accumulates dW += dyᵀ·x and db += colsum(dy), and, if dx is not
-// nil, sets (dx, lddx) = dy·W (beta 0) or adds it (beta 1).
-func linearBack(dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows, in, out int, w []float32, dx []float32, lddx int, beta float32) {
+// nil, sets (dx, lddx) = dy·W (beta 0) or adds it (beta 1), with products
+// in precision p.
+func linearBack(p kernels.Precision, dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows, in, out int, w []float32, dx []float32, lddx int, beta float32) {
 	if rows == 0 {
 		return
 	}
-	kernels.Sgemm(true, false, out, in, rows, 1, dy, lddy, x, ldx, 1, dw, in)
+	p.Gemm(true, false, out, in, rows, 1, dy, lddy, x, ldx, 1, dw, in)
 	colSumAdd(db, dy, lddy, rows)
 	if dx != nil {
-		kernels.Sgemm(false, false, rows, in, out, 1, dy, lddy, w, in, beta, dx, lddx)
+		p.Gemm(false, false, rows, in, out, 1, dy, lddy, w, in, beta, dx, lddx)
 	}
 }
 

@@ -1,6 +1,9 @@
 package mmoe
 
-import "github.com/onestone/onestone/features"
+import (
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
+)
 
 // Replica is one data-parallel worker's view of a Model: a Workspace and
 // Grads for batches of up to a fixed number of rows, behind the methods a
@@ -33,6 +36,10 @@ func (r *Replica) Forward(b *features.Batch) ([][]float32, error) {
 func (r *Replica) Backward(b *features.Batch, dLogits [][]float32) error {
 	return r.m.Backward(r.ws, b, dLogits, r.g)
 }
+
+// SetPrecision sets the precision of the replica's products
+// (Workspace.SetPrecision).
+func (r *Replica) SetPrecision(p kernels.Precision) { r.ws.SetPrecision(p) }
 
 // DenseGrads returns the dense gradients, aligned with Model.Params. The
 // slices are the same for the replica's life; Backward overwrites them.

@@ -25,6 +25,7 @@ import (
 // Workspaces made by the Split's NewWorkspace; Refresh is not.
 type Split struct {
 	m       *Model
+	prec    kernels.Precision
 	cols    []int     // x columns of the candidate side, ascending
 	ctxCols []int     // x columns of the context side, ascending
 	wCand   []float32 // level-0 fused weight restricted to cols: [out, inK]
@@ -52,9 +53,17 @@ type packedWeights struct {
 	heads  []*kernels.PackedB     // [task]
 }
 
-// NewSplit prepares side-split scoring for m.
-func (m *Model) NewSplit() *Split {
-	s := &Split{m: m}
+// NewSplit prepares side-split scoring for m, in float32: NewSplitIn(m,
+// kernels.FP32).
+func (m *Model) NewSplit() *Split { return m.NewSplitIn(kernels.FP32) }
+
+// NewSplitIn prepares side-split scoring for m with products in precision
+// p: the weights are packed for p's kernel (kernels.Precision.PackB), and
+// every product of the split forward reads them in p. p is used exactly,
+// emulated where the CPU lacks AVX512_BF16 (the caller chooses with
+// kernels.Precision.Effective).
+func (m *Model) NewSplitIn(p kernels.Precision) *Split {
+	s := &Split{m: m, prec: p}
 	side := func(f features.Side) *[]int {
 		if f == features.SideCandidate {
 			return &s.cols
@@ -77,11 +86,11 @@ func (m *Model) NewSplit() *Split {
 	s.wCtx = make([]float32, g.out*s.inC)
 	s.planFused()
 	s.copyFirst()
-	s.pCand = kernels.PackB(true, g.out, s.inK, s.wCand, max(1, s.inK))
-	s.pCtx = kernels.PackB(true, g.out, s.inC, s.wCtx, max(1, s.inC))
+	s.pCand = p.PackB(true, g.out, s.inK, s.wCand, max(1, s.inK))
+	s.pCtx = p.PackB(true, g.out, s.inC, s.wCtx, max(1, s.inC))
 	a := m.arena
 	pack := func(w, out, in int) *kernels.PackedB {
-		return kernels.PackB(true, out, in, a[w:w+out*in], max(1, in))
+		return p.PackB(true, out, in, a[w:w+out*in], max(1, in))
 	}
 	for li := range m.levels {
 		lv := &m.levels[li]
@@ -236,6 +245,9 @@ func (s *Split) Refresh() {
 		repack(s.pw.heads[t], L.w, 1, L.in)
 	}
 }
+
+// Precision is the precision of the split's products (NewSplitIn).
+func (s *Split) Precision() kernels.Precision { return s.prec }
 
 // CandidateWidth is the number of first-layer input columns computed per
 // candidate.
