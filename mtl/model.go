@@ -1,6 +1,9 @@
 package mtl
 
-import "github.com/onestone/onestone/features"
+import (
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
+)
 
 // Model is what a Trainer trains: a network with one output (a logit) per
 // task, dense parameters and embedding tables, whose forward and backward
@@ -61,4 +64,12 @@ type Replica interface {
 	// Backward: the distinct rows it touched and their gradients,
 	// len(rows) x dim row-major.
 	SparseGrad(f int) (rows []int32, grad []float32)
+}
+
+// PrecisionReplica is a Replica that can run its products in bf16: the
+// trainer calls SetPrecision on every replica when train.precision is
+// bf16 and the CPU has it (a model whose replicas lack the method is then
+// refused). *mmoe.Replica is one.
+type PrecisionReplica interface {
+	SetPrecision(kernels.Precision)
 }

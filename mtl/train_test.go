@@ -4,9 +4,11 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 )
@@ -204,5 +206,117 @@ func TestFusedOptimizerMatchesReduced(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// trainPrecision trains the small model for steps steps with 2 workers in
+// the given precision and returns it and the trainer's precision.
+func trainPrecision(t *testing.T, precision string, steps int) (*mmoe.Model, kernels.Precision) {
+	t.Helper()
+	m, _ := newTrainer(t, 1) // the model only
+	ts, err := mtl.NewTaskSet([]mtl.TaskConfig{{Name: "ctr", Kind: "binary", Label: "click"}, {Name: "cvr", Kind: "esmm", Label: "conversion", Parent: "ctr"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: 256, Workers: 2, Embedding: mtl.EmbeddingConfig{LR: 0.1}, Dense: mtl.AdamConfig{LR: 1e-2}, Precision: precision})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range steps {
+		if _, err := tr.Step(syntheticBatch(rng, 256)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m, tr.Precision()
+}
+
+func paramsBits(m *mmoe.Model) []uint32 {
+	var out []uint32
+	for _, p := range m.Params() {
+		for _, v := range p.Data {
+			out = append(out, math.Float32bits(v))
+		}
+	}
+	for _, e := range m.Embeddings() {
+		for _, v := range e.Data {
+			out = append(out, math.Float32bits(v))
+		}
+	}
+	return out
+}
+
+// TestTrainerPrecision checks train.precision: bf16 trains
+// deterministically (for a seed and a worker count) to weights near
+// float32's but not equal, and with the CPU's AVX512_BF16 switched off it
+// falls back to float32, bit for bit.
+func TestTrainerPrecision(t *testing.T) {
+	fp, p := trainPrecision(t, "", 20)
+	if p != kernels.FP32 {
+		t.Fatalf("default precision %v", p)
+	}
+	bf, p := trainPrecision(t, "bf16", 20)
+	if want := kernels.BF16.Effective(); p != want {
+		t.Fatalf("bf16 trainer runs in %v, want %v", p, want)
+	}
+	bf2, _ := trainPrecision(t, "bf16", 20)
+	if !slices.Equal(paramsBits(bf), paramsBits(bf2)) {
+		t.Fatal("two bf16 runs differ")
+	}
+	if kernels.NativeBF16() {
+		if slices.Equal(paramsBits(fp), paramsBits(bf)) {
+			t.Fatal("bf16 training gave the float32 weights")
+		}
+		p1, p2 := fp.Params(), bf.Params()
+		for i := range p1 {
+			for j, v := range p1[i].Data {
+				if d := math.Abs(float64(v - p2[i].Data[j])); d > 0.05 {
+					t.Fatalf("%s[%d]: float32 %g, bf16 %g", p1[i].Name, j, v, p2[i].Data[j])
+				}
+			}
+		}
+	}
+	was := kernels.SetNativeBF16(false)
+	defer kernels.SetNativeBF16(was)
+	off, p := trainPrecision(t, "bf16", 20)
+	if p != kernels.FP32 {
+		t.Fatalf("without AVX512_BF16 a bf16 trainer runs in %v, want fp32", p)
+	}
+	if !slices.Equal(paramsBits(fp), paramsBits(off)) {
+		t.Fatal("the fallback to fp32 does not give float32's weights")
+	}
+	if err := (mtl.TrainConfig{Precision: "fp16"}).Validate(); !errors.Is(err, mtl.ErrConfig) {
+		t.Fatalf("precision fp16: %v", err)
+	}
+	c, err := mtl.ParseTrainConfig([]byte("train:\n  precision: bf16\n"))
+	if err != nil || c.Precision != "bf16" {
+		t.Fatalf("ParseTrainConfig: %+v, %v", c, err)
+	}
+}
+
+func TestTrainerBF16StepAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
+	m, _ := newTrainer(t, 1)
+	ts, _ := mtl.NewTaskSet([]mtl.TaskConfig{{Name: "ctr", Kind: "binary", Label: "click"}, {Name: "cvr", Kind: "esmm", Label: "conversion", Parent: "ctr"}})
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: 256, Workers: 2, Precision: "bf16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	b := syntheticBatch(rand.New(rand.NewPCG(5, 6)), 256)
+	for range 3 {
+		if _, err := tr.Step(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if allocs := testing.AllocsPerRun(20, func() {
+		if _, err := tr.Step(b); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs > 0 {
+		t.Fatalf("a bf16 Step allocates %v times", allocs)
 	}
 }

@@ -55,6 +55,12 @@ type TrainConfig struct {
 	// EvalEvery evaluates on validation data every so many steps.
 	// Default: 0 (at the end of each epoch only).
 	EvalEvery int `yaml:"eval_every" json:"eval_every"`
+	// Precision of the model's products: "fp32", or "bf16" (bf16
+	// operands with float32 sums; the weights, gradients and optimizer
+	// state stay float32). bf16 runs where the CPU has AVX512_BF16; on
+	// other CPUs the trainer falls back to fp32 (Trainer.Precision says
+	// which). Default: "fp32".
+	Precision string `yaml:"precision" json:"precision,omitempty"`
 }
 
 // EmbeddingConfig configures the sparse optimizer of the embedding tables.
@@ -95,6 +101,9 @@ func (c TrainConfig) WithDefaults() TrainConfig {
 	if c.Workers == 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
 	}
+	if c.Precision == "" {
+		c.Precision = kernels.FP32.String()
+	}
 	return c
 }
 
@@ -114,6 +123,9 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("mtl: train: eval_every %d < 0: %w", c.EvalEvery, ErrConfig)
 	case !(c.SoftPenalty >= 0) || math.IsInf(c.SoftPenalty, 0):
 		return fmt.Errorf("mtl: train: soft_penalty %v: want finite and >= 0: %w", c.SoftPenalty, ErrConfig)
+	}
+	if _, err := kernels.ParsePrecision(c.Precision); err != nil {
+		return fmt.Errorf("mtl: train: precision %q: want fp32 or bf16: %w", c.Precision, ErrConfig)
 	}
 	if err := c.Dense.Validate(); err != nil {
 		return err
@@ -213,6 +225,7 @@ type Trainer struct {
 	// constants.
 	reduced  bool
 	adamStep kernels.AdamConsts
+	prec     kernels.Precision // of the replicas' products
 
 	// curDL is the logit gradient set the backward phase reads: dLogits,
 	// or a single task's unweighted gradient (BalanceStep.TaskGradTo).
@@ -294,10 +307,19 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 	if err != nil {
 		return nil, err
 	}
+	requested, _ := kernels.ParsePrecision(cfg.Precision)
+	t.prec = requested.Effective()
 	nw := min(cfg.Workers, cfg.BatchSize)
 	per := (cfg.BatchSize + nw - 1) / nw
 	for range nw {
 		r := model.NewReplica(per)
+		if t.prec != kernels.FP32 {
+			pr, ok := any(r).(PrecisionReplica)
+			if !ok {
+				return nil, fmt.Errorf("mtl: trainer: precision %v: the %s model's replicas compute in fp32 only: %w", t.prec, model.Arch(), ErrConfig)
+			}
+			pr.SetPrecision(t.prec)
+		}
 		dense := r.DenseGrads()
 		if len(dense) != len(t.values) {
 			return nil, fmt.Errorf("mtl: trainer: a replica has %d dense gradients for %d parameters: %w", len(dense), len(t.values), ErrShape)
@@ -341,6 +363,11 @@ func (t *Trainer) Config() TrainConfig { return t.cfg }
 
 // Steps is the number of steps taken.
 func (t *Trainer) Steps() int64 { return t.step }
+
+// Precision is the precision the model's products run in: the
+// configuration's, except bf16 on a CPU without AVX512_BF16, which falls
+// back to fp32 (kernels.Precision.Effective). A bundle records it.
+func (t *Trainer) Precision() kernels.Precision { return t.prec }
 
 // Weights are the current task weights.
 func (t *Trainer) Weights() []float64 { return t.weight.Weights() }
