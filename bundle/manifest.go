@@ -61,6 +61,10 @@ type Manifest struct {
 	Tasks []mtl.TaskConfig `json:"tasks"`
 	// Objectives are the scores this model produces (e.g. ctr, cvr, ctcvr).
 	Objectives []string `json:"objectives"`
+	// Precision is the precision of the products the model was trained
+	// and its Sample scored in: "fp32" or "bf16" (bf16 operands, float32
+	// sums). Empty means fp32 (bundles written before the field).
+	Precision string `json:"precision,omitempty"`
 	// Metrics are the evaluation results on validation data, if any.
 	Metrics json.RawMessage `json:"metrics,omitempty"`
 	// Position is where in its data the model was trained to (an

@@ -41,6 +41,9 @@ type ScoreConfig struct {
 	// Limits bound the model's memory (serving.LoadBundleLimits).
 	// Default: bundle.DefaultMaxBytes().
 	Limits bundle.Limits
+	// Precision of the model's products, as serving.ScorerConfig's:
+	// "fp32" or "bf16". Default: "", the bundle's.
+	Precision string
 }
 
 // Validate reports whether the configuration is usable.
@@ -54,6 +57,8 @@ func (c *ScoreConfig) Validate() error {
 		return errors.New("pipelines: score: no output file")
 	case c.BatchSize < 0:
 		return fmt.Errorf("pipelines: score: BatchSize %d is negative", c.BatchSize)
+	case c.Precision != "" && c.Precision != "fp32" && c.Precision != "bf16":
+		return fmt.Errorf("pipelines: score: precision %q: want fp32 or bf16", c.Precision)
 	}
 	return c.Limits.Validate()
 }
@@ -62,6 +67,8 @@ func (c *ScoreConfig) Validate() error {
 type ScoreResult struct {
 	// Bundle is the bundle directory that scored, and Version its version.
 	Bundle, Version string
+	// Precision is the precision the products ran in.
+	Precision string
 	// Rows is the number of rows scored and written.
 	Rows int64
 }
@@ -84,7 +91,7 @@ func Score(ctx context.Context, cfg ScoreConfig) (*ScoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc, err := serving.NewScorer(b, serving.ScorerConfig{})
+	sc, err := serving.NewScorer(b, serving.ScorerConfig{Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +110,7 @@ func Score(ctx context.Context, cfg ScoreConfig) (*ScoreResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: score: %w", err)
 	}
-	return &ScoreResult{Bundle: dir, Version: b.Manifest.Version, Rows: rows}, nil
+	return &ScoreResult{Bundle: dir, Version: b.Manifest.Version, Rows: rows, Precision: sc.Precision().String()}, nil
 }
 
 // scoreToParquet scores src into the Parquet file out, written with

@@ -431,6 +431,7 @@ func (r *trainRun) manifest(res *EvalResult) (*bundle.Manifest, error) {
 		Spec: string(r.s.SpecText), Stats: stats, Model: r.model.Config(),
 		Tasks: r.s.TaskConfigs, Objectives: r.s.Tasks.Objectives(),
 		Step: r.trainer.Steps(), Examples: r.examples,
+		Precision: r.trainer.Precision().String(),
 	}
 	if res != nil {
 		if m.Metrics, err = json.Marshal(res); err != nil {

@@ -38,6 +38,9 @@ type Bundle struct {
 	// SampleCheck says how the sample's scores were compared: SampleExact,
 	// SampleTolerance, or SampleNone (no sample).
 	SampleCheck string
+	// Precision is the precision the model was trained and its sample
+	// scored in (the manifest's; fp32 when it has none).
+	Precision kernels.Precision
 
 	servingSpec *features.Spec
 }
@@ -214,6 +217,9 @@ func assemble(dir string, m *bundle.Manifest) (*Bundle, error) {
 	if len(m.Objectives) > 0 && !slices.Equal(m.Objectives, ts.Objectives()) {
 		return nil, bundleErr(dir, fmt.Sprintf("objectives %v, but the tasks produce %v", m.Objectives, ts.Objectives()), nil)
 	}
+	if b.Precision, err = kernels.ParsePrecision(m.Precision); err != nil {
+		return nil, bundleErr(dir, "precision", err)
+	}
 	return b, nil
 }
 
@@ -258,8 +264,10 @@ func parseStats(raw json.RawMessage) (*features.Stats, error) {
 
 // sampleScores scores events through a Scorer, as one request with no
 // context, and returns one score row per event in objective order.
+// The products run in the bundle's precision exactly (bf16 emulated where
+// the CPU lacks it), whatever a server would choose.
 func (b *Bundle) sampleScores(events [][]byte) ([][]float32, error) {
-	sc, err := NewScorer(b, ScorerConfig{MaxCandidates: max(len(events), 1)})
+	sc, err := NewScorer(b, ScorerConfig{MaxCandidates: max(len(events), 1), Precision: b.Precision.String(), exact: true})
 	if err != nil {
 		return nil, err
 	}
@@ -335,9 +343,10 @@ func sameScore(got, want float32, exact bool) bool {
 
 // FillSampleScores sets the Scores of every m.Sample event to what model
 // gives it through the serving path (the transform rebuilt from m.Spec and
-// m.Stats, then a Scorer), and m.SampleKernel to the arithmetic that
-// computed them (Kernel), so that LoadBundle can check the written bundle
-// reproduces them. It also fills m.Objectives from m.Tasks when empty. A
+// m.Stats, then a Scorer, with products in m.Precision), and
+// m.SampleKernel to the arithmetic that computed them (Kernel), so that
+// LoadBundle can check the written bundle reproduces them. It also fills
+// m.Objectives from m.Tasks when empty. A
 // trainer calls it before bundle.Write, which refuses a sample without
 // scores.
 func FillSampleScores(m *bundle.Manifest, model *mmoe.Model) error {

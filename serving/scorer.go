@@ -77,6 +77,19 @@ type ScorerConfig struct {
 	// Default: false: unknown keys are skipped (the feature takes its
 	// default) and counted in Response.UnknownKeys.
 	Strict bool
+
+	// Precision of the model's products: "fp32" or "bf16" (bf16 operands,
+	// float32 sums), chosen at run time: bf16 runs where the CPU has
+	// AVX512_BF16, fp32 elsewhere (Scorer.Precision says which). Scores in
+	// the bundle's own precision are its sample's (bit for bit on the
+	// writer's kernel, Kernel); in the other they differ by bf16 rounding
+	// (docs/formats.md, bundle.json, gives the size). Default: "", the
+	// bundle's precision.
+	Precision string
+
+	// exact runs Precision as given, bf16 emulated where the CPU lacks it
+	// (the bundle's sample check).
+	exact bool
 }
 
 // Validate reports whether the configuration is usable.
@@ -98,6 +111,9 @@ func (c ScorerConfig) Validate() error {
 	}
 	if _, err := parseRank(c.Rank); err != nil {
 		return err
+	}
+	if _, err := kernels.ParsePrecision(c.Precision); err != nil {
+		return fmt.Errorf("serving: ScorerConfig.Precision %q: want fp32, bf16 or empty (the bundle's)", c.Precision)
 	}
 	return nil
 }
@@ -139,6 +155,7 @@ type Scorer struct {
 	isCtx      []bool   // by schema column: a context-side field
 	known      []string // keys that are not columns but are not unknown either
 	split      *mmoe.Split
+	prec       kernels.Precision
 	pool       sync.Pool
 }
 
@@ -185,10 +202,21 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 	// Scoring computes the first layer's context share once per request
 	// (mmoe.Split); the bundle's weights never change, so the split is
 	// never stale.
-	s.split = b.Model.NewSplit()
+	s.prec = b.Precision
+	if cfg.Precision != "" {
+		s.prec, _ = kernels.ParsePrecision(cfg.Precision)
+	}
+	if !cfg.exact {
+		s.prec = s.prec.Effective()
+	}
+	s.split = b.Model.NewSplitIn(s.prec)
 	s.pool.New = func() any { return s.newState() }
 	return s, nil
 }
+
+// Precision is the precision the scorer's products run in
+// (ScorerConfig.Precision).
+func (s *Scorer) Precision() kernels.Precision { return s.prec }
 
 // Bundle returns the bundle the scorer serves.
 func (s *Scorer) Bundle() *Bundle { return s.b }

@@ -554,7 +554,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, dst *bytes.Buf
 // directory, creation time, tasks (with defaults filled in), objectives,
 // the rank formula in effect, the feature spec's YAML, the evaluation
 // metrics and data position recorded by the trainer, its step and example
-// counts, and the effective model configuration; how it was checked
+// counts, the effective model configuration, and the precisions of the
+// served and of the trained products; how it was checked
 // (checksums verified, the sample compared exactly or within tolerance,
 // the arithmetic that wrote the sample and this build's); and the
 // versions refused (newest first) with how many of them are newer than
@@ -578,6 +579,10 @@ type ModelInfo struct {
 	Kernel       string           `json:"kernel"`
 	Behind       int              `json:"versions_behind"`
 	Refused      []RefusedVersion `json:"refused"`
+	// Precision is the precision the server's products run in, and
+	// BundlePrecision the one the model was trained in.
+	Precision       string `json:"precision"`
+	BundlePrecision string `json:"bundle_precision"`
 }
 
 func modelInfo(sc *Scorer, st *refusalState) []byte {
@@ -592,6 +597,7 @@ func modelInfo(sc *Scorer, st *refusalState) []byte {
 		Step: m.Step, Examples: m.Examples, Model: sc.b.Model.Config(),
 		Verified: m.Verified(), SampleCheck: sc.b.SampleCheck, SampleKernel: m.SampleKernel, Kernel: Kernel(),
 		Behind: st.behind, Refused: st.refused,
+		Precision: sc.prec.String(), BundlePrecision: sc.b.Precision.String(),
 	}
 	if info.Refused == nil {
 		info.Refused = []RefusedVersion{}
@@ -742,7 +748,7 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
 		s.mLoadedAt.SetToCurrentTime()
 		s.log.Info("serving: model loaded", "version", sc.b.Manifest.Version, "dir", dir, "previous", version,
-			"verified", sc.b.Manifest.Verified(), "sample_check", sc.b.SampleCheck, "newer_refused", i,
+			"verified", sc.b.Manifest.Verified(), "sample_check", sc.b.SampleCheck, "precision", sc.prec.String(), "newer_refused", i,
 			"took", time.Since(start).Round(time.Millisecond))
 		if !sc.b.Manifest.Verified() {
 			s.log.Warn("serving: the bundle has no checksums (written before they existed): its files were not verified", "version", sc.b.Manifest.Version)

@@ -34,19 +34,20 @@ func scoreFlags(fs *flag.FlagSet) runFunc {
 	batch := fs.Int("batch-size", ingest.DefaultBatchSize, "rows per batch")
 	var maxBytes int64
 	maxModelBytesVar(fs, &maxBytes)
+	precision := fs.String("precision", "", "`precision` of the model's products: fp32 or bf16 (bf16 where the CPU has AVX512_BF16, else fp32; default: the bundle's)")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		data = append(data, args...)
 		if *model == "" || len(data) == 0 || *out == "" {
 			return usagef("--model, --data and --out are required")
 		}
 		start := time.Now()
-		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch, Limits: bundle.Limits{MaxBytes: maxBytes}})
+		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch, Limits: bundle.Limits{MaxBytes: maxBytes}, Precision: *precision})
 		if err != nil {
 			return err
 		}
 		el := time.Since(start)
-		fmt.Fprintf(stderr, "onestone score: %d rows with model %s in %v (%.0f rows/s) -> %s\n",
-			res.Rows, res.Version, el.Round(time.Millisecond), float64(res.Rows)/el.Seconds(), *out)
+		fmt.Fprintf(stderr, "onestone score: %d rows with model %s (%s) in %v (%.0f rows/s) -> %s\n",
+			res.Rows, res.Version, res.Precision, el.Round(time.Millisecond), float64(res.Rows)/el.Seconds(), *out)
 		return nil
 	}
 }
