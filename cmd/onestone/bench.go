@@ -21,7 +21,10 @@ func init() {
 		summary: "measure the standard workload: training, scoring, kernels (JSON)",
 		usage: `onestone bench [train|score|gemm|all] [flags]
 
-Measures the std workload of docs/benchmarks.md and prints JSON.`,
+Measures the std workload of docs/benchmarks.md and prints JSON. The
+CPU's arithmetic ceilings (an FMA loop per instruction set it has) are
+measured first, in the same run, and the GEMM and training figures are
+also given as fractions of them.`,
 		flags: benchFlags,
 	})
 	register(command{
@@ -38,6 +41,8 @@ func benchFlags(fs *flag.FlagSet) runFunc {
 	workers := fs.Int("workers", 0, "training workers (default GOMAXPROCS)")
 	requests := fs.Int("requests", 300, "scoring requests measured per configuration")
 	gemmTime := fs.Duration("gemm-time", 300*time.Millisecond, "time per GEMM shape and core count")
+	ceilingTime := fs.Duration("ceiling-time", 200*time.Millisecond, "time per arithmetic ceiling and core count")
+	precision := fs.String("precision", "fp32", "`precision` of the training products: fp32 or bf16 (fp32 where the CPU lacks AVX512_BF16)")
 	seed := fs.Uint64("seed", 1, "random seed")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file`")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
@@ -52,7 +57,7 @@ func benchFlags(fs *flag.FlagSet) runFunc {
 		if *preset != "std" {
 			return usagef("unknown preset %q (have: std)", *preset)
 		}
-		cfg := stdwork.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, Seed: *seed}
+		cfg := stdwork.BenchConfig{TrainSteps: *steps, Workers: *workers, ScoreRequests: *requests, GemmTime: *gemmTime, CeilingTime: *ceilingTime, Precision: *precision, Seed: *seed}
 		switch what {
 		case "train":
 			cfg.Train = true

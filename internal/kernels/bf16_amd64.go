@@ -51,8 +51,8 @@ var hasBF16 = hasAVX512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512BF16
 // of at most 16 columns (the std gates) on a 28x16 tile instead of wasting
 // most of a 32-column one; all three give the same bits.
 var (
-	bf16NarrowMicroKernel = &microKernel{name: "avx512bf16x16", mr: 28, nr: 16, mc: 112, kc: 1024, nc: 2048, fn: kernBF16x16, bf16: true}
-	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, bf16: true,
+	bf16NarrowMicroKernel = &microKernel{name: "avx512bf16x16", mr: 28, nr: 16, mc: 112, kc: 1024, nc: 2048, fn: kernBF16x16, bf16: true, ceiling: "dpbf16_zmm"}
+	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, bf16: true, ceiling: "dpbf16_zmm",
 		narrow: bf16NarrowMicroKernel,
 		row1:   &microKernel{name: "avx512bf16x1", mr: 1, nr: 32, mc: 1, kc: 1024, nc: 2048, fn: kernBF16x1, bf16: true}}
 )

@@ -68,6 +68,9 @@ type microKernel struct {
 	// emulated marks the portable bf16 kernel, which callers choosing a
 	// precision for speed should not pick (NativeBF16).
 	emulated bool
+	// ceiling names the Ceiling (MeasureCeilings) of the instruction the
+	// kernel runs on, "" for the portable ones.
+	ceiling string
 }
 
 // words is the number of 32-bit slots a packed panel row of k steps of

@@ -33,10 +33,10 @@ func kernAVX2x1(k int, a, b, c *float32, ldc int, alpha, beta float32)
 func kernAVX512x1(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
-	narrowMicroKernel = &microKernel{name: "avx2x8", mr: 12, nr: 8, mc: 120, kc: 512, nc: 2048, fn: kernAVX2x8}
-	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2,
+	narrowMicroKernel = &microKernel{name: "avx2x8", mr: 12, nr: 8, mc: 120, kc: 512, nc: 2048, fn: kernAVX2x8, ceiling: "fma_ymm"}
+	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2, ceiling: "fma_ymm",
 		row1: &microKernel{name: "avx2x1", mr: 1, nr: 16, mc: 1, kc: 512, nc: 2048, fn: kernAVX2x1}}
-	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512,
+	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512, ceiling: "fma_zmm",
 		row1: &microKernel{name: "avx512x1", mr: 1, nr: 32, mc: 1, kc: 512, nc: 2048, fn: kernAVX512x1}}
 )
 

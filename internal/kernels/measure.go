@@ -32,23 +32,34 @@ func StdShapes() []GemmShape {
 	}
 }
 
+// GemmRate is a measured GEMM throughput.
+type GemmRate struct {
+	// GFlops is the rate per second of wall time.
+	GFlops float64
+	// GFlopsCPU is the rate per second of the process's CPU time (all
+	// its threads): what a core does while it works on the product,
+	// which other processes' load moves far less than GFlops. 0 where
+	// the system does not say (ProcessCPU).
+	GFlopsCPU float64
+}
+
 // MeasureGemm runs SgemmParallel(workers, ...) on random m x n x k operands
 // with the given transposes for about dur (at least one call after a warm-up
-// call) and returns the achieved GFLOP/s. It is for `onestone bench`; tests
+// call) and returns the achieved rate. It is for `onestone bench`; tests
 // use the testing package's benchmarks instead.
-func MeasureGemm(m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
+func MeasureGemm(m, n, k int, transA, transB bool, workers int, dur time.Duration) GemmRate {
 	return measureGemm(SgemmParallel, m, n, k, transA, transB, workers, dur)
 }
 
 // MeasureGemmBF16 is [MeasureGemm] for [GemmBF16Parallel] (bf16 operands,
 // float32 sums), on the same operands.
-func MeasureGemmBF16(m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
+func MeasureGemmBF16(m, n, k int, transA, transB bool, workers int, dur time.Duration) GemmRate {
 	return measureGemm(GemmBF16Parallel, m, n, k, transA, transB, workers, dur)
 }
 
 type gemmFunc func(workers int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 
-func measureGemm(gemm gemmFunc, m, n, k int, transA, transB bool, workers int, dur time.Duration) (gflops float64) {
+func measureGemm(gemm gemmFunc, m, n, k int, transA, transB bool, workers int, dur time.Duration) GemmRate {
 	rng := rand.New(rand.NewPCG(uint64(m), uint64(n*k+1)))
 	lda, ldb := k, n
 	if transA {
@@ -70,14 +81,19 @@ func measureGemm(gemm gemmFunc, m, n, k int, transA, transB bool, workers int, d
 		gemm(workers, transA, transB, m, n, k, 1, a, max(1, lda), b, max(1, ldb), 0, c, max(1, n))
 	}
 	run()
-	start := time.Now()
+	start, cpu0 := time.Now(), ProcessCPU()
 	calls := 0
 	for calls == 0 || time.Since(start) < dur {
 		run()
 		calls++
 	}
-	secs := time.Since(start).Seconds()
-	return 2 * float64(m) * float64(n) * float64(k) * float64(calls) / secs / 1e9
+	secs, cpuSecs := time.Since(start).Seconds(), (ProcessCPU() - cpu0).Seconds()
+	gflop := 2 * float64(m) * float64(n) * float64(k) * float64(calls) / 1e9
+	r := GemmRate{GFlops: gflop / secs}
+	if cpu0 > 0 && cpuSecs > 0 {
+		r.GFlopsCPU = gflop / cpuSecs
+	}
+	return r
 }
 
 // Ceiling is the arithmetic peak of one kind of vector instruction on this
@@ -96,6 +112,22 @@ type Ceiling struct {
 	// (their sum), Workers being GOMAXPROCS.
 	GFlopsAll float64
 	Workers   int
+	// GFlopsCPU is the one goroutine's rate per second of its thread's
+	// CPU time rather than of wall time: what one core does while it
+	// runs the loop, which other processes' load moves far less. 0 where
+	// the system has no thread CPU clock (Linux has).
+	GFlopsCPU float64
+}
+
+// CeilingName names the [Ceiling] that bounds products in precision p on
+// the kernel this build selected: "fma_zmm" (the AVX-512 kernel),
+// "fma_ymm" (AVX2), "dpbf16_zmm" (bf16 on AVX512_BF16), or "" for the
+// portable kernels, which no peak loop bounds.
+func (p Precision) CeilingName() string {
+	if p == BF16 {
+		return activeBF16.ceiling
+	}
+	return active.ceiling
 }
 
 // peakLoop is one peak loop: fn(n) runs n iterations of flops each.
@@ -111,20 +143,45 @@ type peakLoop struct {
 // has AVX512_BF16 (whose longer latency 12 chains do not cover). Each is
 // run for about dur on one goroutine, then for about dur on GOMAXPROCS
 // goroutines at once; a figure is the FLOP done over the wall time, so on
-// a loaded machine it is what the load left. It takes about 2*dur per
-// ceiling and allocates little.
+// a loaded machine it is what the load left. The one-goroutine run also
+// gives the rate per second of its thread's CPU time (GFlopsCPU). It
+// takes about 2*dur per ceiling and allocates little.
 func MeasureCeilings(dur time.Duration) []Ceiling {
 	workers := runtime.GOMAXPROCS(0)
 	var cs []Ceiling
 	for _, l := range peakLoops() {
-		cs = append(cs, Ceiling{
-			Name:      l.name,
-			GFlops1:   l.measure(1, dur),
-			GFlopsAll: l.measure(workers, dur),
-			Workers:   workers,
-		})
+		c := Ceiling{Name: l.name, Workers: workers}
+		c.GFlops1, c.GFlopsCPU = l.measure1(dur)
+		c.GFlopsAll = l.measure(workers, dur)
+		cs = append(cs, c)
 	}
 	return cs
+}
+
+// measure1 runs l on one goroutine, locked to its thread, for about dur
+// (at least one chunk, after a warm-up chunk) and returns its GFLOP/s per
+// second of wall time and per second of the thread's CPU time (0 without
+// a thread CPU clock).
+func (l peakLoop) measure1(dur time.Duration) (wall, cpu float64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	l.fn(peakChunk)
+	start, cpu0 := time.Now(), threadCPU()
+	deadline := start.Add(dur)
+	n := 0
+	for {
+		l.fn(peakChunk)
+		n += peakChunk
+		if !time.Now().Before(deadline) {
+			break
+		}
+	}
+	secs, cpuSecs := time.Since(start).Seconds(), (threadCPU() - cpu0).Seconds()
+	flop := float64(n) * l.flops / 1e9
+	if cpu0 > 0 && cpuSecs > 0 {
+		cpu = flop / cpuSecs
+	}
+	return flop / secs, cpu
 }
 
 // peakChunk is the iterations a peak loop runs between looks at the clock:

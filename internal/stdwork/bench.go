@@ -3,6 +3,7 @@ package stdwork
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -19,15 +20,48 @@ import (
 	"github.com/onestone/onestone/serving"
 )
 
-// GemmFigure is one kernel shape's throughput.
+// GemmFigure is one kernel shape's throughput in one precision, and its
+// fractions of the ceiling (CeilingFigure) of the instruction the kernel
+// runs on, measured in the same run.
 type GemmFigure struct {
-	Shape   string  `json:"shape"`
-	GFlops1 float64 `json:"gflops_1_core"`
-	GFlops2 float64 `json:"gflops_2_cores"`
+	Shape     string  `json:"shape"`
+	Precision string  `json:"precision"` // fp32 or bf16 (bf16 operands, float32 sums)
+	GFlops1   float64 `json:"gflops_1_core"`
+	GFlops2   float64 `json:"gflops_2_cores"`
+	// CPU1 and CPU2 are the rates per second of the process's CPU time
+	// (kernels.GemmRate): per busy core, which load moves far less.
+	CPU1 float64 `json:"gflops_per_cpu_sec_1_core,omitempty"`
+	CPU2 float64 `json:"gflops_per_cpu_sec_2_cores,omitempty"`
+	// Ceiling names the ceiling; empty for the portable kernels, which
+	// have none (and no fractions). Frac1 and Frac2 are GFlops1 and
+	// GFlops2 over its wall-time rates on as many cores; FracCPU1 and
+	// FracCPU2 are CPU1 and CPU2 over its rate per CPU second.
+	Ceiling  string  `json:"ceiling,omitempty"`
+	Frac1    float64 `json:"ceiling_frac_1_core,omitempty"`
+	Frac2    float64 `json:"ceiling_frac_2_cores,omitempty"`
+	FracCPU1 float64 `json:"ceiling_frac_cpu_1_core,omitempty"`
+	FracCPU2 float64 `json:"ceiling_frac_cpu_2_cores,omitempty"`
+	// VsFP32 is, for bf16, CPU2 over the fp32 figure's CPU2 for the shape
+	// (GFlops2 over GFlops2 where CPU time is not measured).
+	VsFP32 float64 `json:"vs_fp32_2_cores,omitempty"`
+}
+
+// CeilingFigure is one arithmetic ceiling of the CPU (kernels.Ceiling):
+// a loop of one instruction with no memory operands, on one goroutine
+// and on Workers at once.
+type CeilingFigure struct {
+	Name      string  `json:"name"`
+	GFlops1   float64 `json:"gflops_1_core"`
+	GFlopsAll float64 `json:"gflops_all_cores"`
+	Workers   int     `json:"workers"`
+	// GFlopsCPU is the one-core rate per second of CPU time (0 where
+	// unmeasured).
+	GFlopsCPU float64 `json:"gflops_per_cpu_sec"`
 }
 
 // TrainFigure is the training throughput of the std workload.
 type TrainFigure struct {
+	Precision      string  `json:"precision"` // the products' (Trainer.Precision)
 	Workers        int     `json:"workers"`
 	Steps          int     `json:"steps"`
 	BatchSize      int     `json:"batch_size"`
@@ -40,6 +74,26 @@ type TrainFigure struct {
 	PeakRSSMB      float64 `json:"peak_rss_mb"`
 	OptimizerMB    float64 `json:"optimizer_state_mb"`
 	Parameters     int     `json:"parameters"`
+	// CPUMsPerStep is the process's CPU time (user and system, all
+	// threads) per measured step: less sensitive to other processes'
+	// load than the step's wall time.
+	CPUMsPerStep float64 `json:"cpu_ms_per_step"`
+	// FlopPerExample is the arithmetic of one example's step
+	// (StepFlopPerExample), and GFlopsEffective that times
+	// ExamplesPerSec.
+	FlopPerExample  float64 `json:"flop_per_example"`
+	GFlopsEffective float64 `json:"gflops_effective"`
+	// GFlopsPerCPUSec is FlopPerExample times the examples per second
+	// of the process's CPU time (from CPUMsPerStep): per busy core.
+	GFlopsPerCPUSec float64 `json:"gflops_per_cpu_sec"`
+	// CeilingFrac is GFlopsEffective over the ceiling of the products'
+	// instruction on Workers cores (none for the portable kernels, or
+	// when Workers is neither 1 nor GOMAXPROCS); CeilingFracCPU is
+	// GFlopsPerCPUSec over its rate per CPU second, the fraction to
+	// trust on a loaded machine.
+	Ceiling        string  `json:"ceiling,omitempty"`
+	CeilingFrac    float64 `json:"ceiling_frac,omitempty"`
+	CeilingFracCPU float64 `json:"ceiling_frac_cpu,omitempty"`
 }
 
 // ScoreFigure is the latency of scoring one request of Candidates
@@ -55,13 +109,19 @@ type ScoreFigure struct {
 }
 
 // BenchReport is what `onestone bench` prints.
+//
+// Ceilings are measured first, in the same run as the figures judged
+// against them: hosts of one kind differ, and a loaded host lowers both.
 type BenchReport struct {
-	Preset     string        `json:"preset"`
-	Kernel     string        `json:"kernel"`
-	GOMAXPROCS int           `json:"gomaxprocs"`
-	Train      *TrainFigure  `json:"train,omitempty"`
-	Score      []ScoreFigure `json:"score,omitempty"`
-	Gemm       []GemmFigure  `json:"gemm,omitempty"`
+	Preset     string          `json:"preset"`
+	Kernel     string          `json:"kernel"`
+	KernelBF16 string          `json:"kernel_bf16"`
+	GOMAXPROCS int             `json:"gomaxprocs"`
+	LoadAvg    string          `json:"load_avg,omitempty"` // /proc/loadavg's 1, 5 and 15 minute figures at the start
+	Ceilings   []CeilingFigure `json:"ceilings,omitempty"`
+	Train      *TrainFigure    `json:"train,omitempty"`
+	Score      []ScoreFigure   `json:"score,omitempty"`
+	Gemm       []GemmFigure    `json:"gemm,omitempty"`
 }
 
 // BenchConfig selects what Bench measures.
@@ -71,7 +131,14 @@ type BenchConfig struct {
 	Workers            int           // training workers. Default: GOMAXPROCS
 	ScoreRequests      int           // Default: 300
 	GemmTime           time.Duration // per shape and core count. Default: 300ms
-	Seed               uint64
+	// CeilingTime is the time per ceiling and core count. Default:
+	// 200ms.
+	CeilingTime time.Duration
+	// Precision of the training products: "fp32" or "bf16" (the trainer
+	// falls back to fp32 without AVX512_BF16). Default: "fp32". The
+	// GEMM figures cover both precisions where bf16 runs natively.
+	Precision string
+	Seed      uint64
 }
 
 // Bench measures the std workload. Training runs first so that the peak
@@ -89,10 +156,21 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchReport, error) {
 	if cfg.GemmTime <= 0 {
 		cfg.GemmTime = 300 * time.Millisecond
 	}
-	rep := &BenchReport{Preset: "std", Kernel: kernels.Impl(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
+	if cfg.CeilingTime <= 0 {
+		cfg.CeilingTime = 200 * time.Millisecond
+	}
+	if _, err := kernels.ParsePrecision(cfg.Precision); err != nil {
+		return nil, fmt.Errorf("stdwork: bench: %w", err)
+	}
+	rep := &BenchReport{Preset: "std", Kernel: kernels.Impl(), KernelBF16: kernels.ImplBF16(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvg: loadAvg()}
 	var err error
+	if cfg.Train || cfg.Gemm {
+		for _, c := range kernels.MeasureCeilings(cfg.CeilingTime) {
+			rep.Ceilings = append(rep.Ceilings, CeilingFigure(c))
+		}
+	}
 	if cfg.Train {
-		if rep.Train, err = benchTrain(ctx, cfg); err != nil {
+		if rep.Train, err = benchTrain(ctx, cfg, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -102,26 +180,108 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchReport, error) {
 		}
 	}
 	if cfg.Gemm {
-		for _, s := range kernels.StdShapes() {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			rep.Gemm = append(rep.Gemm, GemmFigure{
-				Shape:   s.Name,
-				GFlops1: kernels.MeasureGemm(s.M, s.N, s.K, s.TransA, s.TransB, 1, cfg.GemmTime),
-				GFlops2: kernels.MeasureGemm(s.M, s.N, s.K, s.TransA, s.TransB, 2, cfg.GemmTime),
-			})
+		if rep.Gemm, err = benchGemm(ctx, cfg, rep); err != nil {
+			return nil, err
 		}
 	}
 	return rep, nil
 }
 
-func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
+// ceiling returns the ceiling of rep named name, and whether there is one.
+func (rep *BenchReport) ceiling(name string) (CeilingFigure, bool) {
+	for _, c := range rep.Ceilings {
+		if name != "" && c.Name == name {
+			return c, true
+		}
+	}
+	return CeilingFigure{}, false
+}
+
+// frac is gflops over the ceiling on workers cores: GFlops1 for one,
+// GFlopsAll for the ceiling's Workers, 0 (none) otherwise.
+func (c CeilingFigure) frac(gflops float64, workers int) float64 {
+	switch {
+	case workers == 1 && c.GFlops1 > 0:
+		return gflops / c.GFlops1
+	case workers == c.Workers && c.GFlopsAll > 0:
+		return gflops / c.GFlopsAll
+	}
+	return 0
+}
+
+// fracCPU is a rate per CPU second over the ceiling's (0: none).
+func (c CeilingFigure) fracCPU(gflops float64) float64 {
+	if c.GFlopsCPU > 0 && gflops > 0 {
+		return gflops / c.GFlopsCPU
+	}
+	return 0
+}
+
+// benchGemm measures the std shapes in fp32, and in bf16 where the CPU
+// runs it natively (the emulation is no figure to judge).
+func benchGemm(ctx context.Context, cfg BenchConfig, rep *BenchReport) ([]GemmFigure, error) {
+	precs := []kernels.Precision{kernels.FP32}
+	if kernels.NativeBF16() {
+		precs = append(precs, kernels.BF16)
+	}
+	var out []GemmFigure
+	fp32 := map[string]float64{}
+	for _, p := range precs {
+		measure := kernels.MeasureGemm
+		if p == kernels.BF16 {
+			measure = kernels.MeasureGemmBF16
+		}
+		for _, s := range kernels.StdShapes() {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			r1 := measure(s.M, s.N, s.K, s.TransA, s.TransB, 1, cfg.GemmTime)
+			r2 := measure(s.M, s.N, s.K, s.TransA, s.TransB, 2, cfg.GemmTime)
+			f := GemmFigure{
+				Shape: s.Name, Precision: p.String(),
+				GFlops1: r1.GFlops, GFlops2: r2.GFlops, CPU1: r1.GFlopsCPU, CPU2: r2.GFlopsCPU,
+			}
+			if c, ok := rep.ceiling(p.CeilingName()); ok {
+				f.Ceiling, f.Frac1, f.Frac2 = c.Name, c.frac(f.GFlops1, 1), c.frac(f.GFlops2, 2)
+				f.FracCPU1, f.FracCPU2 = c.fracCPU(f.CPU1), c.fracCPU(f.CPU2)
+			}
+			rate := f.CPU2
+			if rate == 0 {
+				rate = f.GFlops2
+			}
+			if p == kernels.FP32 {
+				fp32[s.Name] = rate
+			} else if fp32[s.Name] > 0 {
+				f.VsFP32 = rate / fp32[s.Name]
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// StepFlopPerExample is the arithmetic of one training example's step on
+// m: each weight matrix [out, in] costs 2·out·in FLOP in the forward
+// product and as much again in each of the backward ones (the gradient of
+// its input and of its weights; the first layers' input gradient feeds the
+// embeddings). Elementwise work is left out: it is a small share, and no
+// ceiling measures it.
+func StepFlopPerExample(m *mmoe.Model) float64 {
+	var fwd float64
+	for _, p := range m.Params() {
+		if len(p.Shape) == 2 {
+			fwd += 2 * float64(p.Shape[0]) * float64(p.Shape[1])
+		}
+	}
+	return 3 * fwd
+}
+
+func benchTrain(ctx context.Context, cfg BenchConfig, rep *BenchReport) (*TrainFigure, error) {
 	_, m, ts, err := build(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: Batch, Workers: cfg.Workers})
+	tr, err := mtl.NewTrainer(m, ts, mtl.TrainConfig{BatchSize: Batch, Workers: cfg.Workers, Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +292,11 @@ func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
 		batches[i] = NewBatch(rng, Batch)
 	}
 	var step, fwd, loss, bwd, opt []float64
+	var cpu0 time.Duration
 	for i := range cfg.TrainSteps + 3 {
+		if i == 3 {
+			cpu0 = kernels.ProcessCPU()
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -150,12 +314,24 @@ func benchTrain(ctx context.Context, cfg BenchConfig) (*TrainFigure, error) {
 		bwd = append(bwd, ms(tr.Times.Backward))
 		opt = append(opt, ms(tr.Times.Optimizer))
 	}
+	cpu := kernels.ProcessCPU() - cpu0
 	f := &TrainFigure{
-		Workers: cfg.Workers, Steps: cfg.TrainSteps, BatchSize: Batch,
+		Precision: tr.Precision().String(), Workers: cfg.Workers, Steps: cfg.TrainSteps, BatchSize: Batch,
 		StepMs: median(step), ForwardMs: median(fwd), LossMs: median(loss), BackwardMs: median(bwd), OptimizerMs: median(opt),
 		PeakRSSMB: peakRSSMB(), OptimizerMB: float64(tr.OptimizerStateBytes()) / (1 << 20), Parameters: m.NumParams(),
 	}
 	f.ExamplesPerSec = float64(Batch) / (f.StepMs / 1000)
+	f.CPUMsPerStep = ms(cpu) / float64(cfg.TrainSteps)
+	f.FlopPerExample = StepFlopPerExample(m)
+	f.GFlopsEffective = f.FlopPerExample * f.ExamplesPerSec / 1e9
+	if f.CPUMsPerStep > 0 {
+		f.GFlopsPerCPUSec = f.FlopPerExample * Batch / (f.CPUMsPerStep / 1000) / 1e9
+	}
+	if c, ok := rep.ceiling(tr.Precision().CeilingName()); ok {
+		f.Ceiling = c.Name
+		f.CeilingFrac = c.frac(f.GFlopsEffective, cfg.Workers)
+		f.CeilingFracCPU = c.fracCPU(f.GFlopsPerCPUSec)
+	}
 	return f, nil
 }
 
@@ -300,6 +476,17 @@ func percentile(x []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s)-1) + 0.5)
 	return s[min(i, len(s)-1)]
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages of /proc/loadavg ("" if
+// unreadable).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // peakRSSMB reads the process's peak resident set (VmHWM) from /proc.

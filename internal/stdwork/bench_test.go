@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // TestBenchRuns checks that every part of `onestone bench` measures
@@ -16,7 +18,7 @@ func TestBenchRuns(t *testing.T) {
 		// test take a minute.
 		t.Skip("noasm build")
 	}
-	rep, err := Bench(context.Background(), BenchConfig{Train: true, Score: true, Gemm: true, TrainSteps: 2, ScoreRequests: 3, GemmTime: time.Millisecond})
+	rep, err := Bench(context.Background(), BenchConfig{Train: true, Score: true, Gemm: true, TrainSteps: 2, ScoreRequests: 3, GemmTime: time.Millisecond, CeilingTime: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,5 +40,48 @@ func TestBenchRuns(t *testing.T) {
 	}
 	if len(rep.Gemm) == 0 || !(rep.Gemm[0].GFlops1 > 0) {
 		t.Fatalf("gemm figures %+v", rep.Gemm)
+	}
+
+	// Every figure of a kernel with a ceiling is judged against it.
+	if len(rep.Ceilings) == 0 {
+		t.Fatal("no ceilings measured")
+	}
+	if tr.Precision != "fp32" || tr.Ceiling != kernels.FP32.CeilingName() || !(tr.CeilingFrac > 0) || !(tr.CPUMsPerStep > 0) || !(tr.CeilingFracCPU > 0) {
+		t.Fatalf("train figure %+v: want fp32 with ceiling fractions and CPU time", tr)
+	}
+	if want := tr.FlopPerExample * tr.ExamplesPerSec / 1e9; tr.GFlopsEffective != want {
+		t.Fatalf("effective GFLOP/s %g, want %g", tr.GFlopsEffective, want)
+	}
+	precs := map[string]int{}
+	for _, g := range rep.Gemm {
+		precs[g.Precision]++
+		p, _ := kernels.ParsePrecision(g.Precision)
+		if g.Ceiling != p.CeilingName() || !(g.Frac1 > 0) || !(g.Frac2 > 0) {
+			t.Fatalf("gemm figure %+v: want a fraction of ceiling %q", g, p.CeilingName())
+		}
+		if (p == kernels.BF16) != (g.VsFP32 > 0) {
+			t.Fatalf("gemm figure %+v: a ratio to fp32 for bf16 only", g)
+		}
+	}
+	shapes := len(kernels.StdShapes())
+	if precs["fp32"] != shapes || kernels.NativeBF16() && precs["bf16"] != shapes {
+		t.Fatalf("gemm figures by precision %v for %d shapes", precs, shapes)
+	}
+}
+
+// TestStepFlopPerExample compares the step's arithmetic with the std
+// model's layers counted by hand (docs/benchmarks.md: the input is
+// 26 x 16 + 13 = 429 wide; 8 experts [256, 128]; a gate of 8 per task on
+// the input; a tower [64] and a head of 1 per task), three products of
+// 2·in·out each.
+func TestStepFlopPerExample(t *testing.T) {
+	_, m, _, err := build(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Fields*16 + Dense
+	macs := 8*(in*256+256*128) + 2*(in*8) + 2*(128*64+64*1)
+	if got, want := StepFlopPerExample(m), 3*2*float64(macs); got != want {
+		t.Fatalf("StepFlopPerExample = %g, want %g", got, want)
 	}
 }
