@@ -72,6 +72,9 @@ type Batch struct {
 	// Groups are per-row group keys (hash of the spec's group column, e.g. user
 	// id) for GAUC, or nil when the spec has none.
 	Groups []uint64
+
+	// dict is Transformer.TransformTo's scratch for dictionary columns.
+	dict dictScratch
 }
 
 // SliceTo makes dst a view of rows [lo, hi) of b without copying: dst's

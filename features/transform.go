@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 )
 
 // TransformerConfig configures a Transformer.
@@ -235,7 +236,7 @@ func (t *Transformer) TransformTo(dst *Batch, rec arrow.RecordBatch) error {
 		if i == t.groupField {
 			g = groups
 		}
-		if err := t.sparse[i].fill(&dst.Sparse[i], rec, n, g); err != nil {
+		if err := t.sparse[i].fill(&dst.Sparse[i], rec, n, g, &dst.dict); err != nil {
 			return err
 		}
 	}
@@ -457,7 +458,71 @@ func (p *sparsePlan) hashIDs(ids []int32, c *textCol, groups []uint64) {
 	}
 }
 
-func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, groups []uint64) error {
+// dictScratch holds the ids and hashes of a dictionary column's values
+// (dictIDs), kept in the Batch so that a Transformer stays safe for
+// concurrent use and a steady-state call allocates nothing.
+type dictScratch struct {
+	ids    []int32
+	hashes []uint64
+}
+
+// dictIDs fills the ids of a categorical column of dictionary-encoded
+// strings (tDictString) the way the per-row paths do, but hashing or
+// looking up each dictionary value once instead of once per row: a
+// dictionary of a few hundred values serves a batch of thousands of rows.
+// When groups is not nil it also receives the full hashes (hash mode).
+func (p *sparsePlan) dictIDs(ids []int32, c *textCol, groups []uint64, sc *dictScratch) {
+	d := c.str
+	nd := d.Len()
+	sc.ids = growInt32(sc.ids, nd)
+	hash := p.vocab == nil
+	if hash {
+		if cap(sc.hashes) < nd {
+			sc.hashes = make([]uint64, nd, nd+nd/4)
+		}
+		sc.hashes = sc.hashes[:nd]
+	}
+	for i := range nd {
+		s := d.Value(i)
+		if hash {
+			h := xxh64(s, p.seed)
+			sc.hashes[i] = h
+			sc.ids[i] = int32(1 + h%p.buckets)
+		} else {
+			sc.ids[i] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
+		}
+	}
+	if !hash {
+		groups = nil // a vocabulary field is never the group key (groupField)
+	}
+	var null []byte
+	if c.nulls {
+		null = c.arr.NullBitmapBytes()
+	}
+	off := c.arr.Data().Offset()
+	idx32, _ := c.dict.Indices().(*array.Int32)
+	for r := range ids {
+		if null != nil && null[(off+r)>>3]&(1<<uint((off+r)&7)) == 0 {
+			ids[r] = 0
+			if groups != nil {
+				groups[r] = 0
+			}
+			continue
+		}
+		var k int
+		if idx32 != nil {
+			k = int(idx32.Value(r))
+		} else {
+			k = c.dict.GetValueIndex(r)
+		}
+		ids[r] = sc.ids[k]
+		if groups != nil {
+			groups[r] = sc.hashes[k]
+		}
+	}
+}
+
+func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, groups []uint64, sc *dictScratch) error {
 	a, err := recordColumn(rec, p.col)
 	if err != nil {
 		return err
@@ -487,6 +552,10 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 		dst.Offsets = nil
 		ids := growInt32(dst.IDs, n)
 		dst.IDs = ids
+		if c.kind == tDictString {
+			p.dictIDs(ids, &c, groups, sc)
+			return nil
+		}
 		if p.vocab == nil {
 			p.hashIDs(ids, &c, groups)
 			return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -587,4 +588,90 @@ func TestTransformConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestTransformDictionaryStrings: dictionary-encoded strings, whose
+// dictionary values TransformTo hashes or looks up once per batch, give
+// the batch that plain strings give, row by row: hash and vocabulary
+// fields, the group key's hashes, null rows, dictionary values repeated
+// or unused, int32 indices (Parquet's) and others, and a sliced record.
+func TestTransformDictionaryStrings(t *testing.T) {
+	mem := checkedMem(t)
+	spec := mustParse(t, "fields:\n  - {name: h, kind: categorical, buckets: 37}\n  - {name: v, kind: categorical, vocab: {}}\ngroup_key: h\n"+noLabel)
+	rows := []any{"a", "b", nil, "c", "a", "zz", "b", nil, "a", "d", "c", "c"}
+	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"h", utf8, rows}, col{"v", utf8, rows}))
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := transform(t, tr, record(t, mem, col{"h", utf8, rows}, col{"v", utf8, rows}))
+
+	// dictRecord builds both columns with indices of type idx over a
+	// dictionary with a repeated and an unused value, "b" at two places.
+	dictValues := []string{"c", "b", "unused", "a", "zz", "d", "b"}
+	dictRecord := func(idx arrow.DataType) arrow.RecordBatch {
+		dt := &arrow.DictionaryType{IndexType: idx, ValueType: utf8}
+		sb := array.NewStringBuilder(mem)
+		sb.AppendValues(dictValues, nil)
+		dict := sb.NewArray()
+		sb.Release()
+		defer dict.Release()
+		ib := array.NewBuilder(mem, idx)
+		for i, v := range rows {
+			if v == nil {
+				ib.AppendNull()
+				continue
+			}
+			k := slices.Index(dictValues, v.(string))
+			if v == "b" && i%2 == 0 {
+				k = len(dictValues) - 1
+			}
+			switch ib := ib.(type) {
+			case *array.Int32Builder:
+				ib.Append(int32(k))
+			case *array.Int8Builder:
+				ib.Append(int8(k))
+			}
+		}
+		ix := ib.NewArray()
+		ib.Release()
+		defer ix.Release()
+		a := array.NewDictionaryArray(dt, ix, dict)
+		defer a.Release()
+		schema := arrow.NewSchema([]arrow.Field{{Name: "h", Type: dt, Nullable: true}, {Name: "v", Type: dt, Nullable: true}}, nil)
+		return array.NewRecordBatch(schema, []arrow.Array{a, a}, int64(len(rows)))
+	}
+	same := func(what string, got, want *features.Batch) {
+		t.Helper()
+		for i := range want.Sparse {
+			if !reflect.DeepEqual(got.Sparse[i].IDs, want.Sparse[i].IDs) {
+				t.Errorf("%s: field %d ids %v, plain strings give %v", what, i, got.Sparse[i].IDs, want.Sparse[i].IDs)
+			}
+		}
+		if !reflect.DeepEqual(got.Groups, want.Groups) {
+			t.Errorf("%s: groups %v, plain strings give %v", what, got.Groups, want.Groups)
+		}
+	}
+	for _, idx := range []arrow.DataType{arrow.PrimitiveTypes.Int32, arrow.PrimitiveTypes.Int8} {
+		rec := dictRecord(idx)
+		same(idx.String()+" indices", transform(t, tr, rec), want)
+	}
+	rec0 := dictRecord(arrow.PrimitiveTypes.Int32)
+	defer rec0.Release()
+	var b features.Batch
+	if a := testing.AllocsPerRun(10, func() {
+		if err := tr.TransformTo(&b, rec0); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("TransformTo of dictionary columns allocates %v times per call in steady state, want 0", a)
+	}
+
+	// A slice of the record (offset 3): rows 3..10 of the plain batch.
+	rec := dictRecord(arrow.PrimitiveTypes.Int32)
+	sl := rec.NewSlice(3, 11)
+	rec.Release()
+	var part features.Batch
+	want.SliceTo(&part, 3, 11)
+	same("slice", transform(t, tr, sl), &part)
 }
