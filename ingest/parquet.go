@@ -70,6 +70,14 @@ type ParquetConfig struct {
 	SkipBadRows bool
 	// OnBadRow, when set, is called for each row SkipBadRows leaves out.
 	OnBadRow func(BadRow)
+	// Dictionary makes top-level string (byte array) columns
+	// dictionary-encoded Arrow arrays, dictionary<int32, utf8>: each
+	// batch's dictionary holds the values its rows use, once each for a
+	// dictionary-encoded Parquet page (a plain page adds its values as
+	// they come), so a consumer can hash each value once
+	// (features.Transformer does). List elements stay utf8. Default:
+	// false, plain utf8.
+	Dictionary bool
 }
 
 // BadRow is a row of a Parquet file that training cannot use, and the
@@ -170,6 +178,7 @@ type ParquetSource struct {
 	mem       memory.Allocator
 	batchSize int
 	workers   int
+	dict      bool // ParquetConfig.Dictionary
 	paths     []string
 	names     []string
 	schema    *arrow.Schema
@@ -229,6 +238,7 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 		check:     cfg.Check,
 		skip:      cfg.SkipBadRows,
 		onBadRow:  cfg.OnBadRow,
+		dict:      cfg.Dictionary,
 	}
 	if s.mem == nil {
 		s.mem = memory.DefaultAllocator
@@ -303,6 +313,7 @@ func (s *ParquetSource) bind(path string, pf *parquet.File, first bool) ([]colLa
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: column %q: %w", ErrSchema, path, name, err)
 		}
+		lay.dict = s.dict && lay.kind == kindBytes && !lay.list
 		lays[i] = lay
 		if !first {
 			want := s.schema.Field(i).Type

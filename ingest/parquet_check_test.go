@@ -70,39 +70,55 @@ tasks: [{name: ctr, kind: binary, label: b}]
 	}
 	src.Close()
 
-	cfg.SkipBadRows = true
-	var got []BadRow
-	cfg.OnBadRow = func(b BadRow) {
-		b.Detail = ""
-		got = append(got, b)
-	}
-	if src, err = NewParquetSource(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var ids []int64
-	for {
-		rec, err := src.Next(ctx)
-		if err == io.EOF {
-			break
+	// With SkipBadRows, reading strings plain and as dictionaries (the
+	// rows left out of a batch spanning row groups, so of two
+	// dictionaries' indexes).
+	for _, dict := range []bool{false, true} {
+		cfg.SkipBadRows, cfg.Dictionary = true, dict
+		var got []BadRow
+		cfg.OnBadRow = func(b BadRow) {
+			b.Detail = ""
+			got = append(got, b)
 		}
-		if err != nil {
+		if src, err = NewParquetSource(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, rec.Column(0).(*array.Int64).Int64Values()...)
-		rec.Release()
-	}
-	var wantIDs []int64
-	for id := range int64(600) {
-		if _, isBad := bad[id]; !isBad {
-			wantIDs = append(wantIDs, id)
+		var ids []int64
+		var ss []string
+		for {
+			rec, err := src.Next(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, rec.Column(0).(*array.Int64).Int64Values()...)
+			sc := undict(t, mem, rec.Column(2))
+			for i := range sc.Len() {
+				ss = append(ss, sc.(*array.String).Value(i))
+			}
+			sc.Release()
+			rec.Release()
 		}
-	}
-	if !reflect.DeepEqual(ids, wantIDs) {
-		t.Errorf("read %d rows, want the %d good ones in order", len(ids), len(wantIDs))
-	}
-	wantBad := []BadRow{bad[5], bad[250], bad[251], bad[420]}
-	if !reflect.DeepEqual(got, wantBad) {
-		t.Errorf("bad rows\n%+v\nwant\n%+v", got, wantBad)
+		src.Close()
+		var wantIDs []int64
+		var wantS []string
+		for id := range int64(600) {
+			if _, isBad := bad[id]; !isBad {
+				wantIDs = append(wantIDs, id)
+				wantS = append(wantS, rows[id].S)
+			}
+		}
+		if !reflect.DeepEqual(ids, wantIDs) {
+			t.Errorf("dictionary %v: read %d rows, want the %d good ones in order", dict, len(ids), len(wantIDs))
+		}
+		if !reflect.DeepEqual(ss, wantS) {
+			t.Errorf("dictionary %v: the good rows' strings differ from those written", dict)
+		}
+		wantBad := []BadRow{bad[5], bad[250], bad[251], bad[420]}
+		if !reflect.DeepEqual(got, wantBad) {
+			t.Errorf("dictionary %v: bad rows\n%+v\nwant\n%+v", dict, got, wantBad)
+		}
 	}
 }

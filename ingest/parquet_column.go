@@ -52,12 +52,19 @@ type colLayout struct {
 	maxDef  byte // definition level of a present value
 	maxRep  byte
 	listDef byte // lists: definition level at which the list itself is present
+	dict    bool // a top-level byte array column read as dictionary<int32, utf8>
 }
+
+// dictType is the Arrow type of a column read with ParquetConfig.Dictionary.
+var dictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
 
 // arrowType is the Arrow type the layout produces.
 func (l colLayout) arrowType() arrow.DataType {
 	if l.list {
 		return arrow.ListOf(l.kind.arrowType())
+	}
+	if l.dict {
+		return dictType
 	}
 	return l.kind.arrowType()
 }
@@ -329,9 +336,20 @@ type acc struct {
 	kind  physKind
 	n     int
 	valid bitmap
-	vals  growBuf // fixed-width values, or utf8 offsets (n+1 int32)
-	data  growBuf // utf8 bytes
+	vals  growBuf // fixed-width values, utf8 offsets (n+1 int32) or dictionary indexes
+	data  growBuf // utf8 bytes (of the dictionary's values, with dict)
 	b     []bool  // booleans, packed at the end
+
+	// dict builds a dictionary<int32, utf8> array: vals holds the
+	// indexes, data and doffs the batch's dictionary, dn values long.
+	// remap maps an index of the column chunk's dictionary to the
+	// batch's: entry gen<<32 | index when the value is in this batch's
+	// dictionary (gen counts batches from 1, so 0 is never current).
+	dict  bool
+	doffs growBuf
+	dn    int
+	remap []uint64
+	gen   uint64
 }
 
 // reset drops what was accumulated (after an error).
@@ -340,7 +358,60 @@ func (a *acc) reset() {
 	a.valid.release()
 	a.vals.release()
 	a.data.release()
+	a.doffs.release()
+	a.dn = 0
+	a.gen++
 	a.b = a.b[:0]
+}
+
+// newChunk forgets the mapping of the previous column chunk's dictionary:
+// each chunk has its own.
+func (a *acc) newChunk() { clear(a.remap) }
+
+// addDict appends s to the batch's dictionary and returns its index.
+func (a *acc) addDict(s []byte) int32 {
+	if a.dn == 0 {
+		castTo[int32](a.doffs.grow(a.mem, 4))[0] = 0
+		a.doffs.n = 4
+	}
+	end := a.data.n
+	copy(a.data.grow(a.mem, len(s))[end:], s)
+	a.data.n = end + len(s)
+	castTo[int32](a.doffs.grow(a.mem, 4))[a.dn+1] = int32(a.data.n)
+	a.doffs.n += 4
+	a.dn++
+	return int32(a.dn - 1)
+}
+
+// appendDict appends byte-array values lo..hi of v as dictionary indexes:
+// a value of the chunk's dictionary is added to the batch's on first use,
+// a plain page's values each as they come.
+func (a *acc) appendDict(v *pageValues, lo, hi int) error {
+	m := hi - lo
+	out := castTo[int32](a.vals.grow(a.mem, 4*m))[a.n : a.n+m]
+	a.vals.n += 4 * m
+	if v.idx == nil {
+		if v.offs[lo] > v.offs[hi] || int(v.offs[hi]) > len(v.data) {
+			return errValues
+		}
+		for k := lo; k < hi; k++ {
+			out[k-lo] = a.addDict(v.data[v.offs[k]:v.offs[k+1]])
+		}
+		return nil
+	}
+	if len(a.remap) < v.dn {
+		a.remap = append(a.remap, make([]uint64, v.dn-len(a.remap))...)
+	}
+	gen := a.gen
+	for k, i := range v.idx[lo:hi] {
+		e := a.remap[i]
+		if e>>32 != gen {
+			e = gen<<32 | uint64(a.addDict(v.data[v.offs[i]:v.offs[i+1]]))
+			a.remap[i] = e
+		}
+		out[k] = int32(uint32(e))
+	}
+	return nil
 }
 
 var errValues = errors.New("page holds fewer values than its levels announce")
@@ -392,7 +463,11 @@ func (a *acc) appendRun(v *pageValues, m int) error {
 	case kindBool:
 		a.b = append(a.b, v.b[lo:hi]...)
 	case kindBytes:
-		if err := a.appendBytes(v, lo, hi); err != nil {
+		appendValues := a.appendBytes
+		if a.dict {
+			appendValues = a.appendDict
+		}
+		if err := appendValues(v, lo, hi); err != nil {
 			return err
 		}
 	}
@@ -452,6 +527,11 @@ func (a *acc) appendNull() {
 	case kindBool:
 		a.b = append(a.b, false)
 	case kindBytes:
+		if a.dict {
+			castTo[int32](a.vals.grow(a.mem, 4))[a.n] = 0
+			a.vals.n += 4
+			break
+		}
 		if a.n == 0 {
 			castTo[int32](a.vals.grow(a.mem, 4))[0] = 0
 			a.vals.n = 4
@@ -499,6 +579,9 @@ func (a *acc) arrayData() *array.Data {
 		a.b = a.b[:0]
 		bufs = append(bufs, bits)
 	case kindBytes:
+		if a.dict {
+			return a.dictData(valid, nulls)
+		}
 		if a.n == 0 {
 			castTo[int32](a.vals.grow(a.mem, 4))[0] = 0
 			a.vals.n = 4
@@ -522,6 +605,36 @@ func (a *acc) arrayData() *array.Data {
 		}
 	}
 	a.n = 0
+	return d
+}
+
+// dictData is arrayData for a dictionary column: the indexes with their
+// validity, and the batch's dictionary. It starts the next batch, whose
+// dictionary starts empty.
+func (a *acc) dictData(valid *memory.Buffer, nulls int) *array.Data {
+	if a.dn == 0 {
+		castTo[int32](a.doffs.grow(a.mem, 4))[0] = 0
+		a.doffs.n = 4
+	}
+	data := a.data.take()
+	if data == nil {
+		data = memory.NewResizableBuffer(a.mem)
+	}
+	idx := a.vals.take()
+	if idx == nil {
+		idx = memory.NewResizableBuffer(a.mem)
+	}
+	dbufs := []*memory.Buffer{nil, a.doffs.take(), data}
+	dict := array.NewData(arrow.BinaryTypes.String, a.dn, dbufs, nil, 0, 0)
+	d := array.NewDataWithDictionary(dictType, a.n, []*memory.Buffer{valid, idx}, nulls, 0, dict)
+	dict.Release()
+	for _, b := range append(dbufs, valid, idx) {
+		if b != nil {
+			b.Release()
+		}
+	}
+	a.n, a.dn = 0, 0
+	a.gen++
 	return d
 }
 
@@ -554,6 +667,7 @@ type colReader struct {
 func newColReader(mem memory.Allocator, name string, lay colLayout) *colReader {
 	c := &colReader{name: name, lay: lay}
 	c.out.kind = lay.kind
+	c.out.dict = lay.dict
 	c.out.mem = mem
 	c.resetBatch()
 	return c
@@ -571,6 +685,7 @@ func (c *colReader) startRowGroup(chunk parquet.ColumnChunk, row int64) error {
 	c.closePages()
 	c.pages = chunk.Pages()
 	c.done = false
+	c.out.newChunk()
 	if row > 0 {
 		if err := c.pages.SeekToRow(row); err != nil {
 			return fmt.Errorf("seek to row %d: %w", row, err)
