@@ -52,6 +52,7 @@ func Evaluate(ctx context.Context, s *Setup, m *mmoe.Model, cfg EvalConfig) (*Ev
 	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
 		Paths: cfg.Paths, Columns: s.Spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator,
 		Check: s.Transformer.Checker(), SkipBadRows: cfg.SkipBadRows,
+		Dictionary: true, // the transform hashes each string value once
 		OnBadRow: func(b ingest.BadRow) {
 			if bad == nil {
 				bad = map[string]int64{}

@@ -211,6 +211,7 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
 			Allocator: r.cfg.Allocator, Start: r.pos,
 			Check: s.Transformer.Checker(), SkipBadRows: r.cfg.SkipBadRows, OnBadRow: r.badRow,
+			Dictionary: true, // the transform hashes each string value once
 		})
 		if err != nil {
 			return nil, err
