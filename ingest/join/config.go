@@ -257,6 +257,30 @@ func ParseConfig(data []byte) (Config, error) {
 	return c.withDefaults(), nil
 }
 
+// ParseSpecSection reads the join: section of a whole spec file's YAML
+// (other top-level sections are ignored) with ParseConfig. ok is false,
+// with the zero Config, when the spec has no join: section: its stream
+// reads a single pre-joined topic.
+func ParseSpecSection(spec []byte) (c Config, ok bool, err error) {
+	var doc struct {
+		Join yaml.Node `yaml:"join"`
+	}
+	if err := yaml.Unmarshal(spec, &doc); err != nil {
+		return Config{}, false, fmt.Errorf("join: spec: %w", err)
+	}
+	if doc.Join.Kind == 0 {
+		return Config{}, false, nil
+	}
+	data, err := yaml.Marshal(&doc.Join)
+	if err != nil {
+		return Config{}, false, fmt.Errorf("join: spec: %w", err)
+	}
+	if c, err = ParseConfig(data); err != nil {
+		return Config{}, false, fmt.Errorf("%w (in the join: section from line %d)", err, doc.Join.Line)
+	}
+	return c, true, nil
+}
+
 // ParseDuration parses a Go duration ("1h30m") that may start with a whole
 // number of days ("7d", "1d12h", "-2d").
 func ParseDuration(s string) (time.Duration, error) {

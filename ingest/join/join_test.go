@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/onestone/onestone/internal/gen"
 )
 
 // t0 is the processing time of the tests: event times are in 2024, well
@@ -515,6 +517,25 @@ func TestConfig(t *testing.T) {
 		if _, err := ParseDuration(bad); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", bad)
 		}
+	}
+}
+
+func TestParseSpecSection(t *testing.T) {
+	spec := gen.SpecYAML(100, 100) + gen.StreamsJoinYAML(0.01)
+	c, ok, err := ParseSpecSection([]byte(spec))
+	if err != nil || !ok {
+		t.Fatalf("%v %v", ok, err)
+	}
+	// The generated section holds every generated delay at its scale.
+	if c.ClickWindow != 12*time.Second || c.ConversionWindow != time.Duration(math.Ceil(gen.MaxConversionDelay.Seconds()*0.01))*time.Second ||
+		c.Emit != EmitClick || c.Correction != CorrectionFNW {
+		t.Errorf("parsed %+v", c)
+	}
+	if c, ok, err := ParseSpecSection([]byte(gen.SpecYAML(100, 100))); ok || err != nil || c.ClickWindow != 0 {
+		t.Errorf("no join section: %+v %v %v", c, ok, err)
+	}
+	if _, _, err := ParseSpecSection([]byte("fields: []\njoin:\n  click_windw: 3s\n")); err == nil || !strings.Contains(err.Error(), "from line 3") {
+		t.Errorf("a bad section: %v", err)
 	}
 }
 

@@ -220,6 +220,9 @@ type StreamsSummary struct {
 	// Files are the paths WriteStreams wrote: impressions, clicks,
 	// conversions and truth.
 	Files []string `json:"files,omitempty"`
+	// Spec is the spec.yaml WriteStreams wrote: SpecYAML with the join:
+	// section of StreamsJoinYAML.
+	Spec string `json:"spec,omitempty"`
 }
 
 // Streams draws the three event streams and their truth from a World in
@@ -486,8 +489,9 @@ var StreamFiles = [...]string{"impressions.jsonl", "clicks.jsonl", "conversions.
 
 // WriteStreams writes the three streams of cfg, one message per line in log
 // order, to cfg.Dir/impressions.jsonl, clicks.jsonl and conversions.jsonl,
-// and the truth (one Truth per impression, in impression order) to
-// truth.jsonl.
+// the truth (one Truth per impression, in impression order) to
+// truth.jsonl, and the spec of the streams (SpecYAML and StreamsJoinYAML)
+// to spec.yaml.
 func WriteStreams(ctx context.Context, cfg StreamsConfig) (sum *StreamsSummary, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("gen: StreamsConfig.Dir is empty")
@@ -561,5 +565,32 @@ func WriteStreams(ctx context.Context, cfg StreamsConfig) (sum *StreamsSummary, 
 	}
 	out := s.Summary()
 	out.Files = paths
+	out.Spec = filepath.Join(cfg.Dir, "spec.yaml")
+	spec := SpecYAML(s.cfg.Users, s.cfg.Items) + StreamsJoinYAML(s.cfg.TimeScale)
+	if err := os.WriteFile(out.Spec, []byte(spec), 0o644); err != nil {
+		return nil, fmt.Errorf("gen: %w", err)
+	}
 	return &out, nil
+}
+
+// StreamsJoinYAML returns the join: section of a spec (ingest/join's
+// Config) for streams drawn with the given time scale: windows that hold
+// every generated delay (MaxClickDelay and MaxConversionDelay, scaled and
+// rounded up to the second), so the joined labels equal the truth, and
+// the clicks trained at once with fake-negative weighting.
+func StreamsJoinYAML(timeScale float64) string {
+	if timeScale <= 0 {
+		timeScale = 1
+	}
+	win := func(d time.Duration) time.Duration {
+		return time.Duration(math.Ceil(d.Seconds()*timeScale)) * time.Second
+	}
+	return fmt.Sprintf(`# The three streams of "onestone gen --streams" (time scale %g): windows
+# that hold every generated delay, so the joined labels are the truth.
+join:
+  click_window: %v
+  conversion_window: %v
+  emit: click
+  correction: fnw
+`, timeScale, win(MaxClickDelay), win(MaxConversionDelay))
 }

@@ -326,6 +326,10 @@ func TestWriteStreams(t *testing.T) {
 	}
 	evs, truth, want := collect(t, cfg)
 	want.Files = sum.Files
+	want.Spec = filepath.Join(dir, "spec.yaml")
+	if b, err := os.ReadFile(want.Spec); err != nil || string(b) != SpecYAML(500, 500)+StreamsJoinYAML(0.001) {
+		t.Errorf("spec.yaml: %v\n%s", err, b)
+	}
 	if got, _ := json.Marshal(sum); string(got) != string(mustJSON(t, want)) {
 		t.Errorf("summary %s, want %s", got, mustJSON(t, want))
 	}
