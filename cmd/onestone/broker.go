@@ -51,13 +51,13 @@ func brokersVar(fs *flag.FlagSet, dst *[]string, usage string) {
 }
 
 // brokerAddrs turns a --brokers value into addresses: the list given, or,
-// for "embedded", those of a broker started in this process with topic
-// created; stop stops that broker.
-func brokerAddrs(ctx context.Context, brokers []string, topic string) (addrs []string, stop func(), err error) {
+// for "embedded", those of a broker started in this process with the
+// topics created; stop stops that broker.
+func brokerAddrs(ctx context.Context, brokers []string, topics ...string) (addrs []string, stop func(), err error) {
 	if !isEmbedded(brokers) {
 		return brokers, func() {}, nil
 	}
-	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Topics: []string{topic}})
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Topics: topics})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/ingest/join"
+	"github.com/onestone/onestone/internal/gen"
+)
+
+// TestGenAndProduceStreams: gen --streams writes the three streams, the
+// truth and a spec whose join: section parses; produce --streams replays
+// every line into its topic.
+func TestGenAndProduceStreams(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := onestone(t, "gen", "--streams", "--rows", "3000", "--users", "200", "--items", "200",
+		"--time-scale", "0.001", "--event-rate", "500", "--out", dir, "--json")
+	if code != exitOK {
+		t.Fatalf("gen --streams: exit %d: %s", code, errOut)
+	}
+	var sum gen.StreamsSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Impressions != 3000 || sum.Clicks == 0 || len(sum.Files) != 4 {
+		t.Fatalf("summary %+v", sum)
+	}
+	// 3000 impressions at 500/s of event time span about 6 s.
+	if span := sum.LastTime - sum.FirstTime; span < 5000 || span > 7000 {
+		t.Errorf("impressions span %d ms, want about 6000", span)
+	}
+	spec, err := os.ReadFile(sum.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok, err := join.ParseSpecSection(spec); err != nil || !ok || c.ClickWindow != 2*time.Second {
+		t.Errorf("join section: %+v %v %v", c, ok, err)
+	}
+	lines := make([]int64, 3)
+	for i := range lines {
+		b, err := os.ReadFile(filepath.Join(dir, gen.StreamFiles[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines[i] = int64(strings.Count(string(b), "\n"))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: []string{"imp", "clk", "conv"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, errOut, code = onestone(t, "produce", "--brokers", b.Addrs()[0], "--streams", dir, "--topics", "imp,clk,conv", "--speedup", "0")
+	if code != exitOK {
+		t.Fatalf("produce --streams: exit %d: %s", code, errOut)
+	}
+	for i, topic := range []string{"imp", "clk", "conv"} {
+		if !strings.Contains(errOut, fmt.Sprintf("%d events to %s\n", lines[i], topic)) {
+			t.Errorf("stderr does not report %d events to %s:\n%s", lines[i], topic, errOut)
+		}
+		var n int64
+		for p := range 2 {
+			conn, err := kafka.DialLeader(ctx, "tcp", b.Addrs()[0], topic, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			end, err := conn.ReadLastOffset()
+			conn.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += end
+		}
+		if n != lines[i] {
+			t.Errorf("%s holds %d messages, the file %d lines", topic, n, lines[i])
+		}
+	}
+
+	for _, args := range [][]string{
+		{"produce", "--streams", dir, "--data", "x.parquet"},
+		{"produce", "--streams", dir, "--topics", "a,b"},
+		{"produce", "--streams", dir, "--rate", "10"},
+		{"gen", "--streams", "--time-scale", "0"},
+	} {
+		if _, errOut, code := onestone(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d: %s", args, code, errOut)
+		}
+	}
+}
