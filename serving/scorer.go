@@ -313,7 +313,9 @@ type Response struct {
 	// counts once per object it appears in.
 	UnknownKeys int
 
-	st *scoreState
+	st     *scoreState
+	req    *Request // the request scored, alive until Release
+	logged bool     // the results carry impression ids
 }
 
 // Result is one scored candidate.
@@ -324,6 +326,11 @@ type Result struct {
 	Scores []float32
 	// RankScore is the ranking formula's value.
 	RankScore float64
+	// ImpressionID identifies the impression when the server logs served
+	// impressions (ServerConfig.ImpressionLog): the client sends it back
+	// with the click, the shop with the conversion. It is written as
+	// "impression_id" (16 hex digits) only then.
+	ImpressionID uint64
 }
 
 // Release returns the response's buffers to its scorer's pool.
@@ -354,6 +361,10 @@ func (r *Response) AppendJSON(b []byte) []byte {
 		}
 		b = append(b, `{"index":`...)
 		b = strconv.AppendInt(b, int64(res.Index), 10)
+		if r.logged {
+			b = append(b, `,"impression_id":"`...)
+			b = append(appendHex16(b, res.ImpressionID), '"')
+		}
 		b = append(b, `,"scores":{`...)
 		for j, v := range res.Scores {
 			if j > 0 {
@@ -456,7 +467,7 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 		k = req.TopK
 	}
 	r := &st.resp
-	r.st = st
+	r.st, r.req, r.logged = st, req, false
 	r.ModelVersion = s.b.Manifest.Version
 	r.Scored = n
 	r.UnknownKeys = st.unknown

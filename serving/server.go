@@ -97,6 +97,13 @@ type ServerConfig struct {
 	// Logger receives reloads, refusals and server errors.
 	// Default: slog.Default().
 	Logger *slog.Logger
+	// ImpressionLog, when set, logs every returned result of a score
+	// request to a Kafka topic as an impression of the three-topic
+	// stream, and gives each result an impression_id for the client's
+	// click and conversion events (docs/streaming.md). Logging is
+	// asynchronous and bounded: it never delays or fails a request.
+	// Default: nil, off.
+	ImpressionLog *ImpressionLogConfig
 }
 
 // Validate reports whether the configuration is usable.
@@ -113,6 +120,11 @@ func (c ServerConfig) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("serving: ServerConfig: %w", err)
+	}
+	if c.ImpressionLog != nil {
+		if err := c.ImpressionLog.Validate(); err != nil {
+			return err
+		}
 	}
 	return c.Scorer.Validate()
 }
@@ -234,7 +246,8 @@ type Server struct {
 	mBehind     prometheus.Gauge
 	mOverload   *prometheus.CounterVec
 	mLoadedAt   prometheus.Gauge
-	listenAddr  atomic.Value // string
+	listenAddr  atomic.Value   // string
+	imp         *impressionLog // nil unless ImpressionLog is set
 }
 
 // refusalState is the refusals /v1/model shows.
@@ -300,6 +313,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	})
 	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if cfg.ImpressionLog != nil {
+		var err error
+		if s.imp, err = newImpressionLog(*cfg.ImpressionLog, s.log, s.reg); err != nil {
+			return nil, err
+		}
+	}
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /v1/score", s.handleScore)
@@ -502,6 +522,9 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	s.mCands.Add(float64(resp.Scored))
 	if resp.UnknownKeys > 0 {
 		s.mUnknown.Add(float64(resp.UnknownKeys))
+	}
+	if s.imp != nil {
+		s.imp.add(resp, time.Now())
 	}
 	buf.out = resp.AppendJSON(buf.out[:0])
 	buf.out = append(buf.out, '\n')
@@ -932,6 +955,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}()
 	}
+	if s.imp != nil {
+		s.imp.start()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("serving: listening", "addr", ln.Addr().String(), "models", s.cfg.Models)
@@ -939,6 +965,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err := <-errc:
 		stopPoll()
 		wg.Wait()
+		if s.imp != nil {
+			s.imp.close(context.Background())
+		}
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
@@ -950,6 +979,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = serr
 	}
 	wg.Wait()
+	if s.imp != nil {
+		// The impressions of the requests served are written within
+		// what is left of the shutdown timeout.
+		if ierr := s.imp.close(sctx); ierr != nil {
+			s.log.Warn("serving: closing the impression log", "err", ierr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("serving: shutdown: %w", err)
 	}

@@ -55,6 +55,11 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")
+	var imp serving.ImpressionLogConfig
+	fs.StringVar(&imp.Topic, "log-impressions", "", "log served impressions to this Kafka `topic` (off by default; needs --brokers)")
+	listVar(fs, &imp.Brokers, "brokers", "Kafka `host:port` addresses for --log-impressions")
+	fs.StringVar(&imp.KeyField, "log-impressions-key", "user_id", "the field whose text keys each impression message (as the click and conversion topics are keyed)")
+	fs.Var(bytesFlag{&imp.QueueBytes}, "log-impressions-queue", "most bytes of impressions waiting to be written before requests' impressions are dropped (default 64MiB)")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
@@ -64,6 +69,14 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 		}
 		if cfg.AdminToken == "" {
 			cfg.AdminToken = os.Getenv("ONESTONE_ADMIN_TOKEN")
+		}
+		switch {
+		case imp.Topic != "" && len(imp.Brokers) == 0:
+			return usagef("--log-impressions needs --brokers")
+		case imp.Topic == "" && len(imp.Brokers) > 0:
+			return usagef("--brokers is only for --log-impressions")
+		case imp.Topic != "":
+			cfg.ImpressionLog = &imp
 		}
 		s, err := serving.NewServer(cfg)
 		if err != nil {

@@ -98,3 +98,16 @@ func TestGenAndProduceStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestServeLogImpressionsFlags: --log-impressions and --brokers go
+// together.
+func TestServeLogImpressionsFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--models", t.TempDir(), "--log-impressions", "imps"},
+		{"serve", "--models", t.TempDir(), "--brokers", "127.0.0.1:9092"},
+	} {
+		if _, errOut, code := onestone(t, args...); code != exitUsage || !strings.Contains(errOut, "--brokers") {
+			t.Errorf("%q: exit %d: %s", args, code, errOut)
+		}
+	}
+}
