@@ -37,6 +37,10 @@ type Checkpoint struct {
 	// Frozen records that the shared part was frozen (--freeze-shared):
 	// a resume freezes it again before restoring the optimizer.
 	Frozen bool `json:"frozen,omitempty"`
+	// Files are more files of the training state, written into the
+	// checkpoint with the others and checksummed in its manifest (a
+	// stream's join state). Read them with ReadCheckpointFile.
+	Files []File `json:"-"`
 }
 
 // Name prefixes of the optimizer tensors in optimizer.bin.
@@ -72,11 +76,29 @@ func WriteCheckpoint(ctx context.Context, s Store, m *Manifest, model *mmoe.Mode
 		}},
 		jsonFile(TrainerFile, &tf),
 	}
+	extra = append(extra, ck.Files...)
 	v, err := write(ctx, s, m, model, extra)
 	if err != nil {
 		return "", err
 	}
 	return v, Prune(ctx, s, keep)
+}
+
+// ReadCheckpointFile opens one of the checkpoint's Files after verifying it
+// against the manifest's checksum (Verify). The caller closes it.
+func ReadCheckpointFile(dir, name string) (*os.File, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := Verify(dir, m, name); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	return f, nil
 }
 
 // ReadCheckpoint reads the training state of the checkpoint in dir:

@@ -49,6 +49,10 @@ type ReplayConfig struct {
 	BatchSize int
 	// Limit stops after this many messages in all; 0 is no limit.
 	Limit int64
+	// Skip leaves out the first Skip messages of the merge (not sent, not
+	// counted, not paced), so a replay can go on where one with Limit
+	// stopped.
+	Skip int64
 	// MaxLineBytes bounds one line of an input. Default: 16 MiB.
 	MaxLineBytes int
 }
@@ -62,8 +66,8 @@ func (c ReplayConfig) Validate() error {
 		return errors.New("ingest: ReplayConfig.Inputs is empty")
 	case !(c.Speedup >= 0) || math.IsInf(c.Speedup, 0):
 		return fmt.Errorf("ingest: ReplayConfig.Speedup %v: want a finite factor >= 0", c.Speedup)
-	case c.BatchSize < 0 || c.Limit < 0 || c.MaxLineBytes < 0:
-		return fmt.Errorf("ingest: ReplayConfig: negative BatchSize %d, Limit %d or MaxLineBytes %d", c.BatchSize, c.Limit, c.MaxLineBytes)
+	case c.BatchSize < 0 || c.Limit < 0 || c.Skip < 0 || c.MaxLineBytes < 0:
+		return fmt.Errorf("ingest: ReplayConfig: negative BatchSize %d, Limit %d, Skip %d or MaxLineBytes %d", c.BatchSize, c.Limit, c.Skip, c.MaxLineBytes)
 	}
 	for i, in := range c.Inputs {
 		if in.Path == "" || in.Topic == "" {
@@ -209,6 +213,13 @@ func Replay(ctx context.Context, cfg ReplayConfig) (sent []int64, err error) {
 			break
 		}
 		l := lanes[li]
+		if cfg.Skip > 0 {
+			cfg.Skip--
+			if err := l.advance(cfg.TimeField); err != nil {
+				return sent, err
+			}
+			continue
+		}
 		if cfg.Speedup > 0 && l.ts != math.MinInt64 {
 			if first == math.MinInt64 {
 				first = l.ts

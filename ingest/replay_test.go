@@ -165,6 +165,10 @@ func TestReplayMergesByEventTime(t *testing.T) {
 	if err != nil || !slices.Equal(sent, []int64{2, 1, 1}) { // c0 a1 b2 a4
 		t.Errorf("Limit 4: sent %v, %v; want [2 1 1]", sent, err)
 	}
+	sent, err = Replay(ctx, ReplayConfig{Brokers: brokers, Skip: 4, Limit: 3, Inputs: []ReplayInput{{a, topic}, {b, topic}, {c, topic}}})
+	if err != nil || !slices.Equal(sent, []int64{0, 0, 3}) { // c5 cx "not json"
+		t.Errorf("Skip 4, Limit 3: sent %v, %v; want [0 0 3]", sent, err)
+	}
 }
 
 // TestReplayGeneratedStreams replays gen's three streams into three topics

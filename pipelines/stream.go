@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -21,6 +22,7 @@ import (
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/ingest/join"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 	"github.com/onestone/onestone/serving"
@@ -44,8 +46,23 @@ var ErrPositionMismatch = errors.New("pipelines: checkpoint position is not of t
 type StreamConfig struct {
 	// Brokers are the Kafka bootstrap addresses (host:port). Required.
 	Brokers []string
-	// Topic is the topic of JSON events. Required.
+	// Topic is the topic of JSON events. Required unless Join is set; with
+	// Join it is set to the three topics joined by "+".
 	Topic string
+	// Join, when set, makes the stream read three topics instead of one:
+	// impressions, clicks and conversions (JoinTopics, in that order),
+	// joined by ingest/join into examples (docs/streaming.md). Its state
+	// is part of each checkpoint, and the conversion task's
+	// delayed_feedback follows it (DelayedFeedbackMode). Default: nil, one
+	// pre-joined topic.
+	Join *join.Config
+	// JoinTopics are the impression, click and conversion topics of Join.
+	JoinTopics [3]string
+	// MetricsAddr, when set, serves the stream's Prometheus metrics on
+	// this address at /metrics (with Join, the join's: examples, pending
+	// state, dead letters by reason, evictions, watermarks, state bytes and
+	// label delays). Default: "" (none).
+	MetricsAddr string
 	// GroupID is the consumer group; offsets are committed to it. Required.
 	GroupID string
 	// InstanceID names this stream in its group across restarts (see
@@ -120,6 +137,9 @@ type StreamConfig struct {
 	// Logger receives Kafka client events and commit failures.
 	// Default: slog.Default().
 	Logger *slog.Logger
+
+	// joinTap, in tests, sees every example the join emits.
+	joinTap func([]join.Example)
 }
 
 // Validate reports whether the configuration is usable.
@@ -127,8 +147,11 @@ func (c StreamConfig) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return errors.New("pipelines: stream: no brokers")
-	case c.Topic == "":
+	case c.Topic == "" && c.Join == nil:
 		return errors.New("pipelines: stream: no topic")
+	case c.Join != nil && (c.JoinTopics[0] == "" || c.JoinTopics[1] == "" || c.JoinTopics[2] == "" ||
+		c.JoinTopics[0] == c.JoinTopics[1] || c.JoinTopics[1] == c.JoinTopics[2] || c.JoinTopics[0] == c.JoinTopics[2]):
+		return fmt.Errorf("pipelines: stream: join topics %q: want three distinct topics (impressions, clicks, conversions)", c.JoinTopics)
 	case c.GroupID == "":
 		return errors.New("pipelines: stream: no consumer group")
 	case c.SpecPath == "":
@@ -151,10 +174,18 @@ func (c StreamConfig) Validate() error {
 	if _, _, err := parseDeadLetters(c.DeadLetters); err != nil {
 		return err
 	}
+	if c.Join != nil {
+		if err := c.Join.Validate(); err != nil {
+			return fmt.Errorf("pipelines: stream: %w", err)
+		}
+	}
 	return nil
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
+	if c.Join != nil {
+		c.Topic = joinTopicName(c.JoinTopics)
+	}
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = DefaultCheckpointEvery
 	}
@@ -212,8 +243,12 @@ func parseDeadLetters(s string) (kind, target string, err error) {
 type streamRun struct {
 	cfg StreamConfig
 	r   *trainRun
-	src *ingest.KafkaSource
+	src streamSource
+	js  *joinSource // with Join: src
 	dl  ingest.DeadLetterSink
+
+	trained     atomic.Int64 // r.examples, for the metrics
+	metricsAddr string       // where serveMetrics listens
 
 	ev      *mtl.Evaluator
 	scored  int64 // events scored before training (progressive metrics)
@@ -303,6 +338,11 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Join != nil {
+		if err := s.SetDelayedFeedback(*cfg.Join, DelayedFeedbackMode(*cfg.Join)); err != nil {
+			return err
+		}
+	}
 	r := &trainRun{
 		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
 		s:   s, bestKey: math.Inf(-1), obs: cfg.Observers,
@@ -315,14 +355,32 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	defer r.trainer.Close()
 	st := &streamRun{cfg: cfg, r: r, serving: s.Spec.Columns(false)}
+	var jm *joinMetrics
+	if cfg.Join != nil {
+		jm = newJoinMetrics(cfg.JoinTopics, func() *join.Join { return st.js.j })
+		if st.js, err = newJoinSource(cfg, s, nil, jm); err != nil {
+			return err
+		}
+		defer func() {
+			if st.src == nil {
+				st.js.Close()
+			}
+		}()
+		r.ckFiles = func() []bundle.File { return []bundle.File{st.js.state()} }
+	}
 	start := Start{Time: time.Now(), Instance: cfg.InstanceID}
 	if resume {
 		if start.Resumed, err = r.resume(); err != nil {
 			return err
 		}
-		if r.pos.File != "" || (len(r.pos.Offsets) > 0 && r.pos.Topic != cfg.Topic) {
+		if r.pos.File != "" || ((len(r.pos.Offsets) > 0 || cfg.Join != nil) && r.pos.Topic != cfg.Topic) {
 			return fmt.Errorf("%w: the newest checkpoint under %s was trained on %s, not topic %q (use another --model root)",
 				ErrPositionMismatch, ckRoot, describePosition(r.pos), cfg.Topic)
+		}
+		if st.js != nil {
+			if err := st.js.restore(start.Resumed); err != nil {
+				return err
+			}
 		}
 		st.printf("stream: resumed from %s: step %d, %d examples, offsets %s\n", cks[len(cks)-1], r.trainer.Steps(), r.examples, formatOffsets(r.pos.Offsets))
 	} else if cfg.InitFrom != "" {
@@ -341,8 +399,16 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 		return err
 	}
 	start.Position, start.Steps, start.Examples = clonePosition(r.pos), r.trainer.Steps(), r.examples
+	st.trained.Store(r.examples)
 	if err := r.obs.start(start); err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := st.serveMetrics(jm)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if err := st.open(ctx); err != nil {
 		st.close()
@@ -360,7 +426,6 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 func (st *streamRun) open(ctx context.Context) error {
 	cfg := st.cfg
 	kind, target, _ := parseDeadLetters(cfg.DeadLetters)
-	var err error
 	switch kind {
 	case "file":
 		f, err := ingest.NewFileDeadLetters(target)
@@ -375,6 +440,24 @@ func (st *streamRun) open(ctx context.Context) error {
 		}
 		st.dl = k
 	}
+	if st.js != nil {
+		st.js.dl = st.dl
+		if st.js.dl == nil {
+			st.js.dl = &ingest.LogDeadLetters{Logger: cfg.Logger}
+		}
+		if err := st.js.open(context.WithoutCancel(ctx)); err != nil {
+			return err
+		}
+		st.src = st.js
+	} else if err := st.openKafka(ctx); err != nil {
+		return err
+	}
+	return st.started(ctx)
+}
+
+// openKafka opens the single topic's source.
+func (st *streamRun) openKafka(ctx context.Context) error {
+	cfg := st.cfg
 	kc := ingest.KafkaConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID,
 		Schema: st.r.s.Spec.Schema(true), Check: st.r.s.Transformer.Checker(), BatchSize: cfg.MaxBatch, BatchWait: cfg.BatchWait,
@@ -387,9 +470,17 @@ func (st *streamRun) open(ctx context.Context) error {
 	// A stop signal during the set-up must not fail the run: the loop then
 	// stops cleanly and commits what is pending. The set-up is bounded by
 	// the Kafka client's own timeouts.
-	if st.src, err = ingest.NewKafkaSource(context.WithoutCancel(ctx), kc); err != nil {
+	src, err := ingest.NewKafkaSource(context.WithoutCancel(ctx), kc)
+	if err != nil {
 		return err
 	}
+	st.src = src
+	return nil
+}
+
+// started finishes open once the source is there.
+func (st *streamRun) started(ctx context.Context) error {
+	cfg := st.cfg
 	m := st.r.model
 	bs := st.r.trainer.Config().BatchSize
 	st.ws = m.NewWorkspace(bs)
@@ -540,6 +631,7 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 	}
 	r.pos = to
 	r.examples += int64(n)
+	st.trained.Store(r.examples)
 	st.dirty += int64(n)
 	return r.obs.batch(TrainedBatch{From: from, To: clonePosition(to), Rows: n, Steps: r.trainer.Steps(), Examples: r.examples, Time: time.Now()})
 }
@@ -770,7 +862,11 @@ func (st *streamRun) status(final bool) {
 	if pub == "" {
 		pub = "none yet"
 	}
-	fmt.Fprintf(&sb, "  published %s\n", pub)
+	fmt.Fprintf(&sb, "  published %s", pub)
+	if st.js != nil {
+		sb.WriteString(joinStatus(st.js.j.Stats()))
+	}
+	sb.WriteByte('\n')
 	io.WriteString(w, sb.String())
 }
 

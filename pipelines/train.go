@@ -114,6 +114,9 @@ type trainRun struct {
 	obs          observers
 	badRows      map[string]int64
 	firstEpoch   int // the epoch this run started in; bad rows are counted in it
+	// ckFiles, when set, gives more files for each checkpoint (a
+	// stream's join state), written with it.
+	ckFiles func() []bundle.File
 }
 
 // TrainBatch trains the spec's model on Parquet data: epochs over the
@@ -485,6 +488,9 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 	ck := &bundle.Checkpoint{
 		State: r.trainer.State(), Epoch: r.epoch, Position: pos, Examples: r.examples,
 		BestKey: r.bestKey, Best: r.best, Frozen: r.trainer.Frozen(),
+	}
+	if r.ckFiles != nil {
+		ck.Files = r.ckFiles()
 	}
 	cks := bundle.Checkpoints(r.cfg.Out)
 	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), cks, m, r.model, ck, r.cfg.KeepCheckpoints)

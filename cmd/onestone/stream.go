@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest/join"
 	"github.com/onestone/onestone/pipelines"
 )
 
@@ -17,10 +19,17 @@ func init() {
 		name:    "stream",
 		summary: "train continuously on JSON events from Kafka, publishing bundles",
 		usage: `onestone stream --brokers HOST:PORT|embedded --topic events --group trainer --model DIR --spec spec.yaml [flags]
+onestone stream --brokers HOST:PORT|embedded --topics impressions,clicks,conversions --group trainer --model DIR --spec spec.yaml [flags]
 
 Trains continuously on the topic's JSON events: each micro-batch is scored
 before it is trained on (the progressive AUC), checkpoints are published as
-bundles under --model and then the consumed offsets are committed.`,
+bundles under --model and then the consumed offsets are committed.
+
+With --topics it reads three topics instead, impressions, clicks and
+conversions, and joins them by event time with the windows and the
+delayed-feedback correction of the spec's join: section (docs/streaming.md;
+--click-window, --conversion-window, --emit and --correction override it).
+The join state is part of each checkpoint.`,
 		flags: streamFlags,
 	})
 }
@@ -46,6 +55,13 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	every2 := fs.Duration("progress-every", 2*time.Second, "period of the status lines")
 	journal := fs.String("journal", "", "append a JSON line per trained micro-batch, checkpoint, published bundle and offset commit to this file")
 	verbose := fs.Bool("v", false, "log Kafka client events")
+	var topics []string
+	listVar(fs, &topics, "topics", "the impression, click and conversion `topics` to join (instead of --topic)")
+	clickW := fs.String("click-window", "", "with --topics: the click window, e.g. 30m (default: the spec's join: section, else 30m)")
+	convW := fs.String("conversion-window", "", "with --topics: the conversion window, e.g. 7d (default: the spec's, else 7d)")
+	emit := fs.String("emit", "", "with --topics: click (train a click at once, re-send its conversion) or label (wait for the final label) (default: the spec's, else click)")
+	correction := fs.String("correction", "", "with --topics: the delayed-feedback correction, none or fnw (default: the spec's, else none)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics (e.g. 127.0.0.1:9100)")
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
@@ -53,7 +69,21 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		if *model == "" || *spec == "" {
 			return usagef("--model and --spec are required")
 		}
-		addrs, stop, err := brokerAddrs(ctx, brokers, *topic)
+		var jc *join.Config
+		created := []string{*topic}
+		if len(topics) > 0 {
+			if len(topics) != 3 {
+				return usagef("--topics wants 3 topics (impressions, clicks, conversions), got %q", topics)
+			}
+			var err error
+			if jc, err = joinConfig(*spec, *clickW, *convW, *emit, *correction); err != nil {
+				return err
+			}
+			created = topics
+		} else if *clickW != "" || *convW != "" || *emit != "" || *correction != "" {
+			return usagef("--click-window, --conversion-window, --emit and --correction need --topics")
+		}
+		addrs, stop, err := brokerAddrs(ctx, brokers, created...)
 		if err != nil {
 			return err
 		}
@@ -70,7 +100,10 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 			Brokers: addrs, Topic: *topic, GroupID: *group, InstanceID: *instance, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
 			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
 			DeadLetters: *dlq, MaxEventBytes: *maxEvent, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
-			Progress: stderr, ProgressEvery: *every2, Logger: logger,
+			Progress: stderr, ProgressEvery: *every2, Logger: logger, MetricsAddr: *metrics,
+		}
+		if jc != nil {
+			cfg.Join, cfg.JoinTopics = jc, [3]string{topics[0], topics[1], topics[2]}
 		}
 		if *journal != "" {
 			j, err := pipelines.OpenJournal(*journal)
@@ -82,4 +115,39 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		}
 		return pipelines.StreamTrain(ctx, cfg)
 	}
+}
+
+// joinConfig is the spec's join: section (the defaults without one) with
+// the flags given over it.
+func joinConfig(specPath, clickW, convW, emit, correction string) (*join.Config, error) {
+	text, err := os.ReadFile(specPath)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := join.ParseSpecSection(text)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		flag, v string
+		dst     *time.Duration
+	}{{"--click-window", clickW, &c.ClickWindow}, {"--conversion-window", convW, &c.ConversionWindow}} {
+		if d.v == "" {
+			continue
+		}
+		if *d.dst, err = join.ParseDuration(d.v); err != nil {
+			return nil, usagef("%s %q: %v", d.flag, d.v, err)
+		}
+	}
+	if emit != "" {
+		c.Emit = emit
+	}
+	if correction != "" {
+		c.Correction = correction
+	}
+	if err := c.Validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	c = c.WithDefaults()
+	return &c, nil
 }

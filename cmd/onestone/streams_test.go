@@ -111,3 +111,30 @@ func TestServeLogImpressionsFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamJoinFlags: the join flags need --topics, and --topics three
+// topics.
+func TestStreamJoinFlags(t *testing.T) {
+	spec := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(spec, []byte(gen.SpecYAML(10, 10)+gen.StreamsJoinYAML(0.01)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--topics", "a,b"}, "--topics wants 3 topics"},
+		{[]string{"--click-window", "1m"}, "need --topics"},
+		{[]string{"--topics", "a,b,c", "--click-window", "1x"}, "--click-window"},
+		{[]string{"--topics", "a,b,c", "--emit", "label", "--correction", "fnw"}, "correction"},
+	} {
+		args := append([]string{"stream", "--model", t.TempDir(), "--spec", spec, "--brokers", "127.0.0.1:1"}, c.args...)
+		if _, errOut, code := onestone(t, args...); code != exitUsage || !strings.Contains(errOut, c.want) {
+			t.Errorf("%q: exit %d: %s", c.args, code, errOut)
+		}
+	}
+	c, err := joinConfig(spec, "", "2h", "", "none")
+	if err != nil || c.ClickWindow != 12*time.Second || c.ConversionWindow != 2*time.Hour || c.Correction != "none" || c.Emit != "click" {
+		t.Errorf("spec with flags: %+v, %v", c, err)
+	}
+}

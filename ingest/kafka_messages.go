@@ -1,0 +1,318 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Message is one raw Kafka message of a KafkaMessages source.
+type Message struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	// HighWaterMark is the partition's high watermark when the message
+	// was fetched (0 when unknown).
+	HighWaterMark int64
+}
+
+// KafkaMessagesConfig configures a KafkaMessages source.
+type KafkaMessagesConfig struct {
+	// Brokers are the bootstrap addresses. Required.
+	Brokers []string
+	// Topics are consumed together, as one group subscription. Required.
+	Topics []string
+	// GroupID is the consumer group. Required.
+	GroupID string
+	// InstanceID names the member across restarts (KafkaConfig.InstanceID).
+	InstanceID string
+	// BatchSize is the most messages Next returns. Default: 4096.
+	BatchSize int
+	// BatchWait is how long Next waits to fill a batch once it holds one
+	// message. Default: 500ms.
+	BatchWait time.Duration
+	// MaxMessageBytes bounds a fetch's messages. Default: 1 MiB.
+	MaxMessageBytes int
+	// SessionTimeout, RetryTimeout, HeartbeatInterval: as KafkaConfig's.
+	SessionTimeout, RetryTimeout, HeartbeatInterval time.Duration
+	// Logger receives Kafka client events. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports whether the configuration is usable.
+func (c KafkaMessagesConfig) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("ingest: KafkaMessagesConfig.Brokers is empty")
+	case len(c.Topics) == 0:
+		return errors.New("ingest: KafkaMessagesConfig.Topics is empty")
+	case c.GroupID == "":
+		return errors.New("ingest: KafkaMessagesConfig.GroupID is empty")
+	case c.BatchSize < 0 || c.MaxMessageBytes < 0:
+		return fmt.Errorf("ingest: KafkaMessagesConfig: negative BatchSize %d or MaxMessageBytes %d", c.BatchSize, c.MaxMessageBytes)
+	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.RetryTimeout < 0 || c.HeartbeatInterval < 0:
+		return errors.New("ingest: KafkaMessagesConfig: negative duration")
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Topics {
+		if t == "" || seen[t] {
+			return fmt.Errorf("ingest: KafkaMessagesConfig.Topics %q: empty or repeated topic", c.Topics)
+		}
+		seen[t] = true
+	}
+	return ValidInstanceID(c.InstanceID)
+}
+
+func (c KafkaMessagesConfig) withDefaults() KafkaMessagesConfig {
+	k := KafkaConfig{BatchSize: c.BatchSize, BatchWait: c.BatchWait, MaxEventBytes: c.MaxMessageBytes,
+		SessionTimeout: c.SessionTimeout, RetryTimeout: c.RetryTimeout, HeartbeatInterval: c.HeartbeatInterval, Logger: c.Logger}.withDefaults()
+	c.BatchSize, c.BatchWait, c.MaxMessageBytes = k.BatchSize, k.BatchWait, k.MaxEventBytes
+	c.SessionTimeout, c.RetryTimeout, c.HeartbeatInterval, c.Logger = k.SessionTimeout, k.RetryTimeout, k.HeartbeatInterval, k.Logger
+	return c
+}
+
+// KafkaMessages reads the raw messages of several topics as one member of a
+// consumer group (segmentio/kafka-go), for a consumer that keeps its own
+// offsets (ingest/join's state does). Offsets are never committed
+// automatically: Commit commits what the caller says once what it built
+// from the messages is durable. After a restart or a rebalance the group
+// resumes from its committed offsets, so messages come at least once; the
+// caller skips those it has already consumed. The same partition numbers of
+// co-partitioned topics go to the same member (the "range" assignor, per
+// topic, over the same members).
+//
+// A KafkaMessages is not safe for concurrent use, except Stats.
+type KafkaMessages struct {
+	cfg       KafkaMessagesConfig
+	r         *kafka.Reader
+	committed map[string]map[int]int64
+	errSince  time.Time
+	stale     int
+
+	mu  sync.Mutex
+	lag map[string]map[int]int64
+	n   int64
+	fe  int64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewKafkaMessages joins the group (removing the members an earlier run of
+// the same InstanceID left, as NewKafkaSource does); ctx bounds the set-up.
+func NewKafkaMessages(ctx context.Context, cfg KafkaMessagesConfig) (*KafkaMessages, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	lg := cfg.Logger
+	dialer := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	s := &KafkaMessages{cfg: cfg, committed: map[string]map[int]int64{}, lag: map[string]map[int]int64{}}
+	if cfg.InstanceID != "" {
+		tr := &kafka.Transport{ClientID: ClientID(cfg.InstanceID)}
+		c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
+		dialer.ClientID = ClientID(cfg.InstanceID)
+		var err error
+		if s.stale, err = removeStaleMembers(ctx, c, cfg.GroupID, dialer.ClientID); err != nil {
+			lg.Warn("ingest: could not remove the group members earlier runs of this instance left", "group", cfg.GroupID, "err", err)
+		}
+		tr.CloseIdleConnections()
+	}
+	s.r = kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           cfg.Brokers,
+		Dialer:            dialer,
+		GroupID:           cfg.GroupID,
+		GroupTopics:       cfg.Topics,
+		MinBytes:          1,
+		MaxBytes:          max(16<<20, 2*cfg.MaxMessageBytes),
+		MaxWait:           2 * time.Second, // see NewKafkaSource
+		QueueCapacity:     1024,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		SessionTimeout:    cfg.SessionTimeout,
+		RebalanceTimeout:  cfg.SessionTimeout,
+		JoinGroupBackoff:  time.Second,
+		GroupBalancers:    []kafka.GroupBalancer{rangeBalancer{}, kafka.RoundRobinGroupBalancer{}},
+		MaxAttempts:       5,
+		Logger: kafka.LoggerFunc(func(f string, a ...any) {
+			lg.Debug(fmt.Sprintf(f, a...), "component", "kafka-go")
+		}),
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
+			lg.Warn(fmt.Sprintf(f, a...), "component", "kafka-go")
+		}),
+	})
+	return s, nil
+}
+
+// Partitions returns the partition numbers of each topic, from the
+// cluster's metadata.
+func (s *KafkaMessages) Partitions(ctx context.Context) (map[string][]int, error) {
+	tr := &kafka.Transport{ClientID: ClientID(s.cfg.InstanceID)}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: s.cfg.Topics})
+	if err != nil {
+		return nil, fmt.Errorf("ingest: metadata of topics %q: %w", s.cfg.Topics, err)
+	}
+	out := map[string][]int{}
+	for _, t := range resp.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("ingest: metadata of topic %s: %w", t.Name, t.Error)
+		}
+		for _, p := range t.Partitions {
+			out[t.Name] = append(out[t.Name], p.ID)
+		}
+	}
+	return out, nil
+}
+
+// StaleMembers is how many members of earlier runs were removed at the
+// start.
+func (s *KafkaMessages) StaleMembers() int { return s.stale }
+
+// Next appends to dst the next messages: it blocks until one arrives (or
+// ctx ends: then it returns ctx.Err() with what it has), then takes more
+// for at most BatchWait, up to BatchSize. Transient fetch errors are
+// retried for up to RetryTimeout.
+func (s *KafkaMessages) Next(ctx context.Context, dst []Message) ([]Message, error) {
+	m, err := s.fetch(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = s.add(dst, &m)
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.BatchWait)
+	defer cancel()
+	for n := 1; n < s.cfg.BatchSize; n++ {
+		m, err := s.fetch(bctx)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				break
+			}
+			return dst, err
+		}
+		dst = s.add(dst, &m)
+	}
+	return dst, nil
+}
+
+func (s *KafkaMessages) add(dst []Message, m *kafka.Message) []Message {
+	s.mu.Lock()
+	s.n++
+	if m.HighWaterMark > 0 {
+		lt := s.lag[m.Topic]
+		if lt == nil {
+			lt = map[int]int64{}
+			s.lag[m.Topic] = lt
+		}
+		lt[m.Partition] = max(0, m.HighWaterMark-m.Offset-1)
+	}
+	s.mu.Unlock()
+	return append(dst, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, HighWaterMark: m.HighWaterMark})
+}
+
+// fetch returns the next message, retrying transient errors.
+func (s *KafkaMessages) fetch(ctx context.Context) (kafka.Message, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		m, err := s.r.FetchMessage(ctx)
+		if err == nil {
+			s.errSince = time.Time{}
+			return m, nil
+		}
+		if ctx.Err() != nil {
+			return kafka.Message{}, ctx.Err()
+		}
+		if errors.Is(err, io.EOF) {
+			return kafka.Message{}, ErrClosed
+		}
+		now := time.Now()
+		if s.errSince.IsZero() {
+			s.errSince = now
+		}
+		s.mu.Lock()
+		s.fe++
+		s.mu.Unlock()
+		if now.Sub(s.errSince) > s.cfg.RetryTimeout {
+			return kafka.Message{}, fmt.Errorf("ingest: kafka topics %q: fetch failing for %v: %w", s.cfg.Topics, now.Sub(s.errSince).Round(time.Second), err)
+		}
+		s.cfg.Logger.Warn("ingest: kafka fetch failed, retrying", "topics", s.cfg.Topics, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return kafka.Message{}, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Commit commits, per topic and partition, the next offset to read (only
+// those ahead of what this source committed before). Call it once what was
+// built from the messages below them is durable.
+func (s *KafkaMessages) Commit(ctx context.Context, offsets map[string]map[int]int64) error {
+	var msgs []kafka.Message
+	for t, ps := range offsets {
+		for p, off := range ps {
+			if off > 0 && off > s.committed[t][p] {
+				// kafka-go commits the offset after the message given.
+				msgs = append(msgs, kafka.Message{Topic: t, Partition: p, Offset: off - 1})
+			}
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := s.r.CommitMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("ingest: commit offsets of topics %q group %s: %w", s.cfg.Topics, s.cfg.GroupID, err)
+	}
+	for _, m := range msgs {
+		if s.committed[m.Topic] == nil {
+			s.committed[m.Topic] = map[int]int64{}
+		}
+		s.committed[m.Topic][m.Partition] = m.Offset + 1
+	}
+	return nil
+}
+
+// MessagesStats are a KafkaMessages source's counters.
+type MessagesStats struct {
+	// Messages fetched, and transient FetchErrors retried.
+	Messages, FetchErrors int64
+	// Lag per topic and partition: messages between the last one read and
+	// the high watermark when it was fetched.
+	Lag map[string]map[int]int64
+}
+
+// Stats returns a copy of the counters. Safe for concurrent use.
+func (s *KafkaMessages) Stats() MessagesStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := MessagesStats{Messages: s.n, FetchErrors: s.fe, Lag: map[string]map[int]int64{}}
+	for t, ps := range s.lag {
+		st.Lag[t] = map[int]int64{}
+		for p, l := range ps {
+			st.Lag[t][p] = l
+		}
+	}
+	return st
+}
+
+// Close leaves the group. It does not commit. It is idempotent.
+func (s *KafkaMessages) Close() error {
+	s.closeOnce.Do(func() {
+		if err := s.r.Close(); err != nil {
+			s.closeErr = fmt.Errorf("ingest: close kafka reader: %w", err)
+		}
+	})
+	return s.closeErr
+}

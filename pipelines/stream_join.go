@@ -1,0 +1,432 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/ingest/join"
+)
+
+// JoinStateFile is the join state in a three-topic stream's checkpoint
+// (join.Join.WriteTo: the pending impressions, clicks and conversions, the
+// remembered ids, the counters and the offsets of the three topics).
+const JoinStateFile = "join.bin"
+
+// streamSource is what the stream loop reads: a single pre-joined topic
+// (*ingest.KafkaSource) or three topics joined (*joinSource).
+type streamSource interface {
+	Next(ctx context.Context) (arrow.RecordBatch, error)
+	Position() ingest.Position
+	BatchStart() ingest.Position
+	Commit(ctx context.Context, pos ingest.Position) error
+	Stats() ingest.KafkaStats
+	Close() error
+}
+
+// joinTopicName is the Position.Topic of a three-topic stream: the topics
+// joined by "+", so a checkpoint of one set of topics is not resumed on
+// another.
+func joinTopicName(topics [3]string) string { return strings.Join(topics[:], "+") }
+
+// joinSource reads the impression, click and conversion topics as one
+// group member, joins them (ingest/join) and returns the joined examples as
+// record batches of the spec's schema, as a KafkaSource returns events.
+//
+// Its position is the join's: Commit commits the offsets of the three
+// topics as they were when the join state was last written into a
+// checkpoint (state), whatever the position passed, so the offsets
+// committed are always those of a durable state.
+type joinSource struct {
+	cfg    StreamConfig
+	topics [3]string
+	msgs   *ingest.KafkaMessages
+	j      *join.Join
+	dec    *features.JSONDecoder
+	dl     ingest.DeadLetterSink
+	m      *joinMetrics
+
+	raw   []ingest.Message
+	jm    []join.Message
+	out   join.Output
+	pos   ingest.Position // after the last batch returned
+	start ingest.Position // before it
+	saved map[string]map[int]int64
+
+	decodeDead map[string]int64
+}
+
+func newJoinSource(cfg StreamConfig, s *Setup, dl ingest.DeadLetterSink, m *joinMetrics) (*joinSource, error) {
+	jc := *cfg.Join
+	jc.Topics = cfg.JoinTopics
+	jc.Allocator = cfg.Allocator
+	j, err := join.New(jc)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := features.NewJSONDecoder(s.Spec.Schema(true), features.JSONConfig{Allocator: cfg.Allocator, MaxEventBytes: cfg.MaxEventBytes})
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	js := &joinSource{cfg: cfg, topics: cfg.JoinTopics, j: j, dec: dec, dl: dl, m: m, decodeDead: map[string]int64{}}
+	js.pos = js.position()
+	js.start = js.pos
+	js.saved = js.offsets()
+	return js, nil
+}
+
+// restore reads the join state of the checkpoint in dir.
+func (js *joinSource) restore(dir string) error {
+	f, err := bundle.ReadCheckpointFile(dir, JoinStateFile)
+	if err != nil {
+		return fmt.Errorf("pipelines: stream: join state of %s: %w", dir, err)
+	}
+	defer f.Close()
+	if _, err := js.j.ReadFrom(f); err != nil {
+		return fmt.Errorf("pipelines: stream: join state of %s: %w", dir, err)
+	}
+	js.pos = js.position()
+	js.start = js.pos
+	js.saved = js.offsets()
+	return nil
+}
+
+// open joins the group.
+func (js *joinSource) open(ctx context.Context) error {
+	var err error
+	js.msgs, err = ingest.NewKafkaMessages(ctx, ingest.KafkaMessagesConfig{
+		Brokers: js.cfg.Brokers, Topics: js.topics[:], GroupID: js.cfg.GroupID, InstanceID: js.cfg.InstanceID,
+		BatchSize: js.cfg.MaxBatch, BatchWait: js.cfg.BatchWait, MaxMessageBytes: js.cfg.MaxEventBytes,
+		SessionTimeout: js.cfg.SessionTimeout, Logger: js.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	// Every partition of the three topics holds its topic's watermark
+	// until it delivers or turns idle: a partition fetched later must not
+	// find its events behind a watermark the others moved. (With several
+	// members, the partitions of the others turn idle after IdleTimeout.)
+	parts, err := js.msgs.Partitions(ctx)
+	if err != nil {
+		js.cfg.Logger.Warn("pipelines: stream: the topics' partitions are unknown; each counts once it delivers", "err", err)
+		return nil
+	}
+	for t, name := range js.topics {
+		if err := js.j.Assign(join.Topic(t), parts[name]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// state is the checkpoint file of the join state; writing it records the
+// offsets Commit commits.
+func (js *joinSource) state() bundle.File {
+	offs := js.offsets()
+	return bundle.File{Name: JoinStateFile, Write: func(w io.Writer) error {
+		if _, err := js.j.WriteTo(w); err != nil {
+			return err
+		}
+		js.saved = offs
+		return nil
+	}}
+}
+
+func (js *joinSource) offsets() map[string]map[int]int64 {
+	o := map[string]map[int]int64{}
+	for t, name := range js.topics {
+		o[name] = js.j.Offsets(join.Topic(t))
+	}
+	return o
+}
+
+// position is the join's Position: the joined topic name and the
+// impressions' offsets (the three topics' are in the join state).
+func (js *joinSource) position() ingest.Position {
+	return ingest.Position{Topic: joinTopicName(js.topics), Offsets: js.j.Offsets(join.Impressions)}
+}
+
+// idleTick is how often a quiet stream advances the join's processing time,
+// so partitions turn idle and windows close without new messages.
+const idleTick = time.Second
+
+// Next returns the next joined examples: it consumes messages (and, when
+// none come for idleTick, advances the processing time) until the join
+// emits at least one example that decodes.
+func (js *joinSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	first := true
+	for {
+		tctx, cancel := context.WithTimeout(ctx, idleTick)
+		var err error
+		js.raw, err = js.msgs.Next(tctx, js.raw[:0])
+		cancel()
+		if err != nil && !(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+			return nil, err
+		}
+		now := time.Now()
+		js.out.Reset()
+		if len(js.raw) == 0 {
+			js.j.Advance(&js.out, now)
+		} else {
+			js.jm = js.jm[:0]
+			for i := range js.raw {
+				r := &js.raw[i]
+				t := join.Topic(0)
+				for k, name := range js.topics {
+					if name == r.Topic {
+						t = join.Topic(k)
+					}
+				}
+				js.jm = append(js.jm, join.Message{Topic: t, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
+			}
+			if err := js.j.Add(&js.out, js.jm, now); err != nil {
+				return nil, fmt.Errorf("pipelines: stream: join: %w", err)
+			}
+		}
+		if first {
+			js.start = js.pos
+			first = false
+		}
+		js.pos = js.position()
+		for _, d := range js.out.DeadLetters {
+			if err := js.dl.Put(ctx, d); err != nil {
+				return nil, fmt.Errorf("pipelines: stream: dead letter (%s): %w", d.Reason, err)
+			}
+		}
+		if js.cfg.joinTap != nil {
+			js.cfg.joinTap(js.out.Examples)
+		}
+		for i := range js.out.Examples {
+			ex := &js.out.Examples[i]
+			js.m.observe(ex)
+			if err := js.dec.Append(ex.Value); err != nil {
+				reason := decodeReason(err)
+				js.decodeDead[reason]++
+				d := ingest.DeadLetter{Topic: js.topics[join.Impressions], Value: ex.Value, Reason: reason, Detail: err.Error(), Time: now}
+				if err := js.dl.Put(ctx, d); err != nil {
+					return nil, fmt.Errorf("pipelines: stream: dead letter (%s): %w", d.Reason, err)
+				}
+			}
+		}
+		if js.dec.Len() > 0 {
+			return js.dec.NewRecordBatch(), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().After(dl) {
+			return nil, context.DeadlineExceeded
+		}
+	}
+}
+
+// decodeReason names a joined example's decoding failure as ingest does.
+func decodeReason(err error) string {
+	switch {
+	case errors.Is(err, features.ErrEventTooLarge):
+		return ingest.ReasonOversize
+	case errors.Is(err, features.ErrEventMissingField):
+		return ingest.ReasonMissingField
+	case errors.Is(err, features.ErrEventType):
+		return ingest.ReasonWrongType
+	}
+	return ingest.ReasonBadJSON
+}
+
+func (js *joinSource) Position() ingest.Position   { return clonePosition(js.pos) }
+func (js *joinSource) BatchStart() ingest.Position { return clonePosition(js.start) }
+
+// Commit commits the three topics' offsets of the join state last written
+// (pos is not used: the stream's position is the impressions' alone).
+func (js *joinSource) Commit(ctx context.Context, _ ingest.Position) error {
+	if sy, ok := js.dl.(interface{ Sync(context.Context) error }); ok {
+		if err := sy.Sync(ctx); err != nil {
+			return fmt.Errorf("pipelines: stream: commit: %w", err)
+		}
+	}
+	return js.msgs.Commit(ctx, js.saved)
+}
+
+// Stats sums the three topics' lags per partition number and counts the
+// join's dead letters with the examples that did not decode.
+func (js *joinSource) Stats() ingest.KafkaStats {
+	ms := js.msgs.Stats()
+	st := ingest.KafkaStats{Lag: map[int]int64{}, DeadLetters: map[string]int64{}, FetchErrors: ms.FetchErrors, StaleMembers: js.msgs.StaleMembers()}
+	for _, ps := range ms.Lag {
+		for p, l := range ps {
+			st.Lag[p] += l
+		}
+	}
+	jst := js.j.Stats()
+	maps.Copy(st.DeadLetters, jst.DeadLetters)
+	for r, n := range js.decodeDead {
+		st.DeadLetters[r] += n
+	}
+	for _, n := range jst.Messages {
+		st.Events += n
+	}
+	return st
+}
+
+// Close leaves the group and releases the join and the decoder.
+func (js *joinSource) Close() error {
+	var err error
+	if js.msgs != nil {
+		err = js.msgs.Close()
+	}
+	js.j.Close()
+	js.dec.Release()
+	return err
+}
+
+// joinStatus renders the join's part of the status line.
+func joinStatus(st join.Stats) string {
+	wm := func(t int) string {
+		if st.Watermarks[t] == math.MinInt64 {
+			return "-"
+		}
+		return time.UnixMilli(st.Watermarks[t]).UTC().Format("15:04:05")
+	}
+	return fmt.Sprintf("  join: examples neg=%d click=%d conv=%d final=%d  pending imp=%d clicked=%d waiting=%d  state %.1f MiB  watermarks %s/%s/%s",
+		st.Examples[join.Negative], st.Examples[join.Click], st.Examples[join.Conversion], st.Examples[join.Final],
+		st.Pending, st.Clicked, st.Waiting, float64(st.StateBytes)/(1<<20), wm(0), wm(1), wm(2))
+}
+
+// joinMetrics are the Prometheus metrics of a three-topic stream: the
+// join's counters and state, read at each scrape (join.Stats is safe for
+// concurrent use), and the label delays of the examples it emitted.
+type joinMetrics struct {
+	j      func() *join.Join
+	topics [3]string
+	delay  *prometheus.HistogramVec
+
+	examples, pending, dead, evicted, watermark, state, messages *prometheus.Desc
+}
+
+func newJoinMetrics(topics [3]string, j func() *join.Join) *joinMetrics {
+	return &joinMetrics{
+		j: j, topics: topics,
+		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "onestone_join_label_delay_seconds",
+			Help:    "Event-time delay of the labels the join emitted: click (click - impression), conversion (conversion - click), and emit (when the example was emitted - the event that decided it, by kind).",
+			Buckets: []float64{.1, .5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 86400, 7 * 86400},
+		}, []string{"label"}),
+		examples:  prometheus.NewDesc("onestone_join_examples_total", "Examples the join emitted, by kind (negative, click, conversion, final).", []string{"kind"}, nil),
+		pending:   prometheus.NewDesc("onestone_join_pending", "Entries of the join state: pending (impressions waiting for a click), clicked (waiting for a conversion), waiting (clicks or conversions waiting for their impression), tombstones (closed ids remembered).", []string{"state"}, nil),
+		dead:      prometheus.NewDesc("onestone_join_dead_letters_total", "Messages the join did not use, by reason (late_click, late_conversion, orphan_click, duplicate_click, conversion_without_click, ...: docs/streaming.md).", []string{"reason"}, nil),
+		evicted:   prometheus.NewDesc("onestone_join_evicted_total", "What the state cap did: pending impressions emitted early as negatives, clicked ones that stopped waiting, waiting events and tombstones forgotten.", []string{"what"}, nil),
+		watermark: prometheus.NewDesc("onestone_join_watermark_seconds", "Event-time watermark per topic (Unix time).", []string{"topic"}, nil),
+		state:     prometheus.NewDesc("onestone_join_state_bytes", "Accounted memory of the join state (the quantity max_state_bytes caps).", nil, nil),
+		messages:  prometheus.NewDesc("onestone_join_messages_total", "Messages consumed, per topic.", []string{"topic"}, nil),
+	}
+}
+
+func (m *joinMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.examples, m.pending, m.dead, m.evicted, m.watermark, m.state, m.messages} {
+		ch <- d
+	}
+	m.delay.Describe(ch)
+}
+
+func (m *joinMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.delay.Collect(ch)
+	j := m.j()
+	if j == nil {
+		return
+	}
+	st := j.Stats()
+	for k := join.Negative; k <= join.Final; k++ {
+		ch <- prometheus.MustNewConstMetric(m.examples, prometheus.CounterValue, float64(st.Examples[k]), k.String())
+	}
+	for _, p := range []struct {
+		name string
+		n    int64
+	}{{"pending", st.Pending}, {"clicked", st.Clicked}, {"waiting", st.Waiting}, {"tombstones", st.Tombstones}} {
+		ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(p.n), p.name)
+	}
+	for r, n := range st.DeadLetters {
+		ch <- prometheus.MustNewConstMetric(m.dead, prometheus.CounterValue, float64(n), r)
+	}
+	for _, e := range []struct {
+		name string
+		n    int64
+	}{{"pending", st.EvictedPending}, {"clicked", st.EvictedClicked}, {"waiting", st.EvictedWaiting}, {"tombstones", st.EvictedTombstones}} {
+		ch <- prometheus.MustNewConstMetric(m.evicted, prometheus.CounterValue, float64(e.n), e.name)
+	}
+	for t, name := range m.topics {
+		if st.Watermarks[t] != math.MinInt64 {
+			ch <- prometheus.MustNewConstMetric(m.watermark, prometheus.GaugeValue, float64(st.Watermarks[t])/1000, name)
+		}
+		ch <- prometheus.MustNewConstMetric(m.messages, prometheus.CounterValue, float64(st.Messages[t]), name)
+	}
+	ch <- prometheus.MustNewConstMetric(m.state, prometheus.GaugeValue, float64(st.StateBytes))
+}
+
+// observe records an emitted example's label delays.
+func (m *joinMetrics) observe(ex *join.Example) {
+	if m == nil {
+		return
+	}
+	switch ex.Kind {
+	case join.Click:
+		m.delay.WithLabelValues("click").Observe(float64(ex.ClickTime-ex.ImpressionTime) / 1000)
+	case join.Conversion:
+		m.delay.WithLabelValues("conversion").Observe(float64(ex.ConversionTime-ex.ClickTime) / 1000)
+	case join.Final:
+		if ex.ConversionTime > 0 {
+			m.delay.WithLabelValues("conversion").Observe(float64(ex.ConversionTime-ex.ClickTime) / 1000)
+		}
+	}
+	decided := ex.ImpressionTime
+	switch {
+	case ex.ConversionTime > 0:
+		decided = ex.ConversionTime
+	case ex.ClickTime > 0:
+		decided = ex.ClickTime
+	}
+	m.delay.WithLabelValues("emit_" + ex.Kind.String()).Observe(float64(ex.EmitTime-decided) / 1000)
+}
+
+// serveMetrics serves the stream's metrics (and the join's, jm, when set)
+// on cfg.MetricsAddr; stop shuts the server down.
+func (st *streamRun) serveMetrics(jm *joinMetrics) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "onestone_stream_examples_total", Help: "Examples trained on (the model's lineage: restored from the checkpoint after a restart).",
+	}, func() float64 { return float64(st.trained.Load()) }))
+	if jm != nil {
+		reg.MustRegister(jm)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := net.Listen("tcp", st.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: stream: metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	st.printf("stream: metrics on http://%s/metrics\n", ln.Addr())
+	st.metricsAddr = ln.Addr().String()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}

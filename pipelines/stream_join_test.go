@@ -1,0 +1,184 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/ingest/join"
+	"github.com/onestone/onestone/internal/gen"
+)
+
+// TestStreamJoinThreeTopics: a stream of the three generated topics trains
+// on the joined examples, stops and resumes from its checkpoint (join state
+// included), and every example it emitted over both runs agrees with the
+// generator's truth, once; the final bundle counts them all.
+func TestStreamJoinThreeTopics(t *testing.T) {
+	_, spec := streamData(t, 20000)
+	ctx := context.Background()
+	topics := [3]string{"imp", "clk", "conv"}
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dir := t.TempDir()
+	const scale = 0.001
+	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: dir, Impressions: 6000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inputs []ingest.ReplayInput
+	for i, tp := range topics {
+		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
+	}
+	// The first half of the messages now, the rest after run 1.
+	half := (sum.Logged + sum.Clicks + sum.Conversions) / 2
+	if _, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: inputs, Limit: half}); err != nil {
+		t.Fatal(err)
+	}
+	truth := map[uint64]gen.Truth{}
+	tr, err := readTruth(filepath.Join(dir, gen.StreamFiles[3]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range tr {
+		truth[join.HashID(x.ImpressionID)] = x
+	}
+	jc, _, err := join.ParseSpecSection([]byte(gen.StreamsJoinYAML(scale)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc.IdleTimeout = 2 * time.Second
+	// The streams span 12 s of event time: a lateness of 5 s would keep
+	// half of them pending at the end.
+	jc.Lateness = 100 * time.Millisecond
+	type key struct {
+		id   uint64
+		kind join.Kind
+	}
+	seen := map[key]int{}
+	var emitted int64
+	tap := func(exs []join.Example) {
+		for _, ex := range exs {
+			seen[key{ex.ID, ex.Kind}]++
+			emitted++
+			tr, ok := truth[ex.ID]
+			switch {
+			case !ok || !tr.Logged:
+				t.Errorf("example of an impression the generator did not log: %+v", ex)
+			case ex.Kind == join.Negative && tr.Click, ex.Kind == join.Click && !tr.Click, ex.Kind == join.Conversion && !tr.Conversion:
+				t.Errorf("%s example of impression %s, truth %+v", ex.Kind, tr.ImpressionID, tr)
+			}
+		}
+	}
+	model := filepath.Join(t.TempDir(), "models")
+	var progress syncBuffer
+	cfg := StreamConfig{
+		Brokers: b.Addrs(), GroupID: "g", SpecPath: spec, Model: model, Join: &jc, JoinTopics: topics,
+		CheckpointEvery: 300 * time.Millisecond, BatchWait: 50 * time.Millisecond, MaxBatch: 1000,
+		Logger: quietStreamLogger(), MetricsAddr: freeAddr(t), joinTap: tap, Progress: &progress,
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s", progress.String())
+		}
+	}()
+	// Run 1: stop after the first published bundle with examples.
+	l1, err := runStream(t, cfg, func(p Published) bool { return p.Examples > 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := l1.pubs[len(l1.pubs)-1].Examples
+	if first <= 0 || first >= sum.Logged/2 {
+		t.Fatalf("run 1 stopped at %d examples", first)
+	}
+	if _, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: inputs, Skip: half}); err != nil {
+		t.Fatal(err)
+	}
+	// Run 2 resumes and goes on until the join emitted most impressions
+	// (the last 1.3 s of event time stay pending: no later events move the
+	// watermarks past their windows).
+	var scraped string
+	l2, err := runStream(t, cfg, func(p Published) bool {
+		if p.Examples < int64(float64(sum.Logged)*0.8) {
+			return false
+		}
+		if scraped == "" {
+			scraped = scrape(t, cfg.MetricsAddr)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := l2.pubs[len(l2.pubs)-1]
+	if last.Examples != emitted {
+		t.Errorf("the final bundle counts %d examples, the join emitted %d over both runs", last.Examples, emitted)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("impression %x emitted %d times as %s", k.id, n, k.kind)
+		}
+	}
+	m, err := bundle.ReadManifest(last.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(m.Tasks), "fnw") {
+		t.Errorf("the bundle's tasks do not carry the join's correction: %v", m.Tasks)
+	}
+	for _, w := range []string{`onestone_join_examples_total{kind="click"}`, `onestone_join_pending{state="pending"}`, `onestone_join_watermark_seconds{topic="clk"}`, "onestone_join_state_bytes", `onestone_join_label_delay_seconds_bucket{label="click"`} {
+		if !strings.Contains(scraped, w) {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+}
+
+// readTruth reads gen's truth.jsonl.
+func readTruth(path string) ([]gen.Truth, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []gen.Truth
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var x gen.Truth
+		if err := json.Unmarshal([]byte(line), &x); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func scrape(t *testing.T, addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Error(err)
+		return "-"
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
