@@ -18,6 +18,8 @@ import (
 
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/ingest/join"
+	"github.com/onestone/onestone/internal/gen"
 	"github.com/onestone/onestone/serving"
 )
 
@@ -34,6 +36,13 @@ type childConfig struct {
 	SessionTimeout, ProgressEvery            time.Duration
 	CheckpointEvents                         int64
 	MaxBatch                                 int
+	// JoinTopics, when set, make the child join the three topics with
+	// the windows of gen.StreamsJoinYAML(JoinScale) (lateness 100ms) and
+	// append every example the join emits to Examples (a JSON line per
+	// emitted batch).
+	JoinTopics [3]string
+	JoinScale  float64
+	Examples   string
 	// CrashAt, when positive, makes the child SIGKILL itself in the
 	// window between publishing the bundle whose position covers CrashAt
 	// events and committing its offsets (see crashAtPublish).
@@ -70,6 +79,32 @@ func streamChild() int {
 	}
 	if cc.CrashAt > 0 {
 		cfg.Observers = append(cfg.Observers, crashAtPublish(cc.CrashAt))
+	}
+	if cc.JoinTopics[0] != "" {
+		jc, _, err := join.ParseSpecSection([]byte(gen.StreamsJoinYAML(cc.JoinScale)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "stream child:", err)
+			return 2
+		}
+		jc.Lateness = 100 * time.Millisecond
+		jc.IdleTimeout = 2 * time.Second
+		cfg.Join, cfg.JoinTopics = &jc, cc.JoinTopics
+		f, err := os.OpenFile(cc.Examples, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "stream child:", err)
+			return 2
+		}
+		defer f.Close()
+		var buf []byte
+		cfg.joinTap = func(exs []join.Example) {
+			// One write per batch, unbuffered: a SIGKILL loses no line
+			// the kernel took (a line cut short is skipped by the reader).
+			buf = buf[:0]
+			for _, ex := range exs {
+				buf = fmt.Appendf(buf, "%d %d\n", ex.ID, ex.Kind)
+			}
+			f.Write(buf)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -467,5 +502,149 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	got := committedOffsets(t, brokers, topic, "killed", parts)
 	if sumOffsets(got) != total {
 		t.Errorf("committed offsets %v sum to %d, want %d", got, sumOffsets(got), total)
+	}
+}
+
+// TestStreamJoinKilledRepeatedly is the kill test with three topics: the
+// generated impressions, clicks and conversions are produced in ten parts
+// while a stream process joining them is SIGKILLed ten times at random
+// points and restarted, then stopped with SIGTERM. Every example the join
+// emitted, in any run, agrees with the generator's truth; the final
+// bundle's lineage counts each (impression, kind) exactly once (what a
+// killed run emitted after its last checkpoint is emitted again, and only
+// once more, by the next); and the group's committed offsets of the three
+// topics cover every message.
+func TestStreamJoinKilledRepeatedly(t *testing.T) {
+	const (
+		kills = 10
+		scale = 0.001
+	)
+	_, spec := streamData(t, 20000)
+	ctx := context.Background()
+	topics := [3]string{"imp", "clk", "conv"}
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tmp := t.TempDir()
+	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: tmp, Impressions: 8000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := readTruth(sum.Files[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth := map[uint64]gen.Truth{}
+	for _, x := range tr {
+		truth[join.HashID(x.ImpressionID)] = x
+	}
+	var inputs []ingest.ReplayInput
+	for i, tp := range topics {
+		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
+	}
+	total := sum.Logged + sum.Clicks + sum.Conversions
+	for i := range sum.Duplicates {
+		total += sum.Duplicates[i]
+	}
+	part := total / (kills + 1)
+	sent := int64(0)
+	produce := func(n int64) {
+		t.Helper()
+		got, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: inputs, Skip: sent, Limit: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range got {
+			sent += g
+		}
+	}
+	examples := filepath.Join(tmp, "examples.txt")
+	journal := filepath.Join(tmp, "journal.jsonl")
+	root := filepath.Join(tmp, "live")
+	cc := childConfig{
+		Brokers: b.Addrs(), GroupID: "killed-join", SpecPath: spec, Model: root, Journal: journal,
+		CheckpointEvery: 300 * time.Millisecond, CheckpointEvents: 1000, MaxBatch: 500,
+		BatchWait: 50 * time.Millisecond, ProgressEvery: time.Second,
+		JoinTopics: topics, JoinScale: scale, Examples: examples,
+	}
+	rng := rand.New(rand.NewPCG(13, 13))
+	for k := range kills {
+		c := startChild(t, cc, tmp, fmt.Sprintf("run-%d", k))
+		c.waitUp()
+		produce(part)
+		c.waitFor(60*time.Second, "trained micro-batch", func() bool { _, ok := firstBatch(t, journal, c.started); return ok })
+		time.Sleep(time.Duration(rng.Int64N(int64(time.Second))))
+		c.kill()
+	}
+	c := startChild(t, cc, tmp, fmt.Sprintf("run-%d", kills))
+	c.waitUp()
+	produce(0)
+	if sent != total {
+		t.Fatalf("produced %d messages, want %d", sent, total)
+	}
+	// Wait until the committed offsets cover every message and the
+	// examples stop growing (the last 1.3 s of event time stay pending).
+	c.waitFor(2*time.Minute, "every message committed", func() bool {
+		var n int64
+		for _, tp := range topics {
+			n += sumOffsets(committedOffsets(t, b.Addrs(), tp, "killed-join", 2))
+		}
+		return n == total
+	})
+	c.stop()
+
+	// Every line of every run against the truth.
+	data, err := os.ReadFile(examples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		id   uint64
+		kind join.Kind
+	}
+	times := map[key]int{}
+	lines, twice := 0, 0
+	for _, line := range strings.Split(string(data), "\n") {
+		var id uint64
+		var kind join.Kind
+		if _, err := fmt.Sscanf(line, "%d %d", &id, &kind); err != nil {
+			continue // empty, or cut short by a kill
+		}
+		lines++
+		k := key{id, kind}
+		times[k]++
+		if times[k] == 2 {
+			twice++
+		}
+		x, ok := truth[id]
+		switch {
+		case !ok || !x.Logged:
+			t.Errorf("an example of an impression the generator did not log: %x %s", id, kind)
+		case kind == join.Negative && x.Click, kind == join.Click && !x.Click, kind == join.Conversion && !x.Conversion, kind == join.Final:
+			t.Errorf("%s example of impression %s, truth %+v", kind, x.ImpressionID, x)
+		}
+	}
+	for k := range times {
+		if k.kind == join.Negative && (times[key{k.id, join.Click}] > 0 || times[key{k.id, join.Conversion}] > 0) {
+			t.Errorf("impression %x emitted as a negative and as clicked", k.id)
+		}
+	}
+	dirLatest, err := bundle.Resolve(filepath.Join(root, bundle.LatestLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := bundle.ReadManifest(dirLatest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d messages, %d example lines over %d runs, %d distinct, %d emitted again after a kill; the final bundle counts %d",
+		total, lines, kills+1, len(times), twice, man.Examples)
+	if man.Examples != int64(len(times)) {
+		t.Errorf("the final bundle trained on %d examples, the join emitted %d distinct ones", man.Examples, len(times))
+	}
+	if len(times) < int(float64(sum.Logged)*0.8) {
+		t.Errorf("only %d examples of %d logged impressions", len(times), sum.Logged)
 	}
 }
