@@ -58,8 +58,11 @@ type joinSource struct {
 	msgs   *ingest.KafkaMessages
 	j      *join.Join
 	dec    *features.JSONDecoder
+	check  *features.Checker // the training Transformer's
 	dl     ingest.DeadLetterSink
 	m      *joinMetrics
+	vals   [][]byte // the examples decoded into dec, by row
+	bad    []bool
 
 	raw   []ingest.Message
 	jm    []join.Message
@@ -84,7 +87,7 @@ func newJoinSource(cfg StreamConfig, s *Setup, dl ingest.DeadLetterSink, m *join
 		j.Close()
 		return nil, err
 	}
-	js := &joinSource{cfg: cfg, topics: cfg.JoinTopics, j: j, dec: dec, dl: dl, m: m, decodeDead: map[string]int64{}}
+	js := &joinSource{cfg: cfg, topics: cfg.JoinTopics, j: j, dec: dec, check: s.Transformer.Checker(), dl: dl, m: m, decodeDead: map[string]int64{}}
 	js.pos = js.position()
 	js.start = js.pos
 	js.saved = js.offsets()
@@ -212,20 +215,23 @@ func (js *joinSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 		if js.cfg.joinTap != nil {
 			js.cfg.joinTap(js.out.Examples)
 		}
+		js.vals = js.vals[:0]
 		for i := range js.out.Examples {
 			ex := &js.out.Examples[i]
 			js.m.observe(ex)
 			if err := js.dec.Append(ex.Value); err != nil {
-				reason := decodeReason(err)
-				js.decodeDead[reason]++
-				d := ingest.DeadLetter{Topic: js.topics[join.Impressions], Value: ex.Value, Reason: reason, Detail: err.Error(), Time: now}
-				if err := js.dl.Put(ctx, d); err != nil {
-					return nil, fmt.Errorf("pipelines: stream: dead letter (%s): %w", d.Reason, err)
+				if err := js.deadExample(ctx, ex.Value, decodeReason(err), err.Error(), now); err != nil {
+					return nil, err
 				}
+				continue
 			}
+			js.vals = append(js.vals, ex.Value)
 		}
 		if js.dec.Len() > 0 {
-			return js.dec.NewRecordBatch(), nil
+			rec, err := js.checked(ctx, now)
+			if err != nil || rec != nil {
+				return rec, err
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -234,6 +240,61 @@ func (js *joinSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 			return nil, context.DeadlineExceeded
 		}
 	}
+}
+
+// deadExample sends a joined example the stream cannot train on to the
+// dead letters, under the impressions topic (partition and offset unknown:
+// -1).
+func (js *joinSource) deadExample(ctx context.Context, v []byte, reason, detail string, now time.Time) error {
+	js.decodeDead[reason]++
+	d := ingest.DeadLetter{Topic: js.topics[join.Impressions], Partition: -1, Offset: -1, Value: v, Reason: reason, Detail: detail, Time: now}
+	if err := js.dl.Put(ctx, d); err != nil {
+		return fmt.Errorf("pipelines: stream: dead letter (%s): %w", d.Reason, err)
+	}
+	return nil
+}
+
+// checked returns the decoded examples without those the training
+// Transformer's Checker refuses (dead letters, as the single topic's
+// source does), or nil when none is left.
+func (js *joinSource) checked(ctx context.Context, now time.Time) (arrow.RecordBatch, error) {
+	rec := js.dec.NewRecordBatch()
+	if js.check == nil {
+		return rec, nil
+	}
+	n := int(rec.NumRows())
+	js.bad = append(js.bad[:0], make([]bool, n)...)
+	var faults []*features.RowError
+	if _, err := js.check.CheckRows(rec, func(e *features.RowError) {
+		if !js.bad[e.Row] {
+			js.bad[e.Row] = true
+			faults = append(faults, e)
+		}
+	}); err != nil {
+		rec.Release()
+		return nil, fmt.Errorf("pipelines: stream: join: %w", err)
+	}
+	if len(faults) == 0 {
+		return rec, nil
+	}
+	rec.Release()
+	for _, e := range faults {
+		if err := js.deadExample(ctx, js.vals[e.Row], e.Fault, e.Error(), now); err != nil {
+			return nil, err
+		}
+	}
+	// Decode the good ones again (they decoded before).
+	for i, v := range js.vals {
+		if !js.bad[i] {
+			if err := js.dec.Append(v); err != nil {
+				return nil, fmt.Errorf("pipelines: stream: join: example %d decoded once and not twice: %w", i, err)
+			}
+		}
+	}
+	if js.dec.Len() == 0 {
+		return nil, nil
+	}
+	return js.dec.NewRecordBatch(), nil
 }
 
 // decodeReason names a joined example's decoding failure as ingest does.
@@ -266,11 +327,14 @@ func (js *joinSource) Commit(ctx context.Context, _ ingest.Position) error {
 // Stats sums the three topics' lags per partition number and counts the
 // join's dead letters with the examples that did not decode.
 func (js *joinSource) Stats() ingest.KafkaStats {
-	ms := js.msgs.Stats()
-	st := ingest.KafkaStats{Lag: map[int]int64{}, DeadLetters: map[string]int64{}, FetchErrors: ms.FetchErrors, StaleMembers: js.msgs.StaleMembers()}
-	for _, ps := range ms.Lag {
-		for p, l := range ps {
-			st.Lag[p] += l
+	st := ingest.KafkaStats{Lag: map[int]int64{}, DeadLetters: map[string]int64{}}
+	if js.msgs != nil {
+		ms := js.msgs.Stats()
+		st.FetchErrors, st.StaleMembers = ms.FetchErrors, js.msgs.StaleMembers()
+		for _, ps := range ms.Lag {
+			for p, l := range ps {
+				st.Lag[p] += l
+			}
 		}
 	}
 	jst := js.j.Stats()

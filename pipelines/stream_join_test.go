@@ -182,3 +182,49 @@ func scrape(t *testing.T, addr string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// memSink keeps dead letters.
+type memSink struct{ got []ingest.DeadLetter }
+
+func (m *memSink) Put(_ context.Context, d ingest.DeadLetter) error {
+	m.got = append(m.got, d)
+	return nil
+}
+func (m *memSink) Count() int64 { return int64(len(m.got)) }
+
+// TestJoinSourceChecksExamples: a joined example the training
+// Transformer's Checker refuses is a dead letter, the others are trained.
+func TestJoinSourceChecksExamples(t *testing.T) {
+	_, spec := streamData(t, 20000)
+	s, err := LoadSetup(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc := join.Config{}
+	sink := &memSink{}
+	cfg := StreamConfig{Join: &jc, JoinTopics: [3]string{"i", "c", "v"}}.withDefaults()
+	js, err := newJoinSource(cfg, s, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js.Close()
+	good := `{"impression_id":"a","ts_ms":1704067200000,"user_id":1,"item_id":2,"category":"cat_01","brand":"brand_0001","device":"ios","hour":3,"position":1,"price":12.5,"age":30,"user_tags":["tag_01"],"user_activity":1.5,"item_popularity":0.2,"click":1,"conversion":0}`
+	bad := strings.Replace(good, `"price":12.5`, `"price":1e300`, 1)
+	for _, v := range []string{good, bad, good} {
+		if err := js.dec.Append([]byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		js.vals = append(js.vals, []byte(v))
+	}
+	rec, err := js.checked(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	if rec.NumRows() != 2 || len(sink.got) != 1 || sink.got[0].Reason == "" || !strings.Contains(string(sink.got[0].Value), "1e300") {
+		t.Fatalf("%d rows, dead letters %+v", rec.NumRows(), sink.got)
+	}
+	if js.Stats().DeadLetters[sink.got[0].Reason] != 1 {
+		t.Errorf("stats %v", js.Stats().DeadLetters)
+	}
+}
