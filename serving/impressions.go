@@ -115,6 +115,10 @@ type impressionLog struct {
 	tsKey   []byte
 	done    chan struct{}
 	started bool
+	// wctx bounds the writes; close cancels it when it gives up, so a
+	// write stuck on a broker that does not answer ends at once.
+	wctx    context.Context
+	wcancel context.CancelFunc
 	// abandon is set when close gives up: what is still queued is
 	// dropped as "closed" instead of written.
 	abandon atomic.Bool
@@ -159,6 +163,7 @@ func newImpressionLog(cfg ImpressionLogConfig, log *slog.Logger, reg *prometheus
 		done:  make(chan struct{}),
 	}
 	l.pool.New = func() any { return new(impBatch) }
+	l.wctx, l.wcancel = context.WithCancel(context.Background())
 	l.mLogged = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "onestone_impressions_logged_total", Help: "Served impressions written to the impression topic.",
 	})
@@ -379,7 +384,7 @@ func (l *impressionLog) run() {
 				break more
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+		ctx, cancel := context.WithTimeout(l.wctx, l.cfg.WriteTimeout)
 		err := l.w.WriteMessages(ctx, msgs...)
 		cancel()
 		if err != nil {
@@ -408,12 +413,14 @@ func (l *impressionLog) close(ctx context.Context) error {
 	select {
 	case <-l.done:
 	case <-ctx.Done():
-		// The write in progress ends by WriteTimeout; the batches still
-		// queued are dropped.
+		// The write in progress is cancelled (its messages count as
+		// write_error) and the batches still queued are dropped.
 		l.abandon.Store(true)
+		l.wcancel()
 		l.log.Warn("serving: impression log not flushed at shutdown", "queued_bytes", l.queued.Load())
 		<-l.done
 	}
+	l.wcancel()
 	err := l.w.Close()
 	l.tr.CloseIdleConnections()
 	return err
