@@ -59,7 +59,9 @@ func TestStreamJoinThreeTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jc.IdleTimeout = 2 * time.Second
+	// The default IdleTimeout (1m): a partition that the reader fetches
+	// late on a loaded machine must not turn idle and find its events
+	// behind the watermark the others moved.
 	// The streams span 12 s of event time: a lateness of 5 s would keep
 	// half of them pending at the end.
 	jc.Lateness = 100 * time.Millisecond
