@@ -18,11 +18,15 @@
 // checkpoints of an output root live in <root>/checkpoints/, numbered as
 // bundles are.
 //
-// A Store is where the versions of one root live; Dir, a local directory,
-// is the implementation. Write and WriteCheckpoint publish a version whole
-// or not at all (files in a temporary directory, each fsynced, then
-// renamed into place and the root fsynced); Newest, Prune and Resolve
-// find and retire versions. ReadManifest and ReadCheckpoint read one
+// A Store is where the versions of one root live: Dir, a local
+// directory, or Bucket, a prefix of an S3-compatible object store
+// (OpenStore takes a path or a URL). A Bucket publishes without a rename:
+// a claim, the files, the manifest last, then the latest pointer by
+// compare-and-swap; Fetch copies a version into a local Dir, checking
+// every checksum, for the readers that work on directories. Write and
+// WriteCheckpoint publish a version whole or not at all (in a Dir: files
+// in a temporary directory, each fsynced, then renamed into place and the
+// root fsynced); Newest, Prune and Resolve find and retire versions. ReadManifest and ReadCheckpoint read one
 // back. Building a scorer from a bundle, and checking that it reproduces
 // its sample's scores, is serving's (serving.LoadBundle).
 package bundle

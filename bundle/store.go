@@ -16,8 +16,8 @@ import (
 	"github.com/onestone/onestone/mmoe"
 )
 
-// Store is where the versions of one root live. Dir, a local directory, is
-// the implementation.
+// Store is where the versions of one root live: Dir, a local directory,
+// or Bucket, a prefix of an object store bucket (OpenStore opens either).
 //
 // A version's files appear together or not at all: Versions lists only
 // complete versions. Versions are named "v" and eight digits; NewVersion
@@ -36,11 +36,17 @@ type Store interface {
 	SetLatest(ctx context.Context, version string) error
 	// Remove deletes a version.
 	Remove(ctx context.Context, version string) error
+	// Open opens the file name of a version for reading; a missing file
+	// is an error wrapping os.ErrNotExist.
+	Open(ctx context.Context, version, name string) (io.ReadCloser, error)
 	// String names the store in messages.
 	String() string
 }
 
-var _ Store = (*Dir)(nil)
+var (
+	_ Store = (*Dir)(nil)
+	_ Store = (*Bucket)(nil)
+)
 
 // Publish writes model and m as a new version of s (Write), points latest
 // at it, and removes all but the newest keep versions (Prune; keep <= 0
@@ -72,10 +78,18 @@ func Newest(ctx context.Context, s Store) (string, error) {
 
 // Prune removes all but the newest keep complete versions of s, never the
 // one latest names. keep <= 0 keeps all. Incomplete versions (a directory
-// without its manifest, which may be a writer's) are left alone.
+// without its manifest, which may be a writer's) are left alone in a Dir;
+// in a Bucket, where a stopped publisher cannot clean up after itself,
+// those older than the newest complete version and claimed more than
+// DefaultIncompleteAge ago are removed.
 func Prune(ctx context.Context, s Store, keep int) error {
 	if keep <= 0 {
 		return nil
+	}
+	if b, ok := s.(*Bucket); ok {
+		if err := b.pruneIncomplete(ctx, DefaultIncompleteAge); err != nil {
+			return fmt.Errorf("bundle: prune: %w", err)
+		}
 	}
 	vs, err := s.Versions(ctx)
 	if err != nil || len(vs) <= keep {
@@ -271,6 +285,21 @@ func (d *Dir) SetLatest(ctx context.Context, v string) error {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil
+}
+
+// Open opens the file name of version v.
+func (d *Dir) Open(ctx context.Context, v, name string) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if versionNumber(v) == 0 || name != filepath.Base(name) {
+		return nil, fmt.Errorf("bundle: %q/%q is not a version's file", v, name)
+	}
+	f, err := os.Open(filepath.Join(d.root, v, name))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	return f, nil
 }
 
 // Remove deletes version v's directory.
