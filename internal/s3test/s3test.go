@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -301,4 +302,150 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// Proxy is a TCP proxy on loopback in front of a store, for fault tests:
+// Down makes the store unreachable (connections refused, those open
+// cut), Stall makes it hang (connections accepted, nothing answered),
+// and Up restores it, on the same port.
+type Proxy struct {
+	target string // host:port
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool
+	stall bool
+	wg    sync.WaitGroup
+}
+
+// NewProxy starts a proxy to s, stopped when t ends.
+func NewProxy(t testing.TB, s Store) *Proxy {
+	t.Helper()
+	u, err := url.Parse(s.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{target: u.Host, conns: map[net.Conn]bool{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() {
+		p.Down()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// Rewrite returns the bucket URL u with its endpoint replaced by the
+// proxy's.
+func (p *Proxy) Rewrite(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		panic(err)
+	}
+	q := pu.Query()
+	q.Set("endpoint", "http://"+p.addr)
+	pu.RawQuery = q.Encode()
+	return pu.String()
+}
+
+func (p *Proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns[c] = true
+			stall := p.stall
+			p.mu.Unlock()
+			if stall {
+				continue // held open, never answered, until Down or Up
+			}
+			p.wg.Go(func() { p.pipe(c) })
+		}
+	})
+}
+
+func (p *Proxy) pipe(c net.Conn) {
+	defer func() {
+		c.Close()
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+	}()
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.conns[up] = true
+	p.mu.Unlock()
+	defer func() {
+		up.Close()
+		p.mu.Lock()
+		delete(p.conns, up)
+		p.mu.Unlock()
+	}()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); done <- struct{}{} }()
+	go func() { io.Copy(c, up); done <- struct{}{} }()
+	<-done
+	c.Close()
+	up.Close()
+	<-done
+}
+
+// Down closes the listener and every connection.
+func (p *Proxy) Down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Stall cuts the open connections and answers nothing on new ones.
+func (p *Proxy) Stall() {
+	p.Down()
+	p.mu.Lock()
+	p.stall = true
+	p.mu.Unlock()
+	p.listen()
+}
+
+// Up serves again after Down or Stall.
+func (p *Proxy) Up() {
+	p.Down()
+	p.mu.Lock()
+	p.stall = false
+	p.mu.Unlock()
+	p.listen()
+}
+
+func (p *Proxy) listen() {
+	// The port was just freed by Down; nothing else takes a port below
+	// the ephemeral range meanwhile, but retry briefly in case.
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			p.serve(ln)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	panic(fmt.Sprintf("s3test: proxy cannot listen on %s again: %v", p.addr, err))
 }
