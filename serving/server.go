@@ -48,8 +48,20 @@ type ServerConfig struct {
 	// loopback only).
 	Addr string
 	// Models is a bundle root (the newest complete version is served and
-	// newer ones are picked up) or one bundle directory. Required.
+	// newer ones are picked up) or one bundle directory, or an object
+	// store URL (s3://bucket/prefix?endpoint=...: bundle.OpenBucket),
+	// whose latest pointer is followed: each version it names is copied
+	// into Cache, its checksums checked, then loaded as a local one.
+	// Required.
 	Models string
+	// Cache is the local directory versions from an object store are
+	// copied to. Default: a new temporary directory, removed when Serve
+	// returns.
+	Cache string
+	// FetchTimeout bounds one look at an object store (its pointer and
+	// the copy of the version it names). Default: DefaultFetchTimeout
+	// (5m).
+	FetchTimeout time.Duration
 	// Scorer configures each loaded model's Scorer (rank formula, limits).
 	Scorer ScorerConfig
 	// MaxBodyBytes rejects larger request bodies with 413.
@@ -115,7 +127,7 @@ func (c ServerConfig) Validate() error {
 		return fmt.Errorf("serving: ServerConfig: negative limit (MaxBodyBytes %d, MaxInFlight %d, MaxQueue %d, QueueWait %v)",
 			c.MaxBodyBytes, c.MaxInFlight, c.MaxQueue, c.QueueWait)
 	}
-	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.BodyTimeout < 0 {
+	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.ShutdownTimeout < 0 || c.BodyTimeout < 0 || c.FetchTimeout < 0 {
 		return errors.New("serving: ServerConfig: negative timeout")
 	}
 	if err := c.Limits.Validate(); err != nil {
@@ -150,6 +162,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.Poll == 0 {
 		c.Poll = DefaultPoll
+	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = DefaultFetchTimeout
 	}
 	if c.ReadHeaderTimeout == 0 {
 		c.ReadHeaderTimeout = 5 * time.Second
@@ -215,7 +230,11 @@ type RefusedVersion struct {
 // Removing the newest version thus rolls back to the one before. Methods
 // are safe for concurrent use.
 type Server struct {
-	cfg     ServerConfig
+	cfg ServerConfig
+	// models is the local root or bundle the candidates come from:
+	// Models, or the cache of remote.
+	models  string
+	remote  *mirror // nil unless Models is an object store
 	log     *slog.Logger
 	cur     atomic.Pointer[served]
 	mux     *http.ServeMux
@@ -268,6 +287,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sem:     make(chan struct{}, cfg.MaxInFlight),
 		refused: map[string]*RefusedVersion{},
 		reg:     prometheus.NewRegistry(),
+	}
+	s.models = cfg.Models
+	if bundle.IsURL(cfg.Models) {
+		m, err := newMirror(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.remote, s.models = m, m.cache.Root()
 	}
 	s.state.Store(&refusalState{})
 	s.bufs.New = func() any { return new(reqBuf) }
@@ -704,14 +731,14 @@ func (s *Server) Reload(ctx context.Context) (version string, changed bool, err 
 // candidates lists the bundle directories the server may serve, newest
 // first: Models itself when it is a bundle, else its complete versions.
 func (s *Server) candidates(ctx context.Context) ([]string, error) {
-	if _, err := os.Stat(filepath.Join(s.cfg.Models, bundle.ManifestFile)); err == nil {
-		dir, err := bundle.Resolve(s.cfg.Models)
+	if _, err := os.Stat(filepath.Join(s.models, bundle.ManifestFile)); err == nil {
+		dir, err := bundle.Resolve(s.models)
 		if err != nil {
 			return nil, err
 		}
 		return []string{dir}, nil
 	}
-	d := bundle.NewDir(s.cfg.Models)
+	d := bundle.NewDir(s.models)
 	vs, err := d.Versions(ctx)
 	if err != nil {
 		return nil, err
@@ -734,6 +761,14 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 	cur := s.cur.Load()
 	if cur != nil {
 		version = cur.sc.b.Manifest.Version
+	}
+	if s.remote != nil {
+		served := ""
+		if cur != nil {
+			served = cur.sc.b.Dir
+		}
+		// On failure the cache keeps what it holds (sync logs it).
+		s.remote.sync(ctx, served, retry)
 	}
 	dirs, err := s.candidates(ctx)
 	if err != nil {
@@ -912,6 +947,9 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve is Run on a listener the caller opened; it closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.listenAddr.Store(ln.Addr().String())
+	if s.remote != nil {
+		defer s.remote.close()
+	}
 	if s.cfg.Scorer.Workers > 1 && s.cfg.Scorer.Helpers == nil {
 		// Before the first load: every Scorer of this run shares them.
 		h := NewHelpers(s.cfg.Scorer.Workers-1, s.cfg.HelperSpin)

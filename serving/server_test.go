@@ -25,10 +25,21 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/internal/s3test"
 )
 
+// withS3 runs the tests through s3test.Main, which starts the S3 test
+// server for the tests that use it and stops it after them.
+type withS3 struct{ m *testing.M }
+
+func (w withS3) Run() int { return s3test.Main(w.m) }
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The AWS SDK's HTTP client keeps idle connections to the S3 server
+	// and offers no way to close them: their goroutines are not leaks.
+	goleak.VerifyTestMain(withS3{m},
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
 }
 
 func quietLogger() *slog.Logger {

@@ -14,12 +14,19 @@ func init() {
 	register(command{
 		name:    "serve",
 		summary: "serve the newest model bundle over HTTP, reloading newer ones",
-		usage: `onestone serve --models DIR [flags]
+		usage: `onestone serve --models DIR|URL [flags]
 
 Serves POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics on --addr.
 DIR is a bundle root (its newest valid version is served, and newer ones
 are loaded, validated and swapped in as they appear; a refused version is
 tried again when its files change) or one bundle. See docs/operations.md.
+
+URL is an object store prefix a trainer publishes to,
+s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: its latest
+pointer is polled, each version it names is copied into --cache with its
+checksums checked, then loaded; while the store fails the model served
+keeps serving. Credentials come from the AWS environment or profile. See
+docs/scale-out.md.
 
 The rank formula is a product of objectives, candidate fields and numbers,
 each optionally raised to a power: 'ctr^1 * cvr^0.5 * price'. Names that
@@ -33,7 +40,9 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 		cfg        serving.ServerConfig
 		cpuProfile string
 	)
-	fs.StringVar(&cfg.Models, "models", "", "bundle root or bundle `dir` (required)")
+	fs.StringVar(&cfg.Models, "models", "", "bundle root or bundle `dir`, or an object store URL (required)")
+	fs.StringVar(&cfg.Cache, "cache", "", "with an object store: the local `dir` its versions are copied to (default: a temporary one)")
+	fs.DurationVar(&cfg.FetchTimeout, "fetch-timeout", serving.DefaultFetchTimeout, "with an object store: the longest look at it (pointer and copy)")
 	fs.StringVar(&cfg.Addr, "addr", serving.DefaultAddr, "listen `address` (loopback unless told otherwise)")
 	fs.StringVar(&cfg.Scorer.Rank, "rank", "", "ranking `formula`, e.g. 'ctr^1 * cvr^0.5 * price' (default: the first objective)")
 	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
