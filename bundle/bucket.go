@@ -176,6 +176,10 @@ func newPublisherID() string {
 // String names the bucket and prefix (never the query or credentials).
 func (b *Bucket) String() string { return b.name }
 
+// Path names version v: the bucket, prefix and version, as a URL with
+// no query.
+func (b *Bucket) Path(v string) string { return b.name + v }
+
 // Publisher is the name this Bucket writes into its pointers and claims.
 func (b *Bucket) Publisher() string { return b.publisher }
 

@@ -144,6 +144,13 @@ func TestBucketPublishAndFetch(t *testing.T) {
 		t.Fatalf("objects %v, want %v", keys, want)
 	}
 
+	if sm, err := ReadStoreManifest(ctx, b, v, Limits{}); err != nil || sm.Version != v || sm.Step != m.Step || sm.Files[WeightsFile] != m.Files[WeightsFile] {
+		t.Fatalf("ReadStoreManifest: %+v, %v", sm, err)
+	}
+	if b.Path(v) != b.String()+v {
+		t.Fatalf("Path(%s) = %s", v, b.Path(v))
+	}
+
 	local := NewDir(t.TempDir())
 	dir, err := Fetch(ctx, b, v, local, Limits{})
 	if err != nil {

@@ -39,31 +39,12 @@ func Fetch(ctx context.Context, s Store, v string, dst *Dir, lim Limits) (string
 		return dir, nil
 	}
 	where := fmt.Sprintf("%s %s", s, v)
-	data, err := readAllLimit(ctx, s, v, ManifestFile, lim.maxBytes())
+	m, data, side, err := readStoreManifest(ctx, s, v, lim)
 	if err != nil {
 		return "", err
-	}
-	side, err := readAllLimit(ctx, s, v, ManifestSumFile, 4096)
-	if err != nil {
-		return "", err
-	}
-	var want FileSum
-	if err := json.Unmarshal(side, &want); err != nil {
-		return "", fmt.Errorf("%w: %s: %s is not a checksum: %q", ErrCorrupt, where, ManifestSumFile, side)
-	}
-	if got := sumOf(data); got != want {
-		return "", fmt.Errorf("%w: %s: %s: %d bytes of CRC-32C %s, %s records %d bytes of %s",
-			ErrCorrupt, where, ManifestFile, got.Size, got.CRC32C, ManifestSumFile, want.Size, want.CRC32C)
-	}
-	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return "", fmt.Errorf("bundle: %s: %s: %w", where, ManifestFile, err)
-	}
-	if m.FormatVersion != FormatVersion {
-		return "", fmt.Errorf("bundle: %s: format version %d, this build reads %d", where, m.FormatVersion, FormatVersion)
 	}
 	if m.Files == nil {
-		return "", fmt.Errorf("%w: %s: %s records no checksums, which a version in an object store must", ErrCorrupt, where, ManifestFile)
+		return "", fmt.Errorf("%w: %s: %s records no checksums, which a version fetched must", ErrCorrupt, where, ManifestFile)
 	}
 	names := make([]string, 0, len(m.Files))
 	for name := range m.Files {
@@ -96,6 +77,52 @@ func Fetch(ctx context.Context, s Store, v string, dst *Dir, lim Limits) (string
 		return "", fmt.Errorf("bundle: fetch %s into %s: %w", where, dst, err)
 	}
 	return dir, nil
+}
+
+// ReadStoreManifest reads the manifest of version v of the store s
+// within lim, checked against its checksum file when it has one (and it
+// must when the manifest records file checksums), as ReadManifestLimits
+// does for a directory. Its files are not read.
+func ReadStoreManifest(ctx context.Context, s Store, v string, lim Limits) (*Manifest, error) {
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	m, _, _, err := readStoreManifest(ctx, s, v, lim)
+	return m, err
+}
+
+func readStoreManifest(ctx context.Context, s Store, v string, lim Limits) (m *Manifest, data, side []byte, err error) {
+	where := fmt.Sprintf("%s %s", s, v)
+	if data, err = readAllLimit(ctx, s, v, ManifestFile, lim.maxBytes()); err != nil {
+		return nil, nil, nil, err
+	}
+	side, err = readAllLimit(ctx, s, v, ManifestSumFile, 4096)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil, err
+	}
+	if side != nil {
+		var want FileSum
+		if err := json.Unmarshal(side, &want); err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: %s: %s is not a checksum: %q", ErrCorrupt, where, ManifestSumFile, side)
+		}
+		if got := sumOf(data); got != want {
+			return nil, nil, nil, fmt.Errorf("%w: %s: %s: %d bytes of CRC-32C %s, %s records %d bytes of %s",
+				ErrCorrupt, where, ManifestFile, got.Size, got.CRC32C, ManifestSumFile, want.Size, want.CRC32C)
+		}
+	}
+	m = new(Manifest)
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, nil, nil, fmt.Errorf("bundle: %s: %s: %w", where, ManifestFile, err)
+	}
+	if m.FormatVersion != FormatVersion {
+		return nil, nil, nil, fmt.Errorf("bundle: %s: format version %d, this build reads %d", where, m.FormatVersion, FormatVersion)
+	}
+	if m.Files != nil && side == nil {
+		return nil, nil, nil, fmt.Errorf("%w: %s: %s records file checksums but %s is missing", ErrCorrupt, where, ManifestFile, ManifestSumFile)
+	}
+	m.size = int64(len(data))
+	m.Version = v
+	return m, data, side, nil
 }
 
 // readAllLimit reads the file name of version v of s, refusing one over

@@ -39,6 +39,9 @@ type Store interface {
 	// Open opens the file name of a version for reading; a missing file
 	// is an error wrapping os.ErrNotExist.
 	Open(ctx context.Context, version, name string) (io.ReadCloser, error)
+	// Path names version v where it lives: a directory for a Dir, a URL
+	// without its query for a Bucket.
+	Path(version string) string
 	// String names the store in messages.
 	String() string
 }

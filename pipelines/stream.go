@@ -34,6 +34,7 @@ const (
 	DefaultCheckpointEvents = 100000
 	DefaultStreamWindow     = 50000
 	DefaultKeepBundles      = 5
+	DefaultPublishTimeout   = 5 * time.Minute
 )
 
 // ErrPositionMismatch is returned when the checkpoint a stream would resume
@@ -80,9 +81,20 @@ type StreamConfig struct {
 	SpecPath string
 	// Model is the bundle root: published bundles go to Model/vNNNNNNNN
 	// (with Model/latest naming the newest), checkpoints to
-	// Model/checkpoints. When Model already holds checkpoints the stream
-	// resumes from the newest one. Required.
+	// Model/checkpoints. When the checkpoint directory already holds
+	// checkpoints the stream resumes from the newest one. Model may be an
+	// object store URL (bundle.OpenStore): bundles are published there
+	// and the checkpoints go to the local directory Checkpoints. Required.
 	Model string
+	// Checkpoints is the local directory of the checkpoints. Default:
+	// Model/checkpoints; required when Model is an object store URL.
+	Checkpoints string
+	// PublishTimeout bounds one publish to an object store. A publish
+	// that fails or times out there is not fatal: the position stays
+	// uncommitted and the next checkpoint publishes again (a conflict
+	// with another publisher, bundle.ErrConflict, is fatal). Default:
+	// DefaultPublishTimeout (5m).
+	PublishTimeout time.Duration
 	// InitFrom warm-starts a new stream (one without checkpoints under
 	// Model) from a batch-trained bundle (a bundle directory or root); its
 	// feature fields must be the spec's. Default: "" (fresh weights).
@@ -165,7 +177,7 @@ func (c StreamConfig) Validate() error {
 	case c.MaxBatch < 0 || c.Window < 0 || c.KeepBundles < 0 || c.KeepCheckpoints < 0 || c.MaxEventBytes < 0:
 		return fmt.Errorf("pipelines: stream: negative size (max batch %d, window %d, keep bundles %d, keep checkpoints %d, max event bytes %d)",
 			c.MaxBatch, c.Window, c.KeepBundles, c.KeepCheckpoints, c.MaxEventBytes)
-	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.ProgressEvery < 0:
+	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.ProgressEvery < 0 || c.PublishTimeout < 0:
 		return errors.New("pipelines: stream: negative duration")
 	}
 	if err := ingest.ValidInstanceID(c.InstanceID); err != nil {
@@ -203,6 +215,9 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	}
 	if c.KeepBundles == 0 {
 		c.KeepBundles = DefaultKeepBundles
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	if c.KeepCheckpoints == 0 {
 		c.KeepCheckpoints = 2
@@ -265,6 +280,11 @@ type streamRun struct {
 	pending    bool            // ckPos is not known to be committed
 	published  string
 	commitErrs int64
+	// publishErrs counts failed publishes to an object store;
+	// unpublished: the last checkpoint's publish failed, so save again
+	// when due.
+	publishErrs int64
+	unpublished bool
 
 	prog       *progress
 	lastLine   time.Time
@@ -304,19 +324,27 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 		return err
 	}
 	cfg = cfg.withDefaults()
-	if err := checkWritable(cfg.Model); err != nil {
+	out, ckDir, err := openOutput(ctx, cfg.Model, cfg.Checkpoints)
+	if err != nil {
 		return err
 	}
-	release, err := lockRoot(cfg.Model)
+	defer closeStore(out)
+	// The lock and the instance id live in the local root: Model, or
+	// the checkpoint directory when Model is an object store.
+	local := cfg.Model
+	if bundle.IsURL(cfg.Model) {
+		local = ckDir.Root()
+	}
+	release, err := lockRoot(local)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if cfg.InstanceID, err = streamInstance(cfg.Model, cfg.InstanceID); err != nil {
+	if cfg.InstanceID, err = streamInstance(local, cfg.InstanceID); err != nil {
 		return err
 	}
-	ckRoot := bundle.Checkpoints(cfg.Model).Root()
-	cks, err := bundle.Checkpoints(cfg.Model).Versions(ctx)
+	ckRoot := ckDir.Root()
+	cks, err := ckDir.Versions(ctx)
 	if err != nil {
 		return fmt.Errorf("pipelines: stream: %w", err)
 	}
@@ -344,8 +372,8 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 		}
 	}
 	r := &trainRun{
-		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
-		s:   s, bestKey: math.Inf(-1), obs: cfg.Observers,
+		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, Checkpoints: cfg.Checkpoints, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
+		s:   s, out: out, cks: ckDir, bestKey: math.Inf(-1), obs: cfg.Observers,
 	}
 	if r.model, err = s.NewModel(); err != nil {
 		return err
@@ -497,9 +525,10 @@ func (st *streamRun) started(ctx context.Context) error {
 	if err := st.publishPending(ctx); err != nil {
 		return err
 	}
-	if st.pending {
+	if st.pending && !st.unpublished {
 		// Bounded, so that a group that cannot be joined now does not hold
-		// up the loop; save retries.
+		// up the loop; save retries. (Unpublished: the store failed the
+		// publish, and nothing is committed before it succeeds.)
 		cctx, cancel := context.WithTimeout(ctx, cfg.CheckpointEvery)
 		defer cancel()
 		return st.commit(cctx)
@@ -528,7 +557,7 @@ func (st *streamRun) run(ctx context.Context) error {
 		// when trained events are not yet checkpointed, so a quiet topic
 		// still gets its last events published.
 		nctx, cancel := ctx, context.CancelFunc(func() {})
-		if st.dirty > 0 || st.pending {
+		if st.dirty > 0 || st.pending || st.unpublished {
 			nctx, cancel = context.WithDeadline(ctx, st.lastSave.Add(st.cfg.CheckpointEvery))
 		}
 		rec, err := st.src.Next(nctx)
@@ -622,7 +651,7 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 		if err != nil {
 			hint := ""
 			if errors.Is(err, mtl.ErrNonFinite) {
-				hint = "; the last good checkpoint is kept under " + bundle.Checkpoints(st.cfg.Model).Root()
+				hint = "; the last good checkpoint is kept under " + st.r.cks.Root()
 			}
 			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err, hint)
 		}
@@ -653,7 +682,7 @@ func (st *streamRun) windowResult() (*EvalResult, error) {
 // offsets, in that order. When nothing was trained since the last save it
 // only retries a commit that is pending.
 func (st *streamRun) save(ctx context.Context) error {
-	if st.dirty == 0 {
+	if st.dirty == 0 && !st.unpublished {
 		st.lastSave = time.Now()
 		if st.pending {
 			return st.commit(ctx)
@@ -693,14 +722,27 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 			return fmt.Errorf("pipelines: stream: publish: %w", err)
 		}
 	}
-	// Once begun, the publish is finished (see trainRun.checkpoint).
-	out := bundle.NewDir(st.cfg.Model)
-	v, err := bundle.Publish(context.WithoutCancel(ctx), out, m, r.model, st.cfg.KeepBundles)
+	// Once begun, the publish is finished (see trainRun.checkpoint), but
+	// within PublishTimeout.
+	out := r.out
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.PublishTimeout)
+	v, err := bundle.Publish(pctx, out, m, r.model, st.cfg.KeepBundles)
+	cancel()
 	if err != nil {
+		if _, remote := out.(*bundle.Bucket); remote && !errors.Is(err, bundle.ErrConflict) {
+			// The store may come back: keep training, commit nothing,
+			// and publish again at the next checkpoint.
+			st.publishErrs++
+			st.unpublished = true
+			st.cfg.Logger.Warn("pipelines: stream: publish to the object store failed; the position stays uncommitted and the next checkpoint publishes again",
+				"store", out.String(), "version", v, "failures", st.publishErrs, "err", err)
+			return nil
+		}
 		return fmt.Errorf("pipelines: stream: publish: %w", err)
 	}
 	dir := out.Path(v)
 	st.published = v
+	st.unpublished = false
 	var ms []mtl.Metrics
 	if res != nil {
 		ms = res.Metrics
@@ -735,16 +777,14 @@ func (st *streamRun) commit(ctx context.Context) error {
 // its writing and its publishing (the latest bundle holds fewer steps). A
 // stop signal during it does not stop it: the run then stops cleanly.
 func (st *streamRun) publishPending(ctx context.Context) error {
-	ckStore := bundle.Checkpoints(st.cfg.Model)
+	ckStore := st.r.cks
 	cks, err := ckStore.Versions(context.WithoutCancel(ctx))
 	if err != nil || len(cks) == 0 {
 		return err
 	}
-	if dir, err := bundle.Resolve(st.cfg.Model); err == nil {
-		if m, err := bundle.ReadManifest(dir); err == nil && m.Step >= st.r.trainer.Steps() {
-			st.published = m.Version
-			return nil
-		}
+	if m, err := st.newestPublished(ctx); err == nil && m.Step >= st.r.trainer.Steps() {
+		st.published = m.Version
+		return nil
 	}
 	ck := ckStore.Path(cks[len(cks)-1])
 	var res *EvalResult
@@ -758,6 +798,16 @@ func (st *streamRun) publishPending(ctx context.Context) error {
 	return st.publishAndCommit(ctx, ck, res)
 }
 
+// newestPublished reads the manifest of the newest bundle published to
+// the output store.
+func (st *streamRun) newestPublished(ctx context.Context) (*bundle.Manifest, error) {
+	v, err := bundle.Newest(ctx, st.r.out)
+	if err != nil {
+		return nil, err
+	}
+	return bundle.ReadStoreManifest(ctx, st.r.out, v, st.r.cfg.Limits)
+}
+
 // loadSample takes the bundle's sample events from the latest published
 // bundle (or the InitFrom bundle); otherwise the first micro-batch gives
 // them.
@@ -766,11 +816,16 @@ func (st *streamRun) loadSample(resume bool) {
 		if from == "" || (!resume && from == st.cfg.Model) {
 			continue
 		}
-		dir, err := bundle.Resolve(from)
-		if err != nil {
-			continue
+		var m *bundle.Manifest
+		var err error
+		if from == st.cfg.Model {
+			m, err = st.newestPublished(context.Background())
+		} else {
+			var dir string
+			if dir, err = bundle.Resolve(from); err == nil {
+				m, err = bundle.ReadManifest(dir)
+			}
 		}
-		m, err := bundle.ReadManifest(dir)
 		if err != nil || len(m.Sample) == 0 {
 			continue
 		}

@@ -39,8 +39,15 @@ type TrainBatchConfig struct {
 	SpecPath string   // feature spec (with model: and train: sections)
 	Data     []string // training Parquet files or globs
 	Valid    []string // validation Parquet files or globs (optional)
-	Out      string   // output root: bundles in Out/vNNNNNNNN, checkpoints in Out/checkpoints
-	Resume   bool     // continue from the newest checkpoint under Out
+	// Out is the output root: bundles in Out/vNNNNNNNN, checkpoints in
+	// Out/checkpoints. It may be an object store URL
+	// (bundle.OpenStore): bundles are then published there, and the
+	// checkpoints go to the local directory Checkpoints.
+	Out string
+	// Checkpoints is the local directory of the checkpoints. Default:
+	// Out/checkpoints; required when Out is an object store URL.
+	Checkpoints string
+	Resume      bool // continue from the newest checkpoint
 
 	Epochs    int   // overrides train.epochs
 	BatchSize int   // overrides train.batch_size
@@ -98,6 +105,8 @@ type TrainResult struct {
 // trainRun is the state of one TrainBatch call.
 type trainRun struct {
 	cfg      TrainBatchConfig
+	out      bundle.Store // where bundles are published (cfg.Out)
+	cks      *bundle.Dir  // where checkpoints go
 	s        *Setup
 	model    *mmoe.Model
 	trainer  *mtl.Trainer
@@ -133,9 +142,11 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if len(cfg.Data) == 0 {
 		return nil, errors.New("pipelines: train: no training data")
 	}
-	if err := checkWritable(cfg.Out); err != nil {
+	out, cks, err := openOutput(ctx, cfg.Out, cfg.Checkpoints)
+	if err != nil {
 		return nil, err
 	}
+	defer closeStore(out)
 	if cfg.ProgressEvery == 0 {
 		cfg.ProgressEvery = time.Second
 	}
@@ -161,7 +172,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	if cfg.EvalEvery > 0 {
 		s.Train.EvalEvery = cfg.EvalEvery
 	}
-	r := &trainRun{cfg: cfg, s: s, bestKey: math.Inf(-1), obs: cfg.Observers}
+	r := &trainRun{cfg: cfg, s: s, out: out, cks: cks, bestKey: math.Inf(-1), obs: cfg.Observers}
 	if r.model, err = s.NewModel(); err != nil {
 		return nil, err
 	}
@@ -189,15 +200,48 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 	return r.run(ctx)
 }
 
-// checkWritable creates the output root dir, durably (the directory
-// holding each new directory is fsynced), and checks that it is writable,
-// so that a run fails before it trains rather than at its first
-// checkpoint.
-func checkWritable(dir string) error {
-	if err := bundle.NewDir(dir).Init(); err != nil {
-		return fmt.Errorf("pipelines: output: %w", err)
+// openOutput opens the output store at out (a local root or an object
+// store URL) and the checkpoint directory (checkpoints, else
+// out/checkpoints), and checks that both can be written: a local root is
+// created, durably (the directory holding each new directory is
+// fsynced), and a bucket listed, so that a run fails before it trains
+// rather than at its first checkpoint. The caller closes the store
+// (closeStore).
+func openOutput(ctx context.Context, out, checkpoints string) (bundle.Store, *bundle.Dir, error) {
+	var cks *bundle.Dir
+	switch {
+	case checkpoints != "":
+		cks = bundle.NewDir(checkpoints)
+	case bundle.IsURL(out):
+		return nil, nil, fmt.Errorf("pipelines: output %s is an object store: the checkpoints need a local directory (--checkpoints)", out)
+	default:
+		cks = bundle.Checkpoints(out)
 	}
-	return nil
+	s, err := bundle.OpenStore(ctx, out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipelines: output: %w", err)
+	}
+	switch s := s.(type) {
+	case *bundle.Dir:
+		err = s.Init()
+	case *bundle.Bucket:
+		err = s.Init(ctx)
+	}
+	if err == nil {
+		err = cks.Init()
+	}
+	if err != nil {
+		closeStore(s)
+		return nil, nil, fmt.Errorf("pipelines: output: %w", err)
+	}
+	return s, cks, nil
+}
+
+// closeStore closes s when it holds resources (a Bucket).
+func closeStore(s bundle.Store) {
+	if c, ok := s.(interface{ Close() error }); ok {
+		c.Close()
+	}
 }
 
 func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
@@ -299,7 +343,7 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 	if err != nil {
 		hint := ""
 		if errors.Is(err, mtl.ErrNonFinite) {
-			hint = "; the last good checkpoint is kept under " + bundle.Checkpoints(r.cfg.Out).Root()
+			hint = "; the last good checkpoint is kept under " + r.cks.Root()
 		}
 		return fmt.Errorf("pipelines: epoch %d: %w%s", r.epoch+1, err, hint)
 	}
@@ -463,12 +507,11 @@ func (r *trainRun) publish(ctx context.Context, res *EvalResult) (string, error)
 			return "", err
 		}
 	}
-	out := bundle.NewDir(r.cfg.Out)
-	v, err := bundle.Publish(context.WithoutCancel(ctx), out, m, r.model, r.cfg.KeepCheckpoints)
+	v, err := bundle.Publish(context.WithoutCancel(ctx), r.out, m, r.model, r.cfg.KeepCheckpoints)
 	if v == "" {
 		return "", err
 	}
-	return out.Path(v), err
+	return r.out.Path(v), err
 }
 
 // checkpoint writes the model, the optimizer state and the data position
@@ -492,12 +535,11 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 	if r.ckFiles != nil {
 		ck.Files = r.ckFiles()
 	}
-	cks := bundle.Checkpoints(r.cfg.Out)
-	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), cks, m, r.model, ck, r.cfg.KeepCheckpoints)
+	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), r.cks, m, r.model, ck, r.cfg.KeepCheckpoints)
 	if v == "" {
 		return "", err
 	}
-	dir := cks.Path(v)
+	dir := r.cks.Path(v)
 	if err != nil {
 		return dir, err
 	}
@@ -507,7 +549,7 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 // resume loads the newest checkpoint under Out into the run and returns
 // its directory.
 func (r *trainRun) resume() (string, error) {
-	lm, err := LoadModelLimits(bundle.Checkpoints(r.cfg.Out).Root(), r.cfg.Limits)
+	lm, err := LoadModelLimits(r.cks.Root(), r.cfg.Limits)
 	if err != nil {
 		return "", fmt.Errorf("pipelines: resume: %w", err)
 	}

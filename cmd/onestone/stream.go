@@ -18,8 +18,8 @@ func init() {
 	register(command{
 		name:    "stream",
 		summary: "train continuously on JSON events from Kafka, publishing bundles",
-		usage: `onestone stream --brokers HOST:PORT|embedded --topic events --group trainer --model DIR --spec spec.yaml [flags]
-onestone stream --brokers HOST:PORT|embedded --topics impressions,clicks,conversions --group trainer --model DIR --spec spec.yaml [flags]
+		usage: `onestone stream --brokers HOST:PORT|embedded --topic events --group trainer --model DIR|URL --spec spec.yaml [flags]
+onestone stream --brokers HOST:PORT|embedded --topics impressions,clicks,conversions --group trainer --model DIR|URL --spec spec.yaml [flags]
 
 Trains continuously on the topic's JSON events: each micro-batch is scored
 before it is trained on (the progressive AUC), checkpoints are published as
@@ -29,7 +29,13 @@ With --topics it reads three topics instead, impressions, clicks and
 conversions, and joins them by event time with the windows and the
 delayed-feedback correction of the spec's join: section (docs/streaming.md;
 --click-window, --conversion-window, --emit and --correction override it).
-The join state is part of each checkpoint.`,
+The join state is part of each checkpoint.
+
+--model may be an object store prefix,
+s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: bundles
+are published there and the checkpoints go to the local --checkpoints DIR.
+A publish the store fails is retried at the next checkpoint, with the
+offsets left uncommitted meanwhile.`,
 		flags: streamFlags,
 	})
 }
@@ -40,7 +46,9 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	topic := fs.String("topic", "events", "topic of JSON events")
 	group := fs.String("group", "trainer", "consumer group")
 	instance := fs.String("instance-id", "", "this stream's name in the group across restarts, one per stream process (default: kept in MODEL/instance-id)")
-	model := fs.String("model", "", "bundle root to publish to; checkpoints go to MODEL/checkpoints and a restart resumes from them (required)")
+	model := fs.String("model", "", "bundle root or object store URL to publish to; checkpoints go to MODEL/checkpoints (or --checkpoints) and a restart resumes from them (required)")
+	checkpoints := fs.String("checkpoints", "", "local `dir` of the checkpoints (default MODEL/checkpoints; required when --model is a URL)")
+	publishTimeout := fs.Duration("publish-timeout", pipelines.DefaultPublishTimeout, "longest publish to an object store")
 	spec := fs.String("spec", "", "feature spec with model: and train: sections, fitted with 'onestone fit' (required)")
 	initFrom := fs.String("init-from", "", "warm-start a new stream from this batch-trained bundle (ignored when MODEL has checkpoints)")
 	every := fs.Duration("checkpoint-every", pipelines.DefaultCheckpointEvery, "longest time between checkpoints (each is published and then committed)")
@@ -98,6 +106,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		cfg := pipelines.StreamConfig{
 			Brokers: addrs, Topic: *topic, GroupID: *group, InstanceID: *instance, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
+			Checkpoints: *checkpoints, PublishTimeout: *publishTimeout,
 			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
 			DeadLetters: *dlq, MaxEventBytes: *maxEvent, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
 			Progress: stderr, ProgressEvery: *every2, Logger: logger, MetricsAddr: *metrics,

@@ -16,12 +16,18 @@ func init() {
 	register(command{
 		name:    "train",
 		summary: "train a multi-task model on Parquet event logs",
-		usage: `onestone train --spec FILE --data FILE_OR_GLOB --out DIR [flags]
+		usage: `onestone train --spec FILE --data FILE_OR_GLOB --out DIR|URL [flags]
 
 Trains the spec's model, validates and checkpoints it, and publishes the
 best model as a bundle under --out (with --out/latest pointing at it).
 When the spec has no statistics yet, fits them first, as 'onestone fit'
-does with its default flags.`,
+does with its default flags.
+
+--out may be an object store prefix,
+s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: bundles
+are published there (files, manifest last, then the latest pointer by
+compare-and-swap) and the checkpoints go to the local --checkpoints DIR.
+Credentials come from the AWS environment or profile.`,
 		flags: trainFlags,
 	})
 	register(command{
@@ -38,8 +44,9 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&cfg.SpecPath, "spec", "", "feature spec (YAML, with optional model: and train: sections)")
 	listVar(fs, &data, "data", "training Parquet `files` or globs")
 	listVar(fs, &valid, "valid", "validation Parquet `files` or globs")
-	fs.StringVar(&cfg.Out, "out", "", "output root for bundles (and checkpoints under <out>/checkpoints)")
-	fs.BoolVar(&cfg.Resume, "resume", false, "continue from the newest checkpoint under --out")
+	fs.StringVar(&cfg.Out, "out", "", "output root for bundles (and checkpoints under <out>/checkpoints), or an object store URL")
+	fs.StringVar(&cfg.Checkpoints, "checkpoints", "", "local `dir` of the checkpoints (default <out>/checkpoints; required when --out is a URL)")
+	fs.BoolVar(&cfg.Resume, "resume", false, "continue from the newest checkpoint")
 	fs.IntVar(&cfg.Epochs, "epochs", 0, "epochs (default: the spec's train.epochs, else 1)")
 	fs.IntVar(&cfg.BatchSize, "batch-size", 0, "examples per step (default: the spec's, else 1024)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "goroutines per step (default: GOMAXPROCS)")

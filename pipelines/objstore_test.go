@@ -1,0 +1,216 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/internal/s3test"
+	"github.com/onestone/onestone/serving"
+)
+
+// fetchLatest copies the version the latest pointer of the bucket at u
+// names into a local directory and loads it as serving does.
+func fetchLatest(t *testing.T, u string) *serving.Bundle {
+	t.Helper()
+	ctx := context.Background()
+	b, err := bundle.OpenBucket(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	v, err := b.Latest(ctx)
+	if err != nil || v == "" {
+		t.Fatalf("latest: %q, %v", v, err)
+	}
+	dir, err := bundle.Fetch(ctx, b, v, bundle.NewDir(t.TempDir()), bundle.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := serving.LoadBundle(dir)
+	if err != nil {
+		t.Fatalf("serving refuses the published bundle: %v", err)
+	}
+	return sb
+}
+
+// TestTrainToObjectStore: --out s3://... publishes the bundle to the
+// bucket, where serving can load it; the checkpoints stay local, and
+// must be given a directory.
+func TestTrainToObjectStore(t *testing.T) {
+	dir, spec := genData(t, 20000, "")
+	u := s3test.URL(t)
+	data := []string{filepath.Join(dir, "train-*.parquet")}
+	_, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: u, MaxSteps: 2})
+	if err == nil || !strings.Contains(err.Error(), "--checkpoints") {
+		t.Fatalf("an object store output without a checkpoint directory: %v", err)
+	}
+	cks := t.TempDir()
+	res, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: u, Checkpoints: cks, MaxSteps: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.Bundle, "s3://") || !strings.HasSuffix(res.Bundle, "/v00000001") {
+		t.Fatalf("result bundle %q, want the URL of v00000001", res.Bundle)
+	}
+	sb := fetchLatest(t, u)
+	if sb.Manifest.Step != res.Steps {
+		t.Fatalf("the bucket's bundle has step %d, the run %d", sb.Manifest.Step, res.Steps)
+	}
+	if vs, err := bundle.NewDir(cks).Versions(context.Background()); err != nil || len(vs) == 0 {
+		t.Fatalf("no local checkpoint: %v %v", vs, err)
+	}
+}
+
+// TestStreamToObjectStoreSurvivesOutage: a stream publishing to a bucket
+// keeps training while the store is down, commits no offset it has not
+// published meanwhile, and publishes and commits everything once the
+// store is back, although the topic went quiet meanwhile (the last
+// events are trained during the outage).
+func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
+	const parts = 2
+	dir, spec := streamData(t, 60000)
+	brokers, topic := streamBrokers(t, parts)
+	n := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 7000)
+	u := s3test.URL(t)
+	proxy := s3test.NewProxy(t, s3test.Open(t))
+
+	const failed = "publish to the object store failed"
+	var prog, logs syncBuffer
+	var mu sync.Mutex
+	var pubs []Published
+	commits := 0
+	var outage sync.WaitGroup
+	var downCommitted, upCommitted map[int]int64
+	cfg := StreamConfig{
+		Brokers: brokers, Topic: topic, GroupID: "g1", SpecPath: spec, Model: proxy.Rewrite(u), Checkpoints: t.TempDir(),
+		CheckpointEvents: 5000, CheckpointEvery: time.Second, MaxBatch: 1000, BatchWait: 50 * time.Millisecond,
+		Window: 10000, Progress: &prog, ProgressEvery: time.Second, SessionTimeout: 6 * time.Second,
+		PublishTimeout: 20 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Observers: []Observer{onPublish(func(p Published) {
+			mu.Lock()
+			defer mu.Unlock()
+			pubs = append(pubs, p)
+		}), onCommit(func(c Commit) {
+			mu.Lock()
+			defer mu.Unlock()
+			if commits++; commits == 1 {
+				// The store goes down after the first commit (this runs
+				// on the stream's goroutine, so before its next publish
+				// begins) until a publish failed (the SDK's retries
+				// absorb short outages).
+				proxy.Down()
+				downCommitted = committedOffsets(t, brokers, topic, "g1", parts)
+				outage.Go(func() {
+					deadline := time.Now().Add(60 * time.Second)
+					for !strings.Contains(logs.String(), failed) && time.Now().Before(deadline) {
+						time.Sleep(50 * time.Millisecond)
+					}
+					upCommitted = committedOffsets(t, brokers, topic, "g1", parts)
+					proxy.Up()
+				})
+			}
+		})},
+	}
+	l, err := runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n })
+	outage.Wait()
+	if err != nil {
+		t.Fatalf("StreamTrain: %v\n%s", err, prog.String())
+	}
+	if !strings.Contains(logs.String(), failed) {
+		t.Errorf("no publish failed during the outage:\n%s", logs.String())
+	}
+	if sumOffsets(upCommitted) != sumOffsets(downCommitted) {
+		t.Errorf("offsets committed while the store was down: %v, then %v", downCommitted, upCommitted)
+	}
+	last := pubs[len(pubs)-1]
+	if last.Examples != n {
+		t.Errorf("last publish: %d examples, want %d", last.Examples, n)
+	}
+	// Every commit names a published bundle and commits no further than
+	// its position: nothing unpublished was committed.
+	pubAt := map[string]int64{}
+	for _, p := range pubs {
+		pubAt[p.Version] = sumOffsets(p.Position.Offsets)
+	}
+	for _, c := range l.commits {
+		at, ok := pubAt[c.Version]
+		if c.Err == nil && (!ok || sumOffsets(c.Position.Offsets) > at) {
+			t.Errorf("commit of %v (%d) after publishing %s (%d, found %v)", c.Position.Offsets, sumOffsets(c.Position.Offsets), c.Version, at, ok)
+		}
+	}
+	if got := committedOffsets(t, brokers, topic, "g1", parts); sumOffsets(got) != n {
+		t.Errorf("committed offsets %v, want %d in all", got, n)
+	}
+	sb := fetchLatest(t, u)
+	if sb.Manifest.Version != last.Version || sb.Manifest.Examples != n {
+		t.Errorf("the bucket's latest is %s with %d examples, want %s with %d", sb.Manifest.Version, sb.Manifest.Examples, last.Version, n)
+	}
+	if !strings.HasPrefix(last.Dir, "s3://") {
+		t.Errorf("Published.Dir %q, want the version's URL", last.Dir)
+	}
+}
+
+// TestStreamToObjectStoreConflict: a second publisher moving the pointer
+// fences the stream off: its next publish fails with ErrConflict, which
+// stops it, rather than overwriting the other's version.
+func TestStreamToObjectStoreConflict(t *testing.T) {
+	dir, spec := streamData(t, 60000)
+	brokers, topic := streamBrokers(t, 1)
+	produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 0)
+	u := s3test.URL(t)
+	other, err := bundle.OpenBucket(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var prog syncBuffer
+	first := true
+	cfg := StreamConfig{
+		Brokers: brokers, Topic: topic, GroupID: "g1", SpecPath: spec, Model: u, Checkpoints: t.TempDir(),
+		CheckpointEvents: 5000, CheckpointEvery: time.Second, MaxBatch: 1000, BatchWait: 50 * time.Millisecond,
+		Window: 10000, Progress: &prog, SessionTimeout: 6 * time.Second, Logger: quietStreamLogger(),
+		Observers: []Observer{onPublish(func(p Published) {
+			if !first {
+				return
+			}
+			first = false
+			// Another publisher copies the stream's version as a new one
+			// and points latest at it.
+			ctx := context.Background()
+			files := []bundle.File{}
+			for _, name := range []string{bundle.WeightsFile, bundle.ManifestFile, bundle.ManifestSumFile} {
+				r, err := other.Open(ctx, p.Version, name)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				data, err := io.ReadAll(r)
+				r.Close()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				files = append(files, bundle.File{Name: name, Write: func(w io.Writer) error { _, err := w.Write(data); return err }})
+			}
+			v, err := other.NewVersion(ctx, files)
+			if err == nil {
+				err = other.SetLatest(ctx, v)
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})},
+	}
+	_, err = runStream(t, cfg, func(Published) bool { return false })
+	if !errors.Is(err, bundle.ErrConflict) {
+		t.Fatalf("StreamTrain after another publisher moved the pointer: %v, want ErrConflict\n%s", err, prog.String())
+	}
+}
