@@ -42,7 +42,10 @@ const DefaultBatchSize = 8192
 type ParquetConfig struct {
 	// Paths are files or glob patterns (filepath.Match syntax). Each glob is
 	// expanded and its matches sorted; a pattern matching nothing is an
-	// error. Files are read in the order given.
+	// error. Files are read in the order given. A path may be an object
+	// store URL, s3://BUCKET/KEY?endpoint=..., with glob characters in
+	// the key's last element; such a file is read through ranged
+	// requests (objstore.go).
 	Paths []string
 	// Columns is the projection: only these top-level columns are read, in
 	// this order. Default: nil, all columns of the first file.
@@ -108,6 +111,12 @@ func (c *ParquetConfig) Validate() error {
 		if p == "" {
 			return fmt.Errorf("ingest: ParquetConfig.Paths[%d] is empty", i)
 		}
+		if isURL(p) {
+			if _, _, err := splitURL(p); err != nil {
+				return fmt.Errorf("ingest: ParquetConfig.Paths[%d]: %w", i, err)
+			}
+			continue
+		}
 		if _, err := filepath.Match(p, ""); err != nil {
 			return fmt.Errorf("ingest: ParquetConfig.Paths[%d] %q: %w", i, p, err)
 		}
@@ -143,7 +152,13 @@ func (c *ParquetConfig) Validate() error {
 func ExpandPaths(patterns []string) ([]string, error) {
 	var out []string
 	for _, p := range patterns {
-		m, err := filepath.Glob(p)
+		var m []string
+		var err error
+		if isURL(p) {
+			m, err = expandURL(context.Background(), p)
+		} else {
+			m, err = filepath.Glob(p)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ingest: path %q: %w", p, err)
 		}
@@ -185,7 +200,7 @@ type ParquetSource struct {
 	cols      []*colReader
 
 	fileIdx int
-	file    *os.File
+	file    io.Closer
 	pf      *parquet.File
 	rgs     []parquet.RowGroup
 	rg      int
@@ -268,8 +283,16 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 	return s, nil
 }
 
-// openParquet opens a file and reads its footer.
-func openParquet(path string) (f *os.File, pf *parquet.File, err error) {
+// openParquet opens a file (or an object, when path is a URL) and reads
+// its footer.
+func openParquet(path string) (io.Closer, *parquet.File, error) {
+	if isURL(path) {
+		return openRemoteParquet(path)
+	}
+	return openLocalParquet(path)
+}
+
+func openLocalParquet(path string) (f *os.File, pf *parquet.File, err error) {
 	f, err = os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ingest: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/onestone/onestone/internal/gen"
+	"github.com/onestone/onestone/internal/s3test"
 )
 
 // benchData writes 200k train rows of the standard synthetic log into a
@@ -33,10 +34,28 @@ func BenchmarkParquetSource(b *testing.B) {
 	}
 }
 
+// BenchmarkParquetSourceObjectStore is BenchmarkParquetSource on the same
+// file in the S3 test server on loopback, read through ranged requests:
+// its figures against BenchmarkParquetSource's are the cost of the store.
+func BenchmarkParquetSourceObjectStore(b *testing.B) {
+	for _, w := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			b.StopTimer()
+			dir := benchData(b)
+			obj := uploadDir(b, s3test.URL(b), dir)
+			b.StartTimer()
+			benchParquetSourceAt(b, obj("train-*.parquet"), w)
+		})
+	}
+}
+
 func benchParquetSource(b *testing.B, workers int) {
-	dir := benchData(b)
+	benchParquetSourceAt(b, filepath.Join(benchData(b), "train-*.parquet"), workers)
+}
+
+func benchParquetSourceAt(b *testing.B, pattern string, workers int) {
 	cfg := ParquetConfig{
-		Paths: []string{filepath.Join(dir, "train-*.parquet")},
+		Paths: []string{pattern},
 		Columns: []string{"user_id", "item_id", "category", "brand", "device", "hour", "position",
 			"price", "age", "user_tags", "user_activity", "item_popularity", "click", "conversion"},
 		BatchSize: 8192,
