@@ -539,3 +539,67 @@ func TestBucketStoreDown(t *testing.T) {
 		t.Error("the calls took the whole 20s context: the SDK's retries are not bounded")
 	}
 }
+
+// TestBucketStoreFailsMidUpload: the store goes down, or hangs, while a
+// version's weights are being uploaded: the publish fails within its
+// context, the pointer keeps the version before, no complete version
+// appears, and once the store is back the next publish takes a new
+// number.
+func TestBucketStoreFailsMidUpload(t *testing.T) {
+	for _, fault := range []string{"down", "stalled"} {
+		t.Run(fault, func(t *testing.T) {
+			ctx := context.Background()
+			u := s3test.URL(t)
+			proxy := s3test.NewProxy(t, s3test.Open(t))
+			b := testBucketAt(t, proxy.Rewrite(u))
+			direct := testBucketAt(t, u)
+			m, model := testModel(t, 1)
+			v1, err := Publish(ctx, b, m, model, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 12 MiB of weights, with the fault after the first 4 MiB
+			// (past the SDK's first multipart part).
+			chunk := bytes.Repeat([]byte{7}, 1<<20)
+			big := func(w io.Writer) error {
+				for i := range 12 {
+					if i == 4 {
+						if fault == "down" {
+							proxy.Down()
+						} else {
+							proxy.Stall()
+						}
+					}
+					if _, err := w.Write(chunk); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			start := time.Now()
+			v, err := b.NewVersion(pctx, []File{{Name: WeightsFile, Write: big}, {Name: ManifestFile, Write: content("{}")}})
+			if err == nil {
+				t.Fatalf("the publish with the store %s succeeded: %s", fault, v)
+			}
+			if d := time.Since(start); d > 40*time.Second {
+				t.Fatalf("the failing publish took %v", d)
+			}
+			proxy.Up()
+			if vs := versions(t, direct); strings.Join(vs, " ") != v1 {
+				t.Fatalf("complete versions %v after the failed upload, want [%s]", vs, v1)
+			}
+			if l, err := direct.Latest(ctx); err != nil || l != v1 {
+				t.Fatalf("latest %s, %v; want %s", l, err, v1)
+			}
+			v3, err := Publish(ctx, b, m, model, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v3 != "v00000003" {
+				t.Fatalf("the publish after the failed one took %s, want v00000003 (v00000002 is the failed one's)", v3)
+			}
+		})
+	}
+}
