@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo delayed-feedback kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -59,6 +59,11 @@ stream-demo: build
 # and FNW on the generated streams, 5 seeds (about 10 minutes on 2 cores).
 delayed-feedback:
 	$(GO) run ./examples/delayedfeedback -impressions 400000 -seeds 5
+
+# One stream trainer, serving replicas following one object store, and the
+# store frozen for 30 s (installs the S3 test server if missing).
+replicas-demo: build
+	./scripts/replicas-demo.sh
 
 # kcat (librdkafka) producing snappy/lz4/zstd events that onestone consumes.
 kcat-interop: build
