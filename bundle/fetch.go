@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/onestone/onestone/internal/fileutil"
 )
@@ -165,4 +166,44 @@ func copyVerified(ctx context.Context, s Store, v, name string, want FileSum, w 
 			ErrCorrupt, s, v, name, n, got, ManifestFile, want.Size, want.CRC32C)
 	}
 	return nil
+}
+
+// ResolveLocal is Resolve for a location that may be an object store: a
+// local path resolves as Resolve does (and cleanup does nothing); a store
+// URL gives the version its latest pointer names (its newest complete
+// version when there is none), fetched (Fetch, every checksum checked)
+// into a new temporary directory, which cleanup removes. name is what the
+// version is called in messages: the directory, or the version's URL
+// without its query.
+func ResolveLocal(ctx context.Context, loc string, lim Limits) (dir, name string, cleanup func(), err error) {
+	if !IsURL(loc) || strings.HasPrefix(loc, "file://") {
+		if rest, ok := strings.CutPrefix(loc, "file://"); ok {
+			loc = rest
+		}
+		dir, err := Resolve(loc)
+		return dir, dir, func() {}, err
+	}
+	s, err := OpenBucket(ctx, loc)
+	if err != nil {
+		return "", "", nil, err
+	}
+	defer s.Close()
+	v, err := s.Latest(ctx)
+	if err == nil && v == "" {
+		v, err = Newest(ctx, s)
+	}
+	if err != nil {
+		return "", "", nil, err
+	}
+	tmp, err := os.MkdirTemp("", "onestone-fetch-")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("bundle: %w", err)
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	dir, err = Fetch(ctx, s, v, NewDir(tmp), lim)
+	if err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	return dir, s.Path(v), cleanup, nil
 }

@@ -7,6 +7,7 @@ package pipelines
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,8 +175,10 @@ func LoadModel(path string) (*LoadedModel, error) {
 	return LoadModelLimits(path, bundle.Limits{})
 }
 
-// LoadModelLimits reads a bundle directory (or the newest under a root)
-// with its training setup (the spec it carries), through the checks
+// LoadModelLimits reads a bundle directory (or the newest under a root,
+// or the version an object store's latest pointer names, fetched into a
+// temporary directory removed once read: bundle.ResolveLocal; Dir is then
+// its URL) with its training setup (the spec it carries), through the checks
 // serving.LoadBundle makes of the files: the manifest's checksum and
 // format, the model's size against lim, the weights' size and checksum,
 // and their header against the configuration, all before the model is
@@ -186,10 +189,11 @@ func LoadModelLimits(path string, lim bundle.Limits) (lm *LoadedModel, err error
 			lm, err = nil, fmt.Errorf("pipelines: loading %s: panic: %v\n%s", path, r, debug.Stack())
 		}
 	}()
-	dir, err := bundle.Resolve(path)
+	dir, name, cleanup, err := bundle.ResolveLocal(context.Background(), path, lim)
 	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
 	man, err := bundle.ReadManifestLimits(dir, lim)
 	if err != nil {
 		return nil, err
@@ -207,5 +211,5 @@ func LoadModelLimits(path string, lim bundle.Limits) (lm *LoadedModel, err error
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: %w", err)
 	}
-	return &LoadedModel{Dir: dir, Manifest: man, Setup: s, Model: m}, nil
+	return &LoadedModel{Dir: name, Manifest: man, Setup: s, Model: m}, nil
 }

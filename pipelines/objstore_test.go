@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -66,6 +67,33 @@ func TestTrainToObjectStore(t *testing.T) {
 	}
 	if vs, err := bundle.NewDir(cks).Versions(context.Background()); err != nil || len(vs) == 0 {
 		t.Fatalf("no local checkpoint: %v %v", vs, err)
+	}
+
+	// The bucket's bundle is a --model for eval and score, and an
+	// --init-from, fetched and checked each time, into temporary
+	// directories removed after.
+	t.Setenv("TMPDIR", t.TempDir())
+	lm, err := LoadModel(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lm.Dir != res.Bundle || lm.Manifest.Step != res.Steps {
+		t.Fatalf("LoadModel(bucket): %s at step %d, want %s at %d", lm.Dir, lm.Manifest.Step, res.Bundle, res.Steps)
+	}
+	out := filepath.Join(t.TempDir(), "scores.parquet")
+	if _, err := Score(context.Background(), ScoreConfig{Model: u, Data: data, Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	var prog syncBuffer
+	if _, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: t.TempDir(), InitFrom: u, MaxSteps: 1, Progress: &prog}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(prog.String(), "warm-started") {
+		t.Fatalf("no warm start from the bucket:\n%s", prog.String())
+	}
+	// Nothing fetched is left behind.
+	if m, _ := filepath.Glob(filepath.Join(os.TempDir(), "onestone-fetch-*")); len(m) > 0 {
+		t.Errorf("fetched copies left behind: %v", m)
 	}
 }
 

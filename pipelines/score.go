@@ -22,8 +22,9 @@ import (
 
 // ScoreConfig configures Score.
 type ScoreConfig struct {
-	// Model is a bundle directory, or a root (its newest version).
-	// Required.
+	// Model is a bundle directory, or a root (its newest version), or an
+	// object store URL (the version its latest pointer names:
+	// bundle.ResolveLocal). Required.
 	Model string
 	// Data are the Parquet files or globs to score. Required.
 	Data []string
@@ -83,10 +84,11 @@ func Score(ctx context.Context, cfg ScoreConfig) (*ScoreResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir, err := bundle.Resolve(cfg.Model)
+	dir, _, cleanup, err := bundle.ResolveLocal(ctx, cfg.Model, cfg.Limits)
 	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
 	b, err := serving.LoadBundleLimits(dir, cfg.Limits)
 	if err != nil {
 		return nil, err

@@ -619,7 +619,14 @@ func FormatMetrics(ms []mtl.Metrics) string {
 
 // initFrom warm-starts the model from another bundle's matching tensors.
 func (r *trainRun) initFrom(path string) error {
-	lm, err := LoadModelLimits(path, r.cfg.Limits)
+	// The weights file is read again below: an object store's version is
+	// fetched once, here, and read locally.
+	dir, _, cleanup, err := bundle.ResolveLocal(context.Background(), path, r.cfg.Limits)
+	if err != nil {
+		return fmt.Errorf("pipelines: --init-from: %w", err)
+	}
+	defer cleanup()
+	lm, err := LoadModelLimits(dir, r.cfg.Limits)
 	if err != nil {
 		return fmt.Errorf("pipelines: --init-from: %w", err)
 	}
