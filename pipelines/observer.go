@@ -116,7 +116,8 @@ type Checkpoint struct {
 
 // Published describes one published bundle.
 type Published struct {
-	// Version is the bundle's version (its directory name), Dir its path.
+	// Version is the bundle's version (its directory name), Dir its path
+	// (in an object store: its URL without the query, bundle.Bucket.Path).
 	Version string
 	Dir     string
 	// Checkpoint is the checkpoint directory holding the same state (a
