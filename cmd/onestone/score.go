@@ -27,7 +27,7 @@ Arguments after the flags are more data files or globs.`,
 
 func scoreFlags(fs *flag.FlagSet) runFunc {
 	var data, ids []string
-	model := fs.String("model", "", "bundle `dir`, or a root (its newest version)")
+	model := fs.String("model", "", "bundle `dir`, or a root (its newest version), or an object store URL (the version its latest pointer names)")
 	listVar(fs, &data, "data", "Parquet `files` or globs")
 	out := fs.String("out", "", "output Parquet `file`")
 	listVar(fs, &ids, "id-column", "input `columns` copied to the output")

@@ -113,7 +113,7 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 }
 
 func evalFlags(fs *flag.FlagSet) runFunc {
-	model := fs.String("model", "", "bundle directory, or a root (its newest bundle)")
+	model := fs.String("model", "", "bundle directory, or a root (its newest bundle), or an object store URL")
 	var data []string
 	listVar(fs, &data, "data", "labelled Parquet `files` or globs")
 	limit := fs.Int64("limit", 0, "evaluate at most N rows (0: all)")
