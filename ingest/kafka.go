@@ -537,11 +537,24 @@ func (s *KafkaSource) checkRows(ctx context.Context, rec arrow.RecordBatch, pend
 
 // fetch returns the next message, retrying transient errors.
 func (s *KafkaSource) fetch(ctx context.Context) (kafka.Message, error) {
+	return fetchRetrying(ctx, s.r, &s.errSince, s.cfg.RetryTimeout, s.cfg.Logger, func() string { return "topic " + s.cfg.Topic }, func() {
+		s.mu.Lock()
+		s.stats.FetchErrors++
+		s.mu.Unlock()
+	})
+}
+
+// fetchRetrying returns r's next message, retrying transient errors with a
+// backoff (100 ms doubling to 2 s) until they have lasted retry since
+// *errSince, the start of the current run of failures (zero: none). Each
+// failure calls failed. what names the source in errors and logs (called
+// on failures only: the fetch that succeeds builds no string).
+func fetchRetrying(ctx context.Context, r *kafka.Reader, errSince *time.Time, retry time.Duration, log *slog.Logger, what func() string, failed func()) (kafka.Message, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		m, err := s.r.FetchMessage(ctx)
+		m, err := r.FetchMessage(ctx)
 		if err == nil {
-			s.errSince = time.Time{}
+			*errSince = time.Time{}
 			return m, nil
 		}
 		if ctx.Err() != nil {
@@ -551,16 +564,14 @@ func (s *KafkaSource) fetch(ctx context.Context) (kafka.Message, error) {
 			return kafka.Message{}, ErrClosed
 		}
 		now := time.Now()
-		if s.errSince.IsZero() {
-			s.errSince = now
+		if errSince.IsZero() {
+			*errSince = now
 		}
-		s.mu.Lock()
-		s.stats.FetchErrors++
-		s.mu.Unlock()
-		if now.Sub(s.errSince) > s.cfg.RetryTimeout {
-			return kafka.Message{}, fmt.Errorf("ingest: kafka topic %s: fetch failing for %v: %w", s.cfg.Topic, now.Sub(s.errSince).Round(time.Second), err)
+		failed()
+		if now.Sub(*errSince) > retry {
+			return kafka.Message{}, fmt.Errorf("ingest: kafka %s: fetch failing for %v: %w", what(), now.Sub(*errSince).Round(time.Second), err)
 		}
-		s.cfg.Logger.Warn("ingest: kafka fetch failed, retrying", "topic", s.cfg.Topic, "err", err)
+		log.Warn("ingest: kafka fetch failed, retrying", "source", what(), "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -221,39 +220,11 @@ func (s *KafkaMessages) add(dst []Message, m *kafka.Message) []Message {
 
 // fetch returns the next message, retrying transient errors.
 func (s *KafkaMessages) fetch(ctx context.Context) (kafka.Message, error) {
-	backoff := 100 * time.Millisecond
-	for {
-		m, err := s.r.FetchMessage(ctx)
-		if err == nil {
-			s.errSince = time.Time{}
-			return m, nil
-		}
-		if ctx.Err() != nil {
-			return kafka.Message{}, ctx.Err()
-		}
-		if errors.Is(err, io.EOF) {
-			return kafka.Message{}, ErrClosed
-		}
-		now := time.Now()
-		if s.errSince.IsZero() {
-			s.errSince = now
-		}
+	return fetchRetrying(ctx, s.r, &s.errSince, s.cfg.RetryTimeout, s.cfg.Logger, func() string { return fmt.Sprintf("topics %q", s.cfg.Topics) }, func() {
 		s.mu.Lock()
 		s.fe++
 		s.mu.Unlock()
-		if now.Sub(s.errSince) > s.cfg.RetryTimeout {
-			return kafka.Message{}, fmt.Errorf("ingest: kafka topics %q: fetch failing for %v: %w", s.cfg.Topics, now.Sub(s.errSince).Round(time.Second), err)
-		}
-		s.cfg.Logger.Warn("ingest: kafka fetch failed, retrying", "topics", s.cfg.Topics, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return kafka.Message{}, ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+	})
 }
 
 // Commit commits, per topic and partition, the next offset to read (only
