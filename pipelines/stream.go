@@ -555,9 +555,10 @@ func (st *streamRun) run(ctx context.Context) error {
 	for {
 		// Wait for events no longer than until the next checkpoint is due
 		// when trained events are not yet checkpointed, so a quiet topic
-		// still gets its last events published.
+		// still gets its last events published (and always with a source
+		// whose state moves without examples: see unsavedState).
 		nctx, cancel := ctx, context.CancelFunc(func() {})
-		if st.dirty > 0 || st.pending || st.unpublished {
+		if _, stateful := st.src.(unsavedSource); stateful || st.dirty > 0 || st.pending || st.unpublished {
 			nctx, cancel = context.WithDeadline(ctx, st.lastSave.Add(st.cfg.CheckpointEvery))
 		}
 		rec, err := st.src.Next(nctx)
@@ -680,10 +681,18 @@ func (st *streamRun) windowResult() (*EvalResult, error) {
 
 // save writes a checkpoint, publishes it as a bundle and commits its
 // offsets, in that order. When nothing was trained since the last save it
+// writes a checkpoint only if the source's state moved (then commits it
+// without a new bundle: the model is the one published), and otherwise
 // only retries a commit that is pending.
 func (st *streamRun) save(ctx context.Context) error {
 	if st.dirty == 0 && !st.unpublished {
 		st.lastSave = time.Now()
+		if st.unsavedState() {
+			if _, err := st.r.checkpoint(ctx, nil); err != nil {
+				return fmt.Errorf("pipelines: stream: checkpoint: %w", err)
+			}
+			st.ckPos, st.pending = clonePosition(st.r.pos), true
+		}
 		if st.pending {
 			return st.commit(ctx)
 		}
@@ -705,6 +714,18 @@ func (st *streamRun) save(ctx context.Context) error {
 	st.lastSave = time.Now()
 	return st.publishAndCommit(ctx, ck, res)
 }
+
+// unsavedState reports whether the source holds state a checkpoint must
+// save although no event was trained since the last one (the three-topic
+// join's consumed messages that emitted no example yet).
+func (st *streamRun) unsavedState() bool {
+	u, ok := st.src.(unsavedSource)
+	return ok && u.Unsaved()
+}
+
+// unsavedSource is a streamSource whose state moves without returning
+// events (*joinSource).
+type unsavedSource interface{ Unsaved() bool }
 
 // publishAndCommit publishes the current model (the state of checkpoint ck)
 // as a bundle and then commits the position.

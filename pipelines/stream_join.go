@@ -151,6 +151,19 @@ func (js *joinSource) state() bundle.File {
 	}}
 }
 
+// Unsaved reports whether the join consumed messages since its state was
+// last written into a checkpoint: messages that emitted no example (a
+// click waiting for its conversion window, a dead letter) still move the
+// offsets a checkpoint commits.
+func (js *joinSource) Unsaved() bool {
+	for t, name := range js.topics {
+		if !maps.Equal(js.j.Offsets(join.Topic(t)), js.saved[name]) {
+			return true
+		}
+	}
+	return false
+}
+
 func (js *joinSource) offsets() map[string]map[int]int64 {
 	o := map[string]map[int]int64{}
 	for t, name := range js.topics {

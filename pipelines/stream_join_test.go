@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,4 +230,131 @@ func TestJoinSourceChecksExamples(t *testing.T) {
 	if js.Stats().DeadLetters[sink.got[0].Reason] != 1 {
 		t.Errorf("stats %v", js.Stats().DeadLetters)
 	}
+}
+
+// TestStreamJoinCommitsWithoutExamples: messages the join consumes without
+// emitting an example (clicks waiting for their impressions) are still
+// checkpointed and committed, and the next run resumes with them in its
+// state: their impressions, sent only then, join them, each click once.
+func TestStreamJoinCommitsWithoutExamples(t *testing.T) {
+	_, spec := streamData(t, 20000)
+	ctx := context.Background()
+	topics := [3]string{"imp", "clk", "conv"}
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dir := t.TempDir()
+	const scale = 0.001
+	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: dir, Impressions: 3000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first clicks, and the impressions they click.
+	const n = 40
+	clicks, ids := firstLines(t, sum.Files[1], n, nil)
+	imps, _ := firstLines(t, sum.Files[0], -1, ids)
+	if len(clicks) != n || len(imps) != n {
+		t.Fatalf("%d clicks, %d of their impressions", len(clicks), len(imps))
+	}
+	write := func(name string, lines []string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	jc, _, err := join.ParseSpecSection([]byte(gen.StreamsJoinYAML(scale)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	emitted := map[uint64]int{}
+	tap := func(exs []join.Example) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ex := range exs {
+			if ex.Kind == join.Click {
+				emitted[ex.ID]++
+			}
+		}
+	}
+	pubs := 0
+	cfg := StreamConfig{
+		Brokers: b.Addrs(), GroupID: "g", SpecPath: spec, Model: filepath.Join(t.TempDir(), "models"), Join: &jc, JoinTopics: topics,
+		CheckpointEvery: 300 * time.Millisecond, BatchWait: 50 * time.Millisecond, MaxBatch: 1000,
+		Logger: quietStreamLogger(), MetricsAddr: freeAddr(t), joinTap: tap,
+		Observers: []Observer{onPublish(func(Published) { pubs++ })},
+	}
+	// run starts a stream, waits until done says so, and stops it.
+	run := func(what string, done func() bool) {
+		t.Helper()
+		rctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- StreamTrain(rctx, cfg) }()
+		deadline := time.Now().Add(90 * time.Second)
+		for !done() {
+			if time.Now().After(deadline) {
+				cancel()
+				<-errc
+				t.Fatalf("%s: not within 90s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if _, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: []ingest.ReplayInput{{Path: write("clicks.jsonl", clicks), Topic: "clk"}}}); err != nil {
+		t.Fatal(err)
+	}
+	run("the clicks committed", func() bool { return sumOffsets(committedOffsets(t, b.Addrs(), "clk", "g", 2)) == n })
+	if pubs != 0 {
+		t.Errorf("%d bundles published with nothing trained", pubs)
+	}
+	if _, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: []ingest.ReplayInput{{Path: write("imps.jsonl", imps), Topic: "imp"}}}); err != nil {
+		t.Fatal(err)
+	}
+	run("the clicks joined", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(emitted) == n
+	})
+	for id, k := range emitted {
+		if k != 1 {
+			t.Errorf("impression %x emitted %d click examples", id, k)
+		}
+	}
+}
+
+// firstLines returns the first n lines of a JSON-lines stream file (all
+// when n < 0) whose impression id is in keep (any when keep is nil), and
+// the set of their impression ids.
+func firstLines(t *testing.T, path string, n int, keep map[string]bool) ([]string, map[string]bool) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	ids := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if n >= 0 && len(out) == n {
+			break
+		}
+		var m struct {
+			ID string `json:"impression_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if keep != nil && !keep[m.ID] || ids[m.ID] {
+			continue
+		}
+		ids[m.ID] = true
+		out = append(out, line)
+	}
+	return out, ids
 }
