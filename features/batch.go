@@ -52,6 +52,10 @@ type SparseColumn struct {
 	// Offsets is nil for PoolNone fields. Otherwise len(Offsets) == Rows+1 and
 	// the ids of row i are IDs[Offsets[i]:Offsets[i+1]].
 	Offsets []int32
+	// Keys are, for an exact field (Field.Exact), the map key of each id
+	// (IDTable), parallel to IDs (0 where the id is null); nil otherwise.
+	// Training's IDTables.Admit reads them.
+	Keys []uint64
 }
 
 // Batch is a block of transformed examples, ready for the model. Its slices
@@ -93,9 +97,9 @@ func (b *Batch) SliceTo(dst *Batch, lo, hi int) {
 	dst.Sparse = dst.Sparse[:len(b.Sparse)]
 	for i, s := range b.Sparse {
 		if s.Offsets == nil {
-			dst.Sparse[i] = SparseColumn{IDs: s.IDs[lo:hi]}
+			dst.Sparse[i] = SparseColumn{IDs: s.IDs[lo:hi], Keys: sliceOrNil(s.Keys, lo, hi)}
 		} else {
-			dst.Sparse[i] = SparseColumn{IDs: s.IDs, Offsets: s.Offsets[lo : hi+1]}
+			dst.Sparse[i] = SparseColumn{IDs: s.IDs, Offsets: s.Offsets[lo : hi+1], Keys: s.Keys}
 		}
 	}
 	dst.Dense = b.Dense[lo*b.DenseWidth : hi*b.DenseWidth]

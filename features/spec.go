@@ -112,6 +112,10 @@ type Field struct {
 	// Vocab is set for a categorical or multi-categorical field in
 	// vocabulary mode.
 	Vocab *Vocab `json:"vocab,omitempty"`
+	// Exact is set for a categorical or multi-categorical field with an
+	// exact table: an id → row map with admission and eviction (see
+	// Exact and IDTable).
+	Exact *Exact `json:"exact,omitempty"`
 	// Side is SideContext (default) or SideCandidate.
 	Side Side `json:"side"`
 	// Pooling of a multi-categorical field: PoolMean (default) or PoolSum;
@@ -421,6 +425,8 @@ func parseField(n *yaml.Node) (Field, error) {
 			f.Buckets = int(b)
 		case "vocab":
 			f.Vocab, err = parseVocab(v, where)
+		case "exact":
+			f.Exact, err = parseExact(v, where)
 		case "side":
 			var s string
 			s, err = scalarString(v, where+": side")
@@ -473,8 +479,8 @@ func parseField(n *yaml.Node) (Field, error) {
 	}
 	// Keys allowed per kind.
 	allowed := map[Kind][]string{
-		Categorical:      {"name", "kind", "buckets", "vocab", "side"},
-		MultiCategorical: {"name", "kind", "buckets", "vocab", "side", "pooling"},
+		Categorical:      {"name", "kind", "buckets", "vocab", "exact", "side"},
+		MultiCategorical: {"name", "kind", "buckets", "vocab", "exact", "side", "pooling"},
 		Numeric:          {"name", "kind", "buckets", "side", "transform", "missing_indicator", "default"},
 	}
 	keys, ok := allowed[f.Kind]
@@ -494,8 +500,8 @@ func parseField(n *yaml.Node) (Field, error) {
 		if f.Kind == MultiCategorical && f.Pooling == PoolNone {
 			f.Pooling = PoolMean
 		}
-		if (f.Buckets > 0) == (f.Vocab != nil) {
-			return f, bad(n.Line, "want exactly one of buckets (hash mode) or vocab (vocabulary mode)")
+		if modes(&f) != 1 {
+			return f, bad(n.Line, "want exactly one of buckets (hash mode), vocab (vocabulary mode) or exact (exact table)")
 		}
 	case Numeric:
 		if f.Transform == "" {
@@ -639,8 +645,13 @@ func (s *Spec) Validate() error {
 		}
 		switch f.Kind {
 		case Categorical, MultiCategorical:
-			if (f.Buckets > 0) == (f.Vocab != nil) {
-				return errorf(ErrSpec, "%s: want exactly one of buckets or vocab", at(f))
+			if modes(f) != 1 {
+				return errorf(ErrSpec, "%s: want exactly one of buckets, vocab or exact", at(f))
+			}
+			if f.Exact != nil {
+				if err := f.Exact.Validate(); err != nil {
+					return errorf(ErrSpec, "%s: %v", at(f), err)
+				}
 			}
 			if f.Buckets < 0 || f.Buckets > maxBuckets {
 				return errorf(ErrSpec, "%s: buckets must be in [1, %d], found %d", at(f), maxBuckets, f.Buckets)
@@ -673,8 +684,8 @@ func (s *Spec) Validate() error {
 			default:
 				return errorf(ErrSpec, "%s: unknown transform %q (want none, log1p, standardize or bucketize)", at(f), f.Transform)
 			}
-			if f.Vocab != nil || f.Pooling != PoolNone {
-				return errorf(ErrSpec, "%s: vocab and pooling do not apply to numeric fields", at(f))
+			if f.Vocab != nil || f.Exact != nil || f.Pooling != PoolNone {
+				return errorf(ErrSpec, "%s: vocab, exact and pooling do not apply to numeric fields", at(f))
 			}
 		default:
 			return errorf(ErrSpec, "%s: unknown kind %q (want categorical, multi_categorical or numeric)", at(f), f.Kind)

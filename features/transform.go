@@ -18,6 +18,10 @@ type TransformerConfig struct {
 	// such a value gets the field's default and missing indicator, as NaN
 	// and infinities do. Default: false (serving: no labels).
 	Labels bool
+	// IDs are the exact tables the transform looks the rows of exact
+	// fields up in (see IDTables), made by NewIDTables for the same spec.
+	// Default: nil, new empty tables (Transformer.IDs returns them).
+	IDs *IDTables
 }
 
 // Validate reports whether the configuration is usable (every value is).
@@ -28,6 +32,7 @@ func (c TransformerConfig) Validate() error { return nil }
 // concurrent use, provided each goroutine passes its own *Batch.
 type Transformer struct {
 	layout    Layout
+	ids       *IDTables
 	sparse    []sparsePlan
 	dense     []densePlan
 	labels    []labelPlan
@@ -49,6 +54,7 @@ type sparsePlan struct {
 	seed    uint64
 	buckets uint64
 	vocab   *vocabTable // vocabulary mode; nil in hash mode
+	exact   *IDTable    // exact mode; nil otherwise
 	bounds  []float64   // bucketized numeric
 }
 
@@ -78,7 +84,22 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Transformer{weight: spec.SampleWeight, group: spec.GroupKey, groupField: -1, strict: cfg.Labels}
+	t := &Transformer{weight: spec.SampleWeight, group: spec.GroupKey, groupField: -1, strict: cfg.Labels, ids: cfg.IDs}
+	if t.ids == nil {
+		var err error
+		if t.ids, err = NewIDTables(spec); err != nil {
+			return nil, err
+		}
+	}
+	nexact := 0
+	for i := range spec.Fields {
+		if spec.Fields[i].Exact != nil {
+			nexact++
+		}
+	}
+	if t.ids.Len() != nexact {
+		return nil, errorf(ErrSpec, "features: %d exact tables given for %d exact fields", t.ids.Len(), nexact)
+	}
 	if spec.GroupKey != "" {
 		t.groupSeed = FieldSeed(spec.GroupKey)
 	}
@@ -129,12 +150,19 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 				return nil, errorf(ErrStats, "features: field %q: a vocabulary value appears twice", f.Name)
 			}
 			sf.Cardinality = len(fs.Vocab.Values) + 1
+		case f.Exact != nil:
+			p.exact = t.ids.table(f.Name)
+			if p.exact == nil || p.exact.cfg != f.Exact.WithDefaults() || p.exact.sparse != len(t.sparse) {
+				return nil, errorf(ErrSpec, "features: field %q: the exact tables given are not this spec's", f.Name)
+			}
+			sf.Cardinality = f.Exact.Rows()
 		default:
 			p.buckets = uint64(f.Buckets)
 			sf.Cardinality = f.Buckets + 1
 		}
 		if f.Name == spec.GroupKey && f.Kind == Categorical && f.Vocab == nil {
-			// Same column, same seed: the field's hashes are the group keys.
+			// Same column, same seed: the field's hashes (an exact
+			// field's map keys) are the group keys.
 			t.groupField = len(t.sparse)
 		}
 		t.sparse = append(t.sparse, p)
@@ -195,9 +223,19 @@ func (t *Transformer) Layout() Layout { return t.layout }
 // the sample weight's.
 func (t *Transformer) Checker() *Checker { return t.check }
 
+// IDs returns the exact tables the transform looks rows up in.
+func (t *Transformer) IDs() *IDTables { return t.ids }
+
 func growInt32(s []int32, n int) []int32 {
 	if cap(s) < n {
 		return make([]int32, n, n+n/4)
+	}
+	return s[:n]
+}
+
+func growUint64(s []uint64, n int) []uint64 {
+	if cap(s) < n {
+		return make([]uint64, n, n+n/4)
 	}
 	return s[:n]
 }
@@ -459,11 +497,13 @@ func (p *sparsePlan) hashIDs(ids []int32, c *textCol, groups []uint64) {
 }
 
 // dictScratch holds the ids and hashes of a dictionary column's values
-// (dictIDs), kept in the Batch so that a Transformer stays safe for
+// (dictIDs; for exact fields the rows, keys and cut flags, exactDictIDs),
+// kept in the Batch so that a Transformer stays safe for
 // concurrent use and a steady-state call allocates nothing.
 type dictScratch struct {
 	ids    []int32
 	hashes []uint64
+	cut    []bool
 }
 
 // dictIDs fills the ids of a categorical column of dictionary-encoded
@@ -533,7 +573,7 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 		if !ok {
 			return typeErr(p.col, wantNumeric, a.DataType())
 		}
-		dst.Offsets = nil
+		dst.Offsets, dst.Keys = nil, nil
 		ids := growInt32(dst.IDs, n)
 		dst.IDs = ids
 		for r := range ids {
@@ -552,6 +592,17 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 		dst.Offsets = nil
 		ids := growInt32(dst.IDs, n)
 		dst.IDs = ids
+		if p.exact != nil {
+			keys := growUint64(dst.Keys, n)
+			dst.Keys = keys
+			if c.kind == tDictString {
+				p.exactDictIDs(ids, keys, &c, groups, sc)
+			} else {
+				p.exactIDs(ids, keys, &c, groups)
+			}
+			return nil
+		}
+		dst.Keys = nil
 		if c.kind == tDictString {
 			p.dictIDs(ids, &c, groups, sc)
 			return nil
@@ -596,6 +647,13 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 		offs := growInt32(dst.Offsets, n+1)
 		dst.Offsets = offs
 		ids := growInt32(dst.IDs, c.total(n))
+		if p.exact != nil {
+			keys := growUint64(dst.Keys, len(ids))
+			k := p.exactListIDs(ids, keys, offs, &c, n)
+			dst.IDs, dst.Keys = ids[:k], keys[:k]
+			return nil
+		}
+		dst.Keys = nil
 		k := 0
 		offs[0] = 0
 		if ch := &c.child; ch.kind == tString && !ch.nulls {

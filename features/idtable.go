@@ -1,0 +1,572 @@
+package features
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"sync/atomic"
+)
+
+// IDTable is the id → row map of one exact field (see Exact), with the
+// state its admission and eviction keep: per admitted id its row, the
+// number of times it was used and the training clock of its last use;
+// the ids waiting for admission with their counts; the free rows.
+//
+// Keys. An id's map key is XXH64 of its canonical text (docs/spec.md,
+// "Hashing") with the field's seed, the hash a hash-mode field reduces
+// modulo its buckets; text longer than Exact.MaxIDBytes is cut there
+// first (and counted). A key is 8 bytes whatever the id's length. Two
+// distinct ids share a key with probability about n²/2⁶⁵ for n ids
+// (3·10⁻⁴ for 10⁸ ids).
+//
+// Rows. Model row 0 is null, rows 1..Shared are the shared rows and
+// own row r (0-based) is model row 1+Shared+r. Row returns an admitted
+// id's own row, and for any other id its shared row 1 + key mod Shared.
+//
+// Training. Admit (through IDTables.Admit, called by the trainer before
+// each step, on its single goroutine) counts every non-null id of a
+// batch, admits the ids that reach AdmitAfter, frees rows by the TTL and
+// the eviction policy, and rewrites the batch's ids to the rows they
+// train. It returns the rows it gave out: their weights and optimizer
+// state must be reset before the step. Everything depends only on the
+// sequence of batches, never on time or map layout, so training is
+// deterministic and a table restored by SetState continues exactly as the
+// saved one would have.
+//
+// Concurrency. Row may be called concurrently with itself; Admit and
+// SetState must not run concurrently with anything else on the table.
+// Serving loads a table per bundle version, never changes it, and drops
+// it with the version: a request never sees a row change under it.
+type IDTable struct {
+	name   string
+	cfg    Exact // with defaults
+	sparse int   // index of the field in Layout.Sparse
+	seed   uint64
+	shared uint64
+	base   int32 // model row of own row 0
+
+	slots []idSlot
+	n     uint64 // len(slots)
+	used  int    // admitted ids
+	next  int32  // own rows next..Capacity-1 were never used
+	free  []int32
+
+	wait waitSet
+
+	clock     int64 // training examples admitted so far
+	lastSweep int64 // clock of the last TTL sweep
+
+	admissions, evictions, expired, rejected, forgotten int64
+	truncated                                           atomic.Int64
+
+	cands []evictCand // scratch of evictions and sweeps
+	keys  []uint64
+	rows  []int32
+}
+
+// idSlot is one slot of the open-addressing map (linear probing).
+type idSlot struct {
+	key   uint64
+	last  int64  // clock of the id's last use
+	ref   int32  // own row + 1; 0 marks an empty slot
+	count uint32 // uses (halved at each LFU eviction)
+}
+
+type evictCand struct {
+	key   uint64
+	last  int64
+	row   int32
+	count uint32
+}
+
+// maxLoad is the largest share of slots in use: 3/4.
+func slotsFor(n int) uint64 { return uint64(n) + uint64(n)/3 + 1 }
+
+func newIDTable(f *Field, sparse int) *IDTable {
+	cfg := f.Exact.WithDefaults()
+	t := &IDTable{
+		name: f.Name, cfg: cfg, sparse: sparse, seed: FieldSeed(f.Name),
+		shared: uint64(cfg.Shared), base: int32(1 + cfg.Shared),
+	}
+	t.n = slotsFor(cfg.Capacity)
+	t.slots = make([]idSlot, t.n)
+	if cfg.AdmitAfter > 1 {
+		t.wait.init(cfg.Waiting)
+	}
+	return t
+}
+
+// Name is the field's name.
+func (t *IDTable) Name() string { return t.name }
+
+// Config is the field's Exact configuration, defaults filled in.
+func (t *IDTable) Config() Exact { return t.cfg }
+
+// Key returns the map key of an id's canonical text.
+func (t *IDTable) Key(text string) uint64 {
+	if len(text) > t.cfg.MaxIDBytes {
+		text = text[:t.cfg.MaxIDBytes]
+	}
+	return xxh64(text, t.seed)
+}
+
+// home is the first slot a key probes (Lemire's multiply-shift range
+// reduction of the key's high bits).
+func home(k, n uint64) uint64 {
+	hi, _ := bits.Mul64(k, n)
+	return hi
+}
+
+// Row returns the model row of key: its own row when admitted, else its
+// shared row.
+func (t *IDTable) Row(k uint64) int32 {
+	n := t.n
+	for j := home(k, n); ; {
+		s := &t.slots[j]
+		if s.ref == 0 {
+			return 1 + int32(k%t.shared)
+		}
+		if s.key == k {
+			return t.base + s.ref - 1
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+}
+
+// SharedRow returns the shared row of key.
+func (t *IDTable) SharedRow(k uint64) int32 { return 1 + int32(k%t.shared) }
+
+// find returns the slot of key, or the empty slot that ends its probe.
+func (t *IDTable) find(k uint64) (uint64, bool) {
+	n := t.n
+	for j := home(k, n); ; {
+		s := &t.slots[j]
+		if s.ref == 0 {
+			return j, false
+		}
+		if s.key == k {
+			return j, true
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+}
+
+// remove deletes key's slot (it must be present) by backward shifting.
+func (t *IDTable) remove(k uint64) {
+	i, ok := t.find(k)
+	if !ok {
+		panic("features: IDTable.remove: key not present")
+	}
+	n := t.n
+	j := i
+	for {
+		if j++; j == n {
+			j = 0
+		}
+		s := t.slots[j]
+		if s.ref == 0 {
+			break
+		}
+		h := home(s.key, n)
+		// The entry at j stays when its home lies cyclically in (i, j].
+		if (i < j && i < h && h <= j) || (i > j && (i < h || h <= j)) {
+			continue
+		}
+		t.slots[i] = s
+		i = j
+	}
+	t.slots[i] = idSlot{}
+}
+
+// RowReset is a row Admit gave to an id: before the step, the trainer
+// sets the weights of model row Row of sparse field Table to those of row
+// From (the id's shared row, what the id trained so far) and resets the
+// row's optimizer state.
+type RowReset struct {
+	Table int
+	Row   int32
+	From  int32
+}
+
+// admitColumn counts and admits the non-null ids of one column and
+// rewrites them to the rows they train. now is the clock after the batch.
+func (t *IDTable) admitColumn(ids []int32, keys []uint64, now int64, resets []RowReset) []RowReset {
+	keys = keys[:len(ids)]
+	for i, k := range keys {
+		if ids[i] == 0 {
+			continue // null
+		}
+		j, ok := t.find(k)
+		if ok {
+			s := &t.slots[j]
+			s.last = now
+			if s.count < math.MaxUint32 {
+				s.count++
+			}
+			ids[i] = t.base + s.ref - 1
+			continue
+		}
+		var r int32
+		r, resets = t.admit(k, now, resets)
+		ids[i] = r
+	}
+	return resets
+}
+
+// admit handles an occurrence of a key without a row of its own and
+// returns the row it trains.
+func (t *IDTable) admit(k uint64, now int64, resets []RowReset) (int32, []RowReset) {
+	count := uint32(1)
+	if t.cfg.AdmitAfter > 1 {
+		count = t.wait.add(k, now, &t.forgotten)
+		if count < uint32(t.cfg.AdmitAfter) {
+			return t.SharedRow(k), resets
+		}
+	}
+	r, ok := t.allocRow(now)
+	if !ok {
+		t.rejected++
+		return t.SharedRow(k), resets
+	}
+	if t.cfg.AdmitAfter > 1 {
+		t.wait.remove(k)
+	}
+	j, _ := t.find(k) // after allocRow, which may have moved slots
+	t.slots[j] = idSlot{key: k, last: now, ref: r + 1, count: count}
+	t.used++
+	t.admissions++
+	row := t.base + r
+	return row, append(resets, RowReset{Table: t.sparse, Row: row, From: t.SharedRow(k)})
+}
+
+// allocRow returns a free own row: a freed one, a never used one, or one
+// made free by the TTL or the eviction policy. Rows used in the current
+// batch (last == now) are never freed.
+func (t *IDTable) allocRow(now int64) (int32, bool) {
+	if r, ok := t.popFree(); ok {
+		return r, true
+	}
+	if int(t.next) < t.cfg.Capacity {
+		t.next++
+		return t.next - 1, true
+	}
+	if t.cfg.TTL > 0 && t.lastSweep != now {
+		t.sweep(now)
+		if r, ok := t.popFree(); ok {
+			return r, true
+		}
+	}
+	if t.cfg.Evict != EvictNone {
+		t.evictSome(now)
+		if r, ok := t.popFree(); ok {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func (t *IDTable) popFree() (int32, bool) {
+	n := len(t.free)
+	if n == 0 {
+		return 0, false
+	}
+	r := t.free[n-1]
+	t.free = t.free[:n-1]
+	return r, true
+}
+
+// pushFree adds rows to the free list so that the lowest is reused first.
+func (t *IDTable) pushFree(rows []int32) {
+	slices.Sort(rows)
+	for i := len(rows) - 1; i >= 0; i-- {
+		t.free = append(t.free, rows[i])
+	}
+}
+
+// evictBatch is how many rows one eviction frees: 1/64 of the capacity,
+// at least 1, so that its O(capacity) scan is amortised over as many
+// admissions.
+func (t *IDTable) evictBatch() int { return max(1, t.cfg.Capacity/64) }
+
+// evictSome frees the evictBatch least recently (lru) or least frequently
+// (lfu; ties by least recently) used rows not used in the current batch;
+// ties end by row. After an lfu eviction every count is halved, so old
+// counts fade.
+func (t *IDTable) evictSome(now int64) {
+	c := t.cands[:0]
+	for _, s := range t.slots {
+		if s.ref != 0 && s.last < now {
+			c = append(c, evictCand{key: s.key, last: s.last, row: s.ref - 1, count: s.count})
+		}
+	}
+	k := min(t.evictBatch(), len(c))
+	if k == 0 {
+		t.cands = c
+		return
+	}
+	less := lruLess
+	if t.cfg.Evict == EvictLFU {
+		less = lfuLess
+	}
+	selectSmallest(c, k, less)
+	t.freeCands(c[:k])
+	t.evictions += int64(k)
+	if t.cfg.Evict == EvictLFU {
+		for j := range t.slots {
+			t.slots[j].count >>= 1
+		}
+	}
+	t.cands = c
+}
+
+func lruLess(a, b *evictCand) bool {
+	if a.last != b.last {
+		return a.last < b.last
+	}
+	return a.row < b.row
+}
+
+func lfuLess(a, b *evictCand) bool {
+	if a.count != b.count {
+		return a.count < b.count
+	}
+	return lruLess(a, b)
+}
+
+// freeCands removes the candidates' keys and frees their rows.
+func (t *IDTable) freeCands(c []evictCand) {
+	rows := t.rows[:0]
+	for i := range c {
+		t.remove(c[i].key)
+		rows = append(rows, c[i].row)
+	}
+	t.used -= len(c)
+	t.pushFree(rows)
+	t.rows = rows
+}
+
+// sweep frees the rows, and forgets the waiting ids, not used in the last
+// TTL examples before now.
+func (t *IDTable) sweep(now int64) {
+	t.lastSweep = now
+	limit := now - t.cfg.TTL
+	c := t.cands[:0]
+	for _, s := range t.slots {
+		if s.ref != 0 && s.last < limit {
+			c = append(c, evictCand{key: s.key, row: s.ref - 1})
+		}
+	}
+	t.freeCands(c)
+	t.expired += int64(len(c))
+	t.cands = c
+	if t.wait.n > 0 {
+		keys := t.keys[:0]
+		for _, s := range t.wait.slots {
+			if s.count != 0 && s.last < limit {
+				keys = append(keys, s.key)
+			}
+		}
+		for _, k := range keys {
+			t.wait.remove(k)
+		}
+		t.forgotten += int64(len(keys))
+		t.keys = keys
+	}
+}
+
+// selectSmallest moves the k smallest elements of c under less (a strict
+// total order) to c[:k], in no particular order (quickselect).
+func selectSmallest(c []evictCand, k int, less func(a, b *evictCand) bool) {
+	lo, hi := 0, len(c)
+	for hi-lo > 1 {
+		// Median of three as the pivot, moved to hi-1.
+		m := lo + (hi-lo)/2
+		if less(&c[m], &c[lo]) {
+			c[m], c[lo] = c[lo], c[m]
+		}
+		if less(&c[hi-1], &c[lo]) {
+			c[hi-1], c[lo] = c[lo], c[hi-1]
+		}
+		if less(&c[m], &c[hi-1]) {
+			c[m], c[hi-1] = c[hi-1], c[m]
+		}
+		p := hi - 1
+		i := lo
+		for j := lo; j < p; j++ {
+			if less(&c[j], &c[p]) {
+				c[i], c[j] = c[j], c[i]
+				i++
+			}
+		}
+		c[i], c[p] = c[p], c[i]
+		switch {
+		case i == k || i+1 == k:
+			return
+		case i > k:
+			hi = i
+		default:
+			lo = i + 1
+		}
+	}
+}
+
+// waitSet counts the ids waiting for admission: an open-addressing map
+// from key to (count, last use), at most max entries.
+type waitSet struct {
+	slots []waitSlot
+	n     uint64
+	len   int
+	max   int
+	cands []evictCand
+}
+
+type waitSlot struct {
+	key   uint64
+	last  int64
+	count uint32 // 0 marks an empty slot
+	_     uint32
+}
+
+func (w *waitSet) init(max int) {
+	w.max = max
+	w.n = slotsFor(max)
+	w.slots = make([]waitSlot, w.n)
+}
+
+func (w *waitSet) find(k uint64) (uint64, bool) {
+	n := w.n
+	for j := home(k, n); ; {
+		s := &w.slots[j]
+		if s.count == 0 {
+			return j, false
+		}
+		if s.key == k {
+			return j, true
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+}
+
+// add counts one occurrence of k at clock now and returns its count. A
+// full set first forgets its least recently seen half (ties by key).
+func (w *waitSet) add(k uint64, now int64, forgotten *int64) uint32 {
+	j, ok := w.find(k)
+	if ok {
+		s := &w.slots[j]
+		s.last = now
+		if s.count < math.MaxUint32 {
+			s.count++
+		}
+		return s.count
+	}
+	if w.len >= w.max {
+		c := w.cands[:0]
+		for _, s := range w.slots {
+			if s.count != 0 {
+				c = append(c, evictCand{key: s.key, last: s.last})
+			}
+		}
+		half := max(1, len(c)/2)
+		selectSmallest(c, half, func(a, b *evictCand) bool {
+			if a.last != b.last {
+				return a.last < b.last
+			}
+			return a.key < b.key
+		})
+		for _, e := range c[:half] {
+			w.remove(e.key)
+		}
+		*forgotten += int64(half)
+		w.cands = c
+		j, _ = w.find(k)
+	}
+	w.slots[j] = waitSlot{key: k, last: now, count: 1}
+	w.len++
+	return 1
+}
+
+// remove deletes k if present (backward shifting).
+func (w *waitSet) remove(k uint64) {
+	i, ok := w.find(k)
+	if !ok {
+		return
+	}
+	n := w.n
+	j := i
+	for {
+		if j++; j == n {
+			j = 0
+		}
+		s := w.slots[j]
+		if s.count == 0 {
+			break
+		}
+		h := home(s.key, n)
+		if (i < j && i < h && h <= j) || (i > j && (i < h || h <= j)) {
+			continue
+		}
+		w.slots[i] = s
+		i = j
+	}
+	w.slots[i] = waitSlot{}
+	w.len--
+}
+
+// IDTableStats describe an exact table.
+type IDTableStats struct {
+	Field    string `json:"field"`
+	Capacity int    `json:"capacity"`
+	// Rows is the number of ids with a row of their own (rows in use).
+	Rows int `json:"rows"`
+	// Waiting is the number of ids seen but not yet admitted.
+	Waiting int `json:"waiting"`
+	// Admissions counts the rows given to ids; Evictions the rows freed by
+	// the lru or lfu policy; Expired the rows freed by the TTL.
+	Admissions int64 `json:"admissions"`
+	Evictions  int64 `json:"evictions"`
+	Expired    int64 `json:"expired"`
+	// Rejected counts the occurrences of ids due for admission that found
+	// the table full (no free row and nothing to evict).
+	Rejected int64 `json:"rejected"`
+	// Forgotten counts the waiting ids dropped (the waiting set was full,
+	// or their TTL passed) before they reached admit_after.
+	Forgotten int64 `json:"forgotten"`
+	// Truncated counts the ids cut at max_id_bytes.
+	Truncated int64 `json:"truncated"`
+	// MapBytes is the memory of the map, the waiting set and the free
+	// list (not the rows themselves: those are the model's embedding
+	// table).
+	MapBytes int64 `json:"map_bytes"`
+	// Clock is the number of training examples admitted.
+	Clock int64 `json:"clock"`
+}
+
+// Stats returns the table's figures. It must not run concurrently with
+// Admit.
+func (t *IDTable) Stats() IDTableStats {
+	return IDTableStats{
+		Field: t.name, Capacity: t.cfg.Capacity, Rows: t.used, Waiting: t.wait.len,
+		Admissions: t.admissions, Evictions: t.evictions, Expired: t.expired,
+		Rejected: t.rejected, Forgotten: t.forgotten, Truncated: t.truncated.Load(),
+		MapBytes: t.MapBytes(), Clock: t.clock,
+	}
+}
+
+// MapBytes is the memory of the map, the waiting set and the free list.
+func (t *IDTable) MapBytes() int64 {
+	const slot, wslot = 24, 24
+	return slot*int64(len(t.slots)) + wslot*int64(len(t.wait.slots)) + 4*int64(cap(t.free))
+}
+
+// String describes the table's figures on one line.
+func (s IDTableStats) String() string {
+	return fmt.Sprintf("%s rows=%d/%d waiting=%d admitted=%d evicted=%d expired=%d rejected=%d map=%.1fMB",
+		s.Field, s.Rows, s.Capacity, s.Waiting, s.Admissions, s.Evictions, s.Expired, s.Rejected, float64(s.MapBytes)/1e6)
+}

@@ -1,0 +1,610 @@
+package features_test
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/onestone/onestone/features"
+)
+
+// refTable is a plain reimplementation of the exact-table policy of
+// docs/spec.md with Go maps and sorting, the reference IDTable is
+// compared with.
+type refTable struct {
+	cfg       features.Exact
+	base      int32
+	rows      map[uint64]*refRow
+	wait      map[uint64]*refRow
+	free      []int32 // a stack: each freeing pushes its rows lowest on top
+	next      int32
+	clock     int64
+	lastSweep int64
+	st        features.IDTableStats
+}
+
+type refRow struct {
+	row   int32
+	count uint32
+	last  int64
+}
+
+func newRef(cfg features.Exact) *refTable {
+	cfg = cfg.WithDefaults()
+	return &refTable{cfg: cfg, base: int32(1 + cfg.Shared), rows: map[uint64]*refRow{}, wait: map[uint64]*refRow{}}
+}
+
+func (t *refTable) shared(k uint64) int32 { return 1 + int32(k%uint64(t.cfg.Shared)) }
+
+// admit processes one batch of keys (0 = null) of rows examples.
+func (t *refTable) admit(keys []uint64, rows int) []int32 {
+	now := t.clock + int64(rows)
+	if t.cfg.TTL > 0 && now-t.lastSweep >= max(1, t.cfg.TTL/4) {
+		t.sweep(now)
+	}
+	out := make([]int32, len(keys))
+	for i, k := range keys {
+		if k == 0 {
+			continue
+		}
+		if e, ok := t.rows[k]; ok {
+			e.last = now
+			e.count++
+			out[i] = t.base + e.row
+			continue
+		}
+		count := uint32(1)
+		if t.cfg.AdmitAfter > 1 {
+			w, ok := t.wait[k]
+			if !ok {
+				if len(t.wait) >= t.cfg.Waiting {
+					t.forgetHalf()
+				}
+				w = &refRow{}
+				t.wait[k] = w
+			}
+			w.count++
+			w.last = now
+			count = w.count
+			if count < uint32(t.cfg.AdmitAfter) {
+				out[i] = t.shared(k)
+				continue
+			}
+		}
+		r, ok := t.alloc(now)
+		if !ok {
+			t.st.Rejected++
+			out[i] = t.shared(k)
+			continue
+		}
+		delete(t.wait, k)
+		t.rows[k] = &refRow{row: r, count: count, last: now}
+		t.st.Admissions++
+		out[i] = t.base + r
+	}
+	t.clock = now
+	return out
+}
+
+func (t *refTable) forgetHalf() {
+	type kw struct {
+		k    uint64
+		last int64
+	}
+	var all []kw
+	for k, w := range t.wait {
+		all = append(all, kw{k, w.last})
+	}
+	slices.SortFunc(all, func(a, b kw) int {
+		if c := cmp.Compare(a.last, b.last); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.k, b.k)
+	})
+	half := max(1, len(all)/2)
+	for _, e := range all[:half] {
+		delete(t.wait, e.k)
+	}
+	t.st.Forgotten += int64(half)
+}
+
+func (t *refTable) alloc(now int64) (int32, bool) {
+	take := func() (int32, bool) {
+		if len(t.free) == 0 {
+			return 0, false
+		}
+		r := t.free[len(t.free)-1]
+		t.free = t.free[:len(t.free)-1]
+		return r, true
+	}
+	if r, ok := take(); ok {
+		return r, true
+	}
+	if int(t.next) < t.cfg.Capacity {
+		t.next++
+		return t.next - 1, true
+	}
+	if t.cfg.TTL > 0 && t.lastSweep != now {
+		t.sweep(now)
+		if r, ok := take(); ok {
+			return r, true
+		}
+	}
+	if t.cfg.Evict != features.EvictNone {
+		type cand struct {
+			k uint64
+			e *refRow
+		}
+		var cs []cand
+		for k, e := range t.rows {
+			if e.last < now {
+				cs = append(cs, cand{k, e})
+			}
+		}
+		slices.SortFunc(cs, func(a, b cand) int {
+			if t.cfg.Evict == features.EvictLFU {
+				if c := cmp.Compare(a.e.count, b.e.count); c != 0 {
+					return c
+				}
+			}
+			if c := cmp.Compare(a.e.last, b.e.last); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.e.row, b.e.row)
+		})
+		n := min(max(1, t.cfg.Capacity/64), len(cs))
+		var freed []int32
+		for _, c := range cs[:n] {
+			delete(t.rows, c.k)
+			freed = append(freed, c.e.row)
+		}
+		t.push(freed)
+		t.st.Evictions += int64(n)
+		if n > 0 && t.cfg.Evict == features.EvictLFU {
+			for _, e := range t.rows {
+				e.count >>= 1
+			}
+		}
+		if r, ok := take(); ok {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func (t *refTable) push(rows []int32) {
+	slices.Sort(rows)
+	slices.Reverse(rows)
+	t.free = append(t.free, rows...)
+}
+
+func (t *refTable) sweep(now int64) {
+	t.lastSweep = now
+	limit := now - t.cfg.TTL
+	var freed []int32
+	for k, e := range t.rows {
+		if e.last < limit {
+			delete(t.rows, k)
+			freed = append(freed, e.row)
+			t.st.Expired++
+		}
+	}
+	t.push(freed)
+	for k, w := range t.wait {
+		if w.last < limit {
+			delete(t.wait, k)
+			t.st.Forgotten++
+		}
+	}
+}
+
+// exactSpec is a spec with one exact categorical field "id".
+func exactSpec(t testing.TB, exact string) *features.Spec {
+	t.Helper()
+	return mustParse(t, fmt.Sprintf(`fields:
+  - {name: id, kind: categorical, exact: %s}
+tasks:
+  - {name: ctr, kind: binary, label: click}
+`, exact))
+}
+
+// keyBatch is a batch of one exact field holding keys (0 = null).
+func keyBatch(b *features.Batch, keys []uint64) {
+	b.Rows = len(keys)
+	if len(b.Sparse) == 0 {
+		b.Sparse = make([]features.SparseColumn, 1)
+	}
+	c := &b.Sparse[0]
+	c.Keys = append(c.Keys[:0], keys...)
+	c.IDs = c.IDs[:0]
+	for _, k := range keys {
+		id := int32(0)
+		if k != 0 {
+			id = 1 // any non-null id: Admit rewrites it
+		}
+		c.IDs = append(c.IDs, id)
+	}
+}
+
+// zipfKeys draws n keys from a Zipf-like distribution over distinct keys
+// (rank r has weight 1/(r+1)), with some nulls.
+func zipfKeys(r *rand.Rand, n, distinct int) []uint64 {
+	z := rand.NewZipf(r, 1.1, 1, uint64(distinct-1))
+	out := make([]uint64, n)
+	for i := range out {
+		if r.IntN(50) == 0 {
+			continue // null
+		}
+		out[i] = 0x9e3779b97f4a7c15*(z.Uint64()+1) | 1
+	}
+	return out
+}
+
+func TestIDTableMatchesReference(t *testing.T) {
+	cases := []string{
+		"{capacity: 50}",
+		"{capacity: 50, admit_after: 3}",
+		"{capacity: 50, admit_after: 2, waiting: 20}",
+		"{capacity: 64, evict: lru}",
+		"{capacity: 64, evict: lfu, admit_after: 2}",
+		"{capacity: 200, ttl: 300, shared: 7}",
+		"{capacity: 40, ttl: 500, evict: lru, admit_after: 2, waiting: 30}",
+		"{capacity: 130, ttl: 200, evict: lfu, admit_after: 4, waiting: 100}",
+		"{capacity: 3, evict: lru}",
+	}
+	for ci, c := range cases {
+		t.Run(c, func(t *testing.T) {
+			spec := exactSpec(t, c)
+			ts, err := features.NewIDTables(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newRef(*spec.Fields[0].Exact)
+			r := rand.New(rand.NewPCG(uint64(ci), 7))
+			var b features.Batch
+			for step := range 300 {
+				keys := zipfKeys(r, 1+r.IntN(64), 400)
+				want := ref.admit(keys, len(keys))
+				keyBatch(&b, keys)
+				resets, err := ts.Admit(&b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(b.Sparse[0].IDs, want) {
+					t.Fatalf("step %d: ids\n got %v\nwant %v", step, b.Sparse[0].IDs, want)
+				}
+				for _, rs := range resets {
+					if rs.Table != 0 || rs.Row < ref.base || rs.From < 1 || rs.From >= ref.base {
+						t.Fatalf("step %d: reset %+v out of range", step, rs)
+					}
+				}
+				st := ts.Stats()[0]
+				if st.Rows != len(ref.rows) || st.Waiting != len(ref.wait) || st.Admissions != ref.st.Admissions ||
+					st.Evictions != ref.st.Evictions || st.Expired != ref.st.Expired || st.Rejected != ref.st.Rejected ||
+					st.Forgotten != ref.st.Forgotten || st.Clock != ref.clock {
+					t.Fatalf("step %d: stats %+v, reference rows %d waiting %d %+v", step, st, len(ref.rows), len(ref.wait), ref.st)
+				}
+			}
+			st := ts.Stats()[0]
+			t.Logf("%+v", st)
+			if st.Admissions == 0 {
+				t.Error("nothing admitted")
+			}
+		})
+	}
+}
+
+// TestIDTableStateResume: a table restored from State in the middle of a
+// run continues exactly as the original (ids, stats, state).
+func TestIDTableStateResume(t *testing.T) {
+	spec := exactSpec(t, "{capacity: 60, ttl: 400, evict: lfu, admit_after: 2, waiting: 40}")
+	a, _ := features.NewIDTables(spec)
+	r := rand.New(rand.NewPCG(3, 3))
+	batches := make([][]uint64, 200)
+	for i := range batches {
+		batches[i] = zipfKeys(r, 1+r.IntN(50), 300)
+	}
+	var ba, bb features.Batch
+	var b *features.IDTables
+	for i, keys := range batches {
+		keyBatch(&ba, keys)
+		ra, err := a.Admit(&ba)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resetsA := slices.Clone(ra)
+		if i == 100 {
+			b, _ = features.NewIDTables(spec)
+			if err := b.SetState(a.State()); err != nil {
+				t.Fatal(err)
+			}
+			sa, sb := a.Stats()[0], b.Stats()[0]
+			sa.MapBytes, sb.MapBytes = 0, 0 // the free list's capacity differs
+			if !reflect.DeepEqual(a.State(), b.State()) || sa != sb {
+				t.Fatalf("restored state differs: %+v, %+v", sa, sb)
+			}
+			continue
+		}
+		if b == nil {
+			continue
+		}
+		keyBatch(&bb, keys)
+		rb, err := b.Admit(&bb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ba.Sparse[0].IDs, bb.Sparse[0].IDs) || !slices.Equal(resetsA, rb) {
+			t.Fatalf("batch %d: the restored table diverges", i)
+		}
+	}
+	if !reflect.DeepEqual(a.State(), b.State()) {
+		t.Fatal("final states differ")
+	}
+}
+
+func TestIDTableSetStateRefusesCorruption(t *testing.T) {
+	spec := exactSpec(t, "{capacity: 20, admit_after: 2}")
+	ts, _ := features.NewIDTables(spec)
+	var b features.Batch
+	keyBatch(&b, []uint64{5, 5, 6, 6, 7, 8, 9, 9})
+	if _, err := ts.Admit(&b); err != nil {
+		t.Fatal(err)
+	}
+	good := ts.State()
+	clone := func() features.IDState {
+		st := features.IDState{U64: map[string][]uint64{}, I64: map[string][]int64{}}
+		for k, v := range good.U64 {
+			st.U64[k] = slices.Clone(v)
+		}
+		for k, v := range good.I64 {
+			st.I64[k] = slices.Clone(v)
+		}
+		return st
+	}
+	cases := map[string]func(st *features.IDState){
+		"missing keys":      func(st *features.IDState) { delete(st.U64, "id.keys") },
+		"short rows":        func(st *features.IDState) { st.I64["id.rows"] = st.I64["id.rows"][:1] },
+		"row twice":         func(st *features.IDState) { st.I64["id.rows"][1] = st.I64["id.rows"][0] },
+		"row out of range":  func(st *features.IDState) { st.I64["id.rows"][0] = 99 },
+		"key twice":         func(st *features.IDState) { st.U64["id.keys"][1] = st.U64["id.keys"][0] },
+		"waiting admitted":  func(st *features.IDState) { st.U64["id.waiting_keys"][0] = st.U64["id.keys"][0] },
+		"unknown vector":    func(st *features.IDState) { st.I64["other.rows"] = nil },
+		"negative clock":    func(st *features.IDState) { st.I64["id.state"][0] = -1 },
+		"last after clock":  func(st *features.IDState) { st.I64["id.last"][0] = 1 << 40 },
+		"free row in use":   func(st *features.IDState) { st.I64["id.free"] = []int64{st.I64["id.rows"][0]} },
+		"short state":       func(st *features.IDState) { st.I64["id.state"] = st.I64["id.state"][:3] },
+		"zero waiting":      func(st *features.IDState) { st.I64["id.waiting_counts"][0] = 0 },
+		"more than capcity": func(st *features.IDState) { st.U64["id.keys"] = make([]uint64, 21) },
+	}
+	for name, corrupt := range cases {
+		t.Run(name, func(t *testing.T) {
+			st := clone()
+			corrupt(&st)
+			err := ts.SetState(st)
+			if !errors.Is(err, features.ErrStats) {
+				t.Fatalf("SetState = %v, want an ErrStats error", err)
+			}
+			if !reflect.DeepEqual(ts.State(), good) {
+				t.Fatal("a refused state changed the table")
+			}
+		})
+	}
+}
+
+// TestIDTableNeverFreesRowsOfTheBatch: with more distinct ids in a batch
+// than rows, eviction refuses rather than give one row to two ids.
+func TestIDTableNeverFreesRowsOfTheBatch(t *testing.T) {
+	spec := exactSpec(t, "{capacity: 4, evict: lfu}")
+	ts, _ := features.NewIDTables(spec)
+	var b features.Batch
+	keyBatch(&b, []uint64{11, 12, 13, 14, 15, 16, 11, 16})
+	if _, err := ts.Admit(&b); err != nil {
+		t.Fatal(err)
+	}
+	ids := b.Sparse[0].IDs
+	own := map[int32]uint64{}
+	for i, k := range b.Sparse[0].Keys {
+		id := ids[i]
+		if id < 2 { // shared row (shared = 1): refused
+			continue
+		}
+		if o, ok := own[id]; ok && o != k {
+			t.Fatalf("row %d trains keys %d and %d in one batch", id, o, k)
+		}
+		own[id] = k
+	}
+	st := ts.Stats()[0]
+	if st.Rows != 4 || st.Rejected != 3 || st.Evictions != 0 {
+		t.Fatalf("stats %+v, want 4 rows, 3 rejected (15, 16, 16), no eviction", st)
+	}
+	// The next batch may evict them.
+	keyBatch(&b, []uint64{15})
+	if _, err := ts.Admit(&b); err != nil {
+		t.Fatal(err)
+	}
+	if st := ts.Stats()[0]; st.Evictions != 1 || st.Admissions != 5 {
+		t.Fatalf("stats %+v, want 1 eviction and 5 admissions", st)
+	}
+}
+
+// TestExactTransform: the transform writes the documented keys and the
+// rows of admitted ids; unknown ids get their shared row; null is 0.
+func TestExactTransform(t *testing.T) {
+	spec := `fields:
+  - {name: user, kind: categorical, exact: {capacity: 10, shared: 3, max_id_bytes: 16}}
+  - {name: tags, kind: multi_categorical, exact: {capacity: 5, shared: 2}}
+  - {name: item, kind: categorical, buckets: 100}
+tasks:
+  - {name: ctr, kind: binary, label: click}
+group_key: user
+`
+	tr := newTransformer(t, spec, nil, false)
+	mem := checkedMem(t)
+	long := strings.Repeat("x", 40)
+	rec := record(t, mem,
+		col{"user", utf8, vals[any]("u1", nil, "u2", long, long+"y")},
+		col{"tags", listUTF8(), vals[any]([]any{"a", "b"}, nil, []any{"a", nil}, []any{}, []any{"c"})},
+		col{"item", i64, vals[any](1, 2, 3, 4, 5)},
+	)
+	defer rec.Release()
+	var b features.Batch
+	if err := tr.TransformTo(&b, rec); err != nil {
+		t.Fatal(err)
+	}
+	ut := tr.IDs().Table(0)
+	seed := features.FieldSeed("user")
+	wantKeys := []uint64{features.HashText("u1", seed), 0, features.HashText("u2", seed), features.HashText(long[:16], seed), features.HashText(long[:16], seed)}
+	if !slices.Equal(b.Sparse[0].Keys, wantKeys) {
+		t.Fatalf("keys %x, want %x", b.Sparse[0].Keys, wantKeys)
+	}
+	if !slices.Equal(b.Groups, wantKeys) {
+		t.Fatalf("group keys %x, want the map keys %x", b.Groups, wantKeys)
+	}
+	if got := ut.Stats().Truncated; got != 2 {
+		t.Errorf("truncated %d, want 2", got)
+	}
+	for i, k := range wantKeys {
+		want := int32(0)
+		if k != 0 {
+			want = 1 + int32(k%3)
+		}
+		if b.Sparse[0].IDs[i] != want {
+			t.Errorf("row %d: id %d, want shared row %d", i, b.Sparse[0].IDs[i], want)
+		}
+	}
+	if !slices.Equal(b.Sparse[1].Offsets, []int32{0, 2, 2, 3, 3, 4}) || len(b.Sparse[1].Keys) != 4 {
+		t.Fatalf("tags offsets %v keys %v", b.Sparse[1].Offsets, b.Sparse[1].Keys)
+	}
+	if b.Sparse[2].Keys != nil {
+		t.Error("a hash-mode field has keys")
+	}
+	// Admit, then the same record finds the own rows.
+	if _, err := tr.IDs().Admit(&b); err != nil {
+		t.Fatal(err)
+	}
+	admitted := slices.Clone(b.Sparse[0].IDs)
+	if err := tr.TransformTo(&b, rec); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(b.Sparse[0].IDs, admitted) || admitted[0] != 4 || admitted[2] != 5 || admitted[3] != 6 || admitted[4] != 6 {
+		t.Fatalf("after admission ids %v, transform gives %v (want own rows 4, 5, 6 after 3 shared rows)", admitted, b.Sparse[0].IDs)
+	}
+	if got, want := tr.Layout().Sparse[0].Cardinality, 1+3+10; got != want {
+		t.Errorf("cardinality %d, want %d", got, want)
+	}
+}
+
+// TestExactTransformDictionary: an exact field read as dictionary strings
+// (Parquet's, with int32 indices, and others) gives the rows, keys, group
+// keys and cut counts that plain strings give, before and after admission.
+func TestExactTransformDictionary(t *testing.T) {
+	spec := `fields:
+  - {name: user, kind: categorical, exact: {capacity: 10, shared: 3, max_id_bytes: 8}}
+tasks:
+  - {name: ctr, kind: binary, label: click}
+group_key: user
+`
+	tr := newTransformer(t, spec, nil, false)
+	mem := checkedMem(t)
+	long := strings.Repeat("x", 20)
+	rows := vals[any]("u1", nil, "u2", long, "u1", long+"y", nil, "u3")
+	plain := record(t, mem, col{"user", utf8, rows})
+	defer plain.Release()
+	dict32 := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: utf8}
+	var b features.Batch
+	for round := range 2 {
+		if err := tr.TransformTo(&b, plain); err != nil {
+			t.Fatal(err)
+		}
+		ids, keys, groups := slices.Clone(b.Sparse[0].IDs), slices.Clone(b.Sparse[0].Keys), slices.Clone(b.Groups)
+		for _, dt := range []arrow.DataType{dict32, dictStr} {
+			rec := record(t, mem, col{"user", dt, rows})
+			cut := tr.IDs().Table(0).Stats().Truncated
+			var d features.Batch
+			err := tr.TransformTo(&d, rec)
+			rec.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(d.Sparse[0].IDs, ids) || !slices.Equal(d.Sparse[0].Keys, keys) || !slices.Equal(d.Groups, groups) {
+				t.Errorf("round %d, %v: ids %v keys %x groups %x; plain strings give %v %x %x",
+					round, dt, d.Sparse[0].IDs, d.Sparse[0].Keys, d.Groups, ids, keys, groups)
+			}
+			if got := tr.IDs().Table(0).Stats().Truncated - cut; got != 2 {
+				t.Errorf("round %d, %v: %d ids cut, want 2 (one per row)", round, dt, got)
+			}
+		}
+		if _, err := tr.IDs().Admit(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.Sparse[0].IDs[0] <= 3 {
+		t.Fatalf("after admission u1 has row %d, want its own row after the 3 shared ones", b.Sparse[0].IDs[0])
+	}
+}
+
+func TestExactSpecErrors(t *testing.T) {
+	cases := map[string]string{
+		"{name: a, kind: categorical, exact: {capacity: 0}}":                  "capacity must be in",
+		"{name: a, kind: categorical, exact: {admit_after: 2}}":               "missing capacity",
+		"{name: a, kind: categorical, exact: {capacity: 5, evict: fifo}}":     `unknown evict "fifo"`,
+		"{name: a, kind: categorical, exact: {capacity: 5, ttl: -1}}":         "ttl must be >= 0",
+		"{name: a, kind: categorical, exact: {capacity: 5, bogus: 1}}":        `unknown key "bogus"`,
+		"{name: a, kind: categorical, buckets: 5, exact: {capacity: 5}}":      "want exactly one of",
+		"{name: a, kind: numeric, exact: {capacity: 5}}":                      `key "exact" does not apply`,
+		"{name: a, kind: categorical, exact: 5}":                              "exact: want a mapping",
+		"{name: a, kind: categorical, exact: {capacity: 5, max_id_bytes: 4}}": "max_id_bytes 4 must be >= 8",
+	}
+	for field, want := range cases {
+		_, err := features.ParseSpec(strings.NewReader("fields:\n  - " + field + "\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, features.ErrSpec) {
+			t.Errorf("%s: error %v, want one containing %q", field, err, want)
+		}
+	}
+	s := mustParse(t, "fields:\n  - {name: a, kind: categorical, exact: {capacity: 1000, admit_after: 3, ttl: 100, evict: lru}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n")
+	want := features.Exact{Capacity: 1000, AdmitAfter: 3, TTL: 100, Evict: features.EvictLRU}
+	if *s.Fields[0].Exact != want {
+		t.Errorf("exact %+v, want %+v", *s.Fields[0].Exact, want)
+	}
+	if d := want.WithDefaults(); d.Shared != 10 || d.Waiting != 1000 || d.MaxIDBytes != features.DefaultMaxIDBytes || want.Rows() != 1011 {
+		t.Errorf("defaults %+v rows %d", d, want.Rows())
+	}
+}
+
+func TestExactAllocs(t *testing.T) {
+	spec := "fields:\n  - {name: id, kind: categorical, exact: {capacity: 500, admit_after: 2, evict: lru, ttl: 2000}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
+	tr := newTransformer(t, spec, nil, true)
+	r := rand.New(rand.NewPCG(1, 1))
+	recs := make([]any, 4096)
+	for i := range recs {
+		recs[i] = int(rand.NewZipf(r, 1.2, 1, 5000).Uint64())
+	}
+	rec := record(t, memory.DefaultAllocator, col{"id", i64, recs}, col{"click", i64, repeat(0, len(recs))})
+	defer rec.Release()
+	var b features.Batch
+	for range 3 {
+		if err := tr.TransformTo(&b, rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.IDs().Admit(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := testing.AllocsPerRun(20, func() {
+		if err := tr.TransformTo(&b, rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.IDs().Admit(&b); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("TransformTo + Admit allocate %v times per call in steady state, want 0", a)
+	}
+}
