@@ -179,6 +179,7 @@ type sparseOptimizer interface {
 	State() State
 	SetState(State) error
 	StateBytes() int64
+	ResetRow(table int, r int32)
 }
 
 // StepTimes splits one step's wall time.
@@ -213,6 +214,11 @@ type Trainer struct {
 	names       []string
 	values      [][]float32
 	denseValues int
+
+	// the embedding tables (EmbeddingTables' values) and the exact
+	// tables that admit ids to them (SetIDTables)
+	tables [][]float32
+	ids    *features.IDTables
 
 	// merged sparse gradients, per table
 	mergeSlots [][]int32
@@ -294,7 +300,7 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 		return nil, err
 	}
 	tables := make([]Table, len(tableNames))
-	t.dims = dims
+	t.dims, t.tables = dims, tableValues
 	for i, name := range tableNames {
 		tables[i] = Table{Name: name, Value: tableValues[i], Dim: dims[i]}
 	}
@@ -379,8 +385,10 @@ func (t *Trainer) OptimizerStateBytes() int64 {
 
 // Step trains on one batch (at most BatchSize rows) and returns the
 // unweighted per-task mean losses (the slice is reused by the next Step).
-// A non-finite loss stops with an error naming the step and the task; the
-// model is then left as it was before the step's update.
+// With exact tables (SetIDTables) it first admits the batch's ids, which
+// rewrites the ids of b's exact fields. A non-finite loss stops with an
+// error naming the step and the task; the model is then left as it was
+// before the step's update (the exact tables keep that step's admissions).
 func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	n := b.Rows
 	if n == 0 {
@@ -394,6 +402,9 @@ func (t *Trainer) Step(b *features.Batch) ([]float64, error) {
 	}
 	t0 := time.Now()
 	t.reduced = false
+	if err := t.admit(b); err != nil {
+		return nil, fmt.Errorf("mtl: step %d: %w", t.step+1, err)
+	}
 	ws := t.split(b)
 	// Forward, per worker.
 	t.parallel(ws, phaseForward)
