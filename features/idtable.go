@@ -47,9 +47,10 @@ type IDTable struct {
 	base   int32 // model row of own row 0
 
 	slots []idSlot
-	n     uint64 // len(slots)
-	used  int    // admitted ids
-	next  int32  // own rows next..Capacity-1 were never used
+	n     uint64  // len(slots)
+	last  []int64 // per own row, the clock of its id's last use
+	used  int     // admitted ids
+	next  int32   // own rows next..Capacity-1 were never used
 	free  []int32
 
 	wait waitSet
@@ -65,10 +66,10 @@ type IDTable struct {
 	rows  []int32
 }
 
-// idSlot is one slot of the open-addressing map (linear probing).
+// idSlot is one slot of the open-addressing map (linear probing): 16
+// bytes, four to a cache line, so that a lookup reads one line.
 type idSlot struct {
 	key   uint64
-	last  int64  // clock of the id's last use
 	ref   int32  // own row + 1; 0 marks an empty slot
 	count uint32 // uses (halved at each LFU eviction)
 }
@@ -91,6 +92,7 @@ func newIDTable(f *Field, sparse int) *IDTable {
 	}
 	t.n = slotsFor(cfg.Capacity)
 	t.slots = make([]idSlot, t.n)
+	t.last = make([]int64, cfg.Capacity)
 	if cfg.AdmitAfter > 1 {
 		t.wait.init(cfg.Waiting)
 	}
@@ -118,20 +120,37 @@ func home(k, n uint64) uint64 {
 	return hi
 }
 
+// The map is open addressing with Robin Hood linear probing: an entry
+// sits at or after its home slot, entries with equal homes are adjacent,
+// and a lookup stops at the first entry closer to its home than the key
+// would be. A lookup, found or not, reads about two slots at a load of
+// 3/4 (plain linear probing reads 8.5 for an absent key), so the lookup
+// of an id without a row of its own, the common case in the long tail of
+// a real id distribution, stays as cheap as that of an admitted one.
+
+// dist is how far slot j is from home h, around the end.
+func dist(j, h, n uint64) uint64 {
+	if j >= h {
+		return j - h
+	}
+	return j + n - h
+}
+
 // Row returns the model row of key: its own row when admitted, else its
 // shared row.
 func (t *IDTable) Row(k uint64) int32 {
-	n := t.n
-	for j := home(k, n); ; {
-		s := &t.slots[j]
-		if s.ref == 0 {
-			return 1 + int32(k%t.shared)
-		}
-		if s.key == k {
-			return t.base + s.ref - 1
-		}
-		if j++; j == n {
-			j = 0
+	if j, ok := t.find(k); ok {
+		return t.base + t.slots[j].ref - 1
+	}
+	return 1 + int32(k%t.shared)
+}
+
+// rowsTo sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null).
+func (t *IDTable) rowsTo(ids []int32, keys []uint64) {
+	keys = keys[:len(ids)]
+	for i, k := range keys {
+		if ids[i] != 0 {
+			ids[i] = t.Row(k)
 		}
 	}
 }
@@ -139,16 +158,20 @@ func (t *IDTable) Row(k uint64) int32 {
 // SharedRow returns the shared row of key.
 func (t *IDTable) SharedRow(k uint64) int32 { return 1 + int32(k%t.shared) }
 
-// find returns the slot of key, or the empty slot that ends its probe.
+// find returns the slot of key and true, or false when it is absent.
 func (t *IDTable) find(k uint64) (uint64, bool) {
 	n := t.n
-	for j := home(k, n); ; {
+	h := home(k, n)
+	for j, d := h, uint64(0); ; d++ {
 		s := &t.slots[j]
 		if s.ref == 0 {
-			return j, false
+			return 0, false
 		}
 		if s.key == k {
 			return j, true
+		}
+		if dist(j, home(s.key, n), n) < d {
+			return 0, false
 		}
 		if j++; j == n {
 			j = 0
@@ -156,26 +179,43 @@ func (t *IDTable) find(k uint64) (uint64, bool) {
 	}
 }
 
-// remove deletes key's slot (it must be present) by backward shifting.
+// insert adds an entry whose key is absent, displacing the entries closer
+// to their homes (the table is never full: at most 3/4 of it is used).
+func (t *IDTable) insert(e idSlot) {
+	n := t.n
+	j := home(e.key, n)
+	for d := uint64(0); ; d++ {
+		s := &t.slots[j]
+		if s.ref == 0 {
+			*s = e
+			return
+		}
+		if ds := dist(j, home(s.key, n), n); ds < d {
+			*s, e = e, *s
+			d = ds
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+}
+
+// remove deletes key's entry (it must be present) and shifts the entries
+// after it that are not at their homes back by one.
 func (t *IDTable) remove(k uint64) {
 	i, ok := t.find(k)
 	if !ok {
 		panic("features: IDTable.remove: key not present")
 	}
 	n := t.n
-	j := i
 	for {
-		if j++; j == n {
+		j := i + 1
+		if j == n {
 			j = 0
 		}
 		s := t.slots[j]
-		if s.ref == 0 {
+		if s.ref == 0 || home(s.key, n) == j {
 			break
-		}
-		h := home(s.key, n)
-		// The entry at j stays when its home lies cyclically in (i, j].
-		if (i < j && i < h && h <= j) || (i > j && (i < h || h <= j)) {
-			continue
 		}
 		t.slots[i] = s
 		i = j
@@ -204,7 +244,7 @@ func (t *IDTable) admitColumn(ids []int32, keys []uint64, now int64, resets []Ro
 		j, ok := t.find(k)
 		if ok {
 			s := &t.slots[j]
-			s.last = now
+			t.last[s.ref-1] = now
 			if s.count < math.MaxUint32 {
 				s.count++
 			}
@@ -236,8 +276,8 @@ func (t *IDTable) admit(k uint64, now int64, resets []RowReset) (int32, []RowRes
 	if t.cfg.AdmitAfter > 1 {
 		t.wait.remove(k)
 	}
-	j, _ := t.find(k) // after allocRow, which may have moved slots
-	t.slots[j] = idSlot{key: k, last: now, ref: r + 1, count: count}
+	t.insert(idSlot{key: k, ref: r + 1, count: count})
+	t.last[r] = now
 	t.used++
 	t.admissions++
 	row := t.base + r
@@ -300,8 +340,8 @@ func (t *IDTable) evictBatch() int { return max(1, t.cfg.Capacity/64) }
 func (t *IDTable) evictSome(now int64) {
 	c := t.cands[:0]
 	for _, s := range t.slots {
-		if s.ref != 0 && s.last < now {
-			c = append(c, evictCand{key: s.key, last: s.last, row: s.ref - 1, count: s.count})
+		if s.ref != 0 && t.last[s.ref-1] < now {
+			c = append(c, evictCand{key: s.key, last: t.last[s.ref-1], row: s.ref - 1, count: s.count})
 		}
 	}
 	k := min(t.evictBatch(), len(c))
@@ -357,7 +397,7 @@ func (t *IDTable) sweep(now int64) {
 	limit := now - t.cfg.TTL
 	c := t.cands[:0]
 	for _, s := range t.slots {
-		if s.ref != 0 && s.last < limit {
+		if s.ref != 0 && t.last[s.ref-1] < limit {
 			c = append(c, evictCand{key: s.key, row: s.ref - 1})
 		}
 	}
@@ -440,13 +480,38 @@ func (w *waitSet) init(max int) {
 
 func (w *waitSet) find(k uint64) (uint64, bool) {
 	n := w.n
-	for j := home(k, n); ; {
+	h := home(k, n)
+	for j, d := h, uint64(0); ; d++ {
 		s := &w.slots[j]
 		if s.count == 0 {
-			return j, false
+			return 0, false
 		}
 		if s.key == k {
 			return j, true
+		}
+		if dist(j, home(s.key, n), n) < d {
+			return 0, false
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+}
+
+// insert adds an entry whose key is absent (Robin Hood, as IDTable.insert).
+func (w *waitSet) insert(e waitSlot) {
+	n := w.n
+	j := home(e.key, n)
+	for d := uint64(0); ; d++ {
+		s := &w.slots[j]
+		if s.count == 0 {
+			*s = e
+			w.len++
+			return
+		}
+		if ds := dist(j, home(s.key, n), n); ds < d {
+			*s, e = e, *s
+			d = ds
 		}
 		if j++; j == n {
 			j = 0
@@ -485,10 +550,8 @@ func (w *waitSet) add(k uint64, now int64, forgotten *int64) uint32 {
 		}
 		*forgotten += int64(half)
 		w.cands = c
-		j, _ = w.find(k)
 	}
-	w.slots[j] = waitSlot{key: k, last: now, count: 1}
-	w.len++
+	w.insert(waitSlot{key: k, last: now, count: 1})
 	return 1
 }
 
@@ -499,18 +562,14 @@ func (w *waitSet) remove(k uint64) {
 		return
 	}
 	n := w.n
-	j := i
 	for {
-		if j++; j == n {
+		j := i + 1
+		if j == n {
 			j = 0
 		}
 		s := w.slots[j]
-		if s.count == 0 {
+		if s.count == 0 || home(s.key, n) == j {
 			break
-		}
-		h := home(s.key, n)
-		if (i < j && i < h && h <= j) || (i > j && (i < h || h <= j)) {
-			continue
 		}
 		w.slots[i] = s
 		i = j
@@ -561,8 +620,8 @@ func (t *IDTable) Stats() IDTableStats {
 
 // MapBytes is the memory of the map, the waiting set and the free list.
 func (t *IDTable) MapBytes() int64 {
-	const slot, wslot = 24, 24
-	return slot*int64(len(t.slots)) + wslot*int64(len(t.wait.slots)) + 4*int64(cap(t.free))
+	const slot, wslot = 16, 24
+	return slot*int64(len(t.slots)) + 8*int64(len(t.last)) + wslot*int64(len(t.wait.slots)) + 4*int64(cap(t.free))
 }
 
 // String describes the table's figures on one line.

@@ -184,7 +184,7 @@ func (ts *IDTables) State() IDState {
 		counts := make([]int64, len(byRow))
 		last := make([]int64, len(byRow))
 		for i, s := range byRow {
-			keys[i], rows[i], counts[i], last[i] = s.key, int64(s.ref-1), int64(s.count), s.last
+			keys[i], rows[i], counts[i], last[i] = s.key, int64(s.ref-1), int64(s.count), t.last[s.ref-1]
 		}
 		free := make([]int64, len(t.free))
 		for i, r := range t.free {
@@ -260,7 +260,7 @@ func (ts *IDTables) SetState(st IDState) error {
 
 // take moves the content of nt (a table of the same field) into t.
 func (t *IDTable) take(nt *IDTable) {
-	t.slots, t.n, t.used, t.next, t.free = nt.slots, nt.n, nt.used, nt.next, nt.free
+	t.slots, t.n, t.last, t.used, t.next, t.free = nt.slots, nt.n, nt.last, nt.used, nt.next, nt.free
 	t.wait = nt.wait
 	t.clock, t.lastSweep = nt.clock, nt.lastSweep
 	t.admissions, t.evictions, t.expired = nt.admissions, nt.evictions, nt.expired
@@ -359,11 +359,11 @@ func (t *IDTable) fromState(st IDState) (*IDTable, error) {
 		if counts[i] < 0 || counts[i] > 1<<32-1 || last[i] < 0 || last[i] > nt.clock {
 			return nil, bad("id %d: count %d or last use %d out of range", i, counts[i], last[i])
 		}
-		j, dup := nt.find(k)
-		if dup {
+		if _, dup := nt.find(k); dup {
 			return nil, bad("key %#x appears twice", k)
 		}
-		nt.slots[j] = idSlot{key: k, last: last[i], ref: int32(r) + 1, count: uint32(counts[i])}
+		nt.insert(idSlot{key: k, ref: int32(r) + 1, count: uint32(counts[i])})
+		nt.last[r] = last[i]
 	}
 	nt.used = len(keys)
 	nt.free = make([]int32, 0, len(free))
@@ -390,12 +390,10 @@ func (t *IDTable) fromState(st IDState) (*IDTable, error) {
 		if _, admitted := nt.find(k); admitted {
 			return nil, bad("key %#x is both admitted and waiting", k)
 		}
-		j, dup := nt.wait.find(k)
-		if dup {
+		if _, dup := nt.wait.find(k); dup {
 			return nil, bad("waiting key %#x appears twice", k)
 		}
-		nt.wait.slots[j] = waitSlot{key: k, last: wl[i], count: uint32(wc[i])}
-		nt.wait.len++
+		nt.wait.insert(waitSlot{key: k, last: wl[i], count: uint32(wc[i])})
 	}
 	return nt, nil
 }

@@ -29,8 +29,13 @@ func (p *sparsePlan) textKey(s string) uint64 {
 // exactIDs fills the keys and rows of an exact categorical column; when
 // groups is not nil it also receives the keys (the group key is this
 // column). Null rows get id 0 and key 0.
+//
+// It hashes every value first and probes the map in a second loop: the
+// probes of that short loop are independent, so the processor keeps many
+// of their cache misses in flight at once, where a loop that also hashed
+// would wait for them one after another.
 func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []uint64) {
-	t, seed := p.exact, p.seed
+	seed := p.seed
 	keys = keys[:len(ids)]
 	var null []byte
 	if c.nulls {
@@ -40,52 +45,42 @@ func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []u
 	isNull := func(r int) bool {
 		return null != nil && null[(off+r)>>3]&(1<<uint((off+r)&7)) == 0
 	}
+	// ids[r] is 0 for null and 1 otherwise until the probes.
 	switch c.kind {
 	case tString:
 		for r := range ids {
-			var k uint64
 			if isNull(r) {
-				ids[r] = 0
+				ids[r], keys[r] = 0, 0
 			} else {
-				k = p.textKey(c.sval(r))
-				ids[r] = t.Row(k)
+				ids[r], keys[r] = 1, p.textKey(c.sval(r))
 			}
-			keys[r] = k
 		}
 	case tInt64:
 		for r, v := range c.i64[:len(ids)] {
-			var k uint64
 			if isNull(r) {
-				ids[r] = 0
+				ids[r], keys[r] = 0, 0
 			} else {
-				k = hashInt(v, seed)
-				ids[r] = t.Row(k)
+				ids[r], keys[r] = 1, hashInt(v, seed)
 			}
-			keys[r] = k
 		}
 	case tInt32:
 		for r, v := range c.i32[:len(ids)] {
-			var k uint64
 			if isNull(r) {
-				ids[r] = 0
+				ids[r], keys[r] = 0, 0
 			} else {
-				k = hashInt(int64(v), seed)
-				ids[r] = t.Row(k)
+				ids[r], keys[r] = 1, hashInt(int64(v), seed)
 			}
-			keys[r] = k
 		}
 	default:
 		for r := range ids {
-			var k uint64
 			if c.isNull(r) {
-				ids[r] = 0
+				ids[r], keys[r] = 0, 0
 			} else {
-				k = p.key(c, r)
-				ids[r] = t.Row(k)
+				ids[r], keys[r] = 1, p.key(c, r)
 			}
-			keys[r] = k
 		}
 	}
+	p.exact.rowsTo(ids, keys)
 	if groups != nil {
 		copy(groups, keys)
 	}
@@ -103,8 +98,7 @@ func (p *sparsePlan) exactListIDs(ids []int32, keys []uint64, offs []int32, c *l
 		lo, hi := c.span(r)
 		if ch.kind == tString && !ch.nulls {
 			for j := lo; j < hi; j++ {
-				key := p.textKey(ch.sval(j))
-				keys[k], ids[k] = key, t.Row(key)
+				keys[k], ids[k] = p.textKey(ch.sval(j)), 1
 				k++
 			}
 		} else {
@@ -112,13 +106,13 @@ func (p *sparsePlan) exactListIDs(ids []int32, keys []uint64, offs []int32, c *l
 				if ch.isNull(j) {
 					continue
 				}
-				key := p.key(ch, j)
-				keys[k], ids[k] = key, t.Row(key)
+				keys[k], ids[k] = p.key(ch, j), 1
 				k++
 			}
 		}
 		offs[r+1] = int32(k)
 	}
+	t.rowsTo(ids[:k], keys[:k])
 	return k
 }
 

@@ -1,0 +1,82 @@
+package features
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestIDMapAgainstGoMap inserts and removes random keys in a small map
+// (so that probes wrap around its end) and checks every lookup against a
+// Go map, and the Robin Hood invariant after every change: along a
+// cluster, no entry is closer to its home than its predecessor minus one.
+func TestIDMapAgainstGoMap(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 20 {
+		capacity := 1 + r.IntN(40)
+		tab := newIDTable(&Field{Name: "f", Exact: &Exact{Capacity: capacity, AdmitAfter: 2, Waiting: capacity}}, 0)
+		want := map[uint64]int32{}
+		wantWait := map[uint64]bool{}
+		keys := make([]uint64, 3*capacity)
+		for i := range keys {
+			keys[i] = r.Uint64()
+			if r.IntN(3) == 0 {
+				keys[i] = keys[i]>>8 | 0xff<<56 // crowd the homes at the end
+			}
+		}
+		for op := range 2000 {
+			k := keys[r.IntN(len(keys))]
+			_, in := want[k]
+			switch {
+			case !in && len(want) < capacity && r.IntN(2) == 0:
+				want[k] = int32(op)
+				tab.insert(idSlot{key: k, ref: int32(op) + 1})
+			case in && r.IntN(2) == 0:
+				delete(want, k)
+				tab.remove(k)
+			}
+			_, win := wantWait[k]
+			switch {
+			case !win && tab.wait.len < capacity && r.IntN(2) == 0:
+				wantWait[k] = true
+				tab.wait.insert(waitSlot{key: k, count: 1})
+			case win && r.IntN(2) == 0:
+				delete(wantWait, k)
+				tab.wait.remove(k)
+			}
+			for _, q := range keys {
+				j, ok := tab.find(q)
+				row, in := want[q]
+				if ok != in || (ok && tab.slots[j].ref-1 != row) {
+					t.Fatalf("round %d op %d: find(%x) = %d %v, want %d %v", round, op, q, j, ok, row, in)
+				}
+				if _, ok := tab.wait.find(q); ok != wantWait[q] {
+					t.Fatalf("round %d op %d: waiting find(%x) = %v", round, op, q, ok)
+				}
+			}
+			checkRobinHood(t, tab.n, func(j uint64) (uint64, bool) { return tab.slots[j].key, tab.slots[j].ref != 0 })
+			checkRobinHood(t, tab.wait.n, func(j uint64) (uint64, bool) { return tab.wait.slots[j].key, tab.wait.slots[j].count != 0 })
+			if tab.wait.len != len(wantWait) {
+				t.Fatalf("waiting len %d, want %d", tab.wait.len, len(wantWait))
+			}
+		}
+	}
+}
+
+func checkRobinHood(t *testing.T, n uint64, at func(j uint64) (uint64, bool)) {
+	t.Helper()
+	for j := range n {
+		k, used := at(j)
+		if !used {
+			continue
+		}
+		d := dist(j, home(k, n), n)
+		if d == 0 {
+			continue
+		}
+		p := (j + n - 1) % n
+		pk, pused := at(p)
+		if !pused || dist(p, home(pk, n), n)+1 < d {
+			t.Fatalf("slot %d (distance %d) follows slot %d that breaks the invariant", j, d, p)
+		}
+	}
+}
