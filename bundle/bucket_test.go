@@ -112,7 +112,7 @@ func TestBucketPublishAndFetch(t *testing.T) {
 	ctx := context.Background()
 	b, raw := testBucket(t)
 	m, model := testModel(t, 1)
-	v, err := Publish(ctx, b, m, model, 0)
+	v, err := Publish(ctx, b, m, model, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestBucketFetchRefusesCorrupt(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b, raw := testBucket(t)
 			m, model := testModel(t, 1)
-			v, err := Write(ctx, b, m, model)
+			v, err := Write(ctx, b, m, model, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,7 +238,7 @@ func TestBucketFetchLimit(t *testing.T) {
 	ctx := context.Background()
 	b, _ := testBucket(t)
 	m, model := testModel(t, 1)
-	v, err := Write(ctx, b, m, model)
+	v, err := Write(ctx, b, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestBucketPointerRace(t *testing.T) {
 	b := testBucketAt(t, u)
 	publish := func(s *Bucket) (string, error) {
 		m, model := testModel(t, 1)
-		return Publish(ctx, s, m, model, 0)
+		return Publish(ctx, s, m, model, nil, 0)
 	}
 	if _, err := publish(a); err != nil {
 		t.Fatal(err)
@@ -525,7 +525,7 @@ func TestBucketStoreDown(t *testing.T) {
 		t.Error("Versions on a dead store: no error")
 	}
 	m, model := testModel(t, 1)
-	if _, err := Publish(ctx, b, m, model, 2); err == nil {
+	if _, err := Publish(ctx, b, m, model, nil, 2); err == nil {
 		t.Error("Publish on a dead store: no error")
 	}
 	local := NewDir(t.TempDir())
@@ -554,7 +554,7 @@ func TestBucketStoreFailsMidUpload(t *testing.T) {
 			b := testBucketAt(t, proxy.Rewrite(u))
 			direct := testBucketAt(t, u)
 			m, model := testModel(t, 1)
-			v1, err := Publish(ctx, b, m, model, 0)
+			v1, err := Publish(ctx, b, m, model, nil, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -593,7 +593,7 @@ func TestBucketStoreFailsMidUpload(t *testing.T) {
 			if l, err := direct.Latest(ctx); err != nil || l != v1 {
 				t.Fatalf("latest %s, %v; want %s", l, err, v1)
 			}
-			v3, err := Publish(ctx, b, m, model, 0)
+			v3, err := Publish(ctx, b, m, model, nil, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

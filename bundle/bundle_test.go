@@ -94,7 +94,7 @@ func TestWriteAndRead(t *testing.T) {
 	ctx := context.Background()
 	d := NewDir(filepath.Join(t.TempDir(), "models", "demo"))
 	m, model := testModel(t, 1)
-	v, err := Write(ctx, d, m, model)
+	v, err := Write(ctx, d, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestWriteAndRead(t *testing.T) {
 
 	// A second version counts up.
 	m2, _ := testModel(t, 2)
-	if v2, err := Write(ctx, d, m2, model); err != nil || v2 != "v00000002" {
+	if v2, err := Write(ctx, d, m2, model, nil); err != nil || v2 != "v00000002" {
 		t.Fatalf("second write: %q, %v", v2, err)
 	}
 }
@@ -146,7 +146,7 @@ func TestWriteRefusesUnscoredSample(t *testing.T) {
 	d := NewDir(t.TempDir())
 	m, model := testModel(t, 1)
 	m.Sample[0].Scores = nil
-	if _, err := Write(context.Background(), d, m, model); err == nil || !strings.Contains(err.Error(), "FillSampleScores") {
+	if _, err := Write(context.Background(), d, m, model, nil); err == nil || !strings.Contains(err.Error(), "FillSampleScores") {
 		t.Fatalf("error %v, want one pointing at FillSampleScores", err)
 	}
 	if vs := versions(t, d); len(vs) != 0 {
@@ -157,7 +157,7 @@ func TestWriteRefusesUnscoredSample(t *testing.T) {
 func TestReadManifestFormatVersion(t *testing.T) {
 	d := NewDir(t.TempDir())
 	m, model := testModel(t, 1)
-	v, err := Write(context.Background(), d, m, model)
+	v, err := Write(context.Background(), d, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestPublish(t *testing.T) {
 	m, model := testModel(t, 1)
 	var last string
 	for range 4 {
-		v, err := Publish(ctx, d, m, model, 3)
+		v, err := Publish(ctx, d, m, model, nil, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -421,7 +421,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 	var vs []string
 	for range 3 {
-		v, err := WriteCheckpoint(ctx, cks, m, model, ck, 2)
+		v, err := WriteCheckpoint(ctx, cks, m, model, nil, ck, 2)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/tensorfile"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
@@ -49,33 +50,32 @@ const (
 	sparseTensors = "sparse/"
 )
 
-// WriteCheckpoint publishes model, its manifest m and the training state
-// ck as a new version of s (a checkpoint store: Checkpoints), then removes
+// WriteCheckpoint publishes model, the id maps of its exact tables ids
+// (Write), its manifest m and the training state ck as a new version of s (a checkpoint store: Checkpoints), then removes
 // all but the newest keep checkpoints (Prune; keep <= 0 keeps all). It
 // returns the version's name, also when only the pruning failed.
-func WriteCheckpoint(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ck *Checkpoint, keep int) (string, error) {
+func WriteCheckpoint(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, ck *Checkpoint, keep int) (string, error) {
 	tf := *ck
 	if math.IsInf(tf.BestKey, -1) {
 		tf.BestKey = -math.MaxFloat64
 	}
 	st := ck.State
-	extra := []File{
-		{Name: OptimizerFile, Write: func(w io.Writer) error {
-			f32 := map[string][]float32{}
-			i32 := map[string][]int32{}
+	extra := append(idsFile(ids),
+		File{Name: OptimizerFile, Write: func(w io.Writer) error {
+			t := tensorfile.Tensors{F32: map[string][]float32{}, I32: map[string][]int32{}}
 			for k, v := range st.Dense.Tensors {
-				f32[denseTensors+k] = v
+				t.F32[denseTensors+k] = v
 			}
 			for k, v := range st.Sparse.Tensors {
-				f32[sparseTensors+k] = v
+				t.F32[sparseTensors+k] = v
 			}
 			for k, v := range st.Sparse.Counts {
-				i32[sparseTensors+k] = v
+				t.I32[sparseTensors+k] = v
 			}
-			return tensorfile.Write(w, f32, i32)
+			return tensorfile.Write(w, t)
 		}},
 		jsonFile(TrainerFile, &tf),
-	}
+	)
 	extra = append(extra, ck.Files...)
 	v, err := write(ctx, s, m, model, extra)
 	if err != nil {
@@ -128,21 +128,21 @@ func ReadCheckpoint(dir string) (*Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	f32, i32, err := tensorfile.Read(f)
+	t, err := tensorfile.Read(f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %s: %w", OptimizerFile, err)
 	}
 	st := &ck.State
 	st.Dense.Tensors, st.Sparse.Tensors, st.Sparse.Counts = map[string][]float32{}, map[string][]float32{}, map[string][]int32{}
-	for k, v := range f32 {
+	for k, v := range t.F32 {
 		if name, ok := strings.CutPrefix(k, denseTensors); ok {
 			st.Dense.Tensors[name] = v
 		} else if name, ok := strings.CutPrefix(k, sparseTensors); ok {
 			st.Sparse.Tensors[name] = v
 		}
 	}
-	for k, v := range i32 {
+	for k, v := range t.I32 {
 		if name, ok := strings.CutPrefix(k, sparseTensors); ok {
 			st.Sparse.Counts[name] = v
 		}

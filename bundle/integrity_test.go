@@ -56,8 +56,9 @@ func writeCheckpoint(t *testing.T) string {
 	ck := &Checkpoint{Position: json.RawMessage(`{}`)}
 	ck.State.Dense.Tensors = map[string][]float32{"w.m": {1, 2, 3}}
 	ck.State.Sparse.Counts = map[string][]int32{"e.steps": {4, 5}}
+	_, ids := testIDs(t)
 	cks := Checkpoints(t.TempDir())
-	v, err := WriteCheckpoint(context.Background(), cks, m, model, ck, 0)
+	v, err := WriteCheckpoint(context.Background(), cks, m, model, ids, ck, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestChecksumsWritten(t *testing.T) {
 		}
 	}
 	slices.Sort(recorded)
-	if want := []string{OptimizerFile, TrainerFile, WeightsFile}; !slices.Equal(recorded, want) {
+	if want := []string{IDsFile, OptimizerFile, TrainerFile, WeightsFile}; !slices.Equal(recorded, want) {
 		t.Errorf("checksums of %v, want %v", recorded, want)
 	}
 	// CRC-32C itself: the check value of "123456789" (RFC 3720).
@@ -105,7 +106,7 @@ func TestFlippedByteAnywhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{ManifestFile, ManifestSumFile, WeightsFile, TrainerFile, OptimizerFile} {
+	for _, name := range []string{ManifestFile, ManifestSumFile, WeightsFile, IDsFile, TrainerFile, OptimizerFile} {
 		// The manifest and its checksum are checked by ReadManifest, the
 		// others by Verify (readAll does both).
 		check := func() error { return Verify(dir, m, name) }
@@ -228,7 +229,7 @@ func layoutOf(t *testing.T, m *Manifest) features.Layout {
 func TestReadModelLimits(t *testing.T) {
 	d := NewDir(t.TempDir())
 	m, model := testModel(t, 1)
-	v, err := Write(context.Background(), d, m, model)
+	v, err := Write(context.Background(), d, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

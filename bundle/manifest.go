@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 	"github.com/onestone/onestone/mtl"
 )
@@ -83,8 +84,8 @@ type Manifest struct {
 	// serving.FillSampleScores sets it.
 	SampleKernel string `json:"sample_kernel,omitempty"`
 	// Files are the size and CRC-32C of every other file of the version,
-	// by name (weights.safetensors, and a checkpoint's trainer.json and
-	// optimizer.bin). Write sets them; the manifest's own are in
+	// by name (weights.safetensors, ids.bin with exact tables, and a
+	// checkpoint's trainer.json and optimizer.bin). Write sets them; the manifest's own are in
 	// ManifestSumFile. Nil in a version written before checksums: such a
 	// version is read without verification (Verified).
 	Files map[string]FileSum `json:"files,omitempty"`
@@ -136,8 +137,9 @@ func marshalJSON(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Write publishes model and its manifest m as a new version of s and
-// returns the version's name. It sets m.FormatVersion, m.Created (when
+// Write publishes model, the id maps of its exact tables ids (nil or
+// empty when the spec has no exact field: no ids.bin is written) and its
+// manifest m as a new version of s and returns the version's name. It sets m.FormatVersion, m.Created (when
 // zero), m.Files (the checksum of every file it writes, which the
 // manifest records; the manifest's own goes to ManifestSumFile) and, once
 // published, m.Version.
@@ -145,8 +147,8 @@ func marshalJSON(v any) ([]byte, error) {
 // Every sample event must carry its scores: serving.FillSampleScores
 // computes them through the serving path, which serving.LoadBundle checks
 // bit for bit.
-func Write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model) (string, error) {
-	return write(ctx, s, m, model, nil)
+func Write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables) (string, error) {
+	return write(ctx, s, m, model, idsFile(ids))
 }
 
 // write publishes the weights, the extra files and the manifest, last.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/fileutil"
 	"github.com/onestone/onestone/mmoe"
 )
@@ -51,12 +52,12 @@ var (
 	_ Store = (*Bucket)(nil)
 )
 
-// Publish writes model and m as a new version of s (Write), points latest
+// Publish writes model, ids and m as a new version of s (Write), points latest
 // at it, and removes all but the newest keep versions (Prune; keep <= 0
 // keeps all). Once the version is written it returns its name, also with
 // an error from SetLatest or Prune.
-func Publish(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, keep int) (string, error) {
-	v, err := Write(ctx, s, m, model)
+func Publish(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, keep int) (string, error) {
+	v, err := Write(ctx, s, m, model, ids)
 	if err != nil {
 		return "", err
 	}

@@ -114,6 +114,22 @@ func (e Exact) Rows() int {
 	return 1 + e.Shared + e.Capacity
 }
 
+// MapBytes bounds the memory of the field's IDTable besides its rows:
+// the map (16 bytes a slot, 4/3 slots per row), the last-use clock of
+// each row (8 bytes), the waiting set (24 bytes a slot, 4/3 slots per
+// waiting id; none when AdmitAfter is 1) and the free list (at most 4
+// bytes a row). About 33 bytes per row with AdmitAfter 1, 65 with the
+// default Waiting.
+func (e Exact) MapBytes() int64 {
+	e = e.WithDefaults()
+	c := int64(e.Capacity)
+	b := 16*int64(slotsFor(e.Capacity)) + 8*c + 4*c
+	if e.AdmitAfter > 1 {
+		b += 24 * int64(slotsFor(e.Waiting))
+	}
+	return b
+}
+
 // modes counts the id modes a categorical field sets (buckets, vocab,
 // exact): a valid field sets exactly one.
 func modes(f *Field) int {

@@ -618,11 +618,10 @@ func (t *IDTable) Stats() IDTableStats {
 	}
 }
 
-// MapBytes is the memory of the map, the waiting set and the free list.
-func (t *IDTable) MapBytes() int64 {
-	const slot, wslot = 16, 24
-	return slot*int64(len(t.slots)) + 8*int64(len(t.last)) + wslot*int64(len(t.wait.slots)) + 4*int64(cap(t.free))
-}
+// MapBytes is the memory of the map, the waiting set and the free list
+// at their largest (Exact.MapBytes): all but the free list are allocated
+// whole when the table is made.
+func (t *IDTable) MapBytes() int64 { return t.cfg.MapBytes() }
 
 // String describes the table's figures on one line.
 func (s IDTableStats) String() string {

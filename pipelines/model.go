@@ -75,7 +75,7 @@ func LoadSetup(specPath string, fit func(*features.Spec) (*features.Stats, error
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: statistics %s (run 'onestone fit'): %w", statsPath, err)
 	}
-	if err := s.buildTransform(); err != nil {
+	if err := s.buildTransform(nil); err != nil {
 		return nil, fmt.Errorf("pipelines: spec %s: %w", specPath, err)
 	}
 	return s, nil
@@ -111,7 +111,7 @@ func setupFromText(text []byte, stats *features.Stats) (*Setup, error) {
 	}
 	s.Model = withTransfer(s.Model, s.TaskConfigs)
 	if stats != nil {
-		if err := s.buildTransform(); err != nil {
+		if err := s.buildTransform(nil); err != nil {
 			return nil, err
 		}
 	}
@@ -134,8 +134,10 @@ func withTransfer(c mmoe.Config, tasks []mtl.TaskConfig) mmoe.Config {
 	return c
 }
 
-func (s *Setup) buildTransform() error {
-	t, err := features.NewTransformer(s.Spec, s.Stats, features.TransformerConfig{Labels: true})
+// buildTransform builds the training transform with the exact tables ids
+// (nil: new empty ones).
+func (s *Setup) buildTransform(ids *features.IDTables) error {
+	t, err := features.NewTransformer(s.Spec, s.Stats, features.TransformerConfig{Labels: true, IDs: ids})
 	if err != nil {
 		return err
 	}
@@ -162,13 +164,18 @@ func (s *Setup) ReadModel(r io.Reader) (*mmoe.Model, error) {
 func (s *Setup) heads() []string { return s.Tasks.Heads() }
 
 // LoadedModel is a bundle or checkpoint read back for evaluation or
-// resumption.
+// resumption. Its Setup's transform looks exact ids up in the bundle's id
+// maps (IDs).
 type LoadedModel struct {
 	Dir      string
 	Manifest *bundle.Manifest
 	Setup    *Setup
 	Model    *mmoe.Model
 }
+
+// IDs are the exact tables read from the bundle (empty without exact
+// fields).
+func (lm *LoadedModel) IDs() *features.IDTables { return lm.Setup.Transformer.IDs() }
 
 // LoadModel is LoadModelLimits within the default bundle.Limits.
 func LoadModel(path string) (*LoadedModel, error) {
@@ -180,7 +187,8 @@ func LoadModel(path string) (*LoadedModel, error) {
 // temporary directory removed once read: bundle.ResolveLocal; Dir is then
 // its URL) with its training setup (the spec it carries), through the checks
 // serving.LoadBundle makes of the files: the manifest's checksum and
-// format, the model's size against lim, the weights' size and checksum,
+// format, the id maps of exact tables (bundle.ReadIDs), the model's size
+// against lim, the weights' size and checksum,
 // and their header against the configuration, all before the model is
 // allocated (bundle.ReadModel). A panic while loading is an error.
 func LoadModelLimits(path string, lim bundle.Limits) (lm *LoadedModel, err error) {
@@ -202,8 +210,16 @@ func LoadModelLimits(path string, lim bundle.Limits) (lm *LoadedModel, err error
 	if err := json.Unmarshal(man.Stats, &stats); err != nil {
 		return nil, fmt.Errorf("pipelines: bundle %s: stats: %w", dir, err)
 	}
-	s, err := setupFromText([]byte(man.Spec), &stats)
+	s, err := setupFromText([]byte(man.Spec), nil)
 	if err != nil {
+		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
+	}
+	s.Stats = &stats
+	ids, err := bundle.ReadIDs(dir, man, s.Spec, lim)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: %w", err)
+	}
+	if err := s.buildTransform(ids); err != nil {
 		return nil, fmt.Errorf("pipelines: bundle %s: %w", dir, err)
 	}
 	s.Model = man.Model

@@ -58,7 +58,7 @@ func TestScoreToParquet(t *testing.T) {
 	}
 	root := filepath.Join(tmp, "models")
 	m := &bundle.Manifest{Spec: scoreTestSpec, Model: model.Config(), Tasks: ts.Configs(), Objectives: ts.Objectives()}
-	if _, err := bundle.Write(context.Background(), bundle.NewDir(root), m, model); err != nil {
+	if _, err := bundle.Write(context.Background(), bundle.NewDir(root), m, model, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -375,10 +375,7 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 		cfg: TrainBatchConfig{SpecPath: cfg.SpecPath, Out: cfg.Model, Checkpoints: cfg.Checkpoints, KeepCheckpoints: cfg.KeepCheckpoints, Progress: cfg.Progress},
 		s:   s, out: out, cks: ckDir, bestKey: math.Inf(-1), obs: cfg.Observers,
 	}
-	if r.model, err = s.NewModel(); err != nil {
-		return err
-	}
-	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
+	if err := r.newModel(); err != nil {
 		return err
 	}
 	defer r.trainer.Close()
@@ -739,7 +736,7 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 		m.Sample = append(m.Sample, bundle.SampleEvent{Event: ev})
 	}
 	if len(m.Sample) > 0 {
-		if err := serving.FillSampleScores(m, r.model); err != nil {
+		if err := serving.FillSampleScores(m, r.model, r.ids()); err != nil {
 			return fmt.Errorf("pipelines: stream: publish: %w", err)
 		}
 	}
@@ -747,7 +744,7 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	// within PublishTimeout.
 	out := r.out
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.PublishTimeout)
-	v, err := bundle.Publish(pctx, out, m, r.model, st.cfg.KeepBundles)
+	v, err := bundle.Publish(pctx, out, m, r.model, r.ids(), st.cfg.KeepBundles)
 	cancel()
 	if err != nil {
 		if _, remote := out.(*bundle.Bucket); remote && !errors.Is(err, bundle.ErrConflict) {

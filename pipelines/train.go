@@ -173,10 +173,7 @@ func TrainBatch(ctx context.Context, cfg TrainBatchConfig) (*TrainResult, error)
 		s.Train.EvalEvery = cfg.EvalEvery
 	}
 	r := &trainRun{cfg: cfg, s: s, out: out, cks: cks, bestKey: math.Inf(-1), obs: cfg.Observers}
-	if r.model, err = s.NewModel(); err != nil {
-		return nil, err
-	}
-	if r.trainer, err = mtl.NewTrainer(r.model, s.Tasks, s.Train); err != nil {
+	if err := r.newModel(); err != nil {
 		return nil, err
 	}
 	defer r.trainer.Close()
@@ -243,6 +240,28 @@ func closeStore(s bundle.Store) {
 		c.Close()
 	}
 }
+
+// newModel builds the run's fresh model and its trainer, which admits the
+// ids of the exact tables of the transform (mtl.Trainer.SetIDTables).
+func (r *trainRun) newModel() error {
+	var err error
+	if r.model, err = r.s.NewModel(); err != nil {
+		return err
+	}
+	if r.trainer, err = mtl.NewTrainer(r.model, r.s.Tasks, r.s.Train); err != nil {
+		return err
+	}
+	if r.ids().Len() > 0 {
+		if err := r.trainer.SetIDTables(r.ids()); err != nil {
+			r.trainer.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// ids are the exact tables the run trains: the transform's.
+func (r *trainRun) ids() *features.IDTables { return r.s.Transformer.IDs() }
 
 func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	s, tr := r.s, r.trainer
@@ -503,11 +522,11 @@ func (r *trainRun) publish(ctx context.Context, res *EvalResult) (string, error)
 		return "", err
 	}
 	if len(m.Sample) > 0 {
-		if err := serving.FillSampleScores(m, r.model); err != nil {
+		if err := serving.FillSampleScores(m, r.model, r.ids()); err != nil {
 			return "", err
 		}
 	}
-	v, err := bundle.Publish(context.WithoutCancel(ctx), r.out, m, r.model, r.cfg.KeepCheckpoints)
+	v, err := bundle.Publish(context.WithoutCancel(ctx), r.out, m, r.model, r.ids(), r.cfg.KeepCheckpoints)
 	if v == "" {
 		return "", err
 	}
@@ -535,7 +554,7 @@ func (r *trainRun) checkpoint(ctx context.Context, res *EvalResult) (string, err
 	if r.ckFiles != nil {
 		ck.Files = r.ckFiles()
 	}
-	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), r.cks, m, r.model, ck, r.cfg.KeepCheckpoints)
+	v, err := bundle.WriteCheckpoint(context.WithoutCancel(ctx), r.cks, m, r.model, r.ids(), ck, r.cfg.KeepCheckpoints)
 	if v == "" {
 		return "", err
 	}
@@ -556,8 +575,12 @@ func (r *trainRun) resume() (string, error) {
 	if err := sameSetup(r.s, lm.Setup, r.model.Config(), lm.Model.Config()); err != nil {
 		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
-	// The weights: copy the loaded model's tensors into ours.
+	// The weights: copy the loaded model's tensors into ours, and its id
+	// maps into our exact tables.
 	if err := r.model.CopyFrom(lm.Model); err != nil {
+		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
+	}
+	if err := r.ids().SetState(lm.IDs().State()); err != nil {
 		return "", fmt.Errorf("pipelines: resume from %s: %w", lm.Dir, err)
 	}
 	ck, err := bundle.ReadCheckpoint(lm.Dir)
@@ -646,6 +669,11 @@ func (r *trainRun) initFrom(path string) error {
 	}
 	if len(loaded) == 0 {
 		return fmt.Errorf("pipelines: --init-from %s: %w: no tensor matches this model", lm.Dir, ErrSpecMismatch)
+	}
+	// The rows of exact fields' embeddings are those of the bundle's ids:
+	// its id maps come with them (the fields are the same).
+	if err := r.ids().SetState(lm.IDs().State()); err != nil {
+		return fmt.Errorf("pipelines: --init-from %s: %w", lm.Dir, err)
 	}
 	if r.cfg.Progress != nil {
 		fmt.Fprintf(r.cfg.Progress, "warm-started %d tensors from %s\n", len(loaded), lm.Dir)

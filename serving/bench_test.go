@@ -33,11 +33,11 @@ func stdTestScorer(tb testing.TB) *serving.Scorer {
 			stdErr = err
 			return
 		}
-		if err := serving.FillSampleScores(m, model); err != nil {
+		if err := serving.FillSampleScores(m, model, nil); err != nil {
 			stdErr = err
 			return
 		}
-		b, err := serving.NewBundle(m, model)
+		b, err := serving.NewBundle(m, model, nil)
 		if err != nil {
 			stdErr = err
 			return

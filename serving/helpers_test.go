@@ -136,11 +136,11 @@ func testManifest(t testing.TB, seed uint64, nSample int) (*bundle.Manifest, *mm
 func writeTestBundle(t testing.TB, root string, seed uint64) string {
 	t.Helper()
 	m, model := testManifest(t, seed, 8)
-	if err := FillSampleScores(m, model); err != nil {
+	if err := FillSampleScores(m, model, nil); err != nil {
 		t.Fatal(err)
 	}
 	d := bundle.NewDir(root)
-	v, err := bundle.Write(context.Background(), d, m, model)
+	v, err := bundle.Write(context.Background(), d, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

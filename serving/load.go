@@ -106,8 +106,10 @@ func LoadBundle(dir string) (*Bundle, error) {
 
 // LoadBundleLimits loads the bundle in dir and validates it, in this
 // order: the manifest (within lim, its checksum, its format), the feature
-// spec and fitted statistics (the serving Transformer is built from
-// them), the tasks and objectives, the model configuration, the model's
+// spec and fitted statistics, the id maps of its exact tables if it has
+// any (bundle.ReadIDs: their memory against lim, ids.bin's size and
+// checksum, its content against the spec; the serving Transformer is
+// built from these three), the tasks and objectives, the model configuration, the model's
 // size against lim, the weights file's size and checksum, its header
 // against the configuration (every tensor present with its shape, no
 // extra ones: nothing is allocated for the model before this), and
@@ -136,7 +138,9 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
 	}
-	b, err = assemble(dir, m)
+	b, err = assemble(dir, m, func(spec *features.Spec) (*features.IDTables, error) {
+		return bundle.ReadIDs(dir, m, spec, lim)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -163,12 +167,13 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
 	return b, nil
 }
 
-// NewBundle builds a Bundle from a manifest and a model in memory (no
-// files): what LoadBundle does after reading them, including the sample
-// check. Dir is set to "(memory)". A trainer can serve a model it holds
-// this way; the model must not be trained further while it is served.
-func NewBundle(m *bundle.Manifest, model *mmoe.Model) (*Bundle, error) {
-	b, err := assemble("(memory)", m)
+// NewBundle builds a Bundle from a manifest, a model and the id maps of
+// its exact tables (nil when the spec has none) in memory (no files):
+// what LoadBundle does after reading them, including the sample check.
+// Dir is set to "(memory)". A trainer can serve a model it holds this
+// way; the model and ids must not be trained further while it is served.
+func NewBundle(m *bundle.Manifest, model *mmoe.Model, ids *features.IDTables) (*Bundle, error) {
+	b, err := assemble("(memory)", m, given(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +184,19 @@ func NewBundle(m *bundle.Manifest, model *mmoe.Model) (*Bundle, error) {
 	return b, nil
 }
 
-// assemble parses and checks everything of m but the weights.
-func assemble(dir string, m *bundle.Manifest) (*Bundle, error) {
+// given returns ids to assemble (nil: new empty tables of the spec).
+func given(ids *features.IDTables) func(*features.Spec) (*features.IDTables, error) {
+	return func(spec *features.Spec) (*features.IDTables, error) {
+		if ids == nil {
+			return features.NewIDTables(spec)
+		}
+		return ids, nil
+	}
+}
+
+// assemble parses and checks everything of m but the weights; the exact
+// tables of the transform come from readIDs, given the parsed spec.
+func assemble(dir string, m *bundle.Manifest, readIDs func(*features.Spec) (*features.IDTables, error)) (*Bundle, error) {
 	b := &Bundle{Dir: dir, Manifest: m}
 	spec, err := features.ParseSpec(strings.NewReader(m.Spec))
 	if err != nil {
@@ -196,7 +212,15 @@ func assemble(dir string, m *bundle.Manifest) (*Bundle, error) {
 	ss := *spec
 	ss.SampleWeight, ss.GroupKey = "", ""
 	b.servingSpec = &ss
-	tr, err := features.NewTransformer(b.servingSpec, b.Stats, features.TransformerConfig{})
+	ids, err := readIDs(spec)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // as a missing weights file
+			return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
+	}
+	tr, err := features.NewTransformer(b.servingSpec, b.Stats, features.TransformerConfig{IDs: ids})
 	if err != nil {
 		return nil, bundleErr(dir, "transformer", err)
 	}
@@ -343,14 +367,15 @@ func sameScore(got, want float32, exact bool) bool {
 
 // FillSampleScores sets the Scores of every m.Sample event to what model
 // gives it through the serving path (the transform rebuilt from m.Spec and
-// m.Stats, then a Scorer, with products in m.Precision), and
-// m.SampleKernel to the arithmetic that computed them (Kernel), so that
-// LoadBundle can check the written bundle reproduces them. It also fills
-// m.Objectives from m.Tasks when empty. A
+// m.Stats with the exact tables ids, nil when the spec has none, then a
+// Scorer, with products in m.Precision), and m.SampleKernel to the
+// arithmetic that computed them (Kernel), so that LoadBundle can check the
+// written bundle reproduces them. It also fills m.Objectives from m.Tasks
+// when empty. A
 // trainer calls it before bundle.Write, which refuses a sample without
 // scores.
-func FillSampleScores(m *bundle.Manifest, model *mmoe.Model) error {
-	b, err := assemble("(unwritten)", m)
+func FillSampleScores(m *bundle.Manifest, model *mmoe.Model, ids *features.IDTables) error {
+	b, err := assemble("(unwritten)", m, given(ids))
 	if err != nil {
 		return err
 	}

@@ -18,11 +18,11 @@ func writePrecisionBundle(t *testing.T, root string, seed uint64, p string) stri
 	t.Helper()
 	m, model := testManifest(t, seed, 8)
 	m.Precision = p
-	if err := FillSampleScores(m, model); err != nil {
+	if err := FillSampleScores(m, model, nil); err != nil {
 		t.Fatal(err)
 	}
 	d := bundle.NewDir(root)
-	v, err := bundle.Write(context.Background(), d, m, model)
+	v, err := bundle.Write(context.Background(), d, m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

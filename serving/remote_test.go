@@ -21,10 +21,10 @@ import (
 func publishRemote(t *testing.T, s *bundle.Bucket, seed uint64) string {
 	t.Helper()
 	m, model := testManifest(t, seed, 8)
-	if err := FillSampleScores(m, model); err != nil {
+	if err := FillSampleScores(m, model, nil); err != nil {
 		t.Fatal(err)
 	}
-	v, err := bundle.Publish(context.Background(), s, m, model, 0)
+	v, err := bundle.Publish(context.Background(), s, m, model, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

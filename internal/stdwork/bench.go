@@ -418,10 +418,10 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 	}
 	// The whole serving path, same model: JSON request, decode, transform,
 	// split forward, scores, ranking, JSON answer.
-	if err := serving.FillSampleScores(man, m); err != nil {
+	if err := serving.FillSampleScores(man, m, nil); err != nil {
 		return nil, err
 	}
-	b, err := serving.NewBundle(man, m)
+	b, err := serving.NewBundle(man, m, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -75,11 +75,11 @@ func WriteBundle(ctx context.Context, root string, seed uint64) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	if err := serving.FillSampleScores(m, model); err != nil {
+	if err := serving.FillSampleScores(m, model, nil); err != nil {
 		return "", err
 	}
 	out := bundle.NewDir(root)
-	v, err := bundle.Write(ctx, out, m, model)
+	v, err := bundle.Write(ctx, out, m, model, nil)
 	if err != nil {
 		return "", err
 	}

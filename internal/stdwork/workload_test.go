@@ -32,10 +32,10 @@ func TestManifestServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := serving.FillSampleScores(m, model); err != nil {
+	if err := serving.FillSampleScores(m, model, nil); err != nil {
 		t.Fatal(err)
 	}
-	b, err := serving.NewBundle(m, model)
+	b, err := serving.NewBundle(m, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
