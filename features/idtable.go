@@ -623,6 +623,13 @@ func (t *IDTable) Stats() IDTableStats {
 // whole when the table is made.
 func (t *IDTable) MapBytes() int64 { return t.cfg.MapBytes() }
 
+// Short describes the table's figures for a status line: "user_id
+// 1200/1500 rows +3400 -2200 300 waiting" (rows in use of the capacity,
+// admissions, evictions and expirations, waiting ids).
+func (s IDTableStats) Short() string {
+	return fmt.Sprintf("%s %d/%d rows +%d -%d %d waiting", s.Field, s.Rows, s.Capacity, s.Admissions, s.Evictions+s.Expired, s.Waiting)
+}
+
 // String describes the table's figures on one line.
 func (s IDTableStats) String() string {
 	return fmt.Sprintf("%s rows=%d/%d waiting=%d admitted=%d evicted=%d expired=%d rejected=%d map=%.1fMB",

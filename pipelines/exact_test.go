@@ -1,13 +1,18 @@
 package pipelines
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/serving"
 )
 
@@ -42,8 +47,17 @@ func TestExactTablesResumeAndServe(t *testing.T) {
 	data := []string{filepath.Join(dir, "train-*.parquet")}
 	valid := []string{filepath.Join(dir, "test-00000.parquet")}
 	full := filepath.Join(t.TempDir(), "full")
-	a, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Valid: valid, EvalEvery: 1000, Out: full, MaxSteps: 60, Workers: 1})
+	rep, err := NewReport(ReportConfig{Dir: filepath.Join(t.TempDir(), "report")})
 	if err != nil {
+		t.Fatal(err)
+	}
+	var progress bytes.Buffer
+	a, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Valid: valid, EvalEvery: 1000, Out: full, MaxSteps: 60, Workers: 1,
+		Observers: []Observer{rep}, Progress: &progress, ProgressEvery: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Write(); err != nil {
 		t.Fatal(err)
 	}
 	part := filepath.Join(t.TempDir(), "part")
@@ -66,6 +80,30 @@ func TestExactTablesResumeAndServe(t *testing.T) {
 		if st.Rows == 0 || st.Admissions <= int64(st.Rows) || st.Evictions+st.Expired == 0 {
 			t.Errorf("%s: the run did not exercise admission and eviction: %s", st.Field, st)
 		}
+	}
+	// The figures: in the result, the report and the progress line.
+	if !reflect.DeepEqual(a.ExactTables, ma.IDs().Stats()) {
+		t.Errorf("the result's exact tables %v, the bundle's %v", a.ExactTables, ma.IDs().Stats())
+	}
+	html, err := os.ReadFile(filepath.Join(rep.cfg.Dir, "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := os.ReadFile(filepath.Join(rep.cfg.Dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rj struct {
+		ExactTables []features.IDTableStats `json:"exact_tables"`
+	}
+	if err := json.Unmarshal(js, &rj); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rj.ExactTables, a.ExactTables) || !bytes.Contains(html, []byte("<h2>Exact tables</h2>")) {
+		t.Errorf("the report's exact tables: %v; page has the section: %v", rj.ExactTables, bytes.Contains(html, []byte("Exact tables")))
+	}
+	if !strings.Contains(progress.String(), "ids user_id ") || !strings.Contains(progress.String(), "; item_id ") {
+		t.Errorf("the progress line does not show the tables: %q", progress.String())
 	}
 	if !reflect.DeepEqual(ma.IDs().State(), mb.IDs().State()) {
 		t.Fatalf("id maps: resumed %v, uninterrupted %v", mb.IDs().Stats(), ma.IDs().Stats())

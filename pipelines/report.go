@@ -59,6 +59,7 @@ type Report struct {
 	gates   *GateAnalysis
 	sample  *features.Batch
 	arch    string
+	ids     []features.IDTableStats // the exact tables at the last evaluation
 }
 
 type reportEval struct {
@@ -119,6 +120,7 @@ func (r *Report) ObserveStep(step int64, losses, taskWeights []float64) {
 func (r *Report) ObserveEval(ctx context.Context, step int64, res *EvalResult, m *mmoe.Model, s *Setup) error {
 	r.tasks = m.Heads()
 	r.arch = m.Config().Arch
+	r.ids = s.Transformer.IDs().Stats()
 	r.kinds = r.kinds[:0]
 	for i := range r.tasks {
 		r.kinds = append(r.kinds, s.Tasks.Task(i).Kind)
@@ -180,7 +182,7 @@ func readSample(ctx context.Context, s *Setup, paths []string, n int) (*features
 // Write writes Dir/index.html, its PNG plots and Dir/report.json (the
 // recorded data).
 func (r *Report) Write() error {
-	page := reportPage{Title: r.cfg.Title, Arch: r.arch, Tasks: r.tasks, Steps: len(r.steps), Gates: r.gates,
+	page := reportPage{Title: r.cfg.Title, Arch: r.arch, Tasks: r.tasks, Steps: len(r.steps), Gates: r.gates, IDs: r.ids,
 		Thresholds: []string{
 			fmt.Sprintf("gate collapse: one expert gets ≥ %.0f%% of a gate's weight on ≥ %.0f%% of the sample's rows", 100*GateCollapseWeight, 100*GateCollapseShare),
 			fmt.Sprintf("unused expert: mean weight over the tasks' gates < %.0f%% (mixtures of 3+ shared experts)", 100*UnusedExpertWeight),
@@ -232,10 +234,11 @@ func (r *Report) Write() error {
 		return fmt.Errorf("pipelines: report: %w", err)
 	}
 	data, err := json.MarshalIndent(struct {
-		Tasks []string      `json:"tasks"`
-		Evals []reportEval  `json:"evals"`
-		Gates *GateAnalysis `json:"gates,omitempty"`
-	}{r.tasks, r.evals, r.gates}, "", "  ")
+		Tasks       []string                `json:"tasks"`
+		Evals       []reportEval            `json:"evals"`
+		Gates       *GateAnalysis           `json:"gates,omitempty"`
+		ExactTables []features.IDTableStats `json:"exact_tables,omitempty"`
+	}{r.tasks, r.evals, r.gates, r.ids}, "", "  ")
 	if err != nil {
 		// NaN (for example an undefined CKA) cannot be JSON: skip the data file.
 		return nil
@@ -253,9 +256,12 @@ type reportPage struct {
 	Gates              *GateAnalysis
 	Images             []reportImage
 	Thresholds         []string
+	IDs                []features.IDTableStats
 }
 
-var pageTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+var pageTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+	"mb": func(b int64) float64 { return float64(b) / 1e6 },
+}).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
 <style>
 body { font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222; }
@@ -273,6 +279,10 @@ td, th { padding: 2px 8px; text-align: right; } th { background: #eee; }
 <table><tr><th>task</th><th>most-used expert</th><th>share of rows with ≥ 90% on it</th></tr>
 {{$c := .Candidates}}{{$e := .TopExpert}}{{range $i, $t := .Tasks}}<tr><td>{{$t}}</td><td>{{index $c (index $e $i)}}</td><td>{{printf "%.1f%%" (index $.Gates.TopSharePct $i)}}</td></tr>{{end}}</table>
 {{else}}<p>No gate analysis (no validation data).</p>{{end}}
+{{if .IDs}}<h2>Exact tables</h2>
+<table><tr><th>field</th><th>rows in use</th><th>capacity</th><th>waiting</th><th>admissions</th><th>evictions</th><th>expired</th><th>refused</th><th>ids cut</th><th>map MB</th></tr>
+{{range .IDs}}<tr><td>{{.Field}}</td><td>{{.Rows}}</td><td>{{.Capacity}}</td><td>{{.Waiting}}</td><td>{{.Admissions}}</td><td>{{.Evictions}}</td><td>{{.Expired}}</td><td>{{.Rejected}}</td><td>{{.Truncated}}</td><td>{{printf "%.1f" (mb .MapBytes)}}</td></tr>
+{{end}}</table>{{end}}
 <h2>Plots</h2>
 {{range .Images}}<figure><img src="{{.File}}" alt="{{.Caption}}"><figcaption>{{.Caption}}</figcaption></figure>
 {{end}}

@@ -513,7 +513,7 @@ func (st *streamRun) started(ctx context.Context) error {
 	st.lastSave = time.Now()
 	st.start, st.lastLine, st.startEx = time.Now(), time.Now(), st.r.examples
 	st.lastEvents = st.r.examples
-	st.prog = newProgress(nil, 0, st.r.s.Tasks)
+	st.prog = newProgress(nil, 0, st.r.s.Tasks, nil)
 	note := ""
 	if n := st.src.Stats().StaleMembers; n > 0 {
 		note = fmt.Sprintf("; removed %d member(s) a killed run left", n)
@@ -928,6 +928,7 @@ func (st *streamRun) status(final bool) {
 		}
 		sb.WriteByte(')')
 	}
+	sb.WriteString(idsLine(st.r.ids()))
 	if st.commitErrs > 0 {
 		fmt.Fprintf(&sb, "  commit failures %d", st.commitErrs)
 	}

@@ -100,6 +100,9 @@ type TrainResult struct {
 	// BadRows counts, by fault, the training rows SkipBadRows left out in
 	// the first pass of this run over the data.
 	BadRows map[string]int64 `json:"bad_rows,omitempty"`
+	// ExactTables are the figures of the exact tables at the end (none
+	// without exact fields).
+	ExactTables []features.IDTableStats `json:"exact_tables,omitempty"`
 }
 
 // trainRun is the state of one TrainBatch call.
@@ -267,7 +270,7 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	s, tr := r.s, r.trainer
 	start := time.Now()
 	startExamples := r.examples
-	prog := newProgress(r.cfg.Progress, r.cfg.ProgressEvery, s.Tasks)
+	prog := newProgress(r.cfg.Progress, r.cfg.ProgressEvery, s.Tasks, r.ids())
 	r.prog = prog
 	r.firstEpoch = r.epoch
 	var b features.Batch
@@ -314,6 +317,7 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	}
 	res.Final = r.lastEval
 	res.Best = r.bestRes
+	res.ExactTables = r.ids().Stats()
 	res.Bundle = r.best
 	return res, nil
 }

@@ -265,6 +265,7 @@ type Server struct {
 	mBehind     prometheus.Gauge
 	mOverload   *prometheus.CounterVec
 	mLoadedAt   prometheus.Gauge
+	mExact      *prometheus.GaugeVec
 	listenAddr  atomic.Value   // string
 	imp         *impressionLog // nil unless ImpressionLog is set
 }
@@ -338,7 +339,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mLoadedAt = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_model_loaded_timestamp_seconds", Help: "When the served model was swapped in (Unix time).",
 	})
-	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt,
+	s.mExact = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "onestone_exact_table", Help: "The exact tables of the model served, as trained up to its bundle (serving never changes them), by field and figure: rows (ids with a row of their own), capacity, waiting (ids seen but not admitted), admissions, evictions (lru/lfu), expired (ttl), rejected (admissions refused by a full table), truncated (ids cut at max_id_bytes) and map_bytes (the id map's memory).",
+	}, []string{"field", "figure"})
+	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt, s.mExact,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if cfg.ImpressionLog != nil {
@@ -805,6 +809,7 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 		s.mModel.Reset()
 		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
 		s.mLoadedAt.SetToCurrentTime()
+		s.setExactMetrics(sc.b)
 		s.log.Info("serving: model loaded", "version", sc.b.Manifest.Version, "dir", dir, "previous", version,
 			"verified", sc.b.Manifest.Verified(), "sample_check", sc.b.SampleCheck, "precision", sc.prec.String(), "newer_refused", i,
 			"took", time.Since(start).Round(time.Millisecond))
@@ -831,6 +836,23 @@ func (s *Server) refuse(dir, fprint string, err error, serving string) {
 	}
 	s.log.Error("serving: bundle refused; a valid version keeps serving", "dir", dir, "reason", r.Reason,
 		"attempt", r.Attempts, "serving", serving, "err", err)
+}
+
+// setExactMetrics publishes the figures of b's exact tables.
+func (s *Server) setExactMetrics(b *Bundle) {
+	s.mExact.Reset()
+	for _, st := range b.Transformer.IDs().Stats() {
+		for _, f := range []struct {
+			name string
+			v    int64
+		}{
+			{"rows", int64(st.Rows)}, {"capacity", int64(st.Capacity)}, {"waiting", int64(st.Waiting)},
+			{"admissions", st.Admissions}, {"evictions", st.Evictions}, {"expired", st.Expired},
+			{"rejected", st.Rejected}, {"truncated", st.Truncated}, {"map_bytes", st.MapBytes},
+		} {
+			s.mExact.WithLabelValues(st.Field, f.name).Set(float64(f.v))
+		}
+	}
 }
 
 // publishState forgets the refusals of directories no longer there and

@@ -107,6 +107,9 @@ func trainFlags(fs *flag.FlagSet) runFunc {
 		if res.Best != nil {
 			fmt.Fprintf(stdout, "best validation: %s\n", pipelines.FormatMetrics(res.Best.Metrics))
 		}
+		for _, st := range res.ExactTables {
+			fmt.Fprintf(stdout, "exact table %s\n", st)
+		}
 		fmt.Fprintf(stdout, "bundle: %s\n", res.Bundle)
 		return nil
 	}
