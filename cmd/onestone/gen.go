@@ -40,6 +40,8 @@ func genFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&cfg.Dir, "out", "data/demo", "output directory")
 	fs.IntVar(&cfg.Users, "users", 20_000, "number of users")
 	fs.IntVar(&cfg.Items, "items", 20_000, "number of items")
+	fs.Float64Var(&cfg.Skew.Users, "user-zipf", 0, "Zipf exponent of the user picks: user u in proportion to (u+1)^-s (0: uniform)")
+	fs.Float64Var(&cfg.Skew.Items, "item-zipf", 0, "Zipf exponent multiplying the item popularity: item i by (i+1)^-s (0: popularity alone)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
 	fs.Float64Var(&cfg.TaskCorr, "task-corr", 0.5, "share of the CVR logit's structure shared with CTR, in [-1, 1]")
 	fs.Float64Var(&cfg.TestFrac, "test-frac", 0.1, "share of rows in the test file, in (0, 1)")

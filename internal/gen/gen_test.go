@@ -230,6 +230,8 @@ func TestConfigValidate(t *testing.T) {
 		{Dir: "x", TaskCorr: math.NaN()},
 		{Dir: "x", TestFrac: 1},
 		{Dir: "x", Files: -2},
+		{Dir: "x", Skew: Skew{Users: -1}},
+		{Dir: "x", Skew: Skew{Items: math.NaN()}},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("Validate(%+v) accepted a bad config", c)

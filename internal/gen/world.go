@@ -23,6 +23,13 @@
 //     level 3·exp(1.43·bias + 0.2·z), the visible user_activity column. The model
 //     sees the segment only through tags and age.
 //
+// With a Skew, users and items are picked with Zipf-like weights instead:
+// user u (0-based) in proportion to (u+1)^-Skew.Users, and item i's
+// popularity weight is multiplied by (i+1)^-Skew.Items (its log, the
+// item_popularity column, includes that term), so that a few ids get most
+// impressions and most ids few, as real ids do. Users and items are drawn
+// independently of their index, so the index order is a random one.
+//
 // Each impression picks a user uniformly, an item by popularity, a device
 // (android, ios, web, tablet), an hour from a daily profile and a slot
 // position 1-20. Then
@@ -126,6 +133,7 @@ type World struct {
 	affCVR  [numSegments][numCategories]float64
 	hourCDF [24]float64
 	itemCDF []float64
+	userCDF []float64 // nil: users are picked uniformly
 
 	corr             float64
 	biasCTR, biasCVR float64
@@ -133,14 +141,38 @@ type World struct {
 	m1, s1, m2, s2   float64 // calibration of the shared and own structures
 }
 
+// Skew makes the picks of users and items Zipf-like (see the package
+// documentation): the exponents, 0 for the default picks (uniform users,
+// items by their popularity alone).
+type Skew struct {
+	Users, Items float64
+}
+
+// Validate checks that the exponents are finite and in [0, 4].
+func (s Skew) Validate() error {
+	if !(s.Users >= 0 && s.Users <= 4 && s.Items >= 0 && s.Items <= 4) {
+		return fmt.Errorf("gen: skew exponents %v (users) and %v (items) must be in [0, 4]", s.Users, s.Items)
+	}
+	return nil
+}
+
 // NewWorld draws a world of users and items from seed. corr in [-1, 1] is
 // how much of the CVR logit's structure is shared with the CTR logit.
 func NewWorld(seed uint64, users, items int, corr float64) (*World, error) {
+	return NewSkewedWorld(seed, users, items, corr, Skew{})
+}
+
+// NewSkewedWorld is NewWorld with users and items picked as skew says. A
+// zero Skew gives NewWorld's world exactly.
+func NewSkewedWorld(seed uint64, users, items int, corr float64, skew Skew) (*World, error) {
 	if users < 1 || items < 1 {
 		return nil, fmt.Errorf("gen: users %d and items %d must be positive", users, items)
 	}
 	if !(corr >= -1 && corr <= 1) {
 		return nil, fmt.Errorf("gen: task correlation %v outside [-1, 1]", corr)
+	}
+	if err := skew.Validate(); err != nil {
+		return nil, err
 	}
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	w := &World{corr: corr, ctrScale: 1}
@@ -192,6 +224,9 @@ func NewWorld(seed uint64, users, items int, corr float64) (*World, error) {
 		it.ctr = 0.35 * r.NormFloat64()
 		it.cvr = 0.2 * r.NormFloat64()
 		it.popularity = 0.2*r.NormFloat64() + 1.2*it.ctr
+		if skew.Items > 0 {
+			it.popularity -= skew.Items * math.Log(float64(i+1))
+		}
 		popW[i] = math.Exp(it.popularity)
 	}
 	w.itemCDF = cdf(popW)
@@ -221,6 +256,13 @@ func NewWorld(seed uint64, users, items int, corr float64) (*World, error) {
 		us.ctr = 0.35 * r.NormFloat64()
 		us.cvr = 0.2 * r.NormFloat64()
 		us.activity = math.Round(3*math.Exp(us.ctr/0.35*0.5+0.2*r.NormFloat64())*1000) / 1000
+	}
+	if skew.Users > 0 {
+		uw := make([]float64, users)
+		for u := range uw {
+			uw[u] = math.Pow(float64(u+1), -skew.Users)
+		}
+		w.userCDF = cdf(uw)
 	}
 	w.calibrate(rand.New(rand.NewPCG(seed, 0x5851f42d4c957f2d)))
 	return w, nil
@@ -264,7 +306,11 @@ type draw struct {
 }
 
 func (w *World) drawInto(r *rand.Rand, d *draw) {
-	d.user = r.IntN(len(w.users))
+	if w.userCDF != nil {
+		d.user = pick(w.userCDF, r.Float64())
+	} else {
+		d.user = r.IntN(len(w.users))
+	}
 	d.item = pick(w.itemCDF, r.Float64())
 	x := r.Float64()
 	d.device = len(deviceShare) - 1

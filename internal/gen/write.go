@@ -23,6 +23,9 @@ type Config struct {
 	Rows int64
 	// Users and Items are the population sizes. Default: 20,000 each.
 	Users, Items int
+	// Skew makes the picks of users and items Zipf-like (NewSkewedWorld).
+	// Default: none.
+	Skew Skew
 	// Seed makes the output reproducible. Default: 0 (a valid seed).
 	Seed uint64
 	// TaskCorr in [-1, 1] is how much of the CVR logit's structure is shared
@@ -60,6 +63,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gen: Config.TaskCorr %v outside [-1, 1]", c.TaskCorr)
 	case !(c.TestFrac >= 0 && c.TestFrac < 1):
 		return fmt.Errorf("gen: Config.TestFrac %v outside [0, 1)", c.TestFrac)
+	case c.Skew.Validate() != nil:
+		return c.Skew.Validate()
 	case c.Files < 0 || c.RowGroupRows < 0 || c.Workers < 0 || c.MaxAUCRows < 0:
 		return errors.New("gen: Config.Files, RowGroupRows, Workers and MaxAUCRows must not be negative")
 	}
@@ -127,7 +132,7 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	w, err := NewWorld(cfg.Seed, cfg.Users, cfg.Items, cfg.TaskCorr)
+	w, err := NewSkewedWorld(cfg.Seed, cfg.Users, cfg.Items, cfg.TaskCorr, cfg.Skew)
 	if err != nil {
 		return nil, err
 	}
