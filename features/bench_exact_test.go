@@ -118,3 +118,35 @@ func BenchmarkTransformIDs(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIDTableMemory measures the heap a new exact table of a million
+// rows allocates (runtime.MemStats, not the formula), per row, with and
+// without a waiting set (admit_after 1, and 2 with waiting = capacity):
+// what docs/spec.md gives as the map's memory per id. Exact.MapBytes
+// must bound it.
+func BenchmarkIDTableMemory(b *testing.B) {
+	const capacity = 1 << 20
+	for _, admit := range []int{1, 2} {
+		b.Run(fmt.Sprintf("admit_after=%d", admit), func(b *testing.B) {
+			spec := mustParse(b, fmt.Sprintf("fields:\n  - {name: id, kind: categorical, exact: {capacity: %d, admit_after: %d}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n", capacity, admit))
+			var perRow float64
+			for b.Loop() {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				ids, err := features.NewIDTables(spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runtime.ReadMemStats(&after)
+				got := int64(after.TotalAlloc - before.TotalAlloc)
+				if bound := spec.Fields[0].Exact.MapBytes(); got > bound+1<<16 {
+					b.Fatalf("allocated %d bytes, Exact.MapBytes says at most %d", got, bound)
+				}
+				perRow = float64(got) / capacity
+				runtime.KeepAlive(ids)
+			}
+			b.ReportMetric(perRow, "B/row")
+		})
+	}
+}

@@ -21,16 +21,22 @@ import (
 // training admits, evicts and expires.
 func exactSpec(t *testing.T, spec string) {
 	t.Helper()
+	rewriteField(t, spec, "user_id", "exact: {capacity: 1200, admit_after: 2, evict: lfu, shared: 50}")
+	rewriteField(t, spec, "item_id", "exact: {capacity: 900, ttl: 6000, evict: lru}")
+}
+
+// rewriteField replaces the buckets of a generated spec's categorical
+// field with mode.
+func rewriteField(t testing.TB, spec, field, mode string) {
+	t.Helper()
 	b, err := os.ReadFile(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := regexp.MustCompile(`name: user_id, kind: categorical, buckets: \d+`).ReplaceAllString(string(b),
-		"name: user_id, kind: categorical, exact: {capacity: 1200, admit_after: 2, evict: lfu, shared: 50}")
-	s = regexp.MustCompile(`name: item_id, kind: categorical, buckets: \d+`).ReplaceAllString(s,
-		"name: item_id, kind: categorical, exact: {capacity: 900, ttl: 6000, evict: lru}")
+	s := regexp.MustCompile(`name: `+field+`, kind: categorical, buckets: \d+`).ReplaceAllString(string(b),
+		"name: "+field+", kind: categorical, "+mode)
 	if s == string(b) {
-		t.Fatal("the generated spec has no user_id or item_id to rewrite")
+		t.Fatalf("the generated spec has no hashed %s to rewrite", field)
 	}
 	if err := os.WriteFile(spec, []byte(s), 0o644); err != nil {
 		t.Fatal(err)

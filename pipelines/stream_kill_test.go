@@ -377,7 +377,9 @@ func journalCoverage(t testing.TB, path string) (count map[int][]int, lines int)
 // one checkpoint interval per kill, and the final model's lineage holds
 // every event exactly once. Each restart trains again soon after its start
 // although the killed member's session (the default 30 s) has not timed
-// out: the restart removed it from the group.
+// out: the restart removed it from the group. user_id is an exact table
+// smaller than its 2000 ids (item_id stays hashed), so its map is
+// checkpointed, restored after each kill and published with the bundles.
 func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	const (
 		parts            = 3
@@ -387,6 +389,7 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 		maxBatch         = 500
 	)
 	dir, spec := streamData(t, 50000)
+	rewriteField(t, spec, "user_id", "exact: {capacity: 1500, admit_after: 2, evict: lru}")
 	brokers, topic := streamBrokers(t, parts)
 	tmp := t.TempDir()
 	root := filepath.Join(tmp, "live")
@@ -495,8 +498,10 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	if man.Examples != total {
 		t.Errorf("the final bundle trained on %d examples, want %d (each event once)", man.Examples, total)
 	}
-	if _, err := serving.LoadBundle(dirLatest); err != nil {
+	if b, err := serving.LoadBundle(dirLatest); err != nil {
 		t.Errorf("the final bundle does not load: %v", err)
+	} else if st := b.Transformer.IDs().Stats(); len(st) != 1 || st[0].Rows == 0 || st[0].Clock != total {
+		t.Errorf("the final bundle's exact table: %v, want user_id's, trained on %d examples", st, total)
 	}
 	got := committedOffsets(t, brokers, topic, "killed", parts)
 	if sumOffsets(got) != total {
