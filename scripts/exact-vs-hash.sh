@@ -22,8 +22,11 @@
 # Environment: SEEDS (default "1 2 3"), ROWS (default 1000000), USERS
 # (200000), ITEMS (50000), ZIPF (1.05, users and items), UB and IB (user
 # and item buckets, default 50000 and 12500), ADMIT (admit_after,
-# default 1), EVICT (lfu), BIN (default bin/onestone, built when
-# missing), OUT (default a new directory under /tmp).
+# default 1), EVICT (lfu), DROP (fields to leave out of both specs, for
+# example "user_activity item_popularity", the dense columns that reveal
+# the users' and items' effects; default none), BIN (default
+# bin/onestone, built when missing), OUT (default a new directory under
+# /tmp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -69,7 +72,11 @@ EXACT_USER=$(exact "$UB")
 EXACT_ITEM=$(exact "$IB")
 echo "user_id: $HASH_USER against $EXACT_USER" >&2
 echo "item_id: $HASH_ITEM against $EXACT_ITEM" >&2
-TAG="u$UB-i$IB-a$ADMIT-$EVICT"
+DROP=${DROP:-}
+drop=()
+for f in $DROP; do drop+=(-e "/name: $f, /d"); done
+TAG="u$UB-i$IB-a$ADMIT-$EVICT${DROP:+-no-${DROP// /-}}"
+HTAG="u$UB-i$IB${DROP:+-no-${DROP// /-}}"
 
 auc() { # auc FILE OBJECTIVE: the final AUC of an objective in train --json
 	python3 -c 'import json,sys
@@ -87,13 +94,13 @@ for seed in $SEEDS; do
 	for mode in hash exact; do
 		if [ "$mode" = hash ]; then u=$HASH_USER i=$HASH_ITEM; else u=$EXACT_USER i=$EXACT_ITEM; fi
 		spec="$data/spec-$TAG-$mode.yaml"
-		[ "$mode" = hash ] && spec="$data/spec-u$UB-i$IB-hash.yaml"
-		sed -e "s/name: user_id, kind: categorical, buckets: [0-9]*/name: user_id, kind: categorical, $u/" \
+		[ "$mode" = hash ] && spec="$data/spec-$HTAG-hash.yaml"
+		sed "${drop[@]}" -e "s/name: user_id, kind: categorical, buckets: [0-9]*/name: user_id, kind: categorical, $u/" \
 			-e "s/name: item_id, kind: categorical, buckets: [0-9]*/name: item_id, kind: categorical, $i/" \
 			-e "s/^  arch: mmoe/  arch: mmoe\n  seed: $seed/" "$data/spec.yaml" >"$spec"
 		grep -q "user_id, kind: categorical, ${u%%:*}" "$spec" && grep -q "seed: $seed" "$spec"
 		res="$OUT/seed$seed-$TAG-$mode.json"
-		[ "$mode" = hash ] && res="$OUT/seed$seed-u$UB-i$IB-hash.json"
+		[ "$mode" = hash ] && res="$OUT/seed$seed-$HTAG-hash.json"
 		[ -f "$res" ] || "$BIN" train --spec "$spec" --data "$data/train-*.parquet" --valid "$data/test-00000.parquet" \
 			--out "$OUT/models-$seed-$TAG-$mode" --quiet --json >"$res.tmp"
 		[ -f "$res" ] || mv "$res.tmp" "$res"
@@ -103,7 +110,7 @@ done
 echo "| seed | hash CTR AUC | exact CTR AUC | hash CTCVR AUC | exact CTCVR AUC | hash ex/s | exact ex/s |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for seed in $SEEDS; do
-	h="$OUT/seed$seed-u$UB-i$IB-hash.json" e="$OUT/seed$seed-$TAG-exact.json"
+	h="$OUT/seed$seed-$HTAG-hash.json" e="$OUT/seed$seed-$TAG-exact.json"
 	echo "| $seed | $(auc "$h" ctr) | $(auc "$e" ctr) | $(auc "$h" ctcvr) | $(auc "$e" ctcvr) | $(rate "$h") | $(rate "$e") |"
 done
 echo "(raw results in $OUT)"
