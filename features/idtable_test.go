@@ -484,6 +484,12 @@ group_key: user
 	if b.Sparse[2].Keys != nil {
 		t.Error("a hash-mode field has keys")
 	}
+	// Nothing admitted: every id that is not null takes a shared row.
+	unknown := make([]int64, tr.IDs().Len())
+	tr.IDs().CountUnknown(&b, unknown)
+	if !slices.Equal(unknown, []int64{4, 4}) {
+		t.Errorf("unknown ids %v before admission, want [4 4] (the values not null)", unknown)
+	}
 	// Admit, then the same record finds the own rows.
 	if _, err := tr.IDs().Admit(&b); err != nil {
 		t.Fatal(err)
@@ -491,6 +497,11 @@ group_key: user
 	admitted := slices.Clone(b.Sparse[0].IDs)
 	if err := tr.TransformTo(&b, rec); err != nil {
 		t.Fatal(err)
+	}
+	clear(unknown)
+	tr.IDs().CountUnknown(&b, unknown)
+	if !slices.Equal(unknown, []int64{0, 0}) {
+		t.Errorf("unknown ids %v after admitting them all, want [0 0]", unknown)
 	}
 	if !slices.Equal(b.Sparse[0].IDs, admitted) || admitted[0] != 4 || admitted[2] != 5 || admitted[3] != 6 || admitted[4] != 6 {
 		t.Fatalf("after admission ids %v, transform gives %v (want own rows 4, 5, 6 after 3 shared rows)", admitted, b.Sparse[0].IDs)

@@ -59,6 +59,14 @@ func (ts *IDTables) Len() int {
 	return len(ts.tables)
 }
 
+// tablesOrNil returns the tables (nil for a nil IDTables).
+func (ts *IDTables) tablesOrNil() []*IDTable {
+	if ts == nil {
+		return nil
+	}
+	return ts.tables
+}
+
 // Table returns table i, in spec order.
 func (ts *IDTables) Table(i int) *IDTable { return ts.tables[i] }
 
@@ -124,6 +132,25 @@ func (ts *IDTables) Admit(b *Batch) ([]RowReset, error) {
 	}
 	ts.resets = resets
 	return resets, nil
+}
+
+// CountUnknown adds to counts[i] the ids of exact table i in b (made by
+// a Transformer with these tables) that have no row of their own: their
+// row is a shared one (1..shared), the documented fallback. At serving,
+// where nothing admits, these are the ids the bundle's maps do not know.
+// Null ids (row 0) are not counted. counts must have Len() entries; b
+// must have the tables' sparse fields. It only reads the tables.
+func (ts *IDTables) CountUnknown(b *Batch, counts []int64) {
+	for i, t := range ts.tablesOrNil() {
+		col := &b.Sparse[t.sparse]
+		n := int64(0)
+		for _, id := range col.IDs {
+			if uint32(id-1) < uint32(t.shared) {
+				n++
+			}
+		}
+		counts[i] += n
+	}
 }
 
 // Names of the vectors of one table in an IDState: "<field>.<suffix>".

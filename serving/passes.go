@@ -28,8 +28,13 @@ type part struct {
 	cols   []arrow.Array
 	batch  features.Batch
 	useCtx bool // score against st.ctx (no candidate of the part overrides a context field)
-	err    error
-	state  atomic.Int32 // partPending, partReady or partFailed
+	// unknownIDs are the exact ids of the part's candidates that the
+	// bundle's maps do not know, by exact table (countUnknown sums them);
+	// fromCtx the rows of each exact field that took the context's value.
+	unknownIDs []int64
+	fromCtx    []int64
+	err        error
+	state      atomic.Int32 // partPending, partReady or partFailed
 }
 
 // part states.
@@ -226,6 +231,7 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 			return st.ctxErr
 		}
 	}
+	clear(pt.fromCtx)
 	for i := range pt.cols {
 		cand := candRec.Column(i)
 		// With pt.useCtx the model reads the context-side fields from
@@ -237,6 +243,11 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 			continue
 		}
 		pt.cols[i] = mergeColumn(cand, ctxRec.Column(i), n)
+		for j, c := range s.exactCols {
+			if c == i {
+				pt.fromCtx[j] = int64(cand.NullN())
+			}
+		}
 	}
 	rec := array.NewRecordBatch(s.schema, pt.cols, int64(n))
 	defer rec.Release()
@@ -258,6 +269,14 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 	}
 	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
 		return reqErr("", ErrBadRequest, "%v", err)
+	}
+	if len(pt.unknownIDs) > 0 {
+		// The context's unknown ids copied into candidates were counted
+		// with the context (decodeContext).
+		s.b.Transformer.IDs().CountUnknown(&pt.batch, pt.unknownIDs)
+		for j, k := range pt.fromCtx {
+			pt.unknownIDs[j] -= k * st.ctxUnknownIDs[j]
+		}
 	}
 	return nil
 }

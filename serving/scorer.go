@@ -153,6 +153,7 @@ type Scorer struct {
 	schema     *arrow.Schema
 	required   []int    // schema column indices
 	isCtx      []bool   // by schema column: a context-side field
+	exactCols  []int    // by exact table: its schema column
 	known      []string // keys that are not columns but are not unknown either
 	split      *mmoe.Split
 	prec       kernels.Precision
@@ -198,6 +199,14 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		if fld := b.servingSpec.Field(f.Name); fld != nil && fld.Side == features.SideContext {
 			s.isCtx[i] = true
 		}
+	}
+	ids := b.Transformer.IDs()
+	for i := range ids.Len() {
+		c := s.schema.FieldIndices(ids.Table(i).Name())
+		if len(c) != 1 {
+			return nil, fmt.Errorf("serving: bundle %s: exact field %q is not a column of the serving schema", b.Dir, ids.Table(i).Name())
+		}
+		s.exactCols = append(s.exactCols, c[0])
 	}
 	// Scoring computes the first layer's context share once per request
 	// (mmoe.Split); the bundle's weights never change, so the split is
@@ -260,6 +269,11 @@ type scoreState struct {
 	objIdx   []int
 	flat     []float32
 	unknown  int // unknown keys in the request scored last
+	// unknownIDs are the exact ids of the request scored last that the
+	// bundle's maps do not know, by exact table; ctxUnknownIDs those of
+	// its context alone.
+	unknownIDs    []int64
+	ctxUnknownIDs []int64
 }
 
 func (s *Scorer) newState() *scoreState {
@@ -272,11 +286,16 @@ func (s *Scorer) newState() *scoreState {
 		scores:  make([][]float32, len(s.objectives)),
 		ctxVals: make([]float64, len(s.rank.fields)),
 		ctxHas:  make([]bool, len(s.rank.fields)),
+
+		unknownIDs:    make([]int64, len(s.exactCols)),
+		ctxUnknownIDs: make([]int64, len(s.exactCols)),
 	}
 	for i := range st.fw {
 		st.tasks[i].w, st.tasks[i].k = st, i
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
 		st.parts[i].cols = make([]arrow.Array, s.schema.NumFields())
+		st.parts[i].unknownIDs = make([]int64, len(s.exactCols))
+		st.parts[i].fromCtx = make([]int64, len(s.exactCols))
 	}
 	st.fw[0].ws = s.split.NewWorkspace(s.cfg.BatchRows) // others on first use
 	st.parts[0].dec = s.newDecoder()
@@ -312,6 +331,13 @@ type Response struct {
 	// the bundle does not know (see ScorerConfig.Strict), skipped: a key
 	// counts once per object it appears in.
 	UnknownKeys int
+	// UnknownIDs counts, by exact table of the bundle (its
+	// Transformer.IDs(), in spec order), the ids that its id maps do not
+	// know and that were scored with their fallback row (the field's
+	// shared rows, docs/spec.md): an id counts once per object, the
+	// context or a candidate, it appears in (a context's id once, not
+	// once per candidate it is copied into).
+	UnknownIDs []int64
 
 	st     *scoreState
 	req    *Request // the request scored, alive until Release
@@ -471,6 +497,7 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 	r.ModelVersion = s.b.Manifest.Version
 	r.Scored = n
 	r.UnknownKeys = st.unknown
+	r.UnknownIDs = st.unknownIDs
 	if cap(r.Objectives) < len(st.objIdx) {
 		r.Objectives = make([]string, len(st.objIdx))
 	}
@@ -552,18 +579,30 @@ func (st *scoreState) decodeContext(req *Request) error {
 	st.ctxRec = st.ctxDec.NewRecordBatch()
 	if err := st.s.b.Transformer.TransformTo(&st.ctx, st.ctxRec); err != nil {
 		st.ctxErr = reqErr("context", ErrBadRequest, "%v", err)
+		return nil
 	}
+	st.s.b.Transformer.IDs().CountUnknown(&st.ctx, st.ctxUnknownIDs)
 	return nil
 }
 
 // countUnknown sets st.unknown to the unknown keys the decoders of the
-// request skipped, and resets their counts.
+// request skipped and st.unknownIDs to the unknown exact ids of the
+// context and of the parts prepared, and resets their counts.
 func (st *scoreState) countUnknown() {
 	st.unknown = st.ctxDec.TakeUnknown()
 	for p := range st.parts {
 		if dec := st.parts[p].dec; dec != nil {
 			st.unknown += dec.TakeUnknown()
 		}
+	}
+	copy(st.unknownIDs, st.ctxUnknownIDs)
+	clear(st.ctxUnknownIDs)
+	for p := range st.parts {
+		pt := &st.parts[p]
+		for j, n := range pt.unknownIDs {
+			st.unknownIDs[j] += n
+		}
+		clear(pt.unknownIDs)
 	}
 }
 

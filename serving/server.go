@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 )
 
@@ -196,6 +197,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 // served is the model being served.
 type served struct {
 	sc *Scorer
+	// unknownIDs are the onestone_exact_unknown_ids_total counters of
+	// sc's exact tables, by table.
+	unknownIDs []prometheus.Counter
 }
 
 // RefusedVersion is a version the server refused, in GET /v1/model.
@@ -266,6 +270,7 @@ type Server struct {
 	mOverload   *prometheus.CounterVec
 	mLoadedAt   prometheus.Gauge
 	mExact      *prometheus.GaugeVec
+	mUnknownIDs *prometheus.CounterVec
 	listenAddr  atomic.Value   // string
 	imp         *impressionLog // nil unless ImpressionLog is set
 }
@@ -342,6 +347,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mExact = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "onestone_exact_table", Help: "The exact tables of the model served, as trained up to its bundle (serving never changes them), by field and figure: rows (ids with a row of their own), capacity, waiting (ids seen but not admitted), admissions, evictions (lru/lfu), expired (ttl), rejected (admissions refused by a full table), truncated (ids cut at max_id_bytes) and map_bytes (the id map's memory).",
 	}, []string{"field", "figure"})
+	s.mUnknownIDs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "onestone_exact_unknown_ids_total", Help: "Ids of exact fields in scored requests that the served model's id maps do not know, scored with the field's fallback (shared) row, by field: an id counts once per context or candidate it appears in.",
+	}, []string{"field"})
+	s.reg.MustRegister(s.mUnknownIDs)
 	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt, s.mExact,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -554,6 +563,11 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	if resp.UnknownKeys > 0 {
 		s.mUnknown.Add(float64(resp.UnknownKeys))
 	}
+	for j, c := range cur.unknownIDs {
+		if k := resp.UnknownIDs[j]; k > 0 {
+			c.Add(float64(k))
+		}
+	}
 	if s.imp != nil {
 		s.imp.add(resp, time.Now())
 	}
@@ -637,6 +651,11 @@ type ModelInfo struct {
 	// BundlePrecision the one the model was trained in.
 	Precision       string `json:"precision"`
 	BundlePrecision string `json:"bundle_precision"`
+	// ExactTables are the figures of the model's exact tables (rows in
+	// use, capacity, ids waiting, admissions, evictions, map memory ...),
+	// as training left them in the bundle: serving never changes them.
+	// Absent without exact fields.
+	ExactTables []features.IDTableStats `json:"exact_tables,omitempty"`
 }
 
 func modelInfo(sc *Scorer, st *refusalState) []byte {
@@ -652,6 +671,7 @@ func modelInfo(sc *Scorer, st *refusalState) []byte {
 		Verified: m.Verified(), SampleCheck: sc.b.SampleCheck, SampleKernel: m.SampleKernel, Kernel: Kernel(),
 		Behind: st.behind, Refused: st.refused,
 		Precision: sc.prec.String(), BundlePrecision: sc.b.Precision.String(),
+		ExactTables: sc.b.Transformer.IDs().Stats(),
 	}
 	if info.Refused == nil {
 		info.Refused = []RefusedVersion{}
@@ -804,7 +824,7 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 			continue
 		}
 		delete(s.refused, dir)
-		s.cur.Store(&served{sc: sc})
+		s.cur.Store(&served{sc: sc, unknownIDs: s.unknownIDCounters(sc.b)})
 		s.mReloads.Inc()
 		s.mModel.Reset()
 		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
@@ -836,6 +856,19 @@ func (s *Server) refuse(dir, fprint string, err error, serving string) {
 	}
 	s.log.Error("serving: bundle refused; a valid version keeps serving", "dir", dir, "reason", r.Reason,
 		"attempt", r.Attempts, "serving", serving, "err", err)
+}
+
+// unknownIDCounters returns the onestone_exact_unknown_ids_total
+// counters of b's exact tables, created at 0 so that a field shows before
+// its first unknown id. A counter lives on across versions: it counts
+// for the server's lifetime.
+func (s *Server) unknownIDCounters(b *Bundle) []prometheus.Counter {
+	ids := b.Transformer.IDs()
+	cs := make([]prometheus.Counter, ids.Len())
+	for i := range cs {
+		cs[i] = s.mUnknownIDs.WithLabelValues(ids.Table(i).Name())
+	}
+	return cs
 }
 
 // setExactMetrics publishes the figures of b's exact tables.
