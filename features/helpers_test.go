@@ -53,6 +53,11 @@ func appendValue(t testing.TB, b array.Builder, v any) {
 		for _, x := range v.([]any) {
 			appendValue(t, b.ValueBuilder(), x)
 		}
+	case *array.FixedSizeListBuilder:
+		b.Append(true)
+		for _, x := range v.([]any) {
+			appendValue(t, b.ValueBuilder(), x)
+		}
 	default:
 		t.Fatalf("appendValue: unsupported builder %T", b)
 	}

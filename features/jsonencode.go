@@ -24,7 +24,7 @@ import (
 //     NaN and ±Inf, which JSON cannot hold, as null (the transform takes
 //     NaN as missing too);
 //   - booleans as true and false;
-//   - lists and large lists as arrays of their items;
+//   - lists, large lists and fixed-size lists as arrays of their items;
 //   - nulls as null.
 //
 // Read by a JSONDecoder whose columns have the same types (utf8 for
@@ -66,7 +66,7 @@ func jsonEncodable(t arrow.DataType) bool {
 		arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64,
 		arrow.FLOAT32, arrow.FLOAT64:
 		return true
-	case arrow.LIST, arrow.LARGE_LIST:
+	case arrow.LIST, arrow.LARGE_LIST, arrow.FIXED_SIZE_LIST:
 		return jsonEncodable(t.(arrow.ListLikeType).Elem())
 	case arrow.DICTIONARY:
 		return jsonEncodable(t.(*arrow.DictionaryType).ValueType)
@@ -125,6 +125,9 @@ func AppendJSONValue(dst []byte, a arrow.Array, r int) []byte {
 		lo, hi := a.ValueOffsets(r)
 		return appendJSONList(dst, a.ListValues(), int(lo), int(hi))
 	case *array.LargeList:
+		lo, hi := a.ValueOffsets(r)
+		return appendJSONList(dst, a.ListValues(), int(lo), int(hi))
+	case *array.FixedSizeList:
 		lo, hi := a.ValueOffsets(r)
 		return appendJSONList(dst, a.ListValues(), int(lo), int(hi))
 	case *array.Dictionary:

@@ -109,6 +109,7 @@ const (
 	colBool
 	colInt32
 	colFloat32
+	colFloat64List
 )
 
 // value kinds held in a slot for the event being decoded.
@@ -139,6 +140,12 @@ type item struct {
 	text []byte
 }
 
+// num is an item of a list<float64> column.
+type num struct {
+	null bool
+	f    float64
+}
+
 type column struct {
 	name     string
 	kind     colKind
@@ -147,7 +154,8 @@ type column struct {
 
 	str  *array.StringBuilder
 	list *array.ListBuilder
-	lstr *array.StringBuilder // list value builder
+	lstr *array.StringBuilder  // list value builder
+	lf64 *array.Float64Builder // list value builder of list<float64>
 	f64  *array.Float64Builder
 	i64  *array.Int64Builder
 	f32  *array.Float32Builder
@@ -171,6 +179,9 @@ type column struct {
 //     "1000") — and booleans as "true"/"false".
 //   - list<utf8> columns take a JSON array whose items convert as above; a
 //     null item is a null element when the list's item field is nullable.
+//   - list<float64> columns (vector fields) take a JSON array of numbers
+//     in float64's range, nulls as for list<utf8>; the length is the
+//     transform's to check.
 //   - float64 and float32 columns take JSON numbers only; numeric strings
 //     are rejected with ErrEventType, as are numbers outside the range.
 //   - int64 and int32 columns take JSON numbers with an integral value in
@@ -189,6 +200,7 @@ type JSONDecoder struct {
 	slots   []slot
 	gen     uint32
 	items   []item
+	nums    []num
 	sc      jsontext.Scanner // sc.Buf: unescaped strings and rendered numbers of the event
 	n       int              // accepted events not yet taken by NewRecordBatch
 	unknown int              // unknown keys skipped since the last TakeUnknown
@@ -198,8 +210,8 @@ type JSONDecoder struct {
 }
 
 // NewJSONDecoder returns a decoder building records of the given schema.
-// Field types must be utf8, list<utf8>, float64, float32, int64, int32 or
-// bool. Use the same column types as the Parquet data the model was
+// Field types must be utf8, list<utf8>, list<float64>, float64, float32,
+// int64, int32 or bool. Use the same column types as the Parquet data the model was
 // trained on (int64 ids stay int64), so features hash identically.
 func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) {
 	if schema == nil {
@@ -224,10 +236,14 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 		case *arrow.StringType:
 			c.kind = colString
 		case *arrow.ListType:
-			if t.Elem().ID() != arrow.STRING {
-				return nil, fmt.Errorf("features: schema field %q: want list<utf8>, found %s", f.Name, f.Type)
+			switch t.Elem().ID() {
+			case arrow.STRING:
+				c.kind = colStringList
+			case arrow.FLOAT64:
+				c.kind = colFloat64List
+			default:
+				return nil, fmt.Errorf("features: schema field %q: want list<utf8> or list<float64>, found %s", f.Name, f.Type)
 			}
-			c.kind = colStringList
 			c.itemNull = t.ElemField().Nullable
 		case *arrow.Float64Type:
 			c.kind = colFloat64
@@ -240,7 +256,7 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 		case *arrow.Float32Type:
 			c.kind = colFloat32
 		default:
-			return nil, fmt.Errorf("features: schema field %q: type %s not supported (want utf8, list<utf8>, float64, float32, int64, int32 or bool)", f.Name, f.Type)
+			return nil, fmt.Errorf("features: schema field %q: type %s not supported (want utf8, list<utf8>, list<float64>, float64, float32, int64, int32 or bool)", f.Name, f.Type)
 		}
 		d.cols = append(d.cols, c)
 	}
@@ -266,6 +282,9 @@ func (d *JSONDecoder) newBuilders() {
 		case colStringList:
 			c.list = array.NewListBuilderWithField(mem, d.schema.Field(i).Type.(*arrow.ListType).ElemField())
 			c.lstr = c.list.ValueBuilder().(*array.StringBuilder)
+		case colFloat64List:
+			c.list = array.NewListBuilderWithField(mem, d.schema.Field(i).Type.(*arrow.ListType).ElemField())
+			c.lf64 = c.list.ValueBuilder().(*array.Float64Builder)
 		case colFloat64:
 			c.f64 = array.NewFloat64Builder(mem)
 		case colInt64:
@@ -313,6 +332,7 @@ func (d *JSONDecoder) Append(event []byte) error {
 	}
 	d.sc.Buf = d.sc.Buf[:0]
 	d.items = d.items[:0]
+	d.nums = d.nums[:0]
 	if err := d.parse(event); err != nil {
 		if se, ok := err.(*jsontext.SyntaxError); ok {
 			return syntaxErr(se.Offset, se.Msg)
@@ -364,6 +384,19 @@ func (d *JSONDecoder) commit() {
 					c.lstr.BinaryBuilder.Append(it.text)
 				}
 			}
+		case colFloat64List:
+			if null {
+				c.list.AppendNull()
+				continue
+			}
+			c.list.Append(true)
+			for _, x := range d.nums[s.lo:s.hi] {
+				if x.null {
+					c.lf64.AppendNull()
+				} else {
+					c.lf64.Append(x.f)
+				}
+			}
 		case colFloat64:
 			if null {
 				c.f64.AppendNull()
@@ -413,6 +446,9 @@ func (d *JSONDecoder) NewRecordBatch() arrow.RecordBatch {
 			d.lastStr[i] = c.lstr.DataLen()
 			d.lastLst[i] = c.lstr.Len()
 			arrs[i] = c.list.NewArray()
+		case colFloat64List:
+			d.lastLst[i] = c.lf64.Len()
+			arrs[i] = c.list.NewArray()
 		case colFloat64:
 			arrs[i] = c.f64.NewArray()
 		case colInt64:
@@ -450,6 +486,9 @@ func (d *JSONDecoder) reserve() {
 			c.list.Reserve(d.lastN)
 			c.lstr.Reserve(d.lastLst[i])
 			c.lstr.ReserveData(d.lastStr[i])
+		case colFloat64List:
+			c.list.Reserve(d.lastN)
+			c.lf64.Reserve(d.lastLst[i])
 		case colFloat64:
 			c.f64.Reserve(d.lastN)
 		case colInt64:
@@ -472,7 +511,7 @@ func (d *JSONDecoder) Release() {
 		switch c.kind {
 		case colString:
 			c.str.Release()
-		case colStringList:
+		case colStringList, colFloat64List:
 			c.list.Release()
 		case colFloat64:
 			c.f64.Release()
@@ -599,6 +638,8 @@ func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 		}
 		s.hi = len(d.items)
 		return j, nil
+	case colFloat64List:
+		return d.scanNumbers(b, i, col)
 	case colFloat64, colFloat32:
 		if jsontext.KindAt(b, i) != jsontext.KindNumber {
 			return 0, d.wrongType(b, i, col, "number")
@@ -698,3 +739,45 @@ var (
 	trueText  = []byte("true")
 	falseText = []byte("false")
 )
+
+// scanNumbers reads the JSON array of numbers at b[i] (a vector field)
+// into d.nums and slot col.
+func (d *JSONDecoder) scanNumbers(b []byte, i, col int) (int, error) {
+	c := &d.cols[col]
+	if jsontext.KindAt(b, i) != jsontext.KindArray {
+		return 0, d.wrongType(b, i, col, "array of numbers")
+	}
+	s := &d.slots[col]
+	s.kind = valList
+	s.lo = len(d.nums)
+	j, more := jsontext.Open(b, i)
+	for more {
+		if jsontext.IsLiteral(b, j, "null") {
+			if !c.itemNull {
+				return 0, fieldErr(c.name, ErrEventType, "want non-null array items, found null")
+			}
+			d.nums = append(d.nums, num{null: true})
+			j += 4
+		} else {
+			if jsontext.KindAt(b, j) != jsontext.KindNumber {
+				return 0, d.wrongType(b, j, col, "array of numbers")
+			}
+			end, _, err := jsontext.Number(b, j)
+			if err != nil {
+				return 0, err
+			}
+			f, perr := strconv.ParseFloat(string(b[j:end]), 64)
+			if perr != nil {
+				return 0, fieldErr(c.name, ErrEventType, "want numbers in float64 range, found %.40s", b[j:end])
+			}
+			d.nums = append(d.nums, num{f: f})
+			j = end
+		}
+		var err error
+		if j, more, err = jsontext.Next(b, j, ']'); err != nil {
+			return 0, err
+		}
+	}
+	s.hi = len(d.nums)
+	return j, nil
+}

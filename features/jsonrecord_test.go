@@ -28,6 +28,12 @@ func eventSchema() *arrow.Schema {
 	}, nil)
 }
 
+// fuzzSchema is eventSchema with a vector column (list<float64>).
+func fuzzSchema() *arrow.Schema {
+	fs := append(eventSchema().Fields(), arrow.Field{Name: "emb", Type: arrow.ListOf(arrow.PrimitiveTypes.Float64), Nullable: true})
+	return arrow.NewSchema(fs, nil)
+}
+
 func newTestDecoder(t testing.TB, schema *arrow.Schema) (*JSONDecoder, *memory.CheckedAllocator) {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -406,11 +412,13 @@ func FuzzJSONDecoder(f *testing.F) {
 		`{"click":0}`, `{"user_id":12345678901234567890,"click":1}`,
 		`{"zz":{"a":[1,{"b":null}]},"click":1}`, `{"user_id":"\ud83d\ude00","click":1}`,
 		`{"price":"x","click":1}`, `{`, `[]`, `{"tags":[1,true,null,"a"],"click":-0}`,
+		`{"emb":[0.5,-1e3,null,2],"click":1}`, `{"emb":[1,"2"],"click":1}`, `{"emb":[1e999],"click":0}`,
+		`{"emb":[],"click":1}`, `{"emb":[[1]],"click":1}`, `{"emb":3,"click":1}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, mem := newTestDecoder(t, eventSchema())
+		d, mem := newTestDecoder(t, fuzzSchema())
 		defer mem.AssertSize(t, 0)
 		defer d.Release()
 		accepted, dataAccepted := 0, 0

@@ -108,6 +108,10 @@ type Checker struct {
 	labels []labelPlan
 	weight string
 	dense  []densePlan
+	// vectors: the vector fields, checked for their length and, with
+	// vectorRanges, for items beyond float32's range.
+	vectors      []vectorPlan
+	vectorRanges bool
 	// optional: label and weight columns a record lacks are skipped
 	// (fitting), not a schema error (training).
 	optional bool
@@ -121,11 +125,14 @@ func NewChecker(spec *Spec, labels bool) (*Checker, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Checker{weight: spec.SampleWeight, optional: true}
+	c := &Checker{weight: spec.SampleWeight, optional: true, vectorRanges: true}
 	for i := range spec.Fields {
 		f := &spec.Fields[i]
 		if !f.Sparse() && f.Kind == Numeric {
 			c.dense = append(c.dense, densePlan{col: f.Name, inv: 1})
+		}
+		if f.Kind == Vector {
+			c.vectors = append(c.vectors, newVectorFit(f).plan)
 		}
 	}
 	if labels {
@@ -202,7 +209,8 @@ func (c *Checker) CheckRows(rec arrow.RecordBatch, bad func(*RowError)) (int, er
 			}
 		}
 	}
-	return faults, nil
+	k, err := c.checkVectors(rec, n, bad)
+	return faults + k, err
 }
 
 func rangeErr(p *densePlan, r int, v float64) *RowError {

@@ -57,6 +57,9 @@ const (
 	MultiCategorical Kind = "multi_categorical"
 	// Numeric: a number; a dense column, or a sparse field when bucketized.
 	Numeric Kind = "numeric"
+	// Vector: a fixed-length list of numbers (a pretrained embedding);
+	// Dim dense columns, standardised as Normalize says (see vector.go).
+	Vector Kind = "vector"
 )
 
 // Transform is the transform of a numeric field.
@@ -124,18 +127,29 @@ type Field struct {
 	// Transform of a numeric field. Default: TransformNone.
 	Transform Transform `json:"transform,omitempty"`
 	// MissingIndicator adds a dense column "<name>.missing" for a numeric,
-	// non-bucketized field. Default: true.
+	// non-bucketized field or a vector field. Default: true.
 	MissingIndicator bool `json:"missing_indicator"`
 	// Default is the value (after the transform) used for null, NaN and Inf.
 	// Default: 0 (for standardize, 0 is the mean).
 	Default float64 `json:"default"`
+	// Dim is the length of every value of a vector field; 0 for other kinds.
+	Dim int `json:"dim,omitempty"`
+	// Normalize is the standardisation of a vector field: NormalizeNone
+	// (default), NormalizePerDim or NormalizeGlobal; "" for other kinds.
+	Normalize Normalize `json:"normalize,omitempty"`
 	// Line is the line of the field in the spec's YAML text (0 if unknown).
 	Line int `json:"-"`
 }
 
 // Sparse reports whether the field becomes a sparse (embedding) input.
 func (f *Field) Sparse() bool {
-	return f.Kind != Numeric || f.Transform == TransformBucketize
+	switch f.Kind {
+	case Numeric:
+		return f.Transform == TransformBucketize
+	case Vector:
+		return false
+	}
+	return true
 }
 
 // Task is one training objective. Beyond its label (and mask) column,
@@ -466,6 +480,10 @@ func parseField(n *yaml.Node) (Field, error) {
 			if err == nil && (math.IsNaN(f.Default) || math.IsInf(f.Default, 0)) {
 				err = bad(v.Line, "default must be finite, found %v", f.Default)
 			}
+		case "dim":
+			f.Dim, err = parseDim(v, where)
+		case "normalize":
+			f.Normalize, err = parseNormalize(v, where)
 		default:
 			err = bad(k.Line, "unknown key %q", key)
 		}
@@ -482,13 +500,14 @@ func parseField(n *yaml.Node) (Field, error) {
 		Categorical:      {"name", "kind", "buckets", "vocab", "exact", "side"},
 		MultiCategorical: {"name", "kind", "buckets", "vocab", "exact", "side", "pooling"},
 		Numeric:          {"name", "kind", "buckets", "side", "transform", "missing_indicator", "default"},
+		Vector:           {"name", "kind", "dim", "normalize", "side", "missing_indicator"},
 	}
 	keys, ok := allowed[f.Kind]
 	if !ok {
 		if _, has := set["kind"]; !has {
-			return f, bad(n.Line, "missing kind (want categorical, multi_categorical or numeric)")
+			return f, bad(n.Line, "missing kind (want categorical, multi_categorical, numeric or vector)")
 		}
-		return f, bad(kindLine, "unknown kind %q (want categorical, multi_categorical or numeric)", f.Kind)
+		return f, bad(kindLine, "unknown kind %q (want categorical, multi_categorical, numeric or vector)", f.Kind)
 	}
 	for _, key := range order {
 		if !contains(keys, key) {
@@ -520,6 +539,13 @@ func parseField(n *yaml.Node) (Field, error) {
 			f.MissingIndicator = false
 		} else if l, has := set["buckets"]; has {
 			return f, bad(l, "buckets applies to a numeric field only with transform: bucketize")
+		}
+	case Vector:
+		if f.Dim == 0 {
+			return f, bad(n.Line, "a vector field needs dim (the length of its values)")
+		}
+		if f.Normalize == "" {
+			f.Normalize = NormalizeNone
 		}
 	}
 	return f, nil
@@ -643,6 +669,9 @@ func (s *Spec) Validate() error {
 		if f.Side > SideCandidate {
 			return errorf(ErrSpec, "%s: unknown side %d", at(f), f.Side)
 		}
+		if f.Kind != Vector && (f.Dim != 0 || f.Normalize != "") {
+			return errorf(ErrSpec, "%s: dim and normalize apply to vector fields only", at(f))
+		}
 		switch f.Kind {
 		case Categorical, MultiCategorical:
 			if modes(f) != 1 {
@@ -687,8 +716,15 @@ func (s *Spec) Validate() error {
 			if f.Vocab != nil || f.Exact != nil || f.Pooling != PoolNone {
 				return errorf(ErrSpec, "%s: vocab, exact and pooling do not apply to numeric fields", at(f))
 			}
+		case Vector:
+			if err := f.validateVector(); err != nil {
+				return errorf(ErrSpec, "%s: %v", at(f), err)
+			}
+			if f.MissingIndicator {
+				dense[f.Name+".missing"] = f.Name
+			}
 		default:
-			return errorf(ErrSpec, "%s: unknown kind %q (want categorical, multi_categorical or numeric)", at(f), f.Kind)
+			return errorf(ErrSpec, "%s: unknown kind %q (want categorical, multi_categorical, numeric or vector)", at(f), f.Kind)
 		}
 	}
 	for i := range s.Fields {
@@ -769,8 +805,8 @@ func (s *Spec) Validate() error {
 	}
 	if s.GroupKey != "" {
 		for _, f := range s.Fields {
-			if f.Name == s.GroupKey && f.Kind == MultiCategorical {
-				return errorf(ErrSpec, "features: spec: group_key %q is a multi_categorical field, want a single-valued column", s.GroupKey)
+			if f.Name == s.GroupKey && (f.Kind == MultiCategorical || f.Kind == Vector) {
+				return errorf(ErrSpec, "features: spec: group_key %q is a %s field, want a single-valued column", s.GroupKey, f.Kind)
 			}
 		}
 	}
@@ -830,7 +866,8 @@ func (s *Spec) MaskColumns() []string {
 // Schema returns the canonical Arrow schema of records built from JSON
 // events (serving, Kafka), with the columns of Columns(labels): categorical
 // fields and the group key as utf8, multi-categorical fields as list<utf8>,
-// numeric fields and the sample weight as float64, all nullable; labels as
+// numeric fields and the sample weight as float64, vector fields as
+// list<float64>, all nullable; labels as
 // float64, not nullable. Records read from Parquet keep their own types;
 // the Transformer accepts both.
 func (s *Spec) Schema(labels bool) *arrow.Schema {
@@ -844,6 +881,8 @@ func (s *Spec) Schema(labels bool) *arrow.Schema {
 				dt = arrow.ListOf(arrow.BinaryTypes.String)
 			case Numeric:
 				dt = arrow.PrimitiveTypes.Float64
+			case Vector:
+				dt = arrow.ListOf(arrow.PrimitiveTypes.Float64)
 			}
 		} else if c == s.SampleWeight || contains(s.MaskColumns(), c) {
 			dt = arrow.PrimitiveTypes.Float64

@@ -49,10 +49,14 @@ type FieldStats struct {
 	// numeric fields); for multi_categorical, null lists.
 	Nulls int64 `json:"nulls"`
 	// Values counts the values seen (for multi_categorical, the non-null
-	// list items; for numeric, the finite values).
+	// list items; for numeric, the finite values; for vector, the
+	// vectors that are not missing).
 	Values int64 `json:"values"`
-	// Numeric is set for numeric fields.
+	// Numeric is set for numeric fields, and for vector fields (the
+	// statistics of all their items).
 	Numeric *NumericStats `json:"numeric,omitempty"`
+	// Vector is set for vector fields: the statistics of each dimension.
+	Vector *VectorStats `json:"vector,omitempty"`
 	// Vocab is set for fields in vocabulary mode.
 	Vocab *VocabStats `json:"vocab,omitempty"`
 	// Boundaries are set for bucketized fields: strictly increasing quantile
@@ -107,6 +111,9 @@ func LoadStats(path string) (*Stats, error) {
 	for name, f := range s.Fields {
 		if f == nil {
 			return nil, errorf(ErrStats, "features: stats %s: field %q: null", path, name)
+		}
+		if f.Vector != nil && len(f.Vector.Mean) != len(f.Vector.Std) {
+			return nil, errorf(ErrStats, "features: stats %s: field %q: %d vector means but %d stds", path, name, len(f.Vector.Mean), len(f.Vector.Std))
 		}
 		if f.Vocab != nil && len(f.Vocab.Values) != len(f.Vocab.Counts) {
 			return nil, errorf(ErrStats, "features: stats %s: field %q: %d vocab values but %d counts", path, name, len(f.Vocab.Values), len(f.Vocab.Counts))
@@ -184,6 +191,8 @@ type fieldFit struct {
 	// reservoir
 	sample []float64
 	seen   int64
+	// vector fields
+	vec *vectorFit
 }
 
 type labelFit struct {
@@ -210,6 +219,9 @@ func NewFitter(spec *Spec, cfg FitConfig) (*Fitter, error) {
 		ff := fieldFit{f: f, min: math.Inf(1), max: math.Inf(-1)}
 		if f.Vocab != nil {
 			ff.index = map[string]int32{}
+		}
+		if f.Kind == Vector {
+			ff.vec = newVectorFit(f)
 		}
 		ft.fields = append(ft.fields, ff)
 	}
@@ -273,6 +285,10 @@ func (ft *Fitter) Add(rec arrow.RecordBatch) error {
 						ft.count(ff, &c.child, j)
 					}
 				}
+			}
+		case Vector:
+			if err := ff.addVector(rec, n); err != nil {
+				return err
 			}
 		case Numeric:
 			c, ok := makeNumCol(a)
@@ -404,6 +420,10 @@ func (ft *Fitter) Finish() (*Stats, error) {
 			}
 		case ff.f.Vocab != nil:
 			fs.Vocab = buildVocab(ff.keys, ff.counts, *ff.f.Vocab)
+		case ff.vec != nil:
+			if err := ff.finishVector(fs); err != nil {
+				return nil, err
+			}
 		}
 		st.Fields[ff.f.Name] = fs
 	}

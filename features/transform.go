@@ -35,6 +35,7 @@ type Transformer struct {
 	ids       *IDTables
 	sparse    []sparsePlan
 	dense     []densePlan
+	vectors   []vectorPlan
 	labels    []labelPlan
 	weight    string
 	group     string
@@ -173,6 +174,19 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 		if f.Sparse() {
 			continue
 		}
+		if f.Kind == Vector {
+			var fs *FieldStats
+			if f.Normalize == NormalizePerDim || f.Normalize == NormalizeGlobal {
+				var err error
+				if fs, err = fstats(f, "normalize: "+string(f.Normalize)); err != nil {
+					return nil, err
+				}
+			}
+			if err := t.addVector(f, fs); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		p := densePlan{col: f.Name, tr: f.Transform, def: float32(f.Default), missing: -1, inv: 1}
 		if f.Transform == TransformStandardize {
 			fs, err := fstats(f, "standardize")
@@ -206,7 +220,7 @@ func NewTransformer(spec *Spec, stats *Stats, cfg TransformerConfig) (*Transform
 			t.layout.Labels = append(t.layout.Labels, c)
 		}
 	}
-	t.check = &Checker{labels: t.labels, weight: t.weight}
+	t.check = &Checker{labels: t.labels, weight: t.weight, vectors: t.vectors, vectorRanges: t.strict}
 	for _, p := range t.dense {
 		if t.strict {
 			t.check.dense = append(t.check.dense, p)
@@ -283,6 +297,11 @@ func (t *Transformer) TransformTo(dst *Batch, rec arrow.RecordBatch) error {
 	dst.Dense = growFloat32(dst.Dense, n*w)
 	for i := range t.dense {
 		if err := t.dense[i].fill(dst.Dense, w, rec, n, t.strict); err != nil {
+			return err
+		}
+	}
+	for i := range t.vectors {
+		if err := t.vectors[i].fill(dst.Dense, w, rec, n, t.strict); err != nil {
 			return err
 		}
 	}
