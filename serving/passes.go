@@ -268,7 +268,13 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 		}
 	}
 	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
-		return reqErr("", ErrBadRequest, "%v", err)
+		var re *features.RowError
+		if errors.As(err, &re) && st.ctxErr != nil {
+			if i := s.schema.FieldIndices(re.Column); len(i) > 0 && candRec.Column(i[0]).IsNull(re.Row) {
+				return st.ctxErr // the value is the context's
+			}
+		}
+		return transformErr("", pt.lo, err)
 	}
 	if len(pt.unknownIDs) > 0 {
 		// The context's unknown ids copied into candidates were counted
@@ -279,6 +285,52 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 		}
 	}
 	return nil
+}
+
+// transformErr turns a Transformer error into a RequestError. A row's
+// fault (a vector of the wrong length) names its field in the candidate
+// lo+row, or in the context when lo < 0; another error names whole.
+func transformErr(whole string, lo int, err error) error {
+	var re *features.RowError
+	if errors.As(err, &re) {
+		field := "context." + re.Column
+		if lo >= 0 {
+			field = indexField("candidates", lo+re.Row) + "." + re.Column
+		}
+		return reqErr(field, ErrBadRequest, "%s", re.Detail)
+	}
+	return reqErr(whole, ErrBadRequest, "%v", err)
+}
+
+// mergeFloatList is mergeColumn for list<float64> columns (vector fields).
+func mergeFloatList(c, cx *array.List, n int) arrow.Array {
+	b := array.NewListBuilderWithField(memory.DefaultAllocator, c.DataType().(*arrow.ListType).ElemField())
+	defer b.Release()
+	vb := b.ValueBuilder().(*array.Float64Builder)
+	cv := c.ListValues().(*array.Float64)
+	xv := cx.ListValues().(*array.Float64)
+	xlo, xhi := cx.ValueOffsets(0)
+	b.Reserve(n)
+	vb.Reserve(cv.Len() + n*int(xhi-xlo))
+	appendItems := func(v *array.Float64, lo, hi int64) {
+		for j := lo; j < hi; j++ {
+			if v.IsNull(int(j)) {
+				vb.AppendNull()
+			} else {
+				vb.Append(v.Value(int(j)))
+			}
+		}
+	}
+	for r := 0; r < n; r++ {
+		b.Append(true)
+		if c.IsNull(r) {
+			appendItems(xv, xlo, xhi)
+		} else {
+			lo, hi := c.ValueOffsets(r)
+			appendItems(cv, lo, hi)
+		}
+	}
+	return b.NewArray()
 }
 
 // eventErr turns a JSONDecoder error into a RequestError naming the field
@@ -332,6 +384,9 @@ func mergeColumn(cand, ctx arrow.Array, n int) arrow.Array {
 		}
 		return b.NewArray()
 	case *array.List:
+		if _, ok := c.ListValues().(*array.Float64); ok {
+			return mergeFloatList(c, ctx.(*array.List), n)
+		}
 		cx := ctx.(*array.List)
 		b := array.NewListBuilderWithField(mem, c.DataType().(*arrow.ListType).ElemField())
 		defer b.Release()

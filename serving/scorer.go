@@ -578,7 +578,7 @@ func (st *scoreState) decodeContext(req *Request) error {
 	}
 	st.ctxRec = st.ctxDec.NewRecordBatch()
 	if err := st.s.b.Transformer.TransformTo(&st.ctx, st.ctxRec); err != nil {
-		st.ctxErr = reqErr("context", ErrBadRequest, "%v", err)
+		st.ctxErr = transformErr("context", -1, err)
 		return nil
 	}
 	st.s.b.Transformer.IDs().CountUnknown(&st.ctx, st.ctxUnknownIDs)
