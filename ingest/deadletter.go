@@ -30,6 +30,7 @@ const (
 	ReasonBadLabel     = features.FaultLabel  // a label outside its task's domain
 	ReasonBadWeight    = features.FaultWeight // a sample weight negative, not finite or beyond float32
 	ReasonOutOfRange   = features.FaultRange  // a dense value beyond float32's range
+	ReasonWrongLength  = features.FaultLength // a vector field's list of another length than its dim
 )
 
 // DeadLetter is a message the stream could not use.
