@@ -48,6 +48,7 @@ func genFlags(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.Files, "files", 4, "number of train files")
 	fs.Int64Var(&cfg.RowGroupRows, "row-group", 131072, "rows per Parquet row group")
 	fs.BoolVar(&cfg.Cart, "cart", false, "add the add-to-cart step between click and conversion (column cart), with an AITM spec")
+	fs.IntVar(&cfg.ItemVectors, "item-vectors", 0, "add item_vec, a content vector of this many numbers per item (mixing the item's hidden factors, with noise), and a vector field for it in the spec")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	streams := fs.Bool("streams", false, "write the impression, click and conversion streams and their truth instead of Parquet files")
 	scale := fs.Float64("time-scale", 1, "with --streams: factor on every click and conversion delay, in (0, 1] to compress the clock")

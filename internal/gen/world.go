@@ -135,6 +135,10 @@ type World struct {
 	itemCDF []float64
 	userCDF []float64 // nil: users are picked uniformly
 
+	// itemVecs holds vecDim numbers per item (DrawItemVectors), or nil.
+	itemVecs []float32
+	vecDim   int
+
 	corr             float64
 	biasCTR, biasCVR float64
 	ctrScale         float64

@@ -44,6 +44,10 @@ type Config struct {
 	// cart and true_cart; see CartEvent), for funnels of three steps such
 	// as AITM's. Default: false.
 	Cart bool
+	// ItemVectors, when positive, adds the column item_vec: a content
+	// vector of this many numbers per item (World.DrawItemVectors), and a
+	// vector field for it in the spec. Not with Cart. Default: 0, none.
+	ItemVectors int
 	// MaxAUCRows bounds the test rows kept in memory to compute the ceiling
 	// AUC (24 bytes each, and about 30 more while it is computed). Default:
 	// 4,000,000.
@@ -65,6 +69,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gen: Config.TestFrac %v outside [0, 1)", c.TestFrac)
 	case c.Skew.Validate() != nil:
 		return c.Skew.Validate()
+	case c.ItemVectors < 0 || c.ItemVectors > MaxItemVectors:
+		return fmt.Errorf("gen: Config.ItemVectors %d outside [0, %d]", c.ItemVectors, MaxItemVectors)
+	case c.ItemVectors > 0 && c.Cart:
+		return errors.New("gen: Config.ItemVectors and Cart cannot be set together")
 	case c.Files < 0 || c.RowGroupRows < 0 || c.Workers < 0 || c.MaxAUCRows < 0:
 		return errors.New("gen: Config.Files, RowGroupRows, Workers and MaxAUCRows must not be negative")
 	}
@@ -136,6 +144,11 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ItemVectors > 0 {
+		if err := w.DrawItemVectors(cfg.Seed, cfg.ItemVectors); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("gen: %w", err)
 	}
@@ -178,7 +191,7 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("gen: ceiling CTCVR AUC: the %d test rows hold one class", sum.AUCRows)
 	}
 	sum.Spec = filepath.Join(cfg.Dir, "spec.yaml")
-	if err := os.WriteFile(sum.Spec, []byte(specYAML(cfg.Users, cfg.Items, cfg.Cart)), 0o644); err != nil {
+	if err := os.WriteFile(sum.Spec, []byte(specYAML(cfg.Users, cfg.Items, cfg.Cart, cfg.ItemVectors)), 0o644); err != nil {
 		return nil, fmt.Errorf("gen: %w", err)
 	}
 	return sum, nil
@@ -196,6 +209,9 @@ type testScores struct {
 func write(ctx context.Context, w *World, cfg Config, path string, id uint64, rows int64, sc *testScores) (FileSummary, error) {
 	if cfg.Cart {
 		return writeFile(ctx, w, cfg, path, id, rows, sc, (*Stream).NextCart, func(e *CartEvent) (*Event, int32) { return &e.Event, e.Cart })
+	}
+	if cfg.ItemVectors > 0 {
+		return writeFile(ctx, w, cfg, path, id, rows, sc, (*Stream).NextVec, func(e *VecEvent) (*Event, int32) { return &e.Event, 0 })
 	}
 	return writeFile(ctx, w, cfg, path, id, rows, sc, (*Stream).Next, func(e *Event) (*Event, int32) { return e, 0 })
 }
@@ -259,12 +275,13 @@ func writeFile[T any](ctx context.Context, w *World, cfg Config, path string, id
 // and device, hour, position and tags on the context side, item fields on
 // the candidate side, tasks ctr (binary on click) and cvr (ESMM on
 // conversion, parent ctr), grouped by user_id.
-func SpecYAML(users, items int) string { return specYAML(users, items, false) }
+func SpecYAML(users, items int) string { return specYAML(users, items, false, 0) }
 
 // specYAML is SpecYAML; with cart, the tasks are AITM's chain instead:
 // ctr, cart (binary on cart, parent ctr) and cvr (binary on conversion,
-// parent cart), each on every impression, on arch aitm.
-func specYAML(users, items int, cart bool) string {
+// parent cart), each on every impression, on arch aitm. With vecDim > 0
+// the spec has the item_vec vector field.
+func specYAML(users, items int, cart bool, vecDim int) string {
 	tasks := `tasks:
   - {name: ctr, kind: binary, label: click}
   - {name: cvr, kind: esmm, label: conversion, parent: ctr}
@@ -283,6 +300,10 @@ tasks:
 		arch = `  arch: aitm
 `
 	}
+	vecField := ""
+	if vecDim > 0 {
+		vecField = fmt.Sprintf("  - {name: item_vec, kind: vector, dim: %d, normalize: per_dim, side: candidate}\n", vecDim)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Feature spec of the data written by "onestone gen" (see internal/gen).
 fields:
@@ -298,7 +319,7 @@ fields:
   - {name: brand, kind: categorical, vocab: {min_count: 5}, side: candidate}
   - {name: price, kind: numeric, transform: log1p, missing_indicator: false, side: candidate}
   - {name: item_popularity, kind: numeric, transform: standardize, missing_indicator: false, side: candidate}
-%sgroup_key: user_id
+%s%sgroup_key: user_id
 # A model sized for this data: it trains 2 M rows in well under a minute on
 # 2 cores. Remove these sections for the std defaults (8 experts [256, 128],
 # towers [64], embedding dim 16, batch 1024).
@@ -310,7 +331,7 @@ train:
   batch_size: 256
   epochs: 1
   embedding: {optimizer: adagrad, lr: 0.1}
-`, hashBuckets(users), hashBuckets(items), tasks, arch)
+`, hashBuckets(users), hashBuckets(items), vecField, tasks, arch)
 	return b.String()
 }
 
