@@ -103,6 +103,8 @@ func printFitSummary(w io.Writer, spec *features.Spec, st *features.Stats) {
 		switch {
 		case fs.Vocab != nil:
 			what = fmt.Sprintf("vocab %d of %d distinct (min_count %d)", len(fs.Vocab.Values), fs.Vocab.Distinct, f.Vocab.MinCount)
+		case f.Kind == features.Vector && fs.Numeric != nil:
+			what = fmt.Sprintf("dim %d, items mean %.4g std %.4g min %.4g max %.4g (normalize %s)", f.Dim, fs.Numeric.Mean, fs.Numeric.Std, fs.Numeric.Min, fs.Numeric.Max, f.Normalize)
 		case f.Kind == features.Numeric && f.Transform == features.TransformBucketize:
 			what = fmt.Sprintf("%d boundaries %s (from %d sampled)", len(fs.Boundaries), shortFloats(fs.Boundaries), fs.Sampled)
 		case fs.Numeric != nil:
