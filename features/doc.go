@@ -5,8 +5,10 @@
 // A spec (YAML, see docs/spec.md) declares categorical fields (hash buckets
 // or a fitted vocabulary), multi-categorical list fields (mean or sum
 // pooling), numeric fields (none, log1p, standardize or bucketize, with a
-// default and a missing indicator for null, NaN and Inf), the label column
-// of each task, an optional group key and an optional sample weight.
+// default and a missing indicator for null, NaN and Inf), vector fields
+// (a fixed-length list of numbers, standardised per dimension or
+// globally: pretrained embeddings; see vector.go), the label column of
+// each task, an optional group key and an optional sample weight.
 //
 // The flow is:
 //

@@ -119,8 +119,8 @@ type Checker struct {
 
 // NewChecker returns the checks of a spec without fitted statistics, for
 // fitting: the labels (when labels is set) and the sample weight when the
-// record has their columns, and the raw values of dense numeric fields.
-// Transformer.Checker has the full checks, with the fitted transforms.
+// record has their columns, the raw values of dense numeric fields, and
+// the lengths and raw items of vector fields. Transformer.Checker has the full checks, with the fitted transforms.
 func NewChecker(spec *Spec, labels bool) (*Checker, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err

@@ -238,7 +238,8 @@ func NewFitter(spec *Spec, cfg FitConfig) (*Fitter, error) {
 // Add accumulates the rows of a record. The record must hold every field
 // column; label columns, when present, are validated (as the Transformer
 // does) and summarised; the sample weight, when present, is validated; a
-// dense numeric value beyond float32's range is refused. A row fault is a
+// dense numeric value or vector item beyond float32's range, and a vector
+// of another length than its dim, are refused. A row fault is a
 // *RowError (the checks of NewChecker; a source can drop such rows first).
 // After an error the Fitter holds part of the record: discard it.
 func (ft *Fitter) Add(rec arrow.RecordBatch) error {
