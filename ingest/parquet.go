@@ -81,6 +81,14 @@ type ParquetConfig struct {
 	// (features.Transformer does). List elements stay utf8. Default:
 	// false, plain utf8.
 	Dictionary bool
+	// ReuseBuffers makes the source keep the buffers of the batches its
+	// caller releases and fill the next batches in them (from Allocator),
+	// so that a steady stream of batches allocates nothing: the caller
+	// must then not use any slice or string of a batch's arrays after
+	// releasing it (features.Transformer copies what it reads, so
+	// training and evaluation can). Default: false (each batch in new
+	// memory, which the garbage collector reclaims).
+	ReuseBuffers bool
 }
 
 // BadRow is a row of a Parquet file that training cannot use, and the
@@ -193,7 +201,8 @@ type ParquetSource struct {
 	mem       memory.Allocator
 	batchSize int
 	workers   int
-	dict      bool // ParquetConfig.Dictionary
+	dict      bool             // ParquetConfig.Dictionary
+	bufs      memory.Allocator // the column buffers': mem, or a recycler of it
 	paths     []string
 	names     []string
 	schema    *arrow.Schema
@@ -260,6 +269,10 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 	}
 	if s.batchSize == 0 {
 		s.batchSize = DefaultBatchSize
+	}
+	s.bufs = s.mem
+	if cfg.ReuseBuffers {
+		s.bufs = newRecycler(s.mem)
 	}
 	// Check every file's footer now, so a bad file fails at open.
 	for i, p := range paths {
@@ -353,7 +366,7 @@ func (s *ParquetSource) bind(path string, pf *parquet.File, first bool) ([]colLa
 		s.schema = arrow.NewSchema(fields, nil)
 		s.cols = make([]*colReader, len(lays))
 		for i, l := range lays {
-			s.cols[i] = newColReader(s.mem, s.names[i], l)
+			s.cols[i] = newColReader(s.bufs, s.names[i], l)
 		}
 	}
 	return lays, nil
@@ -637,7 +650,7 @@ func (s *ParquetSource) read(ctx context.Context) (rec arrow.RecordBatch, err er
 		c.index = i
 	}
 	s.eachColumn(func(c *colReader) error {
-		d := c.arrayData(s.mem)
+		d := c.arrayData()
 		arrs[c.index] = array.MakeFromData(d)
 		d.Release()
 		c.resetBatch()
@@ -660,6 +673,9 @@ func (s *ParquetSource) Close() error {
 	s.closeFile()
 	for _, c := range s.cols {
 		c.resetBatch() // drop buffers of a batch an error interrupted
+	}
+	if r, ok := s.bufs.(*recycler); ok {
+		r.close()
 	}
 	return nil
 }

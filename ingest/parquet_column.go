@@ -877,7 +877,8 @@ func (c *colReader) readListRows(k int) error {
 
 // arrayData builds the batch's Arrow data for the column. The caller
 // releases it.
-func (c *colReader) arrayData(mem memory.Allocator) *array.Data {
+func (c *colReader) arrayData() *array.Data {
+	mem := c.out.mem
 	elems := c.out.n
 	leaf := c.out.arrayData()
 	if !c.lay.list {

@@ -52,7 +52,8 @@ func Evaluate(ctx context.Context, s *Setup, m *mmoe.Model, cfg EvalConfig) (*Ev
 	src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
 		Paths: cfg.Paths, Columns: s.Spec.Columns(true), BatchSize: cfg.BatchSize, Allocator: cfg.Allocator,
 		Check: s.Transformer.Checker(), SkipBadRows: cfg.SkipBadRows,
-		Dictionary: true, // the transform hashes each string value once
+		Dictionary:   true, // the transform hashes each string value once
+		ReuseBuffers: true, // the transform copies what it reads
 		OnBadRow: func(b ingest.BadRow) {
 			if bad == nil {
 				bad = map[string]int64{}

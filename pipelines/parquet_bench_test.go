@@ -38,7 +38,7 @@ func BenchmarkParquetToBatch(b *testing.B) {
 	for _, dict := range []bool{false, true} {
 		for _, w := range []int{1, 2} {
 			b.Run(fmt.Sprintf("dict=%v/workers=%d", dict, w), func(b *testing.B) {
-				cfg := ingest.ParquetConfig{Paths: paths, Columns: s.Spec.Columns(true), BatchSize: 8192, Workers: w, Dictionary: dict}
+				cfg := ingest.ParquetConfig{Paths: paths, Columns: s.Spec.Columns(true), BatchSize: 8192, Workers: w, Dictionary: dict, ReuseBuffers: true}
 				benchParquetToBatch(b, s, cfg)
 			})
 		}

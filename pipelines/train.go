@@ -280,7 +280,8 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
 			Allocator: r.cfg.Allocator, Start: r.pos,
 			Check: s.Transformer.Checker(), SkipBadRows: r.cfg.SkipBadRows, OnBadRow: r.badRow,
-			Dictionary: true, // the transform hashes each string value once
+			Dictionary:   true, // the transform hashes each string value once
+			ReuseBuffers: true, // the transform copies what it reads
 		})
 		if err != nil {
 			return nil, err
