@@ -119,30 +119,15 @@ func benchStats(t testing.TB) *features.Stats {
 	return st
 }
 
-// dictEncode returns rec with its top-level string columns
-// dictionary-encoded (int32 indices), as a Parquet reader that keeps the
-// files' dictionaries delivers them.
+// dictEncode returns rec with its string columns and the elements of its
+// string lists dictionary-encoded (int32 indices), as ingest's Parquet
+// reader with Dictionary delivers them.
 func dictEncode(b testing.TB, rec arrow.RecordBatch) arrow.RecordBatch {
-	mem := memory.DefaultAllocator
 	fields := slices.Clone(rec.Schema().Fields())
 	cols := make([]arrow.Array, rec.NumCols())
 	for i, c := range rec.Columns() {
-		s, ok := c.(*array.String)
-		if !ok {
-			c.Retain()
-			cols[i] = c
-			continue
-		}
-		dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
-		db := array.NewDictionaryBuilder(mem, dt).(*array.BinaryDictionaryBuilder)
-		for r := range s.Len() {
-			if err := db.AppendString(s.Value(r)); err != nil {
-				b.Fatal(err)
-			}
-		}
-		cols[i] = db.NewArray()
-		db.Release()
-		fields[i].Type = dt
+		cols[i] = dictArray(b, c)
+		fields[i].Type = cols[i].DataType()
 	}
 	out := array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, rec.NumRows())
 	for _, c := range cols {
@@ -158,6 +143,36 @@ var benchSpecExact = strings.NewReplacer(
 	"name: item_id, kind: categorical, buckets: 100000", "name: item_id, kind: categorical, exact: {capacity: 100000}",
 	"name: brand, kind: categorical, buckets: 10000", "name: brand, kind: categorical, exact: {capacity: 10000}",
 ).Replace(benchSpec)
+
+// dictArray returns c dictionary-encoded when it holds strings or a list
+// of them, else c (retained).
+func dictArray(b testing.TB, c arrow.Array) arrow.Array {
+	dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+	switch s := c.(type) {
+	case *array.String:
+		db := array.NewDictionaryBuilder(memory.DefaultAllocator, dt).(*array.BinaryDictionaryBuilder)
+		defer db.Release()
+		for r := range s.Len() {
+			if s.IsNull(r) {
+				db.AppendNull()
+			} else if err := db.AppendString(s.Value(r)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return db.NewArray()
+	case *array.List:
+		if _, ok := s.ListValues().(*array.String); ok {
+			vals := dictArray(b, s.ListValues())
+			defer vals.Release()
+			d := s.Data()
+			ld := array.NewData(arrow.ListOf(dt), d.Len(), d.Buffers(), []arrow.ArrayData{vals.Data()}, d.NullN(), d.Offset())
+			defer ld.Release()
+			return array.MakeFromData(ld)
+		}
+	}
+	c.Retain()
+	return c
+}
 
 // BenchmarkTransform measures TransformTo on one core over a record of the
 // demo data's shape, with its string columns plain and dictionary-encoded:

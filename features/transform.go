@@ -3,6 +3,7 @@ package features
 import (
 	"hash/maphash"
 	"math"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -531,26 +532,7 @@ type dictScratch struct {
 // dictionary of a few hundred values serves a batch of thousands of rows.
 // When groups is not nil it also receives the full hashes (hash mode).
 func (p *sparsePlan) dictIDs(ids []int32, c *textCol, groups []uint64, sc *dictScratch) {
-	d := c.str
-	nd := d.Len()
-	sc.ids = growInt32(sc.ids, nd)
-	hash := p.vocab == nil
-	if hash {
-		if cap(sc.hashes) < nd {
-			sc.hashes = make([]uint64, nd, nd+nd/4)
-		}
-		sc.hashes = sc.hashes[:nd]
-	}
-	for i := range nd {
-		s := d.Value(i)
-		if hash {
-			h := xxh64(s, p.seed)
-			sc.hashes[i] = h
-			sc.ids[i] = int32(1 + h%p.buckets)
-		} else {
-			sc.ids[i] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
-		}
-	}
+	hash := p.dictValueIDs(c.str, sc, groups != nil)
 	if !hash {
 		groups = nil // a vocabulary field is never the group key (groupField)
 	}
@@ -579,6 +561,81 @@ func (p *sparsePlan) dictIDs(ids []int32, c *textCol, groups []uint64, sc *dictS
 			groups[r] = sc.hashes[k]
 		}
 	}
+}
+
+// dictValueIDs fills sc.ids with the ids of the values of dictionary d,
+// and sc.hashes with their hashes when wantHashes is set in hash mode; it
+// reports whether the field is in hash mode.
+func (p *sparsePlan) dictValueIDs(d *array.String, sc *dictScratch, wantHashes bool) (hash bool) {
+	nd := d.Len()
+	sc.ids = growInt32(sc.ids, nd)
+	hash = p.vocab == nil
+	if hash && wantHashes {
+		if cap(sc.hashes) < nd {
+			sc.hashes = make([]uint64, nd, nd+nd/4)
+		}
+		sc.hashes = sc.hashes[:nd]
+	}
+	offs := d.ValueOffsets()
+	var data string
+	if b := d.ValueBytes(); len(b) > 0 {
+		data = unsafe.String(&b[0], len(b)) // read-only view, as d.Value
+	}
+	base := offs[0]
+	for i := range nd {
+		s := data[offs[i]-base : offs[i+1]-base]
+		if hash {
+			h := xxh64(s, p.seed)
+			if wantHashes {
+				sc.hashes[i] = h
+			}
+			sc.ids[i] = int32(1 + h%p.buckets)
+		} else {
+			sc.ids[i] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
+		}
+	}
+	return hash
+}
+
+// dictListIDs fills the ids and offsets of a multi-categorical column of
+// lists of dictionary-encoded strings, looking each dictionary value up
+// once. Null lists are empty and null elements are dropped, as in the
+// other paths. It returns the number of ids.
+func (p *sparsePlan) dictListIDs(ids, offs []int32, c *listCol, n int, sc *dictScratch) int {
+	ch := &c.child
+	p.dictValueIDs(ch.str, sc, false)
+	vids := sc.ids
+	idx32, _ := ch.dict.Indices().(*array.Int32)
+	var null []byte
+	if ch.nulls {
+		null = ch.arr.NullBitmapBytes()
+	}
+	coff := ch.arr.Data().Offset()
+	var idx []int32
+	if idx32 != nil {
+		idx = idx32.Int32Values()
+	}
+	k := 0
+	offs[0] = 0
+	for r := 0; r < n; r++ {
+		lo, hi := c.span(r)
+		if null == nil && idx != nil {
+			for _, x := range idx[lo:hi] {
+				ids[k] = vids[x]
+				k++
+			}
+		} else {
+			for j := lo; j < hi; j++ {
+				if null != nil && null[(coff+j)>>3]&(1<<uint((coff+j)&7)) == 0 {
+					continue
+				}
+				ids[k] = vids[ch.dict.GetValueIndex(j)]
+				k++
+			}
+		}
+		offs[r+1] = int32(k)
+	}
+	return k
 }
 
 func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, groups []uint64, sc *dictScratch) error {
@@ -673,6 +730,10 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 			return nil
 		}
 		dst.Keys = nil
+		if c.child.kind == tDictString {
+			dst.IDs = ids[:p.dictListIDs(ids, offs, &c, n, sc)]
+			return nil
+		}
 		k := 0
 		offs[0] = 0
 		if ch := &c.child; ch.kind == tString && !ch.nulls {

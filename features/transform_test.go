@@ -675,3 +675,53 @@ func TestTransformDictionaryStrings(t *testing.T) {
 	want.SliceTo(&part, 3, 11)
 	same("slice", transform(t, tr, sl), &part)
 }
+
+// TestTransformDictionaryLists: lists of dictionary-encoded strings (as
+// ingest's Dictionary reads string lists), whose dictionary values
+// TransformTo hashes or looks up once per batch, give the ids and offsets
+// that lists of plain strings give: hash and vocabulary fields, null
+// lists, empty lists, null elements (dropped) or none, int32 indices
+// (Parquet's) and int16, and a sliced record.
+func TestTransformDictionaryLists(t *testing.T) {
+	mem := checkedMem(t)
+	spec := mustParse(t, `fields:
+  - {name: h, kind: multi_categorical, buckets: 41}
+  - {name: v, kind: multi_categorical, vocab: {}}
+`+noLabel)
+	lt := arrow.ListOf(utf8)
+	withNulls := vals[any]([]any{"a", "b", "b"}, []any{}, nil, []any{nil, "c"}, []any{"zz", "a"}, []any{"d", nil, nil}, nil, []any{"b"})
+	noNulls := vals[any]([]any{"a", "b", "b"}, []any{}, nil, []any{"c"}, []any{"zz", "a"}, []any{"d"}, nil, []any{"b"})
+	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"h", lt, vals[any]([]any{"x"})}, col{"v", lt, vals[any]([]any{"b", "b", "a", "c"})}))
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, data := range [][]any{withNulls, noNulls} {
+		want := transform(t, tr, record(t, mem, col{"h", lt, data}, col{"v", lt, data}))
+		for _, idx := range []arrow.DataType{arrow.PrimitiveTypes.Int32, arrow.PrimitiveTypes.Int16} {
+			dlt := arrow.ListOf(&arrow.DictionaryType{IndexType: idx, ValueType: utf8})
+			rec := record(t, mem, col{"h", dlt, data}, col{"v", dlt, data})
+			sl := rec.NewSlice(2, 7)
+			got := transform(t, tr, rec)
+			var part features.Batch
+			want.SliceTo(&part, 2, 7)
+			gotPart := transform(t, tr, sl)
+			for i := range want.Sparse {
+				for _, c := range []struct {
+					what      string
+					got, want features.SparseColumn
+				}{{"batch", got.Sparse[i], want.Sparse[i]}, {"slice", gotPart.Sparse[i], part.Sparse[i]}} {
+					// SliceTo keeps the offsets of the whole batch.
+					wantIDs := c.want.IDs[c.want.Offsets[0]:c.want.Offsets[len(c.want.Offsets)-1]]
+					wantOffs := make([]int32, len(c.want.Offsets))
+					for r, o := range c.want.Offsets {
+						wantOffs[r] = o - c.want.Offsets[0]
+					}
+					if !reflect.DeepEqual(c.got.IDs, wantIDs) || !reflect.DeepEqual(c.got.Offsets, wantOffs) {
+						t.Errorf("%s indices, %s: field %d ids %v offsets %v, plain strings give %v %v", idx, c.what, i, c.got.IDs, c.got.Offsets, wantIDs, wantOffs)
+					}
+				}
+			}
+		}
+	}
+}
