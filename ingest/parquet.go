@@ -73,13 +73,13 @@ type ParquetConfig struct {
 	SkipBadRows bool
 	// OnBadRow, when set, is called for each row SkipBadRows leaves out.
 	OnBadRow func(BadRow)
-	// Dictionary makes top-level string (byte array) columns
-	// dictionary-encoded Arrow arrays, dictionary<int32, utf8>: each
-	// batch's dictionary holds the values its rows use, once each for a
+	// Dictionary makes string (byte array) columns and the elements of
+	// string lists dictionary-encoded Arrow arrays, dictionary<int32,
+	// utf8> and list<dictionary<int32, utf8>>: each batch's dictionary
+	// (one per column) holds the values its rows use, once each for a
 	// dictionary-encoded Parquet page (a plain page adds its values as
 	// they come), so a consumer can hash each value once
-	// (features.Transformer does). List elements stay utf8. Default:
-	// false, plain utf8.
+	// (features.Transformer does). Default: false, plain utf8.
 	Dictionary bool
 	// ReuseBuffers makes the source keep the buffers of the batches its
 	// caller releases and fill the next batches in them (from Allocator),
@@ -349,7 +349,7 @@ func (s *ParquetSource) bind(path string, pf *parquet.File, first bool) ([]colLa
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: column %q: %w", ErrSchema, path, name, err)
 		}
-		lay.dict = s.dict && lay.kind == kindBytes && !lay.list
+		lay.dict = s.dict && lay.kind == kindBytes
 		lays[i] = lay
 		if !first {
 			want := s.schema.Field(i).Type

@@ -52,7 +52,7 @@ type colLayout struct {
 	maxDef  byte // definition level of a present value
 	maxRep  byte
 	listDef byte // lists: definition level at which the list itself is present
-	dict    bool // a top-level byte array column read as dictionary<int32, utf8>
+	dict    bool // byte arrays (values or list elements) read as dictionary<int32, utf8>
 }
 
 // dictType is the Arrow type of a column read with ParquetConfig.Dictionary.
@@ -60,13 +60,14 @@ var dictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, Valu
 
 // arrowType is the Arrow type the layout produces.
 func (l colLayout) arrowType() arrow.DataType {
-	if l.list {
-		return arrow.ListOf(l.kind.arrowType())
-	}
+	elem := l.kind.arrowType()
 	if l.dict {
-		return dictType
+		elem = dictType
 	}
-	return l.kind.arrowType()
+	if l.list {
+		return arrow.ListOf(elem)
+	}
+	return elem
 }
 
 // layoutOf maps a top-level parquet column to a layout, or explains why it is

@@ -22,9 +22,19 @@ type plainStringRow struct {
 }
 
 // undict returns a as utf8: a itself, or a dictionary array's values row
-// by row (nulls kept).
+// by row (nulls kept), or a list of dictionaries as a list of utf8.
 func undict(t *testing.T, mem memory.Allocator, a arrow.Array) arrow.Array {
 	t.Helper()
+	if l, ok := a.(*array.List); ok {
+		if _, ok := l.ListValues().(*array.Dictionary); ok {
+			vals := undict(t, mem, l.ListValues())
+			defer vals.Release()
+			d := l.Data()
+			ld := array.NewData(arrow.ListOf(arrow.BinaryTypes.String), d.Len(), d.Buffers(), []arrow.ArrayData{vals.Data()}, d.NullN(), d.Offset())
+			defer ld.Release()
+			return array.MakeFromData(ld)
+		}
+	}
 	d, ok := a.(*array.Dictionary)
 	if !ok {
 		a.Retain()
@@ -43,9 +53,9 @@ func undict(t *testing.T, mem memory.Allocator, a arrow.Array) arrow.Array {
 	return b.NewArray()
 }
 
-// TestParquetSourceDictionary: with Dictionary set, the top-level string
-// columns come as dictionary<int32, utf8> arrays (lists stay utf8) whose
-// values, row by row, are those of the plain read: from dictionary pages
+// TestParquetSourceDictionary: with Dictionary set, the string columns
+// come as dictionary<int32, utf8> arrays (and string lists as lists of
+// them) whose values, row by row, are those of the plain read: from dictionary pages
 // (parquet-go and pqarrow writers) and plain pages, with nulls, across
 // row groups, files and batch sizes. A batch's dictionary holds a value
 // of a dictionary page once (at most the distinct values of each chunk it
@@ -128,8 +138,12 @@ func TestParquetSourceDictionary(t *testing.T) {
 			dictSrc, got, dictLens := read(true)
 			for i, c := range cols {
 				wantType := plainSrc.Schema().Field(i).Type
-				if c == "s" || c == "opt_s" {
-					wantType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+				dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+				switch c {
+				case "s", "opt_s":
+					wantType = dt
+				case "tags":
+					wantType = arrow.ListOf(dt)
 				}
 				if got := dictSrc.Schema().Field(i).Type; !arrow.TypeEqual(got, wantType) {
 					t.Errorf("%s: column %q is %s, want %s", name, c, got, wantType)
