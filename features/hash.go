@@ -132,10 +132,31 @@ func formatDec(buf *[24]byte, u uint64, neg bool) int {
 
 // hashSmall hashes the base-10 text of v < 1e8 without writing it to
 // memory: the digits are computed in parallel in the bytes of one word
-// (first character in the low byte) and fed to XXH64's tail steps.
+// (first character in the low byte) and fed to XXH64's tail steps. The
+// digit count and the last byte steps are conditional moves, not
+// branches: ids of 4 and 5 digits alternate at random in a column, which
+// a branch predictor cannot follow.
 func hashSmall(v uint64, seed uint64) uint64 {
 	n := uint64(1)
-	for t := uint64(10); t <= v && n < 8; t *= 10 {
+	if v >= 10 {
+		n++
+	}
+	if v >= 100 {
+		n++
+	}
+	if v >= 1000 {
+		n++
+	}
+	if v >= 10000 {
+		n++
+	}
+	if v >= 100000 {
+		n++
+	}
+	if v >= 1000000 {
+		n++
+	}
+	if v >= 10000000 {
 		n++
 	}
 	hi4 := v / 10000
@@ -157,9 +178,12 @@ func hashSmall(v uint64, seed uint64) uint64 {
 			x >>= 32
 			n -= 4
 		}
-		for ; n > 0; n-- {
-			h ^= (x & 0xff) * prime5
-			h = bits.RotateLeft64(h, 11) * prime1
+		// Up to 3 single bytes remain.
+		for i := range uint64(3) {
+			next := bits.RotateLeft64(h^(x&0xff)*prime5, 11) * prime1
+			if i < n {
+				h = next
+			}
 			x >>= 8
 		}
 	}

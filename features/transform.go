@@ -427,18 +427,26 @@ func signedLog1p(x float64) float64 {
 	return math.Log1p(x)
 }
 
-// bucketOf returns 1 + the number of boundaries <= x.
+// bucketOf returns 1 + the number of boundaries <= x (sorted ascending).
+// The search halves the range with conditional moves, not branches, which
+// values in random order would mispredict at every step.
 func bucketOf(bounds []float64, x float64) int32 {
-	lo, hi := 0, len(bounds)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if bounds[m] <= x {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	n := len(bounds)
+	if n == 0 {
+		return 1
 	}
-	return int32(lo + 1)
+	base := 0
+	for n > 1 {
+		half := n >> 1
+		if bounds[base+half] <= x {
+			base += half
+		}
+		n -= half
+	}
+	if bounds[base] <= x {
+		base++
+	}
+	return int32(base + 1)
 }
 
 func (p *sparsePlan) id(c *textCol, r int) int32 {
@@ -782,28 +790,74 @@ func (p *densePlan) fill(dense []float32, w int, rec arrow.RecordBatch, n int, s
 	if !ok {
 		return typeErr(p.col, wantNumeric, a.DataType())
 	}
-	at, mi := p.at, p.missing
+	if c.kind == nFloat64 && !c.nulls {
+		return p.fillFloat64(dense, w, c.f64[:n], strict)
+	}
 	for r := 0; r < n; r++ {
 		v, ok := c.value(r)
-		row := dense[r*w : r*w+w]
-		var x float32
-		if ok && finite(v) {
-			if x, ok = p.transform(v); !ok && strict {
-				return rangeErr(p, r, v)
-			}
-		} else {
-			ok = false
+		if err := p.fillRow(dense[r*w:r*w+w], r, v, ok, strict); err != nil {
+			return err
 		}
-		if !ok {
-			row[at] = p.def
+	}
+	return nil
+}
+
+// fillRow writes row r's dense value (and missing indicator) of raw value
+// v, present when ok.
+func (p *densePlan) fillRow(row []float32, r int, v float64, ok, strict bool) error {
+	var x float32
+	if ok && finite(v) {
+		if x, ok = p.transform(v); !ok && strict {
+			return rangeErr(p, r, v)
+		}
+	} else {
+		ok = false
+	}
+	if !ok {
+		row[p.at] = p.def
+		if p.missing >= 0 {
+			row[p.missing] = 1
+		}
+		return nil
+	}
+	row[p.at] = x
+	if p.missing >= 0 {
+		row[p.missing] = 0
+	}
+	return nil
+}
+
+// fillFloat64 is fill of a float64 column without nulls: a value within
+// float32's range whose transform is too (every value, in practice) is
+// written by the loop itself, any other by fillRow, which decides
+// exactly as for other columns.
+func (p *densePlan) fillFloat64(dense []float32, w int, vals []float64, strict bool) error {
+	const limit = math.MaxFloat32
+	at, mi := p.at, p.missing
+	if at >= w || mi >= w || len(dense) < len(vals)*w {
+		panic("features: dense block too small") // a Transformer bug
+	}
+	mean, inv := p.mean, p.inv
+	for r, v := range vals {
+		var y float64
+		switch p.tr {
+		case TransformLog1p:
+			y = signedLog1p(v)
+		case TransformStandardize:
+			y = (v - mean) * inv
+		default:
+			y = v
+		}
+		x := float32(y)
+		if math.Abs(v) <= limit && math.Abs(float64(x)) <= limit {
+			dense[r*w+at] = x
 			if mi >= 0 {
-				row[mi] = 1
+				dense[r*w+mi] = 0
 			}
 			continue
 		}
-		row[at] = x
-		if mi >= 0 {
-			row[mi] = 0
+		if err := p.fillRow(dense[r*w:r*w+w], r, v, true, strict); err != nil {
+			return err
 		}
 	}
 	return nil
