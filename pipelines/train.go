@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/onestone/onestone/bundle"
@@ -273,20 +272,22 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	prog := newProgress(r.cfg.Progress, r.cfg.ProgressEvery, s.Tasks, r.ids())
 	r.prog = prog
 	r.firstEpoch = r.epoch
-	var b features.Batch
 	stopped := false
 	for r.epoch < s.Train.Epochs {
+		pf := newPrefetcher()
 		src, err := ingest.NewParquetSource(ctx, ingest.ParquetConfig{
 			Paths: r.cfg.Data, Columns: s.Spec.Columns(true), BatchSize: s.Train.BatchSize,
 			Allocator: r.cfg.Allocator, Start: r.pos,
-			Check: s.Transformer.Checker(), SkipBadRows: r.cfg.SkipBadRows, OnBadRow: r.badRow,
+			Check: s.Transformer.Checker(), SkipBadRows: r.cfg.SkipBadRows, OnBadRow: pf.badRow,
 			Dictionary:   true, // the transform hashes each string value once
 			ReuseBuffers: true, // the transform copies what it reads
 		})
 		if err != nil {
 			return nil, err
 		}
-		stopped, err = r.epochLoop(ctx, src, &b, prog)
+		pf.start(ctx, src, s.Transformer)
+		stopped, err = r.epochLoop(ctx, pf, prog)
+		pf.close()
 		src.Close()
 		if err != nil {
 			return nil, err
@@ -323,26 +324,30 @@ func (r *trainRun) run(ctx context.Context) (*TrainResult, error) {
 	return res, nil
 }
 
-// epochLoop trains on src until it is exhausted (false) or MaxSteps is
-// reached (true).
-func (r *trainRun) epochLoop(ctx context.Context, src *ingest.ParquetSource, b *features.Batch, prog *progress) (bool, error) {
+// epochLoop trains on the batches of pf until its source is exhausted
+// (false) or MaxSteps is reached (true). pf reads and transforms the next
+// batch while the trainer steps on the current one.
+func (r *trainRun) epochLoop(ctx context.Context, pf *prefetcher, prog *progress) (bool, error) {
 	tr := r.trainer
 	for {
 		if r.cfg.MaxSteps > 0 && tr.Steps() >= r.cfg.MaxSteps {
 			return true, nil
 		}
-		rec, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
+		p := pf.next()
+		for _, b := range p.bad {
+			r.badRow(b)
+		}
+		if errors.Is(p.err, io.EOF) {
 			return false, nil
 		}
-		if err != nil {
+		if p.err != nil {
 			if ctx.Err() != nil {
 				return false, r.interrupted(ctx)
 			}
-			return false, err
+			return false, p.err
 		}
-		err = r.step(b, rec, src)
-		rec.Release()
+		err := r.step(p.b, p.to)
+		pf.recycle(p.b)
 		if err != nil {
 			return false, err
 		}
@@ -358,11 +363,8 @@ func (r *trainRun) epochLoop(ctx context.Context, src *ingest.ParquetSource, b *
 	}
 }
 
-// step transforms one record and trains on it.
-func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.ParquetSource) error {
-	if err := r.s.Transformer.TransformTo(b, rec); err != nil {
-		return fmt.Errorf("pipelines: %s: %w", r.pos.File, err)
-	}
+// step trains on one transformed batch, which ends at position to.
+func (r *trainRun) step(b *features.Batch, to ingest.Position) error {
 	losses, err := r.trainer.Step(b)
 	if err != nil {
 		hint := ""
@@ -373,7 +375,7 @@ func (r *trainRun) step(b *features.Batch, rec arrow.RecordBatch, src *ingest.Pa
 	}
 	from := r.pos
 	r.examples += int64(b.Rows)
-	r.pos = src.Position()
+	r.pos = to
 	r.prog.observe(losses)
 	r.obs.step(r.trainer.Steps(), losses, r.trainer.Weights())
 	return r.obs.batch(TrainedBatch{
