@@ -18,6 +18,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/bufpool"
 )
 
 // Errors a caller may branch on; returned errors wrap them with the file,
@@ -202,7 +203,7 @@ type ParquetSource struct {
 	batchSize int
 	workers   int
 	dict      bool             // ParquetConfig.Dictionary
-	bufs      memory.Allocator // the column buffers': mem, or a recycler of it
+	bufs      memory.Allocator // the column buffers': mem, or a bufpool.Pool of it
 	paths     []string
 	names     []string
 	schema    *arrow.Schema
@@ -272,7 +273,8 @@ func NewParquetSource(ctx context.Context, cfg ParquetConfig) (s *ParquetSource,
 	}
 	s.bufs = s.mem
 	if cfg.ReuseBuffers {
-		s.bufs = newRecycler(s.mem)
+		// Every byte handed over is written (acc), so no zeroing.
+		s.bufs = bufpool.New(s.mem, false)
 	}
 	// Check every file's footer now, so a bad file fails at open.
 	for i, p := range paths {
@@ -674,8 +676,8 @@ func (s *ParquetSource) Close() error {
 	for _, c := range s.cols {
 		c.resetBatch() // drop buffers of a batch an error interrupted
 	}
-	if r, ok := s.bufs.(*recycler); ok {
-		r.close()
+	if p, ok := s.bufs.(*bufpool.Pool); ok {
+		p.Close()
 	}
 	return nil
 }

@@ -1,4 +1,8 @@
-package ingest
+// Package bufpool provides Pool, an Arrow memory.Allocator that keeps the
+// buffers freed to it (when the arrays holding them are released) and
+// hands them out again, so that a steady stream of record batches of
+// similar sizes allocates nothing.
+package bufpool
 
 import (
 	"math/bits"
@@ -7,19 +11,20 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
-// recycler is the memory.Allocator of a ParquetSource's column buffers
-// with ParquetConfig.ReuseBuffers: a buffer freed (its batch released)
-// goes to a free list of its power-of-two size class and serves a later
-// batch, so a steady stream of batches allocates nothing and keeps
-// touching the same, cache- and TLB-warm memory instead of fresh pages
-// the garbage collector must then reclaim.
+// Pool keeps freed buffers in free lists by power-of-two size class and
+// serves later allocations from them: the memory stays cache- and
+// TLB-warm and the garbage collector has nothing to reclaim. Its users
+// must not touch a buffer after releasing the array that holds it (the
+// usual Arrow contract, which a garbage-collected allocator forgives).
 //
-// Buffers come from mem, uninitialised when reused: every user (acc's
-// growBufs) writes each byte it hands over. After close, freed buffers go
-// back to mem. Safe for concurrent use (columns are decoded on several
-// goroutines, and batches released on others).
-type recycler struct {
+// Buffers come from the wrapped allocator. A reused buffer is zeroed when
+// the Pool was made with zero set, as Arrow's allocators zero new memory
+// and its builders may rely on it; a Pool whose users write every byte
+// they hand over may skip that. After Close, freed buffers go back to the
+// wrapped allocator. A Pool is safe for concurrent use.
+type Pool struct {
 	mem    memory.Allocator
+	zero   bool
 	mu     sync.Mutex
 	free   [maxClass + 1][][]byte
 	closed bool
@@ -34,9 +39,16 @@ const (
 	maxFreePerClass = 256
 )
 
-var _ memory.Allocator = (*recycler)(nil)
+var _ memory.Allocator = (*Pool)(nil)
 
-func newRecycler(mem memory.Allocator) *recycler { return &recycler{mem: mem} }
+// New returns a Pool of buffers from mem (memory.DefaultAllocator when
+// nil); with zero set, reused buffers are zeroed.
+func New(mem memory.Allocator, zero bool) *Pool {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	return &Pool{mem: mem, zero: zero}
+}
 
 // class returns the size class holding size bytes.
 func class(size int) int {
@@ -48,7 +60,7 @@ func class(size int) int {
 
 // Allocate returns a buffer of size bytes whose capacity is its class's
 // size.
-func (r *recycler) Allocate(size int) []byte {
+func (r *Pool) Allocate(size int) []byte {
 	c := class(size)
 	if c > maxClass {
 		return r.mem.Allocate(size)
@@ -59,6 +71,9 @@ func (r *recycler) Allocate(size int) []byte {
 		l[len(l)-1] = nil
 		r.free[c] = l[:len(l)-1]
 		r.mu.Unlock()
+		if r.zero {
+			clear(b[:size])
+		}
 		return b[:size]
 	}
 	r.mu.Unlock()
@@ -67,7 +82,7 @@ func (r *recycler) Allocate(size int) []byte {
 }
 
 // Reallocate grows b to size bytes, keeping its contents.
-func (r *recycler) Reallocate(size int, b []byte) []byte {
+func (r *Pool) Reallocate(size int, b []byte) []byte {
 	if cap(b) >= size {
 		return b[:size]
 	}
@@ -78,7 +93,7 @@ func (r *recycler) Reallocate(size int, b []byte) []byte {
 }
 
 // Free keeps b for reuse (or hands it back to mem).
-func (r *recycler) Free(b []byte) {
+func (r *Pool) Free(b []byte) {
 	n := cap(b)
 	c := class(n)
 	if n != 1<<c || c > maxClass {
@@ -95,9 +110,9 @@ func (r *recycler) Free(b []byte) {
 	r.mu.Unlock()
 }
 
-// close hands the free buffers back to mem; buffers freed later go there
-// directly.
-func (r *recycler) close() {
+// Close hands the free buffers back to the wrapped allocator; buffers
+// freed later go there directly.
+func (r *Pool) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
