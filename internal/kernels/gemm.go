@@ -39,6 +39,7 @@ package kernels
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"unsafe"
 )
@@ -104,30 +105,59 @@ type workspace struct {
 	pair []float32 // bf16 kernels: max(mr, nr) rows of kc/2 pairs (packABF16, packBBF16)
 }
 
-var wsPools sync.Map // *microKernel -> *sync.Pool of *workspace
+// wsLists keeps each micro-kernel's idle workspaces between products
+// (*microKernel -> *wsList). Not a sync.Pool: the garbage collector
+// empties those, and an AVX-512 workspace is over 4 MB (the packed B
+// panel), so every collection cost the next products a 4 MB allocation,
+// its clearing and page faults: a latency spike in scoring, and more
+// garbage, hence more collections. A list keeps up to maxIdleWorkspaces
+// (more than the products a process runs at once on its cores) for
+// good.
+var wsLists sync.Map
+
+type wsList struct {
+	mu   sync.Mutex
+	idle []*workspace
+}
+
+// maxIdleWorkspaces bounds each micro-kernel's idle workspaces.
+var maxIdleWorkspaces = 2*runtime.GOMAXPROCS(0) + 2
 
 func getWorkspace(mk *microKernel) *workspace {
-	p, ok := wsPools.Load(mk)
+	l, ok := wsLists.Load(mk)
 	if !ok {
-		p, _ = wsPools.LoadOrStore(mk, &sync.Pool{New: func() any {
-			kw := mk.words(mk.kc)
-			ws := &workspace{
-				a:   make([]float32, mk.mc*kw),
-				b:   make([]float32, kw*roundUp(mk.nc, mk.nr)),
-				tmp: make([]float32, mk.mr*mk.nr),
-			}
-			if mk.bf16 {
-				ws.pair = make([]float32, max(mk.mr, mk.nr)*kw)
-			}
-			return ws
-		}})
+		l, _ = wsLists.LoadOrStore(mk, &wsList{})
 	}
-	return p.(*sync.Pool).Get().(*workspace)
+	wl := l.(*wsList)
+	wl.mu.Lock()
+	if n := len(wl.idle); n > 0 {
+		ws := wl.idle[n-1]
+		wl.idle[n-1] = nil
+		wl.idle = wl.idle[:n-1]
+		wl.mu.Unlock()
+		return ws
+	}
+	wl.mu.Unlock()
+	kw := mk.words(mk.kc)
+	ws := &workspace{
+		a:   make([]float32, mk.mc*kw),
+		b:   make([]float32, kw*roundUp(mk.nc, mk.nr)),
+		tmp: make([]float32, mk.mr*mk.nr),
+	}
+	if mk.bf16 {
+		ws.pair = make([]float32, max(mk.mr, mk.nr)*kw)
+	}
+	return ws
 }
 
 func putWorkspace(mk *microKernel, ws *workspace) {
-	p, _ := wsPools.Load(mk)
-	p.(*sync.Pool).Put(ws)
+	l, _ := wsLists.Load(mk)
+	wl := l.(*wsList)
+	wl.mu.Lock()
+	if len(wl.idle) < maxIdleWorkspaces {
+		wl.idle = append(wl.idle, ws)
+	}
+	wl.mu.Unlock()
 }
 
 func roundUp(x, m int) int { return (x + m - 1) / m * m }
