@@ -242,7 +242,7 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 			pt.cols[i] = cand
 			continue
 		}
-		pt.cols[i] = mergeColumn(cand, ctxRec.Column(i), n)
+		pt.cols[i] = mergeColumn(s.bufs, cand, ctxRec.Column(i), n)
 		for j, c := range s.exactCols {
 			if c == i {
 				pt.fromCtx[j] = int64(cand.NullN())
@@ -353,8 +353,7 @@ func eventErr(prefix string, err error) error {
 
 // mergeColumn builds a column of n rows taking cand's value where it is not
 // null and ctx's single value (row 0) elsewhere.
-func mergeColumn(cand, ctx arrow.Array, n int) arrow.Array {
-	mem := memory.DefaultAllocator
+func mergeColumn(mem memory.Allocator, cand, ctx arrow.Array, n int) arrow.Array {
 	switch c := cand.(type) {
 	case *array.Float64:
 		x := ctx.(*array.Float64).Value(0)

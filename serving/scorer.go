@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/bufpool"
 	"github.com/onestone/onestone/internal/jsontext"
 	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
@@ -158,6 +159,12 @@ type Scorer struct {
 	split      *mmoe.Split
 	prec       kernels.Precision
 	pool       sync.Pool
+	// bufs allocates the Arrow buffers of the decoded requests: a
+	// request's records are released once transformed, and their
+	// buffers serve the next requests, so that a steady load allocates
+	// (and leaves the garbage collector) no buffer. Never closed: its
+	// buffers go with the Scorer.
+	bufs *bufpool.Pool
 }
 
 // NewScorer returns a scorer for b. Rank formula names that are not the
@@ -178,6 +185,7 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		formula:    f,
 		objectives: b.Tasks.Objectives(),
 		schema:     b.servingSpec.Schema(false),
+		bufs:       bufpool.New(nil, true), // zeroed: the decoder's builders may rely on it
 	}
 	s.rank = f.bind(s.objectives)
 	s.known = append(b.Spec.Columns(true), s.rank.fields...)
@@ -312,7 +320,7 @@ func (s *Scorer) newDecoder() *features.JSONDecoder {
 }
 
 func (s *Scorer) jsonConfig() features.JSONConfig {
-	return features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes, Strict: s.cfg.Strict, Known: s.known}
+	return features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes, Strict: s.cfg.Strict, Known: s.known, Allocator: s.bufs}
 }
 
 // Response is the answer to a score request. It holds pooled buffers:

@@ -437,15 +437,22 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Bodies made up front and an answer buffer reused, as the
+		// server's are: the figure is the scorer's, not the harness's
+		// garbage.
+		bodies := make([][]byte, min(cfg.ScoreRequests+5, 16))
+		for i := range bodies {
+			bodies[i] = Request(rng, Candidates, "")
+		}
+		var answer []byte
 		lat := make([]float64, 0, cfg.ScoreRequests)
 		for r := range cfg.ScoreRequests + 5 {
-			body := Request(rng, Candidates, "")
 			t0 := time.Now()
-			resp, err := sc.ScoreBody(ctx, body)
+			resp, err := sc.ScoreBody(ctx, bodies[r%len(bodies)])
 			if err != nil {
 				return nil, err
 			}
-			_ = resp.AppendJSON(nil)
+			answer = resp.AppendJSON(answer[:0])
 			resp.Release()
 			if r >= 5 {
 				lat = append(lat, ms(time.Since(t0)))
