@@ -5,6 +5,7 @@ import (
 	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -212,6 +213,47 @@ func TestVocabIntegerKeys(t *testing.T) {
 	ua.Release()
 	if !reflect.DeepEqual(b.Sparse[0].IDs, []int32{5, 2}) {
 		t.Errorf("uint64 ids %v, want [5 2]", b.Sparse[0].IDs)
+	}
+}
+
+// Integer keys spanning a small range are found through a dense table:
+// keys, integers between them that are not keys, and integers outside the
+// range (by one, and at the extremes, where a difference wraps) get the
+// ids the text of the value gets.
+func TestVocabDenseIntegerKeys(t *testing.T) {
+	mem := checkedMem(t)
+	spec := mustParse(t, "fields: [{name: c, kind: categorical, vocab: {}}]\n"+noLabel)
+	keys := []any{"3", "5", "10", "-2", "x", "07"}
+	var fitVals []any
+	for i, k := range keys {
+		for range len(keys) - i {
+			fitVals = append(fitVals, k)
+		}
+	}
+	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"c", utf8, fitVals}))
+	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ints := []int64{3, 5, 10, -2, 4, 7, 11, -3, math.MinInt64, math.MaxInt64, 0}
+	var text, i64s, i32s []any
+	for _, x := range ints {
+		text = append(text, strconv.FormatInt(x, 10))
+		i64s = append(i64s, int(x))
+		if x == int64(int32(x)) {
+			i32s = append(i32s, int(x))
+		}
+	}
+	want := transform(t, tr, record(t, mem, col{"c", utf8, text})).Sparse[0].IDs
+	if !reflect.DeepEqual(want[:5], []int32{1, 2, 3, 4, 0}) {
+		t.Fatalf("text ids %v", want)
+	}
+	if got := transform(t, tr, record(t, mem, col{"c", i64, i64s})).Sparse[0].IDs; !reflect.DeepEqual(got, want) {
+		t.Errorf("int64 ids %v, want %v", got, want)
+	}
+	want32 := append(append([]int32{}, want[:8]...), want[10])
+	if got := transform(t, tr, record(t, mem, col{"c", i32, i32s})).Sparse[0].IDs; !reflect.DeepEqual(got, want32) {
+		t.Errorf("int32 ids %v, want %v", got, want32)
 	}
 }
 

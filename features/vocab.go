@@ -2,6 +2,7 @@ package features
 
 import (
 	"hash/maphash"
+	"math"
 	"strconv"
 )
 
@@ -20,7 +21,15 @@ type vocabTable struct {
 	imask uint64
 	ints  []intSlot
 	keys  []string // keys[id-1]
+	// When the integer keys span at most maxDenseSpan values (hours,
+	// positions, small codes), dense[x-dlo] is the id of integer x (0
+	// when not a key): one load instead of a hash and a probe.
+	dense []int32
+	dlo   int64
 }
+
+// maxDenseSpan bounds the integer range of a dense lookup (256 KB of ids).
+const maxDenseSpan = 1 << 16
 
 type vocabSlot struct {
 	hash uint64
@@ -70,6 +79,17 @@ func newVocabTable(values []string) (v *vocabTable, ok bool) {
 		ints:  make([]intSlot, ni),
 		keys:  values,
 	}
+	if nints > 0 {
+		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+		for i, x := range parsed {
+			if isInt[i] {
+				lo, hi = min(lo, x), max(hi, x)
+			}
+		}
+		if uint64(hi)-uint64(lo) < maxDenseSpan {
+			v.dense, v.dlo = make([]int32, hi-lo+1), lo
+		}
+	}
 	for i, s := range values {
 		h := maphash.String(v.seed, s)
 		if v.lookupString(s, h) != 0 {
@@ -86,6 +106,9 @@ func newVocabTable(values []string) (v *vocabTable, ok bool) {
 				j = (j + 1) & v.imask
 			}
 			v.ints[j] = intSlot{key: parsed[i], id: int32(i + 1)}
+			if v.dense != nil {
+				v.dense[parsed[i]-v.dlo] = int32(i + 1)
+			}
 		}
 	}
 	return v, true
@@ -104,6 +127,13 @@ func (v *vocabTable) lookupString(s string, h uint64) int32 {
 }
 
 func (v *vocabTable) lookupInt(x int64) int32 {
+	if v.dense != nil {
+		// Wrapping arithmetic: any x outside the range is out of bounds.
+		if k := uint64(x) - uint64(v.dlo); k < uint64(len(v.dense)) {
+			return v.dense[k]
+		}
+		return 0
+	}
 	for j := mix64(uint64(x)) & v.imask; ; j = (j + 1) & v.imask {
 		sl := v.ints[j]
 		if sl.id == 0 {
