@@ -428,8 +428,8 @@ func signedLog1p(x float64) float64 {
 }
 
 // bucketOf returns 1 + the number of boundaries <= x (sorted ascending).
-// The search halves the range with conditional moves, not branches, which
-// values in random order would mispredict at every step.
+// The search halves the range without branches (SETcc), which values in
+// random order would mispredict at every step.
 func bucketOf(bounds []float64, x float64) int32 {
 	n := len(bounds)
 	if n == 0 {
@@ -438,15 +438,20 @@ func bucketOf(bounds []float64, x float64) int32 {
 	base := 0
 	for n > 1 {
 		half := n >> 1
+		// le*half, not an if around base += half: the compiler turns a
+		// float comparison into a branch, but a 0/1 value into SETcc.
+		le := 0
 		if bounds[base+half] <= x {
-			base += half
+			le = 1
 		}
+		base += le * half
 		n -= half
 	}
+	le := 0
 	if bounds[base] <= x {
-		base++
+		le = 1
 	}
-	return int32(base + 1)
+	return int32(base + le + 1)
 }
 
 func (p *sparsePlan) id(c *textCol, r int) int32 {
