@@ -12,7 +12,8 @@ import (
 
 // PartitionLag is a consumer group's progress on one partition of a topic.
 type PartitionLag struct {
-	Partition int `json:"partition"`
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
 	// Committed is the group's committed offset (the next event it will
 	// read), -1 when the group has committed none on this partition.
 	Committed int64 `json:"committed"`
@@ -83,7 +84,7 @@ func GroupLag(ctx context.Context, brokers []string, group, topic string) ([]Par
 	}
 	out := make([]PartitionLag, len(ps))
 	for i, p := range ps {
-		l := PartitionLag{Partition: p, Committed: -1, End: end[p], Lag: end[p]}
+		l := PartitionLag{Topic: topic, Partition: p, Committed: -1, End: end[p], Lag: end[p]}
 		if o, ok := committed[p]; ok {
 			l.Committed, l.Lag = o, end[p]-o
 		}

@@ -47,7 +47,7 @@ func TestGroupLag(t *testing.T) {
 				c = -1
 			}
 			lag := l.End - max(c, 0)
-			if l.Partition != i || l.Committed != c || l.Lag != lag {
+			if l.Topic != topic || l.Partition != i || l.Committed != c || l.Lag != lag {
 				t.Errorf("group %s: %+v, want partition %d committed %d lag %d", group, l, i, c, lag)
 			}
 		}

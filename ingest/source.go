@@ -35,4 +35,9 @@ type Position struct {
 	// Kafka: the topic and, per partition, the next offset to read.
 	Topic   string        `json:"topic,omitempty"`
 	Offsets map[int]int64 `json:"offsets,omitempty"`
+	// Topics, for a stream read from several topics as one (the
+	// impressions, clicks and conversions of a join), holds the next
+	// offset of each topic's partitions, by topic name; Topic is then the
+	// names joined by "+" and Offsets the first topic's.
+	Topics map[string]map[int]int64 `json:"topics,omitempty"`
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -407,7 +408,7 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 				return err
 			}
 		}
-		st.printf("stream: resumed from %s: step %d, %d examples, offsets %s\n", cks[len(cks)-1], r.trainer.Steps(), r.examples, formatOffsets(r.pos.Offsets))
+		st.printf("stream: resumed from %s: step %d, %d examples, offsets %s\n", cks[len(cks)-1], r.trainer.Steps(), r.examples, formatPosition(r.pos))
 	} else if cfg.InitFrom != "" {
 		if err := r.initFrom(cfg.InitFrom); err != nil {
 			return err
@@ -601,7 +602,7 @@ func (st *streamRun) shutdown(ctx context.Context) error {
 		return fmt.Errorf("pipelines: stream: stopping, and the final checkpoint failed: %w", err)
 	}
 	st.status(true)
-	st.printf("stream: stopped at step %d, %d examples, offsets %s\n", st.r.trainer.Steps(), st.r.examples, formatOffsets(st.r.pos.Offsets))
+	st.printf("stream: stopped at step %d, %d examples, offsets %s\n", st.r.trainer.Steps(), st.r.examples, formatPosition(st.r.pos))
 	return nil
 }
 
@@ -612,7 +613,7 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 	from := st.src.BatchStart()
 	to := st.src.Position()
 	if err := r.s.Transformer.TransformTo(&st.b, rec); err != nil {
-		return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err)
+		return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w", st.cfg.Topic, formatPosition(from), formatPosition(to), err)
 	}
 	if r.sampleEvents == nil {
 		if err := st.takeSample(rec); err != nil {
@@ -651,7 +652,7 @@ func (st *streamRun) process(rec arrow.RecordBatch) error {
 			if errors.Is(err, mtl.ErrNonFinite) {
 				hint = "; the last good checkpoint is kept under " + st.r.cks.Root()
 			}
-			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatOffsets(from.Offsets), formatOffsets(to.Offsets), err, hint)
+			return fmt.Errorf("pipelines: stream: topic %s offsets %s..%s: %w%s", st.cfg.Topic, formatPosition(from), formatPosition(to), err, hint)
 		}
 		st.prog.observe(losses)
 		r.obs.step(r.trainer.Steps(), losses, r.trainer.Weights())
@@ -772,7 +773,7 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 		return err
 	}
 	st.printf("stream: published %s (step %d, %d examples, offsets %s)  %s\n", st.published, r.trainer.Steps(), r.examples,
-		formatOffsets(r.pos.Offsets), formatWindow(ms))
+		formatPosition(r.pos), formatWindow(ms))
 	return st.commit(ctx)
 }
 
@@ -786,7 +787,7 @@ func (st *streamRun) commit(ctx context.Context) error {
 	if err != nil {
 		st.commitErrs++
 		st.cfg.Logger.Warn("pipelines: stream: commit failed; retried at the next checkpoint interval", "err", err)
-		st.printf("stream: commit of offsets %s failed: %v\n", formatOffsets(st.ckPos.Offsets), err)
+		st.printf("stream: commit of offsets %s failed: %v\n", formatPosition(st.ckPos), err)
 	}
 	return st.r.obs.commit(Commit{Position: clonePosition(st.ckPos), Version: st.published, Err: err, Time: time.Now()})
 }
@@ -986,6 +987,29 @@ func formatOffsets(o map[int]int64) string {
 	return sb.String()
 }
 
+// formatPosition renders a position's offsets: formatOffsets's, or for
+// several topics each topic's, "impressions{0:120} clicks{0:7} ...".
+func formatPosition(p ingest.Position) string {
+	if len(p.Topics) == 0 {
+		return formatOffsets(p.Offsets)
+	}
+	names := strings.Split(p.Topic, "+")
+	for t := range p.Topics {
+		if !slices.Contains(names, t) {
+			names = append(names, t)
+		}
+	}
+	var sb strings.Builder
+	for i, t := range names {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(t)
+		sb.WriteString(formatOffsets(p.Topics[t]))
+	}
+	return sb.String()
+}
+
 func describePosition(p ingest.Position) string {
 	if p.File != "" {
 		return fmt.Sprintf("Parquet file %s", p.File)
@@ -995,9 +1019,15 @@ func describePosition(p ingest.Position) string {
 
 func clonePosition(p ingest.Position) ingest.Position {
 	q := p
-	q.Offsets = make(map[int]int64, len(p.Offsets))
-	for k, v := range p.Offsets {
-		q.Offsets[k] = v
+	q.Offsets = maps.Clone(p.Offsets)
+	if q.Offsets == nil {
+		q.Offsets = map[int]int64{}
+	}
+	if p.Topics != nil {
+		q.Topics = make(map[string]map[int]int64, len(p.Topics))
+		for t, o := range p.Topics {
+			q.Topics[t] = maps.Clone(o)
+		}
 	}
 	return q
 }

@@ -172,10 +172,11 @@ func (js *joinSource) offsets() map[string]map[int]int64 {
 	return o
 }
 
-// position is the join's Position: the joined topic name and the
-// impressions' offsets (the three topics' are in the join state).
+// position is the join's Position: the joined topic name, the
+// impressions' offsets, and the three topics' offsets by name (those the
+// join state holds).
 func (js *joinSource) position() ingest.Position {
-	return ingest.Position{Topic: joinTopicName(js.topics), Offsets: js.j.Offsets(join.Impressions)}
+	return ingest.Position{Topic: joinTopicName(js.topics), Offsets: js.j.Offsets(join.Impressions), Topics: js.offsets()}
 }
 
 // idleTick is how often a quiet stream advances the join's processing time,

@@ -86,11 +86,12 @@ func TestStreamJoinThreeTopics(t *testing.T) {
 		}
 	}
 	model := filepath.Join(t.TempDir(), "models")
-	var progress syncBuffer
+	var progress, journal syncBuffer
 	cfg := StreamConfig{
 		Brokers: b.Addrs(), GroupID: "g", SpecPath: spec, Model: model, Join: &jc, JoinTopics: topics,
 		CheckpointEvery: 300 * time.Millisecond, BatchWait: 50 * time.Millisecond, MaxBatch: 1000,
 		Logger: quietStreamLogger(), MetricsAddr: freeAddr(t), joinTap: tap, Progress: &progress,
+		Observers: []Observer{NewJournal(&journal)},
 	}
 	defer func() {
 		if t.Failed() {
@@ -132,6 +133,32 @@ func TestStreamJoinThreeTopics(t *testing.T) {
 	for k, n := range seen {
 		if n != 1 {
 			t.Errorf("impression %x emitted %d times as %s", k.id, n, k.kind)
+		}
+	}
+	// The journal's positions hold the three topics' offsets: its last
+	// commit's are the group's committed offsets of each topic.
+	var lastCommit *ingest.Position
+	for _, line := range strings.Split(strings.TrimSpace(journal.String()), "\n") {
+		var l JournalLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		if l.Event == JournalCommit && l.Error == "" {
+			lastCommit = l.Position
+		}
+	}
+	if lastCommit == nil || len(lastCommit.Topics) != 3 {
+		t.Fatalf("the journal's last commit has no offsets of the three topics: %+v", lastCommit)
+	}
+	for _, tp := range topics {
+		ls, err := ingest.GroupLag(ctx, b.Addrs(), "g", tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range ls {
+			if want := lastCommit.Topics[tp][l.Partition]; l.Committed != want || l.Topic != tp {
+				t.Errorf("topic %s partition %d: the group committed %d, the journal's last commit says %d", l.Topic, l.Partition, l.Committed, want)
+			}
 		}
 	}
 	m, err := bundle.ReadManifest(last.Dir)

@@ -87,6 +87,29 @@ func TestGenAndProduceStreams(t *testing.T) {
 		}
 	}
 
+	// lag --topics: every partition of the three topics, nothing committed.
+	out, errOut, code = onestone(t, "lag", "--brokers", b.Addrs()[0], "--topics", "imp,clk,conv", "--group", "none", "--json")
+	if code != exitOK {
+		t.Fatalf("lag --topics: exit %d: %s", code, errOut)
+	}
+	var lags []ingest.PartitionLag
+	if err := json.Unmarshal([]byte(out), &lags); err != nil {
+		t.Fatal(err)
+	}
+	ends := map[string]int64{}
+	for _, l := range lags {
+		if l.Committed != -1 {
+			t.Errorf("lag: %+v, want nothing committed", l)
+		}
+		ends[l.Topic] += l.End
+	}
+	if len(lags) != 6 || ends["imp"] != lines[0] || ends["clk"] != lines[1] || ends["conv"] != lines[2] {
+		t.Errorf("lag --topics: %+v, want 2 partitions of each topic ending at %v", lags, lines)
+	}
+	if out, _, _ := onestone(t, "lag", "--brokers", b.Addrs()[0], "--topics", "imp,clk,conv", "--group", "none"); !strings.Contains(out, "topic") || !strings.Contains(out, "conv") {
+		t.Errorf("lag --topics prints no topic column:\n%s", out)
+	}
+
 	for _, args := range [][]string{
 		{"produce", "--streams", dir, "--data", "x.parquet"},
 		{"produce", "--streams", dir, "--topics", "a,b"},
