@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -54,6 +54,11 @@ chaos: build
 # The streaming loop on one machine: broker + serve + stream + produce.
 stream-demo: build
 	./scripts/stream-demo.sh
+
+# Freshness with the join at the real pace (docs/streaming.md): clicks
+# replayed in real time, event -> served p50 and max (about 4 minutes).
+join-freshness: build
+	./scripts/join-freshness.sh
 
 # The delayed-feedback table of docs/streaming.md: oracle, naive, resend
 # and FNW on the generated streams, 5 seeds (about 10 minutes on 2 cores).
