@@ -44,7 +44,24 @@ type KafkaMessagesConfig struct {
 	SessionTimeout, RetryTimeout, HeartbeatInterval time.Duration
 	// Logger receives Kafka client events. Default: slog.Default().
 	Logger *slog.Logger
+	// Exclusive makes the source its group's only member, for a consumer
+	// whose state cannot move between members with the partitions (a
+	// join's). NewKafkaMessages fails with ErrGroupShared when the group
+	// has a member of another client id (the members earlier runs of
+	// InstanceID left are removed first, so set InstanceID), and Next
+	// fails with it, before it returns a message, when the source has
+	// joined the group and found another member there before it found
+	// itself alone (two sources that start at once both fail). A source
+	// that was its group's only member after joining keeps going when
+	// another comes (that one fails, and the partitions come back when it
+	// leaves) and counts the other members it sees in
+	// MessagesStats.OtherMembers.
+	Exclusive bool
 }
+
+// ErrGroupShared is the error of an Exclusive KafkaMessages whose group has
+// another member.
+var ErrGroupShared = errors.New("the consumer group has another member")
 
 // Validate reports whether the configuration is usable.
 func (c KafkaMessagesConfig) Validate() error {
@@ -92,14 +109,18 @@ func (c KafkaMessagesConfig) withDefaults() KafkaMessagesConfig {
 type KafkaMessages struct {
 	cfg       KafkaMessagesConfig
 	r         *kafka.Reader
+	client    *kafka.Client // for the Exclusive checks
+	alone     bool          // Exclusive: seen as the only member after joining
+	checked   time.Time     // Exclusive: the last check of the members
 	committed map[string]map[int]int64
 	errSince  time.Time
 	stale     int
 
-	mu  sync.Mutex
-	lag map[string]map[int]int64
-	n   int64
-	fe  int64
+	mu     sync.Mutex
+	lag    map[string]map[int]int64
+	n      int64
+	fe     int64
+	others int
 
 	closeOnce sync.Once
 	closeErr  error
@@ -124,6 +145,17 @@ func NewKafkaMessages(ctx context.Context, cfg KafkaMessagesConfig) (*KafkaMessa
 			lg.Warn("ingest: could not remove the group members earlier runs of this instance left", "group", cfg.GroupID, "err", err)
 		}
 		tr.CloseIdleConnections()
+	}
+	if cfg.Exclusive {
+		s.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{ClientID: ClientID(cfg.InstanceID)}}
+		_, others, err := s.members(ctx)
+		if err == nil && len(others) > 0 {
+			err = s.sharedError(others)
+		}
+		if err != nil {
+			s.client.Transport.(*kafka.Transport).CloseIdleConnections()
+			return nil, err
+		}
 	}
 	s.r = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
@@ -183,9 +215,21 @@ func (s *KafkaMessages) StaleMembers() int { return s.stale }
 // for at most BatchWait, up to BatchSize. Transient fetch errors are
 // retried for up to RetryTimeout.
 func (s *KafkaMessages) Next(ctx context.Context, dst []Message) ([]Message, error) {
+	if s.cfg.Exclusive && !s.alone && time.Since(s.checked) >= time.Second {
+		// The reader joins in the background: a member that came beside
+		// another refuses even when its partitions are quiet.
+		if err := s.checkAlone(ctx); err != nil {
+			return dst, err
+		}
+	}
 	m, err := s.fetch(ctx)
 	if err != nil {
 		return dst, err
+	}
+	if s.cfg.Exclusive && (!s.alone || time.Since(s.checked) > exclusiveCheckEvery) {
+		if err := s.checkAlone(ctx); err != nil {
+			return dst, err
+		}
 	}
 	dst = s.add(dst, &m)
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.BatchWait)
@@ -227,6 +271,68 @@ func (s *KafkaMessages) fetch(ctx context.Context) (kafka.Message, error) {
 	})
 }
 
+// exclusiveCheckEvery is how often an Exclusive source that was alone looks
+// at its group's members again, to count the others.
+const exclusiveCheckEvery = 10 * time.Second
+
+// members returns the client ids of the group's members: how many have
+// this source's client id, and the others'.
+func (s *KafkaMessages) members(ctx context.Context) (mine int, others []string, err error) {
+	resp, err := s.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{s.cfg.GroupID}})
+	if err != nil {
+		return 0, nil, fmt.Errorf("ingest: members of group %s: %w", s.cfg.GroupID, err)
+	}
+	for _, g := range resp.Groups {
+		if errors.Is(g.Error, kafka.GroupIdNotFound) {
+			continue
+		}
+		if g.Error != nil {
+			return 0, nil, fmt.Errorf("ingest: members of group %s: %w", s.cfg.GroupID, g.Error)
+		}
+		for _, m := range g.Members {
+			if s.cfg.InstanceID != "" && m.ClientID == ClientID(s.cfg.InstanceID) {
+				mine++
+			} else {
+				others = append(others, m.ClientID)
+			}
+		}
+	}
+	return mine, others, nil
+}
+
+func (s *KafkaMessages) sharedError(others []string) error {
+	return fmt.Errorf("ingest: group %s of topics %q has %d other member(s) (client ids %q) and this consumer must be its only one: %w",
+		s.cfg.GroupID, s.cfg.Topics, len(others), others, ErrGroupShared)
+}
+
+// checkAlone looks at the group's members: once this source is among them,
+// one that has not been alone yet fails when another member is there; one
+// that has counts them.
+func (s *KafkaMessages) checkAlone(ctx context.Context) error {
+	mine, others, err := s.members(ctx)
+	if err != nil {
+		if s.alone {
+			s.cfg.Logger.Warn("ingest: could not check the group's members", "err", err)
+			s.checked = time.Now()
+			return nil
+		}
+		return err
+	}
+	s.checked = time.Now()
+	s.mu.Lock()
+	s.others = len(others)
+	s.mu.Unlock()
+	switch {
+	case len(others) == 0 && mine > 0:
+		s.alone = true
+	case len(others) > 0 && !s.alone && mine > 0:
+		return s.sharedError(others)
+	case len(others) > 0:
+		s.cfg.Logger.Warn("ingest: another member joined the group; it should leave, and its partitions come back here", "group", s.cfg.GroupID, "others", others)
+	}
+	return nil
+}
+
 // Commit commits, per topic and partition, the next offset to read (only
 // those ahead of what this source committed before). Call it once what was
 // built from the messages below them is durable.
@@ -262,13 +368,16 @@ type MessagesStats struct {
 	// Lag per topic and partition: messages between the last one read and
 	// the high watermark when it was fetched.
 	Lag map[string]map[int]int64
+	// OtherMembers is, for an Exclusive source, how many other members
+	// the group had at the last look.
+	OtherMembers int
 }
 
 // Stats returns a copy of the counters. Safe for concurrent use.
 func (s *KafkaMessages) Stats() MessagesStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := MessagesStats{Messages: s.n, FetchErrors: s.fe, Lag: map[string]map[int]int64{}}
+	st := MessagesStats{Messages: s.n, FetchErrors: s.fe, Lag: map[string]map[int]int64{}, OtherMembers: s.others}
 	for t, ps := range s.lag {
 		st.Lag[t] = map[int]int64{}
 		for p, l := range ps {
@@ -283,6 +392,9 @@ func (s *KafkaMessages) Close() error {
 	s.closeOnce.Do(func() {
 		if err := s.r.Close(); err != nil {
 			s.closeErr = fmt.Errorf("ingest: close kafka reader: %w", err)
+		}
+		if s.client != nil {
+			s.client.Transport.(*kafka.Transport).CloseIdleConnections()
 		}
 	})
 	return s.closeErr

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -88,6 +89,118 @@ func TestKafkaMessagesTopicsAndCommit(t *testing.T) {
 		t.Errorf("after the commit of ta: read %d of ta, %d of tb again", len(again["ta"]), len(again["tb"]))
 	}
 	if st := s2.Stats(); st.Messages != 10 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestKafkaMessagesExclusive: an Exclusive source refuses to share its
+// group. Of two that start at once, at most one reads; one alone reads, a
+// second is refused at its start, and the first goes on reading after a
+// restart of its own instance.
+func TestKafkaMessagesExclusive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := StartBroker(ctx, BrokerConfig{Partitions: 2, Topics: []string{"ta", "tb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(b.Addrs()...), Transport: tr, Balancer: &kafka.Murmur2Balancer{}, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	write := func(from, n int) {
+		t.Helper()
+		var msgs []kafka.Message
+		for i := from; i < from+n; i++ {
+			msgs = append(msgs, kafka.Message{Topic: []string{"ta", "tb"}[i%2], Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))})
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0, 20)
+	cfg := func(id string) KafkaMessagesConfig {
+		return KafkaMessagesConfig{Brokers: b.Addrs(), Topics: []string{"ta", "tb"}, GroupID: "g", BatchWait: 50 * time.Millisecond,
+			SessionTimeout: 6 * time.Second, InstanceID: id, Logger: quietLogger(), Exclusive: true}
+	}
+	// next reads until err or n messages.
+	next := func(s *KafkaMessages, n int) (map[string]bool, error) {
+		got := map[string]bool{}
+		var buf []Message
+		for len(got) < n {
+			c, cancel := context.WithTimeout(ctx, 20*time.Second)
+			var err error
+			buf, err = s.Next(c, buf[:0])
+			cancel()
+			if err != nil {
+				return got, err
+			}
+			for _, m := range buf {
+				got[string(m.Value)] = true
+			}
+		}
+		return got, nil
+	}
+
+	// Two that start at once: neither reads beside the other. Each is
+	// refused at its start (the other had joined), or once it has joined
+	// (both joined before either looked: both fail), or it was alone and
+	// reads everything while the other is refused.
+	type result struct {
+		got int
+		err error
+	}
+	res := make(chan result, 2)
+	for _, id := range []string{"one", "two"} {
+		go func() {
+			s, err := NewKafkaMessages(ctx, cfg(id))
+			if err != nil {
+				res <- result{0, err}
+				return
+			}
+			got, err := next(s, 20)
+			s.Close() // leaves the group before the next part
+			res <- result{len(got), err}
+		}()
+	}
+	r1, r2 := <-res, <-res
+	for _, r := range []result{r1, r2} {
+		if r.err != nil && (!errors.Is(r.err, ErrGroupShared) || r.got > 0) {
+			t.Errorf("read %d, then %v", r.got, r.err)
+		}
+		if r.err == nil && r.got != 20 {
+			t.Errorf("read %d of 20", r.got)
+		}
+	}
+	if r1.err == nil && r2.err == nil {
+		t.Error("two members read at once")
+	}
+	t.Logf("started at once: %+v, %+v", r1, r2)
+
+	// One alone reads all; a second is refused at its start.
+	s1, err := NewKafkaMessages(ctx, cfg("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := next(s1, 20); err != nil || len(got) != 20 {
+		t.Fatalf("alone: read %d of 20: %v", len(got), err)
+	}
+	if _, err := NewKafkaMessages(ctx, cfg("two")); !errors.Is(err, ErrGroupShared) {
+		t.Errorf("a second member was not refused: %v", err)
+	}
+	s1.Close()
+	// The same instance again (its earlier member gone or removed).
+	s1, err = NewKafkaMessages(ctx, cfg("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	write(20, 10)
+	if got, err := next(s1, 30); err != nil || len(got) != 30 {
+		t.Errorf("restarted: read %d of 30: %v", len(got), err)
+	}
+	if st := s1.Stats(); st.OtherMembers != 0 {
 		t.Errorf("stats %+v", st)
 	}
 }
