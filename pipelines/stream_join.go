@@ -70,6 +70,9 @@ type joinSource struct {
 	pos   ingest.Position // after the last batch returned
 	start ingest.Position // before it
 	saved map[string]map[int]int64
+	// restored is the checkpoint the state was restored from ("" for
+	// none).
+	restored string
 
 	decodeDead map[string]int64
 }
@@ -107,24 +110,35 @@ func (js *joinSource) restore(dir string) error {
 	js.pos = js.position()
 	js.start = js.pos
 	js.saved = js.offsets()
+	js.restored = dir
 	return nil
 }
 
-// open joins the group.
+// open joins the group, as its only member: the join state of a partition
+// cannot move to another member with the partition (docs/streaming.md,
+// "One member per joined stream"), so a second member is refused
+// (ingest.ErrGroupShared), and so is a checkpoint whose state the group has
+// moved past.
 func (js *joinSource) open(ctx context.Context) error {
+	if js.restored != "" {
+		if err := js.checkCommitted(ctx); err != nil {
+			return err
+		}
+	}
 	var err error
 	js.msgs, err = ingest.NewKafkaMessages(ctx, ingest.KafkaMessagesConfig{
 		Brokers: js.cfg.Brokers, Topics: js.topics[:], GroupID: js.cfg.GroupID, InstanceID: js.cfg.InstanceID,
 		BatchSize: js.cfg.MaxBatch, BatchWait: js.cfg.BatchWait, MaxMessageBytes: js.cfg.MaxEventBytes,
-		SessionTimeout: js.cfg.SessionTimeout, Logger: js.cfg.Logger,
+		SessionTimeout: js.cfg.SessionTimeout, Logger: js.cfg.Logger, Exclusive: true,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("pipelines: stream: a stream of three topics must be its group's only member: %w", err)
 	}
 	// Every partition of the three topics holds its topic's watermark
 	// until it delivers or turns idle: a partition fetched later must not
-	// find its events behind a watermark the others moved. (With several
-	// members, the partitions of the others turn idle after IdleTimeout.)
+	// find its events behind a watermark the others moved. (While a
+	// refused member holds some of them, they are quiet here: shorter
+	// than IdleTimeout.)
 	parts, err := js.msgs.Partitions(ctx)
 	if err != nil {
 		js.cfg.Logger.Warn("pipelines: stream: the topics' partitions are unknown; each counts once it delivers", "err", err)
@@ -133,6 +147,32 @@ func (js *joinSource) open(ctx context.Context) error {
 	for t, name := range js.topics {
 		if err := js.j.Assign(join.Topic(t), parts[name]); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkCommitted fails when the group's committed offset of a partition is
+// past the restored state's: another stream consumed and committed it
+// since this checkpoint was written (a second member, or another model
+// root on the same group), so the state misses what it consumed (its
+// pending impressions would close as negatives whose clicks went
+// elsewhere). The group lagging the state is normal: a crash between a
+// checkpoint and its commit.
+func (js *joinSource) checkCommitted(ctx context.Context) error {
+	for t, name := range js.topics {
+		ls, err := ingest.GroupLag(ctx, js.cfg.Brokers, js.cfg.GroupID, name)
+		if err != nil {
+			js.cfg.Logger.Warn("pipelines: stream: the group's committed offsets are unknown; the checkpoint's state is taken as current", "err", err)
+			return nil
+		}
+		offs := js.j.Offsets(join.Topic(t))
+		for _, l := range ls {
+			if l.Committed > offs[l.Partition] {
+				return fmt.Errorf("pipelines: stream: group %s committed %s partition %d up to offset %d, past the join state of checkpoint %s (%d): "+
+					"another stream consumed these topics in this group since; resume from a model root in step with the group, or start this one on a new group: %w",
+					js.cfg.GroupID, name, l.Partition, l.Committed, js.restored, offs[l.Partition], ingest.ErrGroupShared)
+			}
 		}
 	}
 	return nil

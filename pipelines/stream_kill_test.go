@@ -606,41 +606,7 @@ func TestStreamJoinKilledRepeatedly(t *testing.T) {
 	c.stop()
 
 	// Every line of every run against the truth.
-	data, err := os.ReadFile(examples)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type key struct {
-		id   uint64
-		kind join.Kind
-	}
-	times := map[key]int{}
-	lines, twice := 0, 0
-	for _, line := range strings.Split(string(data), "\n") {
-		var id uint64
-		var kind join.Kind
-		if _, err := fmt.Sscanf(line, "%d %d", &id, &kind); err != nil {
-			continue // empty, or cut short by a kill
-		}
-		lines++
-		k := key{id, kind}
-		times[k]++
-		if times[k] == 2 {
-			twice++
-		}
-		x, ok := truth[id]
-		switch {
-		case !ok || !x.Logged:
-			t.Errorf("an example of an impression the generator did not log: %x %s", id, kind)
-		case kind == join.Negative && x.Click, kind == join.Click && !x.Click, kind == join.Conversion && !x.Conversion, kind == join.Final:
-			t.Errorf("%s example of impression %s, truth %+v", kind, x.ImpressionID, x)
-		}
-	}
-	for k := range times {
-		if k.kind == join.Negative && (times[key{k.id, join.Click}] > 0 || times[key{k.id, join.Conversion}] > 0) {
-			t.Errorf("impression %x emitted as a negative and as clicked", k.id)
-		}
-	}
+	times, lines, twice := checkJoinedExamples(t, examples, truth)
 	dirLatest, err := bundle.Resolve(filepath.Join(root, bundle.LatestLink))
 	if err != nil {
 		t.Fatal(err)
@@ -657,4 +623,52 @@ func TestStreamJoinKilledRepeatedly(t *testing.T) {
 	if len(times) < int(float64(sum.Logged)*0.8) {
 		t.Errorf("only %d examples of %d logged impressions", len(times), sum.Logged)
 	}
+}
+
+// exampleKey is an emitted example of a joined stream: the impression and
+// the kind.
+type exampleKey struct {
+	id   uint64
+	kind join.Kind
+}
+
+// checkJoinedExamples reads the examples file child streams append to
+// (childConfig.Examples) and checks every line against the generator's
+// truth: an impression it logged, a negative not clicked, a click
+// clicked, a re-sent conversion converted, no impression both negative
+// and clicked. It returns how often each example was emitted, the lines
+// and how many examples were emitted more than once.
+func checkJoinedExamples(t *testing.T, path string, truth map[uint64]gen.Truth) (times map[exampleKey]int, lines, twice int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	times = map[exampleKey]int{}
+	for _, line := range strings.Split(string(data), "\n") {
+		var id uint64
+		var kind join.Kind
+		if _, err := fmt.Sscanf(line, "%d %d", &id, &kind); err != nil {
+			continue // empty, or cut short by a kill
+		}
+		lines++
+		k := exampleKey{id, kind}
+		times[k]++
+		if times[k] == 2 {
+			twice++
+		}
+		x, ok := truth[id]
+		switch {
+		case !ok || !x.Logged:
+			t.Errorf("an example of an impression the generator did not log: %x %s", id, kind)
+		case kind == join.Negative && x.Click, kind == join.Click && !x.Click, kind == join.Conversion && !x.Conversion, kind == join.Final:
+			t.Errorf("%s example of impression %s, truth %+v", kind, x.ImpressionID, x)
+		}
+	}
+	for k := range times {
+		if k.kind == join.Negative && (times[exampleKey{k.id, join.Click}] > 0 || times[exampleKey{k.id, join.Conversion}] > 0) {
+			t.Errorf("impression %x emitted as a negative and as clicked", k.id)
+		}
+	}
+	return times, lines, twice
 }

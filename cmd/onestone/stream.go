@@ -29,7 +29,8 @@ With --topics it reads three topics instead, impressions, clicks and
 conversions, and joins them by event time with the windows and the
 delayed-feedback correction of the spec's join: section (docs/streaming.md;
 --click-window, --conversion-window, --emit and --correction override it).
-The join state is part of each checkpoint.
+The join state is part of each checkpoint, and such a stream must be its
+group's only member: a second one is refused.
 
 --model may be an object store prefix,
 s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: bundles
