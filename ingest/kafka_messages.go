@@ -48,7 +48,7 @@ type KafkaMessagesConfig struct {
 	// whose state cannot move between members with the partitions (a
 	// join's). NewKafkaMessages fails with ErrGroupShared when the group
 	// has a member of another client id (the members earlier runs of
-	// InstanceID left are removed first, so set InstanceID), and Next
+	// InstanceID left are removed first; InstanceID is required), and Next
 	// fails with it, before it returns a message, when the source has
 	// joined the group and found another member there before it found
 	// itself alone (two sources that start at once both fail). A source
@@ -76,6 +76,8 @@ func (c KafkaMessagesConfig) Validate() error {
 		return fmt.Errorf("ingest: KafkaMessagesConfig: negative BatchSize %d or MaxMessageBytes %d", c.BatchSize, c.MaxMessageBytes)
 	case c.BatchWait < 0 || c.SessionTimeout < 0 || c.RetryTimeout < 0 || c.HeartbeatInterval < 0:
 		return errors.New("ingest: KafkaMessagesConfig: negative duration")
+	case c.Exclusive && c.InstanceID == "":
+		return errors.New("ingest: KafkaMessagesConfig: Exclusive needs an InstanceID, to tell this source's members from others")
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Topics {
@@ -290,7 +292,7 @@ func (s *KafkaMessages) members(ctx context.Context) (mine int, others []string,
 			return 0, nil, fmt.Errorf("ingest: members of group %s: %w", s.cfg.GroupID, g.Error)
 		}
 		for _, m := range g.Members {
-			if s.cfg.InstanceID != "" && m.ClientID == ClientID(s.cfg.InstanceID) {
+			if m.ClientID == ClientID(s.cfg.InstanceID) {
 				mine++
 			} else {
 				others = append(others, m.ClientID)

@@ -120,6 +120,9 @@ func TestKafkaMessagesExclusive(t *testing.T) {
 		}
 	}
 	write(0, 20)
+	if _, err := NewKafkaMessages(ctx, KafkaMessagesConfig{Brokers: b.Addrs(), Topics: []string{"ta"}, GroupID: "g", Exclusive: true}); err == nil {
+		t.Error("Exclusive without an InstanceID was accepted")
+	}
 	cfg := func(id string) KafkaMessagesConfig {
 		return KafkaMessagesConfig{Brokers: b.Addrs(), Topics: []string{"ta", "tb"}, GroupID: "g", BatchWait: 50 * time.Millisecond,
 			SessionTimeout: 6 * time.Second, InstanceID: id, Logger: quietLogger(), Exclusive: true}
