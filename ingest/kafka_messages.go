@@ -111,9 +111,10 @@ func (c KafkaMessagesConfig) withDefaults() KafkaMessagesConfig {
 type KafkaMessages struct {
 	cfg       KafkaMessagesConfig
 	r         *kafka.Reader
-	client    *kafka.Client // for the Exclusive checks
-	alone     bool          // Exclusive: seen as the only member after joining
-	checked   time.Time     // Exclusive: the last check of the members
+	client    *kafka.Client  // for the Exclusive checks
+	alone     bool           // Exclusive: seen as the only member after joining
+	checked   time.Time      // Exclusive: the last check of the members
+	held      *kafka.Message // fetched, not yet returned (a check failed)
 	committed map[string]map[int]int64
 	errSince  time.Time
 	stale     int
@@ -220,17 +221,43 @@ func (s *KafkaMessages) Next(ctx context.Context, dst []Message) ([]Message, err
 	if s.cfg.Exclusive && !s.alone && time.Since(s.checked) >= time.Second {
 		// The reader joins in the background: a member that came beside
 		// another refuses even when its partitions are quiet.
-		if err := s.checkAlone(ctx); err != nil {
+		if _, err := s.checkAlone(ctx); err != nil {
 			return dst, err
 		}
 	}
-	m, err := s.fetch(ctx)
-	if err != nil {
-		return dst, err
+	var m kafka.Message
+	if s.held != nil {
+		m, s.held = *s.held, nil
+	} else {
+		var err error
+		if m, err = s.fetch(ctx); err != nil {
+			return dst, err
+		}
 	}
 	if s.cfg.Exclusive && (!s.alone || time.Since(s.checked) > exclusiveCheckEvery) {
-		if err := s.checkAlone(ctx); err != nil {
-			return dst, err
+		// Until the source has seen itself alone, a message is returned
+		// only once the group's members show it so.
+		for {
+			listed, err := s.checkAlone(ctx)
+			if err == nil && (s.alone || listed) {
+				break
+			}
+			if err == nil {
+				// Not among the members yet (a rebalance under way).
+				t := time.NewTimer(100 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+					err = ctx.Err()
+				case <-t.C:
+				}
+				t.Stop()
+			}
+			if err != nil {
+				// The reader has moved past m: keep it for the next
+				// call (after a deadline, say), so none goes missing.
+				s.held = &m
+				return dst, err
+			}
 		}
 	}
 	dst = s.add(dst, &m)
@@ -307,32 +334,33 @@ func (s *KafkaMessages) sharedError(others []string) error {
 		s.cfg.GroupID, s.cfg.Topics, len(others), others, ErrGroupShared)
 }
 
-// checkAlone looks at the group's members: once this source is among them,
-// one that has not been alone yet fails when another member is there; one
-// that has counts them.
-func (s *KafkaMessages) checkAlone(ctx context.Context) error {
+// checkAlone looks at the group's members: once this source is among them
+// (listed), one that has not been alone yet fails when another member is
+// there; one that has counts them.
+func (s *KafkaMessages) checkAlone(ctx context.Context) (listed bool, err error) {
 	mine, others, err := s.members(ctx)
 	if err != nil {
 		if s.alone {
 			s.cfg.Logger.Warn("ingest: could not check the group's members", "err", err)
 			s.checked = time.Now()
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
 	s.checked = time.Now()
 	s.mu.Lock()
 	s.others = len(others)
 	s.mu.Unlock()
 	switch {
-	case len(others) == 0 && mine > 0:
+	case mine == 0:
+	case len(others) == 0:
 		s.alone = true
-	case len(others) > 0 && !s.alone && mine > 0:
-		return s.sharedError(others)
-	case len(others) > 0:
+	case !s.alone:
+		return true, s.sharedError(others)
+	default:
 		s.cfg.Logger.Warn("ingest: another member joined the group; it should leave, and its partitions come back here", "group", s.cfg.GroupID, "others", others)
 	}
-	return nil
+	return mine > 0, nil
 }
 
 // Commit commits, per topic and partition, the next offset to read (only
