@@ -109,15 +109,17 @@ func (c KafkaMessagesConfig) withDefaults() KafkaMessagesConfig {
 //
 // A KafkaMessages is not safe for concurrent use, except Stats.
 type KafkaMessages struct {
-	cfg       KafkaMessagesConfig
-	r         *kafka.Reader
-	client    *kafka.Client  // for the Exclusive checks
-	alone     bool           // Exclusive: seen as the only member after joining
-	checked   time.Time      // Exclusive: the last check of the members
-	held      *kafka.Message // fetched, not yet returned (a check failed)
-	committed map[string]map[int]int64
-	errSince  time.Time
-	stale     int
+	cfg     KafkaMessagesConfig
+	r       *kafka.Reader
+	client  *kafka.Client  // for the Exclusive checks
+	alone   bool           // Exclusive: seen as the only member after joining
+	checked time.Time      // Exclusive: the last check of the members
+	held    *kafka.Message // fetched, not yet returned (a check failed)
+	// checkFailing: the last look at the members failed (logged once).
+	checkFailing bool
+	committed    map[string]map[int]int64
+	errSince     time.Time
+	stale        int
 
 	mu     sync.Mutex
 	lag    map[string]map[int]int64
@@ -243,7 +245,8 @@ func (s *KafkaMessages) Next(ctx context.Context, dst []Message) ([]Message, err
 				break
 			}
 			if err == nil {
-				// Not among the members yet (a rebalance under way).
+				// Not among the members yet (a rebalance under way), or
+				// the look failed: look again.
 				t := time.NewTimer(100 * time.Millisecond)
 				select {
 				case <-ctx.Done():
@@ -335,19 +338,20 @@ func (s *KafkaMessages) sharedError(others []string) error {
 }
 
 // checkAlone looks at the group's members: once this source is among them
-// (listed), one that has not been alone yet fails when another member is
-// there; one that has counts them.
+// (listed), one that has not been alone yet fails with ErrGroupShared when
+// another member is there; one that has counts them. A look that fails (a
+// deadline, a broker away) is logged and tells nothing: the next is tried.
 func (s *KafkaMessages) checkAlone(ctx context.Context) (listed bool, err error) {
 	mine, others, err := s.members(ctx)
-	if err != nil {
-		if s.alone {
-			s.cfg.Logger.Warn("ingest: could not check the group's members", "err", err)
-			s.checked = time.Now()
-			return false, nil
-		}
-		return false, err
-	}
 	s.checked = time.Now()
+	if err != nil {
+		if ctx.Err() == nil && !s.checkFailing {
+			s.cfg.Logger.Warn("ingest: could not look at the group's members; trying again", "group", s.cfg.GroupID, "err", err)
+			s.checkFailing = true
+		}
+		return false, nil
+	}
+	s.checkFailing = false
 	s.mu.Lock()
 	s.others = len(others)
 	s.mu.Unlock()
