@@ -233,7 +233,11 @@ func (js *joinSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 		var err error
 		js.raw, err = js.msgs.Next(tctx, js.raw[:0])
 		cancel()
-		if err != nil && !(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+		// The messages Next returns with a deadline or a stop are past
+		// the reader: the join takes them before this returns, or a later
+		// message of their partition would commit over them.
+		if err != nil && (len(js.raw) == 0 || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))) &&
+			!(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
 			return nil, err
 		}
 		now := time.Now()

@@ -3,8 +3,10 @@ package pipelines
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -384,4 +386,83 @@ func firstLines(t *testing.T, path string, n int, keep map[string]bool) ([]strin
 		out = append(out, line)
 	}
 	return out, ids
+}
+
+// TestJoinSourceKeepsMessagesAtDeadlines: the join source is read with
+// short deadlines, as the stream does when a checkpoint falls due, and
+// every message its reader fetched reaches the join: the messages it
+// consumed equal the offsets it moved over, with none skipped.
+func TestJoinSourceKeepsMessagesAtDeadlines(t *testing.T) {
+	_, spec := streamData(t, 20000)
+	ctx := context.Background()
+	topics := [3]string{"imp", "clk", "conv"}
+	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dir := t.TempDir()
+	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: dir, Impressions: 6000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: 0.001, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inputs []ingest.ReplayInput
+	for i, tp := range topics {
+		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
+	}
+	got, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: inputs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, n := range got {
+		total += n
+	}
+	s, err := LoadSetup(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc := join.Config{}
+	cfg := StreamConfig{Brokers: b.Addrs(), GroupID: "g", InstanceID: "deadlines", Join: &jc, JoinTopics: topics,
+		MaxBatch: 1000, BatchWait: 50 * time.Millisecond, Logger: quietStreamLogger()}.withDefaults()
+	js, err := newJoinSource(cfg, s, &memSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js.Close()
+	if err := js.open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	consumed := func() (offsets, messages, skipped int64) {
+		st := js.j.Stats()
+		for tp := range topics {
+			offsets += sumOffsets(js.j.Offsets(join.Topic(tp)))
+			messages += st.Messages[tp]
+			skipped += st.Skipped[tp]
+		}
+		return
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if off, _, _ := consumed(); off == total {
+			break
+		}
+		if time.Now().After(deadline) {
+			off, n, sk := consumed()
+			t.Fatalf("after a minute the join stands at %d of %d offsets (%d messages, %d skipped)", off, total, n, sk)
+		}
+		c, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(60))*time.Millisecond)
+		rec, err := js.Next(c)
+		cancel()
+		if rec != nil {
+			rec.Release()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+	}
+	if off, n, sk := consumed(); n != off {
+		t.Errorf("the join moved over %d offsets and consumed %d messages (%d skipped): %d fetched messages never reached it", off, n, sk, off-n)
+	}
 }
