@@ -348,6 +348,63 @@ func TestIDTableStateResume(t *testing.T) {
 	}
 }
 
+// TestIDTablesShrunk: the shrunk tables drop the waiting ids and keep
+// everything a lookup reads: every key, admitted, waiting or never seen,
+// finds the row it finds in the tables shrunk, which do not change.
+func TestIDTablesShrunk(t *testing.T) {
+	spec := exactSpec(t, "{capacity: 60, ttl: 400, evict: lfu, admit_after: 3, waiting: 40}")
+	ts, _ := features.NewIDTables(spec)
+	r := rand.New(rand.NewPCG(5, 5))
+	var b features.Batch
+	var seen []uint64
+	for range 150 {
+		keys := zipfKeys(r, 1+r.IntN(50), 300)
+		seen = append(seen, keys...)
+		keyBatch(&b, keys)
+		if _, err := ts.Admit(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := ts.State()
+	st := ts.Stats()[0]
+	if st.Waiting == 0 || st.Rows == 0 || st.Expired == 0 {
+		t.Fatalf("the batches did not leave ids waiting, admitted and expired: %s", st)
+	}
+	sh, err := ts.Shrunk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ts.State(), before) {
+		t.Fatal("Shrunk changed the tables")
+	}
+	got := sh.State()
+	if n := len(got.U64["id.waiting_keys"]) + len(got.I64["id.waiting_counts"]) + len(got.I64["id.waiting_last"]); n != 0 {
+		t.Errorf("the shrunk tables keep %d waiting values", n)
+	}
+	for _, v := range []string{"id.rows", "id.counts", "id.last", "id.free", "id.state"} {
+		if !slices.Equal(got.I64[v], before.I64[v]) {
+			t.Errorf("%s: shrunk %v, whole %v", v, got.I64[v], before.I64[v])
+		}
+	}
+	if !slices.Equal(got.U64["id.keys"], before.U64["id.keys"]) {
+		t.Error("the shrunk tables' keys differ")
+	}
+	if s := sh.Stats()[0]; s.Waiting != 0 || s.Rows != st.Rows || s.Admissions != st.Admissions {
+		t.Errorf("shrunk figures %s, whole %s", s, st)
+	}
+	for i := range 400 {
+		seen = append(seen, r.Uint64()|uint64(i))
+	}
+	for _, k := range seen {
+		if k == 0 {
+			continue
+		}
+		if a, b := ts.Table(0).Row(k), sh.Table(0).Row(k); a != b {
+			t.Fatalf("key %#x: row %d, shrunk %d", k, a, b)
+		}
+	}
+}
+
 func TestIDTableSetStateRefusesCorruption(t *testing.T) {
 	spec := exactSpec(t, "{capacity: 20, admit_after: 2}")
 	ts, _ := features.NewIDTables(spec)

@@ -251,6 +251,33 @@ func (ts *IDTables) State() IDState {
 	return st
 }
 
+// Shrunk returns new tables with what a lookup reads of ts: the admitted
+// ids with their rows (and their counts and last uses, the free rows and
+// the figures), without the ids waiting for admission, which only
+// admission reads. Row gives every key the row ts gives it. A bundle
+// holds its tables shrunk (serving never admits); a checkpoint holds them
+// whole, so that a resumed run continues bit for bit. Rows freed by the
+// ttl or the eviction policy are out of the map already. ts is not
+// changed.
+func (ts *IDTables) Shrunk() (*IDTables, error) {
+	out := &IDTables{}
+	if ts.Len() == 0 {
+		return out, nil
+	}
+	st := ts.State()
+	for _, t := range ts.tables {
+		n := t.name
+		st.U64[n+idWaitingKeys] = []uint64{}
+		st.I64[n+idWaitingCounts], st.I64[n+idWaitingLast] = []int64{}, []int64{}
+		cfg := t.cfg
+		out.tables = append(out.tables, newIDTable(&Field{Name: n, Exact: &cfg}, t.sparse))
+	}
+	if err := out.SetState(st); err != nil {
+		return nil, fmt.Errorf("features: shrink: %w", err)
+	}
+	return out, nil
+}
+
 // SetState replaces the tables' content with a State of tables of the
 // same spec. Every vector is checked (present, lengths, rows in range and
 // used once, keys unique, free rows consistent, counts in range) before

@@ -736,8 +736,12 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	for _, ev := range r.sampleEvents {
 		m.Sample = append(m.Sample, bundle.SampleEvent{Event: ev})
 	}
+	ids, err := r.ids().Shrunk() // as trainRun.publish
+	if err != nil {
+		return fmt.Errorf("pipelines: stream: publish: %w", err)
+	}
 	if len(m.Sample) > 0 {
-		if err := serving.FillSampleScores(m, r.model, r.ids()); err != nil {
+		if err := serving.FillSampleScores(m, r.model, ids); err != nil {
 			return fmt.Errorf("pipelines: stream: publish: %w", err)
 		}
 	}
@@ -745,7 +749,7 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	// within PublishTimeout.
 	out := r.out
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.PublishTimeout)
-	v, err := bundle.Publish(pctx, out, m, r.model, r.ids(), st.cfg.KeepBundles)
+	v, err := bundle.Publish(pctx, out, m, r.model, ids, st.cfg.KeepBundles)
 	cancel()
 	if err != nil {
 		if _, remote := out.(*bundle.Bucket); remote && !errors.Is(err, bundle.ErrConflict) {

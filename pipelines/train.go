@@ -520,6 +520,7 @@ func (r *trainRun) manifest(res *EvalResult) (*bundle.Manifest, error) {
 
 // publish writes the current model as a bundle under Out, with its
 // sample scored through the serving path, and points Out/latest at it.
+// The bundle holds the exact tables shrunk (features.IDTables.Shrunk).
 func (r *trainRun) publish(ctx context.Context, res *EvalResult) (string, error) {
 	m, err := r.manifest(res)
 	if err != nil {
@@ -528,12 +529,16 @@ func (r *trainRun) publish(ctx context.Context, res *EvalResult) (string, error)
 	if m.Sample, err = r.sample(); err != nil {
 		return "", err
 	}
+	ids, err := r.ids().Shrunk()
+	if err != nil {
+		return "", err
+	}
 	if len(m.Sample) > 0 {
-		if err := serving.FillSampleScores(m, r.model, r.ids()); err != nil {
+		if err := serving.FillSampleScores(m, r.model, ids); err != nil {
 			return "", err
 		}
 	}
-	v, err := bundle.Publish(context.WithoutCancel(ctx), r.out, m, r.model, r.ids(), r.cfg.KeepCheckpoints)
+	v, err := bundle.Publish(context.WithoutCancel(ctx), r.out, m, r.model, ids, r.cfg.KeepCheckpoints)
 	if v == "" {
 		return "", err
 	}
