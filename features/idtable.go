@@ -6,6 +6,9 @@ import (
 	"math/bits"
 	"slices"
 	"sync/atomic"
+	"unsafe"
+
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // IDTable is the id → row map of one exact field (see Exact), with the
@@ -145,15 +148,48 @@ func (t *IDTable) Row(k uint64) int32 {
 	return 1 + int32(k%t.shared)
 }
 
-// rowsTo sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null).
+// prefetchAhead is how many keys ahead of its probes rowsTo asks the CPU
+// to fetch home slots.
+const prefetchAhead = 32
+
+// rowsTo sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null). A map
+// larger than the caches costs a cache miss per lookup; rowsTo prefetches
+// the home slots of the next prefetchAhead keys while it probes the
+// current ones, so that the misses overlap instead of waiting one after
+// another.
 func (t *IDTable) rowsTo(ids []int32, keys []uint64) {
 	keys = keys[:len(ids)]
-	for i, k := range keys {
-		if ids[i] != 0 {
-			ids[i] = t.Row(k)
+	if len(keys) == 0 {
+		return
+	}
+	slots := unsafe.Slice((*float32)(unsafe.Pointer(&t.slots[0])), len(t.slots)*slotFloats)
+	var homes [prefetchAhead]int32
+	n := t.n
+	prefetch := func(lo int) {
+		hi := min(lo+prefetchAhead, len(keys))
+		if lo >= hi {
+			return
+		}
+		for i, k := range keys[lo:hi] {
+			homes[i] = int32(home(k, n))
+		}
+		kernels.PrefetchRows(slots, slotFloats, homes[:hi-lo])
+	}
+	prefetch(0)
+	for lo := 0; lo < len(keys); lo += prefetchAhead {
+		prefetch(lo + prefetchAhead)
+		hi := min(lo+prefetchAhead, len(keys))
+		for i, k := range keys[lo:hi] {
+			if ids[lo+i] != 0 {
+				ids[lo+i] = t.Row(k)
+			}
 		}
 	}
 }
+
+// slotFloats is the size of an idSlot in float32s, for
+// kernels.PrefetchRows, which takes a table of float32 rows.
+const slotFloats = int(unsafe.Sizeof(idSlot{}) / 4)
 
 // SharedRow returns the shared row of key.
 func (t *IDTable) SharedRow(k uint64) int32 { return 1 + int32(k%t.shared) }
