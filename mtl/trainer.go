@@ -238,6 +238,10 @@ type Trainer struct {
 	curDL [][]float32
 	mt    multiTask
 
+	// touched records the embedding rows updated (TrackTouched); nil
+	// when not tracking.
+	touched *TouchedRows
+
 	// Times are the durations of the last step's phases.
 	Times StepTimes
 }
@@ -377,6 +381,26 @@ func (t *Trainer) Precision() kernels.Precision { return t.prec }
 
 // Weights are the current task weights.
 func (t *Trainer) Weights() []float64 { return t.weight.Weights() }
+
+// TrackTouched makes the trainer record, from now on, the embedding rows
+// each step updates, and returns the record (Touched). Each table is
+// marked by the worker that updates it, in the pass that updates it: the
+// steps allocate nothing more. Calling it again returns the same record.
+func (t *Trainer) TrackTouched() *TouchedRows {
+	if t.touched == nil {
+		rows := make([]int, len(t.dims))
+		_, values, _ := t.model.EmbeddingTables()
+		for i, v := range values {
+			rows[i] = len(v) / t.dims[i]
+		}
+		t.touched = newTouchedRows(rows)
+	}
+	return t.touched
+}
+
+// Touched is the record of TrackTouched, or nil when rows are not
+// tracked.
+func (t *Trainer) Touched() *TouchedRows { return t.touched }
 
 // OptimizerStateBytes is the size of the optimizers' state.
 func (t *Trainer) OptimizerStateBytes() int64 {
@@ -607,6 +631,9 @@ func (t *Trainer) optimize(k, n int) error {
 		rows, grad := w0.r.SparseGrad(f)
 		if len(t.active) > 1 {
 			rows, grad = t.mergeSparse(f, t.active)
+		}
+		if t.touched != nil {
+			t.touched.mark(f, rows)
 		}
 		if err := t.sparse.Step(f, rows, grad, t.scale); err != nil {
 			return err

@@ -42,6 +42,9 @@ func (t *Trainer) admit(b *features.Batch) error {
 		v := t.tables[r.Table]
 		copy(v[int(r.Row)*d:int(r.Row)*d+d], v[int(r.From)*d:int(r.From)*d+d])
 		t.sparse.ResetRow(r.Table, r.Row)
+		if t.touched != nil {
+			t.touched.markRow(r.Table, r.Row)
+		}
 	}
 	return nil
 }
