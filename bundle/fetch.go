@@ -122,6 +122,7 @@ func readStoreManifest(ctx context.Context, s Store, v string, lim Limits) (m *M
 		return nil, nil, nil, fmt.Errorf("%w: %s: %s records file checksums but %s is missing", ErrCorrupt, where, ManifestFile, ManifestSumFile)
 	}
 	m.size = int64(len(data))
+	m.sum = sumOf(data)
 	m.Version = v
 	return m, data, side, nil
 }
@@ -171,8 +172,9 @@ func copyVerified(ctx context.Context, s Store, v, name string, want FileSum, w 
 // ResolveLocal is Resolve for a location that may be an object store: a
 // local path resolves as Resolve does (and cleanup does nothing); a store
 // URL gives the version its latest pointer names (its newest complete
-// version when there is none), fetched (Fetch, every checksum checked)
-// into a new temporary directory, which cleanup removes. name is what the
+// version when there is none), fetched with its delta chain (FetchChain,
+// every checksum checked) into a new temporary directory, which cleanup
+// removes. name is what the
 // version is called in messages: the directory, or the version's URL
 // without its query.
 func ResolveLocal(ctx context.Context, loc string, lim Limits) (dir, name string, cleanup func(), err error) {
@@ -200,7 +202,7 @@ func ResolveLocal(ctx context.Context, loc string, lim Limits) (dir, name string
 		return "", "", nil, fmt.Errorf("bundle: %w", err)
 	}
 	cleanup = func() { os.RemoveAll(tmp) }
-	dir, err = Fetch(ctx, s, v, NewDir(tmp), lim)
+	dir, err = FetchChain(ctx, s, v, NewDir(tmp), lim)
 	if err != nil {
 		cleanup()
 		return "", "", nil, err

@@ -88,10 +88,38 @@ func cgroupLimit() int64 {
 //   - its header must describe exactly the model's tensors and the file's
 //     length (mmoe.NewFromSafetensors), else the error wraps
 //     mmoe.ErrFormat.
+//
+// A delta version (m.Delta) is read by following its chain back to its
+// snapshot (each parent checked: ErrChain), reading the snapshot's
+// weights as above and applying each delta in order (ReadModelFrom).
 func ReadModel(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits) (*mmoe.Model, error) {
+	return ReadModelFrom(dir, m, layout, heads, lim, nil)
+}
+
+// ReadModelFrom is ReadModel, where a delta's chain may start from base
+// (a model loaded before, left unchanged: the deltas after it are
+// applied to a copy) when the chain passes through base's version. base
+// may be nil, and is ignored for a full version.
+func ReadModelFrom(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits, base *Base) (*mmoe.Model, error) {
 	if err := lim.Validate(); err != nil {
 		return nil, err
 	}
+	if m.Delta == nil {
+		return readWeights(dir, m, layout, heads, lim)
+	}
+	fp, err := mmoe.SizeOf(m.Model, layout, heads)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
+	}
+	if need, budget := addSat(fp.Bytes(), m.size), lim.maxBytes(); need > budget {
+		return nil, fmt.Errorf("%w: %s: the model needs %s (%d tensors of %s, and a %s manifest), the budget is %s",
+			ErrTooLarge, dir, formatBytes(need), fp.Tensors, formatBytes(fp.Bytes()), formatBytes(m.size), formatBytes(budget))
+	}
+	return readDeltaModel(dir, m, layout, heads, lim, base)
+}
+
+// readWeights is ReadModel for a full version.
+func readWeights(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits) (*mmoe.Model, error) {
 	fp, err := mmoe.SizeOf(m.Model, layout, heads)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %s: %w", dir, err)

@@ -89,11 +89,24 @@ type Manifest struct {
 	// ManifestSumFile. Nil in a version written before checksums: such a
 	// version is read without verification (Verified).
 	Files map[string]FileSum `json:"files,omitempty"`
+	// Delta, when set, makes the version a delta: it holds no weights
+	// file but DeltaFile, the changes since its parent version, and is
+	// read by applying its chain onto its snapshot (ReadModel). Nil for
+	// a full version (a snapshot).
+	Delta *Delta `json:"delta,omitempty"`
 
 	// size is the manifest file's length (ReadManifest), which counts
 	// toward Limits.MaxBytes.
 	size int64
+	// sum is the manifest file's size and checksum, as its version's
+	// ManifestSumFile records it: known once written or read.
+	sum FileSum
 }
+
+// Sum is the size and CRC-32C of the manifest's file, once written
+// (Write, WriteDelta) or read: what a delta of this version records as
+// its parent's (Delta.ParentManifest).
+func (m *Manifest) Sum() FileSum { return m.sum }
 
 // Verified reports whether the version records checksums, so that its
 // files are verified when read (Verify). Versions written before
@@ -153,6 +166,13 @@ func Write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *fe
 
 // write publishes the weights, the extra files and the manifest, last.
 func write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, extra []File) (string, error) {
+	m.Delta = nil
+	return writeFiles(ctx, s, m, append([]File{{Name: WeightsFile, Write: model.SaveSafetensors}}, extra...))
+}
+
+// writeFiles publishes files and the manifest, last, with its checksum
+// file after it.
+func writeFiles(ctx context.Context, s Store, m *Manifest, data []File) (string, error) {
 	for i, ev := range m.Sample {
 		if ev.Scores == nil {
 			return "", fmt.Errorf("bundle: sample event %d has no scores (serving.FillSampleScores computes them)", i)
@@ -179,9 +199,8 @@ func write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, extra [
 		}}
 	}
 	var manifestSum FileSum
-	files := make([]File, 0, len(extra)+3)
-	files = append(files, summed(File{Name: WeightsFile, Write: model.SaveSafetensors}))
-	for _, f := range extra {
+	files := make([]File, 0, len(data)+2)
+	for _, f := range data {
 		files = append(files, summed(f))
 	}
 	files = append(files,
@@ -208,6 +227,7 @@ func write(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, extra [
 		return "", err
 	}
 	m.Version = v
+	m.sum = manifestSum
 	return v, nil
 }
 
@@ -263,6 +283,7 @@ func ReadManifestLimits(dir string, lim Limits) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: %s: %s records file checksums but %s is missing", ErrCorrupt, dir, ManifestFile, ManifestSumFile)
 	}
 	m.size = int64(len(data))
+	m.sum = sumOf(data)
 	m.Version = filepath.Base(dir)
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		m.Version = filepath.Base(real)

@@ -67,6 +67,18 @@ func Publish(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *
 	return v, Prune(ctx, s, keep)
 }
 
+// PublishDelta is Publish for a delta of parent (WriteDelta).
+func PublishDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, parent *Manifest, rows [][]int32, keep int) (string, error) {
+	v, err := WriteDelta(ctx, s, m, model, ids, parent, rows)
+	if err != nil {
+		return "", err
+	}
+	if err := s.SetLatest(ctx, v); err != nil {
+		return v, err
+	}
+	return v, Prune(ctx, s, keep)
+}
+
 // Newest returns the newest complete version of s, or an error wrapping
 // ErrNoBundle when there is none.
 func Newest(ctx context.Context, s Store) (string, error) {
@@ -81,11 +93,14 @@ func Newest(ctx context.Context, s Store) (string, error) {
 }
 
 // Prune removes all but the newest keep complete versions of s, never the
-// one latest names. keep <= 0 keeps all. Incomplete versions (a directory
-// without its manifest, which may be a writer's) are left alone in a Dir;
-// in a Bucket, where a stopped publisher cannot clean up after itself,
-// those older than the newest complete version and claimed more than
-// DefaultIncompleteAge ago are removed.
+// one latest names, nor a version that one of those needs to be read (a
+// delta's chain back to its snapshot: Needs). keep <= 0 keeps all.
+// Incomplete versions (a directory without its manifest, which may be a
+// writer's) are left alone in a Dir; in a Bucket, where a stopped
+// publisher cannot clean up after itself, those older than the newest
+// complete version and claimed more than DefaultIncompleteAge ago are
+// removed. When a kept version's manifest cannot be read, nothing is
+// removed.
 func Prune(ctx context.Context, s Store, keep int) error {
 	if keep <= 0 {
 		return nil
@@ -103,8 +118,12 @@ func Prune(ctx context.Context, s Store, keep int) error {
 	if err != nil {
 		return err
 	}
-	for _, v := range vs[:len(vs)-keep] {
-		if v == latest {
+	need, err := Needs(ctx, s, append(slices.Clone(vs[len(vs)-keep:]), latest))
+	if err != nil {
+		return fmt.Errorf("bundle: prune: %w", err)
+	}
+	for _, v := range vs {
+		if need[v] {
 			continue
 		}
 		if err := s.Remove(ctx, v); err != nil {

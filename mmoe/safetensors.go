@@ -57,6 +57,20 @@ func (m *Model) CopyFrom(src *Model) error {
 	return nil
 }
 
+// Clone returns a new model with m's configuration and a copy of every
+// weight: changing one does not change the other. A delta is applied to
+// a clone of the model served, which keeps serving meanwhile.
+func (m *Model) Clone() (*Model, error) {
+	c, err := newModel(m.cfg, m.layout, m.heads)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CopyFrom(m); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // SaveSafetensors writes every dense parameter and embedding table in the
 // safetensors format: an 8-byte little-endian header length, a JSON header
 // mapping each name to {"dtype":"F32","shape":[...],"data_offsets":[begin,
