@@ -122,6 +122,18 @@ func LoadBundle(dir string) (*Bundle, error) {
 // ErrSample when that is the cause. A panic while loading is an error
 // wrapping ErrBundle too.
 func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
+	return LoadBundleFrom(dir, lim, nil)
+}
+
+// LoadBundleFrom is LoadBundleLimits, where a delta version's chain may
+// start from base, a bundle loaded before (a server's model), when the
+// chain passes through base's version: the deltas after it are applied to
+// a copy of base's model, which stays unchanged and may keep serving
+// meanwhile. base may be nil. A delta whose chain is broken (a parent
+// missing, corrupt, or not the one it was written against) is an error
+// wrapping ErrBundle and bundle.ErrChain. The sample check then proves
+// the chain applied: its scores were recorded on the trainer's model.
+func LoadBundleFrom(dir string, lim bundle.Limits, base *Bundle) (b *Bundle, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			b, err = nil, bundleErr(dir, "loading", fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
@@ -149,11 +161,15 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
 	if err := m.Model.Validate(); err != nil {
 		return nil, bundleErr(dir, "model config", err)
 	}
-	model, err := bundle.ReadModel(dir, m, b.Transformer.Layout(), b.Tasks.Heads(), lim)
+	var from *bundle.Base
+	if base != nil && base.Model != nil {
+		from = &bundle.Base{Manifest: base.Manifest, Model: base.Model}
+	}
+	model, err := bundle.ReadModelFrom(dir, m, b.Transformer.Layout(), b.Tasks.Heads(), lim, from)
 	if err != nil {
 		var pe *fs.PathError
 		switch {
-		case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, mmoe.ErrFormat), errors.Is(err, bundle.ErrTooLarge):
+		case errors.Is(err, bundle.ErrChain), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, mmoe.ErrFormat), errors.Is(err, bundle.ErrTooLarge):
 			return nil, fmt.Errorf("%w: %w", ErrBundle, err) // it names dir
 		case errors.As(err, &pe):
 			return nil, fmt.Errorf("serving: bundle %s: %w", dir, err)

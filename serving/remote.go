@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,8 +26,9 @@ const cachedVersions = 2
 
 // mirror follows an object store's latest pointer into a local cache
 // directory, where the Server finds its candidates as in any local root:
-// each version the pointer names is copied there once (bundle.Fetch
-// checks every checksum on the way) before it is loaded. When the store
+// each version the pointer names is copied there once, with the versions
+// of its delta chain the cache lacks (bundle.FetchChain checks every
+// checksum on the way), before it is loaded. When the store
 // fails, or a copy does, the cache keeps what it has, so the model served
 // keeps serving; the store is looked at again after a backoff.
 type mirror struct {
@@ -37,6 +39,9 @@ type mirror struct {
 	timeout time.Duration
 	poll    time.Duration
 	log     *slog.Logger
+	// onChain counts a delta whose chain the store cannot give (a parent
+	// missing or corrupt there).
+	onChain func()
 
 	// Guarded by the Server's reloadMu.
 	have     string    // the version last fetched
@@ -94,10 +99,17 @@ func (m *mirror) sync(ctx context.Context, servedDir string, force bool) error {
 	wait := m.poll << min(m.failures, 16)
 	wait = min(wait, max(maxStoreBackoff, m.poll))
 	m.next = now.Add(wait)
+	chain := errors.Is(err, bundle.ErrChain)
+	if chain && m.onChain != nil {
+		m.onChain()
+	}
 	if msg := err.Error(); msg != m.lastErr {
 		m.lastErr = msg
-		m.log.Error("serving: model store failed; the model served keeps serving", "store", m.src.String(),
-			"failures", m.failures, "retry_in", wait, "err", err)
+		what := "serving: model store failed; the model served keeps serving"
+		if chain {
+			what = "serving: the delta the store's pointer names has a broken chain; the model served keeps serving until a snapshot comes"
+		}
+		m.log.Error(what, "store", m.src.String(), "failures", m.failures, "retry_in", wait, "err", err)
 	}
 	return err
 }
@@ -114,7 +126,7 @@ func (m *mirror) fetch(ctx context.Context, servedDir string) error {
 	}
 	if v != m.have {
 		start := time.Now()
-		if _, err := bundle.Fetch(ctx, m.src, v, m.cache, m.limits); err != nil {
+		if _, err := bundle.FetchChain(ctx, m.src, v, m.cache, m.limits); err != nil {
 			return err
 		}
 		m.log.Info("serving: fetched from the model store", "store", m.src.String(), "version", v,
@@ -123,13 +135,23 @@ func (m *mirror) fetch(ctx context.Context, servedDir string) error {
 	}
 	// The cache keeps the newest versions and the one served, so that a
 	// refused newer version never makes the server fall back to an
-	// older one than it serves.
+	// older one than it serves, and the delta chains they need.
 	vs, err := m.cache.Versions(ctx)
 	if err != nil {
 		return err
 	}
+	keep := []string{m.have}
 	for i, old := range vs {
-		if i >= len(vs)-cachedVersions || old == m.have || m.cache.Path(old) == servedDir {
+		if i >= len(vs)-cachedVersions || m.cache.Path(old) == servedDir {
+			keep = append(keep, old)
+		}
+	}
+	need, err := bundle.Needs(ctx, m.cache, keep)
+	if err != nil {
+		return err
+	}
+	for _, old := range vs {
+		if need[old] {
 			continue
 		}
 		if err := m.cache.Remove(ctx, old); err != nil {

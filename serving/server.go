@@ -207,8 +207,8 @@ type RefusedVersion struct {
 	Version string `json:"version"`
 	Dir     string `json:"dir"`
 	// Reason classifies the error, as the onestone_model_refused metric's
-	// label does: checksum, too_large, weights, sample, invalid, panic or
-	// io (see refusalReason).
+	// label does: chain, checksum, too_large, weights, sample, invalid,
+	// panic or io (see refusalReason).
 	Reason string `json:"reason"`
 	Error  string `json:"error"`
 	// Since is when it was first refused, Attempts how many times it was
@@ -271,6 +271,7 @@ type Server struct {
 	mLoadedAt   prometheus.Gauge
 	mExact      *prometheus.GaugeVec
 	mUnknownIDs *prometheus.CounterVec
+	mChain      prometheus.Counter
 	listenAddr  atomic.Value   // string
 	imp         *impressionLog // nil unless ImpressionLog is set
 }
@@ -333,7 +334,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Name: "onestone_model_refused_total", Help: "Bundle loads refused by validation (a version is tried again when its files change).",
 	})
 	s.mRefusedNow = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "onestone_model_refused", Help: "Versions present and refused as they are now (value 1), labelled by version and reason (checksum, too_large, weights, sample, invalid, panic, io).",
+		Name: "onestone_model_refused", Help: "Versions present and refused as they are now (value 1), labelled by version and reason (chain, checksum, too_large, weights, sample, invalid, panic, io).",
 	}, []string{"version", "reason"})
 	s.mBehind = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "onestone_model_versions_behind", Help: "Complete versions newer than the one served (all refused); 0 when the newest is served.",
@@ -350,7 +351,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mUnknownIDs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "onestone_exact_unknown_ids_total", Help: "Ids of exact fields in scored requests that the served model's id maps do not know, scored with the field's fallback (shared) row, by field: an id counts once per context or candidate it appears in.",
 	}, []string{"field"})
-	s.reg.MustRegister(s.mUnknownIDs)
+	s.mChain = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "onestone_model_delta_chain_refused_total", Help: "Delta versions refused because their chain to a snapshot is broken (a parent missing, corrupt or not the one the delta was written against); the model served keeps serving until a snapshot loads.",
+	})
+	if s.remote != nil {
+		s.remote.onChain = s.mChain.Inc
+	}
+	s.reg.MustRegister(s.mUnknownIDs, s.mChain)
 	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt, s.mExact,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -815,7 +822,11 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 			continue
 		}
 		start := time.Now()
-		sc, err := s.load(dir)
+		var base *Bundle
+		if cur != nil {
+			base = cur.sc.b // a delta after it applies to a copy of its model
+		}
+		sc, err := s.load(dir, base)
 		if err != nil {
 			s.refuse(dir, fprint, err, version)
 			if i == 0 {
@@ -851,6 +862,9 @@ func (s *Server) refuse(dir, fprint string, err error, serving string) {
 	r.Reason, r.Error, r.print, r.cause = refusalReason(err), err.Error(), fprint, err
 	r.Attempts++
 	s.mRefused.Inc()
+	if errors.Is(err, bundle.ErrChain) {
+		s.mChain.Inc()
+	}
 	if serving == "" {
 		serving = "(none)"
 	}
@@ -941,7 +955,8 @@ func fingerprint(dir string) string {
 }
 
 // refusalReason classifies why a bundle was refused, for the
-// onestone_model_refused metric: checksum (a file does not match its
+// onestone_model_refused metric: chain (a delta whose chain to its
+// snapshot is broken), checksum (a file does not match its
 // checksum: corrupt, truncated or still being copied), too_large (over
 // the memory budget), weights (the weights file does not match the
 // model configuration), sample (the sample's scores are not
@@ -950,6 +965,8 @@ func fingerprint(dir string) string {
 // could not be read).
 func refusalReason(err error) string {
 	switch {
+	case errors.Is(err, bundle.ErrChain):
+		return "chain"
 	case errors.Is(err, bundle.ErrCorrupt):
 		return "checksum"
 	case errors.Is(err, bundle.ErrTooLarge):
@@ -966,13 +983,13 @@ func refusalReason(err error) string {
 	return "io"
 }
 
-func (s *Server) load(dir string) (sc *Scorer, err error) {
+func (s *Server) load(dir string, base *Bundle) (sc *Scorer, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			sc, err = nil, fmt.Errorf("serving: bundle %s: %w: %w: %v\n%s", dir, ErrBundle, errPanic, r, debug.Stack())
 		}
 	}()
-	b, err := LoadBundleLimits(dir, s.cfg.Limits)
+	b, err := LoadBundleFrom(dir, s.cfg.Limits, base)
 	if err != nil {
 		return nil, err
 	}
