@@ -48,6 +48,10 @@ type JournalLine struct {
 	Version string `json:"version,omitempty"`
 	// Checkpoint is the checkpoint a published bundle was made from.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Parent is a published delta's parent version ("" for a full
+	// bundle), and Bytes the bytes a publish wrote.
+	Parent string `json:"parent,omitempty"`
+	Bytes  int64  `json:"bytes,omitempty"`
 	// Metrics are an evaluation's or a published bundle's metrics.
 	Metrics []mtl.Metrics `json:"metrics,omitempty"`
 	// Error is a failed commit's error.
@@ -143,7 +147,7 @@ func (j *Journal) ObserveCheckpoint(c Checkpoint) error {
 // ObservePublish writes a "publish" line.
 func (j *Journal) ObservePublish(p Published) error {
 	return j.write(JournalLine{Event: JournalPublish, Time: p.Time, Steps: p.Steps, Examples: p.Examples, Position: &p.Position,
-		Dir: p.Dir, Version: p.Version, Checkpoint: p.Checkpoint, Metrics: p.Metrics})
+		Dir: p.Dir, Version: p.Version, Checkpoint: p.Checkpoint, Parent: p.Parent, Bytes: p.Bytes, Metrics: p.Metrics})
 }
 
 // ObserveCommit writes a "commit" line.

@@ -18,7 +18,8 @@ import (
 )
 
 // fetchLatest copies the version the latest pointer of the bucket at u
-// names into a local directory and loads it as serving does.
+// names, with its delta chain, into a local directory and loads it as
+// serving does.
 func fetchLatest(t *testing.T, u string) *serving.Bundle {
 	t.Helper()
 	ctx := context.Background()
@@ -31,7 +32,7 @@ func fetchLatest(t *testing.T, u string) *serving.Bundle {
 	if err != nil || v == "" {
 		t.Fatalf("latest: %q, %v", v, err)
 	}
-	dir, err := bundle.Fetch(ctx, b, v, bundle.NewDir(t.TempDir()), bundle.Limits{})
+	dir, err := bundle.FetchChain(ctx, b, v, bundle.NewDir(t.TempDir()), bundle.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,6 +135,11 @@ type Published struct {
 	// there is none).
 	Metrics []mtl.Metrics
 	Time    time.Time
+	// Parent is the parent version when the stream published a delta
+	// (bundle.WriteDelta), "" for a full bundle.
+	Parent string
+	// Bytes are the bytes written: every file of the version.
+	Bytes int64
 }
 
 // Commit describes a stream's commit of offsets to its consumer group.

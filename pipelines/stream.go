@@ -36,6 +36,9 @@ const (
 	DefaultStreamWindow     = 50000
 	DefaultKeepBundles      = 5
 	DefaultPublishTimeout   = 5 * time.Minute
+	// DefaultSnapshotEvery is how often a stream publishes a full bundle;
+	// the publishes between are deltas.
+	DefaultSnapshotEvery = 10 * time.Minute
 )
 
 // ErrPositionMismatch is returned when the checkpoint a stream would resume
@@ -104,6 +107,14 @@ type StreamConfig struct {
 	// CheckpointEvery is the longest time between checkpoints while events
 	// arrive. Default: DefaultCheckpointEvery (10s).
 	CheckpointEvery time.Duration
+	// SnapshotEvery is how often a full bundle (a snapshot) is published;
+	// every other publish is a delta of the version published before it
+	// (bundle.WriteDelta): the embedding rows trained since, and the dense
+	// parameters. A publish is also a snapshot when it is the first of a
+	// run (after a start or a restart), or when over half of all the
+	// embedding rows changed since the version before. Default:
+	// DefaultSnapshotEvery (10m); negative: every publish is a snapshot.
+	SnapshotEvery time.Duration
 	// CheckpointEvents writes a checkpoint once this many events were
 	// trained since the last one. Default: DefaultCheckpointEvents (100000).
 	CheckpointEvents int64
@@ -202,6 +213,9 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = DefaultCheckpointEvery
 	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
 	if c.CheckpointEvents == 0 {
 		c.CheckpointEvents = DefaultCheckpointEvents
 	}
@@ -286,6 +300,13 @@ type streamRun struct {
 	// when due.
 	publishErrs int64
 	unpublished bool
+	// parent is the manifest of the version published last in this run
+	// (nil before the first), which the next delta is a delta of;
+	// snapshotAt when the last snapshot was published; touched the rows
+	// trained since parent (nil when every publish is a snapshot).
+	parent     *bundle.Manifest
+	snapshotAt time.Time
+	touched    *mtl.TouchedRows
 
 	prog       *progress
 	lastLine   time.Time
@@ -381,6 +402,9 @@ func StreamTrain(ctx context.Context, cfg StreamConfig) error {
 	}
 	defer r.trainer.Close()
 	st := &streamRun{cfg: cfg, r: r, serving: s.Spec.Columns(false)}
+	if cfg.SnapshotEvery > 0 {
+		st.touched = r.trainer.TrackTouched()
+	}
 	var jm *joinMetrics
 	if cfg.Join != nil {
 		jm = newJoinMetrics(cfg.JoinTopics, func() *join.Join { return st.js.j })
@@ -748,8 +772,18 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	// Once begun, the publish is finished (see trainRun.checkpoint), but
 	// within PublishTimeout.
 	out := r.out
+	full := st.fullNext()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.cfg.PublishTimeout)
-	v, err := bundle.Publish(pctx, out, m, r.model, ids, st.cfg.KeepBundles)
+	var v string
+	if full {
+		v, err = bundle.Publish(pctx, out, m, r.model, ids, st.cfg.KeepBundles)
+	} else {
+		rows := make([][]int32, st.touched.Tables())
+		for f := range rows {
+			rows[f] = st.touched.Rows(f, nil)
+		}
+		v, err = bundle.PublishDelta(pctx, out, m, r.model, ids, st.parent, rows, st.cfg.KeepBundles)
+	}
 	cancel()
 	if err != nil {
 		if _, remote := out.(*bundle.Bucket); remote && !errors.Is(err, bundle.ErrConflict) {
@@ -766,19 +800,58 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 	dir := out.Path(v)
 	st.published = v
 	st.unpublished = false
+	parent := ""
+	if m.Delta != nil {
+		parent = m.Delta.Parent
+	}
+	st.parent = m
+	if full {
+		st.snapshotAt = time.Now()
+	}
+	if st.touched != nil {
+		st.touched.Reset()
+	}
+	written := m.Sum().Size
+	for _, f := range m.Files {
+		written += f.Size
+	}
 	var ms []mtl.Metrics
 	if res != nil {
 		ms = res.Metrics
 	}
 	if err := r.obs.publish(Published{
 		Version: st.published, Dir: dir, Checkpoint: ck, Position: clonePosition(r.pos),
-		Steps: r.trainer.Steps(), Examples: r.examples, Metrics: ms, Time: time.Now(),
+		Steps: r.trainer.Steps(), Examples: r.examples, Metrics: ms, Time: time.Now(), Parent: parent, Bytes: written,
 	}); err != nil {
 		return err
 	}
-	st.printf("stream: published %s (step %d, %d examples, offsets %s)  %s\n", st.published, r.trainer.Steps(), r.examples,
+	kind := "snapshot"
+	if parent != "" {
+		kind = "delta of " + parent
+	}
+	st.printf("stream: published %s, %s, %s (step %d, %d examples, offsets %s)  %s\n", st.published, kind, formatSize(written), r.trainer.Steps(), r.examples,
 		formatPosition(r.pos), formatWindow(ms))
 	return st.commit(ctx)
+}
+
+// fullNext reports whether the next publish is a snapshot: deltas are
+// off, nothing was published in this run (a restart does not know which
+// rows changed since the last version published), the last snapshot is
+// SnapshotEvery old, or over half of all the rows changed.
+func (st *streamRun) fullNext() bool {
+	if st.touched == nil || st.parent == nil || time.Since(st.snapshotAt) >= st.cfg.SnapshotEvery {
+		return true
+	}
+	touched, rows := st.touched.Total()
+	return 2*touched > rows
+}
+
+// formatSize renders n bytes as kB or MB.
+func formatSize(n int64) string {
+	if n < 1e6 {
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 }
 
 // commit commits the newest checkpoint's offsets to the group (only those

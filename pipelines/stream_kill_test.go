@@ -500,8 +500,33 @@ func TestStreamKilledRepeatedlyLosesNothing(t *testing.T) {
 	}
 	if b, err := serving.LoadBundle(dirLatest); err != nil {
 		t.Errorf("the final bundle does not load: %v", err)
-	} else if st := b.Transformer.IDs().Stats(); len(st) != 1 || st[0].Rows == 0 || st[0].Clock != total {
-		t.Errorf("the final bundle's exact table: %v, want user_id's, trained on %d examples", st, total)
+	} else {
+		if st := b.Transformer.IDs().Stats(); len(st) != 1 || st[0].Rows == 0 || st[0].Clock != total {
+			t.Errorf("the final bundle's exact table: %v, want user_id's, trained on %d examples", st, total)
+		}
+		sameAsCheckpoint(t, b, bundle.Checkpoints(root))
+	}
+	// Each run's first publish is a snapshot (a restart does not know
+	// the rows changed since the last version), and each later one a
+	// delta of the version the run published before.
+	var prev string
+	deltas := 0
+	for _, l := range readJournal(t, journal, "") {
+		switch l.Event {
+		case JournalStart:
+			prev = ""
+		case JournalPublish:
+			if l.Parent != prev {
+				t.Errorf("publish %s: parent %q, want %q (the run's previous publish, none after a start)", l.Version, l.Parent, prev)
+			}
+			if l.Parent != "" {
+				deltas++
+			}
+			prev = l.Version
+		}
+	}
+	if deltas == 0 {
+		t.Error("no delta was published")
 	}
 	got := committedOffsets(t, brokers, topic, "killed", parts)
 	if sumOffsets(got) != total {

@@ -59,7 +59,8 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 	dlq := fs.String("dead-letters", "", "where malformed events go: file:PATH or topic:NAME (default: logged)")
 	maxEvent := fs.Int("max-event-bytes", features.DefaultMaxEventBytes, "events longer than this go to the dead letters (reason oversize)")
 	window := fs.Int("window", pipelines.DefaultStreamWindow, "events in the progressive (test-then-train) evaluation window")
-	keep := fs.Int("keep", pipelines.DefaultKeepBundles, "published bundles to keep")
+	keep := fs.Int("keep", pipelines.DefaultKeepBundles, "published bundles to keep (and the delta chains they need)")
+	snapEvery := fs.Duration("snapshot-every", pipelines.DefaultSnapshotEvery, "how often a full bundle is published; the publishes between are deltas of the version before (negative: every publish is full)")
 	session := fs.Duration("session-timeout", 0, "consumer group session timeout (default 30s; the broker's minimum is usually 6s)")
 	every2 := fs.Duration("progress-every", 2*time.Second, "period of the status lines")
 	journal := fs.String("journal", "", "append a JSON line per trained micro-batch, checkpoint, published bundle and offset commit to this file")
@@ -108,7 +109,7 @@ func streamFlags(fs *flag.FlagSet) runFunc {
 		cfg := pipelines.StreamConfig{
 			Brokers: addrs, Topic: *topic, GroupID: *group, InstanceID: *instance, SpecPath: *spec, Model: *model, InitFrom: *initFrom,
 			Checkpoints: *checkpoints, PublishTimeout: *publishTimeout,
-			CheckpointEvery: *every, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
+			CheckpointEvery: *every, SnapshotEvery: *snapEvery, CheckpointEvents: *events, MaxBatch: *maxBatch, BatchWait: *wait,
 			DeadLetters: *dlq, MaxEventBytes: *maxEvent, Window: *window, KeepBundles: *keep, SessionTimeout: *session,
 			Progress: stderr, ProgressEvery: *every2, Logger: logger, MetricsAddr: *metrics,
 		}
