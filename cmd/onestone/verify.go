@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/onestone/onestone/bundle"
@@ -22,9 +23,12 @@ func init() {
 		usage: `onestone verify [--json] [--max-model-bytes N] PATH...
 
 Each PATH is a bundle or checkpoint directory, or a root: then every
-complete version under it, and under its checkpoints/ directory. Each is
-loaded as 'onestone serve' loads it (checksums, memory budget, weights,
-sample), and a checkpoint's training state is verified too. Exits 1 when
+complete version under it, and under its checkpoints/ directory; or an
+object store URL (s3://BUCKET/PREFIX?endpoint=...): then every complete
+version there, fetched with its delta chain into a temporary directory.
+Each is loaded as 'onestone serve' loads it (checksums, memory budget,
+weights, sample; a delta through its chain to its snapshot), and a
+checkpoint's training state is verified too. Exits 1 when
 any is refused. See docs/operations.md.`,
 		flags: verifyFlags,
 	})
@@ -36,7 +40,10 @@ type verdict struct {
 	OK          bool   `json:"ok"`
 	Verified    bool   `json:"verified"`               // checksums recorded and matched
 	SampleCheck string `json:"sample_check,omitempty"` // exact, tolerance or none
-	Error       string `json:"error,omitempty"`
+	// Parent and Snapshot name a delta's parent and snapshot.
+	Parent   string `json:"parent,omitempty"`
+	Snapshot string `json:"snapshot,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 func verifyFlags(fs *flag.FlagSet) runFunc {
@@ -47,21 +54,34 @@ func verifyFlags(fs *flag.FlagSet) runFunc {
 		if len(args) == 0 {
 			return usagef("no bundle or root given")
 		}
-		var dirs []string
+		var ts []target
 		for _, p := range args {
-			ds, err := versionDirs(ctx, p)
+			t, cleanup, err := versionDirs(ctx, p, lim)
 			if err != nil {
 				return err
 			}
-			dirs = append(dirs, ds...)
+			defer cleanup()
+			ts = append(ts, t...)
 		}
 		var vs []verdict
 		refused := 0
-		for _, dir := range dirs {
+		var prev *serving.Bundle // the version before, a delta's likely base
+		for _, t := range ts {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			v := verifyOne(dir, lim)
+			v := verdict{Dir: t.name, Error: errString(t.err)}
+			if t.err == nil {
+				var b *serving.Bundle
+				if prev != nil && filepath.Dir(prev.Dir) != filepath.Dir(t.dir) {
+					prev = nil
+				}
+				v, b = verifyOne(t.dir, lim, prev)
+				v.Dir = t.name
+				if b != nil {
+					prev = b
+				}
+			}
 			if !v.OK {
 				refused++
 			}
@@ -81,6 +101,9 @@ func verifyFlags(fs *flag.FlagSet) runFunc {
 					state = "REFUSED"
 				}
 				detail := fmt.Sprintf("verified=%v sample=%s", v.Verified, v.SampleCheck)
+				if v.Parent != "" {
+					detail += fmt.Sprintf(" delta of %s (snapshot %s)", v.Parent, v.Snapshot)
+				}
 				if !v.OK {
 					detail = v.Error
 				}
@@ -95,35 +118,95 @@ func verifyFlags(fs *flag.FlagSet) runFunc {
 	}
 }
 
-// versionDirs lists the directories a PATH names: itself when it holds a
-// manifest, else the complete versions under it and its checkpoints.
-func versionDirs(ctx context.Context, p string) ([]string, error) {
-	if _, err := os.Stat(filepath.Join(p, bundle.ManifestFile)); err == nil {
-		return []string{p}, nil
+// target is a version to verify: its name for the output, and the local
+// directory holding it (or the error that kept it from being fetched).
+type target struct {
+	name, dir string
+	err       error
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
 	}
-	var dirs []string
+	return err.Error()
+}
+
+// versionDirs lists the versions a PATH names, oldest first: itself when
+// it holds a manifest, else the complete versions under it and its
+// checkpoints. An object store URL gives its complete versions, each
+// fetched with its delta chain (bundle.FetchChain, every checksum
+// checked) into a temporary directory that cleanup removes.
+func versionDirs(ctx context.Context, p string, lim bundle.Limits) (ts []target, cleanup func(), err error) {
+	cleanup = func() {}
+	if bundle.IsURL(p) && !strings.HasPrefix(p, "file://") {
+		return remoteVersions(ctx, p, lim)
+	}
+	p = strings.TrimPrefix(p, "file://")
+	if _, err := os.Stat(filepath.Join(p, bundle.ManifestFile)); err == nil {
+		return []target{{name: p, dir: p}}, cleanup, nil
+	}
 	for _, d := range []*bundle.Dir{bundle.NewDir(p), bundle.Checkpoints(p)} {
 		vs, err := d.Versions(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, v := range vs {
-			dirs = append(dirs, d.Path(v))
+			ts = append(ts, target{name: d.Path(v), dir: d.Path(v)})
 		}
 	}
-	if len(dirs) == 0 {
-		return nil, fmt.Errorf("%w under %s", bundle.ErrNoBundle, p)
+	if len(ts) == 0 {
+		return nil, nil, fmt.Errorf("%w under %s", bundle.ErrNoBundle, p)
 	}
-	return dirs, nil
+	return ts, cleanup, nil
 }
 
-// verifyOne loads dir as the server would, then verifies the other files
-// its manifest records (a checkpoint's training state).
-func verifyOne(dir string, lim bundle.Limits) verdict {
+// remoteVersions is versionDirs for an object store.
+func remoteVersions(ctx context.Context, u string, lim bundle.Limits) ([]target, func(), error) {
+	s, err := bundle.OpenStore(ctx, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c, ok := s.(io.Closer); ok {
+		defer c.Close()
+	}
+	vs, err := s.Versions(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(vs) == 0 {
+		return nil, nil, fmt.Errorf("%w under %s", bundle.ErrNoBundle, s)
+	}
+	tmp, err := os.MkdirTemp("", "onestone-verify-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(tmp) }
+	local := bundle.NewDir(tmp)
+	var ts []target
+	for _, v := range vs {
+		dir, err := bundle.FetchChain(ctx, s, v, local, lim)
+		if ctx.Err() != nil {
+			cleanup()
+			return nil, nil, ctx.Err()
+		}
+		ts = append(ts, target{name: s.Path(v), dir: dir, err: err})
+	}
+	return ts, cleanup, nil
+}
+
+// verifyOne loads dir as the server would (a delta through its chain,
+// from base when the chain passes through it), then verifies the other
+// files its manifest records (a checkpoint's training state). It returns
+// the bundle when it loads.
+func verifyOne(dir string, lim bundle.Limits, base *serving.Bundle) (verdict, *serving.Bundle) {
 	v := verdict{Dir: dir}
-	b, err := serving.LoadBundleLimits(dir, lim)
+	b, err := serving.LoadBundleFrom(dir, lim, base)
 	if err == nil {
 		v.Verified, v.SampleCheck = b.Manifest.Verified(), b.SampleCheck
+		if d := b.Manifest.Delta; d != nil {
+			v.Parent, v.Snapshot = d.Parent, d.Snapshot
+		}
 		for name := range b.Manifest.Files {
 			if err = bundle.Verify(dir, b.Manifest, name); err != nil {
 				break
@@ -139,8 +222,8 @@ func verifyOne(dir string, lim bundle.Limits) verdict {
 	}
 	if err != nil {
 		v.Error = err.Error()
-		return v
+		return v, nil
 	}
 	v.OK = true
-	return v
+	return v, b
 }
