@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delta-bytes delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -59,6 +59,11 @@ stream-demo: build
 # replayed in real time, event -> served p50 and max (about 4 minutes).
 join-freshness: build
 	./scripts/join-freshness.sh
+
+# Bytes a stream publishes with deltas against full bundles, on the stream
+# demo's workload (about 2 minutes).
+delta-bytes: build
+	./scripts/delta-bytes.sh
 
 # The delayed-feedback table of docs/streaming.md: oracle, naive, resend
 # and FNW on the generated streams, 5 seeds (about 10 minutes on 2 cores).

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/ingest"
+	"github.com/onestone/onestone/internal/s3test"
 	"github.com/onestone/onestone/serving"
 )
 
@@ -259,4 +261,112 @@ func covers(have, want map[int]int64) bool {
 		}
 	}
 	return true
+}
+
+// BenchmarkStreamFreshnessReplicas is BenchmarkStreamFreshness with the
+// stream publishing to an object store (the S3 test server) and three
+// servers following it, each with its own cache and polling every
+// second: the seconds from an event being produced to the moment every
+// replica serves a model that trained on it. The sub-benchmarks publish
+// snapshots and deltas (the default) or a full bundle at every
+// checkpoint. Run with -benchtime=4x or so; the model is the tests' small
+// one.
+func BenchmarkStreamFreshnessReplicas(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		snap time.Duration
+	}{{"deltas", 0}, {"full", -1}} {
+		b.Run(c.name, func(b *testing.B) { streamFreshnessReplicas(b, c.snap) })
+	}
+}
+
+func streamFreshnessReplicas(b *testing.B, snapshotEvery time.Duration) {
+	const replicas = 3
+	dir, spec := streamData(b, 150000)
+	brokers, topic := streamBrokers(b, 4)
+	u := s3test.URL(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prodDone := make(chan error, 1)
+	go func() {
+		_, err := produceFiles(ctx, brokers, topic, []string{filepath.Join(dir, "train-*.parquet")}, 2000, 0)
+		prodDone <- err
+	}()
+	first := make(chan struct{}, 1)
+	streamDone := make(chan error, 1)
+	var bytes, pubs atomic.Int64
+	go func() {
+		streamDone <- StreamTrain(ctx, StreamConfig{
+			Brokers: brokers, Topic: topic, GroupID: "fresh", SpecPath: spec, Model: u, Checkpoints: b.TempDir(),
+			SnapshotEvery: snapshotEvery, Logger: quietStreamLogger(),
+			Observers: []Observer{onPublish(func(p Published) {
+				bytes.Add(p.Bytes)
+				pubs.Add(1)
+				select {
+				case first <- struct{}{}:
+				default:
+				}
+			})},
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-streamDone; err != nil {
+			b.Error(err)
+		}
+		<-prodDone
+	}()
+	select {
+	case <-first:
+	case <-time.After(time.Minute):
+		b.Fatal("no bundle published within a minute")
+	}
+	var urls []string
+	for range replicas {
+		srv, err := serving.NewServer(serving.ServerConfig{Models: u, Cache: b.TempDir(), Addr: "127.0.0.1:0", Poll: time.Second, Logger: quietStreamLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		srvDone := make(chan error, 1)
+		go func() { srvDone <- srv.Run(ctx) }()
+		defer func() { cancel(); <-srvDone }()
+		for srv.Addr() == "" {
+			time.Sleep(10 * time.Millisecond)
+		}
+		urls = append(urls, "http://"+srv.Addr()+"/v1/model")
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	kc := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	defer kc.Transport.(*kafka.Transport).CloseIdleConnections()
+	var secs []float64
+	b.ResetTimer()
+	for i := range b.N {
+		time.Sleep(time.Duration(1+3*i%7) * time.Second)
+		t0 := time.Now()
+		ends, err := endOffsets(ctx, kc, topic, 4)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, url := range urls {
+			for {
+				pos, err := servedPosition(hc, url)
+				if err == nil && covers(pos.Offsets, ends) {
+					break
+				}
+				if time.Since(t0) > 2*time.Minute {
+					b.Fatalf("%s: served position %v has not reached %v in 2 minutes (%v)", url, pos.Offsets, ends, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		secs = append(secs, time.Since(t0).Seconds())
+	}
+	b.StopTimer()
+	slices.Sort(secs)
+	b.ReportMetric(secs[len(secs)/2], "s-median")
+	b.ReportMetric(secs[len(secs)-1], "s-max")
+	if n := pubs.Load(); n > 0 {
+		b.ReportMetric(float64(bytes.Load())/float64(n), "B/publish")
+	}
 }
