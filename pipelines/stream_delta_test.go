@@ -5,6 +5,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,15 @@ func TestStreamPublishesDeltas(t *testing.T) {
 		t.Fatalf("latest %s: delta %+v, want a delta of snapshot %s", b.Manifest.Version, b.Manifest.Delta, l.pubs[0].Version)
 	}
 	sameAsCheckpoint(t, b, bundle.Checkpoints(root))
+	// A delta warm-starts a batch run like any bundle.
+	var warm syncBuffer
+	if _, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: []string{filepath.Join(dir, "train-00001.parquet")},
+		Out: t.TempDir(), InitFrom: latest, MaxSteps: 1, Progress: &warm}); err != nil {
+		t.Fatalf("--init-from the latest delta: %v", err)
+	}
+	if !strings.Contains(warm.String(), "warm-started") {
+		t.Fatalf("no warm start from the delta:\n%s", warm.String())
+	}
 	// KeepBundles 2 keeps the chain of the newest.
 	if vs, _ := bundle.NewDir(root).Versions(context.Background()); len(vs) != len(l.pubs) {
 		t.Fatalf("pruning left %v of the chain of %d", vs, len(l.pubs))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -654,8 +653,6 @@ func FormatMetrics(ms []mtl.Metrics) string {
 
 // initFrom warm-starts the model from another bundle's matching tensors.
 func (r *trainRun) initFrom(path string) error {
-	// The weights file is read again below: an object store's version is
-	// fetched once, here, and read locally.
 	dir, _, cleanup, err := bundle.ResolveLocal(context.Background(), path, r.cfg.Limits)
 	if err != nil {
 		return fmt.Errorf("pipelines: --init-from: %w", err)
@@ -670,12 +667,12 @@ func (r *trainRun) initFrom(path string) error {
 	if string(fa) != string(fb) {
 		return fmt.Errorf("pipelines: --init-from %s: %w: its feature fields differ from %s's", lm.Dir, ErrSpecMismatch, r.cfg.SpecPath)
 	}
-	f, err := os.Open(filepath.Join(lm.Dir, bundle.WeightsFile))
-	if err != nil {
-		return fmt.Errorf("pipelines: --init-from: %w", err)
-	}
-	defer f.Close()
-	loaded, _, err := r.model.LoadSafetensorsMatching(f)
+	// From the loaded model, not the weights file: a delta version has
+	// none (its weights are its chain's).
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(lm.Model.SaveSafetensors(pw)) }()
+	loaded, _, err := r.model.LoadSafetensorsMatching(pr)
+	pr.CloseWithError(io.ErrClosedPipe) // stops the writer on an early error
 	if err != nil {
 		return fmt.Errorf("pipelines: --init-from %s: %w", lm.Dir, err)
 	}
