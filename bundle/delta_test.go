@@ -3,6 +3,7 @@ package bundle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -204,10 +205,17 @@ func copyDir(t *testing.T, from, to string) {
 	}
 }
 
-// Pruning keeps the chains of the versions it keeps and of latest.
+// Pruning keeps the chains of the versions it keeps and of latest, in
+// a directory and in a bucket.
 func TestPruneKeepsChains(t *testing.T) {
+	b, _ := testBucket(t)
+	for _, d := range []Store{NewDir(t.TempDir()), b} {
+		t.Run(fmt.Sprintf("%T", d), func(t *testing.T) { pruneKeepsChains(t, d) })
+	}
+}
+
+func pruneKeepsChains(t *testing.T, d Store) {
 	ctx := context.Background()
-	d := NewDir(t.TempDir())
 	m, model := testModel(t, 5)
 	var parent *Manifest
 	publish := func(delta bool, keep int) string {
@@ -254,8 +262,18 @@ func TestPruneKeepsChains(t *testing.T) {
 	if vs := versions(t, d); !slices.Equal(vs, []string{"v00000005", "v00000006", "v00000007", "v00000009"}) {
 		t.Fatalf("keep 1 with latest at the delta v7: %v", vs)
 	}
+	local, ok := d.(*Dir)
+	if !ok {
+		local = NewDir(t.TempDir())
+		if _, err := FetchChain(ctx, d, "v00000007", local, Limits{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := FetchChain(ctx, d, "v00000009", local, Limits{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, v := range []string{"v00000007", "v00000009"} {
-		if _, _, err := readBack(t, d.Path(v), nil); err != nil {
+		if _, _, err := readBack(t, local.Path(v), nil); err != nil {
 			t.Errorf("%s after pruning: %v", v, err)
 		}
 	}

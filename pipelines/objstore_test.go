@@ -183,6 +183,16 @@ func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
 	if got := committedOffsets(t, brokers, topic, "g1", parts); sumOffsets(got) != n {
 		t.Errorf("committed offsets %v, want %d in all", got, n)
 	}
+	// A failed publish leaves its rows for the next: the publishes that
+	// succeeded are a snapshot, then deltas each of the one before.
+	if len(pubs) < 2 || pubs[0].Parent != "" {
+		t.Errorf("publishes %+v: want a snapshot and deltas", pubs)
+	}
+	for i := 1; i < len(pubs); i++ {
+		if pubs[i].Parent != pubs[i-1].Version {
+			t.Errorf("publish %s: parent %q, want %s, the one published before", pubs[i].Version, pubs[i].Parent, pubs[i-1].Version)
+		}
+	}
 	sb := fetchLatest(t, u)
 	if sb.Manifest.Version != last.Version || sb.Manifest.Examples != n {
 		t.Errorf("the bucket's latest is %s with %d examples, want %s with %d", sb.Manifest.Version, sb.Manifest.Examples, last.Version, n)
