@@ -295,7 +295,8 @@ func readDeltaModel(dir string, m *Manifest, layout features.Layout, heads []str
 // Needs returns the versions of s that reading each of vs needs: each
 // of vs and, for a delta, every version from its snapshot up to it (a
 // superset of its chain, which a single publisher writes in consecutive
-// versions). Pruning keeps them.
+// versions). Pruning keeps them. A version of vs that is not a complete
+// version of s (a latest pointer left dangling) needs nothing.
 func Needs(ctx context.Context, s Store, vs []string) (map[string]bool, error) {
 	need := map[string]bool{}
 	all, err := s.Versions(ctx)
@@ -303,7 +304,7 @@ func Needs(ctx context.Context, s Store, vs []string) (map[string]bool, error) {
 		return nil, err
 	}
 	for _, v := range vs {
-		if v == "" || need[v] {
+		if need[v] || !slices.Contains(all, v) {
 			continue
 		}
 		need[v] = true

@@ -277,6 +277,20 @@ func pruneKeepsChains(t *testing.T, d Store) {
 			t.Errorf("%s after pruning: %v", v, err)
 		}
 	}
+	// A latest pointer left naming a version that is gone does not stop
+	// pruning.
+	if err := d.SetLatest(ctx, "v00000009"); err != nil {
+		t.Fatal(err)
+	}
+	if dir, ok := d.(*Dir); ok {
+		os.RemoveAll(dir.Path("v00000009"))
+		if err := Prune(ctx, d, 1); err != nil {
+			t.Fatalf("prune with latest dangling: %v", err)
+		}
+		if vs := versions(t, d); !slices.Equal(vs, []string{"v00000005", "v00000006", "v00000007"}) {
+			t.Fatalf("keep 1 with latest dangling: %v", vs)
+		}
+	}
 }
 
 // The touched rows WriteDelta takes must be increasing and within the
