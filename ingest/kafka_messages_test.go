@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,7 +128,9 @@ func TestKafkaMessagesExclusive(t *testing.T) {
 		return KafkaMessagesConfig{Brokers: b.Addrs(), Topics: []string{"ta", "tb"}, GroupID: "g", BatchWait: 50 * time.Millisecond,
 			SessionTimeout: 6 * time.Second, InstanceID: id, Logger: quietLogger(), Exclusive: true}
 	}
-	// next reads until err or n messages.
+	// next reads until err or n messages; first is when the first came.
+	var firstMu sync.Mutex
+	firstOf := map[*KafkaMessages]time.Time{}
 	next := func(s *KafkaMessages, n int) (map[string]bool, error) {
 		got := map[string]bool{}
 		var buf []Message
@@ -138,6 +141,11 @@ func TestKafkaMessagesExclusive(t *testing.T) {
 			cancel()
 			if err != nil {
 				return got, err
+			}
+			if len(buf) > 0 && len(got) == 0 {
+				firstMu.Lock()
+				firstOf[s] = time.Now()
+				firstMu.Unlock()
 			}
 			for _, m := range buf {
 				got[string(m.Value)] = true
@@ -153,7 +161,7 @@ func TestKafkaMessagesExclusive(t *testing.T) {
 	type result struct {
 		got        int
 		err        error
-		from, till time.Time // a member of the group, reading
+		from, till time.Time // from its first message to its last
 	}
 	res := make(chan result, 2)
 	for _, id := range []string{"one", "two"} {
@@ -163,10 +171,12 @@ func TestKafkaMessagesExclusive(t *testing.T) {
 				res <- result{err: err}
 				return
 			}
-			from := time.Now()
 			got, err := next(s, 20)
 			till := time.Now()
 			s.Close() // leaves the group before the next part
+			firstMu.Lock()
+			from := firstOf[s]
+			firstMu.Unlock()
 			res <- result{len(got), err, from, till}
 		}()
 	}
