@@ -27,36 +27,13 @@ import (
 // included), and every example it emitted over both runs agrees with the
 // generator's truth, once; the final bundle counts them all.
 func TestStreamJoinThreeTopics(t *testing.T) {
-	_, spec := streamData(t, 20000)
-	ctx := context.Background()
-	topics := [3]string{"imp", "clk", "conv"}
-	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	dir := t.TempDir()
-	const scale = 0.001
-	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: dir, Impressions: 6000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var inputs []ingest.ReplayInput
-	for i, tp := range topics {
-		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
-	}
+	w := newJoinWorld(t, 6000, 7)
+	ctx, spec, topics, b, sum, inputs, truth := context.Background(), w.spec, w.topics, w.b, w.sum, w.inputs, w.truth
+	const scale = joinScale
 	// The first half of the messages now, the rest after run 1.
 	half := (sum.Logged + sum.Clicks + sum.Conversions) / 2
 	if _, err := ingest.Replay(ctx, ingest.ReplayConfig{Brokers: b.Addrs(), Inputs: inputs, Limit: half}); err != nil {
 		t.Fatal(err)
-	}
-	truth := map[uint64]gen.Truth{}
-	tr, err := readTruth(filepath.Join(dir, gen.StreamFiles[3]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, x := range tr {
-		truth[join.HashID(x.ImpressionID)] = x
 	}
 	jc, _, err := join.ParseSpecSection([]byte(gen.StreamsJoinYAML(scale)))
 	if err != nil {
@@ -194,6 +171,55 @@ func readTruth(path string) ([]gen.Truth, error) {
 	return out, nil
 }
 
+// joinWorld is the setting of a three-topic join test: the generated spec,
+// an in-process broker with the three topics (2 partitions each, closed
+// with the test), and the generated streams with their truth.
+type joinWorld struct {
+	spec   string
+	topics [3]string
+	b      *ingest.Broker
+	dir    string
+	sum    *gen.StreamsSummary
+	inputs []ingest.ReplayInput // the three files, each to its topic
+	truth  map[uint64]gen.Truth // by hashed impression id
+	total  int64                // messages in the three files
+}
+
+// joinScale compresses the generated clock of the join tests.
+const joinScale = 0.001
+
+func newJoinWorld(t *testing.T, impressions int64, seed uint64) *joinWorld {
+	t.Helper()
+	w := &joinWorld{topics: [3]string{"imp", "clk", "conv"}, dir: t.TempDir()}
+	_, w.spec = streamData(t, 20000)
+	ctx := context.Background()
+	var err error
+	if w.b, err = ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: w.topics[:]}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.b.Close() })
+	w.sum, err = gen.WriteStreams(ctx, gen.StreamsConfig{Dir: w.dir, Impressions: impressions, Users: 2000, Items: 2000, Seed: seed, TaskCorr: 0.5, TimeScale: joinScale, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := readTruth(w.sum.Files[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.truth = map[uint64]gen.Truth{}
+	for _, x := range tr {
+		w.truth[join.HashID(x.ImpressionID)] = x
+	}
+	for i, tp := range w.topics {
+		w.inputs = append(w.inputs, ingest.ReplayInput{Path: w.sum.Files[i], Topic: tp})
+	}
+	w.total = w.sum.Logged + w.sum.Clicks + w.sum.Conversions
+	for _, n := range w.sum.Duplicates {
+		w.total += n
+	}
+	return w
+}
+
 // freeAddr is a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -266,20 +292,9 @@ func TestJoinSourceChecksExamples(t *testing.T) {
 // checkpointed and committed, and the next run resumes with them in its
 // state: their impressions, sent only then, join them, each click once.
 func TestStreamJoinCommitsWithoutExamples(t *testing.T) {
-	_, spec := streamData(t, 20000)
-	ctx := context.Background()
-	topics := [3]string{"imp", "clk", "conv"}
-	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	dir := t.TempDir()
-	const scale = 0.001
-	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: dir, Impressions: 3000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newJoinWorld(t, 3000, 7)
+	ctx, spec, topics, b, sum, dir := context.Background(), w.spec, w.topics, w.b, w.sum, w.dir
+	const scale = joinScale
 	// The first clicks, and the impressions they click.
 	const n = 40
 	clicks, ids := firstLines(t, sum.Files[1], n, nil)

@@ -552,37 +552,10 @@ func TestStreamJoinKilledRepeatedly(t *testing.T) {
 	}
 	const (
 		kills = 10
-		scale = 0.001
+		scale = joinScale
 	)
-	_, spec := streamData(t, 20000)
-	ctx := context.Background()
-	topics := [3]string{"imp", "clk", "conv"}
-	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	tmp := t.TempDir()
-	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: tmp, Impressions: 8000, Users: 2000, Items: 2000, Seed: 7, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := readTruth(sum.Files[3])
-	if err != nil {
-		t.Fatal(err)
-	}
-	truth := map[uint64]gen.Truth{}
-	for _, x := range tr {
-		truth[join.HashID(x.ImpressionID)] = x
-	}
-	var inputs []ingest.ReplayInput
-	for i, tp := range topics {
-		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
-	}
-	total := sum.Logged + sum.Clicks + sum.Conversions
-	for i := range sum.Duplicates {
-		total += sum.Duplicates[i]
-	}
+	w := newJoinWorld(t, 8000, 7)
+	ctx, spec, topics, b, sum, tmp, inputs, truth, total := context.Background(), w.spec, w.topics, w.b, w.sum, w.dir, w.inputs, w.truth, w.total
 	part := total / (kills + 1)
 	sent := int64(0)
 	produce := func(n int64) {

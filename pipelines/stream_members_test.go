@@ -10,8 +10,6 @@ import (
 
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/ingest"
-	"github.com/onestone/onestone/ingest/join"
-	"github.com/onestone/onestone/internal/gen"
 )
 
 // TestStreamJoinOneMemberPerGroup: a stream of three topics is its
@@ -29,36 +27,9 @@ func TestStreamJoinOneMemberPerGroup(t *testing.T) {
 		// (the exclusivity itself is tested in ingest under -race).
 		t.Skip("skipped under the race detector")
 	}
-	const scale = 0.001
-	_, spec := streamData(t, 20000)
-	ctx := context.Background()
-	topics := [3]string{"imp", "clk", "conv"}
-	b, err := ingest.StartBroker(ctx, ingest.BrokerConfig{Partitions: 2, Topics: topics[:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	tmp := t.TempDir()
-	sum, err := gen.WriteStreams(ctx, gen.StreamsConfig{Dir: tmp, Impressions: 5000, Users: 2000, Items: 2000, Seed: 11, TaskCorr: 0.5, TimeScale: scale, Rate: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := readTruth(sum.Files[3])
-	if err != nil {
-		t.Fatal(err)
-	}
-	truth := map[uint64]gen.Truth{}
-	for _, x := range tr {
-		truth[join.HashID(x.ImpressionID)] = x
-	}
-	var inputs []ingest.ReplayInput
-	for i, tp := range topics {
-		inputs = append(inputs, ingest.ReplayInput{Path: sum.Files[i], Topic: tp})
-	}
-	total := sum.Logged + sum.Clicks + sum.Conversions
-	for i := range sum.Duplicates {
-		total += sum.Duplicates[i]
-	}
+	const scale = joinScale
+	w := newJoinWorld(t, 5000, 11)
+	ctx, spec, topics, b, sum, tmp, inputs, truth, total := context.Background(), w.spec, w.topics, w.b, w.sum, w.dir, w.inputs, w.truth, w.total
 	sent := int64(0)
 	replay := func(skip, n int64) int64 {
 		t.Helper()
