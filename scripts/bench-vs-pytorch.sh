@@ -20,7 +20,8 @@
 #  4. runs PyTorch scoring (1 thread, OpenBLAS pinned to 1 thread), PyTorch
 #     scoring with torch at 1 thread but OpenBLAS's default pool of one
 #     thread per core (the configuration that reproduces the first-wave
-#     design note's 9.5 ms p50), and `onestone bench score`;
+#     design note's 9.5 ms p50), and `onestone bench score` (fp32, and
+#     bf16 where the CPU has AVX512_BF16: serve --precision bf16);
 #  5. prints a side-by-side table with the ratios to tuned PyTorch
 #     (throughput onestone/PyTorch, times PyTorch/onestone) and the load
 #     average before each run, and last the ratio itself: the median over
@@ -176,7 +177,8 @@ row("train, fraction of the ceiling (wall)", None, fr(os_, "ceiling_frac"), fr(o
 row("train, fraction of the ceiling (CPU)", None, fr(os_, "ceiling_frac_cpu"), fr(ob, "ceiling_frac_cpu"), None, True, "{:.2f}")
 
 ps, ps2 = load("pytorch-score"), load("pytorch-score-blas2")
-osc = {(s["path"], s["workers"]): s for s in load("onestone-score")["score"]}
+osc = {(s["path"], s["workers"]): s for s in load("onestone-score")["score"] if s.get("precision", "fp32") == "fp32"}
+osb = {(s["path"], s["workers"]): s for s in load("onestone-score")["score"] if s.get("precision") == "bf16"}
 m1, m2 = osc[("model", 1)], osc[("model", 2)]
 row("score 500 p50 ms, 1 core", ps["p50_ms"], m1["p50_ms"], higher_better=False, fmt="{:.2f}")
 row("score 500 p99 ms, 1 core", ps["p99_ms"], m1["p99_ms"], higher_better=False, fmt="{:.2f}")
@@ -200,6 +202,9 @@ print("onestone kernel %s%s; ceiling fractions: effective GFLOP/s over the FMA c
     load("onestone-train-1")["kernel"], bfk))
 print("scoring = model path (context/candidate split); full JSON scorer path p50/p99 ms: 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % (
     osc[("scorer", 1)]["p50_ms"], osc[("scorer", 1)]["p99_ms"], osc[("scorer", 2)]["p50_ms"], osc[("scorer", 2)]["p99_ms"]))
+if osb:
+    print("scoring in bf16 (serve --precision bf16), p50/p99 ms: model path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f; full JSON scorer path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % tuple(
+        osb[(p, w)][k] for p in ("model", "scorer") for w in (1, 2) for k in ("p50_ms", "p99_ms")))
 print("PyTorch scoring is the plain forward of 500 rows (%s experts); 1 core = torch and OpenBLAS at 1 thread;" % ps["experts"])
 print("* 2 cores = PyTorch: torch 1 thread, OpenBLAS 2 threads (docs/benchmarks.md's reference configuration); onestone: 2 workers")
 names = []

@@ -99,13 +99,22 @@ type TrainFigure struct {
 // ScoreFigure is the latency of scoring one request of Candidates
 // candidates.
 type ScoreFigure struct {
-	Path          string  `json:"path"` // "model" (split forward) or "scorer" (JSON request to ranked response)
+	Path string `json:"path"` // "model" (split forward) or "scorer" (JSON request to ranked response)
+	// Precision of the model's products: fp32, or bf16 (bf16 operands,
+	// float32 sums: `serve --precision bf16`) where the CPU has
+	// AVX512_BF16.
+	Precision     string  `json:"precision"`
 	Workers       int     `json:"workers"`
 	Requests      int     `json:"requests"`
 	P50Ms         float64 `json:"p50_ms"`
 	P90Ms         float64 `json:"p90_ms"`
 	P99Ms         float64 `json:"p99_ms"`
 	CandidatesSec float64 `json:"candidates_per_sec"`
+	// CPUMsPerRequest is the process's CPU time (all threads) over the
+	// measured requests, per request: the figure that the load of a
+	// shared host moves least. With 2 workers on the scorer path it
+	// includes the helper's polling between requests.
+	CPUMsPerRequest float64 `json:"cpu_ms_per_request"`
 }
 
 // BenchReport is what `onestone bench` prints.
@@ -136,7 +145,8 @@ type BenchConfig struct {
 	CeilingTime time.Duration
 	// Precision of the training products: "fp32" or "bf16" (the trainer
 	// falls back to fp32 without AVX512_BF16). Default: "fp32". The
-	// GEMM figures cover both precisions where bf16 runs natively.
+	// GEMM and scoring figures cover both precisions where bf16 runs
+	// natively.
 	Precision string
 	Seed      uint64
 }
@@ -335,13 +345,58 @@ func benchTrain(ctx context.Context, cfg BenchConfig, rep *BenchReport) (*TrainF
 	return f, nil
 }
 
+// benchScore measures scoring in fp32, and in bf16 where the CPU has
+// AVX512_BF16: the model path on 1 and 2 workers, then the whole scorer on
+// 1 and 2 workers.
 func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 	man, m, ts, err := build(cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
+	precs := []kernels.Precision{kernels.FP32}
+	if kernels.NativeBF16() {
+		precs = append(precs, kernels.BF16)
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
-	split := m.NewSplit()
+	var out []ScoreFigure
+	for _, p := range precs {
+		figs, err := benchModelPath(ctx, cfg, m, ts, p, rng)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, figs...)
+	}
+	// The whole serving path, same model: JSON request, decode, transform,
+	// split forward, scores, ranking, JSON answer.
+	if err := serving.FillSampleScores(man, m, nil); err != nil {
+		return nil, err
+	}
+	b, err := serving.NewBundle(man, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Bodies made up front and an answer buffer reused, as the server's
+	// are: the figure is the scorer's, not the harness's garbage.
+	bodies := make([][]byte, min(cfg.ScoreRequests+5, 16))
+	for i := range bodies {
+		bodies[i] = Request(rng, Candidates, "")
+	}
+	for _, p := range precs {
+		for _, workers := range []int{1, 2} {
+			f, err := benchScorerPath(ctx, cfg, b, p, workers, bodies)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// benchModelPath times the split forward alone, in precision p, on 1 and
+// 2 workers.
+func benchModelPath(ctx context.Context, cfg BenchConfig, m *mmoe.Model, ts *mtl.TaskSet, p kernels.Precision, rng *rand.Rand) ([]ScoreFigure, error) {
+	split := m.NewSplitIn(p)
 	var out []ScoreFigure
 	for _, workers := range []int{1, 2} {
 		// Each worker scores its share of the candidates against the
@@ -389,11 +444,13 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 		}
 		errs := make([]error, workers)
 		lat := make([]float64, 0, cfg.ScoreRequests)
+		var cpu time.Duration
 		for r := range cfg.ScoreRequests + 5 {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			ctxRow, cand := NewBatch(rng, 1), NewBatch(rng, Candidates)
+			c0 := kernels.ProcessCPU()
 			t0 := time.Now()
 			var wg sync.WaitGroup
 			for i := 1; i < workers; i++ {
@@ -412,61 +469,56 @@ func benchScore(ctx context.Context, cfg BenchConfig) ([]ScoreFigure, error) {
 			}
 			if r >= 5 {
 				lat = append(lat, ms(time.Since(t0)))
+				cpu += kernels.ProcessCPU() - c0
 			}
 		}
-		out = append(out, latencyFigure("model", workers, lat))
-	}
-	// The whole serving path, same model: JSON request, decode, transform,
-	// split forward, scores, ranking, JSON answer.
-	if err := serving.FillSampleScores(man, m, nil); err != nil {
-		return nil, err
-	}
-	b, err := serving.NewBundle(man, m, nil)
-	if err != nil {
-		return nil, err
-	}
-	for _, workers := range []int{1, 2} {
-		// As onestone serve runs it: the extra workers on polling helpers.
-		scfg := serving.ScorerConfig{Workers: workers}
-		if workers > 1 {
-			h := serving.NewHelpers(workers-1, serving.DefaultHelperSpin)
-			defer h.Close()
-			scfg.Helpers = h
-		}
-		sc, err := serving.NewScorer(b, scfg)
-		if err != nil {
-			return nil, err
-		}
-		// Bodies made up front and an answer buffer reused, as the
-		// server's are: the figure is the scorer's, not the harness's
-		// garbage.
-		bodies := make([][]byte, min(cfg.ScoreRequests+5, 16))
-		for i := range bodies {
-			bodies[i] = Request(rng, Candidates, "")
-		}
-		var answer []byte
-		lat := make([]float64, 0, cfg.ScoreRequests)
-		for r := range cfg.ScoreRequests + 5 {
-			t0 := time.Now()
-			resp, err := sc.ScoreBody(ctx, bodies[r%len(bodies)])
-			if err != nil {
-				return nil, err
-			}
-			answer = resp.AppendJSON(answer[:0])
-			resp.Release()
-			if r >= 5 {
-				lat = append(lat, ms(time.Since(t0)))
-			}
-		}
-		out = append(out, latencyFigure("scorer", workers, lat))
+		out = append(out, latencyFigure("model", p, workers, lat, cpu))
 	}
 	return out, nil
 }
 
-func latencyFigure(path string, workers int, lat []float64) ScoreFigure {
-	f := ScoreFigure{Path: path, Workers: workers, Requests: len(lat),
+// benchScorerPath times the whole scorer, in precision p, on workers
+// workers: as onestone serve runs it, the extra workers on polling
+// helpers.
+func benchScorerPath(ctx context.Context, cfg BenchConfig, b *serving.Bundle, p kernels.Precision, workers int, bodies [][]byte) (ScoreFigure, error) {
+	scfg := serving.ScorerConfig{Workers: workers, Precision: p.String()}
+	if workers > 1 {
+		h := serving.NewHelpers(workers-1, serving.DefaultHelperSpin)
+		defer h.Close()
+		scfg.Helpers = h
+	}
+	sc, err := serving.NewScorer(b, scfg)
+	if err != nil {
+		return ScoreFigure{}, err
+	}
+	var answer []byte
+	lat := make([]float64, 0, cfg.ScoreRequests)
+	var cpu0 time.Duration
+	for r := range cfg.ScoreRequests + 5 {
+		if r == 5 {
+			cpu0 = kernels.ProcessCPU()
+		}
+		t0 := time.Now()
+		resp, err := sc.ScoreBody(ctx, bodies[r%len(bodies)])
+		if err != nil {
+			return ScoreFigure{}, err
+		}
+		answer = resp.AppendJSON(answer[:0])
+		resp.Release()
+		if r >= 5 {
+			lat = append(lat, ms(time.Since(t0)))
+		}
+	}
+	return latencyFigure("scorer", sc.Precision(), workers, lat, kernels.ProcessCPU()-cpu0), nil
+}
+
+func latencyFigure(path string, p kernels.Precision, workers int, lat []float64, cpu time.Duration) ScoreFigure {
+	f := ScoreFigure{Path: path, Precision: p.String(), Workers: workers, Requests: len(lat),
 		P50Ms: percentile(lat, 0.50), P90Ms: percentile(lat, 0.90), P99Ms: percentile(lat, 0.99)}
 	f.CandidatesSec = float64(Candidates) / (f.P50Ms / 1000)
+	if len(lat) > 0 {
+		f.CPUMsPerRequest = ms(cpu) / float64(len(lat))
+	}
 	return f
 }
 

@@ -2,6 +2,7 @@ package stdwork
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -30,13 +31,21 @@ func TestBenchRuns(t *testing.T) {
 	if tr.Parameters < 26*100_001*16 {
 		t.Fatalf("std model has %d parameters", tr.Parameters)
 	}
-	if len(rep.Score) != 4 {
-		t.Fatalf("score figures %+v", rep.Score)
+	// Model and scorer paths on 1 and 2 workers, in fp32 and, where the
+	// CPU runs it, bf16.
+	wantScore := map[string]int{"fp32": 4}
+	if kernels.NativeBF16() {
+		wantScore["bf16"] = 4
 	}
+	gotScore := map[string]int{}
 	for _, s := range rep.Score {
-		if !(s.P50Ms > 0) || s.P99Ms < s.P50Ms {
+		gotScore[s.Precision]++
+		if !(s.P50Ms > 0) || s.P99Ms < s.P50Ms || !(s.CPUMsPerRequest > 0) {
 			t.Fatalf("score figure %+v", s)
 		}
+	}
+	if !maps.Equal(gotScore, wantScore) {
+		t.Fatalf("score figures by precision %v, want %v: %+v", gotScore, wantScore, rep.Score)
 	}
 	if len(rep.Gemm) == 0 || !(rep.Gemm[0].GFlops1 > 0) {
 		t.Fatalf("gemm figures %+v", rep.Gemm)
