@@ -82,7 +82,11 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 		}
 		st.fw[k].err = nil // a revoked task does not run work, which resets it
 	}
-	if h := s.cfg.Helpers; h != nil {
+	if st.solo {
+		for k := range w {
+			st.work(k) // worker 0 takes every part and pass
+		}
+	} else if h := s.cfg.Helpers; h != nil {
 		for k := 1; k < w; k++ {
 			h.post(&st.tasks[k])
 		}

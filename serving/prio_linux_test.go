@@ -168,3 +168,42 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestInBackground: f runs on a thread of its own, backgroundNice above
+// the caller's nice value (at most 19), with one more P than before; and
+// afterwards GOMAXPROCS is what it was, the caller's thread keeps its
+// priority, and f's thread is gone (no other goroutine can run at its
+// priority on it).
+func TestInBackground(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	base := threadNice()
+	if base >= 19 {
+		t.Skip("the test runs at nice 19 already")
+	}
+	want := lowerNice(base)
+	procs := runtime.GOMAXPROCS(0)
+	type seen struct {
+		nice, procs int
+		tid         int
+	}
+	for i := range 3 {
+		got := inBackground(func() seen {
+			return seen{threadNice(), runtime.GOMAXPROCS(0), unix.Gettid()}
+		})
+		if got.nice != want || got.procs != procs+1 || got.tid == unix.Gettid() {
+			t.Fatalf("call %d: f ran at nice %d with GOMAXPROCS %d on thread %d (the caller's: %d), want nice %d with %d",
+				i, got.nice, got.procs, got.tid, unix.Gettid(), want, procs+1)
+		}
+		if p := runtime.GOMAXPROCS(0); p != procs {
+			t.Fatalf("call %d: GOMAXPROCS %d afterwards, want %d", i, p, procs)
+		}
+		if n := threadNice(); n != base {
+			t.Fatalf("call %d: the caller's thread at nice %d afterwards, want %d", i, n, base)
+		}
+		waitUntil(t, "f's thread ends", func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", got.tid))
+			return os.IsNotExist(err)
+		})
+	}
+}

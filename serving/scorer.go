@@ -282,6 +282,9 @@ type scoreState struct {
 	// its context alone.
 	unknownIDs    []int64
 	ctxUnknownIDs []int64
+	// solo runs every worker of run in turn on the calling goroutine
+	// (warm).
+	solo bool
 }
 
 func (s *Scorer) newState() *scoreState {
@@ -625,7 +628,10 @@ func (st *scoreState) releaseContext() {
 // made of the bundle's sample events (as candidates without a context,
 // repeated to fill a pass for every worker twice): their workspaces,
 // decoders and buffers are allocated and the weights have been read once.
-// Without sample events the states are only allocated.
+// Without sample events the states are only allocated. Every worker's
+// share runs on the calling goroutine, never on ScorerConfig.Helpers:
+// a server warms a new scorer in the background (inBackground) while
+// the helpers serve the requests of the scorer it replaces.
 func (s *Scorer) warm(k int) {
 	var req Request
 	if sample := s.b.Manifest.Sample; len(sample) > 0 {
@@ -640,7 +646,9 @@ func (s *Scorer) warm(k int) {
 		if len(req.Candidates) > 0 {
 			// score puts a state back in the pool itself when it fails
 			// (it cannot here: LoadBundle has just scored the sample).
+			st.solo = true
 			resp, err := s.score(context.Background(), st, &req)
+			st.solo = false
 			if err != nil {
 				continue
 			}

@@ -983,7 +983,21 @@ func refusalReason(err error) string {
 	return "io"
 }
 
-func (s *Server) load(dir string, base *Bundle) (sc *Scorer, err error) {
+// load loads the bundle in dir and a warm scorer for it, in the
+// background (inBackground): requests keep their cores meanwhile.
+func (s *Server) load(dir string, base *Bundle) (*Scorer, error) {
+	type loaded struct {
+		sc  *Scorer
+		err error
+	}
+	r := inBackground(func() loaded {
+		sc, err := s.loadNow(dir, base)
+		return loaded{sc, err}
+	})
+	return r.sc, r.err
+}
+
+func (s *Server) loadNow(dir string, base *Bundle) (sc *Scorer, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			sc, err = nil, fmt.Errorf("serving: bundle %s: %w: %w: %v\n%s", dir, ErrBundle, errPanic, r, debug.Stack())
