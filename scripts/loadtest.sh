@@ -10,18 +10,23 @@
 #     bundles every second,
 #  4. sends requests at a fixed 100 req/s for FIXED_SECS (default 30 s), and
 #     publishes a second bundle halfway, which the server must swap in
-#     without failing a request,
+#     without failing a request (it loads it at a low priority: on a busy
+#     host the script waits up to RELOAD_WAIT s, default 60, for the swap,
+#     and reports how long the load took),
 #  5. then at saturation for SAT_SECS (default 10 s),
 #  6. reports requests/s, p50/p99 and error counts, and the CPU the server
 #     used in each phase (in cores: with the default --spin its helper
-#     worker polls between requests, see docs/serving.md), stops the server.
+#     worker polls between requests, see docs/serving.md), and at the
+#     fixed rate the CPU hey used and how busy the whole host's CPUs
+#     were (other work on the host lengthens the tail), stops the server.
 #
 # SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--spin -1ms" to
-# let the helper sleep at once, "--workers 1").
+# let the helper sleep at once, "--workers 1", "--precision bf16").
 #
 # Exit status: non-zero if any request failed in the fixed-rate phase or the
-# reload did not happen. With LOADTEST_STRICT=1 also if p99 at 100 req/s is
-# above 10 ms (the target in docs/benchmarks.md).
+# reload did not happen. With LOADTEST_STRICT=1 also if p99 at the fixed
+# rate is above P99_TARGET ms (default 6: the target of docs/benchmarks.md
+# at 100 req/s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -89,21 +94,43 @@ CONC=${CONC:-1}
 echo "loadtest: fixed rate $RATE req/s for ${FIXED_SECS}s, reload at $((FIXED_SECS / 2))s" >&2
 # cpu_ticks: user+system clock ticks the server has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+# child_ticks: user+system ticks of this shell's waited-for children (hey,
+# once reaped: the load generator shares the cores with the server).
+child_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
+# host_ticks: busy and total ticks of all CPUs (/proc/stat), for the load
+# of the whole host during the phase.
+host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 TICKS=$(getconf CLK_TCK)
 C0=$(cpu_ticks)
+H0=$(child_ticks)
+read -r B0 T0 <<<"$(host_ticks)"
 "${HEY[@]}" -z "${FIXED_SECS}s" -c $CONC -q $((RATE / CONC)) "$URL" >"$WORK/fixed.txt" &
 HEY_PID=$!
 sleep $((FIXED_SECS / 2))
 mv "$WORK/staging/v00000001" "$WORK/models/v00000002" # an atomic publish, as the trainer does
 wait "$HEY_PID"
 C1=$(cpu_ticks)
-VERSION=$(curl -fsS "http://$ADDR/v1/model" | grep -o '"version": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+H1=$(child_ticks)
+read -r B1 T1 <<<"$(host_ticks)"
+served() { curl -fsS "http://$ADDR/v1/model" | grep -o '"version": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/'; }
+# The server loads a bundle on a thread at nice 19 (docs/serving.md): on a
+# host busy with other work that can outlast the fixed-rate phase. Wait
+# for it (at most RELOAD_WAIT seconds) rather than fail a slow host.
+VERSION=$(served)
+for _ in $(seq 1 $((${RELOAD_WAIT:-60} * 10))); do
+	[ "$VERSION" = v00000002 ] && break
+	sleep 0.1
+	VERSION=$(served)
+done
+LOAD_TOOK=$(grep -o 'model loaded.*version=v00000002.*took=[^ ]*' "$WORK/server.log" | grep -o 'took=[^ ]*' | cut -d= -f2 | head -1)
 
 echo "loadtest: saturation, $SAT_CONC concurrent, ${SAT_SECS}s" >&2
 "${HEY[@]}" -z "${SAT_SECS}s" -c "$SAT_CONC" "$URL" >"$WORK/sat.txt"
 C2=$(cpu_ticks)
 F_CPU=$(awk -v t=$((C1 - C0)) -v hz="$TICKS" -v s="$FIXED_SECS" 'BEGIN { printf "%.2f", t / hz / s }')
 S_CPU=$(awk -v t=$((C2 - C1)) -v hz="$TICKS" -v s="$SAT_SECS" 'BEGIN { printf "%.2f", t / hz / s }')
+HEY_CPU=$(awk -v t=$((H1 - H0)) -v hz="$TICKS" -v s="$FIXED_SECS" 'BEGIN { printf "%.2f", t / hz / s }')
+HOST_BUSY=$(awk -v b=$((B1 - B0)) -v t=$((T1 - T0)) -v n="$(nproc)" 'BEGIN { printf "%.2f", (t > 0 ? n * b / t : 0) }')
 curl -fsS "http://$ADDR/metrics" >"$WORK/metrics.txt"
 
 kill -TERM "$SERVER_PID"
@@ -141,20 +168,21 @@ cat <<REPORT
 {
   "candidates_per_request": $CANDIDATES,
   "serve_flags": "${SERVE_FLAGS:-}",
-  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU},
+  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU, "hey_cpu_cores": $HEY_CPU, "host_busy_cores": $HOST_BUSY},
   "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL", "server_cpu_cores": $S_CPU},
   "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
   "user": "$(id -un)",
   "helpers": "$(grep -o 'helper workers poll [^"]*' "$WORK/server.log" | head -1)",
-  "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}}
+  "reload": {"version_after": "$VERSION", "reloads": ${RELOADS:-0}, "refused": ${REFUSED:-0}, "load_took": "${LOAD_TOOK:-}"}
 }
 REPORT
 
 status=0
 if [ "$F_ERR" -ne 0 ] || [ "$F_OK" -eq 0 ]; then echo "loadtest: FAIL: $F_ERR failed requests at the fixed rate" >&2; status=1; fi
 if [ "$VERSION" != "v00000002" ]; then echo "loadtest: FAIL: serving $VERSION after the reload, want v00000002" >&2; status=1; fi
-if awk -v p="$F_P99" 'BEGIN { exit !(p > 10) }'; then
-	echo "loadtest: p99 ${F_P99} ms at $RATE req/s is above the 10 ms target" >&2
+P99_TARGET=${P99_TARGET:-6}
+if awk -v p="$F_P99" -v t="$P99_TARGET" 'BEGIN { exit !(p > t) }'; then
+	echo "loadtest: p99 ${F_P99} ms at $RATE req/s is above the ${P99_TARGET} ms target" >&2
 	if [ "${LOADTEST_STRICT:-0}" = 1 ]; then status=1; fi
 fi
 exit $status
