@@ -67,6 +67,8 @@ type IDTable struct {
 	cands []evictCand // scratch of evictions and sweeps
 	keys  []uint64
 	rows  []int32
+
+	lfu lfuState // evict: lfu only
 }
 
 // idSlot is one slot of the open-addressing map (linear probing): 16
@@ -74,7 +76,7 @@ type IDTable struct {
 type idSlot struct {
 	key   uint64
 	ref   int32  // own row + 1; 0 marks an empty slot
-	count uint32 // uses (halved at each LFU eviction)
+	count uint32 // uses (with evict lfu halved every 10 × capacity examples)
 }
 
 type evictCand struct {
@@ -98,6 +100,9 @@ func newIDTable(f *Field, sparse int) *IDTable {
 	t.last = make([]int64, cfg.Capacity)
 	if cfg.AdmitAfter > 1 {
 		t.wait.init(cfg.Waiting)
+	}
+	if cfg.Evict == EvictLFU {
+		t.lfu.init(cfg.Capacity)
 	}
 	return t
 }
@@ -298,13 +303,19 @@ func (t *IDTable) admitColumn(ids []int32, keys []uint64, now int64, resets []Ro
 // returns the row it trains.
 func (t *IDTable) admit(k uint64, now int64, resets []RowReset) (int32, []RowReset) {
 	count := uint32(1)
+	if t.cfg.Evict == EvictLFU {
+		count = t.lfu.add(k)
+	}
 	if t.cfg.AdmitAfter > 1 {
-		count = t.wait.add(k, now, &t.forgotten)
-		if count < uint32(t.cfg.AdmitAfter) {
+		c := t.wait.add(k, now, &t.forgotten)
+		if c < uint32(t.cfg.AdmitAfter) {
 			return t.SharedRow(k), resets
 		}
+		if t.cfg.Evict != EvictLFU {
+			count = c
+		}
 	}
-	r, ok := t.allocRow(now)
+	r, ok := t.allocRow(now, count)
 	if !ok {
 		t.rejected++
 		return t.SharedRow(k), resets
@@ -314,16 +325,19 @@ func (t *IDTable) admit(k uint64, now int64, resets []RowReset) (int32, []RowRes
 	}
 	t.insert(idSlot{key: k, ref: r + 1, count: count})
 	t.last[r] = now
+	if t.lfu.keyOf != nil {
+		t.lfu.keyOf[r] = k
+	}
 	t.used++
 	t.admissions++
 	row := t.base + r
 	return row, append(resets, RowReset{Table: t.sparse, Row: row, From: t.SharedRow(k)})
 }
 
-// allocRow returns a free own row: a freed one, a never used one, or one
-// made free by the TTL or the eviction policy. Rows used in the current
-// batch (last == now) are never freed.
-func (t *IDTable) allocRow(now int64) (int32, bool) {
+// allocRow returns a free own row for an id of frequency count: a freed
+// one, a never used one, or one made free by the TTL or the eviction
+// policy. Rows used in the current batch (last == now) are never freed.
+func (t *IDTable) allocRow(now int64, count uint32) (int32, bool) {
 	if r, ok := t.popFree(); ok {
 		return r, true
 	}
@@ -337,11 +351,14 @@ func (t *IDTable) allocRow(now int64) (int32, bool) {
 			return r, true
 		}
 	}
-	if t.cfg.Evict != EvictNone {
+	switch t.cfg.Evict {
+	case EvictLRU:
 		t.evictSome(now)
 		if r, ok := t.popFree(); ok {
 			return r, true
 		}
+	case EvictLFU:
+		return t.replace(count, now)
 	}
 	return 0, false
 }
@@ -369,10 +386,8 @@ func (t *IDTable) pushFree(rows []int32) {
 // admissions.
 func (t *IDTable) evictBatch() int { return max(1, t.cfg.Capacity/64) }
 
-// evictSome frees the evictBatch least recently (lru) or least frequently
-// (lfu; ties by least recently) used rows not used in the current batch;
-// ties end by row. After an lfu eviction every count is halved, so old
-// counts fade.
+// evictSome frees the evictBatch least recently used rows not used in
+// the current batch (evict: lru); ties end by row.
 func (t *IDTable) evictSome(now int64) {
 	c := t.cands[:0]
 	for _, s := range t.slots {
@@ -385,18 +400,9 @@ func (t *IDTable) evictSome(now int64) {
 		t.cands = c
 		return
 	}
-	less := lruLess
-	if t.cfg.Evict == EvictLFU {
-		less = lfuLess
-	}
-	selectSmallest(c, k, less)
+	selectSmallest(c, k, lruLess)
 	t.freeCands(c[:k])
 	t.evictions += int64(k)
-	if t.cfg.Evict == EvictLFU {
-		for j := range t.slots {
-			t.slots[j].count >>= 1
-		}
-	}
 	t.cands = c
 }
 
@@ -405,13 +411,6 @@ func lruLess(a, b *evictCand) bool {
 		return a.last < b.last
 	}
 	return a.row < b.row
-}
-
-func lfuLess(a, b *evictCand) bool {
-	if a.count != b.count {
-		return a.count < b.count
-	}
-	return lruLess(a, b)
 }
 
 // freeCands removes the candidates' keys and frees their rows.
@@ -628,7 +627,8 @@ type IDTableStats struct {
 	Evictions  int64 `json:"evictions"`
 	Expired    int64 `json:"expired"`
 	// Rejected counts the occurrences of ids due for admission that found
-	// the table full (no free row and nothing to evict).
+	// the table full: no free row and nothing to evict, or with evict lfu
+	// an id not used more often than the row it would take.
 	Rejected int64 `json:"rejected"`
 	// Forgotten counts the waiting ids dropped (the waiting set was full,
 	// or their TTL passed) before they reached admit_after.

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -28,6 +30,15 @@ type refTable struct {
 	clock     int64
 	lastSweep int64
 	st        features.IDTableStats
+
+	// evict: lfu (TinyLFU, docs/spec.md)
+	sketch      [4][]uint8
+	shift       uint
+	keyOf       map[int32]uint64
+	lastAge     int64
+	hand        int32
+	victim      int32 // row + 1
+	victimCount uint32
 }
 
 type refRow struct {
@@ -38,7 +49,90 @@ type refRow struct {
 
 func newRef(cfg features.Exact) *refTable {
 	cfg = cfg.WithDefaults()
-	return &refTable{cfg: cfg, base: int32(1 + cfg.Shared), rows: map[uint64]*refRow{}, wait: map[uint64]*refRow{}}
+	t := &refTable{cfg: cfg, base: int32(1 + cfg.Shared), rows: map[uint64]*refRow{}, wait: map[uint64]*refRow{}, keyOf: map[int32]uint64{}}
+	w := 64
+	for w < cfg.Capacity {
+		w *= 2
+	}
+	for i := range t.sketch {
+		t.sketch[i] = make([]uint8, w)
+	}
+	t.shift = uint(64 - bits.TrailingZeros(uint(w)))
+	return t
+}
+
+// refMix are the sketch's documented multipliers.
+var refMix = [4]uint64{0x9e3779b97f4a7c15, 0xc2b2ae3d27d4eb4f, 0x165667b19e3779f9, 0xd6e8feb86659fd93}
+
+// sketchAdd counts k in the count-min sketch (conservative update, 8-bit
+// saturating counters) and returns its estimate.
+func (t *refTable) sketchAdd(k uint64) uint32 {
+	m := uint8(255)
+	for i := range t.sketch {
+		m = min(m, t.sketch[i][(k*refMix[i])>>t.shift])
+	}
+	if m == 255 {
+		return 255
+	}
+	for i := range t.sketch {
+		if c := &t.sketch[i][(k*refMix[i])>>t.shift]; *c == m {
+			*c++
+		}
+	}
+	return uint32(m) + 1
+}
+
+// lfuOwner is the entry of the id owning row r, or nil when r is free.
+func (t *refTable) lfuOwner(r int32) *refRow {
+	k, ok := t.keyOf[r]
+	if !ok {
+		return nil
+	}
+	if e, ok := t.rows[k]; ok && e.row == r {
+		return e
+	}
+	return nil
+}
+
+// lfuReplace is TinyLFU's admission on a full table.
+func (t *refTable) lfuReplace(count uint32, now int64) (int32, bool) {
+	v, vc := int32(-1), uint32(0)
+	if t.victim != 0 {
+		if e := t.lfuOwner(t.victim - 1); e != nil && e.last < now && e.count == t.victimCount {
+			v, vc = t.victim-1, t.victimCount
+		}
+	}
+	if v < 0 {
+		t.victim = 0
+		found := 0
+		var best *refRow
+		for range 32 {
+			r := t.hand
+			t.hand = (t.hand + 1) % t.next
+			e := t.lfuOwner(r)
+			if e == nil || e.last >= now {
+				continue
+			}
+			if best == nil || e.count < best.count || e.count == best.count && (e.last < best.last || e.last == best.last && e.row < best.row) {
+				best = e
+			}
+			if found++; found == 8 {
+				break
+			}
+		}
+		if best == nil {
+			return 0, false
+		}
+		v, vc = best.row, best.count
+		t.victim, t.victimCount = v+1, vc
+	}
+	if count <= vc {
+		return 0, false
+	}
+	delete(t.rows, t.keyOf[v])
+	t.victim = 0
+	t.st.Evictions++
+	return v, true
 }
 
 func (t *refTable) shared(k uint64) int32 { return 1 + int32(k%uint64(t.cfg.Shared)) }
@@ -48,6 +142,18 @@ func (t *refTable) admit(keys []uint64, rows int) []int32 {
 	now := t.clock + int64(rows)
 	if t.cfg.TTL > 0 && now-t.lastSweep >= max(1, t.cfg.TTL/4) {
 		t.sweep(now)
+	}
+	lfu := t.cfg.Evict == features.EvictLFU
+	if lfu && now-t.lastAge >= 10*int64(t.cfg.Capacity) {
+		for _, e := range t.rows {
+			e.count >>= 1
+		}
+		for i := range t.sketch {
+			for j := range t.sketch[i] {
+				t.sketch[i][j] >>= 1
+			}
+		}
+		t.lastAge = now
 	}
 	out := make([]int32, len(keys))
 	for i, k := range keys {
@@ -61,6 +167,9 @@ func (t *refTable) admit(keys []uint64, rows int) []int32 {
 			continue
 		}
 		count := uint32(1)
+		if lfu {
+			count = t.sketchAdd(k)
+		}
 		if t.cfg.AdmitAfter > 1 {
 			w, ok := t.wait[k]
 			if !ok {
@@ -72,13 +181,15 @@ func (t *refTable) admit(keys []uint64, rows int) []int32 {
 			}
 			w.count++
 			w.last = now
-			count = w.count
-			if count < uint32(t.cfg.AdmitAfter) {
+			if w.count < uint32(t.cfg.AdmitAfter) {
 				out[i] = t.shared(k)
 				continue
 			}
+			if !lfu {
+				count = w.count
+			}
 		}
-		r, ok := t.alloc(now)
+		r, ok := t.alloc(now, count)
 		if !ok {
 			t.st.Rejected++
 			out[i] = t.shared(k)
@@ -86,6 +197,7 @@ func (t *refTable) admit(keys []uint64, rows int) []int32 {
 		}
 		delete(t.wait, k)
 		t.rows[k] = &refRow{row: r, count: count, last: now}
+		t.keyOf[r] = k
 		t.st.Admissions++
 		out[i] = t.base + r
 	}
@@ -115,7 +227,7 @@ func (t *refTable) forgetHalf() {
 	t.st.Forgotten += int64(half)
 }
 
-func (t *refTable) alloc(now int64) (int32, bool) {
+func (t *refTable) alloc(now int64, count uint32) (int32, bool) {
 	take := func() (int32, bool) {
 		if len(t.free) == 0 {
 			return 0, false
@@ -137,7 +249,10 @@ func (t *refTable) alloc(now int64) (int32, bool) {
 			return r, true
 		}
 	}
-	if t.cfg.Evict != features.EvictNone {
+	if t.cfg.Evict == features.EvictLFU {
+		return t.lfuReplace(count, now)
+	}
+	if t.cfg.Evict == features.EvictLRU {
 		type cand struct {
 			k uint64
 			e *refRow
@@ -149,11 +264,6 @@ func (t *refTable) alloc(now int64) (int32, bool) {
 			}
 		}
 		slices.SortFunc(cs, func(a, b cand) int {
-			if t.cfg.Evict == features.EvictLFU {
-				if c := cmp.Compare(a.e.count, b.e.count); c != 0 {
-					return c
-				}
-			}
 			if c := cmp.Compare(a.e.last, b.e.last); c != 0 {
 				return c
 			}
@@ -167,11 +277,6 @@ func (t *refTable) alloc(now int64) (int32, bool) {
 		}
 		t.push(freed)
 		t.st.Evictions += int64(n)
-		if n > 0 && t.cfg.Evict == features.EvictLFU {
-			for _, e := range t.rows {
-				e.count >>= 1
-			}
-		}
 		if r, ok := take(); ok {
 			return r, true
 		}
@@ -254,6 +359,8 @@ func TestIDTableMatchesReference(t *testing.T) {
 		"{capacity: 50, admit_after: 2, waiting: 20}",
 		"{capacity: 64, evict: lru}",
 		"{capacity: 64, evict: lfu, admit_after: 2}",
+		"{capacity: 64, evict: lfu}",
+		"{capacity: 8, evict: lfu, ttl: 150}",
 		"{capacity: 200, ttl: 300, shared: 7}",
 		"{capacity: 40, ttl: 500, evict: lru, admit_after: 2, waiting: 30}",
 		"{capacity: 130, ttl: 200, evict: lfu, admit_after: 4, waiting: 100}",
@@ -646,7 +753,13 @@ func TestExactSpecErrors(t *testing.T) {
 }
 
 func TestExactAllocs(t *testing.T) {
-	spec := "fields:\n  - {name: id, kind: categorical, exact: {capacity: 500, admit_after: 2, evict: lru, ttl: 2000}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
+	for _, exact := range []string{"{capacity: 500, admit_after: 2, evict: lru, ttl: 2000}", "{capacity: 300, evict: lfu, ttl: 3000}"} {
+		t.Run(exact, func(t *testing.T) { testExactAllocs(t, exact) })
+	}
+}
+
+func testExactAllocs(t *testing.T, exact string) {
+	spec := "fields:\n  - {name: id, kind: categorical, exact: " + exact + "}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
 	tr := newTransformer(t, spec, nil, true)
 	r := rand.New(rand.NewPCG(1, 1))
 	recs := make([]any, 4096)
@@ -673,5 +786,153 @@ func TestExactAllocs(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("TransformTo + Admit allocate %v times per call in steady state, want 0", a)
+	}
+}
+
+// lfuTable is an exact table "id" of capacity 4 with evict lfu, and a
+// function admitting one batch of keys and returning their rows.
+func lfuTable(t *testing.T, exact string) (*features.IDTables, func(keys ...uint64) []int32) {
+	t.Helper()
+	ts, err := features.NewIDTables(exactSpec(t, exact))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b features.Batch
+	return ts, func(keys ...uint64) []int32 {
+		keyBatch(&b, keys)
+		if _, err := ts.Admit(&b); err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(b.Sparse[0].IDs)
+	}
+}
+
+// TestIDTableLFUAdmitsByFrequency: a full lfu table does not give the
+// row of a frequent id to ids seen less often (TinyLFU), gives the least
+// frequent id's row to an id used more often, one row at a time, and
+// lets an id that stopped being used leave once the halvings have aged
+// its count away.
+func TestIDTableLFUAdmitsByFrequency(t *testing.T) {
+	// capacity 4, 1 shared row: model rows 2..5 are own rows; a halving
+	// every 40 examples.
+	ts, admit := lfuTable(t, "{capacity: 4, shared: 1, evict: lfu}")
+	own := func(rows []int32) int {
+		n := 0
+		for _, r := range rows {
+			if r >= 2 {
+				n++
+			}
+		}
+		return n
+	}
+	// Ids 1..4 fill the table with counts 3, 3, 3 and 2.
+	admit(1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3)
+	if st := ts.Stats()[0]; st.Rows != 4 || st.Admissions != 4 {
+		t.Fatalf("stats %s, want 4 ids admitted", st)
+	}
+	// One-off ids (count 1) never push them out.
+	for k := uint64(100); k < 120; k++ {
+		if got := admit(k); got[0] != 1 {
+			t.Fatalf("one-off id %d got row %d, want the shared row 1", k, got[0])
+		}
+	}
+	if st := ts.Stats()[0]; st.Evictions != 0 || st.Rejected != 20 {
+		t.Fatalf("stats %s, want no eviction and 20 refusals", st)
+	}
+	// Id 50 seen 3 times: still not more frequent than id 4 (count 2):
+	// its third use is; it takes id 4's row, and only that one.
+	row4 := ts.Table(0).Row(4)
+	got := admit(50, 50, 50)
+	if want := []int32{1, 1, row4}; !slices.Equal(got, want) {
+		t.Fatalf("id 50's uses got rows %v, want %v (the third takes id 4's row)", got, want)
+	}
+	if st := ts.Stats()[0]; st.Evictions != 1 || st.Rows != 4 {
+		t.Fatalf("stats %s, want 1 eviction", st)
+	}
+	if got := admit(1, 2, 3, 50); own(got) != 4 {
+		t.Fatalf("rows %v: ids 1, 2, 3 and 50 should keep their rows", got)
+	}
+	// Ids 1..3 stop being used; ids 60..63 are used once per 16-example
+	// batch, with 12 one-off ids. The halvings (every 40 examples) age
+	// 1..3 to count 0, and then the ids used in every batch take their
+	// rows.
+	var last []int32
+	for i := range uint64(20) {
+		keys := []uint64{60, 61, 62, 63}
+		for j := range uint64(12) {
+			keys = append(keys, 1000+12*i+j) // one-offs
+		}
+		last = admit(keys...)
+	}
+	if own(last[:4]) != 4 {
+		t.Fatalf("rows %v: the ids used in every batch should have rows of their own", last[:4])
+	}
+	if got := admit(1, 2, 3); own(got) != 0 {
+		t.Fatalf("ids 1..3, unused for 320 examples, still have rows %v", got)
+	}
+}
+
+// TestIDTableLFUStateVersions: an lfu table's state carries its sketch
+// and victim (format version 2) and restores exactly; a version 1 state
+// (none of them) restores with an empty sketch; damaged lfu vectors are
+// refused.
+func TestIDTableLFUStateVersions(t *testing.T) {
+	ts, admit := lfuTable(t, "{capacity: 4, shared: 1, evict: lfu}")
+	admit(1, 2, 3, 4, 1, 2, 5, 5, 6)
+	st := ts.State()
+	if v := st.I64["format_version"]; !slices.Equal(v, []int64{2}) {
+		t.Fatalf("format_version %v, want [2]", v)
+	}
+	if len(st.U64["id.sketch"]) != 4*64/8 || len(st.I64["id.lfu"]) != 4 {
+		t.Fatalf("sketch %d words, lfu %v", len(st.U64["id.sketch"]), st.I64["id.lfu"])
+	}
+	b, _ := features.NewIDTables(exactSpec(t, "{capacity: 4, shared: 1, evict: lfu}"))
+	if err := b.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(b.State(), st) {
+		t.Fatal("restored state differs")
+	}
+	// Version 1: no sketch, victim or version.
+	v1 := features.IDState{U64: maps.Clone(st.U64), I64: maps.Clone(st.I64)}
+	delete(v1.U64, "id.sketch")
+	delete(v1.I64, "id.lfu")
+	delete(v1.I64, "format_version")
+	if err := b.SetState(v1); err != nil {
+		t.Fatalf("version 1 state: %v", err)
+	}
+	got := b.State()
+	if w := got.U64["id.sketch"]; !slices.Equal(w, make([]uint64, len(w))) {
+		t.Errorf("a version 1 state left the sketch %v, want zeros", w)
+	}
+	if l := got.I64["id.lfu"]; !slices.Equal(l, []int64{st.I64["id.state"][0], 0, 0, 0}) {
+		t.Errorf("a version 1 state left lfu %v, want [clock 0 0 0]", l)
+	}
+	for name, corrupt := range map[string]func(s *features.IDState){
+		"version 3":         func(s *features.IDState) { s.I64["format_version"] = []int64{3} },
+		"no sketch":         func(s *features.IDState) { delete(s.U64, "id.sketch") },
+		"short sketch":      func(s *features.IDState) { s.U64["id.sketch"] = s.U64["id.sketch"][1:] },
+		"short lfu":         func(s *features.IDState) { s.I64["id.lfu"] = s.I64["id.lfu"][:3] },
+		"hand out of range": func(s *features.IDState) { s.I64["id.lfu"] = []int64{0, 4, 0, 0} },
+		"victim too high":   func(s *features.IDState) { s.I64["id.lfu"] = []int64{0, 0, 9, 0} },
+		"age after clock":   func(s *features.IDState) { s.I64["id.lfu"] = []int64{1 << 40, 0, 0, 0} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := features.IDState{U64: maps.Clone(st.U64), I64: maps.Clone(st.I64)}
+			corrupt(&c)
+			before := b.State()
+			if err := b.SetState(c); !errors.Is(err, features.ErrStats) {
+				t.Fatalf("SetState = %v, want an ErrStats error", err)
+			}
+			if !reflect.DeepEqual(b.State(), before) {
+				t.Fatal("a refused state changed the table")
+			}
+		})
+	}
+	// The lru tables of the same data have none of it.
+	lru, admitLRU := lfuTable(t, "{capacity: 4, shared: 1, evict: lru}")
+	admitLRU(1, 2, 3)
+	if s := lru.State(); s.U64["id.sketch"] != nil || s.I64["format_version"] != nil {
+		t.Error("an lru table writes lfu vectors")
 	}
 }

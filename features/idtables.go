@@ -127,6 +127,9 @@ func (ts *IDTables) Admit(b *Batch) ([]RowReset, error) {
 		if t.cfg.TTL > 0 && now-t.lastSweep >= max(1, t.cfg.TTL/4) {
 			t.sweep(now)
 		}
+		if t.cfg.Evict == EvictLFU && now-t.lfu.lastAge >= t.agePeriod() {
+			t.age(now)
+		}
 		resets = t.admitColumn(col.IDs[lo:hi], col.Keys[lo:hi], now, resets)
 		t.clock = now
 	}
@@ -164,7 +167,14 @@ const (
 	idWaitingCounts = ".waiting_counts" // I64
 	idWaitingLast   = ".waiting_last"   // I64
 	idScalars       = ".state"          // I64: the scalars, in idScalar order
+	idSketch        = ".sketch"         // U64: evict lfu: the sketch's counters, 8 a word
+	idLFU           = ".lfu"            // I64: evict lfu: last halving, hand, victim, its count
 )
+
+// idFormatVersion names the I64 vector holding ids.bin's format version,
+// [2], present when a table has evict lfu; a file without it is version 1
+// (docs/formats.md).
+const idFormatVersion = "format_version"
 
 // The scalars of a table, in the order of its ".state" vector.
 const (
@@ -247,6 +257,18 @@ func (ts *IDTables) State() IDState {
 		st.I64[n+idRows], st.I64[n+idCounts], st.I64[n+idLast] = rows, counts, last
 		st.I64[n+idFree], st.I64[n+idWaitingCounts], st.I64[n+idWaitingLast] = free, wc, wl
 		st.I64[n+idScalars] = sc
+		if t.cfg.Evict == EvictLFU {
+			l := &t.lfu
+			words := make([]uint64, len(l.sketch)/8)
+			for i := range words {
+				for b := range 8 {
+					words[i] |= uint64(l.sketch[8*i+b]) << (8 * b)
+				}
+			}
+			st.U64[n+idSketch] = words
+			st.I64[n+idLFU] = []int64{l.lastAge, int64(l.hand), int64(l.victim), int64(l.victimCount)}
+			st.I64[idFormatVersion] = []int64{2}
+		}
 	}
 	return st
 }
@@ -284,6 +306,9 @@ func (ts *IDTables) Shrunk() (*IDTables, error) {
 // anything changes; an error names the field and wraps ErrStats. Vectors
 // of other fields are an error too.
 func (ts *IDTables) SetState(st IDState) error {
+	if v, ok := st.I64[idFormatVersion]; ok && (len(v) != 1 || v[0] != 2) {
+		return errorf(ErrStats, "features: exact tables: format version %v, want [2] (or none for version 1)", v)
+	}
 	known := map[string]bool{}
 	built := make([]*IDTable, ts.Len())
 	for i, t := range ts.tables {
@@ -294,6 +319,10 @@ func (ts *IDTables) SetState(st IDState) error {
 		built[i] = nt
 		for _, s := range []string{idKeys, idWaitingKeys, idRows, idCounts, idLast, idFree, idWaitingCounts, idWaitingLast, idScalars} {
 			known[t.name+s] = true
+		}
+		if t.cfg.Evict == EvictLFU {
+			known[t.name+idSketch], known[t.name+idLFU] = true, true
+			known[idFormatVersion] = true
 		}
 	}
 	for name := range st.U64 {
@@ -320,6 +349,7 @@ func (t *IDTable) take(nt *IDTable) {
 	t.admissions, t.evictions, t.expired = nt.admissions, nt.evictions, nt.expired
 	t.rejected, t.forgotten = nt.rejected, nt.forgotten
 	t.truncated.Store(nt.truncated.Load())
+	t.lfu = nt.lfu
 }
 
 // fromState builds a table of t's field from st, checking everything.
@@ -449,5 +479,49 @@ func (t *IDTable) fromState(st IDState) (*IDTable, error) {
 		}
 		nt.wait.insert(waitSlot{key: k, last: wl[i], count: uint32(wc[i])})
 	}
+	if cfg.Evict == EvictLFU {
+		if err := nt.lfuFromState(st, keys, rows); err != nil {
+			return nil, err
+		}
+	}
 	return nt, nil
+}
+
+// lfuFromState fills the LFU state of nt (made by fromState, its map
+// filled) from st. A version 1 file has none: the table continues with an
+// empty sketch, its counts as saved.
+func (nt *IDTable) lfuFromState(st IDState, keys []uint64, rows []int64) error {
+	n := nt.name
+	bad := func(format string, args ...any) error {
+		return errorf(ErrStats, "features: exact table %q: %s", n, fmt.Sprintf(format, args...))
+	}
+	l := &nt.lfu
+	for i, k := range keys {
+		l.keyOf[rows[i]] = k
+	}
+	words, okS := st.U64[n+idSketch]
+	sc, okL := st.I64[n+idLFU]
+	_, v2 := st.I64[idFormatVersion]
+	if !v2 && !okS && !okL {
+		l.lastAge = nt.clock
+		return nil
+	}
+	if !v2 || !okS || !okL {
+		return bad("want the vectors %q and %q with format version 2", n+idSketch, n+idLFU)
+	}
+	if len(words)*8 != len(l.sketch) || len(sc) != 4 {
+		return bad("sketch of %d words and %d lfu values, want %d and 4", len(words), len(sc), len(l.sketch)/8)
+	}
+	lastAge, hand, victim, vc := sc[0], sc[1], sc[2], sc[3]
+	if lastAge < 0 || lastAge > nt.clock || hand < 0 || hand >= int64(nt.cfg.Capacity) ||
+		victim < 0 || victim > int64(nt.next) || vc < 0 || vc > 1<<32-1 {
+		return bad("lfu state %v out of range", sc)
+	}
+	for i, w := range words {
+		for b := range 8 {
+			l.sketch[8*i+b] = uint8(w >> (8 * b))
+		}
+	}
+	l.lastAge, l.hand, l.victim, l.victimCount = lastAge, int32(hand), int32(victim), uint32(vc)
+	return nil
 }

@@ -66,8 +66,16 @@ func idBatch(ids *features.IDTables, keys []uint64, w float32) *features.Batch {
 // for both embedding optimizers.
 func TestTrainerResetsReusedRows(t *testing.T) {
 	for _, opt := range []string{mtl.EmbeddingAdagrad, mtl.EmbeddingAdam} {
-		t.Run(opt, func(t *testing.T) {
-			ids, m, tr := exactTrainer(t, "{capacity: 2, shared: 3, evict: lru}", opt)
+		for _, evict := range []string{"lru", "lfu"} {
+			t.Run(opt+"/"+evict, func(t *testing.T) { testTrainerResetsReusedRows(t, opt, evict) })
+		}
+	}
+}
+
+func testTrainerResetsReusedRows(t *testing.T, opt, evict string) {
+	{
+		{
+			ids, m, tr := exactTrainer(t, "{capacity: 2, shared: 3, evict: "+evict+"}", opt)
 			const a, b, c = 101, 202, 303
 			// Train a and b into rows 4 and 5 (after null and 3 shared rows).
 			for range 5 {
@@ -90,15 +98,25 @@ func TestTrainerResetsReusedRows(t *testing.T) {
 			}
 			stateB := stateOf(st, 5)
 			sharedC := row(ids.Table(0).SharedRow(c))
-			// c evicts a (the least recently used, lowest row) and takes
-			// row 4; weights 0 make the step's update zero, so what is left
-			// is the reset.
-			batch := idBatch(ids, []uint64{c, c}, 0)
+			// c evicts a (the least recently used, lowest row; with lfu
+			// also the least frequently used, once c is used more often
+			// than a) and takes row 4; weights 0 make the step's update
+			// zero, so what is left is the reset.
+			keys, want := []uint64{c, c}, []int32{4, 4}
+			if evict == "lfu" {
+				// a and b had count 8 when the 5th batch (clock 20) halved
+				// it, then 6: c's 7th use in the batch takes a's row.
+				keys, want = slices.Repeat([]uint64{c}, 8), []int32{0, 0, 0, 0, 0, 0, 4, 4}
+				for i := range 6 {
+					want[i] = ids.Table(0).SharedRow(c)
+				}
+			}
+			batch := idBatch(ids, keys, 0)
 			if _, err := tr.Step(batch); err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(batch.Sparse[0].IDs, []int32{4, 4}) {
-				t.Fatalf("batch ids %v, want c's row 4", batch.Sparse[0].IDs)
+			if !slices.Equal(batch.Sparse[0].IDs, want) {
+				t.Fatalf("batch ids %v, want %v", batch.Sparse[0].IDs, want)
 			}
 			if got := row(4); !slices.Equal(got, sharedC) {
 				t.Errorf("reused row 4 = %v, want c's shared row %v", got, sharedC)
@@ -118,7 +136,7 @@ func TestTrainerResetsReusedRows(t *testing.T) {
 			if s := ids.Stats()[0]; s.Evictions != 1 || s.Admissions != 3 || s.Rows != 2 {
 				t.Errorf("stats %+v", s)
 			}
-		})
+		}
 	}
 }
 
