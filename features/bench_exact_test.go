@@ -55,7 +55,7 @@ func idRecordOf(n, distinct int, zipf, str bool, seed uint64, all bool) arrow.Re
 // BenchmarkTransformIDs measures the transform of one id column on one
 // core, in ids per second: hash buckets against an exact table of the
 // same number of rows holding every id (admitted before the timing), over
-// 100,000 or a million distinct ids (a map of 2.1 or 21 MB), Zipf-
+// 100,000 or a million distinct ids (a map of 3.2 or 32 MB), Zipf-
 // distributed or uniform, int64 or string.
 // The exact lookup hashes the id as hash mode does, then probes the map.
 func BenchmarkTransformIDs(b *testing.B) {

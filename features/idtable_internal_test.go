@@ -6,9 +6,10 @@ import (
 )
 
 // TestIDMapAgainstGoMap inserts and removes random keys in a small map
-// (so that probes wrap around its end) and checks every lookup against a
-// Go map, and the Robin Hood invariant after every change: along a
-// cluster, no entry is closer to its home than its predecessor minus one.
+// (so that probes wrap around its end) and checks every lookup, one by
+// one and batched (rowsTo), against a Go map, and the Robin Hood
+// invariant after every change: along a cluster, no entry is closer to
+// its home than its predecessor minus one.
 func TestIDMapAgainstGoMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := range 20 {
@@ -51,6 +52,25 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 				}
 				if _, ok := tab.wait.find(q); ok != wantWait[q] {
 					t.Fatalf("round %d op %d: waiting find(%x) = %v", round, op, q, ok)
+				}
+			}
+			// rowsTo, in groups with prefetches, gives every non-null key
+			// its Row and leaves nulls alone.
+			ids := make([]int32, len(keys))
+			for i := range ids {
+				ids[i] = int32(min(1, i%5))
+			}
+			tab.rowsTo(ids, keys)
+			for i, q := range keys {
+				exp := 1 + int32(q%tab.shared)
+				if r, in := want[q]; in {
+					exp = tab.base + r
+				}
+				if i%5 == 0 {
+					exp = 0
+				}
+				if ids[i] != exp {
+					t.Fatalf("round %d op %d: rowsTo gave key %d row %d, want %d", round, op, i, ids[i], exp)
 				}
 			}
 			checkRobinHood(t, tab.n, func(j uint64) (uint64, bool) { return tab.slots[j].key, tab.slots[j].ref != 0 })

@@ -13,13 +13,13 @@
 #
 # Equal memory: a hash field of B buckets has B+1 embedding rows; an
 # exact field of capacity C has 1 + shared + C rows (shared = C/100) plus
-# its map, features.Exact.MapBytes (with evict lfu, at 4/3 slots a row:
-# about 46 bytes a row; more with admit_after > 1, here with a waiting
+# its map, features.Exact.MapBytes (with evict lfu, at 2 slots a row:
+# about 57 bytes a row; more with admit_after > 1, here with a waiting
 # set of C/2 ids). With the spec's embedding_dim 32 and row-wise Adagrad
 # a row is 132 bytes (128 of weights, 4 of accumulator). C is the
 # largest capacity whose rows and map fit in the B+1 rows of the hash
 # field (scripts/exactcap computes it from MapBytes): 50,000 user
-# buckets give capacity 36,288 with admit_after 1 and evict lfu.
+# buckets give capacity 34,199 with admit_after 1 and evict lfu.
 # Takes about 40 minutes for 5 seeds on a loaded 2-core machine.
 #
 # Environment: SEEDS (default "1 2 3 4 5"), ROWS (default 1300000),
