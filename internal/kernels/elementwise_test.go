@@ -280,3 +280,46 @@ func TestElementwiseNoAllocs(t *testing.T) {
 		t.Errorf("elementwise kernels allocate %v times, want 0", n)
 	}
 }
+
+// TestCopyPanel checks the panel copy of the packing routines against a
+// plain loop, on the panel widths of every kernel and partial edges: the
+// columns past w zeroed, nothing past the last row's w columns read (the
+// source ends there) or past the last row's pad columns written.
+func TestCopyPanel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, pad := range []int{1, 6, 8, 14, 16, 17, 31, 32, 40} {
+		for _, w := range []int{1, pad / 2, pad - 1, pad} {
+			if w < 1 {
+				continue
+			}
+			for _, rows := range []int{1, 2, 7} {
+				lds := w + rng.IntN(5)
+				src := make([]float32, (rows-1)*lds+w)
+				for i := range src {
+					src[i] = rng.Float32()
+				}
+				dst := make([]float32, rows*pad+3)
+				for i := range dst {
+					dst[i] = sentinel
+				}
+				copyPanel(dst, pad, src, lds, w, rows)
+				for r := range rows {
+					for j := range pad {
+						want := float32(0)
+						if j < w {
+							want = src[r*lds+j]
+						}
+						if got := dst[r*pad+j]; got != want {
+							t.Fatalf("pad %d w %d rows %d: dst[%d][%d] = %v, want %v", pad, w, rows, r, j, got, want)
+						}
+					}
+				}
+				for i := rows * pad; i < len(dst); i++ {
+					if dst[i] != sentinel {
+						t.Fatalf("pad %d w %d rows %d: wrote dst[%d] past the panel", pad, w, rows, i)
+					}
+				}
+			}
+		}
+	}
+}

@@ -404,12 +404,7 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 		d := dst[s*kb : s*kb+mr*kb]
 		if trans {
 			// op(A)(i, p) = a[p*lda+i]: rows of the panel are contiguous.
-			for p := 0; p < kb; p++ {
-				src := a[(p0+p)*lda+i0+s : (p0+p)*lda+i0+s+rs]
-				dp := d[p*mr : p*mr+mr]
-				copy(dp, src)
-				clear(dp[rs:])
-			}
+			copyPanel(d, mr, a[p0*lda+i0+s:], lda, rs, kb)
 			continue
 		}
 		// op(A)(i, p) = a[i*lda+p]: a transpose of a rs x kb block.
@@ -448,6 +443,15 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 	}
 }
 
+// copyPanelGo is copyPanel without assembly.
+func copyPanelGo(dst []float32, pad int, src []float32, lds, w, rows int) {
+	for r := 0; r < rows; r++ {
+		d := dst[r*pad : r*pad+pad]
+		copy(d, src[r*lds:r*lds+w])
+		clear(d[w:])
+	}
+}
+
 // packA8 writes rows i..i+8 of an A micro-panel (src: those rows, stride
 // lda, kb columns) into the panel d of mr rows.
 func packA8(d []float32, mr int, src []float32, lda, kb, i int) {
@@ -468,12 +472,7 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kb, nb, nr int) 
 		d := dst[s*kb : s*kb+nr*kb]
 		if !trans {
 			// op(B)(p, j) = b[p*ldb+j]: rows of the panel are contiguous.
-			for p := 0; p < kb; p++ {
-				src := b[(p0+p)*ldb+j0+s : (p0+p)*ldb+j0+s+cs]
-				dp := d[p*nr : p*nr+nr]
-				copy(dp, src)
-				clear(dp[cs:])
-			}
+			copyPanel(d, nr, b[p0*ldb+j0+s:], ldb, cs, kb)
 			continue
 		}
 		// op(B)(p, j) = b[j*ldb+p]: a transpose of a cs x kb block.

@@ -291,3 +291,80 @@ mix8store:
 mixdone:
 	VZEROUPPER
 	RET
+
+// func copyPanelAVX512(dst *float32, pad int, src *float32, lds int, w, rows int)
+// For r < rows: dst[r*pad+j] = src[r*lds+j] for j < w, and 0 for
+// w <= j < pad (w <= pad <= 32). The loads are masked to the w columns
+// (no byte past them is read) and the stores to the pad columns.
+TEXT ·copyPanelAVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ pad+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), BX
+	MOVQ w+32(FP), R8
+	MOVQ rows+40(FP), R9
+	SHLQ $2, DX
+	SHLQ $2, BX
+	// K1, K2: the loads' lanes (w); K3, K4: the stores' (pad). Each is
+	// (1 << n) - 1 for the n of its half, n in [0, 16].
+	MOVQ    R8, CX
+	CMPQ    CX, $16
+	JLE     cpw1
+	MOVQ    $16, CX
+cpw1:
+	MOVL    $1, AX
+	SHLL    CX, AX
+	DECL    AX
+	KMOVW   AX, K1
+	MOVQ    R8, CX
+	SUBQ    $16, CX
+	JGE     cpw2
+	XORQ    CX, CX
+cpw2:
+	MOVL    $1, AX
+	SHLL    CX, AX
+	DECL    AX
+	KMOVW   AX, K2
+	MOVQ    pad+8(FP), R8
+	MOVQ    R8, CX
+	CMPQ    CX, $16
+	JLE     cpp1
+	MOVQ    $16, CX
+cpp1:
+	MOVL    $1, AX
+	SHLL    CX, AX
+	DECL    AX
+	KMOVW   AX, K3
+	MOVQ    R8, CX
+	SUBQ    $16, CX
+	JGE     cpp2
+	XORQ    CX, CX
+cpp2:
+	MOVL    $1, AX
+	SHLL    CX, AX
+	DECL    AX
+	KMOVW   AX, K4
+	TESTQ   R9, R9
+	JZ      cpdone
+	CMPQ    R8, $16
+	JG      cpwide
+cploop16:
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS   Z0, K3, (DI)
+	ADDQ      BX, SI
+	ADDQ      DX, DI
+	DECQ      R9
+	JNZ       cploop16
+	JMP       cpdone
+cpwide:
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS.Z 64(SI), K2, Z1
+	VMOVUPS   Z0, K3, (DI)
+	VMOVUPS   Z1, K4, 64(DI)
+	ADDQ      BX, SI
+	ADDQ      DX, DI
+	DECQ      R9
+	JNZ       cpwide
+cpdone:
+	VZEROUPPER
+	RET

@@ -17,3 +17,7 @@ const hasTranspose8 = false
 func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 0 }
 
 func mixRow(dst, w []float32, xs [][]float32, ptrs []unsafe.Pointer) { mixRowGo(dst, 0, w, xs) }
+
+func copyPanel(dst []float32, pad int, src []float32, lds, w, rows int) {
+	copyPanelGo(dst, pad, src, lds, w, rows)
+}
