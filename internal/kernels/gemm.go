@@ -141,7 +141,7 @@ func getWorkspace(mk *microKernel) *workspace {
 	kw := mk.words(mk.kc)
 	ws := &workspace{
 		a:   make([]float32, mk.mc*kw),
-		b:   make([]float32, kw*roundUp(mk.nc, mk.nr)),
+		b:   make([]float32, kw*roundUp(ncMax(mk), mk.nr)),
 		tmp: make([]float32, mk.mr*mk.nr),
 	}
 	if mk.bf16 {
@@ -304,6 +304,14 @@ func kBlock(mk *microKernel, k int) int {
 	return min(roundUp((k+blocks-1)/blocks, 8), mk.kc)
 }
 
+// ncMax is the widest n block gemmBlocked packs: mk.nc, or up to an
+// eighth more for a product that would otherwise leave a thin second block
+// (the std first layer's 2064 columns against nc 2048), which would pack
+// all of A again for a few columns and compute them in padded edge tiles.
+// The blocks change no value: each element's arithmetic does not depend
+// on them.
+func ncMax(mk *microKernel) int { return mk.nc + mk.nc/8 }
+
 // scaleC sets C = beta*C, overwriting with zeros when beta == 0.
 func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	if beta == 1 {
@@ -328,6 +336,9 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
 	kc, nc := kBlock(mk, k), mk.nc
+	if n > nc && n <= ncMax(mk) {
+		nc = n // one block rather than a sliver: A is packed once
+	}
 	if pb != nil {
 		kc, nc = pb.kc, pb.nc
 	}
