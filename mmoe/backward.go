@@ -30,7 +30,7 @@ type Grads struct {
 	dx    []float32 // [maxRows, embWidth]: gradient of the embedding columns of x
 	lv    []levelGrad
 	dtw   [][][]float32 // per task, per tower layer: gradient of its output
-	slots [][]int32     // per field, per table row: index in Sparse[f].Rows, or -1
+	index rowIndex      // scatter's and AddFrom's: a field's rows to their index in Sparse[f].Rows
 	s     []float32     // per-row scratch, maxCands
 	ait   *aitGrad      // AIT's scratch (ait.go), or nil
 }
@@ -42,8 +42,7 @@ type levelGrad struct {
 }
 
 // NewGrads allocates gradients and backward scratch for batches of up to
-// maxRows rows (at least 1). Its per-field dedupe tables take 4 bytes per
-// embedding row.
+// maxRows rows (at least 1).
 func (m *Model) NewGrads(maxRows int) *Grads {
 	maxRows = max(maxRows, 1)
 	buf := func(w int) []float32 { return make([]float32, maxRows*w) }
@@ -62,11 +61,7 @@ func (m *Model) NewGrads(maxRows int) *Grads {
 		}
 		c = min(c, f.Cardinality)
 		g.Sparse = append(g.Sparse, SparseGrad{Rows: make([]int32, 0, c), Grad: make([]float32, 0, c*m.dim)})
-		slots := make([]int32, f.Cardinality)
-		for i := range slots {
-			slots[i] = -1
-		}
-		g.slots = append(g.slots, slots)
+		g.index.reset(2 * c) // AddFrom's union of two workers' rows
 	}
 	for li := range m.levels {
 		lv := &m.levels[li]
@@ -262,9 +257,13 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 	D, ld, rows := m.dim, m.embWidth, b.Rows
 	for f, fld := range m.layout.Sparse {
 		sg := &g.Sparse[f]
-		slots := g.slots[f]
 		sg.Rows, sg.Grad = sg.Rows[:0], sg.Grad[:0]
 		col := &b.Sparse[f]
+		if col.Offsets == nil {
+			g.index.reset(rows)
+		} else {
+			g.index.reset(int(col.Offsets[rows] - col.Offsets[0]))
+		}
 		for r := 0; r < rows; r++ {
 			src := g.dx[r*ld+f*D : r*ld+f*D+D]
 			var ids []int32
@@ -278,10 +277,8 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 				}
 			}
 			for _, id := range ids {
-				s := slots[id]
-				if s < 0 {
-					s = int32(len(sg.Rows))
-					slots[id] = s
+				s, added := g.index.find(id, int32(len(sg.Rows)))
+				if added {
 					sg.Rows = append(sg.Rows, id)
 					n := len(sg.Grad)
 					sg.Grad = slices.Grow(sg.Grad, D)[:n+D]
@@ -290,9 +287,6 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 				o := int(s) * D
 				axpy(sg.Grad[o:o+D], scale, src)
 			}
-		}
-		for _, id := range sg.Rows {
-			slots[id] = -1
 		}
 	}
 }
@@ -315,23 +309,18 @@ func (g *Grads) AddFrom(o *Grads) error {
 	D := g.m.dim
 	for f := range g.Sparse {
 		sg, so := &g.Sparse[f], &o.Sparse[f]
-		slots := g.slots[f]
+		g.index.reset(len(sg.Rows) + len(so.Rows))
 		for i, id := range sg.Rows {
-			slots[id] = int32(i)
+			g.index.find(id, int32(i))
 		}
 		for i, id := range so.Rows {
-			s := slots[id]
-			if s < 0 {
-				s = int32(len(sg.Rows))
-				slots[id] = s
+			s, added := g.index.find(id, int32(len(sg.Rows)))
+			if added {
 				sg.Rows = append(sg.Rows, id)
 				sg.Grad = append(sg.Grad, so.Grad[i*D:i*D+D]...)
 				continue
 			}
 			axpy(sg.Grad[int(s)*D:int(s)*D+D], 1, so.Grad[i*D:i*D+D])
-		}
-		for _, id := range sg.Rows {
-			slots[id] = -1
 		}
 	}
 	return nil
