@@ -294,6 +294,10 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 	ws.rows = rows
 }
 
+// gatherAhead is how many rows ahead of its copies gather prefetches
+// embedding rows.
+const gatherAhead = 32
+
 // gather writes the embedding lookups and the dense block into x.
 func (m *Model) gather(x []float32, b *features.Batch) {
 	D, W, rows := m.dim, m.inWidth, b.Rows
@@ -301,9 +305,20 @@ func (m *Model) gather(x []float32, b *features.Batch) {
 		tbl := m.emb[f]
 		col := &b.Sparse[f]
 		if col.Offsets == nil {
-			for r, id := range col.IDs[:rows] {
-				o := int(id) * D
-				copy(x[r*W+f*D:r*W+f*D+D], tbl[o:o+D])
+			// The rows are scattered over a table far larger than the
+			// caches: prefetched a stretch ahead, their loads overlap.
+			ids := col.IDs[:rows]
+			for lo := 0; lo < rows; lo += gatherAhead {
+				if lo == 0 {
+					kernels.PrefetchRows(tbl, D, ids[:min(gatherAhead, rows)])
+				}
+				if next := lo + gatherAhead; next < rows {
+					kernels.PrefetchRows(tbl, D, ids[next:min(next+gatherAhead, rows)])
+				}
+				for r := lo; r < min(lo+gatherAhead, rows); r++ {
+					o := int(ids[r]) * D
+					copy(x[r*W+f*D:r*W+f*D+D], tbl[o:o+D])
+				}
 			}
 			continue
 		}
