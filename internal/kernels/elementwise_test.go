@@ -281,42 +281,44 @@ func TestElementwiseNoAllocs(t *testing.T) {
 	}
 }
 
-// TestCopyPanel checks the panel copy of the packing routines against a
-// plain loop, on the panel widths of every kernel and partial edges: the
-// columns past w zeroed, nothing past the last row's w columns read (the
-// source ends there) or past the last row's pad columns written.
-func TestCopyPanel(t *testing.T) {
+// TestPackPanels checks the panel packing of packA and packB against a
+// plain loop, on the panel widths of every kernel, one or several panels
+// and partial last panels: the columns past w zeroed, nothing past the
+// last row's w columns read (the source ends there) or past the panels
+// written.
+func TestPackPanels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, pad := range []int{1, 6, 8, 14, 16, 17, 31, 32, 40} {
-		for _, w := range []int{1, pad / 2, pad - 1, pad} {
+		for _, w := range []int{1, pad / 2, pad - 1, pad, pad + 1, 3*pad - 2, 4 * pad} {
 			if w < 1 {
 				continue
 			}
-			for _, rows := range []int{1, 2, 7} {
+			for _, rows := range []int{1, 2, 7, 20} {
 				lds := w + rng.IntN(5)
 				src := make([]float32, (rows-1)*lds+w)
 				for i := range src {
 					src[i] = rng.Float32()
 				}
-				dst := make([]float32, rows*pad+3)
+				panels := (w + pad - 1) / pad
+				dst := make([]float32, panels*pad*rows+3)
 				for i := range dst {
 					dst[i] = sentinel
 				}
-				copyPanel(dst, pad, src, lds, w, rows)
+				packPanels(dst, pad, rows, src, lds, w, rows)
 				for r := range rows {
-					for j := range pad {
+					for j := range panels * pad {
 						want := float32(0)
 						if j < w {
 							want = src[r*lds+j]
 						}
-						if got := dst[r*pad+j]; got != want {
-							t.Fatalf("pad %d w %d rows %d: dst[%d][%d] = %v, want %v", pad, w, rows, r, j, got, want)
+						if got := dst[(j/pad)*pad*rows+r*pad+j%pad]; got != want {
+							t.Fatalf("pad %d w %d rows %d: element (%d, %d) = %v, want %v", pad, w, rows, r, j, got, want)
 						}
 					}
 				}
-				for i := rows * pad; i < len(dst); i++ {
+				for i := panels * pad * rows; i < len(dst); i++ {
 					if dst[i] != sentinel {
-						t.Fatalf("pad %d w %d rows %d: wrote dst[%d] past the panel", pad, w, rows, i)
+						t.Fatalf("pad %d w %d rows %d: wrote dst[%d] past the panels", pad, w, rows, i)
 					}
 				}
 			}

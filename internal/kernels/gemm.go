@@ -410,14 +410,14 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 // micro-panels of mr rows: panel s holds element (s*mr+i, p) at
 // dst[s*mr*kb + p*mr + i]. Rows past mb are zero.
 func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) {
+	if trans {
+		// op(A)(i, p) = a[p*lda+i]: rows of the panels are contiguous.
+		packPanels(dst, mr, kb, a[p0*lda+i0:], lda, mb, kb)
+		return
+	}
 	for s := 0; s < mb; s += mr {
 		rs := min(mr, mb-s)
 		d := dst[s*kb : s*kb+mr*kb]
-		if trans {
-			// op(A)(i, p) = a[p*lda+i]: rows of the panel are contiguous.
-			copyPanel(d, mr, a[p0*lda+i0+s:], lda, rs, kb)
-			continue
-		}
 		// op(A)(i, p) = a[i*lda+p]: a transpose of a rs x kb block.
 		i := 0
 		for ; i+8 <= rs; i += 8 {
@@ -454,12 +454,16 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mb, kb, mr int) 
 	}
 }
 
-// copyPanelGo is copyPanel without assembly.
-func copyPanelGo(dst []float32, pad int, src []float32, lds, w, rows int) {
-	for r := 0; r < rows; r++ {
-		d := dst[r*pad : r*pad+pad]
-		copy(d, src[r*lds:r*lds+w])
-		clear(d[w:])
+// packPanelsGo is packPanels without assembly.
+func packPanelsGo(dst []float32, pad, kb int, src []float32, lds, w, rows int) {
+	for s := 0; s < w; s += pad {
+		cs := min(pad, w-s)
+		d := dst[s*kb:]
+		for r := 0; r < rows; r++ {
+			dr := d[r*pad : r*pad+pad]
+			copy(dr, src[r*lds+s:r*lds+s+cs])
+			clear(dr[cs:])
+		}
 	}
 }
 
@@ -478,14 +482,14 @@ func packA8(d []float32, mr int, src []float32, lda, kb, i int) {
 // micro-panels of nr columns: panel s holds element (p, s*nr+j) at
 // dst[s*nr*kb + p*nr + j]. Columns past nb are zero.
 func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kb, nb, nr int) {
+	if !trans {
+		// op(B)(p, j) = b[p*ldb+j]: rows of the panels are contiguous.
+		packPanels(dst, nr, kb, b[p0*ldb+j0:], ldb, nb, kb)
+		return
+	}
 	for s := 0; s < nb; s += nr {
 		cs := min(nr, nb-s)
 		d := dst[s*kb : s*kb+nr*kb]
-		if !trans {
-			// op(B)(p, j) = b[p*ldb+j]: rows of the panel are contiguous.
-			copyPanel(d, nr, b[p0*ldb+j0+s:], ldb, cs, kb)
-			continue
-		}
 		// op(B)(p, j) = b[j*ldb+p]: a transpose of a cs x kb block.
 		j := 0
 		for ; j+8 <= cs; j += 8 {

@@ -109,22 +109,27 @@ func transpose8(dst []float32, ldd int, src []float32, lds, k int) int {
 }
 
 //go:noescape
-func copyPanelAVX512(dst *float32, pad int, src *float32, lds int, w, rows int)
+func packPanelsAVX512(dst *float32, pad, kb int, src *float32, lds, full, lastW, rows int)
 
-// copyPanel sets, for r < rows, dst[r*pad : r*pad+w] to src[r*lds :
-// r*lds+w] and zeroes dst[r*pad+w : r*pad+pad]: rows of a matrix copied
-// into a packed panel (packA of a transposed A, packB of a B as stored).
-// It is one masked load and store per 16 columns on AVX-512, where the
-// copy's own call used to cost more than the copy.
-func copyPanel(dst []float32, pad int, src []float32, lds, w, rows int) {
-	if rows <= 0 {
+// packPanels packs rows rows of w columns of a matrix (src, row stride
+// lds) into panels of pad columns, each panel kb rows deep: element (r, j)
+// goes to dst[(j/pad)*pad*kb + r*pad + j%pad], and the last panel's
+// columns past w are zeroed. It is packA for a transposed A and packB
+// for a B as stored. On AVX-512 a panel row is one masked load and store
+// per 16 columns, and the source is read row by row across the panels
+// with the rows ahead prefetched: a call to copy() per panel row cost
+// more than the copy, and reading a narrow column strip of a wide matrix
+// stalled on every row.
+func packPanels(dst []float32, pad, kb int, src []float32, lds, w, rows int) {
+	if rows <= 0 || w <= 0 {
 		return
 	}
-	_ = dst[(rows-1)*pad+pad-1]
-	if hasAVX512 && pad <= 32 && w > 0 {
-		_ = src[(rows-1)*lds+w-1]
-		copyPanelAVX512(&dst[0], pad, &src[0], lds, w, rows)
+	full := (w - 1) / pad
+	_ = dst[full*pad*kb+(rows-1)*pad+pad-1]
+	_ = src[(rows-1)*lds+w-1]
+	if hasAVX512 && pad <= 32 {
+		packPanelsAVX512(&dst[0], pad, kb, &src[0], lds, full, w-full*pad, rows)
 		return
 	}
-	copyPanelGo(dst, pad, src, lds, w, rows)
+	packPanelsGo(dst, pad, kb, src, lds, w, rows)
 }

@@ -292,79 +292,124 @@ mixdone:
 	VZEROUPPER
 	RET
 
-// func copyPanelAVX512(dst *float32, pad int, src *float32, lds int, w, rows int)
-// For r < rows: dst[r*pad+j] = src[r*lds+j] for j < w, and 0 for
-// w <= j < pad (w <= pad <= 32). The loads are masked to the w columns
-// (no byte past them is read) and the stores to the pad columns.
-TEXT ·copyPanelAVX512(SB), NOSPLIT, $0-48
+// func packPanelsAVX512(dst *float32, pad, kb int, src *float32, lds, full, lastW, rows int)
+// Packs rows of full*pad+lastW floats (src, row stride lds) into full+1
+// panels of pad columns (1 <= lastW <= pad <= 32): column j of row r goes
+// to dst[(j/pad)*pad*kb + r*pad + j%pad], and the last panel's columns
+// past lastW are zeroed. Each row is read in order across all its
+// panels, and the row 16 ahead is prefetched: the rows of a wide matrix
+// are pages apart, a stride the hardware prefetchers do not follow.
+// Loads are masked to the row's columns (no byte past them is read),
+// stores to the panels' pad columns.
+TEXT ·packPanelsAVX512(SB), NOSPLIT, $0-64
 	MOVQ dst+0(FP), DI
 	MOVQ pad+8(FP), DX
-	MOVQ src+16(FP), SI
-	MOVQ lds+24(FP), BX
-	MOVQ w+32(FP), R8
-	MOVQ rows+40(FP), R9
-	SHLQ $2, DX
+	MOVQ kb+16(FP), R10
+	MOVQ src+24(FP), SI
+	MOVQ lds+32(FP), BX
+	MOVQ full+40(FP), R8
+	MOVQ rows+56(FP), R9
 	SHLQ $2, BX
-	// K1, K2: the loads' lanes (w); K3, K4: the stores' (pad). Each is
-	// (1 << n) - 1 for the n of its half, n in [0, 16].
-	MOVQ    R8, CX
-	CMPQ    CX, $16
-	JLE     cpw1
-	MOVQ    $16, CX
-cpw1:
-	MOVL    $1, AX
-	SHLL    CX, AX
-	DECL    AX
-	KMOVW   AX, K1
-	MOVQ    R8, CX
-	SUBQ    $16, CX
-	JGE     cpw2
-	XORQ    CX, CX
-cpw2:
-	MOVL    $1, AX
-	SHLL    CX, AX
-	DECL    AX
-	KMOVW   AX, K2
-	MOVQ    pad+8(FP), R8
-	MOVQ    R8, CX
-	CMPQ    CX, $16
-	JLE     cpp1
-	MOVQ    $16, CX
-cpp1:
-	MOVL    $1, AX
-	SHLL    CX, AX
-	DECL    AX
-	KMOVW   AX, K3
-	MOVQ    R8, CX
-	SUBQ    $16, CX
-	JGE     cpp2
-	XORQ    CX, CX
-cpp2:
-	MOVL    $1, AX
-	SHLL    CX, AX
-	DECL    AX
-	KMOVW   AX, K4
-	TESTQ   R9, R9
-	JZ      cpdone
-	CMPQ    R8, $16
-	JG      cpwide
-cploop16:
-	VMOVUPS.Z (SI), K1, Z0
-	VMOVUPS   Z0, K3, (DI)
-	ADDQ      BX, SI
-	ADDQ      DX, DI
-	DECQ      R9
-	JNZ       cploop16
-	JMP       cpdone
-cpwide:
-	VMOVUPS.Z (SI), K1, Z0
-	VMOVUPS.Z 64(SI), K2, Z1
-	VMOVUPS   Z0, K3, (DI)
-	VMOVUPS   Z1, K4, 64(DI)
-	ADDQ      BX, SI
-	ADDQ      DX, DI
-	DECQ      R9
-	JNZ       cpwide
-cpdone:
+	IMULQ DX, R10
+	SHLQ $2, R10 // panel stride, bytes
+	MOVQ BX, R13
+	SHLQ $4, R13 // 16 rows of src, bytes
+	// K1, K2: the pad columns' lanes, low and high half; K5, K6: the
+	// last panel's lastW. Each is (1 << n) - 1, n in [0, 16].
+	MOVQ DX, CX
+	CMPQ CX, $16
+	JLE  pk1
+	MOVQ $16, CX
+pk1:
+	MOVL  $1, AX
+	SHLL  CX, AX
+	DECL  AX
+	KMOVW AX, K1
+	MOVQ  DX, CX
+	SUBQ  $16, CX
+	JGE   pk2
+	XORQ  CX, CX
+pk2:
+	MOVL  $1, AX
+	SHLL  CX, AX
+	DECL  AX
+	KMOVW AX, K2
+	MOVQ  lastW+48(FP), R11
+	MOVQ  R11, CX
+	CMPQ  CX, $16
+	JLE   pk5
+	MOVQ  $16, CX
+pk5:
+	MOVL  $1, AX
+	SHLL  CX, AX
+	DECL  AX
+	KMOVW AX, K5
+	MOVQ  R11, CX
+	SUBQ  $16, CX
+	JGE   pk6
+	XORQ  CX, CX
+pk6:
+	MOVL  $1, AX
+	SHLL  CX, AX
+	DECL  AX
+	KMOVW AX, K6
+	MOVQ  DX, R14
+	SHLQ  $2, R14 // pad, bytes
+	TESTQ R9, R9
+	JZ    ppdone
+	CMPQ  DX, $16
+	JG    ppwide
+pprow16:
+	MOVQ SI, R11
+	MOVQ DI, R12
+	MOVQ R8, CX
+	TESTQ CX, CX
+	JZ   pplast16
+ppfull16:
+	PREFETCHT0 (R11)(R13*1)
+	VMOVUPS.Z  (R11), K1, Z0
+	VMOVUPS    Z0, K1, (R12)
+	ADDQ       R14, R11
+	ADDQ       R10, R12
+	DECQ       CX
+	JNZ        ppfull16
+pplast16:
+	PREFETCHT0 (R11)(R13*1)
+	VMOVUPS.Z  (R11), K5, Z0
+	VMOVUPS    Z0, K1, (R12)
+	ADDQ       BX, SI
+	ADDQ       R14, DI
+	DECQ       R9
+	JNZ        pprow16
+	JMP        ppdone
+ppwide:
+	MOVQ SI, R11
+	MOVQ DI, R12
+	MOVQ R8, CX
+	TESTQ CX, CX
+	JZ   pplastw
+ppfullw:
+	PREFETCHT0 (R11)(R13*1)
+	PREFETCHT0 64(R11)(R13*1)
+	VMOVUPS.Z  (R11), K1, Z0
+	VMOVUPS.Z  64(R11), K2, Z1
+	VMOVUPS    Z0, K1, (R12)
+	VMOVUPS    Z1, K2, 64(R12)
+	ADDQ       R14, R11
+	ADDQ       R10, R12
+	DECQ       CX
+	JNZ        ppfullw
+pplastw:
+	PREFETCHT0 (R11)(R13*1)
+	PREFETCHT0 64(R11)(R13*1)
+	VMOVUPS.Z  (R11), K5, Z0
+	VMOVUPS.Z  64(R11), K6, Z1
+	VMOVUPS    Z0, K1, (R12)
+	VMOVUPS    Z1, K2, 64(R12)
+	ADDQ       BX, SI
+	ADDQ       R14, DI
+	DECQ       R9
+	JNZ        ppwide
+ppdone:
 	VZEROUPPER
 	RET

@@ -18,6 +18,6 @@ func transpose8(dst []float32, ldd int, src []float32, lds, k int) int { return 
 
 func mixRow(dst, w []float32, xs [][]float32, ptrs []unsafe.Pointer) { mixRowGo(dst, 0, w, xs) }
 
-func copyPanel(dst []float32, pad int, src []float32, lds, w, rows int) {
-	copyPanelGo(dst, pad, src, lds, w, rows)
+func packPanels(dst []float32, pad, kb int, src []float32, lds, w, rows int) {
+	packPanelsGo(dst, pad, kb, src, lds, w, rows)
 }
