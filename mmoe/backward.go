@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // SparseGrad is the gradient of one embedding table for one batch: Rows are
@@ -231,7 +232,7 @@ func (m *Model) gateBack(ws *Workspace, g *Grads, li, gi, rows int) {
 		for j, c := range gt.cands {
 			e, lde := m.expertOut(ws, li, c)
 			de, ldd := m.expertGrad(g, li, c)
-			s[j] = dot(dm, e[r*lde:r*lde+H])
+			s[j] = kernels.Dot(dm, e[r*lde:r*lde+H])
 			sg += gr[j] * s[j]
 			axpy(de[r*ldd:r*ldd+H], gr[j], dm)
 		}

@@ -54,6 +54,27 @@ func AddScaled(dst []float32, a float32, x []float32) {
 	addScaledRow(dst, a, x)
 }
 
+// Dot returns the dot product Σ x[i]·y[i] over i < len(x). With assembly
+// it sums in vector lanes and fused multiply-adds, an order of its own:
+// the result is the same for the same inputs on a given build and CPU,
+// but it is not the bits of a scalar loop. It panics if y is shorter than
+// x.
+func Dot(x, y []float32) float32 {
+	if len(y) < len(x) {
+		panic(fmt.Sprintf("kernels: Dot: len(y) = %d < len(x) = %d", len(y), len(x)))
+	}
+	return dotRow(x, y)
+}
+
+// dotRowGo adds Σ x[i]·y[i] to s, in order.
+func dotRowGo(s float32, x, y []float32) float32 {
+	y = y[:len(x)]
+	for i, v := range x {
+		s += v * y[i]
+	}
+	return s
+}
+
 // maxMix is the most inputs MixTo takes.
 const maxMix = 64
 

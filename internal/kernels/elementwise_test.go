@@ -325,3 +325,31 @@ func TestPackPanels(t *testing.T) {
 		}
 	}
 }
+
+// TestDot compares Dot with a float64 sum on lengths around the vector
+// blocks, and checks that it is deterministic.
+func TestDot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 40, 128, 129, 1000} {
+		x, y := make([]float32, n), make([]float32, n+3)
+		var want, mag float64
+		for i := range x {
+			x[i], y[i] = rng.Float32()*2-1, rng.Float32()*2-1
+			want += float64(x[i]) * float64(y[i])
+			mag += math.Abs(float64(x[i]) * float64(y[i]))
+		}
+		got := Dot(x, y)
+		if math.Abs(float64(got)-want) > 1e-6*mag+1e-7 {
+			t.Errorf("n %d: Dot = %v, want %v", n, got, want)
+		}
+		if again := Dot(x, y); math.Float32bits(again) != math.Float32bits(got) {
+			t.Errorf("n %d: Dot gave %v, then %v", n, got, again)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Dot accepted a short y")
+		}
+	}()
+	Dot(make([]float32, 3), make([]float32, 2))
+}

@@ -133,3 +133,20 @@ func packPanels(dst []float32, pad, kb int, src []float32, lds, w, rows int) {
 	}
 	packPanelsGo(dst, pad, kb, src, lds, w, rows)
 }
+
+//go:noescape
+func dotAVX2(x, y *float32, n int) float32
+
+// dotRow returns Σ x[i]·y[i] for i < len(x); len(y) >= len(x).
+func dotRow(x, y []float32) float32 {
+	y = y[:len(x)]
+	n := 0
+	var s float32
+	if hasAVX2 {
+		n = len(x) &^ 7
+		if n > 0 {
+			s = dotAVX2(&x[0], &y[0], n)
+		}
+	}
+	return dotRowGo(s, x[n:], y[n:])
+}

@@ -21,3 +21,5 @@ func mixRow(dst, w []float32, xs [][]float32, ptrs []unsafe.Pointer) { mixRowGo(
 func packPanels(dst []float32, pad, kb int, src []float32, lds, w, rows int) {
 	packPanelsGo(dst, pad, kb, src, lds, w, rows)
 }
+
+func dotRow(x, y []float32) float32 { return dotRowGo(0, x, y) }
