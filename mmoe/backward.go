@@ -32,6 +32,7 @@ type Grads struct {
 	lv    []levelGrad
 	dtw   [][][]float32 // per task, per tower layer: gradient of its output
 	index rowIndex      // scatter's and AddFrom's: a field's rows to their index in Sparse[f].Rows
+	zero  [][2]int      // the ranges of arena Backward clears: all but the groups' weights
 	s     []float32     // per-row scratch, maxCands
 	ait   *aitGrad      // AIT's scratch (ait.go), or nil
 }
@@ -54,6 +55,20 @@ func (m *Model) NewGrads(maxRows int) *Grads {
 			n *= s
 		}
 		g.Dense = append(g.Dense, g.arena[p.off:p.off+n:p.off+n])
+	}
+	// The groups' weight gradients, the bulk of the dense ones, are set
+	// by their products (beta 0) rather than cleared and added to.
+	lo := 0
+	for li := range m.levels {
+		for _, gr := range m.levels[li].groups {
+			if gr.w > lo {
+				g.zero = append(g.zero, [2]int{lo, gr.w})
+			}
+			lo = gr.w + gr.out*gr.in
+		}
+	}
+	if lo < len(g.arena) {
+		g.zero = append(g.zero, [2]int{lo, len(g.arena)})
 	}
 	for _, f := range m.layout.Sparse {
 		c := maxRows
@@ -123,7 +138,12 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 			return batchErr("backward: head %q: %d logit gradients for %d rows", m.heads[t], len(d), rows)
 		}
 	}
-	clear(g.arena)
+	if rows == 0 {
+		clear(g.arena)
+	}
+	for _, z := range g.zero {
+		clear(g.arena[z[0]:z[1]])
+	}
 	a, ga := m.arena, g.arena
 	H := m.hidden
 	for li := range m.levels {
@@ -162,8 +182,18 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 	// Levels, last to first.
 	for li := len(m.levels) - 1; li >= 0; li-- {
 		lv, lw, lg := &m.levels[li], &ws.lv[li], &g.lv[li]
-		for gi, gr := range lv.groups {
-			clear(lg.dy[gi][:rows*gr.out])
+		// The gates' columns of dy are set by gateBack, the first layers'
+		// of experts with more layers by their input-gradient products
+		// (beta 0); only single-layer experts sum into theirs, one term
+		// per gate, from zero.
+		for e := range lv.experts {
+			if ex := &lv.experts[e]; len(ex.layers) == 1 {
+				ld, w := lv.groups[ex.grp].out, ex.layers[0].out
+				d := lg.dy[ex.grp][ex.col:]
+				for r := 0; r < rows; r++ {
+					clear(d[r*ld : r*ld+w])
+				}
+			}
 		}
 		for e := range lv.experts {
 			if n := len(lv.experts[e].layers); n > 1 {
@@ -193,10 +223,10 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 			in, ldin := m.streamIn(ws, li, gr.src)
 			w := a[gr.w : gr.w+gr.out*gr.in]
 			if gr.src >= 0 {
-				linearBack(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, g.lv[li-1].dout[gr.src], H, 1)
+				linearBackSet(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, g.lv[li-1].dout[gr.src], H, 1)
 				continue
 			}
-			linearBack(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, nil, 0, 0)
+			linearBackSet(ws.prec, ga[gr.w:gr.w+gr.out*gr.in], ga[gr.b:gr.b+gr.out], lg.dy[gi], gr.out, in, ldin, rows, gr.in, gr.out, w, nil, 0, 0)
 			if m.embWidth > 0 && rows > 0 {
 				// Only the embedding columns of x need a gradient.
 				ws.prec.Gemm(false, false, rows, m.embWidth, gr.out, 1, lg.dy[gi], gr.out, w, gr.in, 0, g.dx, m.embWidth)

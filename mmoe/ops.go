@@ -174,6 +174,20 @@ func linearBack(p kernels.Precision, dw, db []float32, dy []float32, lddy int, x
 	}
 }
 
+// linearBackSet is linearBack that sets dW = dyᵀ·x (beta 0) instead of
+// adding to it: for a weight whose gradient nothing else writes, which
+// then needs no clearing first.
+func linearBackSet(p kernels.Precision, dw, db []float32, dy []float32, lddy int, x []float32, ldx, rows, in, out int, w []float32, dx []float32, lddx int, beta float32) {
+	if rows == 0 {
+		return
+	}
+	p.Gemm(true, false, out, in, rows, 1, dy, lddy, x, ldx, 0, dw, in)
+	colSumAdd(db, dy, lddy, rows)
+	if dx != nil {
+		p.Gemm(false, false, rows, in, out, 1, dy, lddy, w, in, beta, dx, lddx)
+	}
+}
+
 // linearPacked is linearTo with the weights packed by kernels.PackB (in x
 // out): the same bits, with the bias and a ReLU applied in the GEMM's
 // epilogue (which adds and clamps in the order biasActivate does).
