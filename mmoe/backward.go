@@ -5,6 +5,7 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/kernels"
+	"github.com/onestone/onestone/internal/rowindex"
 )
 
 // SparseGrad is the gradient of one embedding table for one batch: Rows are
@@ -30,11 +31,11 @@ type Grads struct {
 
 	dx    []float32 // [maxRows, embWidth]: gradient of the embedding columns of x
 	lv    []levelGrad
-	dtw   [][][]float32 // per task, per tower layer: gradient of its output
-	index rowIndex      // scatter's and AddFrom's: a field's rows to their index in Sparse[f].Rows
-	zero  [][2]int      // the ranges of arena Backward clears: all but the groups' weights
-	s     []float32     // per-row scratch, maxCands
-	ait   *aitGrad      // AIT's scratch (ait.go), or nil
+	dtw   [][][]float32  // per task, per tower layer: gradient of its output
+	index rowindex.Index // scatter's and AddFrom's: a field's rows to their index in Sparse[f].Rows
+	zero  [][2]int       // the ranges of arena Backward clears: all but the groups' weights
+	s     []float32      // per-row scratch, maxCands
+	ait   *aitGrad       // AIT's scratch (ait.go), or nil
 }
 
 type levelGrad struct {
@@ -77,7 +78,7 @@ func (m *Model) NewGrads(maxRows int) *Grads {
 		}
 		c = min(c, f.Cardinality)
 		g.Sparse = append(g.Sparse, SparseGrad{Rows: make([]int32, 0, c), Grad: make([]float32, 0, c*m.dim)})
-		g.index.reset(2 * c) // AddFrom's union of two workers' rows
+		g.index.Reset(2 * c) // AddFrom's union of two workers' rows
 	}
 	for li := range m.levels {
 		lv := &m.levels[li]
@@ -291,9 +292,9 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 		sg.Rows, sg.Grad = sg.Rows[:0], sg.Grad[:0]
 		col := &b.Sparse[f]
 		if col.Offsets == nil {
-			g.index.reset(rows)
+			g.index.Reset(rows)
 		} else {
-			g.index.reset(int(col.Offsets[rows] - col.Offsets[0]))
+			g.index.Reset(int(col.Offsets[rows] - col.Offsets[0]))
 		}
 		for r := 0; r < rows; r++ {
 			src := g.dx[r*ld+f*D : r*ld+f*D+D]
@@ -308,7 +309,7 @@ func (m *Model) scatter(g *Grads, b *features.Batch) {
 				}
 			}
 			for _, id := range ids {
-				s, added := g.index.find(id, int32(len(sg.Rows)))
+				s, added := g.index.Find(id, int32(len(sg.Rows)))
 				if added {
 					sg.Rows = append(sg.Rows, id)
 					n := len(sg.Grad)
@@ -340,12 +341,12 @@ func (g *Grads) AddFrom(o *Grads) error {
 	D := g.m.dim
 	for f := range g.Sparse {
 		sg, so := &g.Sparse[f], &o.Sparse[f]
-		g.index.reset(len(sg.Rows) + len(so.Rows))
+		g.index.Reset(len(sg.Rows) + len(so.Rows))
 		for i, id := range sg.Rows {
-			g.index.find(id, int32(i))
+			g.index.Find(id, int32(i))
 		}
 		for i, id := range so.Rows {
-			s, added := g.index.find(id, int32(len(sg.Rows)))
+			s, added := g.index.Find(id, int32(len(sg.Rows)))
 			if added {
 				sg.Rows = append(sg.Rows, id)
 				sg.Grad = append(sg.Grad, so.Grad[i*D:i*D+D]...)

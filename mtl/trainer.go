@@ -12,6 +12,7 @@ import (
 
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/internal/kernels"
+	"github.com/onestone/onestone/internal/rowindex"
 )
 
 // Embedding optimizers accepted in EmbeddingConfig.Optimizer.
@@ -220,8 +221,9 @@ type Trainer struct {
 	tables [][]float32
 	ids    *features.IDTables
 
-	// merged sparse gradients, per table
-	mergeSlots [][]int32
+	// merged sparse gradients, per table, and each table's rows' index
+	// in them
+	mergeIndex []rowindex.Index
 	mergeRows  [][]int32
 	mergeGrad  [][]float32
 	dims       []int
@@ -354,16 +356,9 @@ func NewTrainer[R Replica](model Model[R], tasks *TaskSet, cfg TrainConfig) (*Tr
 		return nil, err
 	}
 	if nw > 1 {
-		t.mergeSlots = make([][]int32, len(tables))
+		t.mergeIndex = make([]rowindex.Index, len(tables))
 		t.mergeRows = make([][]int32, len(tables))
 		t.mergeGrad = make([][]float32, len(tables))
-		for i, e := range tables {
-			s := make([]int32, len(e.Value)/e.Dim)
-			for j := range s {
-				s[j] = -1
-			}
-			t.mergeSlots[i] = s
-		}
 	}
 	return t, nil
 }
@@ -709,23 +704,25 @@ func (t *Trainer) update(ws []*worker) error {
 // gradients of rows touched by more than one worker, in worker order.
 func (t *Trainer) mergeSparse(f int, ws []*worker) ([]int32, []float32) {
 	dim := t.dims[f]
-	slots := t.mergeSlots[f]
+	n := 0
+	for _, w := range ws {
+		wRows, _ := w.r.SparseGrad(f)
+		n += len(wRows)
+	}
+	index := &t.mergeIndex[f]
+	index.Reset(n)
 	rows, grad := t.mergeRows[f][:0], t.mergeGrad[f][:0]
 	for _, w := range ws {
 		wRows, wGrad := w.r.SparseGrad(f)
 		for i, r := range wRows {
 			src := wGrad[i*dim : (i+1)*dim]
-			if s := slots[r]; s >= 0 {
+			if s, added := index.Find(r, int32(len(rows))); !added {
 				addTo(grad[int(s)*dim:(int(s)+1)*dim], src)
 				continue
 			}
-			slots[r] = int32(len(rows))
 			rows = append(rows, r)
 			grad = append(grad, src...)
 		}
-	}
-	for _, r := range rows {
-		slots[r] = -1
 	}
 	t.mergeRows[f], t.mergeGrad[f] = rows, grad
 	return rows, grad

@@ -1,22 +1,22 @@
-package mmoe
+package rowindex
 
 import (
 	"math/rand/v2"
 	"testing"
 )
 
-// TestRowIndex checks the index against a map: first-touch positions, on
+// TestIndex checks the index against a map: first-touch positions, on
 // ids drawn from small and large ranges (many repeats, and ids that
 // collide in the hash), through resets to smaller and larger sizes.
-func TestRowIndex(t *testing.T) {
+func TestIndex(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	var x rowIndex
+	var x Index
 	for _, c := range []struct{ n, card int }{{0, 1}, {1, 1}, {5, 3}, {300, 50}, {512, 100_000}, {40, 1 << 30}, {2000, 2000}} {
-		x.reset(c.n)
+		x.Reset(c.n)
 		want := map[int32]int32{}
 		for range c.n {
 			id := int32(rng.IntN(c.card))
-			pos, added := x.find(id, int32(len(want)))
+			pos, added := x.Find(id, int32(len(want)))
 			w, ok := want[id]
 			if !ok {
 				w = int32(len(want))
