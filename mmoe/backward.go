@@ -207,6 +207,7 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 		for e := range lv.experts {
 			ex := &lv.experts[e]
 			ld0 := lv.groups[ex.grp].out
+			masked := false // the first layer's ReLU backward done
 			for l := len(ex.layers) - 1; l >= 1; l-- {
 				L := &ex.layers[l]
 				dOut := lg.dhid[e][l]
@@ -215,9 +216,20 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 				if l > 1 {
 					prev, dprev, ld = lw.hid[e][l-1], lg.dhid[e][l-1], ex.layers[l-1].out
 				}
-				linearBack(ws.prec, ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], dOut, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], dprev, ld, 0)
+				dw, db, w := ga[L.w:L.w+L.out*L.in], ga[L.b:L.b+L.out], a[L.w:L.w+L.out*L.in]
+				if l == 1 && m.act == actReLU && rows > 0 {
+					// The first layer's ReLU backward in the product's
+					// epilogue, its input gradient still in cache.
+					linearBack(ws.prec, dw, db, dOut, L.out, prev, ld, rows, L.in, L.out, w, nil, 0, 0)
+					ws.prec.GemmReLUBack(false, false, rows, L.in, L.out, dOut, L.out, w, L.in, dprev, ld, prev, ld)
+					masked = true
+					continue
+				}
+				linearBack(ws.prec, dw, db, dOut, L.out, prev, ld, rows, L.in, L.out, w, dprev, ld, 0)
 			}
-			activateBack(m.act, lg.dy[ex.grp][ex.col:], ld0, lw.y[ex.grp][ex.col:], off(lw.pre[ex.grp], ex.col), ld0, rows, ex.layers[0].out)
+			if !masked {
+				activateBack(m.act, lg.dy[ex.grp][ex.col:], ld0, lw.y[ex.grp][ex.col:], off(lw.pre[ex.grp], ex.col), ld0, rows, ex.layers[0].out)
+			}
 		}
 		for gi := range lv.groups {
 			gr := &lv.groups[gi]

@@ -210,16 +210,27 @@ func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
 // epilogue is what a fused GEMM applies to each finished strip of C, in
 // this order: add bias[j] to column j (when bias is not nil), add bias2[j]
 // (when bias2 is not nil), then the activation act on every column and
-// ReLU on columns [reluFrom, reluTo).
+// ReLU on columns [reluFrom, reluTo). With mask set (and nothing else),
+// it is instead the backward of a ReLU whose output is the view (mask,
+// ldm) of C's shape: element (i, j) of C is zeroed where mask's (i, j) is
+// not positive.
 type epilogue struct {
 	bias, bias2      []float32
 	act              Activation
 	reluFrom, reluTo int
+	mask             []float32
+	ldm              int
 }
 
 // apply runs the epilogue on the rows x cols block of C at c (stride ldc)
-// whose first column is column j0 of the product.
-func (ep epilogue) apply(c []float32, ldc, rows, cols, j0 int) {
+// whose first element is element (i0, j0) of the product.
+func (ep epilogue) apply(c []float32, ldc, rows, cols, i0, j0 int) {
+	if ep.mask != nil {
+		for i := 0; i < rows; i++ {
+			reluMaskRow(c[i*ldc:i*ldc+cols], ep.mask[(i0+i)*ep.ldm+j0:])
+		}
+		return
+	}
 	if ep.bias2 != nil || ep.reluFrom < ep.reluTo {
 		ep.applyRange(c, ldc, rows, cols, j0)
 		return
@@ -268,7 +279,7 @@ func (ep epilogue) applyRange(c []float32, ldc, rows, cols, j0 int) {
 }
 
 func (ep epilogue) none() bool {
-	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo
+	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo && ep.mask == nil
 }
 
 // gemmWith is Sgemm with a given micro-kernel and epilogue; the arguments
@@ -280,7 +291,7 @@ func gemmWith(mk *microKernel, ep epilogue, transA, transB bool, m, n, k int, al
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
 		if !ep.none() {
-			ep.apply(c, ldc, m, n, 0)
+			ep.apply(c, ldc, m, n, 0, 0)
 		}
 		return
 	}
@@ -398,7 +409,7 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 					// finished, still in cache, in long rows: each element
 					// gets the same operations as tile by tile.
 					if last {
-						ep.apply(c[crow+jc:], ldc, rows, nb, jc)
+						ep.apply(c[crow+jc:], ldc, rows, nb, ic+ir, jc)
 					}
 				}
 			}

@@ -184,7 +184,7 @@ func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
 		if !ep.none() {
-			ep.apply(c, ldc, m, n, 0)
+			ep.apply(c, ldc, m, n, 0, 0)
 		}
 		return
 	}

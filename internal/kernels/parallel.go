@@ -60,6 +60,9 @@ func gemmParallel(mk *microKernel, ep epilogue, workers int, transA, transB bool
 				as = a[lo*lda:]
 			}
 			cs = c[lo*ldc:]
+			if ep.mask != nil {
+				wep.mask = ep.mask[lo*ep.ldm:]
+			}
 		} else {
 			nn = hi - lo
 			if transB {
@@ -75,6 +78,9 @@ func gemmParallel(mk *microKernel, ep epilogue, workers int, transA, transB bool
 				wep.bias2 = ep.bias2[lo:]
 			}
 			wep.reluFrom, wep.reluTo = ep.reluFrom-lo, ep.reluTo-lo
+			if ep.mask != nil {
+				wep.mask = ep.mask[lo:]
+			}
 		}
 		if w == 0 {
 			gemmWith(mk, wep, transA, transB, mm, nn, k, alpha, as, lda, bs, ldb, beta, cs, ldc)

@@ -59,6 +59,26 @@ func (p Precision) Gemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 	Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// GemmReLUBack computes C = op(A)·op(B) (m x n, overwritten) in
+// precision p on the calling goroutine, then zeroes each element of C
+// whose element in the m x n view (y, ldy) is not positive (or is NaN):
+// the gradient of a layer's input through the ReLU whose output is y.
+// The mask is applied to each strip of C while it is in cache, with the
+// bits of the product followed by [ReLUBackward]. It panics on
+// inconsistent shapes.
+func (p Precision) GemmReLUBack(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, y []float32, ldy int) {
+	mk := active
+	if p == BF16 {
+		mk = activeBF16
+	}
+	checkGemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	checkView("GemmReLUBack", "y", y, ldy, m, n)
+	if m == 0 || n == 0 {
+		return
+	}
+	gemmWith(mk, epilogue{mask: y, ldm: ldy}, transA, transB, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+}
+
 // LinearTo is [LinearTo] on one goroutine in precision p: y = act(x·Wᵀ +
 // bias) with the bias and activation applied in the product's epilogue.
 func (p Precision) LinearTo(act Activation, y []float32, ldy int, x []float32, ldx, rows, in, out int, w, bias []float32) {

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -96,4 +97,47 @@ func randMat(rng *rand.Rand, n int) []float32 {
 		x[i] = rng.Float32()*2 - 1
 	}
 	return slices.Clip(x)
+}
+
+// TestGemmReLUBack checks the fused mask against the product followed by
+// ReLUBackward, bit for bit, in both precisions, on shapes with edge
+// tiles, several k blocks and several n blocks, with strided views and
+// a mask holding zeros and NaN.
+func TestGemmReLUBack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	rnd := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = rng.Float32()*2 - 1
+		}
+		return x
+	}
+	for _, p := range []Precision{FP32, BF16} {
+		for _, s := range []struct {
+			transA, transB bool
+			m, n, k        int
+		}{{false, false, 1, 1, 1}, {false, false, 37, 70, 19}, {true, false, 29, 33, 600}, {false, true, 15, 2400, 9}, {false, false, 512, 256, 128}} {
+			a, b := rnd(s.m*s.k), rnd(s.k*s.n)
+			lda, ldb := s.k, s.n
+			if s.transA {
+				lda = s.m
+			}
+			if s.transB {
+				ldb = s.k
+			}
+			ldc, ldy := s.n+3, s.n+5
+			y := rnd(s.m * ldy)
+			y[0], y[len(y)/2] = 0, float32(math.NaN())
+			got := rnd(s.m * ldc)
+			want := slices.Clone(got)
+			p.GemmReLUBack(s.transA, s.transB, s.m, s.n, s.k, a, lda, b, ldb, got, ldc, y, ldy)
+			p.Gemm(s.transA, s.transB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, want, ldc)
+			ReLUBackward(want, ldc, y, ldy, s.m, s.n)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%v %+v: element %d = %v, want %v", p, s, i, got[i], want[i])
+				}
+			}
+		}
+	}
 }
