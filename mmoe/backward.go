@@ -34,8 +34,13 @@ type Grads struct {
 	dtw   [][][]float32  // per task, per tower layer: gradient of its output
 	index rowindex.Index // scatter's and AddFrom's: a field's rows to their index in Sparse[f].Rows
 	zero  [][2]int       // the ranges of arena Backward clears: all but the groups' weights
-	s     []float32      // per-row scratch, maxCands
-	ait   *aitGrad       // AIT's scratch (ait.go), or nil
+	// maskGate, per level and expert, is the gate whose gateBack applies
+	// the ReLU backward of the expert's last layer (the last gate over
+	// it, once the expert's gradient is whole), or -1: a single-layer
+	// expert, another activation, or no gate.
+	maskGate [][]int
+	s        []float32 // per-row scratch, maxCands
+	ait      *aitGrad  // AIT's scratch (ait.go), or nil
 }
 
 type levelGrad struct {
@@ -82,6 +87,18 @@ func (m *Model) NewGrads(maxRows int) *Grads {
 	}
 	for li := range m.levels {
 		lv := &m.levels[li]
+		mg := make([]int, len(lv.experts))
+		for e := range mg {
+			mg[e] = -1
+		}
+		for gi, gt := range lv.gates {
+			for _, c := range gt.cands {
+				if L := lv.experts[c].layers; len(L) > 1 && L[len(L)-1].act == actReLU {
+					mg[c] = gi
+				}
+			}
+		}
+		g.maskGate = append(g.maskGate, mg)
 		var lg levelGrad
 		for _, gr := range lv.groups {
 			lg.dy = append(lg.dy, buf(gr.out))
@@ -211,7 +228,9 @@ func (m *Model) Backward(ws *Workspace, b *features.Batch, dLogits [][]float32, 
 			for l := len(ex.layers) - 1; l >= 1; l-- {
 				L := &ex.layers[l]
 				dOut := lg.dhid[e][l]
-				activateBack(L.act, dOut, L.out, lw.hid[e][l], lw.hidPre[e][l], L.out, rows, L.out)
+				if l < len(ex.layers)-1 || g.maskGate[li][e] < 0 {
+					activateBack(L.act, dOut, L.out, lw.hid[e][l], lw.hidPre[e][l], L.out, rows, L.out)
+				}
 				prev, dprev, ld := lw.y[ex.grp][ex.col:], lg.dy[ex.grp][ex.col:], ld0
 				if l > 1 {
 					prev, dprev, ld = lw.hid[e][l-1], lg.dhid[e][l-1], ex.layers[l-1].out
@@ -259,9 +278,15 @@ func (m *Model) gateBack(ws *Workspace, g *Grads, li, gi, rows int) {
 	n := len(gt.cands)
 	dM, G := lg.dout[gi], lw.g[gi]
 	if n == 1 {
-		de, ld := m.expertGrad(g, li, gt.cands[0])
+		c := gt.cands[0]
+		de, ld := m.expertGrad(g, li, c)
+		e, lde := m.expertOut(ws, li, c)
+		mask := g.maskGate[li][c] == gi
 		for r := 0; r < rows; r++ {
 			axpy(de[r*ld:r*ld+H], 1, dM[r*H:r*H+H])
+			if mask {
+				kernels.ReLUBackward(de[r*ld:r*ld+H], ld, e[r*lde:r*lde+H], lde, 1, H)
+			}
 		}
 		return
 	}
@@ -278,6 +303,11 @@ func (m *Model) gateBack(ws *Workspace, g *Grads, li, gi, rows int) {
 			s[j] = kernels.Dot(dm, e[r*lde:r*lde+H])
 			sg += gr[j] * s[j]
 			axpy(de[r*ldd:r*ldd+H], gr[j], dm)
+			if g.maskGate[li][c] == gi {
+				// The last term of the expert's gradient: its last
+				// layer's ReLU backward, on the row still in cache.
+				kernels.ReLUBackward(de[r*ldd:r*ldd+H], ldd, e[r*lde:r*lde+H], lde, 1, H)
+			}
 		}
 		d := dy[r*ldy : r*ldy+n]
 		for j := range d {
