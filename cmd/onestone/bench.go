@@ -33,6 +33,18 @@ also given as fractions of them.`,
 		usage:   "onestone stdbundle --out ROOT [--request FILE] [flags]",
 		flags:   stdBundleFlags,
 	})
+	register(command{
+		name:    "stddata",
+		summary: "write std training events as Parquet and the std spec (end-to-end benchmarks)",
+		usage: `onestone stddata --out DIR [--rows N] [flags]
+
+Writes the std workload of docs/benchmarks.md as training events: --files
+Parquet files train-NNNNN.parquet of c0..c25, d0..d12, click and conv,
+and spec.yaml (the std spec: 26 fields of 100,000 rows, the std model).
+Fit it with onestone fit and replay it with onestone produce to measure a
+stream at std size (make std-freshness).`,
+		flags: stdDataFlags,
+	})
 }
 
 func benchFlags(fs *flag.FlagSet) runFunc {
@@ -116,6 +128,36 @@ func stdBundleFlags(fs *flag.FlagSet) runFunc {
 			}
 		}
 		fmt.Fprintln(stdout, dir)
+		return nil
+	}
+}
+
+func stdDataFlags(fs *flag.FlagSet) runFunc {
+	var cfg stdwork.EventsConfig
+	fs.StringVar(&cfg.Dir, "out", "", "output `dir`ectory (required)")
+	fs.Int64Var(&cfg.Rows, "rows", 1_000_000, "events in all")
+	fs.IntVar(&cfg.Files, "files", 4, "number of files")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
+	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", args)
+		}
+		if cfg.Dir == "" {
+			return usagef("--out is required")
+		}
+		if cfg.Rows <= 0 || cfg.Files <= 0 {
+			return usagef("--rows %d and --files %d must be positive", cfg.Rows, cfg.Files)
+		}
+		start := time.Now()
+		paths, err := stdwork.WriteEvents(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			fmt.Fprintln(stdout, p)
+		}
+		fmt.Fprintf(stdout, "spec: %s\n", filepath.Join(cfg.Dir, stdwork.SpecFile))
+		fmt.Fprintf(stderr, "onestone stddata: %d events in %v\n", cfg.Rows, time.Since(start).Round(time.Millisecond))
 		return nil
 	}
 }

@@ -20,7 +20,7 @@ func TestReadmeCommandTable(t *testing.T) {
 	}
 	table, _, _ = strings.Cut(table, "\n## ")
 	flagRE := regexp.MustCompile(`--([a-z][a-z-]*)`)
-	seen := map[string]bool{"stdbundle": true} // for load tests only
+	seen := map[string]bool{"stdbundle": true, "stddata": true} // for load tests and benchmarks only
 	for line := range strings.SplitSeq(table, "\n") {
 		if !strings.HasPrefix(line, "| `") {
 			continue
