@@ -186,10 +186,38 @@ func (d *deltaData) apply(model *mmoe.Model) {
 }
 
 // Base is a version already loaded, which a delta chain may start from
-// instead of its snapshot: a server's model. Its Model is only read.
+// instead of its snapshot: a server's model. Its Model is only read,
+// unless Writable.
 type Base struct {
 	Manifest *Manifest
 	Model    *mmoe.Model
+	// Writable says that no one reads Model any more (a model a server
+	// served before the one it serves now): a chain that passes through
+	// its version is applied to Model itself, without the copy of the
+	// whole model a read-only base costs. After an error Model is in an
+	// unknown state and must be dropped. Default: false.
+	Writable bool
+	// Next is another base, tried as well (a server passes the model it
+	// serves, read-only, with the model it served before, writable, as
+	// Next). A writable base the chain passes through is preferred.
+	Next *Base
+}
+
+// bases lists b and the bases after it.
+func (b *Base) bases() []*Base {
+	var out []*Base
+	for ; b != nil; b = b.Next {
+		if b.Manifest != nil && b.Model != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// matches reports whether the delta member d was written against b's
+// version.
+func (b *Base) matches(d *Delta) bool {
+	return b.Manifest.Version == d.Parent && b.Manifest.sum == d.ParentManifest && b.Manifest.snapshotOf() == d.Snapshot
 }
 
 // link is one version of a chain: its directory and manifest.
@@ -199,55 +227,94 @@ type link struct {
 }
 
 // chain follows the parents of the delta in dir (manifest m) through
-// the versions beside it, back to its snapshot, or to base when a parent
-// is base's version (same manifest checksum). It returns the snapshot
-// (nil when the chain starts from base) and the deltas to apply, oldest
-// first. Each parent must be complete, match its checksums, be the
-// version the child was written against (Delta.ParentManifest), belong
-// to the same snapshot and describe the same model (spec, statistics,
-// model configuration, tasks); errors wrap ErrChain.
-func chain(dir string, m *Manifest, base *Base, lim Limits) (snap *link, deltas []link, err error) {
+// the versions beside it, back to its snapshot, or to a base (of
+// base.bases()) when a parent is that base's version (same manifest
+// checksum): a writable base is preferred when the chain reaches it. It
+// returns the snapshot and nil, or nil and the base the chain starts
+// from, and the deltas to apply, oldest first. Each parent must be
+// complete, match its checksums, be the version the child was written
+// against (Delta.ParentManifest), belong to the same snapshot and
+// describe the same model (spec, statistics, model configuration,
+// tasks); errors wrap ErrChain.
+func chain(dir string, m *Manifest, base *Base, lim Limits) (snap *link, from *Base, deltas []link, err error) {
 	root := filepath.Dir(dir)
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		root = filepath.Dir(real)
 	}
+	bases := base.bases()
+	// oldestWritable is the lowest version number of a writable base: the
+	// walk goes on past a read-only base while it may still reach one.
+	oldestWritable := 0
+	for _, b := range bases {
+		if n := versionNumber(b.Manifest.Version); b.Writable && (oldestWritable == 0 || n < oldestWritable) {
+			oldestWritable = n
+		}
+	}
 	cur := link{dir, m}
 	deltas = []link{cur}
+	var found *Base // a read-only base the chain passes through
+	var foundDeltas int
 	for {
 		d := cur.m.Delta
 		if versionNumber(d.Parent) == 0 || versionNumber(d.Parent) >= versionNumber(cur.m.Version) {
-			return nil, nil, fmt.Errorf("%w: %s: parent %q is not an older version", ErrChain, cur.dir, d.Parent)
-		}
-		if base != nil && base.Manifest.Version == d.Parent && base.Manifest.sum == d.ParentManifest && base.Manifest.snapshotOf() == d.Snapshot {
-			if err := sameModel(base.Manifest, m); err != nil {
-				return nil, nil, fmt.Errorf("%w: %s: %w", ErrChain, cur.dir, err)
+			if found != nil {
+				break
 			}
-			break
+			return nil, nil, nil, fmt.Errorf("%w: %s: parent %q is not an older version", ErrChain, cur.dir, d.Parent)
+		}
+		var hit *Base
+		for _, b := range bases {
+			if b.matches(d) && (hit == nil || b.Writable) {
+				hit = b
+			}
+		}
+		if hit != nil {
+			if err := sameModel(hit.Manifest, m); err != nil {
+				return nil, nil, nil, fmt.Errorf("%w: %s: %w", ErrChain, cur.dir, err)
+			}
+			if hit.Writable || versionNumber(d.Parent) <= oldestWritable || oldestWritable == 0 {
+				from = hit
+				break
+			}
+			if found == nil {
+				found, foundDeltas = hit, len(deltas)
+			}
 		}
 		pdir := filepath.Join(root, d.Parent)
 		pm, err := ReadManifestLimits(pdir, lim)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: parent %s: %w", ErrChain, cur.dir, d.Parent, err)
-		}
-		if pm.sum != d.ParentManifest {
-			return nil, nil, fmt.Errorf("%w: %s: parent %s is not the version it was written against (manifest %s of %d bytes, the delta records %s of %d)",
+		if err == nil && pm.sum != d.ParentManifest {
+			err = fmt.Errorf("%w: %s: parent %s is not the version it was written against (manifest %s of %d bytes, the delta records %s of %d)",
 				ErrChain, cur.dir, d.Parent, pm.sum.CRC32C, pm.sum.Size, d.ParentManifest.CRC32C, d.ParentManifest.Size)
+		} else if err == nil && pm.snapshotOf() != d.Snapshot {
+			err = fmt.Errorf("%w: %s: parent %s belongs to snapshot %s, the delta to %s", ErrChain, cur.dir, d.Parent, pm.snapshotOf(), d.Snapshot)
+		} else if err == nil {
+			if e := sameModel(pm, m); e != nil {
+				err = fmt.Errorf("%w: %s: parent %s: %w", ErrChain, cur.dir, d.Parent, e)
+			}
+		} else {
+			err = fmt.Errorf("%w: %s: parent %s: %w", ErrChain, cur.dir, d.Parent, err)
 		}
-		if pm.snapshotOf() != d.Snapshot {
-			return nil, nil, fmt.Errorf("%w: %s: parent %s belongs to snapshot %s, the delta to %s", ErrChain, cur.dir, d.Parent, pm.snapshotOf(), d.Snapshot)
+		if err != nil {
+			if found != nil {
+				break // the chain up to the read-only base holds
+			}
+			return nil, nil, nil, err
 		}
-		if err := sameModel(pm, m); err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: parent %s: %w", ErrChain, cur.dir, d.Parent, err)
-		}
-		if pm.Delta == nil {
+		if pm.Delta == nil || (found != nil && versionNumber(pm.Version) <= oldestWritable) {
+			if found != nil {
+				break // the writable base is not on this chain
+			}
 			snap = &link{pdir, pm}
 			break
 		}
 		cur = link{pdir, pm}
 		deltas = append(deltas, cur)
 	}
+	if from == nil && found != nil {
+		from, snap, deltas = found, nil, deltas[:foundDeltas]
+	}
 	slices.Reverse(deltas)
-	return snap, deltas, nil
+	return snap, from, deltas, nil
 }
 
 // sameModel reports an error when a and b describe models of other
@@ -266,21 +333,27 @@ func sameModel(a, b *Manifest) error {
 	return nil
 }
 
-// readDeltaModel is ReadModel for a delta: its chain's snapshot read (or
-// base's model cloned), then each delta applied in order onto that new
+// readDeltaModel is ReadModel for a delta: its chain's snapshot read, or
+// the base it starts from (base or one of its Next) cloned, or taken as
+// it is when Writable, then each delta applied in order onto that
 // model.
 func readDeltaModel(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits, base *Base) (*mmoe.Model, error) {
-	snap, deltas, err := chain(dir, m, base, lim)
+	snap, from, deltas, err := chain(dir, m, base, lim)
 	if err != nil {
 		return nil, err
 	}
 	var model *mmoe.Model
-	if snap == nil {
-		if model, err = base.Model.Clone(); err != nil {
+	switch {
+	case snap != nil:
+		if model, err = readWeights(snap.dir, snap.m, layout, heads, lim); err != nil {
+			return nil, fmt.Errorf("%w: %s: snapshot %s: %w", ErrChain, dir, snap.m.Version, err)
+		}
+	case from.Writable:
+		model = from.Model
+	default:
+		if model, err = from.Model.Clone(); err != nil {
 			return nil, fmt.Errorf("bundle: %s: %w", dir, err)
 		}
-	} else if model, err = readWeights(snap.dir, snap.m, layout, heads, lim); err != nil {
-		return nil, fmt.Errorf("%w: %s: snapshot %s: %w", ErrChain, dir, snap.m.Version, err)
 	}
 	for _, l := range deltas {
 		d, err := readDelta(l.dir, l.m, model, lim)

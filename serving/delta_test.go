@@ -119,10 +119,15 @@ func (tr *trainer) fullCopy() string {
 }
 
 // sameWeights fails unless the served model is the trainer's, bit for
-// bit.
+// bit. (It does not pin the scorer as Server.Scorer does.)
 func sameWeights(t *testing.T, s *Server, want *mmoe.Model) {
 	t.Helper()
-	got := s.Scorer().b.Model
+	sameModel(t, s.cur.Load().sc.b.Model, want)
+}
+
+// sameModel fails unless got's weights are want's, bit for bit.
+func sameModel(t *testing.T, got, want *mmoe.Model) {
+	t.Helper()
 	for i, p := range got.Params() {
 		w := want.Params()[i]
 		for j := range p.Data {
@@ -279,6 +284,112 @@ func TestServerDeltaChain(t *testing.T) {
 	if !strings.Contains(logs.String(), "broken delta chain") || !strings.Contains(logs.String(), v5) {
 		t.Fatalf("the refusals are not logged:\n%s", logs.String())
 	}
+}
+
+// A server that follows a stream's deltas applies each onto the model it
+// served before the one it serves, in place, once no request uses it:
+// after two deltas the models alternate, and the weights served are
+// still the trainer's to the bit, as a full copy scores. A scorer handed
+// out (Server.Scorer) is never written: its model is copied from again.
+// A delta that fails on the spare model (corrupt) leaves the model
+// served serving, and the next delta goes to a copy.
+func TestServerDeltaInPlace(t *testing.T) {
+	root := t.TempDir()
+	tr := newTrainer(t, bundle.NewDir(root))
+	tr.publish(true)
+	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, s)
+	ctx := context.Background()
+	stop := load(t, url)
+	body := testRequest(t, rand.New(rand.NewPCG(1, 2)), 30, "")
+	step := func() *mmoe.Model {
+		t.Helper()
+		tr.train()
+		v := tr.publish(false)
+		if got, _, err := s.Reload(ctx); err != nil || got != v {
+			t.Fatalf("reload: %s, %v; want %s", got, err, v)
+		}
+		sameWeights(t, s, tr.model)
+		return s.cur.Load().sc.b.Model
+	}
+	if _, _, err := s.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m0 := s.cur.Load().sc.b.Model
+	m1 := step() // a copy of the snapshot's model
+	m2 := step() // applied onto m0, the snapshot's model, once idle
+	if m1 == m0 || m2 != m0 {
+		t.Fatalf("models %p, %p, %p: want the third to be the first (in place)", m0, m1, m2)
+	}
+	if m3 := step(); m3 != m1 {
+		t.Fatalf("model %p after 3 deltas, want %p (in place)", m3, m1)
+	}
+	full, fullTS := newTestServer(t, tr.fullCopy(), ServerConfig{})
+	sameWeights(t, full, tr.model)
+	if got, want := scores(t, url, body), scores(t, fullTS.URL, body); got != want {
+		t.Fatalf("the deltas applied in place score\n%s\na full bundle\n%s", got, want)
+	}
+
+	// A scorer handed out pins its model.
+	pinned := s.Scorer()
+	held, err := pinned.b.Model.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m5 := step()
+	m6 := step()
+	if m6 == pinned.b.Model || m5 == pinned.b.Model {
+		t.Fatal("the model of a scorer handed out was written")
+	}
+	sameModel(t, pinned.b.Model, held)
+
+	// A corrupt delta fails on the spare model; the next delta is
+	// applied to a copy of the model served.
+	tr.train()
+	bad := tr.publish(false)
+	p := filepath.Join(root, bad, bundle.DeltaFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-8] ^= 0x10
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	served := s.cur.Load().sc.b.Model
+	if _, _, err := s.Reload(ctx); err == nil {
+		t.Fatal("a corrupt delta loaded")
+	}
+	sameModel(t, s.cur.Load().sc.b.Model, served)
+	if s.spare != nil {
+		t.Fatal("the spare model is kept after a failed delta")
+	}
+	tr.train()
+	tr.parent = s.cur.Load().sc.b.Manifest // the next delta is of the version served
+	tr.rows = allRows(tr.model)
+	m8 := step()
+	if m8 == served || m8 == m6 {
+		t.Fatal("the delta after a failure was not applied to a copy")
+	}
+	if n, first := stop(); n > 0 {
+		t.Fatalf("%d requests failed during the reloads; first: %s", n, first)
+	}
+}
+
+// allRows lists every row of every table of model.
+func allRows(model *mmoe.Model) [][]int32 {
+	var rows [][]int32
+	for _, e := range model.Embeddings() {
+		r := make([]int32, e.Rows)
+		for i := range r {
+			r[i] = int32(i)
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
 
 // A server started on a root whose newest version is a delta reads the

@@ -134,6 +134,16 @@ func LoadBundleLimits(dir string, lim bundle.Limits) (b *Bundle, err error) {
 // wrapping ErrBundle and bundle.ErrChain. The sample check then proves
 // the chain applied: its scores were recorded on the trainer's model.
 func LoadBundleFrom(dir string, lim bundle.Limits, base *Bundle) (b *Bundle, err error) {
+	return loadBundle(dir, lim, base, nil)
+}
+
+// loadBundle is LoadBundleFrom, where a delta's chain may also start
+// from spare, a bundle loaded before whose model nothing uses any more:
+// when the chain passes through spare's version, the deltas after it are
+// applied onto spare's model itself (the new bundle's Model is then
+// spare's), without a copy of base's. After an error spare's model may
+// be in any state. spare may be nil.
+func loadBundle(dir string, lim bundle.Limits, base, spare *Bundle) (b *Bundle, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			b, err = nil, bundleErr(dir, "loading", fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
@@ -164,6 +174,9 @@ func LoadBundleFrom(dir string, lim bundle.Limits, base *Bundle) (b *Bundle, err
 	var from *bundle.Base
 	if base != nil && base.Model != nil {
 		from = &bundle.Base{Manifest: base.Manifest, Model: base.Model}
+	}
+	if spare != nil && spare.Model != nil {
+		from = &bundle.Base{Manifest: spare.Manifest, Model: spare.Model, Writable: true, Next: from}
 	}
 	model, err := bundle.ReadModelFrom(dir, m, b.Transformer.Layout(), b.Tasks.Heads(), lim, from)
 	if err != nil {

@@ -197,6 +197,13 @@ func (c ServerConfig) withDefaults() ServerConfig {
 // served is the model being served.
 type served struct {
 	sc *Scorer
+	// refs counts the score requests using sc (acquireServed); pinned
+	// says that sc was handed out (Server.Scorer) and may be used at any
+	// time. A served entry neither counts nor pins once it is replaced
+	// may lend its model to the next delta, written in place
+	// (bundle.Base.Writable).
+	refs   atomic.Int64
+	pinned atomic.Bool
 	// unknownIDs are the onestone_exact_unknown_ids_total counters of
 	// sc's exact tables, by table.
 	unknownIDs []prometheus.Counter
@@ -249,7 +256,11 @@ type Server struct {
 	bufs    sync.Pool
 
 	reloadMu sync.Mutex
-	refused  map[string]*RefusedVersion // by bundle dir
+	// spare is the entry served before cur, guarded by reloadMu: once no
+	// request uses it, a delta whose chain passes through its version is
+	// applied onto its model in place instead of onto a copy of cur's.
+	spare   *served
+	refused map[string]*RefusedVersion // by bundle dir
 	// state is what /v1/model shows of the refusals: the refused versions
 	// present, newest first, and how many versions are newer than the one
 	// served.
@@ -393,10 +404,36 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Scorer returns the scorer being served, or nil before the first load.
 func (s *Server) Scorer() *Scorer {
 	if c := s.cur.Load(); c != nil {
+		c.pinned.Store(true) // its model is never written
 		return c.sc
 	}
 	return nil
 }
+
+// acquireServed returns the entry served, counted in its refs until
+// release; nil when none is. An entry replaced meanwhile is not
+// returned: once replaced, refs only moves back and forth here without
+// the entry being used, so that idle holds.
+func (s *Server) acquireServed() *served {
+	for {
+		cur := s.cur.Load()
+		if cur == nil {
+			return nil
+		}
+		cur.refs.Add(1)
+		if s.cur.Load() == cur {
+			return cur
+		}
+		cur.refs.Add(-1)
+	}
+}
+
+// release ends a use begun by acquireServed.
+func (c *served) release() { c.refs.Add(-1) }
+
+// idle reports whether no request uses c's model and nobody holds its
+// scorer: then, once c is no longer served, its model may be written.
+func (c *served) idle() bool { return c.refs.Load() == 0 && !c.pinned.Load() }
 
 // Addr returns the address Run listens on, once it does ("" before).
 func (s *Server) Addr() string {
@@ -542,12 +579,13 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 	s.mInFlight.Inc()
 	defer s.mInFlight.Dec()
 
-	cur := s.cur.Load()
+	cur := s.acquireServed()
 	if cur == nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "", "no model loaded yet")
 		return
 	}
+	defer cur.release()
 	resp, err := cur.sc.ScoreBody(r.Context(), buf.body.Bytes())
 	if err != nil {
 		var re *RequestError
@@ -822,11 +860,17 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 			continue
 		}
 		start := time.Now()
-		var base *Bundle
+		var base, spare *Bundle
 		if cur != nil {
 			base = cur.sc.b // a delta after it applies to a copy of its model
 		}
-		sc, err := s.load(dir, base)
+		if sp := s.spare; sp != nil && sp != cur && sp.idle() {
+			spare = sp.sc.b // or to this model itself, when it is on the chain
+		}
+		sc, err := s.load(dir, base, spare)
+		if spare != nil && (err != nil || sc.b.Model == spare.Model) {
+			s.spare = nil // written, or in an unknown state
+		}
 		if err != nil {
 			s.refuse(dir, fprint, err, version)
 			if i == 0 {
@@ -836,6 +880,13 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 		}
 		delete(s.refused, dir)
 		s.cur.Store(&served{sc: sc, unknownIDs: s.unknownIDCounters(sc.b)})
+		// The model replaced may take the next delta in place: kept while
+		// the versions served are deltas (a stream's), whose chains pass
+		// through it; a full version starts a chain it is not on.
+		s.spare = nil
+		if sc.b.Manifest.IsDelta() {
+			s.spare = cur
+		}
 		s.mReloads.Inc()
 		s.mModel.Reset()
 		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
@@ -984,26 +1035,28 @@ func refusalReason(err error) string {
 }
 
 // load loads the bundle in dir and a warm scorer for it, in the
-// background (inBackground): requests keep their cores meanwhile.
-func (s *Server) load(dir string, base *Bundle) (*Scorer, error) {
+// background (inBackground): requests keep their cores meanwhile. A
+// delta applies onto a copy of base's model, or onto spare's in place
+// (loadBundle).
+func (s *Server) load(dir string, base, spare *Bundle) (*Scorer, error) {
 	type loaded struct {
 		sc  *Scorer
 		err error
 	}
 	r := inBackground(func() loaded {
-		sc, err := s.loadNow(dir, base)
+		sc, err := s.loadNow(dir, base, spare)
 		return loaded{sc, err}
 	})
 	return r.sc, r.err
 }
 
-func (s *Server) loadNow(dir string, base *Bundle) (sc *Scorer, err error) {
+func (s *Server) loadNow(dir string, base, spare *Bundle) (sc *Scorer, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			sc, err = nil, fmt.Errorf("serving: bundle %s: %w: %w: %v\n%s", dir, ErrBundle, errPanic, r, debug.Stack())
 		}
 	}()
-	b, err := LoadBundleFrom(dir, s.cfg.Limits, base)
+	b, err := loadBundle(dir, s.cfg.Limits, base, spare)
 	if err != nil {
 		return nil, err
 	}
