@@ -51,6 +51,12 @@ type Delta struct {
 	// Rows is the number of embedding rows the delta carries
 	// (informative).
 	Rows int64 `json:"rows"`
+	// Codec is how DeltaFile's bytes are stored: CodecNone ("", left
+	// out) or CodecZstd. Files records the checksum of the bytes stored.
+	Codec string `json:"codec,omitempty"`
+	// Decoded is the size and CRC-32C of DeltaFile once decoded, checked
+	// after decompression; set with a Codec.
+	Decoded *FileSum `json:"decoded,omitempty"`
 }
 
 // IsDelta reports whether the version is a delta.
@@ -74,10 +80,14 @@ func (m *Manifest) snapshotOf() string {
 // spec has none) are written whole (IDsFile), as Write does. m is the new
 // version's manifest, complete as for Write (sample scores included: a
 // reader checks them on the model the chain gives); WriteDelta sets
-// m.Delta. It returns the version's name.
-func WriteDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, parent *Manifest, rows [][]int32) (string, error) {
+// m.Delta. DeltaFile is stored with codec (CodecNone or CodecZstd). It
+// returns the version's name.
+func WriteDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, parent *Manifest, rows [][]int32, codec string) (string, error) {
 	if parent == nil || versionNumber(parent.Version) == 0 || parent.sum.CRC32C == "" {
 		return "", errors.New("bundle: delta: the parent is not a written or read version")
+	}
+	if err := CheckCodec(codec); err != nil {
+		return "", err
 	}
 	embs := model.Embeddings()
 	if len(rows) != len(embs) {
@@ -92,8 +102,8 @@ func WriteDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, id
 		}
 		n += int64(len(rows[i]))
 	}
-	m.Delta = &Delta{Parent: parent.Version, ParentManifest: parent.sum, Snapshot: parent.snapshotOf(), Rows: n}
-	files := []File{{Name: DeltaFile, Write: func(w io.Writer) error {
+	m.Delta = &Delta{Parent: parent.Version, ParentManifest: parent.sum, Snapshot: parent.snapshotOf(), Rows: n, Codec: codec}
+	write := func(w io.Writer) error {
 		t := tensorfile.Tensors{F32: map[string][]float32{}, I32: map[string][]int32{}}
 		for _, p := range model.Params() {
 			t.F32[deltaDense+p.Name] = p.Data
@@ -107,7 +117,24 @@ func WriteDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, id
 			t.F32[deltaValues+e.Name] = vals
 		}
 		return tensorfile.Write(w, t)
-	}}}
+	}
+	if codec != CodecNone {
+		var raw bytes.Buffer
+		if err := write(&raw); err != nil {
+			return "", err
+		}
+		stored, err := encodeDelta(codec, raw.Bytes())
+		if err != nil {
+			return "", err
+		}
+		sum := sumOf(raw.Bytes())
+		m.Delta.Decoded = &sum
+		write = func(w io.Writer) error {
+			_, err := w.Write(stored)
+			return err
+		}
+	}
+	files := []File{{Name: DeltaFile, Write: write}}
 	return writeFiles(ctx, s, m, append(files, idsFile(ids)...))
 }
 
@@ -135,14 +162,9 @@ func readDelta(dir string, m *Manifest, model *mmoe.Model, lim Limits) (*deltaDa
 	if err := Verify(dir, m, DeltaFile); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChain, err)
 	}
-	f, err := os.Open(filepath.Join(dir, DeltaFile))
+	t, err := readDeltaFile(dir, m.Delta, want, lim)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrChain, dir, err)
-	}
-	defer f.Close()
-	t, err := tensorfile.Read(f)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %s: %w", ErrChain, dir, DeltaFile, err)
+		return nil, err
 	}
 	f32, i32 := t.F32, t.I32
 	bad := func(format string, args ...any) error {
@@ -170,6 +192,51 @@ func readDelta(dir string, m *Manifest, model *mmoe.Model, lim Limits) (*deltaDa
 		}
 	}
 	return &deltaData{f32: f32, i32: i32}, nil
+}
+
+// readDeltaFile reads the tensors of DeltaFile in dir (verified against
+// want, its checksum in the manifest), decoding them with d's codec and
+// checking the decoded bytes against d.Decoded. Errors wrap ErrChain.
+func readDeltaFile(dir string, d *Delta, want FileSum, lim Limits) (tensorfile.Tensors, error) {
+	path := filepath.Join(dir, DeltaFile)
+	if d.Codec == CodecNone {
+		f, err := os.Open(path)
+		if err != nil {
+			return tensorfile.Tensors{}, fmt.Errorf("%w: %s: %w", ErrChain, dir, err)
+		}
+		defer f.Close()
+		t, err := tensorfile.Read(f)
+		if err != nil {
+			return t, fmt.Errorf("%w: %s: %s: %w", ErrChain, dir, DeltaFile, err)
+		}
+		return t, nil
+	}
+	if err := CheckCodec(d.Codec); err != nil {
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %s: %w", ErrChain, dir, err)
+	}
+	if d.Decoded == nil {
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %w: %s: codec %s without the decoded checksum", ErrChain, ErrCorrupt, dir, d.Codec)
+	}
+	stored, err := os.ReadFile(path)
+	if err != nil {
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %s: %w", ErrChain, dir, err)
+	}
+	if int64(len(stored)) != want.Size { // changed since Verify
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %w: %s: %s has %d bytes, %s records %d", ErrChain, ErrCorrupt, dir, DeltaFile, len(stored), ManifestFile, want.Size)
+	}
+	raw, err := decodeDelta(d.Codec, stored, *d.Decoded, lim.maxBytes())
+	if err != nil {
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %s: %s (%s): %w", ErrChain, dir, DeltaFile, d.Codec, err)
+	}
+	if got := sumOf(raw); got != *d.Decoded {
+		return tensorfile.Tensors{}, fmt.Errorf("%w: %w: %s: %s decoded (%s): %d bytes of CRC-32C %s, %s records %d bytes of %s",
+			ErrChain, ErrCorrupt, dir, DeltaFile, d.Codec, got.Size, got.CRC32C, ManifestFile, d.Decoded.Size, d.Decoded.CRC32C)
+	}
+	t, err := tensorfile.Read(bytes.NewReader(raw))
+	if err != nil {
+		return t, fmt.Errorf("%w: %s: %s: %w", ErrChain, dir, DeltaFile, err)
+	}
+	return t, nil
 }
 
 // apply writes the delta into model (checked by readDelta).

@@ -78,6 +78,12 @@ func readBack(t *testing.T, dir string, base *Base) (*Manifest, *mmoe.Model, err
 // the model as it is at v3 (and v4).
 func deltaChain(t *testing.T) (*Dir, *mmoe.Model) {
 	t.Helper()
+	return deltaChainCodec(t, CodecNone)
+}
+
+// deltaChainCodec is deltaChain with the deltas stored with codec.
+func deltaChainCodec(t *testing.T, codec string) (*Dir, *mmoe.Model) {
+	t.Helper()
 	ctx := context.Background()
 	d := NewDir(t.TempDir())
 	m, model := testModel(t, 3)
@@ -90,7 +96,7 @@ func deltaChain(t *testing.T) (*Dir, *mmoe.Model) {
 		trainLike(model, rows, float32(i+1)/64)
 		dm := *m
 		dm.Step += int64(i + 1)
-		v, err := WriteDelta(ctx, d, &dm, model, nil, parent, rows)
+		v, err := WriteDelta(ctx, d, &dm, model, nil, parent, rows, codec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +230,7 @@ func pruneKeepsChains(t *testing.T, d Store) {
 		var v string
 		var err error
 		if delta {
-			v, err = PublishDelta(ctx, d, &nm, model, nil, parent, [][]int32{{1}, {2}}, keep)
+			v, err = PublishDelta(ctx, d, &nm, model, nil, parent, [][]int32{{1}, {2}}, CodecNone, keep)
 		} else {
 			v, err = Publish(ctx, d, &nm, model, nil, keep)
 		}
@@ -305,12 +311,12 @@ func TestWriteDeltaChecks(t *testing.T) {
 	}
 	for _, rows := range [][][]int32{{{2, 1}, {}}, {{101}, {}}, {{-1}, {}}, {{1}}} {
 		dm := *m
-		if _, err := WriteDelta(ctx, d, &dm, model, nil, &snap, rows); err == nil {
+		if _, err := WriteDelta(ctx, d, &dm, model, nil, &snap, rows, CodecNone); err == nil {
 			t.Errorf("rows %v accepted", rows)
 		}
 	}
 	dm := *m
-	if _, err := WriteDelta(ctx, d, &dm, model, nil, m, [][]int32{{}, {}}); err == nil {
+	if _, err := WriteDelta(ctx, d, &dm, model, nil, m, [][]int32{{}, {}}, CodecNone); err == nil {
 		t.Error("a parent never written accepted")
 	}
 	if vs := versions(t, d); len(vs) != 1 {

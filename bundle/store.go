@@ -67,9 +67,10 @@ func Publish(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *
 	return v, Prune(ctx, s, keep)
 }
 
-// PublishDelta is Publish for a delta of parent (WriteDelta).
-func PublishDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, parent *Manifest, rows [][]int32, keep int) (string, error) {
-	v, err := WriteDelta(ctx, s, m, model, ids, parent, rows)
+// PublishDelta is Publish for a delta of parent (WriteDelta), its file
+// stored with codec.
+func PublishDelta(ctx context.Context, s Store, m *Manifest, model *mmoe.Model, ids *features.IDTables, parent *Manifest, rows [][]int32, codec string, keep int) (string, error) {
+	v, err := WriteDelta(ctx, s, m, model, ids, parent, rows, codec)
 	if err != nil {
 		return "", err
 	}

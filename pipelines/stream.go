@@ -115,6 +115,11 @@ type StreamConfig struct {
 	// embedding rows changed since the version before. Default:
 	// DefaultSnapshotEvery (10m); negative: every publish is a snapshot.
 	SnapshotEvery time.Duration
+	// DeltaCodec is how the deltas' files are stored: bundle.CodecNone,
+	// or bundle.CodecZstd (byte-shuffled and compressed: about 17% fewer
+	// bytes on the std model, which servers of builds before it cannot
+	// read). Default: bundle.CodecNone.
+	DeltaCodec string
 	// CheckpointEvents writes a checkpoint once this many events were
 	// trained since the last one. Default: DefaultCheckpointEvents (100000).
 	CheckpointEvents int64
@@ -197,6 +202,9 @@ func (c StreamConfig) Validate() error {
 	}
 	if _, _, err := parseDeadLetters(c.DeadLetters); err != nil {
 		return err
+	}
+	if err := bundle.CheckCodec(c.DeltaCodec); err != nil {
+		return fmt.Errorf("pipelines: stream: %w", err)
 	}
 	if c.Join != nil {
 		if err := c.Join.Validate(); err != nil {
@@ -782,7 +790,7 @@ func (st *streamRun) publishAndCommit(ctx context.Context, ck string, res *EvalR
 		for f := range rows {
 			rows[f] = st.touched.Rows(f, nil)
 		}
-		v, err = bundle.PublishDelta(pctx, out, m, r.model, ids, st.parent, rows, st.cfg.KeepBundles)
+		v, err = bundle.PublishDelta(pctx, out, m, r.model, ids, st.parent, rows, st.cfg.DeltaCodec, st.cfg.KeepBundles)
 	}
 	cancel()
 	if err != nil {

@@ -154,7 +154,8 @@ func TestStreamPublishesDeltas(t *testing.T) {
 	}
 }
 
-// The same to an object store: deltas there, fetched with their chain.
+// The same to an object store, the deltas compressed (DeltaCodec): there,
+// fetched with their chain and decoded.
 func TestStreamDeltasToObjectStore(t *testing.T) {
 	if raceEnabled {
 		t.Skip("skipped under the race detector (see TestStreamToObjectStoreSurvivesOutage)")
@@ -167,7 +168,7 @@ func TestStreamDeltasToObjectStore(t *testing.T) {
 	cfg := StreamConfig{
 		Brokers: brokers, Topic: topic, GroupID: "g1", SpecPath: spec, Model: u, Checkpoints: cks,
 		CheckpointEvents: 1000, CheckpointEvery: time.Second, MaxBatch: 500, BatchWait: 50 * time.Millisecond,
-		KeepBundles: 1, Logger: quietStreamLogger(),
+		KeepBundles: 1, DeltaCodec: bundle.CodecZstd, Logger: quietStreamLogger(),
 	}
 	l, err := runStream(t, cfg, func(p Published) bool { return sumOffsets(p.Position.Offsets) >= n })
 	if err != nil {
@@ -175,8 +176,8 @@ func TestStreamDeltasToObjectStore(t *testing.T) {
 	}
 	checkLineage(t, l.pubs)
 	b := fetchLatest(t, u)
-	if !b.Manifest.IsDelta() {
-		t.Fatalf("latest %s is not a delta", b.Manifest.Version)
+	if !b.Manifest.IsDelta() || b.Manifest.Delta.Codec != bundle.CodecZstd {
+		t.Fatalf("latest %s is not a compressed delta: %+v", b.Manifest.Version, b.Manifest.Delta)
 	}
 	sameAsCheckpoint(t, b, bundle.NewDir(cks))
 }

@@ -1,6 +1,7 @@
 package serving_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/onestone/onestone/bundle"
+	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/internal/stdwork"
 	"github.com/onestone/onestone/serving"
 )
@@ -291,24 +293,49 @@ func BenchmarkStdDelta(b *testing.B) {
 		b.Fatal(err)
 	}
 	d := bundle.NewDir(root)
-	v, err := bundle.WriteDelta(ctx, d, &m, model, nil, base.Manifest, rows)
-	if err != nil {
-		b.Fatal(err)
+	// The delta stored as it is and compressed (bundle.CodecZstd): the
+	// time to write it (encode and write the file, as a stream's publish
+	// does), its bytes, and the time to apply it.
+	versions := map[string]string{}
+	var deltaBytes int64
+	for _, codec := range []string{bundle.CodecNone, bundle.CodecZstd} {
+		name := "codec=" + cmp.Or(codec, "none")
+		var v string
+		var dm bundle.Manifest
+		b.Run("write/"+name, func(b *testing.B) {
+			cpu := kernels.ProcessCPU()
+			for b.Loop() {
+				dm = m
+				var err error
+				if v, err = bundle.WriteDelta(ctx, d, &dm, model, nil, base.Manifest, rows, codec); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(kernels.ProcessCPU()-cpu)/1e6/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64(dm.Files[bundle.DeltaFile].Size), "delta-bytes")
+		})
+		versions[codec] = v
+		if codec == bundle.CodecNone {
+			deltaBytes = dm.Files[bundle.DeltaFile].Size
+		}
+		b.Run("apply-to-served/"+name, func(b *testing.B) {
+			cpu := kernels.ProcessCPU()
+			for b.Loop() {
+				if _, err := serving.LoadBundleFrom(d.Path(v), bundle.Limits{}, base); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(kernels.ProcessCPU()-cpu)/1e6/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64(dm.Files[bundle.DeltaFile].Size), "delta-bytes")
+		})
 	}
+	v := versions[bundle.CodecNone]
 	sizes := func(b *testing.B) {
-		b.ReportMetric(float64(m.Files[bundle.DeltaFile].Size), "delta-bytes")
+		b.ReportMetric(float64(deltaBytes), "delta-bytes")
 		b.ReportMetric(float64(base.Manifest.Files[bundle.WeightsFile].Size), "snapshot-bytes")
 	}
 	model, rows = nil, nil
-	runtime.GC() // the set-up's garbage is not the first run's to collect
-	b.Run("apply-to-served", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := serving.LoadBundleFrom(d.Path(v), bundle.Limits{}, base); err != nil {
-				b.Fatal(err)
-			}
-		}
-		sizes(b)
-	})
+	runtime.GC()
 	b.Run("from-snapshot", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := serving.LoadBundle(d.Path(v)); err != nil {

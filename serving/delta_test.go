@@ -36,6 +36,7 @@ type trainer struct {
 	parent *bundle.Manifest
 	rng    *rand.Rand
 	rows   [][]int32
+	codec  string // of the deltas
 }
 
 func newTrainer(t *testing.T, s bundle.Store) *trainer {
@@ -97,7 +98,7 @@ func (tr *trainer) publish(full bool) string {
 	if full || tr.parent == nil {
 		v, err = bundle.Publish(context.Background(), tr.s, &m, tr.model, nil, 0)
 	} else {
-		v, err = bundle.PublishDelta(context.Background(), tr.s, &m, tr.model, nil, tr.parent, tr.rows, 0)
+		v, err = bundle.PublishDelta(context.Background(), tr.s, &m, tr.model, nil, tr.parent, tr.rows, tr.codec, 0)
 	}
 	if err != nil {
 		tr.t.Fatal(err)

@@ -54,7 +54,7 @@ func publishDeltaPair(t *testing.T, s bundle.Store) {
 	}
 	rows := make([][]int32, len(model.Embeddings()))
 	rows[0] = []int32{1}
-	if _, err := bundle.PublishDelta(ctx, s, &m, model, nil, &snap, rows, 0); err != nil {
+	if _, err := bundle.PublishDelta(ctx, s, &m, model, nil, &snap, rows, bundle.CodecNone, 0); err != nil {
 		t.Fatal(err)
 	}
 }
