@@ -1,5 +1,7 @@
 package serving
 
+import "github.com/onestone/onestone/bundle"
+
 // DecodeTransform exposes to the external benchmarks (bench_test.go) the
 // serving path before the model: run decodes a request body, merges the
 // context and transforms every candidate, on one pooled state of s that
@@ -20,4 +22,10 @@ func DecodeTransform(s *Scorer) (run func(body []byte) error, done func()) {
 		return err
 	}
 	return run, func() { s.pool.Put(st) }
+}
+
+// LoadBundleInPlace exposes loadBundle with a spare bundle, whose model
+// a delta on its chain is applied onto in place (the server's path).
+func LoadBundleInPlace(dir string, spare *Bundle) (*Bundle, error) {
+	return loadBundle(dir, bundle.Limits{}, nil, spare)
 }
