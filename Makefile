@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delta-bytes delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delta-bytes std-freshness stream-scaling delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -64,6 +64,18 @@ join-freshness: build
 # demo's workload (about 2 minutes).
 delta-bytes: build
 	./scripts/delta-bytes.sh
+
+# Freshness (event -> served by 3 replicas, p50 and max), where the time
+# goes, and bytes per hour at std size: std events, a stream publishing
+# deltas to the S3 test server, 3 serve replicas (about 5 minutes).
+std-freshness: build
+	./scripts/std-freshness.sh
+
+# Data-parallel stream consumption: 1 trainer on 2 cores against 2
+# trainers on 1 core each, one group, std events (docs/scale-out.md;
+# about 4 minutes).
+stream-scaling: build
+	./scripts/stream-scaling.sh
 
 # The delayed-feedback table of docs/streaming.md: oracle, naive, resend
 # and FNW on the generated streams, 5 seeds (about 10 minutes on 2 cores).
