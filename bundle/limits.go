@@ -97,9 +97,11 @@ func ReadModel(dir string, m *Manifest, layout features.Layout, heads []string, 
 }
 
 // ReadModelFrom is ReadModel, where a delta's chain may start from base
-// (a model loaded before, left unchanged: the deltas after it are
-// applied to a copy) when the chain passes through base's version. base
-// may be nil, and is ignored for a full version.
+// or one of base.Next (models loaded before) when the chain passes
+// through its version: the deltas after it are applied to a copy of a
+// read-only base, which is left unchanged, or onto a Writable base's
+// model itself, which is then the model returned. base may be nil, and
+// is ignored for a full version.
 func ReadModelFrom(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits, base *Base) (*mmoe.Model, error) {
 	if err := lim.Validate(); err != nil {
 		return nil, err
