@@ -419,14 +419,6 @@ func fillLabels(out []float32, c *numCol, l labelPlan) error {
 	return nil
 }
 
-// signedLog1p returns sign(x)*log1p(|x|).
-func signedLog1p(x float64) float64 {
-	if x < 0 {
-		return -math.Log1p(-x)
-	}
-	return math.Log1p(x)
-}
-
 // bucketOf returns 1 + the number of boundaries <= x (sorted ascending).
 // The search halves the range without branches (SETcc), which values in
 // random order would mispredict at every step.
@@ -835,7 +827,9 @@ func (p *densePlan) fillRow(row []float32, r int, v float64, ok, strict bool) er
 // fillFloat64 is fill of a float64 column without nulls: a value within
 // float32's range whose transform is too (every value, in practice) is
 // written by the loop itself, any other by fillRow, which decides
-// exactly as for other columns.
+// exactly as for other columns. The values are transformed a block at a
+// time, in a loop of their own (the transform chosen once, log1p's body
+// in the loop), then stored.
 func (p *densePlan) fillFloat64(dense []float32, w int, vals []float64, strict bool) error {
 	const limit = math.MaxFloat32
 	at, mi := p.at, p.missing
@@ -843,26 +837,33 @@ func (p *densePlan) fillFloat64(dense []float32, w int, vals []float64, strict b
 		panic("features: dense block too small") // a Transformer bug
 	}
 	mean, inv := p.mean, p.inv
-	for r, v := range vals {
-		var y float64
+	var buf [256]float64
+	for lo := 0; lo < len(vals); lo += len(buf) {
+		block := vals[lo:min(lo+len(buf), len(vals))]
+		ys := buf[:len(block)]
 		switch p.tr {
 		case TransformLog1p:
-			y = signedLog1p(v)
+			signedLog1pTo(ys, block)
 		case TransformStandardize:
-			y = (v - mean) * inv
-		default:
-			y = v
-		}
-		x := float32(y)
-		if math.Abs(v) <= limit && math.Abs(float64(x)) <= limit {
-			dense[r*w+at] = x
-			if mi >= 0 {
-				dense[r*w+mi] = 0
+			for i, v := range block {
+				ys[i] = (v - mean) * inv
 			}
-			continue
+		default:
+			copy(ys, block)
 		}
-		if err := p.fillRow(dense[r*w:r*w+w], r, v, true, strict); err != nil {
-			return err
+		for i, v := range block {
+			x := float32(ys[i])
+			r := lo + i
+			if math.Abs(v) <= limit && math.Abs(float64(x)) <= limit {
+				dense[r*w+at] = x
+				if mi >= 0 {
+					dense[r*w+mi] = 0
+				}
+				continue
+			}
+			if err := p.fillRow(dense[r*w:r*w+w], r, v, true, strict); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
