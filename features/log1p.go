@@ -40,36 +40,39 @@ const (
 
 // signedLog1pTo sets dst[i] = sign(x)*log1p(|x|) for each x = src[i]: the
 // one implementation, a loop so that the batch path pays no call per
-// value. NaN, infinities and zeros go to math.Log1p (a NaN stays NaN, an
+// value. NaN, infinities, zeros and magnitudes below 2^-1000 (where s
+// would lose bits as a subnormal) go to math.Log1p (a NaN stays NaN, an
 // infinity keeps its sign, -0 stays -0).
 func signedLog1pTo(dst, src []float64) {
 	dst = dst[:len(src)]
 	for i, v := range src {
 		x := math.Abs(v)
-		if !(x > 0 && x <= math.MaxFloat64) {
+		if !(x >= 0x1p-1000 && x <= math.MaxFloat64) {
 			dst[i] = math.Copysign(math.Log1p(x), v)
 			continue
 		}
 		u := 1 + x
-		// 1+x rounds: log(1+x) = log(u) + log(1+c/u) with c = x-(u-1),
-		// exact for u in [1, 2^53], and |c/u| < 2^-53, so log(1+c/u) =
-		// c/u to within 2^-106.
-		c := (x - (u - 1)) / u
+		// 1+x rounds: 1+x = u+c, with c exact for u below 2^53 (u-1 is
+		// exact, and so is x-(u-1) by Sterbenz's lemma); above, c is
+		// within an ulp of u, below 2^-52 of the result.
+		c := x - (u - 1)
 		// u = 2^k m with m in [sqrt(2)/2, sqrt(2)): the high word's
 		// offset makes the exponent step at the mantissa sqrt(2) (as
-		// fdlibm's log).
+		// fdlibm's log). Then 1+x = 2^k (m + c 2^-k), so c joins the
+		// reduced argument f and log1p needs one division, not two
+		// (2^-k is 0 for k >= 1023, where c 2^-k is below 2^-970).
 		b := math.Float64bits(u)
 		hi := b>>32 + (0x3ff00000 - 0x3fe6a09e)
 		k := int64(hi>>20) - 0x3ff
 		hi = hi&0x000fffff + 0x3fe6a09e
 		m := math.Float64frombits(hi<<32 | b&0xffffffff)
-		// log(m) = 2 atanh(s) with s = (m-1)/(m+1), |s| <= 0.1716.
-		f := m - 1
+		f := (m - 1) + float64(c*math.Float64frombits(uint64(max(0x3ff-k, 0))<<52))
+		// log(1+f) = 2 atanh(s) with s = f/(2+f), |s| <= 0.1716.
 		s := f / (2 + f)
 		z := s * s
 		q := atanh3 + float64(z*(atanh5+float64(z*(atanh7+float64(z*(atanh9+float64(z*atanh11)))))))
 		s2 := s + s
-		logm := s2 + float64(float64(s2*z)*q)
-		dst[i] = math.Copysign(float64(float64(k)*ln2)+(logm+c), v)
+		log := s2 + float64(float64(s2*z)*q)
+		dst[i] = math.Copysign(float64(float64(k)*ln2)+log, v)
 	}
 }
