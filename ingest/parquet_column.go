@@ -799,7 +799,9 @@ func (c *colReader) readRows(k int) error {
 }
 
 // readListRows appends k list rows. A row starts at a repetition level of 0;
-// it ends where the next row starts, possibly on a later page.
+// it ends where the next row starts, possibly on a later page. The level
+// loop keeps the list state in locals (the struct's fields would be
+// loaded and stored at every level) and writes it back when it leaves.
 func (c *colReader) readListRows(k int) error {
 	rows := 0
 	maxDef, listDef := c.lay.maxDef, c.lay.listDef
@@ -830,34 +832,39 @@ func (c *colReader) readListRows(k int) error {
 			}
 		}
 		rep, def := c.rep[:c.nlev], c.def[:c.nlev]
+		def = def[:len(rep)]
 		lvl := c.lvl
+		loffs, lvalid, ln, lnulls := c.loffs, c.lvalid, c.ln, c.lnulls
+		elems := c.out.n // elements appended, besides pending
+		full := false
 		for lvl < len(rep) {
 			r, d := rep[lvl], def[lvl]
 			if r == 0 {
 				if rows == k {
-					c.lvl = lvl
-					return flush()
+					full = true
+					break
 				}
 				rows++
 				// Close the previous list, open this one.
-				if c.ln > 0 {
-					c.loffs = append(c.loffs, int32(c.out.n+pending))
+				if ln > 0 {
+					loffs = append(loffs, int32(elems+pending))
 				}
-				if c.ln&7 == 0 {
-					c.lvalid = append(c.lvalid, 0)
+				if ln&7 == 0 {
+					lvalid = append(lvalid, 0)
 				}
-				c.ln++
+				ln++
 				if d < listDef {
-					c.lnulls++
+					lnulls++
 					lvl++
 					continue
 				}
-				c.lvalid[(c.ln-1)>>3] |= 1 << ((c.ln - 1) & 7)
+				lvalid[(ln-1)>>3] |= 1 << ((ln - 1) & 7)
 				if d == listDef {
 					lvl++
 					continue // empty list
 				}
 			} else if rows == 0 {
+				c.loffs, c.lvalid, c.ln, c.lnulls = loffs, lvalid, ln, lnulls
 				return errors.New("list continues a row that was not started")
 			}
 			if d == maxDef {
@@ -867,12 +874,18 @@ func (c *colReader) readListRows(k int) error {
 			}
 			// A null element: append the run before it.
 			if err := flush(); err != nil {
+				c.loffs, c.lvalid, c.ln, c.lnulls = loffs, lvalid, ln, lnulls
 				return err
 			}
 			c.out.appendNull()
+			elems = c.out.n
 			lvl++
 		}
+		c.loffs, c.lvalid, c.ln, c.lnulls = loffs, lvalid, ln, lnulls
 		c.lvl = lvl
+		if full {
+			return flush()
+		}
 	}
 }
 
