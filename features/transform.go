@@ -620,6 +620,20 @@ func (p *sparsePlan) dictListIDs(ids, offs []int32, c *listCol, n int, sc *dictS
 	if idx32 != nil {
 		idx = idx32.Int32Values()
 	}
+	if o := c.off32; o != nil && !c.nulls && null == nil && idx != nil && n > 0 {
+		// No null list or item: the ids are the items' in one run, the
+		// offsets the list's, shifted to start at 0.
+		o = o[c.base : c.base+n+1]
+		first := o[0]
+		out := ids[:o[n]-first]
+		for j, x := range idx[first:o[n]] {
+			out[j] = vids[x]
+		}
+		for r, x := range o {
+			offs[r] = x - first
+		}
+		return len(out)
+	}
 	k := 0
 	offs[0] = 0
 	for r := 0; r < n; r++ {

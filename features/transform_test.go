@@ -722,8 +722,9 @@ func TestTransformDictionaryStrings(t *testing.T) {
 // ingest's Dictionary reads string lists), whose dictionary values
 // TransformTo hashes or looks up once per batch, give the ids and offsets
 // that lists of plain strings give: hash and vocabulary fields, null
-// lists, empty lists, null elements (dropped) or none, int32 indices
-// (Parquet's) and int16, and a sliced record.
+// lists, empty lists, null elements (dropped) or none, no null list at
+// all (one run of items), int32 indices (Parquet's) and int16, and a
+// sliced record.
 func TestTransformDictionaryLists(t *testing.T) {
 	mem := checkedMem(t)
 	spec := mustParse(t, `fields:
@@ -733,12 +734,13 @@ func TestTransformDictionaryLists(t *testing.T) {
 	lt := arrow.ListOf(utf8)
 	withNulls := vals[any]([]any{"a", "b", "b"}, []any{}, nil, []any{nil, "c"}, []any{"zz", "a"}, []any{"d", nil, nil}, nil, []any{"b"})
 	noNulls := vals[any]([]any{"a", "b", "b"}, []any{}, nil, []any{"c"}, []any{"zz", "a"}, []any{"d"}, nil, []any{"b"})
+	noNullLists := vals[any]([]any{"a", "b", "b"}, []any{}, []any{"c"}, []any{"zz", "a"}, []any{"d"}, []any{}, []any{"b"}, []any{"a"})
 	st := fitStats(t, spec, features.FitConfig{}, record(t, mem, col{"h", lt, vals[any]([]any{"x"})}, col{"v", lt, vals[any]([]any{"b", "b", "a", "c"})}))
 	tr, err := features.NewTransformer(spec, st, features.TransformerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, data := range [][]any{withNulls, noNulls} {
+	for _, data := range [][]any{withNulls, noNulls, noNullLists} {
 		want := transform(t, tr, record(t, mem, col{"h", lt, data}, col{"v", lt, data}))
 		for _, idx := range []arrow.DataType{arrow.PrimitiveTypes.Int32, arrow.PrimitiveTypes.Int16} {
 			dlt := arrow.ListOf(&arrow.DictionaryType{IndexType: idx, ValueType: utf8})
