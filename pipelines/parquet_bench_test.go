@@ -28,7 +28,10 @@ import (
 // (features.Transformer). One op is one batch. It reports rows
 // per wall second and per CPU second of the process (all threads, GC
 // included): docs/benchmarks.md's target is 5 M rows/s on one core, which
-// the CPU figure judges on a shared machine. gen writes zstd; the
+// the CPU figure judges on a shared machine. With enough ops to read the
+// file more than once, it also reports the fastest whole pass over the
+// file per CPU second (rows/cpu-s-best-pass), the figure least
+// disturbed by other processes. gen writes zstd; the
 // snappy/ runs read the same rows recompressed with snappy (DuckDB's
 // and pyarrow's default codec).
 func BenchmarkParquetToBatch(b *testing.B) {
@@ -101,18 +104,27 @@ func benchParquetToBatch(b *testing.B, s *Setup, cfg ingest.ParquetConfig) {
 	defer func() { src.Close() }()
 	var batch features.Batch
 	rows := 0
+	// best is the fastest whole pass over the file, in rows per CPU
+	// second: other sessions' load only ever slows a pass, so the best
+	// of a dozen varies much less than the mean does.
+	best, passRows := 0.0, 0
 	b.ReportAllocs()
 	cpu0 := processCPU()
+	pass0 := cpu0
 	b.ResetTimer()
 	for range b.N {
 		rec, err := src.Next(ctx)
 		if err == io.EOF {
+			if cpu := processCPU() - pass0; cpu > 0 {
+				best = max(best, float64(passRows)/cpu.Seconds())
+			}
 			b.StopTimer()
 			src.Close()
 			if src, err = ingest.NewParquetSource(ctx, cfg); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
+			pass0, passRows = processCPU(), 0
 			rec, err = src.Next(ctx)
 		}
 		if err != nil {
@@ -124,11 +136,15 @@ func benchParquetToBatch(b *testing.B, s *Setup, cfg ingest.ParquetConfig) {
 			b.Fatal(err)
 		}
 		rows += batch.Rows
+		passRows += batch.Rows
 	}
 	cpu := processCPU() - cpu0
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 	if cpu > 0 {
 		b.ReportMetric(float64(rows)/cpu.Seconds(), "rows/cpu-s")
+	}
+	if best > 0 {
+		b.ReportMetric(best, "rows/cpu-s-best-pass")
 	}
 }
 
