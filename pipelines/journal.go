@@ -66,8 +66,9 @@ type JournalLine struct {
 // train --journal FILE` and `onestone stream --journal FILE` write one.
 //
 // Each line is written with a single Write call as soon as the event
-// happens (on a file opened for appending, a line written before a crash is
-// whole); lines are not synced to disk. A write error stops the run. A
+// happens (on a file opened for appending, lines do not interleave; a line
+// torn by a kill is ended at the next OpenJournal); lines are not synced to
+// disk. A write error stops the run. A
 // Journal is not safe for concurrent use; a run calls it from its training
 // goroutine.
 type Journal struct {
@@ -90,12 +91,41 @@ func NewJournal(w io.Writer) *Journal { return &Journal{w: w} }
 
 // OpenJournal opens (or creates) the file at path for appending and returns
 // a Journal writing to it; Close closes the file.
+//
+// A process killed in the middle of a line's write can leave the line torn
+// (Linux stops a write to a regular file between pages when a fatal signal
+// is pending). If the file does not end with a newline, OpenJournal ends
+// the torn line first, so that the first line of this run stays whole; the
+// torn fragment is then a line of its own that is not valid JSON, which
+// readers skip.
 func OpenJournal(path string) (*Journal, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: journal: %w", err)
 	}
+	if err := endTornLine(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pipelines: journal %s: %w", path, err)
+	}
 	return &Journal{w: f, c: f}, nil
+}
+
+// endTornLine appends a newline to f unless f is empty or already ends
+// with one.
+func endTornLine(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, st.Size()-1); err != nil {
+		return err
+	}
+	if last[0] == '\n' {
+		return nil
+	}
+	_, err = f.Write([]byte{'\n'})
+	return err
 }
 
 // Close closes the file OpenJournal opened (nothing for NewJournal).

@@ -125,3 +125,52 @@ func TestOpenJournalAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenJournalEndsATornLine: a run killed in the middle of a line's
+// write leaves the file without its final newline; the next run's first
+// line (its start) must still be a line of its own, which the stream kill
+// test relies on to tell runs apart.
+func TestOpenJournalEndsATornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.jsonl")
+	j, err := OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.ObservePublish(Published{Version: "v00000003"}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := whole[:len(whole)/2] // the kill stopped the write half-way
+	if err := os.WriteFile(path, torn, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a second open adds nothing
+		j, err = OpenJournal(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.Close()
+	}
+	j, err = OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.ObserveStart(Start{}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	if ls := readJournal(t, path, JournalStart); len(ls) != 1 {
+		t.Fatalf("the start after a torn line: %d start lines read, want 1", len(ls))
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(torn) + 1; !bytes.HasPrefix(got, torn) || got[len(torn)] != '\n' || bytes.Count(got[want:], []byte{'\n'}) != 1 {
+		t.Errorf("journal after the torn line:\n%s\nwant the fragment, one newline, then the start line", got)
+	}
+}
