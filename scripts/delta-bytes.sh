@@ -21,21 +21,13 @@ TOPIC=onestone-delta-bytes
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 command -v jq >/dev/null || { echo "delta-bytes needs jq" >&2; exit 1; }
 WORK=$(mktemp -d)
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 600); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 echo "== generate $ROWS events and fit the spec"
 rm -rf "$DATA"

@@ -30,21 +30,13 @@ ROWS=${ROWS:-$(( RATE * (WARMUP + 20 * PROBES + 60) ))}
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 WORK=$(mktemp -d)
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 600); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 DATA=$WORK/data
 echo "== $ROWS impressions at $RATE/s of event time, time scale 1; fit the spec on the same world"

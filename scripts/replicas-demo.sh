@@ -25,25 +25,16 @@ TOPIC=onestone-replicas-demo
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 WORK=$(mktemp -d)
 export S3_SERVER_STATE=$WORK/s3
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
 VGW=""
 cleanup() {
   [ -n "$VGW" ] && kill -CONT "$VGW" 2>/dev/null || true
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   scripts/s3-server.sh stop || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# wait_for FILE REGEX: print the first match of REGEX in FILE (up to 60 s).
-wait_for() {
-  for _ in $(seq 1 600); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 echo "== 1. generate $ROWS impressions and fit the spec"
 rm -rf "$DATA"

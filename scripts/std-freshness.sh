@@ -41,23 +41,16 @@ command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 WORK=$(mktemp -d)
 export S3_SERVER_STATE=$WORK/s3
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
+WAIT_SECS=120
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   scripts/s3-server.sh stop || true
   [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$WORK"/*.log "$WORK"/*.jsonl "$KEEP/" 2>/dev/null || true; }
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 1200); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 echo "== $ROWS std events; fit the spec"
 DATA=$WORK/data

@@ -26,22 +26,14 @@ SECONDS_TO_WATCH=${SECONDS_TO_WATCH:-30}
 
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 WORK=$(mktemp -d)
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
+WAIT_SECS=30
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# wait_for FILE REGEX: print the first match of REGEX in FILE (up to 30 s).
-wait_for() {
-  for _ in $(seq 1 300); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 SPEC=$DATA/spec.yaml
 if [ "$MODE" = join ]; then

@@ -31,21 +31,14 @@ command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "stream-scaling needs 2 cpus" >&2; exit 1; }
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/onestone
 WORK=$(mktemp -d)
-PIDS=()
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
+WAIT_SECS=180
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_pids
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 1800); do
-    if m=$(grep -o -m1 -E "$2" "$1" 2>/dev/null); then echo "$m"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
-}
 
 # cpu_secs PID: user + system CPU seconds of a live process.
 cpu_secs() {
