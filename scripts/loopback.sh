@@ -2,7 +2,10 @@
 # (stream-demo, join-freshness, delta-bytes, replicas-demo, std-freshness,
 # stream-scaling); sourced, not run. It gives:
 #   PIDS             the background processes to stop on exit (append $!)
-#   stop_pids        SIGTERM every one of PIDS, then wait for each
+#   stop_pids        stop PIDS newest first: SIGTERM one, wait for it,
+#                    then the next, so that a stream trainer or a server
+#                    stops (final checkpoint, publish, commit) while the
+#                    broker and the store it talks to still run
 #   wait_for FILE REGEX
 #                    print the first match of REGEX in FILE, polling every
 #                    0.1 s for up to WAIT_SECS seconds (default 60); on a
@@ -12,9 +15,12 @@
 PIDS=()
 
 stop_pids() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local i pid
+  for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do
+    pid=${PIDS[i]}
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
 }
 
 wait_for() {
