@@ -42,6 +42,7 @@ func genFlags(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.Items, "items", 20_000, "number of items")
 	fs.Float64Var(&cfg.Skew.Users, "user-zipf", 0, "Zipf exponent of the user picks: user u in proportion to (u+1)^-s (0: uniform)")
 	fs.Float64Var(&cfg.Skew.Items, "item-zipf", 0, "Zipf exponent multiplying the item popularity: item i by (i+1)^-s (0: popularity alone)")
+	fs.Float64Var(&cfg.IDEffects, "id-effects", 0, "strength of the user and item effects only the ids reveal (hidden CTR/CVR biases and a user x item latent affinity; the standard deviation of each term on the CTR logit), in [0, 3] (0: none)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
 	fs.Float64Var(&cfg.TaskCorr, "task-corr", 0.5, "share of the CVR logit's structure shared with CTR, in [-1, 1]")
 	fs.Float64Var(&cfg.TestFrac, "test-frac", 0.1, "share of rows in the test file, in (0, 1)")
@@ -63,6 +64,9 @@ func genFlags(fs *flag.FlagSet) runFunc {
 			}
 			if !(*scale > 0) || !(*rate > 0) {
 				return usagef("--time-scale %v and --event-rate %v must be positive", *scale, *rate)
+			}
+			if cfg.IDEffects != 0 {
+				return usagef("--id-effects is for the Parquet files, not --streams")
 			}
 			return genStreams(ctx, stdout, gen.StreamsConfig{
 				Dir: cfg.Dir, Impressions: cfg.Rows, Users: cfg.Users, Items: cfg.Items,

@@ -232,6 +232,9 @@ func TestConfigValidate(t *testing.T) {
 		{Dir: "x", Files: -2},
 		{Dir: "x", Skew: Skew{Users: -1}},
 		{Dir: "x", Skew: Skew{Items: math.NaN()}},
+		{Dir: "x", IDEffects: -0.5},
+		{Dir: "x", IDEffects: MaxIDEffects + 1},
+		{Dir: "x", IDEffects: math.NaN()},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("Validate(%+v) accepted a bad config", c)

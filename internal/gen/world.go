@@ -30,6 +30,12 @@
 // impressions and most ids few, as real ids do. Users and items are drawn
 // independently of their index, so the index order is a random one.
 //
+// With id effects (World.AddIDEffects, Config.IDEffects, gen
+// --id-effects), users and items also have CTR and CVR biases and a
+// user × item latent-factor affinity that no column reveals, so that a
+// model learns them only through its user_id and item_id embeddings, and
+// hash collisions cost what they cost on real ids.
+//
 // Each impression picks a user uniformly, an item by popularity, a device
 // (android, ios, web, tablet), an hour from a daily profile and a slot
 // position 1-20. Then
@@ -138,6 +144,12 @@ type World struct {
 	// itemVecs holds vecDim numbers per item (DrawItemVectors), or nil.
 	itemVecs []float32
 	vecDim   int
+
+	// idEff is the strength of the hidden id effects (AddIDEffects), 0
+	// for none; userHid and itemHid hold idStride numbers per user and
+	// per item.
+	idEff            float64
+	userHid, itemHid []float64
 
 	corr             float64
 	biasCTR, biasCVR float64
@@ -350,6 +362,11 @@ func (w *World) structures(d *draw) (shared, own float64) {
 	own = w.catCVR[it.category] + w.brCVR[it.brand] + w.affCVR[u.segment][it.category] +
 		u.cvr + it.cvr + deviceCVR[d.device] + 0.15*math.Cos(2*math.Pi*(h-14)/24) + av -
 		0.5*it.relPrice - 0.2*(math.Log(it.price)-3.5)
+	if w.idEff != 0 {
+		c, v := w.idTerms(d.user, d.item)
+		shared += c
+		own += v
+	}
 	return shared, own
 }
 

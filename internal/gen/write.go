@@ -26,6 +26,11 @@ type Config struct {
 	// Skew makes the picks of users and items Zipf-like (NewSkewedWorld).
 	// Default: none.
 	Skew Skew
+	// IDEffects in [0, MaxIDEffects] is the strength of the effects only
+	// the user and item ids reveal (World.AddIDEffects): the standard
+	// deviation of each hidden term on the CTR logit. Default: 0, none
+	// (the data of earlier versions, bit for bit).
+	IDEffects float64
 	// Seed makes the output reproducible. Default: 0 (a valid seed).
 	Seed uint64
 	// TaskCorr in [-1, 1] is how much of the CVR logit's structure is shared
@@ -69,6 +74,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gen: Config.TestFrac %v outside [0, 1)", c.TestFrac)
 	case c.Skew.Validate() != nil:
 		return c.Skew.Validate()
+	case !(c.IDEffects >= 0 && c.IDEffects <= MaxIDEffects):
+		return fmt.Errorf("gen: Config.IDEffects %v outside [0, %d]", c.IDEffects, MaxIDEffects)
 	case c.ItemVectors < 0 || c.ItemVectors > MaxItemVectors:
 		return fmt.Errorf("gen: Config.ItemVectors %d outside [0, %d]", c.ItemVectors, MaxItemVectors)
 	case c.ItemVectors > 0 && c.Cart:
@@ -142,6 +149,9 @@ func Generate(ctx context.Context, cfg Config) (*Summary, error) {
 	cfg = cfg.withDefaults()
 	w, err := NewSkewedWorld(cfg.Seed, cfg.Users, cfg.Items, cfg.TaskCorr, cfg.Skew)
 	if err != nil {
+		return nil, err
+	}
+	if err := w.AddIDEffects(cfg.Seed, cfg.IDEffects); err != nil {
 		return nil, err
 	}
 	if cfg.ItemVectors > 0 {
