@@ -16,7 +16,8 @@ const (
 	// EvictLRU frees the least recently used rows when the table is full.
 	EvictLRU Evict = "lru"
 	// EvictLFU gives a full table's least frequently used row to an id
-	// used more often (TinyLFU's admission; see lfuState).
+	// used clearly more often (TinyLFU's admission with a margin; see
+	// lfuState and lfuWins).
 	EvictLFU Evict = "lfu"
 )
 
@@ -54,7 +55,7 @@ type Exact struct {
 	// EvictNone (default: the admission is refused and counted), EvictLRU
 	// (the least recently used rows are freed to make room) or EvictLFU
 	// (the id takes the row of a least frequently used id if it is used
-	// more often, else the admission is refused and counted).
+	// clearly more often, else the admission is refused and counted).
 	Evict Evict `json:"evict,omitempty"`
 	// Shared is the number of shared rows, hash buckets for the ids
 	// without a row of their own; 1 makes it a single default row.

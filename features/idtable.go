@@ -653,7 +653,7 @@ type IDTableStats struct {
 	Expired    int64 `json:"expired"`
 	// Rejected counts the occurrences of ids due for admission that found
 	// the table full: no free row and nothing to evict, or with evict lfu
-	// an id not used more often than the row it would take.
+	// an id not clearly used more often than the row it would take.
 	Rejected int64 `json:"rejected"`
 	// Forgotten counts the waiting ids dropped (the waiting set was full,
 	// or their TTL passed) before they reached admit_after.

@@ -2,9 +2,9 @@ package features
 
 import "math/bits"
 
-// The LFU policy of an exact table (evict: lfu) is TinyLFU's: a full table
-// gives an id a row only when the id is used more often than the row it
-// would take.
+// The LFU policy of an exact table (evict: lfu) is TinyLFU's, with a
+// margin: a full table gives an id a row only when the id is used
+// clearly more often than the row it would take.
 //
 //   - Frequency. Every use of an id is counted: an admitted id's in its
 //     map slot, any other id's in a count-min sketch (lfuState.sketch) of
@@ -19,10 +19,11 @@ import "math/bits"
 //     (then least recently used, then lowest) of the next lfuSample own
 //     rows not used by the current batch, from a hand that walks the rows
 //     round and round. The id takes the victim's row only if its count
-//     exceeds the victim's; otherwise it keeps its shared row (the
-//     refusal is counted as rejected) and the victim stays the victim
-//     until its count changes. One row is freed per admission, never a
-//     batch of them, and an id that is not more frequent than what the
+//     exceeds the victim's by more than the square root of their sum
+//     (lfuWins); otherwise it keeps its shared row (the refusal is
+//     counted as rejected) and the victim stays the victim until its
+//     count changes. One row is freed per admission, never a batch of
+//     them, and an id that is not clearly more frequent than what the
 //     table holds never pushes a row out.
 //
 // Everything depends on the sequence of batches only, and the sketch, the
@@ -120,11 +121,34 @@ func (t *IDTable) owner(r int32) (uint64, bool) {
 	return j, true
 }
 
+// lfuWins reports whether an id used count times takes the row of a
+// victim used victim times: when count − victim exceeds
+// √(count + victim), one standard deviation of the difference of two
+// Poisson counts of the same rate. An eviction throws away what the
+// victim's row learned, and the new id's row starts again from its
+// shared row, so a swap must be worth it. Near a full table's capacity
+// Zipf traffic has many ids of nearly the same rate, whose counts in a
+// window of 10 × capacity examples are small and noisy: with the plain
+// comparison (count > victim) they took each other's rows on every lead
+// of one, tens of thousands of evictions an epoch that each lost two
+// ids' training (docs/spec.md, "Against hashing at equal memory"). The
+// margin refuses such coin flips and still lets a clearly more frequent
+// id in: a new id needs 2 uses against a row unused since the last
+// halving, 5 against one used twice, 115 against one used 100 times.
+func lfuWins(count, victim uint32) bool {
+	if count <= victim {
+		return false
+	}
+	d := uint64(count - victim)
+	return d*d > uint64(count)+uint64(victim)
+}
+
 // replace gives the row of the victim to an id of frequency count if
-// count exceeds the victim's, on a full table (evict: lfu).
+// count clearly exceeds the victim's (lfuWins), on a full table (evict:
+// lfu).
 func (t *IDTable) replace(count uint32, now int64) (int32, bool) {
 	r, c, ok := t.victimRow(now)
-	if !ok || count <= c {
+	if !ok || !lfuWins(count, c) {
 		return 0, false
 	}
 	t.remove(t.lfu.keyOf[r])

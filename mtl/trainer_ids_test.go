@@ -105,9 +105,12 @@ func testTrainerResetsReusedRows(t *testing.T, opt, evict string) {
 			keys, want := []uint64{c, c}, []int32{4, 4}
 			if evict == "lfu" {
 				// a and b had count 8 when the 5th batch (clock 20) halved
-				// it, then 6: c's 7th use in the batch takes a's row.
-				keys, want = slices.Repeat([]uint64{c}, 8), []int32{0, 0, 0, 0, 0, 0, 4, 4}
-				for i := range 6 {
+				// it, then 6: c's 11th use in the batch is the first to
+				// exceed 6 by more than √(c's count + 6), and takes a's
+				// row.
+				keys, want = slices.Repeat([]uint64{c}, 12), make([]int32, 12)
+				want[10], want[11] = 4, 4
+				for i := range 10 {
 					want[i] = ids.Table(0).SharedRow(c)
 				}
 			}
