@@ -58,8 +58,13 @@ type Exact struct {
 	// clearly more often, else the admission is refused and counted).
 	Evict Evict `json:"evict,omitempty"`
 	// Shared is the number of shared rows, hash buckets for the ids
-	// without a row of their own; 1 makes it a single default row.
-	// Default: Capacity/100, at least 1.
+	// without a row of their own; 1 makes it a single default row, which
+	// trained best where the ids beyond the capacity are a Zipf tail:
+	// capacity/100 rows mix hundreds of rare ids each, too many for any
+	// id's signal and too few uses each for a precise average
+	// (docs/spec.md, "Against hashing at equal memory"). Default:
+	// Capacity/100, at least 1 (kept, so that specs without the key keep
+	// their rows).
 	Shared int `json:"shared"`
 	// Waiting is how many ids waiting for admission (seen fewer than
 	// AdmitAfter times) are counted at most; when full, the least
