@@ -115,6 +115,7 @@ func TestGenAndProduceStreams(t *testing.T) {
 		{"produce", "--streams", dir, "--topics", "a,b"},
 		{"produce", "--streams", dir, "--rate", "10"},
 		{"gen", "--streams", "--time-scale", "0"},
+		{"gen", "--streams", "--id-effects", "1"},
 	} {
 		if _, errOut, code := onestone(t, args...); code != exitUsage {
 			t.Errorf("%q: exit %d: %s", args, code, errOut)
