@@ -193,10 +193,16 @@ type column struct {
 //
 // A JSONDecoder is not safe for concurrent use.
 type JSONDecoder struct {
-	schema  *arrow.Schema
-	cfg     JSONConfig
-	cols    []column
-	byName  map[string]int
+	schema *arrow.Schema
+	cfg    JSONConfig
+	cols   []column
+	byName map[string]int
+	// follow predicts an event's keys from the previous events', which
+	// come in one order from most clients: follow[0] is the column of the
+	// first key of the last event that had one, follow[c+1] the column
+	// that followed column c (-1: none yet). A key equal to the predicted
+	// column's name needs no lookup in byName.
+	follow  []int32
 	slots   []slot
 	gen     uint32
 	items   []item
@@ -264,6 +270,10 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 		if _, col := d.byName[k]; !col {
 			d.byName[k] = -1 // known, not a column
 		}
+	}
+	d.follow = make([]int32, len(d.cols)+1)
+	for i := range d.follow {
+		d.follow[i] = -1
 	}
 	d.slots = make([]slot, len(d.cols))
 	d.lastStr = make([]int, len(d.cols))
@@ -546,13 +556,29 @@ func (d *JSONDecoder) parse(b []byte) error {
 		return syntaxErr(i, "event is not a JSON object")
 	}
 	var firstErr error // first field error, returned if the syntax is fine
+	prev := 0          // index into follow of the previous key: 0 at the start, col+1 after column col, -1 after any other key
 	i, more := jsontext.Open(b, i)
 	for more {
 		key, v, err := d.sc.Key(b, i)
 		if err != nil {
 			return err
 		}
-		col, known := d.byName[string(key)]
+		col, known := -1, false
+		if prev >= 0 {
+			if g := d.follow[prev]; g >= 0 && d.cols[g].name == string(key) {
+				col, known = int(g), true
+			}
+		}
+		if !known {
+			col, known = d.byName[string(key)]
+			if known && col >= 0 && prev >= 0 {
+				d.follow[prev] = int32(col)
+			}
+		}
+		prev = -1
+		if known && col >= 0 {
+			prev = col + 1
+		}
 		if !known {
 			d.unknown++
 			if d.cfg.Strict && firstErr == nil {

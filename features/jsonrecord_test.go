@@ -551,3 +551,66 @@ func TestJSONDecoderSyntaxOffsets(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONDecoderKeyOrders checks that the key prediction (follow) never
+// changes what a decoder reads: events whose keys come in changing
+// orders, with unknown keys, known non-columns, duplicates and escaped
+// keys among them, decode on one decoder as each does on a fresh one.
+func TestJSONDecoderKeyOrders(t *testing.T) {
+	members := []string{
+		`"user_id":"u1"`, `"item_id":"i2"`, `"tags":["a","b"]`, `"price":1.5`,
+		`"count":3`, `"new":true`, `"click":1`, `"hour":7`, `"score":0.25`,
+		`"label":{"x":1}`, `"pirce":9`, `"\u0070rice":2.5`, `"price":null`,
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	var events [][]byte
+	for i := range 300 {
+		var ms []string
+		switch {
+		case i%3 == 0: // one order, as most clients send them
+			ms = members[:9]
+		default: // a random subset in a random order ("click" is required)
+			for _, j := range rng.Perm(len(members)) {
+				if members[j] == `"click":1` || rng.IntN(4) > 0 {
+					ms = append(ms, members[j])
+				}
+			}
+		}
+		events = append(events, []byte("{"+strings.Join(ms, ",")+"}"))
+	}
+	cfg := JSONConfig{Allocator: memory.NewGoAllocator(), Known: []string{"label"}}
+	d, err := NewJSONDecoder(eventSchema(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Release()
+	var want []string
+	wantUnknown := 0
+	for _, ev := range events {
+		if err := d.Append(ev); err != nil {
+			t.Fatalf("%s: %v", ev, err)
+		}
+		fresh, err := NewJSONDecoder(eventSchema(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fresh.Append(ev); err != nil {
+			t.Fatalf("%s: fresh decoder: %v", ev, err)
+		}
+		wantUnknown += fresh.TakeUnknown()
+		rec := fresh.NewRecordBatch()
+		want = append(want, rowString(rec, 0))
+		rec.Release()
+		fresh.Release()
+	}
+	if n := d.TakeUnknown(); n != wantUnknown {
+		t.Errorf("unknown keys %d, fresh decoders counted %d", n, wantUnknown)
+	}
+	rec := d.NewRecordBatch()
+	defer rec.Release()
+	for r, w := range want {
+		if got := rowString(rec, r); got != w {
+			t.Fatalf("event %d %s:\n got %s\nwant %s", r, events[r], got, w)
+		}
+	}
+}
