@@ -43,7 +43,7 @@ type ScoreConfig struct {
 	// Default: bundle.DefaultMaxBytes().
 	Limits bundle.Limits
 	// Precision of the model's products, as serving.ScorerConfig's:
-	// "fp32" or "bf16". Default: "", the bundle's.
+	// "fp32", "bf16" or "bundle". Default: "", the bundle's.
 	Precision string
 }
 
@@ -58,8 +58,8 @@ func (c *ScoreConfig) Validate() error {
 		return errors.New("pipelines: score: no output file")
 	case c.BatchSize < 0:
 		return fmt.Errorf("pipelines: score: BatchSize %d is negative", c.BatchSize)
-	case c.Precision != "" && c.Precision != "fp32" && c.Precision != "bf16":
-		return fmt.Errorf("pipelines: score: precision %q: want fp32 or bf16", c.Precision)
+	case c.Precision != "" && c.Precision != "fp32" && c.Precision != "bf16" && c.Precision != serving.PrecisionBundle:
+		return fmt.Errorf("pipelines: score: precision %q: want fp32, bf16 or %s", c.Precision, serving.PrecisionBundle)
 	}
 	return c.Limits.Validate()
 }

@@ -21,7 +21,7 @@
 #     scoring with torch at 1 thread but OpenBLAS's default pool of one
 #     thread per core (the configuration that reproduces the first-wave
 #     design note's 9.5 ms p50), and `onestone bench score` (fp32, and
-#     bf16 where the CPU has AVX512_BF16: serve --precision bf16);
+#     bf16 where the CPU has AVX512_BF16: serve's default there);
 #  5. prints a side-by-side table with the ratios to tuned PyTorch
 #     (throughput onestone/PyTorch, times PyTorch/onestone) and the load
 #     average before each run, and last the ratio itself: the median over
@@ -203,7 +203,7 @@ print("onestone kernel %s%s; ceiling fractions: effective GFLOP/s over the FMA c
 print("scoring = model path (context/candidate split); full JSON scorer path p50/p99 ms: 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % (
     osc[("scorer", 1)]["p50_ms"], osc[("scorer", 1)]["p99_ms"], osc[("scorer", 2)]["p50_ms"], osc[("scorer", 2)]["p99_ms"]))
 if osb:
-    print("scoring in bf16 (serve --precision bf16), p50/p99 ms: model path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f; full JSON scorer path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % tuple(
+    print("scoring in bf16 (serve's default), p50/p99 ms: model path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f; full JSON scorer path 1 worker %.2f/%.2f, 2 workers %.2f/%.2f" % tuple(
         osb[(p, w)][k] for p in ("model", "scorer") for w in (1, 2) for k in ("p50_ms", "p99_ms")))
 print("PyTorch scoring is the plain forward of 500 rows (%s experts); 1 core = torch and OpenBLAS at 1 thread;" % ps["experts"])
 print("* 2 cores = PyTorch: torch 1 thread, OpenBLAS 2 threads (docs/benchmarks.md's reference configuration); onestone: 2 workers")

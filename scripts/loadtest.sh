@@ -21,7 +21,8 @@
 #     were (other work on the host lengthens the tail), stops the server.
 #
 # SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--spin -1ms" to
-# let the helper sleep at once, "--workers 1", "--precision bf16").
+# let the helper sleep at once, "--workers 1", "--precision fp32"; serve
+# runs in bf16 by default where the CPU has AVX512_BF16).
 #
 # Exit status: non-zero if any request failed in the fixed-rate phase or the
 # reload did not happen. With LOADTEST_STRICT=1 also if p99 at the fixed

@@ -5,23 +5,38 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // TestOfflineOnlineParity scores events offline from a typed record, as
 // Parquet gives it (int64 ids, a dictionary column, int64 hours), and the
 // same events as JSON through the HTTP API; the scores must agree to the
 // last bit, although the rows sit at other positions in other batch sizes.
+// It holds in either precision: the bundle's (fp32) and bf16, the default
+// of onestone serve and onestone score.
 func TestOfflineOnlineParity(t *testing.T) {
 	root := t.TempDir()
 	writeTestBundle(t, root, 11)
-	srv, ts := newTestServer(t, root, ServerConfig{})
-	sc := srv.Scorer()
+	for _, p := range []string{"", "bf16"} {
+		t.Run("precision="+p, func(t *testing.T) {
+			srv, ts := newTestServer(t, root, ServerConfig{Scorer: ScorerConfig{Precision: p}})
+			if want, _ := kernels.ParsePrecision(p); srv.Scorer().Precision() != want.Effective() {
+				t.Fatalf("server runs in %v", srv.Scorer().Precision())
+			}
+			testParity(t, srv.Scorer(), ts)
+		})
+	}
+}
+
+func testParity(t *testing.T, sc *Scorer, ts *httptest.Server) {
 
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)

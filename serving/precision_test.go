@@ -106,6 +106,11 @@ func TestBundlePrecision(t *testing.T) {
 		}
 		return sc
 	}
+	for _, p := range []string{"", PrecisionBundle} {
+		if fsc, bsc := newScorer(fp, p), newScorer(bf, p); fsc.Precision() != kernels.FP32 || bsc.Precision() != kernels.BF16.Effective() {
+			t.Fatalf("precision %q: the fp32 bundle is served in %v, the bf16 one in %v", p, fsc.Precision(), bsc.Precision())
+		}
+	}
 	if sc := newScorer(bf, ""); sc.Precision() != kernels.BF16.Effective() {
 		t.Fatalf("default scorer of a bf16 bundle runs in %v", sc.Precision())
 	} else if kernels.NativeBF16() {

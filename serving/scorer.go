@@ -81,11 +81,13 @@ type ScorerConfig struct {
 
 	// Precision of the model's products: "fp32" or "bf16" (bf16 operands,
 	// float32 sums), chosen at run time: bf16 runs where the CPU has
-	// AVX512_BF16, fp32 elsewhere (Scorer.Precision says which). Scores in
+	// AVX512_BF16, fp32 elsewhere (Scorer.Precision says which); or
+	// PrecisionBundle, the precision the bundle was trained in. Scores in
 	// the bundle's own precision are its sample's (bit for bit on the
 	// writer's kernel, Kernel); in the other they differ by bf16 rounding
 	// (docs/formats.md, bundle.json, gives the size). Default: "", the
-	// bundle's precision.
+	// bundle's precision. (onestone serve and onestone score default to
+	// "bf16": docs/serving.md.)
 	Precision string
 
 	// exact runs Precision as given, bf16 emulated where the CPU lacks it
@@ -113,11 +115,18 @@ func (c ScorerConfig) Validate() error {
 	if _, err := parseRank(c.Rank); err != nil {
 		return err
 	}
-	if _, err := kernels.ParsePrecision(c.Precision); err != nil {
-		return fmt.Errorf("serving: ScorerConfig.Precision %q: want fp32, bf16 or empty (the bundle's)", c.Precision)
+	if c.Precision != PrecisionBundle {
+		if _, err := kernels.ParsePrecision(c.Precision); err != nil {
+			return fmt.Errorf("serving: ScorerConfig.Precision %q: want fp32, bf16, %s or empty (the bundle's)", c.Precision, PrecisionBundle)
+		}
 	}
 	return nil
 }
+
+// PrecisionBundle is the ScorerConfig.Precision that names the bundle's
+// own precision, as the empty string does (for flags whose default is
+// another).
+const PrecisionBundle = "bundle"
 
 func (c ScorerConfig) withDefaults() ScorerConfig {
 	if c.MaxCandidates == 0 {
@@ -220,7 +229,7 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 	// (mmoe.Split); the bundle's weights never change, so the split is
 	// never stale.
 	s.prec = b.Precision
-	if cfg.Precision != "" {
+	if cfg.Precision != "" && cfg.Precision != PrecisionBundle {
 		s.prec, _ = kernels.ParsePrecision(cfg.Precision)
 	}
 	if !cfg.exact {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/onestone/onestone/serving"
 )
 
 func TestListFlag(t *testing.T) {
@@ -65,5 +67,30 @@ func TestBytesFlag(t *testing.T) {
 		if err := (bytesFlag{&n}).Set(bad); err == nil {
 			t.Errorf("%q accepted as %d", bad, n)
 		}
+	}
+}
+
+// TestPrecisionDefault: serve and score run a model in the same precision
+// unless told, so that an event scores the same online and offline, and
+// "bundle" (the bundle's own) is a value both accept.
+func TestPrecisionDefault(t *testing.T) {
+	var defs []string
+	for _, name := range []string{"serve", "score"} {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		commands[name].flags(fs)
+		f := fs.Lookup("precision")
+		if f == nil {
+			t.Fatalf("%s has no --precision", name)
+		}
+		defs = append(defs, f.DefValue)
+	}
+	if defs[0] != defs[1] {
+		t.Fatalf("serve --precision defaults to %q, score to %q", defs[0], defs[1])
+	}
+	if err := (serving.ScorerConfig{Precision: defs[0]}).Validate(); err != nil {
+		t.Fatalf("default precision: %v", err)
+	}
+	if err := (serving.ScorerConfig{Precision: serving.PrecisionBundle}).Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -34,14 +34,15 @@ func scoreFlags(fs *flag.FlagSet) runFunc {
 	batch := fs.Int("batch-size", ingest.DefaultBatchSize, "rows per batch")
 	var maxBytes int64
 	maxModelBytesVar(fs, &maxBytes)
-	precision := fs.String("precision", "", "`precision` of the model's products: fp32 or bf16 (bf16 where the CPU has AVX512_BF16, else fp32; default: the bundle's)")
+	var precision string
+	precisionVar(fs, &precision)
 	return func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		data = append(data, args...)
 		if *model == "" || len(data) == 0 || *out == "" {
 			return usagef("--model, --data and --out are required")
 		}
 		start := time.Now()
-		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch, Limits: bundle.Limits{MaxBytes: maxBytes}, Precision: *precision})
+		res, err := pipelines.Score(ctx, pipelines.ScoreConfig{Model: *model, Data: data, Out: *out, IDColumns: ids, BatchSize: *batch, Limits: bundle.Limits{MaxBytes: maxBytes}, Precision: precision})
 		if err != nil {
 			return err
 		}

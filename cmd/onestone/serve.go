@@ -47,7 +47,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&cfg.Scorer.Rank, "rank", "", "ranking `formula`, e.g. 'ctr^1 * cvr^0.5 * price' (default: the first objective)")
 	fs.IntVar(&cfg.Scorer.MaxCandidates, "max-candidates", serving.DefaultMaxCandidates, "most candidates per request (more: 400)")
 	fs.IntVar(&cfg.Scorer.BatchRows, "batch-rows", serving.DefaultBatchRows(), "candidates per forward pass (the workers share a request's passes)")
-	fs.StringVar(&cfg.Scorer.Precision, "precision", "", "`precision` of the model's products: fp32 or bf16 (bf16 where the CPU has AVX512_BF16, else fp32; default: each bundle's)")
+	precisionVar(fs, &cfg.Scorer.Precision)
 	fs.IntVar(&cfg.Scorer.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines sharing one request's candidates (requests under 2 x 64 candidates use one)")
 	listVar(fs, &cfg.Scorer.Required, "require", "feature `columns` every candidate must have (itself or via the context)")
 	fs.BoolVar(&cfg.Scorer.Strict, "strict", false, "answer 400 to a context or candidate key the model does not know, naming it (default: skip it and count it in onestone_score_unknown_keys_total)")
