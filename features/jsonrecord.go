@@ -161,6 +161,41 @@ type column struct {
 	f32  *array.Float32Builder
 	i32  *array.Int32Builder
 	bl   *array.BooleanBuilder
+
+	// nulls are the nulls of the events appended last not yet added to
+	// the builder: a run of them is added at once, when the column's next
+	// value comes or the batch ends (flushNulls). Most events lack most
+	// columns (a score request's candidates hold none of its context's),
+	// and one AppendNulls costs what one AppendNull does.
+	nulls int
+}
+
+// builder returns the column's top-level builder.
+func (c *column) builder() array.Builder {
+	switch c.kind {
+	case colString:
+		return c.str
+	case colStringList, colFloat64List:
+		return c.list
+	case colFloat64:
+		return c.f64
+	case colInt64:
+		return c.i64
+	case colBool:
+		return c.bl
+	case colInt32:
+		return c.i32
+	default:
+		return c.f32
+	}
+}
+
+// flushNulls adds the column's pending nulls to its builder.
+func (c *column) flushNulls() {
+	if c.nulls > 0 {
+		c.builder().AppendNulls(c.nulls)
+		c.nulls = 0
+	}
 }
 
 // JSONDecoder turns JSON events, one object per event, into Arrow record
@@ -373,19 +408,15 @@ func (d *JSONDecoder) commit() {
 	for i := range d.cols {
 		c := &d.cols[i]
 		s := &d.slots[i]
-		null := s.gen != d.gen || s.kind == valNull
+		if s.gen != d.gen || s.kind == valNull {
+			c.nulls++
+			continue
+		}
+		c.flushNulls()
 		switch c.kind {
 		case colString:
-			if null {
-				c.str.AppendNull()
-			} else {
-				c.str.BinaryBuilder.Append(s.text)
-			}
+			c.str.BinaryBuilder.Append(s.text)
 		case colStringList:
-			if null {
-				c.list.AppendNull()
-				continue
-			}
 			c.list.Append(true)
 			for _, it := range d.items[s.lo:s.hi] {
 				if it.null {
@@ -395,10 +426,6 @@ func (d *JSONDecoder) commit() {
 				}
 			}
 		case colFloat64List:
-			if null {
-				c.list.AppendNull()
-				continue
-			}
 			c.list.Append(true)
 			for _, x := range d.nums[s.lo:s.hi] {
 				if x.null {
@@ -408,35 +435,15 @@ func (d *JSONDecoder) commit() {
 				}
 			}
 		case colFloat64:
-			if null {
-				c.f64.AppendNull()
-			} else {
-				c.f64.Append(s.f)
-			}
+			c.f64.Append(s.f)
 		case colInt64:
-			if null {
-				c.i64.AppendNull()
-			} else {
-				c.i64.Append(s.i)
-			}
+			c.i64.Append(s.i)
 		case colBool:
-			if null {
-				c.bl.AppendNull()
-			} else {
-				c.bl.Append(s.b)
-			}
+			c.bl.Append(s.b)
 		case colInt32:
-			if null {
-				c.i32.AppendNull()
-			} else {
-				c.i32.Append(int32(s.i))
-			}
+			c.i32.Append(int32(s.i))
 		case colFloat32:
-			if null {
-				c.f32.AppendNull()
-			} else {
-				c.f32.Append(float32(s.f))
-			}
+			c.f32.Append(float32(s.f))
 		}
 	}
 }
@@ -448,6 +455,7 @@ func (d *JSONDecoder) NewRecordBatch() arrow.RecordBatch {
 	arrs := make([]arrow.Array, len(d.cols))
 	for i := range d.cols {
 		c := &d.cols[i]
+		c.flushNulls()
 		switch c.kind {
 		case colString:
 			d.lastStr[i] = c.str.DataLen()
