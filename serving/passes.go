@@ -67,8 +67,11 @@ func (s *Scorer) workersFor(n int) int {
 // a large share; the small passes (a few kernel row blocks) keep the wait
 // at the end short. Scores do not depend on who computes a row.
 //
-// The error returned is the first part's (in candidate order, so the
-// lowest candidate index), else a worker's.
+// With req not nil, worker 0 first decodes req's context (decodeContext)
+// while the others start on their parts.
+//
+// The error returned is the context's, else the first part's (in
+// candidate order, so the lowest candidate index), else a worker's.
 func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores [][]float32) error {
 	s := st.s
 	st.nextPart.Store(0)
@@ -106,6 +109,9 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 		st.work(0)
 		wg.Wait()
 	}
+	if st.ctxFatal != nil {
+		return st.ctxFatal
+	}
 	for p := range st.nparts {
 		if err := st.parts[p].err; err != nil {
 			return err
@@ -125,6 +131,10 @@ func (st *scoreState) work(k int) {
 	fw.err, fw.ctxSet = nil, false
 	ctx, req, n, scores := st.runCtx, st.runReq, st.runN, st.runScores
 	if req != nil {
+		if k == 0 && st.decodeContext(req) != nil {
+			st.stop.Store(true) // the request fails: no part or pass is needed
+			return
+		}
 		for {
 			p := int(st.nextPart.Add(1) - 1)
 			if p >= st.nparts {
@@ -221,6 +231,12 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 	candRec := pt.dec.NewRecordBatch()
 	defer candRec.Release()
 	n := int(candRec.NumRows())
+	for !st.ctxDone.Load() { // worker 0 is decoding the context
+		runtime.Gosched()
+	}
+	if st.ctxFatal != nil {
+		return st.ctxFatal
+	}
 	ctxRec := st.ctxRec
 	pt.useCtx = false
 	if ctxRec != nil {

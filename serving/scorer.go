@@ -262,10 +262,14 @@ type scoreState struct {
 	ctxRec arrow.RecordBatch // the request's decoded context (scoreAll), or nil
 	ctx    features.Batch    // ctxRec transformed (one row)
 	ctxErr error             // transforming the context failed
-	parts  []part            // one per worker; the first nparts are in use
-	nparts int
-	fw     []forwardWorker // one per ScorerConfig.Workers
-	tasks  []helperTask    // [k] runs worker k (k >= 1) on ScorerConfig.Helpers
+	// ctxFatal is the request's error if decoding its context failed;
+	// ctxDone is set once decodeContext has run (by worker 0 of run).
+	ctxFatal error
+	ctxDone  atomic.Bool
+	parts    []part // one per worker; the first nparts are in use
+	nparts   int
+	fw       []forwardWorker // one per ScorerConfig.Workers
+	tasks    []helperTask    // [k] runs worker k (k >= 1) on ScorerConfig.Helpers
 	// The run in progress, for its workers.
 	runCtx    context.Context
 	runReq    *Request
@@ -547,10 +551,13 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 
 // scoreAll fills st.scores[o][:n] for every objective.
 //
-// The context is decoded and transformed once; the candidates are cut into
-// one part per worker, each decoded and transformed by whichever worker
-// takes it first, and the model runs on passes of BatchRows candidates
-// that the workers take in turn from a counter (see run).
+// The context is decoded and transformed once, by the request's own
+// goroutine (worker 0 of run) while the other workers already decode
+// their parts: they wait for it only to merge it in. The candidates are
+// cut into one part per worker, each decoded and transformed by
+// whichever worker takes it first, and the model runs on passes of
+// BatchRows candidates that the workers take in turn from a counter (see
+// run). An error in the context is the request's, before any other.
 func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 	s := st.s
 	n := len(req.Candidates)
@@ -561,12 +568,11 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		st.scores[o] = st.scores[o][:n]
 	}
 	defer st.countUnknown()
-	if err := st.decodeContext(req); err != nil {
-		return err
-	}
 	defer st.releaseContext()
+	st.ctxRec, st.ctxErr, st.ctxFatal = nil, nil, nil
+	st.ctxDone.Store(false)
 	if n == 0 {
-		return nil
+		return st.decodeContext(req)
 	}
 	w := s.workersFor(n)
 	per := s.cfg.BatchRows
@@ -587,8 +593,14 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 
 // decodeContext decodes the request's context, if any, into st.ctxRec and
 // transforms it into st.ctx (a failure is kept in st.ctxErr: it matters
-// only to the parts that use st.ctx). releaseContext undoes it.
-func (st *scoreState) decodeContext(req *Request) error {
+// only to the parts that use st.ctx), then sets st.ctxDone. A context
+// that does not decode is the request's error, also kept in st.ctxFatal.
+// releaseContext undoes it.
+func (st *scoreState) decodeContext(req *Request) (err error) {
+	defer func() {
+		st.ctxFatal = err
+		st.ctxDone.Store(true)
+	}()
 	st.ctxRec, st.ctxErr = nil, nil
 	if req.Context == nil {
 		return nil
@@ -750,5 +762,6 @@ func (s *Scorer) ScoreRecordTo(scores [][]float32, rec arrow.RecordBatch) ([][]f
 	pt.lo, pt.hi, pt.useCtx, pt.err = 0, n, false, nil
 	pt.state.Store(partReady)
 	st.nparts = 1
+	st.ctxDone.Store(true) // no context
 	return scores, st.run(context.Background(), nil, s.workersFor(n), n, scores)
 }

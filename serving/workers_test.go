@@ -1,7 +1,9 @@
 package serving
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -85,6 +87,65 @@ func TestHelpersSameScores(t *testing.T) {
 		h.Close()
 		h.Close() // a second Close is a no-op
 		check(3)
+	}
+}
+
+// TestContextErrorFirst: the other workers decode their parts while the
+// request's goroutine decodes the context, yet a context that does not
+// decode is the request's error even when a candidate is bad too, and a
+// context that decodes is merged into every part (the same bits as one
+// worker).
+func TestContextErrorFirst(t *testing.T) {
+	dir := writeTestBundle(t, t.TempDir(), 23)
+	b, err := LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	good := testRequest(t, r, 60, "")
+	one, err := NewScorer(b, ScorerConfig{BatchRows: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := one.ScoreBody(context.Background(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int][]float32{}
+	for _, res := range resp.Results {
+		want[res.Index] = slices.Clone(res.Scores)
+	}
+	resp.Release()
+	// The context's age is not a number, and so is the last candidate's
+	// price.
+	badCtx := bytes.Replace(good, []byte(`"age":`), []byte(`"age":[1],"x":`), 1)
+	badBoth := append(badCtx[:len(badCtx)-3:len(badCtx)-3], []byte(`,"price":"x"}]}`)...)
+	for _, spin := range []time.Duration{0, time.Millisecond} {
+		h := NewHelpers(2, spin)
+		s, err := NewScorer(b, ScorerConfig{Workers: 3, MinWorkerRows: 4, BatchRows: 5, Helpers: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			for _, body := range [][]byte{badCtx, badBoth} {
+				_, err := s.ScoreBody(context.Background(), body)
+				var re *RequestError
+				if !errors.As(err, &re) || re.Field != "context.age" {
+					t.Fatalf("spin %v round %d: error %v, want one on context.age", spin, i, err)
+				}
+			}
+			resp, err := s.ScoreBody(context.Background(), good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, res := range resp.Results {
+				if !slices.Equal(res.Scores, want[res.Index]) {
+					t.Fatalf("spin %v candidate %d: %v, want %v", spin, res.Index, res.Scores, want[res.Index])
+				}
+			}
+			resp.Release()
+		}
+		h.Close()
 	}
 }
 
