@@ -9,21 +9,28 @@ import (
 // (so that probes wrap around its end) and checks every lookup, one by
 // one and batched (rowsTo), against a Go map, and the Robin Hood
 // invariant after every change: along a cluster, no entry is closer to
-// its home than its predecessor minus one.
+// its home than its predecessor minus one. Homes crowd at both ends of
+// the map, so that keys spill past their home lines and around the end.
 func TestIDMapAgainstGoMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := range 20 {
 		capacity := 1 + r.IntN(40)
-		tab := newIDTable(&Field{Name: "f", Exact: &Exact{Capacity: capacity, AdmitAfter: 2, Waiting: capacity}}, 0)
+		tab := newIDTable(&Field{Name: "f", Exact: &Exact{Capacity: capacity, AdmitAfter: 2, Waiting: capacity, Shared: 3}}, 0)
 		want := map[uint64]int32{}
 		wantWait := map[uint64]bool{}
 		keys := make([]uint64, 3*capacity)
 		for i := range keys {
 			keys[i] = r.Uint64()
-			if r.IntN(3) == 0 {
+			switch r.IntN(6) {
+			case 0, 1:
 				keys[i] = keys[i]>>8 | 0xff<<56 // crowd the homes at the end
+			case 2:
+				keys[i] >>= 8 // and at the start
 			}
 		}
+		// Key 0 is the key of an empty slot: it must be found only when
+		// admitted.
+		keys[1] = 0
 		for op := range 2000 {
 			k := keys[r.IntN(len(keys))]
 			_, in := want[k]
@@ -73,8 +80,8 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 					t.Fatalf("round %d op %d: rowsTo gave key %d row %d, want %d", round, op, i, ids[i], exp)
 				}
 			}
-			checkRobinHood(t, tab.n, func(j uint64) (uint64, bool) { return tab.slots[j].key, tab.slots[j].ref != 0 })
-			checkRobinHood(t, tab.wait.n, func(j uint64) (uint64, bool) { return tab.wait.slots[j].key, tab.wait.slots[j].count != 0 })
+			checkRobinHood(t, tab.n, tab.homeOf, func(j uint64) (uint64, bool) { return tab.slots[j].key, tab.slots[j].ref != 0 })
+			checkRobinHood(t, tab.wait.n, func(k uint64) uint64 { return home(k, tab.wait.n) }, func(j uint64) (uint64, bool) { return tab.wait.slots[j].key, tab.wait.slots[j].count != 0 })
 			if tab.wait.len != len(wantWait) {
 				t.Fatalf("waiting len %d, want %d", tab.wait.len, len(wantWait))
 			}
@@ -82,20 +89,20 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 	}
 }
 
-func checkRobinHood(t *testing.T, n uint64, at func(j uint64) (uint64, bool)) {
+func checkRobinHood(t *testing.T, n uint64, homeOf func(k uint64) uint64, at func(j uint64) (uint64, bool)) {
 	t.Helper()
 	for j := range n {
 		k, used := at(j)
 		if !used {
 			continue
 		}
-		d := dist(j, home(k, n), n)
+		d := dist(j, homeOf(k), n)
 		if d == 0 {
 			continue
 		}
 		p := (j + n - 1) % n
 		pk, pused := at(p)
-		if !pused || dist(p, home(pk, n), n)+1 < d {
+		if !pused || dist(p, homeOf(pk), n)+1 < d {
 			t.Fatalf("slot %d (distance %d) follows slot %d that breaks the invariant", j, d, p)
 		}
 	}

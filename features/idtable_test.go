@@ -758,19 +758,26 @@ func TestExactSpecErrors(t *testing.T) {
 
 func TestExactAllocs(t *testing.T) {
 	for _, exact := range []string{"{capacity: 500, admit_after: 2, evict: lru, ttl: 2000}", "{capacity: 300, evict: lfu, ttl: 3000}"} {
-		t.Run(exact, func(t *testing.T) { testExactAllocs(t, exact) })
+		for _, typ := range []arrow.DataType{i64, utf8} {
+			t.Run(exact+"/"+typ.String(), func(t *testing.T) { testExactAllocs(t, exact, typ) })
+		}
 	}
 }
 
-func testExactAllocs(t *testing.T, exact string) {
+func testExactAllocs(t *testing.T, exact string, typ arrow.DataType) {
 	spec := "fields:\n  - {name: id, kind: categorical, exact: " + exact + "}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
 	tr := newTransformer(t, spec, nil, true)
 	r := rand.New(rand.NewPCG(1, 1))
 	recs := make([]any, 4096)
 	for i := range recs {
-		recs[i] = int(rand.NewZipf(r, 1.2, 1, 5000).Uint64())
+		x := int(rand.NewZipf(r, 1.2, 1, 5000).Uint64())
+		if typ == utf8 {
+			recs[i] = fmt.Sprint(x)
+		} else {
+			recs[i] = x
+		}
 	}
-	rec := record(t, memory.DefaultAllocator, col{"id", i64, recs}, col{"click", i64, repeat(0, len(recs))})
+	rec := record(t, memory.DefaultAllocator, col{"id", typ, recs}, col{"click", i64, repeat(0, len(recs))})
 	defer rec.Release()
 	var b features.Batch
 	for range 3 {

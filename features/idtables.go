@@ -343,7 +343,7 @@ func (ts *IDTables) SetState(st IDState) error {
 
 // take moves the content of nt (a table of the same field) into t.
 func (t *IDTable) take(nt *IDTable) {
-	t.slots, t.n, t.last, t.used, t.next, t.free = nt.slots, nt.n, nt.last, nt.used, nt.next, nt.free
+	t.slots, t.n, t.lines, t.last, t.used, t.next, t.free = nt.slots, nt.n, nt.lines, nt.last, nt.used, nt.next, nt.free
 	t.wait = nt.wait
 	t.clock, t.lastSweep = nt.clock, nt.lastSweep
 	t.admissions, t.evictions, t.expired = nt.admissions, nt.evictions, nt.expired
