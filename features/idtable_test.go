@@ -679,6 +679,78 @@ group_key: user
 	}
 }
 
+// TestExactTransformMatchesRow: on columns of many rows (several groups
+// of the pipelined lookup, and a last one cut short), with nulls, sliced
+// at an offset, of each type, every row gets the key of its text and the
+// row IDTable.Row gives that key, some ids admitted and most not.
+func TestExactTransformMatchesRow(t *testing.T) {
+	spec := "fields:\n  - {name: id, kind: categorical, exact: {capacity: 300, shared: 7, max_id_bytes: 12}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
+	mem := checkedMem(t)
+	r := rand.New(rand.NewPCG(5, 5))
+	const n = 1000
+	xs := make([]int64, n)
+	for i := range xs {
+		xs[i] = int64(r.IntN(2000)) * 1_000_003 // up to 13 digits: some are cut
+	}
+	for _, typ := range []arrow.DataType{utf8, lutf8, i64, i32} {
+		t.Run(typ.String(), func(t *testing.T) {
+			tr := newTransformer(t, spec, nil, false)
+			tab := tr.IDs().Table(0)
+			recs := make([]any, n)
+			text := make([]string, n)
+			for i, x := range xs {
+				if typ == i32 {
+					x %= 1 << 31
+				}
+				text[i] = fmt.Sprint(x)
+				switch {
+				case i%7 == 3:
+					recs[i], text[i] = nil, ""
+				case typ == utf8 || typ == lutf8:
+					recs[i] = text[i]
+				default:
+					recs[i] = int(x)
+				}
+			}
+			whole := record(t, mem, col{"id", typ, recs})
+			defer whole.Release()
+			var b features.Batch
+			// Admit the ids of the first 250 rows.
+			first := whole.NewSlice(0, 250)
+			if err := tr.TransformTo(&b, first); err != nil {
+				t.Fatal(err)
+			}
+			first.Release()
+			if _, err := tr.IDs().Admit(&b); err != nil {
+				t.Fatal(err)
+			}
+			const off = 5
+			rec := whole.NewSlice(off, n)
+			defer rec.Release()
+			if err := tr.TransformTo(&b, rec); err != nil {
+				t.Fatal(err)
+			}
+			own := 0
+			for i, id := range b.Sparse[0].IDs {
+				key, row := uint64(0), int32(0)
+				if recs[off+i] != nil {
+					key = tab.Key(text[off+i])
+					row = tab.Row(key)
+				}
+				if b.Sparse[0].Keys[i] != key || id != row {
+					t.Fatalf("row %d (%q): key %x id %d, want %x %d", i, text[off+i], b.Sparse[0].Keys[i], id, key, row)
+				}
+				if row > 7 {
+					own++
+				}
+			}
+			if own == 0 || own == len(b.Sparse[0].IDs) {
+				t.Fatalf("%d of %d rows have own rows: the test wants both kinds", own, len(b.Sparse[0].IDs))
+			}
+		})
+	}
+}
+
 // TestExactTransformDictionary: an exact field read as dictionary strings
 // (Parquet's, with int32 indices, and others) gives the rows, keys, group
 // keys and cut counts that plain strings give, before and after admission.

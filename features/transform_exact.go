@@ -30,60 +30,97 @@ func (p *sparsePlan) textKey(s string) uint64 {
 // groups is not nil it also receives the keys (the group key is this
 // column). Null rows get id 0 and key 0.
 //
-// It hashes every value first and probes the map in a second loop: the
-// probes of that short loop are independent, so the processor keeps many
-// of their cache misses in flight at once, where a loop that also hashed
-// would wait for them one after another.
+// It works as IDTable.rowsTo, with the hashing in the same loop: it
+// hashes a group of prefetchAhead rows and prefetches the home lines of
+// their keys, then probes the group before. The probes' cache misses
+// overlap with each other and with the hashing of the next group,
+// instead of a loop waiting for each miss in turn (or hashing everything
+// first and then waiting for the misses of the probes with nothing else
+// to do).
 func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []uint64) {
-	seed := p.seed
-	keys = keys[:len(ids)]
+	t := p.exact
+	n := len(ids)
+	keys = keys[:n]
 	var null []byte
 	if c.nulls {
 		null = c.arr.NullBitmapBytes()
 	}
 	off := c.arr.Data().Offset()
-	isNull := func(r int) bool {
-		return null != nil && null[(off+r)>>3]&(1<<uint((off+r)&7)) == 0
-	}
-	// ids[r] is 0 for null and 1 otherwise until the probes.
-	switch c.kind {
-	case tString:
-		for r := range ids {
-			if isNull(r) {
-				ids[r], keys[r] = 0, 0
-			} else {
-				ids[r], keys[r] = 1, p.textKey(c.sval(r))
-			}
+	var homes [2]homeGroup
+	var cuts int64
+	for g, lo := 0, 0; lo < n+prefetchAhead; g, lo = g^1, lo+prefetchAhead {
+		if lo < n {
+			hi := min(lo+prefetchAhead, n)
+			cuts += p.exactKeys(ids[lo:hi], keys[lo:hi], c, lo, null, off)
+			t.prefetchHomes(keys[lo:hi], &homes[g])
 		}
-	case tInt64:
-		for r, v := range c.i64[:len(ids)] {
-			if isNull(r) {
-				ids[r], keys[r] = 0, 0
-			} else {
-				ids[r], keys[r] = 1, hashInt(v, seed)
-			}
-		}
-	case tInt32:
-		for r, v := range c.i32[:len(ids)] {
-			if isNull(r) {
-				ids[r], keys[r] = 0, 0
-			} else {
-				ids[r], keys[r] = 1, hashInt(int64(v), seed)
-			}
-		}
-	default:
-		for r := range ids {
-			if c.isNull(r) {
-				ids[r], keys[r] = 0, 0
-			} else {
-				ids[r], keys[r] = 1, p.key(c, r)
-			}
+		if prev := lo - prefetchAhead; prev >= 0 && prev < n {
+			hi := min(lo, n)
+			t.probeGroup(ids[prev:hi], keys[prev:hi], &homes[g^1])
 		}
 	}
-	p.exact.rowsTo(ids, keys)
+	if cuts > 0 {
+		t.truncated.Add(cuts)
+	}
 	if groups != nil {
 		copy(groups, keys)
 	}
+}
+
+// exactKeys sets keys[i] to the map key of row lo+i of c and ids[i] to 1,
+// or both to 0 for a null row (null is c's validity bitmap, nil without
+// nulls, and off its offset). It returns the number of values cut at
+// MaxIDBytes.
+func (p *sparsePlan) exactKeys(ids []int32, keys []uint64, c *textCol, lo int, null []byte, off int) (cuts int64) {
+	seed := p.seed
+	keys = keys[:len(ids)]
+	off += lo
+	isNull := func(i int) bool {
+		return null != nil && null[(off+i)>>3]&(1<<uint((off+i)&7)) == 0
+	}
+	switch c.kind {
+	case tString:
+		maxLen := p.exact.cfg.MaxIDBytes
+		offs := c.soffs[lo : lo+len(ids)+1]
+		data, base := c.sdata, c.sbase
+		for i := range ids {
+			if isNull(i) {
+				ids[i], keys[i] = 0, 0
+				continue
+			}
+			s := data[offs[i]-base : offs[i+1]-base]
+			if len(s) > maxLen {
+				s = s[:maxLen]
+				cuts++
+			}
+			ids[i], keys[i] = 1, xxh64(s, seed)
+		}
+	case tInt64:
+		for i, v := range c.i64[lo : lo+len(ids)] {
+			if isNull(i) {
+				ids[i], keys[i] = 0, 0
+			} else {
+				ids[i], keys[i] = 1, hashInt(v, seed)
+			}
+		}
+	case tInt32:
+		for i, v := range c.i32[lo : lo+len(ids)] {
+			if isNull(i) {
+				ids[i], keys[i] = 0, 0
+			} else {
+				ids[i], keys[i] = 1, hashInt(int64(v), seed)
+			}
+		}
+	default:
+		for i := range ids {
+			if c.isNull(lo + i) {
+				ids[i], keys[i] = 0, 0
+			} else {
+				ids[i], keys[i] = 1, p.key(c, lo+i)
+			}
+		}
+	}
+	return cuts
 }
 
 // exactListIDs fills the keys, rows and offsets of an exact
@@ -117,7 +154,8 @@ func (p *sparsePlan) exactListIDs(ids []int32, keys []uint64, offs []int32, c *l
 }
 
 // exactDictIDs is exactIDs for a column of dictionary-encoded strings
-// (tDictString): each dictionary value is cut, hashed and looked up once,
+// (tDictString): each dictionary value is cut, hashed and looked up once
+// (rowsTo, for a dictionary larger than the caches' share of the map),
 // then every row takes its value's key and row. A cut is counted once per
 // row, as on the other paths.
 func (p *sparsePlan) exactDictIDs(ids []int32, keys []uint64, c *textCol, groups []uint64, sc *dictScratch) {
@@ -134,9 +172,9 @@ func (p *sparsePlan) exactDictIDs(ids []int32, keys []uint64, c *textCol, groups
 		if sc.cut[i] {
 			s = s[:t.cfg.MaxIDBytes]
 		}
-		k := xxh64(s, p.seed)
-		sc.hashes[i], sc.ids[i] = k, t.Row(k)
+		sc.hashes[i], sc.ids[i] = xxh64(s, p.seed), 1
 	}
+	t.rowsTo(sc.ids, sc.hashes)
 	var null []byte
 	if c.nulls {
 		null = c.arr.NullBitmapBytes()
