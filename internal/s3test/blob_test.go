@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -153,20 +154,38 @@ func TestBlobIfNotExist(t *testing.T) {
 // TestBlobIfNotExistMultipart: the same for an object uploaded in parts
 // (a bundle's weights are far above one part): S3 checks If-None-Match
 // when the upload completes.
+//
+// The object is above the AWS transfer manager's multipart threshold
+// (16 MiB, whatever BufferSize says; BufferSize only sizes the parts),
+// so that S3 takes it in parts: below it, the write is one PutObject,
+// which versitygw refuses from its headers, reading at most 256 KiB of
+// the body before it closes the connection; the client, still sending,
+// then gets a reset in place of the 412 whenever its failed write wins
+// the race with the response (net/http returns the first of the two).
+// The ETag of the first write proves the parts.
 func TestBlobIfNotExistMultipart(t *testing.T) {
 	b := Bucket(t)
 	ctx := context.Background()
-	data := bytes.Repeat([]byte("w"), 11<<20) // three parts of 5 MiB
-	opts := &blob.WriterOptions{IfNotExist: true, BufferSize: 5 << 20}
+	const part = 5 << 20
+	data := bytes.Repeat([]byte("w"), 3*part+2<<20+1) // four parts
+	opts := &blob.WriterOptions{IfNotExist: true, BufferSize: part}
 	if err := b.WriteAll(ctx, "v1/weights", data, opts); err != nil {
 		t.Fatal(err)
 	}
-	err := b.WriteAll(ctx, "v1/weights", data[:len(data)-1], opts)
+	first, err := b.Attributes(ctx, "v1/weights")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An S3 multipart ETag is "md5-of-the-parts'-md5s-PARTS".
+	if !strings.HasSuffix(strings.Trim(first.ETag, `"`), "-4") {
+		t.Fatalf("ETag %s: want that of a 4-part upload", first.ETag)
+	}
+	err = b.WriteAll(ctx, "v1/weights", data[:len(data)-1], opts)
 	if gcerrors.Code(err) != gcerrors.FailedPrecondition {
 		t.Fatalf("second create-only multipart write: %v, want FailedPrecondition", err)
 	}
-	if a, err := b.Attributes(ctx, "v1/weights"); err != nil || a.Size != int64(len(data)) {
-		t.Errorf("after the refused write: %+v, %v; want the first object's size %d", a, err, len(data))
+	if a, err := b.Attributes(ctx, "v1/weights"); err != nil || a.Size != int64(len(data)) || a.ETag != first.ETag {
+		t.Errorf("after the refused write: %+v, %v; want the first object (size %d, ETag %s)", a, err, len(data), first.ETag)
 	}
 }
 
