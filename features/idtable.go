@@ -133,10 +133,19 @@ func (t *IDTable) Config() Exact { return t.cfg }
 
 // Key returns the map key of an id's canonical text.
 func (t *IDTable) Key(text string) uint64 {
+	s, _ := t.cut(text)
+	return xxh64(s, t.seed)
+}
+
+// cut is the part of an id's canonical text that makes its map key (the
+// field-seeded XXH64 of it): at most MaxIDBytes bytes; cut reports a
+// longer text. The one rule for every path that makes keys; callers
+// count the cuts.
+func (t *IDTable) cut(text string) (s string, cut bool) {
 	if len(text) > t.cfg.MaxIDBytes {
-		text = text[:t.cfg.MaxIDBytes]
+		return text[:t.cfg.MaxIDBytes], true
 	}
-	return xxh64(text, t.seed)
+	return text, false
 }
 
 // home is the first slot a key probes in a table of n slots (Lemire's

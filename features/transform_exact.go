@@ -16,12 +16,11 @@ func (p *sparsePlan) key(c *textCol, r int) uint64 {
 	return c.hash(r, p.seed)
 }
 
-// textKey hashes at most MaxIDBytes bytes of s, counting a cut.
+// textKey is the map key of s (IDTable.Key), counting a cut.
 func (p *sparsePlan) textKey(s string) uint64 {
-	t := p.exact
-	if len(s) > t.cfg.MaxIDBytes {
-		s = s[:t.cfg.MaxIDBytes]
-		t.truncated.Add(1)
+	s, cut := p.exact.cut(s)
+	if cut {
+		p.exact.truncated.Add(1)
 	}
 	return xxh64(s, p.seed)
 }
@@ -72,7 +71,7 @@ func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []u
 // nulls, and off its offset). It returns the number of values cut at
 // MaxIDBytes.
 func (p *sparsePlan) exactKeys(ids []int32, keys []uint64, c *textCol, lo int, null []byte, off int) (cuts int64) {
-	seed := p.seed
+	t, seed := p.exact, p.seed
 	keys = keys[:len(ids)]
 	off += lo
 	isNull := func(i int) bool {
@@ -80,7 +79,6 @@ func (p *sparsePlan) exactKeys(ids []int32, keys []uint64, c *textCol, lo int, n
 	}
 	switch c.kind {
 	case tString:
-		maxLen := p.exact.cfg.MaxIDBytes
 		offs := c.soffs[lo : lo+len(ids)+1]
 		data, base := c.sdata, c.sbase
 		for i := range ids {
@@ -88,9 +86,8 @@ func (p *sparsePlan) exactKeys(ids []int32, keys []uint64, c *textCol, lo int, n
 				ids[i], keys[i] = 0, 0
 				continue
 			}
-			s := data[offs[i]-base : offs[i+1]-base]
-			if len(s) > maxLen {
-				s = s[:maxLen]
+			s, cut := t.cut(data[offs[i]-base : offs[i+1]-base])
+			if cut {
 				cuts++
 			}
 			ids[i], keys[i] = 1, xxh64(s, seed)
@@ -167,11 +164,8 @@ func (p *sparsePlan) exactDictIDs(ids []int32, keys []uint64, c *textCol, groups
 	sc.hashes = growUint64(sc.hashes, nd)
 	sc.cut = growBool(sc.cut, nd)
 	for i := range nd {
-		s := d.Value(i)
-		sc.cut[i] = len(s) > t.cfg.MaxIDBytes
-		if sc.cut[i] {
-			s = s[:t.cfg.MaxIDBytes]
-		}
+		var s string
+		s, sc.cut[i] = t.cut(d.Value(i))
 		sc.hashes[i], sc.ids[i] = xxh64(s, p.seed), 1
 	}
 	t.rowsTo(sc.ids, sc.hashes)
