@@ -261,20 +261,28 @@ func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
 	for i, id := range ids {
 		k := keys[i]
 		line := (*[slotsPerLine]idSlot)(slots[h[i] : h[i]+slotsPerLine])
-		// At most one slot holds k (an empty slot, ref 0, never does:
-		// its key 0 may equal k); ref is its ref, or 0.
-		h0, r0 := slotHolds(&line[0], k)
-		h1, r1 := slotHolds(&line[1], k)
-		h2, r2 := slotHolds(&line[2], k)
-		h3, r3 := slotHolds(&line[3], k)
-		found := h0 | h1 | h2 | h3
-		ref := r0 | r1 | r2 | r3
-		null := isZero(uint64(uint32(id)))
+		// At most one slot holds k; ref is its ref, or 0. An empty slot
+		// (key 0, ref 0) adds nothing even when k is 0.
+		ref := line[0].ref&eqMask(line[0].key, k) | line[1].ref&eqMask(line[1].key, k) |
+			line[2].ref&eqMask(line[2].key, k) | line[3].ref&eqMask(line[3].key, k)
 		// The own row when found and not null, else id (0 when null,
 		// and a placeholder the second pass replaces when not found).
-		keep := uint32(-(found &^ null))
-		ids[i] = int32(uint32(base+int32(ref)-1)&keep | uint32(id)&^keep)
-		left |= ((found | null) ^ 1) << i
+		row := base + ref - 1
+		if ref == 0 {
+			row = id
+		}
+		if id == 0 {
+			row = 0
+		}
+		ids[i] = row
+		var absent, notNull uint64
+		if ref == 0 {
+			absent = 1
+		}
+		if id != 0 {
+			notNull = 1
+		}
+		left |= (absent & notNull) << i
 	}
 	for left != 0 {
 		i := bits.TrailingZeros64(left)
@@ -283,14 +291,14 @@ func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
 	}
 }
 
-// isZero is 1 when x is 0, else 0, without a branch.
-func isZero(x uint64) uint64 { return (x|-x)>>63 ^ 1 }
-
-// slotHolds returns 1 and the slot's ref when s holds key k, else 0 and
-// 0, without a branch.
-func slotHolds(s *idSlot, k uint64) (uint64, uint32) {
-	hit := isZero(s.key^k) &^ isZero(uint64(uint32(s.ref)))
-	return hit, uint32(s.ref) & uint32(-hit)
+// eqMask is -1 (all bits) when a == b, else 0; the compiler makes it a
+// conditional move, not a branch.
+func eqMask(a, b uint64) int32 {
+	var m int32
+	if a == b {
+		m = -1
+	}
+	return m
 }
 
 // slotFloats is the size of an idSlot in float32s, for
