@@ -124,17 +124,17 @@ func (e Exact) Rows() int {
 }
 
 // MapBytes bounds the memory of the field's IDTable besides its rows:
-// the map (16 bytes a slot, 2 slots per row), the last-use clock of
-// each row (8 bytes), the waiting set (24 bytes a slot, 4/3 slots per
-// waiting id; none when AdmitAfter is 1) and the free list (at most 4
-// bytes a row), and with EvictLFU the key of each row's id (8 bytes) and
-// the frequency sketch (4 bytes per power of two at least Capacity).
-// About 44 bytes per row with AdmitAfter 1, 76 with the default Waiting,
-// 12 to 16 more with EvictLFU.
+// the map (64-byte lines of 5 slots, a line per 2 rows), the count and
+// the last-use clock of each row (4 and 8 bytes), the waiting set (24
+// bytes a slot, 4/3 slots per waiting id; none when AdmitAfter is 1) and
+// the free list (at most 4 bytes a row), and with EvictLFU the key of
+// each row's id (8 bytes) and the frequency sketch (4 bytes per power of
+// two at least Capacity). About 48 bytes per row with AdmitAfter 1, 80
+// with the default Waiting, 12 to 16 more with EvictLFU.
 func (e Exact) MapBytes() int64 {
 	e = e.WithDefaults()
 	c := int64(e.Capacity)
-	b := 16*int64(mapSlotsFor(e.Capacity)) + 8*c + 4*c
+	b := 64*int64(mapLinesFor(e.Capacity)) + 4*c + 8*c + 4*c
 	if e.AdmitAfter > 1 {
 		b += 24 * int64(slotsFor(e.Waiting))
 	}

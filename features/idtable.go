@@ -49,13 +49,14 @@ type IDTable struct {
 	shared uint64
 	base   int32 // model row of own row 0
 
-	slots []idSlot
-	n     uint64  // len(slots), a multiple of slotsPerLine
-	lines uint64  // n / slotsPerLine
-	last  []int64 // per own row, the clock of its id's last use
-	used  int     // admitted ids
-	next  int32   // own rows next..Capacity-1 were never used
-	free  []int32
+	lines  []idLine
+	nlines uint64   // len(lines)
+	n      uint64   // slots: nlines × slotsPerLine
+	count  []uint32 // per own row, its id's uses (with evict lfu halved every 10 × capacity examples)
+	last   []int64  // per own row, the clock of its id's last use
+	used   int      // admitted ids
+	next   int32    // own rows next..Capacity-1 were never used
+	free   []int32
 
 	wait waitSet
 
@@ -72,18 +73,22 @@ type IDTable struct {
 	lfu lfuState // evict: lfu only
 }
 
-// idSlot is one slot of the open-addressing map (linear probing): 16
-// bytes, four to a cache line (slotsPerLine), so that a lookup reads one
-// line.
-type idSlot struct {
-	key   uint64
-	ref   int32  // own row + 1; 0 marks an empty slot
-	count uint32 // uses (with evict lfu halved every 10 × capacity examples)
+// idLine is a 64-byte cache line of the open-addressing map (linear
+// probing): slotsPerLine slots of 12 bytes, a key and its ref (own row +
+// 1; 0 marks an empty slot, whose key is 0), keys first, so that a
+// lookup reads one line. Slot j of the map is lines[j/slotsPerLine],
+// index j%slotsPerLine. The counts of uses are per row (IDTable.count),
+// not in the line: only admission reads them, and five slots fit a line
+// where four of 16 bytes did.
+type idLine struct {
+	keys [slotsPerLine]uint64
+	refs [slotsPerLine]int32
+	_    uint32
 }
 
-// slotsPerLine is the number of idSlots in a 64-byte cache line, the
-// map's unit of homes.
-const slotsPerLine = 4
+// slotsPerLine is the number of slots of an idLine, the map's unit of
+// homes.
+const slotsPerLine = 5
 
 type evictCand struct {
 	key   uint64
@@ -96,15 +101,17 @@ type evictCand struct {
 // of them are in use.
 func slotsFor(n int) uint64 { return uint64(n) + uint64(n)/3 + 1 }
 
-// mapSlotsFor is the number of slots of the id map of a table of capacity
-// n: at most 1/2 of them are in use, and whole cache lines of them (more
-// than 2n, a multiple of slotsPerLine). The map is read on every lookup
-// of training, evaluation and serving, where a load of 3/4 made a lookup
-// cost 2.4 to 2.9 hashed ones at a million uniform ids (issue 14 allows
-// 2): a probe there passes 1.5 other entries on average and reads a
-// second cache line a third of the time, against 0.5 entries at 1/2. The
-// waiting set is read only by admission and keeps 3/4.
-func mapSlotsFor(n int) uint64 { return (2*uint64(n)/slotsPerLine + 1) * slotsPerLine }
+// mapLinesFor is the number of cache lines (idLine) of the id map of a
+// table of capacity n: n/2 + 1, so that at most 2/5 of the slots are in
+// use. The map is read on every lookup of training, evaluation and
+// serving, where the cost that counts is a key found past its home line:
+// that second line is a cache miss no prefetch covered. At a million
+// uniform ids a load of 3/4 made a lookup cost 2.4 to 2.9 hashed ones
+// (issue 14 allows 2); lines of four 16-byte slots at a load of 1/2 left
+// 4.8% of the keys past their home line, five 12-byte slots at 2/5, in
+// the same 32 bytes a row, leave 1.2%. The waiting set is read only by
+// admission and keeps 3/4.
+func mapLinesFor(n int) uint64 { return uint64(n)/2 + 1 }
 
 func newIDTable(f *Field, sparse int) *IDTable {
 	cfg := f.Exact.WithDefaults()
@@ -112,9 +119,10 @@ func newIDTable(f *Field, sparse int) *IDTable {
 		name: f.Name, cfg: cfg, sparse: sparse, seed: FieldSeed(f.Name),
 		shared: uint64(cfg.Shared), base: int32(1 + cfg.Shared),
 	}
-	t.n = mapSlotsFor(cfg.Capacity)
-	t.lines = t.n / slotsPerLine
-	t.slots = make([]idSlot, t.n)
+	t.nlines = mapLinesFor(cfg.Capacity)
+	t.n = t.nlines * slotsPerLine
+	t.lines = make([]idLine, t.nlines)
+	t.count = make([]uint32, cfg.Capacity)
 	t.last = make([]int64, cfg.Capacity)
 	if cfg.AdmitAfter > 1 {
 		t.wait.init(cfg.Waiting)
@@ -157,7 +165,17 @@ func home(k, n uint64) uint64 {
 
 // homeOf is the home slot of key k in the id map: the first slot of a
 // cache line (home over the map's lines).
-func (t *IDTable) homeOf(k uint64) uint64 { return home(k, t.lines) * slotsPerLine }
+func (t *IDTable) homeOf(k uint64) uint64 { return home(k, t.nlines) * slotsPerLine }
+
+// keyAt and refAt are the key and the ref of slot j.
+func (t *IDTable) keyAt(j uint64) uint64 { return t.lines[j/slotsPerLine].keys[j%slotsPerLine] }
+func (t *IDTable) refAt(j uint64) int32  { return t.lines[j/slotsPerLine].refs[j%slotsPerLine] }
+
+// setSlot sets slot j to key k and ref (0, 0 empties it).
+func (t *IDTable) setSlot(j, k uint64, ref int32) {
+	l := &t.lines[j/slotsPerLine]
+	l.keys[j%slotsPerLine], l.refs[j%slotsPerLine] = k, ref
+}
 
 // The map and the waiting set are open addressing with Robin Hood linear
 // probing: an entry sits at or after its home slot, entries with equal
@@ -189,7 +207,7 @@ func (t *IDTable) Row(k uint64) int32 { return t.rowAt(k, t.homeOf(k)) }
 // rowAt is Row for a key whose home slot h is known.
 func (t *IDTable) rowAt(k, h uint64) int32 {
 	if j, ok := t.findFrom(k, h); ok {
-		return t.base + t.slots[j].ref - 1
+		return t.base + t.refAt(j) - 1
 	}
 	return 1 + int32(k%t.shared)
 }
@@ -198,13 +216,13 @@ func (t *IDTable) rowAt(k, h uint64) int32 {
 // to fetch home lines (16 measured the same within the noise).
 const prefetchAhead = 32
 
-// homeGroup holds the home slots of a group of at most prefetchAhead
+// homeGroup holds the home lines of a group of at most prefetchAhead
 // keys, computed by prefetchHomes and read by probeGroup.
 type homeGroup [prefetchAhead]uint64
 
 // rowsTo sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null). A map
 // larger than the caches costs a cache miss per lookup; rowsTo works in
-// groups of prefetchAhead keys: it computes the home slots of the next
+// groups of prefetchAhead keys: it computes the home lines of the next
 // group and prefetches their lines, then probes the current group from
 // the homes it computed one group before, so that the misses overlap
 // instead of waiting one after another, and no home is computed twice.
@@ -223,7 +241,7 @@ func (t *IDTable) rowsTo(ids []int32, keys []uint64) {
 	}
 }
 
-// prefetchHomes sets h[i] to the home slot of keys[i] (at most
+// prefetchHomes sets h[i] to the home line of keys[i] (at most
 // prefetchAhead keys) and asks the CPU to bring the home lines into its
 // caches.
 func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
@@ -234,18 +252,18 @@ func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
 	// kernels.PrefetchRows takes a table of float32 rows and int32 row
 	// indices: it sees the map as its lines, so that an index fits even
 	// for 2³¹ slots and more.
-	lines := unsafe.Slice((*float32)(unsafe.Pointer(&t.slots[0])), len(t.slots)*slotFloats)
+	lines := unsafe.Slice((*float32)(unsafe.Pointer(&t.lines[0])), len(t.lines)*lineFloats)
 	var fetch [prefetchAhead]int32
 	for i, k := range keys {
-		l := home(k, t.lines)
-		h[i] = l * slotsPerLine
+		l := home(k, t.nlines)
+		h[i] = l
 		fetch[i] = int32(l)
 	}
-	kernels.PrefetchRows(lines, slotsPerLine*slotFloats, fetch[:len(keys)])
+	kernels.PrefetchRows(lines, lineFloats, fetch[:len(keys)])
 }
 
 // probeGroup sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null),
-// from the home slots prefetchHomes put in h.
+// from the home lines prefetchHomes put in h.
 //
 // It probes in two passes. The first reads the home line of every key
 // and takes the row of each key found there, without a branch on what it
@@ -256,15 +274,16 @@ func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
 func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
 	ids = ids[:min(len(ids), prefetchAhead)]
 	keys = keys[:len(ids)]
-	slots, base := t.slots, t.base
+	lines, base := t.lines, t.base
 	var left uint64 // bit i: key i is left to the second pass
 	for i, id := range ids {
 		k := keys[i]
-		line := (*[slotsPerLine]idSlot)(slots[h[i] : h[i]+slotsPerLine])
+		l := &lines[h[i]]
 		// At most one slot holds k; ref is its ref, or 0. An empty slot
 		// (key 0, ref 0) adds nothing even when k is 0.
-		ref := line[0].ref&eqMask(line[0].key, k) | line[1].ref&eqMask(line[1].key, k) |
-			line[2].ref&eqMask(line[2].key, k) | line[3].ref&eqMask(line[3].key, k)
+		ref := l.refs[0]&eqMask(l.keys[0], k) | l.refs[1]&eqMask(l.keys[1], k) |
+			l.refs[2]&eqMask(l.keys[2], k) | l.refs[3]&eqMask(l.keys[3], k) |
+			l.refs[4]&eqMask(l.keys[4], k)
 		// The own row when found and not null, else id (0 when null,
 		// and a placeholder the second pass replaces when not found).
 		row := base + ref - 1
@@ -287,7 +306,7 @@ func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
 	for left != 0 {
 		i := bits.TrailingZeros64(left)
 		left &= left - 1
-		ids[i] = t.rowAt(keys[i], h[i])
+		ids[i] = t.rowAt(keys[i], h[i]*slotsPerLine)
 	}
 }
 
@@ -301,9 +320,9 @@ func eqMask(a, b uint64) int32 {
 	return m
 }
 
-// slotFloats is the size of an idSlot in float32s, for
+// lineFloats is the size of an idLine in float32s, for
 // kernels.PrefetchRows, which takes a table of float32 rows.
-const slotFloats = int(unsafe.Sizeof(idSlot{}) / 4)
+const lineFloats = int(unsafe.Sizeof(idLine{}) / 4)
 
 // SharedRow returns the shared row of key.
 func (t *IDTable) SharedRow(k uint64) int32 { return 1 + int32(k%t.shared) }
@@ -315,14 +334,14 @@ func (t *IDTable) find(k uint64) (uint64, bool) { return t.findFrom(k, t.homeOf(
 func (t *IDTable) findFrom(k, h uint64) (uint64, bool) {
 	n := t.n
 	for j, d := h, uint64(0); ; d++ {
-		s := &t.slots[j]
-		if s.ref == 0 {
+		if t.refAt(j) == 0 {
 			return 0, false
 		}
-		if s.key == k {
+		sk := t.keyAt(j)
+		if sk == k {
 			return j, true
 		}
-		if dist(j, t.homeOf(s.key), n) < d {
+		if dist(j, t.homeOf(sk), n) < d {
 			return 0, false
 		}
 		if j++; j == n {
@@ -331,20 +350,22 @@ func (t *IDTable) findFrom(k, h uint64) (uint64, bool) {
 	}
 }
 
-// insert adds an entry whose key is absent, displacing the entries closer
-// to their homes (the table is never full: at most 1/2 of it is used).
-func (t *IDTable) insert(e idSlot) {
+// insert adds key k with ref (own row + 1), k absent, displacing the
+// entries closer to their homes (the table is never full: at most 2/5
+// of it is used).
+func (t *IDTable) insert(k uint64, ref int32) {
 	n := t.n
-	j := t.homeOf(e.key)
+	j := t.homeOf(k)
 	for d := uint64(0); ; d++ {
-		s := &t.slots[j]
-		if s.ref == 0 {
-			*s = e
+		sr := t.refAt(j)
+		if sr == 0 {
+			t.setSlot(j, k, ref)
 			return
 		}
-		if ds := dist(j, t.homeOf(s.key), n); ds < d {
-			*s, e = e, *s
-			d = ds
+		sk := t.keyAt(j)
+		if ds := dist(j, t.homeOf(sk), n); ds < d {
+			t.setSlot(j, k, ref)
+			k, ref, d = sk, sr, ds
 		}
 		if j++; j == n {
 			j = 0
@@ -365,14 +386,14 @@ func (t *IDTable) remove(k uint64) {
 		if j == n {
 			j = 0
 		}
-		s := t.slots[j]
-		if s.ref == 0 || t.homeOf(s.key) == j {
+		sk, sr := t.keyAt(j), t.refAt(j)
+		if sr == 0 || t.homeOf(sk) == j {
 			break
 		}
-		t.slots[i] = s
+		t.setSlot(i, sk, sr)
 		i = j
 	}
-	t.slots[i] = idSlot{}
+	t.setSlot(i, 0, 0)
 }
 
 // RowReset is a row Admit gave to an id: before the step, the trainer
@@ -395,12 +416,12 @@ func (t *IDTable) admitColumn(ids []int32, keys []uint64, now int64, resets []Ro
 		}
 		j, ok := t.find(k)
 		if ok {
-			s := &t.slots[j]
-			t.last[s.ref-1] = now
-			if s.count < math.MaxUint32 {
-				s.count++
+			r := t.refAt(j) - 1
+			t.last[r] = now
+			if t.count[r] < math.MaxUint32 {
+				t.count[r]++
 			}
-			ids[i] = t.base + s.ref - 1
+			ids[i] = t.base + r
 			continue
 		}
 		var r int32
@@ -434,8 +455,8 @@ func (t *IDTable) admit(k uint64, now int64, resets []RowReset) (int32, []RowRes
 	if t.cfg.AdmitAfter > 1 {
 		t.wait.remove(k)
 	}
-	t.insert(idSlot{key: k, ref: r + 1, count: count})
-	t.last[r] = now
+	t.insert(k, r+1)
+	t.count[r], t.last[r] = count, now
 	if t.lfu.keyOf != nil {
 		t.lfu.keyOf[r] = k
 	}
@@ -501,9 +522,12 @@ func (t *IDTable) evictBatch() int { return max(1, t.cfg.Capacity/64) }
 // the current batch (evict: lru); ties end by row.
 func (t *IDTable) evictSome(now int64) {
 	c := t.cands[:0]
-	for _, s := range t.slots {
-		if s.ref != 0 && t.last[s.ref-1] < now {
-			c = append(c, evictCand{key: s.key, last: t.last[s.ref-1], row: s.ref - 1, count: s.count})
+	for li := range t.lines {
+		l := &t.lines[li]
+		for x, ref := range l.refs {
+			if r := ref - 1; ref != 0 && t.last[r] < now {
+				c = append(c, evictCand{key: l.keys[x], last: t.last[r], row: r, count: t.count[r]})
+			}
 		}
 	}
 	k := min(t.evictBatch(), len(c))
@@ -542,9 +566,12 @@ func (t *IDTable) sweep(now int64) {
 	t.lastSweep = now
 	limit := now - t.cfg.TTL
 	c := t.cands[:0]
-	for _, s := range t.slots {
-		if s.ref != 0 && t.last[s.ref-1] < limit {
-			c = append(c, evictCand{key: s.key, row: s.ref - 1})
+	for li := range t.lines {
+		l := &t.lines[li]
+		for x, ref := range l.refs {
+			if ref != 0 && t.last[ref-1] < limit {
+				c = append(c, evictCand{key: l.keys[x], row: ref - 1})
+			}
 		}
 	}
 	t.freeCands(c)

@@ -37,7 +37,7 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 			switch {
 			case !in && len(want) < capacity && r.IntN(2) == 0:
 				want[k] = int32(op)
-				tab.insert(idSlot{key: k, ref: int32(op) + 1})
+				tab.insert(k, int32(op)+1)
 			case in && r.IntN(2) == 0:
 				delete(want, k)
 				tab.remove(k)
@@ -54,7 +54,7 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 			for _, q := range keys {
 				j, ok := tab.find(q)
 				row, in := want[q]
-				if ok != in || (ok && tab.slots[j].ref-1 != row) {
+				if ok != in || (ok && tab.refAt(j)-1 != row) {
 					t.Fatalf("round %d op %d: find(%x) = %d %v, want %d %v", round, op, q, j, ok, row, in)
 				}
 				if _, ok := tab.wait.find(q); ok != wantWait[q] {
@@ -80,7 +80,7 @@ func TestIDMapAgainstGoMap(t *testing.T) {
 					t.Fatalf("round %d op %d: rowsTo gave key %d row %d, want %d", round, op, i, ids[i], exp)
 				}
 			}
-			checkRobinHood(t, tab.n, tab.homeOf, func(j uint64) (uint64, bool) { return tab.slots[j].key, tab.slots[j].ref != 0 })
+			checkRobinHood(t, tab.n, tab.homeOf, func(j uint64) (uint64, bool) { return tab.keyAt(j), tab.refAt(j) != 0 })
 			checkRobinHood(t, tab.wait.n, func(k uint64) uint64 { return home(k, tab.wait.n) }, func(j uint64) (uint64, bool) { return tab.wait.slots[j].key, tab.wait.slots[j].count != 0 })
 			if tab.wait.len != len(wantWait) {
 				t.Fatalf("waiting len %d, want %d", tab.wait.len, len(wantWait))

@@ -102,8 +102,8 @@ func (t *IDTable) agePeriod() int64 { return lfuAgeFactor * int64(t.cfg.Capacity
 
 // age halves every count of the table and of its sketch.
 func (t *IDTable) age(now int64) {
-	for j := range t.slots {
-		t.slots[j].count >>= 1
+	for r := range t.count {
+		t.count[r] >>= 1
 	}
 	for j := range t.lfu.sketch {
 		t.lfu.sketch[j] >>= 1
@@ -115,7 +115,7 @@ func (t *IDTable) age(now int64) {
 // free.
 func (t *IDTable) owner(r int32) (uint64, bool) {
 	j, ok := t.find(t.lfu.keyOf[r])
-	if !ok || t.slots[j].ref != r+1 {
+	if !ok || t.refAt(j) != r+1 {
 		return 0, false
 	}
 	return j, true
@@ -164,7 +164,7 @@ func (t *IDTable) victimRow(now int64) (int32, uint32, bool) {
 	l := &t.lfu
 	if l.victim != 0 {
 		r := l.victim - 1
-		if j, ok := t.owner(r); ok && t.last[r] < now && t.slots[j].count == l.victimCount {
+		if _, ok := t.owner(r); ok && t.last[r] < now && t.count[r] == l.victimCount {
 			return r, l.victimCount, true
 		}
 		l.victim = 0
@@ -180,11 +180,10 @@ func (t *IDTable) victimRow(now int64) (int32, uint32, bool) {
 		if l.hand++; l.hand >= n {
 			l.hand = 0
 		}
-		j, ok := t.owner(r)
-		if !ok || t.last[r] >= now {
+		if _, ok := t.owner(r); !ok || t.last[r] >= now {
 			continue
 		}
-		c, last := t.slots[j].count, t.last[r]
+		c, last := t.count[r], t.last[r]
 		if found == 0 || c < bestCount || c == bestCount && (last < bestLast || last == bestLast && r < best) {
 			best, bestCount, bestLast = r, c, last
 		}

@@ -209,19 +209,26 @@ func (ts *IDTables) State() IDState {
 		return st
 	}
 	for _, t := range ts.tables {
-		byRow := make([]idSlot, 0, t.used)
-		for _, s := range t.slots {
-			if s.ref != 0 {
-				byRow = append(byRow, s)
+		type entry struct {
+			key uint64
+			row int32
+		}
+		byRow := make([]entry, 0, t.used)
+		for li := range t.lines {
+			l := &t.lines[li]
+			for x, ref := range l.refs {
+				if ref != 0 {
+					byRow = append(byRow, entry{l.keys[x], ref - 1})
+				}
 			}
 		}
-		slices.SortFunc(byRow, func(a, b idSlot) int { return int(a.ref) - int(b.ref) })
+		slices.SortFunc(byRow, func(a, b entry) int { return int(a.row) - int(b.row) })
 		keys := make([]uint64, len(byRow))
 		rows := make([]int64, len(byRow))
 		counts := make([]int64, len(byRow))
 		last := make([]int64, len(byRow))
-		for i, s := range byRow {
-			keys[i], rows[i], counts[i], last[i] = s.key, int64(s.ref-1), int64(s.count), t.last[s.ref-1]
+		for i, e := range byRow {
+			keys[i], rows[i], counts[i], last[i] = e.key, int64(e.row), int64(t.count[e.row]), t.last[e.row]
 		}
 		free := make([]int64, len(t.free))
 		for i, r := range t.free {
@@ -343,7 +350,8 @@ func (ts *IDTables) SetState(st IDState) error {
 
 // take moves the content of nt (a table of the same field) into t.
 func (t *IDTable) take(nt *IDTable) {
-	t.slots, t.n, t.lines, t.last, t.used, t.next, t.free = nt.slots, nt.n, nt.lines, nt.last, nt.used, nt.next, nt.free
+	t.lines, t.nlines, t.n, t.count, t.last = nt.lines, nt.nlines, nt.n, nt.count, nt.last
+	t.used, t.next, t.free = nt.used, nt.next, nt.free
 	t.wait = nt.wait
 	t.clock, t.lastSweep = nt.clock, nt.lastSweep
 	t.admissions, t.evictions, t.expired = nt.admissions, nt.evictions, nt.expired
@@ -446,8 +454,8 @@ func (t *IDTable) fromState(st IDState) (*IDTable, error) {
 		if _, dup := nt.find(k); dup {
 			return nil, bad("key %#x appears twice", k)
 		}
-		nt.insert(idSlot{key: k, ref: int32(r) + 1, count: uint32(counts[i])})
-		nt.last[r] = last[i]
+		nt.insert(k, int32(r)+1)
+		nt.count[r], nt.last[r] = uint32(counts[i]), last[i]
 	}
 	nt.used = len(keys)
 	nt.free = make([]int32, 0, len(free))
