@@ -226,18 +226,36 @@ type homeGroup [prefetchAhead]uint64
 // group and prefetches their lines, then probes the current group from
 // the homes it computed one group before, so that the misses overlap
 // instead of waiting one after another, and no home is computed twice.
+// The few keys a probe finds past their home lines (spilled) are found
+// one group later, when the next lines it asked for have arrived.
 // Callers that compute the keys themselves interleave that work with the
-// probes the same way (prefetchHomes, probeGroup; sparsePlan.exactIDs).
+// probes the same way (prefetchHomes, probeGroup, finishSpilled;
+// sparsePlan.exactIDs).
 func (t *IDTable) rowsTo(ids []int32, keys []uint64) {
 	keys = keys[:len(ids)]
 	var homes [2]homeGroup
+	var spilled uint64 // of the group at spillLo
+	spillLo := 0
 	t.prefetchHomes(keys[:min(prefetchAhead, len(keys))], &homes[0])
 	for g, lo := 0, 0; lo < len(keys); g, lo = g^1, lo+prefetchAhead {
 		if next := lo + prefetchAhead; next < len(keys) {
 			t.prefetchHomes(keys[next:min(next+prefetchAhead, len(keys))], &homes[g^1])
 		}
 		hi := min(lo+prefetchAhead, len(keys))
-		t.probeGroup(ids[lo:hi], keys[lo:hi], &homes[g])
+		left := t.probeGroup(ids[lo:hi], keys[lo:hi], &homes[g])
+		t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
+		spilled, spillLo = left, lo
+	}
+	t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
+}
+
+// finishSpilled sets ids[i] to Row(keys[i]) for each bit i of spilled
+// (a mask probeGroup returned).
+func (t *IDTable) finishSpilled(ids []int32, keys []uint64, spilled uint64) {
+	for spilled != 0 {
+		i := bits.TrailingZeros64(spilled)
+		spilled &= spilled - 1
+		ids[i] = t.Row(keys[i])
 	}
 }
 
@@ -249,17 +267,22 @@ func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
 	if len(keys) == 0 {
 		return
 	}
-	// kernels.PrefetchRows takes a table of float32 rows and int32 row
-	// indices: it sees the map as its lines, so that an index fits even
-	// for 2³¹ slots and more.
-	lines := unsafe.Slice((*float32)(unsafe.Pointer(&t.lines[0])), len(t.lines)*lineFloats)
 	var fetch [prefetchAhead]int32
 	for i, k := range keys {
 		l := home(k, t.nlines)
 		h[i] = l
 		fetch[i] = int32(l)
 	}
-	kernels.PrefetchRows(lines, lineFloats, fetch[:len(keys)])
+	t.prefetchLines(fetch[:len(keys)])
+}
+
+// prefetchLines asks the CPU to bring lines of the map into its caches.
+// kernels.PrefetchRows takes a table of float32 rows and int32 row
+// indices: it sees the map as its lines, so that an index fits even for
+// 2³¹ slots and more.
+func (t *IDTable) prefetchLines(lines []int32) {
+	m := unsafe.Slice((*float32)(unsafe.Pointer(&t.lines[0])), len(t.lines)*lineFloats)
+	kernels.PrefetchRows(m, lineFloats, lines)
 }
 
 // probeGroup sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null),
@@ -269,9 +292,16 @@ func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
 // and takes the row of each key found there, without a branch on what it
 // read: a branch on a slot still in flight from memory makes the
 // processor wait for it, or throw away the loads after it when it guessed
-// wrong, where loads alone overlap. The second pass finds the keys the
-// first left (absent, or spilled past their home line) with findFrom.
-func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
+// wrong, where loads alone overlap. The second pass looks at the keys the
+// first did not find. The used slots of a line are a prefix of it (the
+// keys of a home are adjacent from its first slot, after the keys
+// spilled from the lines before), so a key is absent when its home line
+// has an empty slot: it takes its shared row. A full home line may have
+// spilled the key into the next lines: probeGroup asks the CPU for the
+// next line and leaves the key at its placeholder, to be found later
+// (finishSpilled), by the time that line has come, instead of waiting
+// for it here; it returns those keys, bit i for key i.
+func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) (spilled uint64) {
 	ids = ids[:min(len(ids), prefetchAhead)]
 	keys = keys[:len(ids)]
 	lines, base := t.lines, t.base
@@ -303,11 +333,30 @@ func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) {
 		}
 		left |= (absent & notNull) << i
 	}
+	if left == 0 {
+		return 0
+	}
+	var fetch [prefetchAhead]int32
+	nf := 0
 	for left != 0 {
 		i := bits.TrailingZeros64(left)
 		left &= left - 1
-		ids[i] = t.rowAt(keys[i], h[i]*slotsPerLine)
+		if lines[h[i]].refs[slotsPerLine-1] == 0 {
+			ids[i] = t.SharedRow(keys[i])
+			continue
+		}
+		spilled |= 1 << i
+		next := h[i] + 1
+		if next == t.nlines {
+			next = 0
+		}
+		fetch[nf] = int32(next)
+		nf++
 	}
+	if nf > 0 {
+		t.prefetchLines(fetch[:nf])
+	}
+	return spilled
 }
 
 // eqMask is -1 (all bits) when a == b, else 0; the compiler makes it a

@@ -682,15 +682,38 @@ group_key: user
 // TestExactTransformMatchesRow: on columns of many rows (several groups
 // of the pipelined lookup, and a last one cut short), with nulls, sliced
 // at an offset, of each type, every row gets the key of its text and the
-// row IDTable.Row gives that key, some ids admitted and most not.
+// row IDTable.Row gives that key, some ids admitted and most not. With
+// crowded, the ids are those whose keys have their homes in the first
+// lines of the map, so that lines fill and keys spill past their home
+// lines (found a group later than the others).
 func TestExactTransformMatchesRow(t *testing.T) {
 	spec := "fields:\n  - {name: id, kind: categorical, exact: {capacity: 300, shared: 7, max_id_bytes: 12}}\ntasks:\n  - {name: ctr, kind: binary, label: click}\n"
+	for _, crowded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crowded=%v", crowded), func(t *testing.T) { testExactTransformMatchesRow(t, spec, crowded) })
+	}
+}
+
+func testExactTransformMatchesRow(t *testing.T, spec string, crowded bool) {
 	mem := checkedMem(t)
 	r := rand.New(rand.NewPCG(5, 5))
 	const n = 1000
+	var pool []int64 // the distinct ids to draw from
+	keyTab := newTransformer(t, spec, nil, false).IDs().Table(0)
+	for x := int64(0); len(pool) < 2000; x++ {
+		v := x * 1_000_003 // up to 13 digits: some are cut
+		// Homes in the first 12 of the map's 151 lines: about 10 keys a
+		// line once admitted, of 5 slots. The int32 columns take the
+		// ids modulo 2³¹, which changes their keys: not crowded there.
+		if !crowded || keyTab.HomeLine(keyTab.Key(fmt.Sprint(v))) < 12 {
+			pool = append(pool, v)
+		}
+	}
 	xs := make([]int64, n)
 	for i := range xs {
-		xs[i] = int64(r.IntN(2000)) * 1_000_003 // up to 13 digits: some are cut
+		xs[i] = pool[r.IntN(len(pool))]
+		if crowded {
+			xs[i] = pool[r.IntN(150)]
+		}
 	}
 	for _, typ := range []arrow.DataType{utf8, lutf8, i64, i32} {
 		t.Run(typ.String(), func(t *testing.T) {
@@ -746,6 +769,9 @@ func TestExactTransformMatchesRow(t *testing.T) {
 			}
 			if own == 0 || own == len(b.Sparse[0].IDs) {
 				t.Fatalf("%d of %d rows have own rows: the test wants both kinds", own, len(b.Sparse[0].IDs))
+			}
+			if crowded && typ != i32 && tab.Spilled() == 0 {
+				t.Fatal("no key spilled past its home line: the test wants some")
 			}
 		})
 	}

@@ -31,7 +31,8 @@ func (p *sparsePlan) textKey(s string) uint64 {
 //
 // It works as IDTable.rowsTo, with the hashing in the same loop: it
 // hashes a group of prefetchAhead rows and prefetches the home lines of
-// their keys, then probes the group before. The probes' cache misses
+// their keys, finishes the keys spilled past their home lines two groups
+// before, then probes the group before. The probes' cache misses
 // overlap with each other and with the hashing of the next group,
 // instead of a loop waiting for each miss in turn (or hashing everything
 // first and then waiting for the misses of the probes with nothing else
@@ -47,17 +48,22 @@ func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []u
 	off := c.arr.Data().Offset()
 	var homes [2]homeGroup
 	var cuts int64
+	var spilled uint64 // of the group at spillLo (IDTable.rowsTo)
+	spillLo := 0
 	for g, lo := 0, 0; lo < n+prefetchAhead; g, lo = g^1, lo+prefetchAhead {
 		if lo < n {
 			hi := min(lo+prefetchAhead, n)
 			cuts += p.exactKeys(ids[lo:hi], keys[lo:hi], c, lo, null, off)
 			t.prefetchHomes(keys[lo:hi], &homes[g])
 		}
+		t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
+		spilled = 0
 		if prev := lo - prefetchAhead; prev >= 0 && prev < n {
 			hi := min(lo, n)
-			t.probeGroup(ids[prev:hi], keys[prev:hi], &homes[g^1])
+			spilled, spillLo = t.probeGroup(ids[prev:hi], keys[prev:hi], &homes[g^1]), prev
 		}
 	}
+	t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
 	if cuts > 0 {
 		t.truncated.Add(cuts)
 	}
