@@ -87,8 +87,12 @@ type idLine struct {
 }
 
 // slotsPerLine is the number of slots of an idLine, the map's unit of
-// homes.
-const slotsPerLine = 5
+// homes. An idLine is a key line of kernels.ProbeKeyLines.
+const slotsPerLine = kernels.KeyLineSlots
+
+// The layout kernels.ProbeKeyLines reads.
+var _ = [1]struct{}{}[unsafe.Sizeof(idLine{})-8*kernels.KeyLineWords]
+var _ = [1]struct{}{}[unsafe.Offsetof(idLine{}.refs)-8*kernels.KeyLineSlots]
 
 type evictCand struct {
 	key   uint64
@@ -216,33 +220,26 @@ func (t *IDTable) rowAt(k, h uint64) int32 {
 // to fetch home lines (16 measured the same within the noise).
 const prefetchAhead = 32
 
-// homeGroup holds the home lines of a group of at most prefetchAhead
-// keys, computed by prefetchHomes and read by probeGroup.
-type homeGroup [prefetchAhead]uint64
-
 // rowsTo sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null). A map
 // larger than the caches costs a cache miss per lookup; rowsTo works in
-// groups of prefetchAhead keys: it computes the home lines of the next
-// group and prefetches their lines, then probes the current group from
-// the homes it computed one group before, so that the misses overlap
-// instead of waiting one after another, and no home is computed twice.
-// The few keys a probe finds past their home lines (spilled) are found
-// one group later, when the next lines it asked for have arrived.
-// Callers that compute the keys themselves interleave that work with the
-// probes the same way (prefetchHomes, probeGroup, finishSpilled;
-// sparsePlan.exactIDs).
+// groups of prefetchAhead keys: it prefetches the home lines of the next
+// group, then probes the current group, so that the misses overlap
+// instead of waiting one after another. The few keys a probe finds past
+// their home lines (spilled) are found one group later, when the next
+// lines it asked for have arrived. Callers that compute the keys
+// themselves interleave that work with the probes the same way
+// (prefetchHomes, probeGroup, finishSpilled; sparsePlan.exactIDs).
 func (t *IDTable) rowsTo(ids []int32, keys []uint64) {
 	keys = keys[:len(ids)]
-	var homes [2]homeGroup
 	var spilled uint64 // of the group at spillLo
 	spillLo := 0
-	t.prefetchHomes(keys[:min(prefetchAhead, len(keys))], &homes[0])
-	for g, lo := 0, 0; lo < len(keys); g, lo = g^1, lo+prefetchAhead {
+	t.prefetchHomes(keys[:min(prefetchAhead, len(keys))])
+	for lo := 0; lo < len(keys); lo += prefetchAhead {
 		if next := lo + prefetchAhead; next < len(keys) {
-			t.prefetchHomes(keys[next:min(next+prefetchAhead, len(keys))], &homes[g^1])
+			t.prefetchHomes(keys[next:min(next+prefetchAhead, len(keys))])
 		}
 		hi := min(lo+prefetchAhead, len(keys))
-		left := t.probeGroup(ids[lo:hi], keys[lo:hi], &homes[g])
+		left := t.probeGroup(ids[lo:hi], keys[lo:hi])
 		t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
 		spilled, spillLo = left, lo
 	}
@@ -259,61 +256,42 @@ func (t *IDTable) finishSpilled(ids []int32, keys []uint64, spilled uint64) {
 	}
 }
 
-// prefetchHomes sets h[i] to the home line of keys[i] (at most
-// prefetchAhead keys) and asks the CPU to bring the home lines into its
-// caches.
-func (t *IDTable) prefetchHomes(keys []uint64, h *homeGroup) {
-	keys = keys[:min(len(keys), prefetchAhead)]
-	if len(keys) == 0 {
-		return
-	}
-	var fetch [prefetchAhead]int32
-	for i, k := range keys {
-		l := home(k, t.nlines)
-		h[i] = l
-		fetch[i] = int32(l)
-	}
-	t.prefetchLines(fetch[:len(keys)])
+// lineWords is the map as the key lines of kernels.ProbeKeyLines.
+func (t *IDTable) lineWords() []uint64 {
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&t.lines[0])), len(t.lines)*kernels.KeyLineWords)
 }
 
-// prefetchLines asks the CPU to bring lines of the map into its caches.
-// kernels.PrefetchRows takes a table of float32 rows and int32 row
-// indices: it sees the map as its lines, so that an index fits even for
-// 2³¹ slots and more.
-func (t *IDTable) prefetchLines(lines []int32) {
-	m := unsafe.Slice((*float32)(unsafe.Pointer(&t.lines[0])), len(t.lines)*lineFloats)
-	kernels.PrefetchRows(m, lineFloats, lines)
-}
+// prefetchHomes asks the CPU to bring the home lines of keys into its
+// caches.
+func (t *IDTable) prefetchHomes(keys []uint64) { kernels.PrefetchKeyLines(t.lineWords(), keys) }
 
 // probeGroup sets ids[i] to Row(keys[i]) where ids[i] is not 0 (null),
-// from the home lines prefetchHomes put in h.
+// for at most prefetchAhead keys whose home lines prefetchHomes asked
+// for.
 //
 // It probes in two passes. The first reads the home line of every key
-// and takes the row of each key found there, without a branch on what it
-// read: a branch on a slot still in flight from memory makes the
-// processor wait for it, or throw away the loads after it when it guessed
-// wrong, where loads alone overlap. The second pass looks at the keys the
-// first did not find. The used slots of a line are a prefix of it (the
-// keys of a home are adjacent from its first slot, after the keys
-// spilled from the lines before), so a key is absent when its home line
-// has an empty slot: it takes its shared row. A full home line may have
-// spilled the key into the next lines: probeGroup asks the CPU for the
-// next line and leaves the key at its placeholder, to be found later
-// (finishSpilled), by the time that line has come, instead of waiting
-// for it here; it returns those keys, bit i for key i.
-func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) (spilled uint64) {
+// and takes the row of each key found there (kernels.ProbeKeyLines, which
+// compares a line's keys at once), without a branch on what it read: a
+// branch on a slot still in flight from memory makes the processor wait
+// for it, or throw away the loads after it when it guessed wrong, where
+// loads alone overlap. The second pass looks at the keys the first did
+// not find. The used slots of a line are a prefix of it (the keys of a
+// home are adjacent from its first slot, after the keys spilled from the
+// lines before), so a key is absent when its home line has an empty
+// slot: it takes its shared row. A full home line may have spilled the
+// key into the next lines: probeGroup asks the CPU for the next line and
+// leaves the key at its placeholder, to be found later (finishSpilled),
+// by the time that line has come, instead of waiting for it here; it
+// returns those keys, bit i for key i.
+func (t *IDTable) probeGroup(ids []int32, keys []uint64) (spilled uint64) {
 	ids = ids[:min(len(ids), prefetchAhead)]
 	keys = keys[:len(ids)]
-	lines, base := t.lines, t.base
+	var refs [prefetchAhead]int32
+	kernels.ProbeKeyLines(refs[:len(ids)], t.lineWords(), keys)
+	base := t.base
 	var left uint64 // bit i: key i is left to the second pass
 	for i, id := range ids {
-		k := keys[i]
-		l := &lines[h[i]]
-		// At most one slot holds k; ref is its ref, or 0. An empty slot
-		// (key 0, ref 0) adds nothing even when k is 0.
-		ref := l.refs[0]&eqMask(l.keys[0], k) | l.refs[1]&eqMask(l.keys[1], k) |
-			l.refs[2]&eqMask(l.keys[2], k) | l.refs[3]&eqMask(l.keys[3], k) |
-			l.refs[4]&eqMask(l.keys[4], k)
+		ref := refs[i]
 		// The own row when found and not null, else id (0 when null,
 		// and a placeholder the second pass replaces when not found).
 		row := base + ref - 1
@@ -336,37 +314,28 @@ func (t *IDTable) probeGroup(ids []int32, keys []uint64, h *homeGroup) (spilled 
 	if left == 0 {
 		return 0
 	}
-	var fetch [prefetchAhead]int32
+	var fetch [prefetchAhead]int32 // the lines after full home lines
 	nf := 0
 	for left != 0 {
 		i := bits.TrailingZeros64(left)
 		left &= left - 1
-		if lines[h[i]].refs[slotsPerLine-1] == 0 {
+		h := home(keys[i], t.nlines)
+		if t.lines[h].refs[slotsPerLine-1] == 0 {
 			ids[i] = t.SharedRow(keys[i])
 			continue
 		}
 		spilled |= 1 << i
-		next := h[i] + 1
-		if next == t.nlines {
-			next = 0
-		}
-		fetch[nf] = int32(next)
+		fetch[nf] = int32((h + 1) % t.nlines)
 		nf++
 	}
 	if nf > 0 {
-		t.prefetchLines(fetch[:nf])
+		// kernels.PrefetchRows takes a table of float32 rows and int32
+		// row indices: it sees the map as its lines, so that an index
+		// fits even for 2³¹ slots and more.
+		lines := unsafe.Slice((*float32)(unsafe.Pointer(&t.lines[0])), len(t.lines)*lineFloats)
+		kernels.PrefetchRows(lines, lineFloats, fetch[:nf])
 	}
 	return spilled
-}
-
-// eqMask is -1 (all bits) when a == b, else 0; the compiler makes it a
-// conditional move, not a branch.
-func eqMask(a, b uint64) int32 {
-	var m int32
-	if a == b {
-		m = -1
-	}
-	return m
 }
 
 // lineFloats is the size of an idLine in float32s, for

@@ -46,21 +46,20 @@ func (p *sparsePlan) exactIDs(ids []int32, keys []uint64, c *textCol, groups []u
 		null = c.arr.NullBitmapBytes()
 	}
 	off := c.arr.Data().Offset()
-	var homes [2]homeGroup
 	var cuts int64
 	var spilled uint64 // of the group at spillLo (IDTable.rowsTo)
 	spillLo := 0
-	for g, lo := 0, 0; lo < n+prefetchAhead; g, lo = g^1, lo+prefetchAhead {
+	for lo := 0; lo < n+prefetchAhead; lo += prefetchAhead {
 		if lo < n {
 			hi := min(lo+prefetchAhead, n)
 			cuts += p.exactKeys(ids[lo:hi], keys[lo:hi], c, lo, null, off)
-			t.prefetchHomes(keys[lo:hi], &homes[g])
+			t.prefetchHomes(keys[lo:hi])
 		}
 		t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
 		spilled = 0
 		if prev := lo - prefetchAhead; prev >= 0 && prev < n {
 			hi := min(lo, n)
-			spilled, spillLo = t.probeGroup(ids[prev:hi], keys[prev:hi], &homes[g^1]), prev
+			spilled, spillLo = t.probeGroup(ids[prev:hi], keys[prev:hi]), prev
 		}
 	}
 	t.finishSpilled(ids[spillLo:], keys[spillLo:], spilled)
