@@ -95,10 +95,9 @@ var _ = [1]struct{}{}[unsafe.Sizeof(idLine{})-8*kernels.KeyLineWords]
 var _ = [1]struct{}{}[unsafe.Offsetof(idLine{}.refs)-8*kernels.KeyLineSlots]
 
 type evictCand struct {
-	key   uint64
-	last  int64
-	row   int32
-	count uint32
+	key  uint64
+	last int64
+	row  int32
 }
 
 // slotsFor is the number of slots of a waiting set of n ids: at most 3/4
@@ -426,9 +425,19 @@ type RowReset struct {
 
 // admitColumn counts and admits the non-null ids of one column and
 // rewrites them to the rows they train. now is the clock after the batch.
+// Each key's home line is prefetched prefetchAhead keys before its
+// find, so that the misses of a map larger than the caches overlap (the
+// changes admission makes to the map meanwhile only make a prefetch
+// useless).
 func (t *IDTable) admitColumn(ids []int32, keys []uint64, now int64, resets []RowReset) []RowReset {
 	keys = keys[:len(ids)]
+	t.prefetchHomes(keys[:min(prefetchAhead, len(keys))])
 	for i, k := range keys {
+		if i%prefetchAhead == 0 {
+			if next := i + prefetchAhead; next < len(keys) {
+				t.prefetchHomes(keys[next:min(next+prefetchAhead, len(keys))])
+			}
+		}
 		if ids[i] == 0 {
 			continue // null
 		}
@@ -544,7 +553,7 @@ func (t *IDTable) evictSome(now int64) {
 		l := &t.lines[li]
 		for x, ref := range l.refs {
 			if r := ref - 1; ref != 0 && t.last[r] < now {
-				c = append(c, evictCand{key: l.keys[x], last: t.last[r], row: r, count: t.count[r]})
+				c = append(c, evictCand{key: l.keys[x], last: t.last[r], row: r})
 			}
 		}
 	}
