@@ -255,6 +255,17 @@ type JSONDecoder struct {
 // int64, int32 or bool. Use the same column types as the Parquet data the model was
 // trained on (int64 ids stay int64), so features hash identically.
 func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) {
+	d, err := newJSONParser(schema, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.newBuilders()
+	return d, nil
+}
+
+// newJSONParser returns a decoder without Arrow builders: it parses and
+// checks events into its slots (parseEvent), which JSONRows reads.
+func newJSONParser(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) {
 	if schema == nil {
 		return nil, errors.New("features: NewJSONDecoder: nil schema")
 	}
@@ -313,7 +324,6 @@ func NewJSONDecoder(schema *arrow.Schema, cfg JSONConfig) (*JSONDecoder, error) 
 	d.slots = make([]slot, len(d.cols))
 	d.lastStr = make([]int, len(d.cols))
 	d.lastLst = make([]int, len(d.cols))
-	d.newBuilders()
 	return d, nil
 }
 
@@ -365,6 +375,22 @@ func (d *JSONDecoder) TakeUnknown() int {
 // ErrEventType, ErrEventMissingField or ErrEventTooLarge and names the field
 // (or the byte offset of a syntax error).
 func (d *JSONDecoder) Append(event []byte) error {
+	if err := d.parseEvent(event); err != nil {
+		return err
+	}
+	if d.n == 0 && d.lastN > 0 {
+		d.reserve()
+	}
+	d.commit()
+	d.n++
+	return nil
+}
+
+// parseEvent reads and checks one event into the slots: a slot whose gen
+// is d.gen holds the event's value of its column (valNull for a JSON
+// null), any other slot's column is absent. After an error the slots
+// must not be read.
+func (d *JSONDecoder) parseEvent(event []byte) error {
 	if len(event) > d.cfg.MaxEventBytes {
 		return &EventError{Offset: -1, Kind: ErrEventTooLarge, Msg: fmt.Sprintf("event of %d bytes exceeds the limit of %d bytes", len(event), d.cfg.MaxEventBytes)}
 	}
@@ -395,11 +421,6 @@ func (d *JSONDecoder) Append(event []byte) error {
 			return fieldErr(c.name, ErrEventMissingField, "missing required field")
 		}
 	}
-	if d.n == 0 && d.lastN > 0 {
-		d.reserve()
-	}
-	d.commit()
-	d.n++
 	return nil
 }
 

@@ -272,21 +272,32 @@ func (p *vectorPlan) row(out []float32, c *vecCol, lo int) (st vecState, j int, 
 		if !finite(v) || (c.cnulls && c.child.IsNull(lo+j)) {
 			return vecMissing, j, v
 		}
-		x := float32(v)
-		if math.IsInf(float64(x), 0) {
-			return vecRange, j, v
-		}
-		if p.mean != nil {
-			x = float32((float64(x) - p.mean[j]) * p.inv[j])
-			if math.IsInf(float64(x), 0) {
-				return vecRange, j, v
-			}
+		x, st := p.item64(j, v)
+		if st != vecOK {
+			return st, j, v
 		}
 		if out != nil {
 			out[j] = x
 		}
 	}
 	return vecOK, 0, 0
+}
+
+// item64 transforms item j of a float64 vector, v, finite: vecRange when
+// it is beyond float32's range, before or after standardisation. The one
+// rule for float64 items, of Arrow columns and of JSON (JSONRows).
+func (p *vectorPlan) item64(j int, v float64) (float32, vecState) {
+	x := float32(v)
+	if math.IsInf(float64(x), 0) {
+		return 0, vecRange
+	}
+	if p.mean != nil {
+		x = float32((float64(x) - p.mean[j]) * p.inv[j])
+		if math.IsInf(float64(x), 0) {
+			return 0, vecRange
+		}
+	}
+	return x, vecOK
 }
 
 // fill writes the plan's columns of every row of rec into the dense

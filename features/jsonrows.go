@@ -1,0 +1,450 @@
+package features
+
+import (
+	"errors"
+	"hash/maphash"
+	"math"
+	"slices"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// JSONRows decodes JSON events straight into a Batch: the serving path,
+// without the Arrow arrays of JSONDecoder + Transformer.TransformTo. It
+// reads events with JSONDecoder's parser (the same rules: conversions,
+// errors, unknown keys, limits) and transforms each value with the
+// Transformer's rules for the Arrow column JSONDecoder would have built,
+// so a row gives the same Batch, bit for bit, either way: the ids (exact
+// ids' keys and rows), offsets and dense values. The tests compare the
+// two paths.
+//
+// A serving Transformer only (no labels, sample weight or group key). Its
+// fields must have the types of Spec.Schema(false) in the schema: utf8
+// for categorical, list<utf8> for multi_categorical, float64 for numeric,
+// list<float64> for vector fields; other columns are parsed and ignored.
+//
+// A row fault (a vector of another length than its dim) does not stop
+// decoding: the row gets a missing vector and Fault reports the first.
+// Rows whose value of a column is null or absent can take another row's
+// (a request's context) with Merge.
+//
+// A JSONRows is not safe for concurrent use; its Transformer is shared.
+type JSONRows struct {
+	t   *Transformer
+	dec *JSONDecoder // parser only, no builders
+	// The decoder column of each plan's field, by plan.
+	sparseCol, denseCol, vectorCol []int
+	// planOf is the plan that reads each column.
+	planOf []planRef
+	// extra are the columns no plan reads.
+	extra []int
+	dst   *Batch
+	rows  int
+	// nulls are, by column, the rows whose value is null or absent.
+	nulls [][]int32
+	// fault is, by vector plan, its first row of a wrong length.
+	fault []rowFault
+	// cuts counts, by sparse plan, the exact ids cut at MaxIDBytes.
+	cuts []int64
+	// Merge's scratch for pooled fields (swapped with the batch's).
+	ids  []int32
+	keys []uint64
+	offs []int32
+}
+
+type planKind uint8
+
+const (
+	planNone planKind = iota
+	planSparse
+	planDense
+	planVector
+)
+
+type planRef struct {
+	kind planKind
+	i    int
+}
+
+// rowFault is the first row of a vector plan with a wrong length.
+type rowFault struct {
+	row, length int  // row -1: none
+	fromContext bool // the value came from Merge's context row
+}
+
+// NewJSONRows returns a decoder of events in schema into batches of t.
+// cfg is as for NewJSONDecoder (its Allocator is not used).
+func NewJSONRows(t *Transformer, schema *arrow.Schema, cfg JSONConfig) (*JSONRows, error) {
+	if t == nil {
+		return nil, errors.New("features: NewJSONRows: nil Transformer")
+	}
+	if t.labels != nil || t.weight != "" || t.group != "" {
+		return nil, errorf(ErrSchema, "features: NewJSONRows: the transform reads labels, a sample weight or a group key: JSONRows makes serving batches")
+	}
+	dec, err := newJSONParser(schema, cfg)
+	if err != nil {
+		return nil, err
+	}
+	j := &JSONRows{
+		t:      t,
+		dec:    dec,
+		planOf: make([]planRef, len(dec.cols)),
+		nulls:  make([][]int32, len(dec.cols)),
+		fault:  make([]rowFault, len(t.vectors)),
+		cuts:   make([]int64, len(t.sparse)),
+	}
+	col := func(name string, want colKind, wantName string, ref planRef) (int, error) {
+		c, ok := dec.byName[name]
+		if !ok || c < 0 {
+			return 0, errorf(ErrSchema, "features: column %q: missing from the schema", name)
+		}
+		if dec.cols[c].kind != want {
+			return 0, errorf(ErrSchema, "features: column %q: JSONRows wants %s, found %s", name, wantName, schema.Field(c).Type)
+		}
+		j.planOf[c] = ref
+		return c, nil
+	}
+	for i := range t.sparse {
+		p := &t.sparse[i]
+		want, name := colString, "utf8"
+		switch p.kind {
+		case Numeric:
+			want, name = colFloat64, "float64"
+		case MultiCategorical:
+			want, name = colStringList, "list<utf8>"
+		}
+		c, err := col(p.col, want, name, planRef{planSparse, i})
+		if err != nil {
+			return nil, err
+		}
+		j.sparseCol = append(j.sparseCol, c)
+	}
+	for i := range t.dense {
+		c, err := col(t.dense[i].col, colFloat64, "float64", planRef{planDense, i})
+		if err != nil {
+			return nil, err
+		}
+		j.denseCol = append(j.denseCol, c)
+	}
+	for i := range t.vectors {
+		c, err := col(t.vectors[i].col, colFloat64List, "list<float64>", planRef{planVector, i})
+		if err != nil {
+			return nil, err
+		}
+		j.vectorCol = append(j.vectorCol, c)
+	}
+	for c, ref := range j.planOf {
+		if ref.kind == planNone {
+			j.extra = append(j.extra, c)
+		}
+	}
+	return j, nil
+}
+
+// Reset starts a batch in dst: the rows appended next are dst's, from
+// row 0. dst's slices are reused: once they have grown to the largest
+// batch, Append allocates nothing.
+func (j *JSONRows) Reset(dst *Batch) {
+	t := j.t
+	j.dst, j.rows = dst, 0
+	dst.Rows = 0
+	if cap(dst.Sparse) < len(t.sparse) {
+		dst.Sparse = make([]SparseColumn, len(t.sparse))
+	}
+	dst.Sparse = dst.Sparse[:len(t.sparse)]
+	for i := range t.sparse {
+		p, sc := &t.sparse[i], &dst.Sparse[i]
+		sc.IDs = sc.IDs[:0]
+		if p.kind == MultiCategorical {
+			sc.Offsets = append(sc.Offsets[:0], 0)
+		} else {
+			sc.Offsets = nil
+		}
+		if p.exact != nil {
+			sc.Keys = sc.Keys[:0]
+		} else {
+			sc.Keys = nil
+		}
+	}
+	dst.DenseWidth = len(t.layout.Dense)
+	dst.Dense = dst.Dense[:0]
+	dst.Labels, dst.Weights, dst.Groups = nil, nil, nil
+	for c := range j.nulls {
+		j.nulls[c] = j.nulls[c][:0]
+	}
+	for i := range j.fault {
+		j.fault[i] = rowFault{row: -1}
+	}
+	clear(j.cuts)
+}
+
+// Append decodes one event and appends it to the batch as its next row.
+// A rejected event (the errors of JSONDecoder.Append) appends nothing.
+func (j *JSONRows) Append(event []byte) error {
+	d := j.dec
+	if err := d.parseEvent(event); err != nil {
+		return err
+	}
+	t, dst := j.t, j.dst
+	r := j.rows
+	j.rows++
+	for i := range t.sparse {
+		p, sc := &t.sparse[i], &dst.Sparse[i]
+		c := j.sparseCol[i]
+		s := &d.slots[c]
+		present := s.gen == d.gen && s.kind != valNull
+		if !present {
+			j.nulls[c] = append(j.nulls[c], int32(r))
+		}
+		switch p.kind {
+		case Numeric: // bucketized, as sparsePlan.fill
+			id := int32(0)
+			if present && !math.IsNaN(s.f) {
+				id = bucketOf(p.bounds, s.f)
+			}
+			sc.IDs = append(sc.IDs, id)
+		case Categorical:
+			if present {
+				j.appendText(i, p, sc, s.text)
+				continue
+			}
+			sc.IDs = append(sc.IDs, 0)
+			if p.exact != nil {
+				sc.Keys = append(sc.Keys, 0)
+			}
+		case MultiCategorical:
+			if present {
+				for _, it := range d.items[s.lo:s.hi] {
+					if !it.null { // null items are dropped
+						j.appendText(i, p, sc, it.text)
+					}
+				}
+			}
+			sc.Offsets = append(sc.Offsets, int32(len(sc.IDs)))
+		}
+	}
+	w := dst.DenseWidth
+	dst.Dense = slices.Grow(dst.Dense, w)
+	dst.Dense = dst.Dense[:r*w+w]
+	row := dst.Dense[r*w : r*w+w]
+	for i := range t.dense {
+		c := j.denseCol[i]
+		s := &d.slots[c]
+		present := s.gen == d.gen && s.kind != valNull
+		if !present {
+			j.nulls[c] = append(j.nulls[c], int32(r))
+		}
+		// Without labels (NewJSONRows) the transform is not strict:
+		// fillRow returns no error.
+		_ = t.dense[i].fillRow(row, r, s.f, present, false)
+	}
+	for i := range t.vectors {
+		p := &t.vectors[i]
+		c := j.vectorCol[i]
+		s := &d.slots[c]
+		out := row[p.at : p.at+p.dim]
+		st := vecMissing
+		if s.gen == d.gen && s.kind != valNull {
+			st = j.vector(i, p, out, d.nums[s.lo:s.hi], r)
+		} else {
+			j.nulls[c] = append(j.nulls[c], int32(r))
+		}
+		if st != vecOK {
+			clear(out)
+		}
+		if p.missing >= 0 {
+			row[p.missing] = 0
+			if st != vecOK {
+				row[p.missing] = 1
+			}
+		}
+	}
+	for _, c := range j.extra {
+		if s := &d.slots[c]; s.gen != d.gen || s.kind == valNull {
+			j.nulls[c] = append(j.nulls[c], int32(r))
+		}
+	}
+	return nil
+}
+
+// appendText appends the id (and for an exact field the key, its row
+// found by Finish) of a categorical value's text b: sparsePlan.fill's
+// rules for a utf8 column.
+func (j *JSONRows) appendText(i int, p *sparsePlan, sc *SparseColumn, b []byte) {
+	s := unsafe.String(unsafe.SliceData(b), len(b)) // read-only view of the parser's bytes
+	switch {
+	case p.exact != nil:
+		k, cut := p.exact.cut(s)
+		if cut {
+			j.cuts[i]++
+		}
+		sc.IDs = append(sc.IDs, 1)
+		sc.Keys = append(sc.Keys, xxh64(k, p.seed))
+	case p.vocab != nil:
+		sc.IDs = append(sc.IDs, p.vocab.lookupString(s, maphash.String(p.vocab.seed, s)))
+	default:
+		sc.IDs = append(sc.IDs, int32(1+xxh64(s, p.seed)%p.buckets))
+	}
+}
+
+// vector transforms the items of vector plan i in row r into out, as
+// vectorPlan.fill does a list<float64> row: a wrong length is a fault
+// (the row's vector missing), a null or non-finite item a missing vector,
+// an item beyond float32's range too (not strict).
+func (j *JSONRows) vector(i int, p *vectorPlan, out []float32, items []num, r int) vecState {
+	if len(items) != p.dim {
+		if j.fault[i].row < 0 {
+			j.fault[i] = rowFault{row: r, length: len(items)}
+		}
+		return vecMissing
+	}
+	for k, it := range items {
+		if it.null || !finite(it.f) {
+			return vecMissing
+		}
+		x, st := p.item64(k, it.f)
+		if st != vecOK {
+			return st
+		}
+		out[k] = x
+	}
+	return vecOK
+}
+
+// Finish completes the batch: it finds the rows of the exact fields' ids
+// and sets dst.Rows. Call it once after the last Append, before Merge.
+func (j *JSONRows) Finish() {
+	t, dst := j.t, j.dst
+	for i := range t.sparse {
+		p := &t.sparse[i]
+		if p.exact == nil {
+			continue
+		}
+		sc := &dst.Sparse[i]
+		p.exact.rowsTo(sc.IDs, sc.Keys)
+		if j.cuts[i] > 0 {
+			p.exact.truncated.Add(j.cuts[i])
+			j.cuts[i] = 0
+		}
+	}
+	dst.Rows = j.rows
+}
+
+// Rows returns the number of rows appended since Reset.
+func (j *JSONRows) Rows() int { return j.rows }
+
+// Nulls returns the rows whose value of column col (of the schema) is
+// null or absent, in order. The slice is valid until the next Reset.
+func (j *JSONRows) Nulls(col int) []int32 { return j.nulls[col] }
+
+// Faulty reports whether a row's value of column col is a fault (a vector
+// of a wrong length).
+func (j *JSONRows) Faulty(col int) bool {
+	ref := j.planOf[col]
+	return ref.kind == planVector && j.fault[ref.i].row >= 0
+}
+
+// Fault returns the first row fault, as Transformer.TransformTo would
+// (the first vector field's, in spec order, with one, then the first
+// row), or nil. fromContext is set when its value is the one Merge copied
+// from the context row (Merge's ctxFault).
+func (j *JSONRows) Fault() (err *RowError, fromContext bool) {
+	for i, f := range j.fault {
+		if f.row >= 0 {
+			return j.t.vectors[i].lengthErr(f.row, f.length), f.fromContext
+		}
+	}
+	return nil, false
+}
+
+// TakeUnknown is JSONDecoder.TakeUnknown.
+func (j *JSONRows) TakeUnknown() int { return j.dec.TakeUnknown() }
+
+// Merge sets the values of column col in the rows where it is null or
+// absent (Nulls) to those of row 0 of ctx, a batch of the same
+// Transformer (a request's context, made by a JSONRows with Finish
+// called): the batch is then what the transform of the merged rows would
+// give. ctxFault says ctx's value of the column is a row fault: Fault
+// then reports it for the first merged row, unless the batch has an
+// earlier fault of its own in the column. Call it after Finish.
+func (j *JSONRows) Merge(col int, ctx *Batch, ctxFault bool) {
+	rows := j.nulls[col]
+	ref := j.planOf[col]
+	if len(rows) == 0 || ref.kind == planNone {
+		return
+	}
+	dst, w := j.dst, j.dst.DenseWidth
+	switch ref.kind {
+	case planSparse:
+		sc, cx := &dst.Sparse[ref.i], &ctx.Sparse[ref.i]
+		exact := j.t.sparse[ref.i].exact != nil
+		if sc.Offsets == nil {
+			id := cx.IDs[0]
+			for _, r := range rows {
+				sc.IDs[r] = id
+			}
+			if exact {
+				k := cx.Keys[0]
+				for _, r := range rows {
+					sc.Keys[r] = k
+				}
+			}
+			return
+		}
+		j.mergePooled(sc, cx, rows, exact)
+	case planDense:
+		p := &j.t.dense[ref.i]
+		for _, r := range rows {
+			dst.Dense[int(r)*w+p.at] = ctx.Dense[p.at]
+			if p.missing >= 0 {
+				dst.Dense[int(r)*w+p.missing] = ctx.Dense[p.missing]
+			}
+		}
+	case planVector:
+		p := &j.t.vectors[ref.i]
+		for _, r := range rows {
+			copy(dst.Dense[int(r)*w+p.at:int(r)*w+p.at+p.dim], ctx.Dense[p.at:p.at+p.dim])
+			if p.missing >= 0 {
+				dst.Dense[int(r)*w+p.missing] = ctx.Dense[p.missing]
+			}
+		}
+		if f := &j.fault[ref.i]; ctxFault && (f.row < 0 || int(rows[0]) < f.row) {
+			*f = rowFault{row: int(rows[0]), length: p.dim, fromContext: true}
+		}
+	}
+}
+
+// mergePooled is Merge for a pooled field: the ids are rebuilt, the
+// merged rows taking ctx's list.
+func (j *JSONRows) mergePooled(sc, cx *SparseColumn, rows []int32, exact bool) {
+	xlo, xhi := cx.Offsets[0], cx.Offsets[1]
+	xids := cx.IDs[xlo:xhi]
+	var xkeys []uint64
+	if exact {
+		xkeys = cx.Keys[xlo:xhi]
+	}
+	ids, keys, offs := j.ids[:0], j.keys[:0], append(j.offs[:0], 0)
+	next := 0
+	for r := range j.rows {
+		if next < len(rows) && int(rows[next]) == r {
+			next++
+			ids = append(ids, xids...)
+			if exact {
+				keys = append(keys, xkeys...)
+			}
+		} else {
+			lo, hi := sc.Offsets[r], sc.Offsets[r+1]
+			ids = append(ids, sc.IDs[lo:hi]...)
+			if exact {
+				keys = append(keys, sc.Keys[lo:hi]...)
+			}
+		}
+		offs = append(offs, int32(len(ids)))
+	}
+	j.ids, sc.IDs = sc.IDs, ids
+	j.offs, sc.Offsets = sc.Offsets, offs
+	if exact {
+		j.keys, sc.Keys = sc.Keys, keys
+	}
+}
