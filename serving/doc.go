@@ -12,9 +12,10 @@
 //
 // A Scorer turns a request — one context and many candidates, as raw JSON
 // objects keyed by the spec's columns — into one score per objective per
-// candidate: the JSON is decoded into an Arrow record (a candidate's values
-// override the context's), transformed by the same features.Transformer as
-// in training, run through the model in passes of ScorerConfig.BatchRows
+// candidate: the JSON is decoded straight into the model's input
+// (features.JSONRows, the rules of features.Transformer as in training,
+// without Arrow arrays; a candidate's values override the context's),
+// run through the model in passes of ScorerConfig.BatchRows
 // rows, mapped to objectives by the tasks (ctr, cvr, ctcvr = ctr x cvr),
 // then ranked by a formula fixed at start-up and cut at top_k. With
 // ScorerConfig.Workers > 1 the decoding and the passes of one request are

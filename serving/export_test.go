@@ -17,9 +17,7 @@ func DecodeTransform(s *Scorer) (run func(body []byte) error, done func()) {
 		}
 		pt := &st.parts[0]
 		pt.lo, pt.hi = 0, len(st.req.Candidates)
-		err := st.preparePart(pt, &st.req)
-		st.releaseContext()
-		return err
+		return st.preparePart(pt, &st.req)
 	}
 	return run, func() { s.pool.Put(st) }
 }

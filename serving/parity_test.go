@@ -1,12 +1,15 @@
 package serving
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -133,4 +136,128 @@ func testParity(t *testing.T, sc *Scorer, ts *httptest.Server) {
 			}
 		}
 	}
+}
+
+// TestOfflineOnlineParityExact: with exact tables (an admitted or
+// unknown user id, Parquet's int64 against JSON's numbers and strings,
+// exact tags with null items), null and absent values, a context that
+// the candidates take or override, over several parts and workers, the
+// scores online equal the offline scores of the merged rows bit for bit.
+func TestOfflineOnlineParityExact(t *testing.T) {
+	_, root := exactBundle(t)
+	b, err := LoadBundle(root + "/" + latestVersion(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"", "bf16"} {
+		s, err := NewScorer(b, ScorerConfig{Precision: p, Workers: 2, BatchRows: 3, MinWorkerRows: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(6, 6))
+		for k, ctxUser := range []any{nil, int64(3), int64(123456789012)} {
+			for _, override := range []bool{false, true} {
+				testParityExact(t, s, r, ctxUser, override, fmt.Sprintf("precision %q, request %d, override %v", p, k, override))
+			}
+		}
+	}
+}
+
+func testParityExact(t *testing.T, s *Scorer, r *rand.Rand, ctxUser any, override bool, name string) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "user_id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "item_id", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "item_tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},
+	}, nil)
+	rb := array.NewRecordBuilder(mem, schema)
+	defer rb.Release()
+	const n = 23
+	var cands []map[string]any
+	for i := range n {
+		c := map[string]any{}
+		user := ctxUser
+		if override && i%4 == 1 {
+			user = int64(1 + r.IntN(8)) // 1..5 admitted
+			if i%8 == 1 {
+				c["user_id"] = strconv.FormatInt(user.(int64), 10) // a string id: the same key
+			} else {
+				c["user_id"] = user
+			}
+		} else if i%5 == 2 {
+			c["user_id"] = nil // null: the context's
+		}
+		if u, ok := user.(int64); ok {
+			rb.Field(0).(*array.Int64Builder).Append(u)
+		} else {
+			rb.Field(0).AppendNull()
+		}
+		if i%3 != 0 {
+			item := fmt.Sprintf("item-%d", r.IntN(50))
+			c["item_id"] = item
+			rb.Field(1).(*array.StringBuilder).Append(item)
+		} else {
+			rb.Field(1).AppendNull()
+		}
+		lb := rb.Field(2).(*array.ListBuilder)
+		switch i % 4 {
+		case 0:
+			lb.AppendNull()
+		case 1:
+			c["item_tags"] = []any{}
+			lb.Append(true)
+		default:
+			tags := []any{"a", nil, fmt.Sprintf("t%d", r.IntN(6))}
+			c["item_tags"] = tags
+			lb.Append(true)
+			vb := lb.ValueBuilder().(*array.StringBuilder)
+			vb.Append("a")
+			vb.AppendNull()
+			vb.Append(tags[2].(string))
+		}
+		cands = append(cands, c)
+	}
+	rec := rb.NewRecordBatch()
+	defer rec.Release()
+	offline, err := s.ScoreRecordTo(nil, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := map[string]any{"candidates": cands}
+	if ctxUser != nil {
+		req["context"] = map[string]any{"user_id": ctxUser}
+	}
+	resp, err := s.ScoreBody(context.Background(), mustJSON(t, req))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	defer resp.Release()
+	if len(resp.Results) != n {
+		t.Fatalf("%s: %d results", name, len(resp.Results))
+	}
+	for _, res := range resp.Results {
+		if math.Float32bits(res.Scores[0]) != math.Float32bits(offline[0][res.Index]) {
+			t.Errorf("%s: candidate %d: online %v, offline %v", name, res.Index, res.Scores[0], offline[0][res.Index])
+		}
+	}
+}
+
+// latestVersion returns the last bundle version directory under root.
+func latestVersion(t *testing.T, root string) string {
+	t.Helper()
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := ""
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "v") && e.Name() > v {
+			v = e.Name()
+		}
+	}
+	if v == "" {
+		t.Fatalf("no bundle under %s", root)
+	}
+	return v
 }

@@ -8,10 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
 	"github.com/onestone/onestone/features"
 	"github.com/onestone/onestone/mmoe"
 )
@@ -24,8 +20,7 @@ import (
 // in passes that any worker may take once the part is ready.
 type part struct {
 	lo, hi int
-	dec    *features.JSONDecoder // nil until a request needs this part
-	cols   []arrow.Array
+	rows   *features.JSONRows // nil until a request needs this part
 	batch  features.Batch
 	useCtx bool // score against st.ctx (no candidate of the part overrides a context field)
 	// unknownIDs are the exact ids of the part's candidates that the
@@ -97,8 +92,10 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 		for k := 1; k < w; k++ {
 			st.tasks[k].finish()
 		}
+	} else if w == 1 {
+		st.work(0)
 	} else {
-		var wg sync.WaitGroup
+		var wg sync.WaitGroup // escapes to the goroutines: not for w == 1
 		for k := 1; k < w; k++ {
 			wg.Add(1)
 			go func() {
@@ -208,9 +205,9 @@ func (st *scoreState) forwardPass(fw *forwardWorker, pt *part, scores [][]float3
 	return nil
 }
 
-// prepare decodes the candidates of pt and transforms them into pt.batch:
-// a candidate's non-null values, else the context's (st.ctxRec). It marks
-// the part ready, or failed with pt.err naming the first bad candidate.
+// prepare decodes the candidates of pt into pt.batch: a candidate's
+// non-null values, else the context's (st.ctx). It marks the part ready,
+// or failed with pt.err naming the first bad candidate.
 func (st *scoreState) prepare(pt *part, req *Request) {
 	if err := st.preparePart(pt, req); err != nil {
 		pt.err = err
@@ -220,29 +217,38 @@ func (st *scoreState) prepare(pt *part, req *Request) {
 	pt.state.Store(partReady)
 }
 
+// preparePart decodes the part's candidates straight into pt.batch
+// (features.JSONRows), then merges the context into the values they
+// lack. Its errors are, first to last: the first candidate that does not
+// decode; the context's; a required feature missing (the first required
+// column lacking in some candidate, its first); a row fault (a vector's
+// length), the candidate's or the context's whose value it takes. They
+// are those of the decode, merge and transform of Arrow records this
+// replaces (the parity tests compare).
 func (st *scoreState) preparePart(pt *part, req *Request) error {
 	s := st.s
+	rows := pt.rows
+	rows.Reset(&pt.batch)
 	for i := pt.lo; i < pt.hi; i++ {
-		if err := pt.dec.Append(req.Candidates[i]); err != nil {
-			pt.dec.NewRecordBatch().Release() // drop the rows so far
+		if err := rows.Append(req.Candidates[i]); err != nil {
 			return eventErr(indexField("candidates", i), err)
 		}
 	}
-	candRec := pt.dec.NewRecordBatch()
-	defer candRec.Release()
-	n := int(candRec.NumRows())
+	rows.Finish()
+	n := rows.Rows()
 	for !st.ctxDone.Load() { // worker 0 is decoding the context
 		runtime.Gosched()
 	}
 	if st.ctxFatal != nil {
 		return st.ctxFatal
 	}
-	ctxRec := st.ctxRec
+	// ctxHas: the context has a value of column i.
+	ctxHas := func(i int) bool { return st.hasCtx && len(st.ctxRows.Nulls(i)) == 0 }
 	pt.useCtx = false
-	if ctxRec != nil {
+	if st.hasCtx {
 		pt.useCtx = true
 		for i, ctxSide := range s.isCtx {
-			if ctxSide && candRec.Column(i).NullN() < n {
+			if ctxSide && len(rows.Nulls(i)) < n {
 				pt.useCtx = false // a candidate overrides a context field
 				break
 			}
@@ -251,50 +257,32 @@ func (st *scoreState) preparePart(pt *part, req *Request) error {
 			return st.ctxErr
 		}
 	}
+	for _, ci := range s.required {
+		if nulls := rows.Nulls(ci); len(nulls) > 0 && !ctxHas(ci) {
+			return reqErr(indexField("candidates", pt.lo+int(nulls[0]))+"."+s.schema.Field(ci).Name, ErrBadRequest,
+				"missing required feature (in neither the candidate nor the context)")
+		}
+	}
 	clear(pt.fromCtx)
-	for i := range pt.cols {
-		cand := candRec.Column(i)
+	for i := range s.isCtx {
 		// With pt.useCtx the model reads the context-side fields from
-		// st.ctx only, so their (all-null) candidate columns stay as they
-		// are rather than being filled with n copies of the context value.
-		if ctxRec == nil || ctxRec.Column(i).IsNull(0) || cand.NullN() == 0 || (pt.useCtx && s.isCtx[i]) {
-			cand.Retain()
-			pt.cols[i] = cand
+		// st.ctx only, so their candidate values stay null rather than
+		// being set to n copies of the context's.
+		if !ctxHas(i) || (pt.useCtx && s.isCtx[i]) {
 			continue
 		}
-		pt.cols[i] = mergeColumn(s.bufs, cand, ctxRec.Column(i), n)
+		rows.Merge(i, &st.ctx, st.ctxRows.Faulty(i))
 		for j, c := range s.exactCols {
 			if c == i {
-				pt.fromCtx[j] = int64(cand.NullN())
+				pt.fromCtx[j] = int64(len(rows.Nulls(i)))
 			}
 		}
 	}
-	rec := array.NewRecordBatch(s.schema, pt.cols, int64(n))
-	defer rec.Release()
-	for i, a := range pt.cols {
-		a.Release()
-		pt.cols[i] = nil
-	}
-	for _, ci := range s.required {
-		a := rec.Column(ci)
-		if a.NullN() == 0 || (pt.useCtx && s.isCtx[ci] && !ctxRec.Column(ci).IsNull(0)) {
-			continue
+	if f, fromCtx := rows.Fault(); f != nil {
+		if fromCtx {
+			return st.ctxErr // the value is the context's
 		}
-		for r := 0; r < n; r++ {
-			if a.IsNull(r) {
-				return reqErr(indexField("candidates", pt.lo+r)+"."+s.schema.Field(ci).Name, ErrBadRequest,
-					"missing required feature (in neither the candidate nor the context)")
-			}
-		}
-	}
-	if err := s.b.Transformer.TransformTo(&pt.batch, rec); err != nil {
-		var re *features.RowError
-		if errors.As(err, &re) && st.ctxErr != nil {
-			if i := s.schema.FieldIndices(re.Column); len(i) > 0 && candRec.Column(i[0]).IsNull(re.Row) {
-				return st.ctxErr // the value is the context's
-			}
-		}
-		return transformErr("", pt.lo, err)
+		return transformErr("", pt.lo, f)
 	}
 	if len(pt.unknownIDs) > 0 {
 		// The context's unknown ids copied into candidates were counted
@@ -322,37 +310,6 @@ func transformErr(whole string, lo int, err error) error {
 	return reqErr(whole, ErrBadRequest, "%v", err)
 }
 
-// mergeFloatList is mergeColumn for list<float64> columns (vector fields).
-func mergeFloatList(c, cx *array.List, n int) arrow.Array {
-	b := array.NewListBuilderWithField(memory.DefaultAllocator, c.DataType().(*arrow.ListType).ElemField())
-	defer b.Release()
-	vb := b.ValueBuilder().(*array.Float64Builder)
-	cv := c.ListValues().(*array.Float64)
-	xv := cx.ListValues().(*array.Float64)
-	xlo, xhi := cx.ValueOffsets(0)
-	b.Reserve(n)
-	vb.Reserve(cv.Len() + n*int(xhi-xlo))
-	appendItems := func(v *array.Float64, lo, hi int64) {
-		for j := lo; j < hi; j++ {
-			if v.IsNull(int(j)) {
-				vb.AppendNull()
-			} else {
-				vb.Append(v.Value(int(j)))
-			}
-		}
-	}
-	for r := 0; r < n; r++ {
-		b.Append(true)
-		if c.IsNull(r) {
-			appendItems(xv, xlo, xhi)
-		} else {
-			lo, hi := c.ValueOffsets(r)
-			appendItems(cv, lo, hi)
-		}
-	}
-	return b.NewArray()
-}
-
 // eventErr turns a JSONDecoder error into a RequestError naming the field
 // under prefix.
 func eventErr(prefix string, err error) error {
@@ -369,76 +326,4 @@ func eventErr(prefix string, err error) error {
 		return &RequestError{Field: field, Kind: kind, Msg: ee.Msg}
 	}
 	return reqErr(prefix, ErrBadRequest, "%v", err)
-}
-
-// mergeColumn builds a column of n rows taking cand's value where it is not
-// null and ctx's single value (row 0) elsewhere.
-func mergeColumn(mem memory.Allocator, cand, ctx arrow.Array, n int) arrow.Array {
-	switch c := cand.(type) {
-	case *array.Float64:
-		x := ctx.(*array.Float64).Value(0)
-		b := array.NewFloat64Builder(mem)
-		defer b.Release()
-		b.Reserve(n)
-		for r := 0; r < n; r++ {
-			if c.IsNull(r) {
-				b.UnsafeAppend(x)
-			} else {
-				b.UnsafeAppend(c.Value(r))
-			}
-		}
-		return b.NewArray()
-	case *array.String:
-		x := ctx.(*array.String).Value(0)
-		b := array.NewStringBuilder(mem)
-		defer b.Release()
-		b.Reserve(n)
-		b.ReserveData(len(c.ValueBytes()) + n*len(x))
-		for r := 0; r < n; r++ {
-			if c.IsNull(r) {
-				b.Append(x)
-			} else {
-				b.Append(c.Value(r))
-			}
-		}
-		return b.NewArray()
-	case *array.List:
-		if _, ok := c.ListValues().(*array.Float64); ok {
-			return mergeFloatList(c, ctx.(*array.List), n)
-		}
-		cx := ctx.(*array.List)
-		b := array.NewListBuilderWithField(mem, c.DataType().(*arrow.ListType).ElemField())
-		defer b.Release()
-		vb := b.ValueBuilder().(*array.StringBuilder)
-		cv := c.ListValues().(*array.String)
-		xv := cx.ListValues().(*array.String)
-		xlo, xhi := cx.ValueOffsets(0)
-		b.Reserve(n)
-		vb.Reserve(cv.Len() + n*int(xhi-xlo))
-		xbytes := 0
-		for j := xlo; j < xhi; j++ {
-			xbytes += len(xv.Value(int(j)))
-		}
-		vb.ReserveData(len(cv.ValueBytes()) + n*xbytes)
-		appendItems := func(v *array.String, lo, hi int64) {
-			for j := lo; j < hi; j++ {
-				if v.IsNull(int(j)) {
-					vb.AppendNull()
-				} else {
-					vb.Append(v.Value(int(j)))
-				}
-			}
-		}
-		for r := 0; r < n; r++ {
-			b.Append(true)
-			if c.IsNull(r) {
-				appendItems(xv, xlo, xhi)
-			} else {
-				lo, hi := c.ValueOffsets(r)
-				appendItems(cv, lo, hi)
-			}
-		}
-		return b.NewArray()
-	}
-	panic(fmt.Sprintf("serving: mergeColumn: unexpected column type %s", cand.DataType()))
 }

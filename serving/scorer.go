@@ -14,7 +14,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/onestone/onestone/features"
-	"github.com/onestone/onestone/internal/bufpool"
 	"github.com/onestone/onestone/internal/jsontext"
 	"github.com/onestone/onestone/internal/kernels"
 	"github.com/onestone/onestone/mmoe"
@@ -168,12 +167,6 @@ type Scorer struct {
 	split      *mmoe.Split
 	prec       kernels.Precision
 	pool       sync.Pool
-	// bufs allocates the Arrow buffers of the decoded requests: a
-	// request's records are released once transformed, and their
-	// buffers serve the next requests, so that a steady load allocates
-	// (and leaves the garbage collector) no buffer. Never closed: its
-	// buffers go with the Scorer.
-	bufs *bufpool.Pool
 }
 
 // NewScorer returns a scorer for b. Rank formula names that are not the
@@ -194,16 +187,13 @@ func NewScorer(b *Bundle, cfg ScorerConfig) (*Scorer, error) {
 		formula:    f,
 		objectives: b.Tasks.Objectives(),
 		schema:     b.servingSpec.Schema(false),
-		bufs:       bufpool.New(nil, true), // zeroed: the decoder's builders may rely on it
 	}
 	s.rank = f.bind(s.objectives)
 	s.known = append(b.Spec.Columns(true), s.rank.fields...)
 	// Check once that the decoder takes the schema, so newState cannot fail.
-	dec, err := features.NewJSONDecoder(s.schema, s.jsonConfig())
-	if err != nil {
+	if _, err := features.NewJSONRows(b.Transformer, s.schema, s.jsonConfig()); err != nil {
 		return nil, fmt.Errorf("serving: bundle %s: %w", b.Dir, err)
 	}
-	dec.Release()
 	for _, r := range cfg.Required {
 		i := s.schema.FieldIndices(r)
 		if len(i) == 0 {
@@ -256,12 +246,12 @@ func (s *Scorer) Config() ScorerConfig { return s.cfg }
 
 // scoreState is one request's worth of reusable buffers.
 type scoreState struct {
-	s      *Scorer
-	req    Request
-	ctxDec *features.JSONDecoder
-	ctxRec arrow.RecordBatch // the request's decoded context (scoreAll), or nil
-	ctx    features.Batch    // ctxRec transformed (one row)
-	ctxErr error             // transforming the context failed
+	s       *Scorer
+	req     Request
+	ctxRows *features.JSONRows
+	hasCtx  bool           // the request has a context (scoreAll)
+	ctx     features.Batch // the request's context, decoded (one row)
+	ctxErr  error          // the context holds a row fault (a vector's length)
 	// ctxFatal is the request's error if decoding its context failed;
 	// ctxDone is set once decodeContext has run (by worker 0 of run).
 	ctxFatal error
@@ -303,7 +293,7 @@ type scoreState struct {
 func (s *Scorer) newState() *scoreState {
 	st := &scoreState{
 		s:       s,
-		ctxDec:  s.newDecoder(),
+		ctxRows: s.newRows(),
 		parts:   make([]part, s.cfg.Workers),
 		fw:      make([]forwardWorker, s.cfg.Workers),
 		tasks:   make([]helperTask, s.cfg.Workers),
@@ -317,26 +307,26 @@ func (s *Scorer) newState() *scoreState {
 	for i := range st.fw {
 		st.tasks[i].w, st.tasks[i].k = st, i
 		st.fw[i].chunk = make([][]float32, len(s.objectives))
-		st.parts[i].cols = make([]arrow.Array, s.schema.NumFields())
 		st.parts[i].unknownIDs = make([]int64, len(s.exactCols))
 		st.parts[i].fromCtx = make([]int64, len(s.exactCols))
 	}
 	st.fw[0].ws = s.split.NewWorkspace(s.cfg.BatchRows) // others on first use
-	st.parts[0].dec = s.newDecoder()
+	st.parts[0].rows = s.newRows()
 	return st
 }
 
-// newDecoder returns a JSON decoder of the scorer's schema.
-func (s *Scorer) newDecoder() *features.JSONDecoder {
-	dec, err := features.NewJSONDecoder(s.schema, s.jsonConfig())
+// newRows returns a JSON decoder of the scorer's schema into batches of
+// the bundle's transform.
+func (s *Scorer) newRows() *features.JSONRows {
+	rows, err := features.NewJSONRows(s.b.Transformer, s.schema, s.jsonConfig())
 	if err != nil {
 		panic(err) // NewScorer checked that the decoder takes the schema
 	}
-	return dec
+	return rows
 }
 
 func (s *Scorer) jsonConfig() features.JSONConfig {
-	return features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes, Strict: s.cfg.Strict, Known: s.known, Allocator: s.bufs}
+	return features.JSONConfig{MaxEventBytes: s.cfg.MaxObjectBytes, Strict: s.cfg.Strict, Known: s.known}
 }
 
 // Response is the answer to a score request. It holds pooled buffers:
@@ -568,8 +558,7 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		st.scores[o] = st.scores[o][:n]
 	}
 	defer st.countUnknown()
-	defer st.releaseContext()
-	st.ctxRec, st.ctxErr, st.ctxFatal = nil, nil, nil
+	st.hasCtx, st.ctxErr, st.ctxFatal = false, nil, nil
 	st.ctxDone.Store(false)
 	if n == 0 {
 		return st.decodeContext(req)
@@ -584,34 +573,34 @@ func (st *scoreState) scoreAll(ctx context.Context, req *Request) error {
 		pt.hi = min((p+1)*passes/st.nparts*per, n)
 		pt.err = nil
 		pt.state.Store(partPending)
-		if pt.dec == nil {
-			pt.dec = s.newDecoder()
+		if pt.rows == nil {
+			pt.rows = s.newRows()
 		}
 	}
 	return st.run(ctx, req, w, n, st.scores)
 }
 
-// decodeContext decodes the request's context, if any, into st.ctxRec and
-// transforms it into st.ctx (a failure is kept in st.ctxErr: it matters
-// only to the parts that use st.ctx), then sets st.ctxDone. A context
-// that does not decode is the request's error, also kept in st.ctxFatal.
-// releaseContext undoes it.
+// decodeContext decodes the request's context, if any, into st.ctx (one
+// row; a row fault is kept in st.ctxErr: it matters only to the parts
+// that use the faulty value), then sets st.ctxDone. A context that does
+// not decode is the request's error, also kept in st.ctxFatal.
 func (st *scoreState) decodeContext(req *Request) (err error) {
 	defer func() {
 		st.ctxFatal = err
 		st.ctxDone.Store(true)
 	}()
-	st.ctxRec, st.ctxErr = nil, nil
+	st.hasCtx, st.ctxErr = false, nil
 	if req.Context == nil {
 		return nil
 	}
-	if err := st.ctxDec.Append(req.Context); err != nil {
+	st.ctxRows.Reset(&st.ctx)
+	if err := st.ctxRows.Append(req.Context); err != nil {
 		return eventErr("context", err)
 	}
-	st.ctxRec = st.ctxDec.NewRecordBatch()
-	if err := st.s.b.Transformer.TransformTo(&st.ctx, st.ctxRec); err != nil {
-		st.ctxErr = transformErr("context", -1, err)
-		return nil
+	st.ctxRows.Finish()
+	st.hasCtx = true
+	if f, _ := st.ctxRows.Fault(); f != nil {
+		st.ctxErr = transformErr("context", -1, f)
 	}
 	st.s.b.Transformer.IDs().CountUnknown(&st.ctx, st.ctxUnknownIDs)
 	return nil
@@ -621,10 +610,10 @@ func (st *scoreState) decodeContext(req *Request) (err error) {
 // request skipped and st.unknownIDs to the unknown exact ids of the
 // context and of the parts prepared, and resets their counts.
 func (st *scoreState) countUnknown() {
-	st.unknown = st.ctxDec.TakeUnknown()
+	st.unknown = st.ctxRows.TakeUnknown()
 	for p := range st.parts {
-		if dec := st.parts[p].dec; dec != nil {
-			st.unknown += dec.TakeUnknown()
+		if rows := st.parts[p].rows; rows != nil {
+			st.unknown += rows.TakeUnknown()
 		}
 	}
 	copy(st.unknownIDs, st.ctxUnknownIDs)
@@ -635,13 +624,6 @@ func (st *scoreState) countUnknown() {
 			st.unknownIDs[j] += n
 		}
 		clear(pt.unknownIDs)
-	}
-}
-
-func (st *scoreState) releaseContext() {
-	if st.ctxRec != nil {
-		st.ctxRec.Release()
-		st.ctxRec = nil
 	}
 }
 

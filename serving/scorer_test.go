@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/onestone/onestone/bundle"
 )
@@ -604,6 +605,41 @@ func TestScoreAllocsPerRequest(t *testing.T) {
 		t.Fatalf("%v allocations for 1000 candidates, %v for 50: allocation per candidate", a1000, a50)
 	}
 	t.Logf("allocations per request: %v (50 candidates), %v (1000)", a50, a1000)
+}
+
+// TestScoreNoAllocs: a request of a context and 500 candidates, some of
+// them overriding a context field, ranked by a formula and cut at top_k,
+// allocates nothing once the scorer's pooled state has served one: on
+// one worker, and on two with a helper (as onestone serve runs).
+func TestScoreNoAllocs(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counting (the race detector makes sync.Pool drop items)")
+	}
+	h := NewHelpers(1, time.Millisecond)
+	defer h.Close()
+	r := rand.New(rand.NewPCG(10, 10))
+	body := testRequest(t, r, 500, `,"top_k":50`)
+	// The first 71 candidates have their own device, a context field:
+	// with two workers one part merges the context, the other reads it
+	// once (mmoe.Split).
+	body = []byte(strings.Replace(string(body), `{"category"`, `{"device":"ios","category"`, 500/7))
+	for _, cfg := range []ScorerConfig{{Rank: "ctr * price"}, {Rank: "ctr * price", Workers: 2, Helpers: h}} {
+		s := loadTestScorer(t, cfg)
+		ctx := context.Background()
+		n := testing.AllocsPerRun(20, func() {
+			resp, err := s.ScoreBody(ctx, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Scored != 500 || len(resp.Results) != 50 {
+				t.Fatalf("%d scored, %d results", resp.Scored, len(resp.Results))
+			}
+			resp.Release()
+		})
+		if n != 0 {
+			t.Errorf("workers %d: %v allocations per request, want 0", cfg.Workers, n)
+		}
+	}
 }
 
 // TestDecodeRequestAllocs: decoding into a reused Request allocates

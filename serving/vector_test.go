@@ -234,6 +234,9 @@ func TestVectorScoring(t *testing.T) {
 		{`{"candidates":[{"item_id":"a","iemb":[1,2,3,4]},{"iemb":[1,2,3,4]},{"iemb":[1,2,3,4,5]}]}`, "candidates[2].iemb", "want a vector of 4 numbers, found 5"},
 		{`{"candidates":[{"item_id":"a"},{"iemb":[1,"2",3,4]}]}`, "candidates[1].iemb", "want array of numbers, found string"},
 		{`{"candidates":[{"iemb":7}]}`, "candidates[0].iemb", "want array of numbers, found number"},
+		// A candidate that does not decode comes before another's wrong
+		// length, as when the part was decoded before its transform.
+		{`{"candidates":[{"item_id":"a","iemb":[1]},{"iemb":7}]}`, "candidates[1].iemb", "want array of numbers, found number"},
 		// A candidate that takes the context's vector names the context.
 		{`{"context":{"uemb":[1]},"candidates":[{"item_id":"a","user_id":"x"}]}`, "context.uemb", "want a vector of 3 numbers, found 1"},
 	} {

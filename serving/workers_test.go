@@ -238,8 +238,8 @@ func TestScorerWarm(t *testing.T) {
 	warm.warm(2)
 	if !raceEnabled { // the race detector makes sync.Pool drop items
 		st := warm.pool.Get().(*scoreState)
-		if st.fw[1].ws == nil || st.parts[1].dec == nil || st.resp.st != nil {
-			t.Fatalf("a warmed state has not run its second worker (workspace %v, decoder %v) or is still held", st.fw[1].ws != nil, st.parts[1].dec != nil)
+		if st.fw[1].ws == nil || st.parts[1].rows == nil || st.resp.st != nil {
+			t.Fatalf("a warmed state has not run its second worker (workspace %v, decoder %v) or is still held", st.fw[1].ws != nil, st.parts[1].rows != nil)
 		}
 		warm.pool.Put(st)
 	}
