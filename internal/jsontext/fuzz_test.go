@@ -72,6 +72,11 @@ func FuzzSkip(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		end, err := Skip(data, 0)
+		if k := KindAt(data, 0); err == nil && (k == KindArray || k == KindObject) {
+			if span, serr := Span(data, 0); serr != nil || span != end {
+				t.Fatalf("%q: Span ends at %d (%v), Skip at %d", data, span, serr, end)
+			}
+		}
 		whole := err == nil && SkipSpace(data, end) == len(data)
 		valid := json.Valid(data)
 		if whole && !valid {

@@ -18,7 +18,9 @@
 package jsontext
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -499,4 +501,94 @@ func skipKey(b []byte, i int) (int, error) {
 		return 0, errAt(i, "want ':' after object key")
 	}
 	return SkipSpace(b, i+1), nil
+}
+
+// Span returns the index after the array or object that starts at b[i],
+// found by counting brackets outside strings, without checking anything
+// else: for well-formed JSON it is the index Skip returns, at a fraction
+// of Skip's cost; for malformed JSON it may be any index, or an error
+// when the brackets or strings do not close. So a caller that uses Span
+// must check the value with Skip (or a decoder) before trusting it:
+// serving splits a request's candidates with Span, and each candidate's
+// decoder checks its own.
+//
+// It reads 8 bytes at a time where it can: outside strings it looks for
+// the next quote or bracket, inside a string for the next quote or
+// backslash (swarFind).
+func Span(b []byte, i int) (int, error) {
+	if k := KindAt(b, i); k != KindArray && k != KindObject {
+		return 0, errAt(i, "want an array or object")
+	}
+	depth := 0
+	for {
+		i = swarFind(b, i, false)
+		if i >= len(b) {
+			return 0, errAt(len(b), "unexpected end of input")
+		}
+		switch b[i] {
+		case '"':
+			// The closing quote is the next one not escaped.
+			j := i + 1
+			for {
+				j = swarFind(b, j, true)
+				if j >= len(b) {
+					return 0, errAt(len(b), "unterminated string")
+				}
+				if b[j] == '"' {
+					break
+				}
+				j += 2 // an escape: skip the escaped byte
+			}
+			i = j + 1
+			continue
+		case '{', '[':
+			depth++
+		default:
+			depth--
+			if depth == 0 {
+				return i + 1, nil
+			}
+		}
+		i++
+	}
+}
+
+const (
+	swarOnes = 0x0101010101010101
+	swarHigh = 0x8080808080808080
+)
+
+// swarHas returns a word whose byte k has its high bit set where byte k
+// of x is c, and possibly (only above such a byte) where it is not: the
+// lowest set byte is exact.
+func swarHas(x uint64, c byte) uint64 {
+	y := x ^ (swarOnes * uint64(c))
+	return (y - swarOnes) &^ y & swarHigh
+}
+
+// swarFind returns the index of the first byte at or after i that is a
+// quote or a bracket ({, }, [, ]), or with inString a quote or a
+// backslash; len(b) if there is none.
+func swarFind(b []byte, i int, inString bool) int {
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		var m uint64
+		if inString {
+			m = swarHas(x, '"') | swarHas(x, '\\')
+		} else {
+			// '[' and ']' are '{' and '}' without bit 5.
+			xb := x | swarOnes*0x20
+			m = swarHas(x, '"') | swarHas(xb, '{') | swarHas(xb, '}')
+		}
+		if m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		c := b[i]
+		if c == '"' || (inString && c == '\\') || (!inString && (c|0x20 == '{' || c|0x20 == '}')) {
+			return i
+		}
+	}
+	return len(b)
 }

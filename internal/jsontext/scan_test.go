@@ -186,6 +186,37 @@ func TestSkip(t *testing.T) {
 	}
 }
 
+// TestSpan: on well-formed arrays and objects Span ends where Skip does
+// (brackets and escaped quotes inside strings, nesting, whitespace);
+// brackets or strings that do not close are errors.
+func TestSpan(t *testing.T) {
+	for _, in := range []string{
+		`[]`, `{}`, `{"a":{"b":[1,{"c":"}"}]},"d":[[],{}]}`, `{"a" : 1 , "b" : [ true ] } tail`,
+		`["\"", "\\", "\\\"]", "{"]`, `{"k":"\u005d]"}, {"next": 1}`, `[1,[2,[3,[4]]],5]`,
+		`{"é":"ü\t"}`, strings.Repeat("[", 300) + strings.Repeat("]", 300),
+	} {
+		b := []byte(in)
+		want := 0
+		if in != strings.Repeat("[", 300)+strings.Repeat("]", 300) { // deeper than Skip reads
+			var err error
+			if want, err = Skip(b, 0); err != nil {
+				t.Fatalf("%s: %v", b, err)
+			}
+		} else {
+			want = len(b)
+		}
+		if got, err := Span(b, 0); err != nil || got != want {
+			t.Errorf("%s: Span ends at %d (%v), want %d", b, got, err, want)
+		}
+	}
+	for _, in := range []string{`{`, `[[]`, `{"a":"}`, `["\"]`, `["\\\"]`, `1`, `"a"`, ``} {
+		var se *SyntaxError
+		if end, err := Span([]byte(in), 0); !errors.As(err, &se) {
+			t.Errorf("%s: end %d, error %v, want a SyntaxError", in, end, err)
+		}
+	}
+}
+
 func TestKeyOpenNext(t *testing.T) {
 	b := []byte(` { "a\tb" : 1 , "c":[ ], "d" :{} } `)
 	var sc Scanner
