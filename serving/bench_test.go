@@ -172,16 +172,24 @@ func BenchmarkDecodeTransform500(b *testing.B) {
 }
 
 // BenchmarkDecodeRequest500 measures the request envelope alone: a std
-// request of 500 candidates checked and split into raw objects.
+// request of 500 candidates checked and split into raw objects (strict,
+// DecodeRequest), or split unchecked as ScoreBody does (split).
 func BenchmarkDecodeRequest500(b *testing.B) {
 	body := stdwork.Request(rand.New(rand.NewPCG(3, 3)), 500, `"top_k":50`)
-	var req serving.Request
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := serving.DecodeRequest(&req, body, 0); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct {
+		name   string
+		decode func(*serving.Request, []byte, int) error
+	}{{"strict", serving.DecodeRequest}, {"split", serving.DecodeRequestSplit}} {
+		b.Run(c.name, func(b *testing.B) {
+			var req serving.Request
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.decode(&req, body, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -27,3 +27,9 @@ func DecodeTransform(s *Scorer) (run func(body []byte) error, done func()) {
 func LoadBundleInPlace(dir string, spare *Bundle) (*Bundle, error) {
 	return loadBundle(dir, bundle.Limits{}, nil, spare)
 }
+
+// DecodeRequestSplit exposes ScoreBody's envelope scan to the external
+// benchmarks: DecodeRequest with the candidates split unchecked.
+func DecodeRequestSplit(dst *Request, body []byte, maxCandidates int) error {
+	return decodeRequest(dst, body, maxCandidates, false)
+}

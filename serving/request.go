@@ -87,6 +87,16 @@ type Request struct {
 // Scorer checks those against the model's schema. Values may nest
 // jsontext.MaxDepth (256) deep inside the context and each candidate.
 func DecodeRequest(dst *Request, body []byte, maxCandidates int) error {
+	return decodeRequest(dst, body, maxCandidates, true)
+}
+
+// decodeRequest is DecodeRequest; without strict it splits the
+// candidates with jsontext.Span, which finds where each ends without
+// checking it: a malformed candidate may then be accepted, or split
+// elsewhere, and a later error be reported in place of its. ScoreBody
+// does so because the candidates' decoders check every candidate
+// anyway, and after any error takes DecodeRequest's (strictErr).
+func decodeRequest(dst *Request, body []byte, maxCandidates int, strict bool) error {
 	dst.Context = nil
 	dst.Candidates = dst.Candidates[:0]
 	dst.Objectives = dst.Objectives[:0]
@@ -138,7 +148,12 @@ func DecodeRequest(dst *Request, body []byte, maxCandidates int) error {
 				if jsontext.KindAt(b, j) != jsontext.KindObject {
 					return reqErr(indexField("candidates", n), ErrBadRequest, "want a JSON object, found %s", jsontext.Describe(b, j))
 				}
-				end, err := jsontext.Skip(b, j)
+				var end int
+				if strict {
+					end, err = jsontext.Skip(b, j)
+				} else {
+					end, err = jsontext.Span(b, j)
+				}
 				if err != nil {
 					return malformed("candidates", err)
 				}
@@ -208,6 +223,19 @@ func DecodeRequest(dst *Request, body []byte, maxCandidates int) error {
 		return reqErr("candidates", ErrBadRequest, "missing (want a JSON array of candidate objects)")
 	}
 	return nil
+}
+
+// strictErr is the error of a request whose candidates were split
+// without being checked (decodeRequest without strict) and that failed
+// with err: DecodeRequest's error when it finds one (a malformed
+// candidate, before any error after it), else err. Only failed requests
+// pay for the second scan.
+func strictErr(body []byte, maxCandidates int, err error) error {
+	var req Request
+	if serr := DecodeRequest(&req, body, maxCandidates); serr != nil {
+		return serr
+	}
+	return err
 }
 
 // malformed turns a syntax error of the scanner into a RequestError for

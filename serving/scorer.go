@@ -426,13 +426,23 @@ func (r *Response) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil
 
 // ScoreBody decodes a raw request body and scores it, reusing pooled
 // buffers for the decoded request too. It is what the HTTP handler calls.
+//
+// The envelope scan splits the candidates without checking them (their
+// decoders do, on the request's workers): it is the serial start of a
+// request, before the helpers have work. A failed request is scanned
+// again, strictly, so that its error is DecodeRequest's where that finds
+// one (a malformed candidate), as if the body had been checked first.
 func (s *Scorer) ScoreBody(ctx context.Context, body []byte) (*Response, error) {
 	st := s.pool.Get().(*scoreState)
-	if err := DecodeRequest(&st.req, body, s.cfg.MaxCandidates); err != nil {
+	if err := decodeRequest(&st.req, body, s.cfg.MaxCandidates, false); err != nil {
 		s.pool.Put(st)
-		return nil, err
+		return nil, strictErr(body, s.cfg.MaxCandidates, err)
 	}
-	return s.score(ctx, st, &st.req)
+	resp, err := s.score(ctx, st, &st.req)
+	if err != nil {
+		return nil, strictErr(body, s.cfg.MaxCandidates, err)
+	}
+	return resp, nil
 }
 
 // Score scores the candidates of req, which must not change during the

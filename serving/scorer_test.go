@@ -302,6 +302,10 @@ func TestScoreErrors(t *testing.T) {
 	}{
 		{"malformed", `{"candidates": [`, ErrBadRequest, "candidates[0]"},
 		{"malformed inside", `{"candidates": [{"a": tru}]}`, ErrBadRequest, "candidates"},
+		// ScoreBody splits the candidates unchecked: a malformed one is
+		// still the request's error before a bad value or field after it.
+		{"malformed after a bad value", `{"candidates": [{"item_id": "a", "price": "cheap"}, {"item_id": tru}]}`, ErrBadRequest, "candidates"},
+		{"malformed before a bad top_k", `{"candidates": [{"item_id": "a", "price": 1, "x": [}], "top_k": -1}`, ErrBadRequest, "candidates"},
 		{"not an object", `[1]`, ErrBadRequest, ""},
 		{"unknown key", `{"candidates": [], "topk": 3}`, ErrBadRequest, "topk"},
 		{"missing candidates", `{"context": {}}`, ErrBadRequest, "candidates"},
