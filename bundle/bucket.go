@@ -16,12 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/s3blob" // registers s3:// with blob.OpenBucket
 	"gocloud.dev/gcerrors"
+
+	"github.com/onestone/onestone/internal/objstore"
 )
 
 // ErrConflict is wrapped by the error of a Bucket's SetLatest when another
@@ -38,13 +36,11 @@ const maxPointerBytes = 64 << 10
 
 // IsURL reports whether loc names an object store (scheme://...) rather
 // than a local path.
-func IsURL(loc string) bool {
-	scheme, _, ok := strings.Cut(loc, "://")
-	return ok && scheme != "" && !strings.ContainsAny(scheme, "/\\")
-}
+func IsURL(loc string) bool { return objstore.IsURL(loc) }
 
 // OpenStore opens the store at loc: a local directory (a path, or a
-// file:// URL), or an object store bucket (s3://; OpenBucket). The caller
+// file:// URL), or an object store bucket (s3://, gs://, azblob://;
+// OpenBucket). The caller
 // closes a Bucket when done.
 func OpenStore(ctx context.Context, loc string) (Store, error) {
 	if !IsURL(loc) {
@@ -67,7 +63,8 @@ func OpenStore(ctx context.Context, loc string) (Store, error) {
 // An object store has no rename, so a version is published in steps that
 // a reader can tell apart:
 //
-//  1. prefix/v/.claim is written only if absent (If-None-Match: *): this
+//  1. prefix/v/.claim is written only if absent (If-None-Match: *; on
+//     GCS, the DoesNotExist condition): this
 //     reserves the number v for one publisher; a publisher that loses the
 //     race takes the next number.
 //  2. The version's files, each written only if absent.
@@ -76,15 +73,16 @@ func OpenStore(ctx context.Context, loc string) (Store, error) {
 //     publisher stopped before this step leaves an incomplete version
 //     that readers never resolve and Prune eventually removes.
 //
-// SetLatest replaces the pointer with a compare-and-swap (S3 If-Match on
-// the ETag of the pointer read), and only if the pointer is still what
+// SetLatest replaces the pointer with a compare-and-swap, conditional on
+// the version of the pointer read (S3 and Azure: If-Match on its ETag;
+// GCS: its generation), and only if the pointer is still what
 // this Bucket saw before its first version or set last, so that two
 // publishers on one prefix cannot silently overwrite each other: the one
 // that finds the pointer moved gets an error wrapping ErrConflict.
 //
-// Only s3:// buckets are supported (gocloud.dev/blob/s3blob); the
-// compare-and-swap needs the driver's request types, and no GCS or Azure
-// store runs where this was written.
+// S3, GCS and Azure Blob buckets are supported (internal/objstore, over
+// gocloud.dev/blob): the compare-and-swap needs each driver's request
+// types, which gocloud.dev/blob has no portable option for.
 type Bucket struct {
 	b      *blob.Bucket
 	name   string // for messages: scheme://bucket/prefix, no query
@@ -102,7 +100,7 @@ type Bucket struct {
 
 type pointerState struct {
 	data []byte
-	etag string // "" when there was no pointer
+	etag string // its version (ETag or generation); "" when there was no pointer
 }
 
 // Pointer is the content of a Bucket's latest object.
@@ -115,55 +113,43 @@ type Pointer struct {
 	Time time.Time `json:"time"`
 }
 
-// OpenBucket opens the object store URL u:
+// OpenBucket opens the object store URL u (internal/objstore):
 //
 //	s3://BUCKET/PREFIX?endpoint=http://HOST:PORT&region=us-east-1&use_path_style=true
+//	gs://BUCKET/PREFIX[?endpoint=http://HOST:PORT]
+//	azblob://CONTAINER/PREFIX[?domain=HOST:PORT&protocol=http&localemu=true]
 //
 // The path, if any, is the prefix the versions go under (the same as
 // gocloud.dev's prefix= parameter; give one or the other). The other
-// query parameters are gocloud.dev/blob/s3blob's (docs/object-storage.md).
-// Credentials come from the AWS SDK's standard chain (environment, shared
-// configuration, instance role), never from the URL.
+// query parameters are gocloud.dev's for the scheme
+// (docs/object-storage.md). Credentials come from the provider's
+// standard chain (environment, shared configuration, instance role),
+// never from the URL.
 func OpenBucket(ctx context.Context, u string) (*Bucket, error) {
-	pu, err := url.Parse(u)
+	l, err := objstore.Parse(u)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: store URL: %w", err)
 	}
-	if pu.Scheme != "s3" {
-		return nil, fmt.Errorf("bundle: store URL %s://...: only s3:// object stores (and local paths) are supported", pu.Scheme)
-	}
-	if pu.User != nil {
-		return nil, errors.New("bundle: store URL: credentials do not go in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use a profile")
-	}
-	if pu.Host == "" {
-		return nil, fmt.Errorf("bundle: store URL %q names no bucket", redact(pu))
-	}
-	q := pu.Query()
-	prefix := strings.Trim(pu.Path, "/")
-	if p := q.Get("prefix"); p != "" {
+	prefix := strings.Trim(l.Path, "/")
+	if p := l.Query.Get("prefix"); p != "" {
 		if prefix != "" {
-			return nil, fmt.Errorf("bundle: store URL %q: a path and prefix= both name a prefix", redact(pu))
+			return nil, fmt.Errorf("bundle: store URL %q: a path and prefix= both name a prefix", l)
 		}
 		prefix = strings.Trim(p, "/")
 	}
-	q.Del("prefix")
+	l.Query.Del("prefix")
+	l.Path = ""
 	if prefix != "" {
 		prefix += "/"
 	}
-	open := url.URL{Scheme: pu.Scheme, Host: pu.Host, RawQuery: q.Encode()}
-	b, err := blob.OpenBucket(ctx, open.String())
+	b, err := objstore.Open(ctx, l)
 	if err != nil {
-		return nil, fmt.Errorf("bundle: open %s: %w", redact(pu), err)
+		return nil, fmt.Errorf("bundle: %w", err)
 	}
 	if prefix != "" {
 		b = blob.PrefixedBucket(b, prefix)
 	}
-	return &Bucket{b: b, name: "s3://" + pu.Host + "/" + prefix, prefix: prefix, publisher: newPublisherID()}, nil
-}
-
-// redact is u without its query and user, for messages.
-func redact(u *url.URL) string {
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+	return &Bucket{b: b, name: l.Scheme + "://" + l.Bucket + "/" + prefix, prefix: prefix, publisher: newPublisherID()}, nil
 }
 
 func newPublisherID() string {
@@ -367,8 +353,9 @@ func (b *Bucket) Open(ctx context.Context, v, name string) (io.ReadCloser, error
 	return r, nil
 }
 
-// readPointer reads the pointer object and the ETag of exactly what it
-// read; no pointer gives a nil state's data and an empty ETag.
+// readPointer reads the pointer object and the version (ETag or
+// generation) of exactly what it read; no pointer gives a nil state's
+// data and an empty version.
 func (b *Bucket) readPointer(ctx context.Context) (*pointerState, error) {
 	r, err := b.b.NewReader(ctx, LatestLink, nil)
 	if err != nil {
@@ -378,9 +365,9 @@ func (b *Bucket) readPointer(ctx context.Context) (*pointerState, error) {
 		return nil, fmt.Errorf("bundle: %s%s: %w", b, LatestLink, err)
 	}
 	defer r.Close()
-	var out s3.GetObjectOutput
-	if !r.As(&out) || out.ETag == nil {
-		return nil, fmt.Errorf("bundle: %s: the store gives no ETag for compare-and-swap", b)
+	version, err := objstore.ReadVersion(r)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %s%s: %w", b, LatestLink, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxPointerBytes+1))
 	if err != nil {
@@ -389,7 +376,7 @@ func (b *Bucket) readPointer(ctx context.Context) (*pointerState, error) {
 	if len(data) > maxPointerBytes {
 		return nil, fmt.Errorf("%w: %s%s is over %d bytes", ErrCorrupt, b, LatestLink, maxPointerBytes)
 	}
-	return &pointerState{data: data, etag: *out.ETag}, nil
+	return &pointerState{data: data, etag: version}, nil
 }
 
 func parsePointer(where string, data []byte) (Pointer, error) {
@@ -423,8 +410,9 @@ func (b *Bucket) Latest(ctx context.Context) (string, error) {
 // else the error wraps ErrConflict: another publisher moved it meanwhile,
 // and this one must not overwrite it. (A Bucket that has neither
 // published nor set the pointer requires v to be newer than the version
-// the pointer names.) The write is conditional on the ETag of the
-// pointer read (If-Match), or on there being none (If-None-Match: *), so
+// the pointer names.) The write is conditional on the version of the
+// pointer read (objstore.IfMatch: its ETag or generation), or on there
+// being none (If-None-Match: *, GCS's DoesNotExist), so
 // a publisher racing in between makes it fail with ErrConflict too.
 //
 // After a conflict the Bucket keeps refusing: it has been fenced off by
@@ -465,15 +453,7 @@ func (b *Bucket) SetLatest(ctx context.Context, v string) error {
 	if cur.etag == "" {
 		opts.IfNotExist = true
 	} else {
-		etag := cur.etag
-		opts.BeforeWrite = func(as func(any) bool) error {
-			var in *transfermanager.UploadObjectInput
-			if !as(&in) {
-				return fmt.Errorf("bundle: %s: the store offers no If-Match", b)
-			}
-			in.IfMatch = aws.String(etag)
-			return nil
-		}
+		opts.BeforeWrite = objstore.IfMatch(cur.etag)
 	}
 	if err := b.b.WriteAll(ctx, LatestLink, data, opts); err != nil {
 		if gcerrors.Code(err) == gcerrors.FailedPrecondition {

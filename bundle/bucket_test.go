@@ -17,7 +17,8 @@ import (
 	"github.com/onestone/onestone/internal/s3test"
 )
 
-// The Bucket tests run against a real S3 server (internal/s3test).
+// The Bucket tests run against a real server of each provider (S3, GCS,
+// Azure: internal/s3test.Each).
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
 
 // testBucket opens a Bucket on a fresh prefix of the test server, and the
@@ -30,7 +31,7 @@ func testBucket(t *testing.T) (*Bucket, *blob.Bucket) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	raw, err := blob.OpenBucket(context.Background(), u)
+	raw, err := s3test.OpenURL(context.Background(), u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +49,14 @@ func TestOpenStore(t *testing.T) {
 		{"/abs/models", "dir:/abs/models"},
 		{"file:///abs/models", "dir:/abs/models"},
 		{"file://host/x", "want file:///absolute/dir"},
-		{"gs://b/p", "only s3://"},
+		{"ftp://b/p", "unsupported scheme"},
 		{"s3://user:secret@b/p", "credentials do not go in the URL"},
+		{"gs://user:secret@b/p", "credentials do not go in the URL"},
+		{"azblob://account:secret@c/p", "credentials do not go in the URL"},
 		{"s3:///p", "names no bucket"},
+		{"azblob:///p", "names no bucket"},
 		{"s3://b/p?prefix=q/", "both name a prefix"},
+		{"gs://b/p?endpoint=ftp://secret@h", "endpoint= wants"},
 	} {
 		s, err := OpenStore(ctx, c.loc)
 		if d, ok := strings.CutPrefix(c.want, "dir:"); ok {
@@ -73,7 +78,9 @@ func TestOpenStore(t *testing.T) {
 
 // TestBucketURLForms: the prefix may be the URL's path or prefix=, and
 // both reach the same objects.
-func TestBucketURLForms(t *testing.T) {
+func TestBucketURLForms(t *testing.T) { s3test.Each(t, testBucketURLForms) }
+
+func testBucketURLForms(t *testing.T) {
 	ctx := context.Background()
 	st := s3test.Open(t)
 	u := s3test.URL(t) // cleans the prefix up
@@ -88,14 +95,14 @@ func TestBucketURLForms(t *testing.T) {
 	}
 	defer a.Close()
 	// The path form: s3://bucket/prefix?endpoint=...
-	pathURL := strings.Replace(st.URL(""), "s3://"+st.Bucket+"?", "s3://"+st.Bucket+"/"+prefix+"?", 1)
+	pathURL := strings.Replace(st.URL(""), "://"+st.Bucket+"?", "://"+st.Bucket+"/"+prefix+"?", 1)
 	b, err := OpenBucket(ctx, pathURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	if a.String() != b.String() || !strings.HasSuffix(a.String(), prefix+"/") || strings.Contains(a.String(), "?") {
-		t.Fatalf("names %q and %q, want both s3://%s/%s/", a, b, st.Bucket, prefix)
+		t.Fatalf("names %q and %q, want both SCHEME://%s/%s/", a, b, st.Bucket, prefix)
 	}
 	v, err := a.NewVersion(ctx, []File{{Name: "w", Write: content("x")}, {Name: ManifestFile, Write: content("{}")}})
 	if err != nil {
@@ -108,7 +115,9 @@ func TestBucketURLForms(t *testing.T) {
 
 // TestBucketPublishAndFetch: a model published to the bucket comes back
 // through Fetch into a local store, where it reads as any local bundle.
-func TestBucketPublishAndFetch(t *testing.T) {
+func TestBucketPublishAndFetch(t *testing.T) { s3test.Each(t, testBucketPublishAndFetch) }
+
+func testBucketPublishAndFetch(t *testing.T) {
 	ctx := context.Background()
 	b, raw := testBucket(t)
 	m, model := testModel(t, 1)
@@ -178,7 +187,9 @@ func TestBucketPublishAndFetch(t *testing.T) {
 // TestBucketFetchRefusesCorrupt: a file changed in the store, one missing,
 // and a manifest changed without its checksum are refused, and nothing
 // appears in the local store.
-func TestBucketFetchRefusesCorrupt(t *testing.T) {
+func TestBucketFetchRefusesCorrupt(t *testing.T) { s3test.Each(t, testBucketFetchRefusesCorrupt) }
+
+func testBucketFetchRefusesCorrupt(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		name  string
@@ -234,7 +245,9 @@ func TestBucketFetchRefusesCorrupt(t *testing.T) {
 
 // TestBucketFetchLimit: a manifest over the budget is refused before it
 // is read whole.
-func TestBucketFetchLimit(t *testing.T) {
+func TestBucketFetchLimit(t *testing.T) { s3test.Each(t, testBucketFetchLimit) }
+
+func testBucketFetchLimit(t *testing.T) {
 	ctx := context.Background()
 	b, _ := testBucket(t)
 	m, model := testModel(t, 1)
@@ -250,7 +263,9 @@ func TestBucketFetchLimit(t *testing.T) {
 // TestBucketHalfUploaded: a publisher that fails (or dies) half-way leaves
 // a version that is never listed nor resolved, and the next publish takes
 // the next number rather than reusing or duplicating it.
-func TestBucketHalfUploaded(t *testing.T) {
+func TestBucketHalfUploaded(t *testing.T) { s3test.Each(t, testBucketHalfUploaded) }
+
+func testBucketHalfUploaded(t *testing.T) {
 	ctx := context.Background()
 	b, raw := testBucket(t)
 	if _, err := b.NewVersion(ctx, []File{{Name: "a", Write: content("a")}, {Name: ManifestFile, Write: content("{}")}}); err != nil {
@@ -295,7 +310,9 @@ func TestBucketHalfUploaded(t *testing.T) {
 // TestBucketManifestLast: the manifest is uploaded after every other file
 // whatever its place in the list, so that a reader never sees a complete
 // version missing a file.
-func TestBucketManifestLast(t *testing.T) {
+func TestBucketManifestLast(t *testing.T) { s3test.Each(t, testBucketManifestLast) }
+
+func testBucketManifestLast(t *testing.T) {
 	ctx := context.Background()
 	b, raw := testBucket(t)
 	seen := make(chan bool, 1)
@@ -321,7 +338,9 @@ func TestBucketManifestLast(t *testing.T) {
 
 // TestBucketConcurrentPublishers: publishers racing for version numbers
 // each get a distinct one, and every version is complete.
-func TestBucketConcurrentPublishers(t *testing.T) {
+func TestBucketConcurrentPublishers(t *testing.T) { s3test.Each(t, testBucketConcurrentPublishers) }
+
+func testBucketConcurrentPublishers(t *testing.T) {
 	ctx := context.Background()
 	u := s3test.URL(t)
 	const n = 4
@@ -370,7 +389,9 @@ func testBucketAt(t *testing.T, u string) *Bucket {
 // publish after the first gets ErrConflict, and the pointer keeps the
 // other's version; racing SetLatest calls on one old pointer: exactly one
 // wins.
-func TestBucketPointerRace(t *testing.T) {
+func TestBucketPointerRace(t *testing.T) { s3test.Each(t, testBucketPointerRace) }
+
+func testBucketPointerRace(t *testing.T) {
 	ctx := context.Background()
 	u := s3test.URL(t)
 	a := testBucketAt(t, u)
@@ -453,7 +474,9 @@ func TestBucketPointerRace(t *testing.T) {
 // TestBucketPrune: pruning keeps the newest versions and the one latest
 // names, removes stale incomplete versions below the newest complete one,
 // and leaves a fresh incomplete one (a publisher may be writing it).
-func TestBucketPrune(t *testing.T) {
+func TestBucketPrune(t *testing.T) { s3test.Each(t, testBucketPrune) }
+
+func testBucketPrune(t *testing.T) {
 	ctx := context.Background()
 	b, raw := testBucket(t)
 	pub := func() string {
@@ -508,10 +531,20 @@ func TestBucketPrune(t *testing.T) {
 
 // TestBucketStoreDown: with the store unreachable every operation fails
 // within its context, and Fetch leaves nothing behind.
-func TestBucketStoreDown(t *testing.T) {
+func TestBucketStoreDown(t *testing.T) { s3test.Each(t, testBucketStoreDown) }
+
+func testBucketStoreDown(t *testing.T) {
 	st := s3test.Open(t)
-	dead := s3test.Store{Endpoint: "http://127.0.0.1:1", Region: st.Region, Bucket: st.Bucket}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	dead := st
+	dead.Endpoint = "http://127.0.0.1:1"
+	// Each call may retry: the AWS SDK and objstore's GCS client 3 times
+	// with short backoffs, the Azure SDK 4 times with delays from 0.8 s
+	// doubling (about 6 s a call).
+	budget := 20 * time.Second
+	if st.Provider == "azure" {
+		budget = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	b, err := OpenBucket(ctx, dead.URL("p/"))
 	if err != nil {
@@ -536,7 +569,7 @@ func TestBucketStoreDown(t *testing.T) {
 		t.Errorf("the local store holds %v", ents)
 	}
 	if ctx.Err() != nil {
-		t.Error("the calls took the whole 20s context: the SDK's retries are not bounded")
+		t.Errorf("the calls took the whole %v context: the SDK's retries are not bounded", budget)
 	}
 }
 
@@ -545,7 +578,9 @@ func TestBucketStoreDown(t *testing.T) {
 // context, the pointer keeps the version before, no complete version
 // appears, and once the store is back the next publish takes a new
 // number.
-func TestBucketStoreFailsMidUpload(t *testing.T) {
+func TestBucketStoreFailsMidUpload(t *testing.T) { s3test.Each(t, testBucketStoreFailsMidUpload) }
+
+func testBucketStoreFailsMidUpload(t *testing.T) {
 	for _, fault := range []string{"down", "stalled"} {
 		t.Run(fault, func(t *testing.T) {
 			ctx := context.Background()
@@ -601,5 +636,56 @@ func TestBucketStoreFailsMidUpload(t *testing.T) {
 				t.Fatalf("the publish after the failed one took %s, want v00000003 (v00000002 is the failed one's)", v3)
 			}
 		})
+	}
+}
+
+// TestBucketKeepsCredentialsOut: the credentials the provider's chain
+// reads from the environment (the test servers' throwaway ones) appear in
+// no object a publish writes (claim, files, manifest, pointer), nor in
+// the Bucket's name or a version's path.
+func TestBucketKeepsCredentialsOut(t *testing.T) { s3test.Each(t, testBucketKeepsCredentialsOut) }
+
+func testBucketKeepsCredentialsOut(t *testing.T) {
+	ctx := context.Background()
+	b, raw := testBucket(t)
+	var secrets []string
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_KEY"} {
+		if v := os.Getenv(k); len(v) >= 8 {
+			secrets = append(secrets, v)
+		}
+	}
+	if len(secrets) == 0 {
+		t.Skip("no credentials in the environment (the GCS emulator takes none)")
+	}
+	m, model := testModel(t, 1)
+	v, err := Publish(ctx, b, m, model, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := map[string]string{"name": b.String(), "path": b.Path(v)}
+	it := raw.List(nil)
+	for {
+		o, err := it.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := raw.ReadAll(ctx, o.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[o.Key] = string(data)
+	}
+	if len(texts) < 5 {
+		t.Fatalf("read %d texts, want the name, the path and at least the claim, manifest and pointer", len(texts))
+	}
+	for where, text := range texts {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s holds a credential", where)
+			}
+		}
 	}
 }

@@ -13,49 +13,69 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/s3blob" // registers s3:// with blob.OpenBucket
 	"gocloud.dev/gcerrors"
+
+	"github.com/onestone/onestone/internal/objstore"
 )
 
 // Parquet files in an object store: a path of ParquetConfig.Paths may be a
-// URL, s3://BUCKET/KEY?endpoint=...&region=...&use_path_style=true, whose
-// key may hold glob characters in its last element (path.Match syntax:
+// URL (internal/objstore: s3://BUCKET/KEY?endpoint=...&region=...,
+// gs://BUCKET/KEY, azblob://CONTAINER/KEY), whose key may hold glob
+// characters in its last element (path.Match syntax:
 // s3://b/logs/day=1/*.parquet). The file is read through ranged GETs, in
 // parquet-go's buffered reads (remoteReadBuffer per column), never
-// downloaded whole. Credentials come from the AWS SDK's standard chain.
+// downloaded whole. Credentials come from the provider's standard chain.
+// A file:// URL is a local path.
 
 // remoteReadBuffer is parquet-go's read buffer for a file in an object
 // store: each column reads this much per request.
 const remoteReadBuffer = 1 << 20
 
-// isURL reports whether p names an object (scheme://...).
+// isURL reports whether p names an object (scheme://...) rather than a
+// local file (a path, or a file:// URL: localPath).
 func isURL(p string) bool {
-	scheme, _, ok := strings.Cut(p, "://")
-	return ok && scheme != "" && !strings.ContainsAny(scheme, "/\\")
+	return objstore.IsURL(p) && !strings.HasPrefix(p, "file://")
+}
+
+// localPath is the file a file:///abs/path URL names, or p itself.
+func localPath(p string) string {
+	if rest, ok := strings.CutPrefix(p, "file://"); ok {
+		if u, err := url.Parse("file://" + rest); err == nil && (u.Host == "" || u.Host == "localhost") {
+			return u.Path
+		}
+	}
+	return p
 }
 
 // splitURL parses an object URL into the bucket URL (scheme, bucket and
 // query) and the key.
 func splitURL(u string) (bucketURL, key string, err error) {
-	pu, err := url.Parse(u)
+	l, err := objstore.Parse(u)
 	if err != nil {
 		return "", "", fmt.Errorf("ingest: %w", err)
 	}
-	if pu.Scheme != "s3" {
-		return "", "", fmt.Errorf("ingest: %s://...: only s3:// object stores (and local files) are read", pu.Scheme)
+	key = l.Path
+	if key == "" {
+		return "", "", fmt.Errorf("ingest: %s: want %s://BUCKET/KEY", l, l.Scheme)
 	}
-	if pu.User != nil {
-		return "", "", errors.New("ingest: credentials do not go in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use a profile")
+	if l.Query.Has("prefix") {
+		return "", "", fmt.Errorf("ingest: %s: give the key in the path, not prefix=", l)
 	}
-	key = strings.TrimPrefix(pu.Path, "/")
-	if pu.Host == "" || key == "" {
-		return "", "", fmt.Errorf("ingest: %s: want s3://BUCKET/KEY", redactURL(pu))
-	}
-	if pu.Query().Has("prefix") {
-		return "", "", fmt.Errorf("ingest: %s: give the key in the path, not prefix=", redactURL(pu))
-	}
-	b := url.URL{Scheme: pu.Scheme, Host: pu.Host, RawQuery: pu.RawQuery}
+	b := url.URL{Scheme: l.Scheme, Host: l.Bucket, RawQuery: l.Query.Encode()}
 	return b.String(), key, nil
+}
+
+// openBucket opens the bucket of a bucket URL from splitURL.
+func openBucket(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
+	l, err := objstore.Parse(bucketURL)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	b, err := objstore.Open(ctx, l)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	return b, nil
 }
 
 // objectURL is bucketURL's object key.
@@ -86,9 +106,9 @@ func expandURL(ctx context.Context, u string) ([]string, error) {
 	if _, err := path.Match(base, ""); err != nil {
 		return nil, fmt.Errorf("ingest: %s: %w", redactKey(bu, key), err)
 	}
-	b, err := blob.OpenBucket(ctx, bu)
+	b, err := openBucket(ctx, bu)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+		return nil, err
 	}
 	defer b.Close()
 	lit := base
@@ -138,9 +158,9 @@ func openBlobFile(ctx context.Context, u string) (*blobFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := blob.OpenBucket(ctx, bu)
+	b, err := openBucket(ctx, bu)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+		return nil, err
 	}
 	a, err := b.Attributes(ctx, key)
 	if err != nil {

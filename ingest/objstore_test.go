@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"gocloud.dev/blob"
 
 	"github.com/onestone/onestone/internal/s3test"
 )
@@ -22,7 +21,7 @@ import (
 func uploadDir(t testing.TB, u, dir string) func(key string) string {
 	t.Helper()
 	ctx := context.Background()
-	b, err := blob.OpenBucket(ctx, u)
+	b, err := s3test.OpenURL(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +51,14 @@ func uploadDir(t testing.TB, u, dir string) func(key string) string {
 	}
 }
 
-// TestParquetSourceObjectStore reads files from the S3 server through a
-// URL glob, and finds the same records as in the local files, for every
-// projection and worker count; a projection of one column fetches a
-// fraction of the file (ranged reads, no download).
-func TestParquetSourceObjectStore(t *testing.T) {
+// TestParquetSourceObjectStore reads files from each provider's server
+// (S3, GCS, Azure) through a URL glob, and finds the same records as in
+// the local files, for every projection and worker count; a projection
+// of one column fetches a fraction of the file (ranged reads, no
+// download).
+func TestParquetSourceObjectStore(t *testing.T) { s3test.Each(t, testParquetSourceObjectStore) }
+
+func testParquetSourceObjectStore(t *testing.T) {
 	dir := t.TempDir()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -150,7 +152,7 @@ func TestParquetSourceObjectStore(t *testing.T) {
 	if _, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{obj("README")}}); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("an object that is not Parquet: %v, want ErrCorrupt", err)
 	}
-	for _, bad := range []string{"gs://b/k.parquet", "s3://b", "s3://u:secret@b/k", obj("d*/x.parquet")} {
+	for _, bad := range []string{"ftp://b/k.parquet", "s3://b", "gs://b", "s3://u:secret@b/k", "gs://u:secret@b/k", "azblob://a:secret@c/k", obj("d*/x.parquet")} {
 		_, err := NewParquetSource(context.Background(), ParquetConfig{Paths: []string{bad}})
 		if err == nil || strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: %v, want an error (without the credentials)", bad, err)

@@ -44,9 +44,10 @@ type ParquetConfig struct {
 	// Paths are files or glob patterns (filepath.Match syntax). Each glob is
 	// expanded and its matches sorted; a pattern matching nothing is an
 	// error. Files are read in the order given. A path may be an object
-	// store URL, s3://BUCKET/KEY?endpoint=..., with glob characters in
-	// the key's last element; such a file is read through ranged
-	// requests (objstore.go).
+	// store URL (s3://BUCKET/KEY?endpoint=..., gs://BUCKET/KEY,
+	// azblob://CONTAINER/KEY), with glob characters in the key's last
+	// element; such a file is read through ranged requests
+	// (objstore.go). A file:///abs/path URL is a local path.
 	Paths []string
 	// Columns is the projection: only these top-level columns are read, in
 	// this order. Default: nil, all columns of the first file.
@@ -126,7 +127,7 @@ func (c *ParquetConfig) Validate() error {
 			}
 			continue
 		}
-		if _, err := filepath.Match(p, ""); err != nil {
+		if _, err := filepath.Match(localPath(p), ""); err != nil {
 			return fmt.Errorf("ingest: ParquetConfig.Paths[%d] %q: %w", i, p, err)
 		}
 	}
@@ -166,7 +167,7 @@ func ExpandPaths(patterns []string) ([]string, error) {
 		if isURL(p) {
 			m, err = expandURL(context.Background(), p)
 		} else {
-			m, err = filepath.Glob(p)
+			m, err = filepath.Glob(localPath(p))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ingest: path %q: %w", p, err)
@@ -304,7 +305,7 @@ func openParquet(path string) (io.Closer, *parquet.File, error) {
 	if isURL(path) {
 		return openRemoteParquet(path)
 	}
-	return openLocalParquet(path)
+	return openLocalParquet(localPath(path))
 }
 
 func openLocalParquet(path string) (f *os.File, pf *parquet.File, err error) {

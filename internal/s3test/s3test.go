@@ -1,19 +1,26 @@
-// Package s3test gives tests a bucket on a real S3-compatible server: the
-// store named by ONESTONE_S3_ENDPOINT, or else the server that
-// scripts/s3-server.sh installs (Versity's S3 gateway over a throwaway
-// directory), started through that script once per test process, on first
-// use, and stopped when the process's tests end.
+// Package s3test gives tests a bucket on a real object store server, for
+// each provider onestone supports: S3 (the store named by
+// ONESTONE_S3_ENDPOINT, or else Versity's S3 gateway, which
+// scripts/s3-server.sh installs), GCS (fake-gcs-server) and Azure Blob
+// (Azurite), both installed and run by scripts/emulator.sh. Each server
+// is started through its script once per test process, on first use, and
+// stopped when the process's tests end.
 //
 // A package whose tests use it runs them through Main:
 //
 //	func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
 //
 // and each test asks for a prefix of its own with URL (a gocloud.dev/blob
-// URL) or Open (the bucket opened on that URL).
+// URL) or Bucket (the bucket opened on that URL). The store is S3 unless
+// the test runs inside Each, which runs a function once per provider (as
+// subtests named s3, gcs and azure) and makes URL, Open and Bucket of
+// that subtest, and of the subtests under it, use that provider.
 //
-// Without a server installed the tests fail and say how to install one
-// (scripts/s3-server.sh install); ONESTONE_S3_SKIP=1 skips them instead.
-// CI installs the server and never sets it.
+// Without the S3 server installed the tests fail and say how to install
+// it (scripts/s3-server.sh install); ONESTONE_S3_SKIP=1 skips them
+// instead. Without an emulator installed the GCS or Azure subtests skip
+// and say how to install it, except under CI (CI set), where they fail.
+// CI installs all three.
 package s3test
 
 import (
@@ -28,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +44,8 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/s3blob" // registers s3:// with blob.OpenBucket
+
+	"github.com/onestone/onestone/internal/objstore"
 )
 
 // Environment variables the package reads.
@@ -54,74 +63,157 @@ const (
 	// EnvSkip, set to 1, skips the tests that need a store when neither
 	// EnvEndpoint nor an installed server is there.
 	EnvSkip = "ONESTONE_S3_SKIP"
+	// EnvGCSEndpoint points the GCS tests at an outside emulator
+	// (http://HOST:PORT) with a bucket EnvGCSBucket (default onestone).
+	EnvGCSEndpoint = "ONESTONE_GCS_ENDPOINT"
+	EnvGCSBucket   = "ONESTONE_GCS_BUCKET"
+	// EnvAzureEndpoint points the Azure tests at an outside store
+	// (http://HOST:PORT, the account in the path as Azurite has it) with
+	// a container EnvAzureContainer (default onestone); the credentials
+	// come from AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY.
+	EnvAzureEndpoint  = "ONESTONE_AZURE_ENDPOINT"
+	EnvAzureContainer = "ONESTONE_AZURE_CONTAINER"
+	// EnvStores limits Each to some providers: a comma-separated list of
+	// s3, gcs and azure. Default: all three.
+	EnvStores = "ONESTONE_STORES"
 )
 
-// StartTimeout bounds how long Main's server may take to become ready
-// (the machine the tests run on may be loaded).
-const StartTimeout = 3 * time.Minute
+// Providers are the names of the providers Each runs, in its order.
+var Providers = []string{"s3", "gcs", "azure"}
 
-// Store is an S3-compatible server and the bucket the tests use on it.
+// StartTimeout bounds how long a server may take to become ready (the
+// machine the tests run on may be loaded: Azurite takes a few CPU
+// seconds to load).
+const StartTimeout = 4 * time.Minute
+
+// Store is an object store server and the bucket the tests use on it.
 type Store struct {
+	Provider string // s3, gcs or azure
 	Endpoint string // http://host:port
-	Region   string
-	Bucket   string
+	Region   string // S3 only
+	Bucket   string // Azure: the container
 }
 
 // URL returns the gocloud.dev/blob URL of the bucket, limited to keys
 // under prefix when prefix is not empty. The credentials are not part of
-// it: the AWS SDK reads them from the environment.
+// it: each provider's chain reads them from the environment.
 func (s Store) URL(prefix string) string {
 	q := url.Values{}
-	q.Set("endpoint", s.Endpoint)
-	q.Set("region", s.Region)
-	q.Set("use_path_style", "true")
+	scheme := "s3"
+	switch s.Provider {
+	case "gcs":
+		scheme = "gs"
+		q.Set("endpoint", s.Endpoint)
+	case "azure":
+		scheme = "azblob"
+		u, _ := url.Parse(s.Endpoint)
+		q.Set("domain", u.Host)
+		q.Set("protocol", u.Scheme)
+		q.Set("localemu", "true")
+	default:
+		q.Set("endpoint", s.Endpoint)
+		q.Set("region", s.Region)
+		q.Set("use_path_style", "true")
+	}
 	if prefix != "" {
 		q.Set("prefix", prefix)
 	}
-	return "s3://" + s.Bucket + "?" + q.Encode()
+	return scheme + "://" + s.Bucket + "?" + q.Encode()
+}
+
+// server is one provider's server, started once per process.
+type server struct {
+	once  sync.Once
+	store Store
+	err   error
+	cmd   *exec.Cmd // nil unless this process started it
+	log   bytes.Buffer
 }
 
 var (
 	mainRan atomic.Bool
 	seq     atomic.Int64
 
-	startOnce sync.Once
-	store     Store
-	startErr  error
-	server    *exec.Cmd // nil unless this process started the server
-	serverLog bytes.Buffer
+	servers = map[string]*server{"s3": {}, "gcs": {}, "azure": {}}
+
+	// scopes maps the name of a subtest of Each to its provider.
+	scopes sync.Map
 )
 
-// Main runs the tests of m and then stops the server if one was started
-// for them. It returns m.Run's exit code.
+// Main runs the tests of m and then stops the servers started for them.
+// It returns m.Run's exit code.
 func Main(m *testing.M) int {
 	mainRan.Store(true)
 	code := m.Run()
-	if err := stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		if code == 0 {
-			code = 1
+	for _, p := range Providers {
+		if err := stop(servers[p]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			if code == 0 {
+				code = 1
+			}
 		}
 	}
 	return code
 }
 
-// Open returns the store for t: the one named by EnvEndpoint, or the
-// local server (started on first use). When there is neither it fails t,
-// or skips it when EnvSkip is 1.
+// Each runs f once per provider (EnvStores), each as a subtest of t named
+// after the provider, in which URL, Open and Bucket use that provider.
+func Each(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	only := Providers
+	if v := os.Getenv(EnvStores); v != "" {
+		only = strings.Split(v, ",")
+	}
+	for _, p := range Providers {
+		if !slices.Contains(only, p) {
+			continue
+		}
+		t.Run(p, func(t *testing.T) {
+			scopes.Store(t.Name(), p)
+			f(t)
+		})
+	}
+}
+
+// provider is the provider of t: that of the innermost Each around it,
+// else s3.
+func provider(t testing.TB) string {
+	name := t.Name()
+	for {
+		if p, ok := scopes.Load(name); ok {
+			return p.(string)
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			return "s3"
+		}
+		name = name[:i]
+	}
+}
+
+// Open returns the store for t (see Each), started on first use. When
+// its server is not installed it fails t or skips it (see the package
+// doc).
 func Open(t testing.TB) Store {
 	t.Helper()
 	if !mainRan.Load() {
 		t.Fatal("s3test: the package's TestMain must run its tests through s3test.Main")
 	}
-	startOnce.Do(func() { store, startErr = start() })
-	if startErr != nil {
-		if errors.Is(startErr, errNotInstalled) && os.Getenv(EnvSkip) == "1" {
-			t.Skipf("%v (%s=1)", startErr, EnvSkip)
+	p := provider(t)
+	srv := servers[p]
+	srv.once.Do(func() { srv.store, srv.err = start(p, srv) })
+	if srv.err != nil {
+		if errors.Is(srv.err, errNotInstalled) {
+			if p == "s3" && os.Getenv(EnvSkip) == "1" {
+				t.Skipf("%v (%s=1)", srv.err, EnvSkip)
+			}
+			if p != "s3" && os.Getenv("CI") == "" {
+				t.Skipf("%v (outside CI)", srv.err)
+			}
 		}
-		t.Fatal(startErr)
+		t.Fatal(srv.err)
 	}
-	return store
+	return srv.store
 }
 
 // URL returns a gocloud.dev/blob URL for a prefix of the bucket unique to
@@ -143,7 +235,7 @@ func URL(t testing.TB) string {
 // Bucket opens URL(t) and closes it when t ends.
 func Bucket(t testing.TB) *blob.Bucket {
 	t.Helper()
-	b, err := blob.OpenBucket(context.Background(), URL(t))
+	b, err := OpenURL(context.Background(), URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +243,30 @@ func Bucket(t testing.TB) *blob.Bucket {
 	return b
 }
 
+// OpenURL opens a URL of Store.URL as a gocloud.dev/blob bucket, prefix=
+// included, as onestone opens it (internal/objstore).
+func OpenURL(ctx context.Context, u string) (*blob.Bucket, error) {
+	l, err := objstore.Parse(u)
+	if err != nil {
+		return nil, err
+	}
+	prefix := l.Query.Get("prefix")
+	l.Query.Del("prefix")
+	b, err := objstore.Open(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	if prefix != "" {
+		b = blob.PrefixedBucket(b, prefix)
+	}
+	return b, nil
+}
+
 // deleteAll deletes every object under the bucket URL u.
 func deleteAll(u string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := blob.OpenBucket(ctx, u)
+	b, err := OpenURL(ctx, u)
 	if err != nil {
 		return err
 	}
@@ -175,35 +286,55 @@ func deleteAll(u string) error {
 	}
 }
 
-var errNotInstalled = errors.New("s3test: no S3 server: install the test server with" +
-	" scripts/s3-server.sh install (it builds versitygw from the Go module proxy, once)," +
-	" or set " + EnvEndpoint + " to an outside store, or " + EnvSkip + "=1 to skip these tests")
+var errNotInstalled = errors.New("s3test: server not installed")
 
-// start returns the outside store, or starts the local server through
-// scripts/s3-server.sh run and reads the environment it prints.
-func start() (Store, error) {
+// installHint says how to install each provider's server.
+var installHint = map[string]string{
+	"s3": "no S3 server: install the test server with scripts/s3-server.sh install" +
+		" (it builds versitygw from the Go module proxy, once), or set " + EnvEndpoint +
+		" to an outside store, or " + EnvSkip + "=1 to skip these tests",
+	"gcs": "no GCS emulator: install it with scripts/emulator.sh gcs install" +
+		" (it builds fake-gcs-server from the Go module proxy, once), or set " + EnvGCSEndpoint,
+	"azure": "no Azure emulator: install it with scripts/emulator.sh azure install" +
+		" (Azurite, from the npm registry, once), or set " + EnvAzureEndpoint,
+}
+
+// start returns the outside store of provider p, or starts the local
+// server through its script and reads the environment it prints.
+func start(p string, srv *server) (Store, error) {
 	region := os.Getenv(EnvRegion)
 	if region == "" {
 		region = "us-east-1"
 	}
-	if ep := os.Getenv(EnvEndpoint); ep != "" {
-		bucket := os.Getenv(EnvBucket)
-		if bucket == "" {
-			bucket = "onestone"
+	or := func(v, def string) string {
+		if v == "" {
+			return def
 		}
-		return Store{Endpoint: ep, Region: region, Bucket: bucket}, nil
+		return v
 	}
-	script, err := findScript()
+	switch {
+	case p == "s3" && os.Getenv(EnvEndpoint) != "":
+		return Store{Provider: p, Endpoint: os.Getenv(EnvEndpoint), Region: region, Bucket: or(os.Getenv(EnvBucket), "onestone")}, nil
+	case p == "gcs" && os.Getenv(EnvGCSEndpoint) != "":
+		return Store{Provider: p, Endpoint: os.Getenv(EnvGCSEndpoint), Bucket: or(os.Getenv(EnvGCSBucket), "onestone")}, nil
+	case p == "azure" && os.Getenv(EnvAzureEndpoint) != "":
+		return Store{Provider: p, Endpoint: os.Getenv(EnvAzureEndpoint), Bucket: or(os.Getenv(EnvAzureContainer), "onestone")}, nil
+	}
+	script, args := "s3-server.sh", []string{}
+	if p != "s3" {
+		script, args = "emulator.sh", []string{p}
+	}
+	path, err := findScript(script)
 	if err != nil {
 		return Store{}, err
 	}
-	if err := exec.Command("bash", script, "path").Run(); err != nil {
-		return Store{}, errNotInstalled
+	if err := exec.Command("bash", append([]string{path}, append(args, "path")...)...).Run(); err != nil {
+		return Store{}, fmt.Errorf("%w: %s", errNotInstalled, installHint[p])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
-	cmd := exec.Command("bash", script, "run")
-	cmd.Stderr = &syncWriter{w: &serverLog}
+	cmd := exec.Command("bash", append([]string{path}, append(args, "run")...)...)
+	cmd.Stderr = &syncWriter{w: &srv.log}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return Store{}, fmt.Errorf("s3test: %w", err)
@@ -211,7 +342,7 @@ func start() (Store, error) {
 	if err := cmd.Start(); err != nil {
 		return Store{}, fmt.Errorf("s3test: starting %s: %w", script, err)
 	}
-	server = cmd
+	srv.cmd = cmd
 	// The script prints KEY=VALUE lines once the server is ready, then
 	// closes its standard output.
 	env := map[string]string{}
@@ -230,31 +361,42 @@ func start() (Store, error) {
 	case <-ctx.Done():
 		err = fmt.Errorf("not ready after %v", StartTimeout)
 	}
-	if err == nil && env["ONESTONE_S3_ENDPOINT"] == "" {
-		err = errors.New("it printed no ONESTONE_S3_ENDPOINT")
+	endpointKey := map[string]string{"s3": "ONESTONE_S3_ENDPOINT", "gcs": "ONESTONE_GCS_ENDPOINT", "azure": "ONESTONE_AZURE_ENDPOINT"}[p]
+	if err == nil && env[endpointKey] == "" {
+		err = fmt.Errorf("it printed no %s", endpointKey)
 	}
 	if err != nil {
-		_ = stop()
-		return Store{}, fmt.Errorf("s3test: %s run: %w\n%s", script, err, serverLog.String())
+		_ = stop(srv)
+		return Store{}, fmt.Errorf("s3test: %s run: %w\n%s", script, err, srv.log.String())
 	}
-	// The SDK's standard chain reads the credentials from the environment;
-	// they are the throwaway ones of this server.
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
+	// The providers' standard chains read the credentials from the
+	// environment; they are the throwaway ones of this server.
+	creds := map[string][]string{
+		"s3":    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+		"azure": {"AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"},
+	}[p]
+	for _, k := range creds {
 		if err := os.Setenv(k, env[k]); err != nil {
 			return Store{}, fmt.Errorf("s3test: %w", err)
 		}
 	}
-	return Store{Endpoint: env["ONESTONE_S3_ENDPOINT"], Region: env["AWS_REGION"], Bucket: env["ONESTONE_S3_BUCKET"]}, nil
+	switch p {
+	case "gcs":
+		return Store{Provider: p, Endpoint: env[endpointKey], Bucket: env["ONESTONE_GCS_BUCKET"]}, nil
+	case "azure":
+		return Store{Provider: p, Endpoint: env[endpointKey], Bucket: env["ONESTONE_AZURE_CONTAINER"]}, nil
+	}
+	return Store{Provider: p, Endpoint: env[endpointKey], Region: env["AWS_REGION"], Bucket: env["ONESTONE_S3_BUCKET"]}, nil
 }
 
 // stop ends the server start started, if any: SIGTERM makes the script
 // stop it and remove its data.
-func stop() error {
-	if server == nil {
+func stop(srv *server) error {
+	if srv.cmd == nil {
 		return nil
 	}
-	cmd := server
-	server = nil
+	cmd := srv.cmd
+	srv.cmd = nil
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
@@ -263,7 +405,7 @@ func stop() error {
 		// The script exits 0 on SIGTERM; anything else (the server died
 		// during the tests) is an error, with the script's log.
 		if err != nil {
-			return fmt.Errorf("s3test: the server script: %w\n%s", err, serverLog.String())
+			return fmt.Errorf("s3test: the server script: %w\n%s", err, srv.log.String())
 		}
 		return nil
 	case <-time.After(30 * time.Second):
@@ -273,20 +415,20 @@ func stop() error {
 }
 
 // findScript walks up from the working directory (a package directory
-// under go test) to the repository's scripts/s3-server.sh.
-func findScript() (string, error) {
+// under go test) to the repository's scripts/NAME.
+func findScript(name string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("s3test: %w", err)
 	}
 	for {
-		p := filepath.Join(dir, "scripts", "s3-server.sh")
+		p := filepath.Join(dir, "scripts", name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("s3test: scripts/s3-server.sh not found above the working directory")
+			return "", fmt.Errorf("s3test: scripts/%s not found above the working directory", name)
 		}
 		dir = parent
 	}
@@ -348,7 +490,11 @@ func (p *Proxy) Rewrite(u string) string {
 		panic(err)
 	}
 	q := pu.Query()
-	q.Set("endpoint", "http://"+p.addr)
+	if pu.Scheme == "azblob" {
+		q.Set("domain", p.addr)
+	} else {
+		q.Set("endpoint", "http://"+p.addr)
+	}
 	pu.RawQuery = q.Encode()
 	return pu.String()
 }

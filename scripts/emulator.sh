@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# GCS and Azure Blob emulators on loopback, for tests and demos, as
+# scripts/s3-server.sh is for S3: fake-gcs-server (built from the Go
+# module proxy) and Microsoft's Azurite (from the npm registry).
+# docs/object-storage.md says why these and how fast they start.
+#
+#   scripts/emulator.sh gcs|azure install  install it into the cache
+#                                          unless it is there; print its path
+#   scripts/emulator.sh gcs|azure path     print the installed path; exit 1
+#                                          if it is not installed
+#   scripts/emulator.sh gcs|azure run      start it on 127.0.0.1 (a free
+#                                          port, throwaway data, fresh
+#                                          credentials for Azure), create
+#                                          the bucket, print the env lines
+#                                          below once it answers, close
+#                                          stdout, and stay until SIGTERM
+#                                          or SIGINT or the parent's exit
+#   scripts/emulator.sh gcs|azure start    `run` in the background: print
+#                                          the env lines as shell exports
+#   scripts/emulator.sh gcs|azure stop     stop what `start` started
+#
+# The env lines, gcs:
+#   ONESTONE_GCS_ENDPOINT=http://127.0.0.1:PORT
+#   ONESTONE_GCS_BUCKET=onestone
+#   ONESTONE_GCS_URL=gs://onestone?endpoint=http://127.0.0.1:PORT
+# azure:
+#   ONESTONE_AZURE_ENDPOINT=http://127.0.0.1:PORT
+#   ONESTONE_AZURE_CONTAINER=onestone
+#   AZURE_STORAGE_ACCOUNT=...
+#   AZURE_STORAGE_KEY=...
+#   ONESTONE_AZURE_URL=azblob://onestone?domain=127.0.0.1:PORT&protocol=http&localemu=true
+#
+# Settings (environment):
+#   S3_SERVER_CACHE  where the servers are kept, shared with s3-server.sh
+#                    (default ${XDG_CACHE_HOME:-$HOME/.cache}/onestone)
+#   EMULATOR_STATE   state of `start`/`stop`
+#                    (default $TMPDIR/onestone-emulator-PROVIDER)
+#   EMULATOR_READY_SECS  how long `run` waits for the server (default 180)
+set -euo pipefail
+
+# The one place that names the emulators and their versions.
+GCS_PKG=github.com/fsouza/fake-gcs-server
+GCS_VERSION=v1.56.1
+# 3.35 is the newest Azurite whose package accepts Node.js 20 (Debian's);
+# 3.36 and later ask for 22.
+AZURITE_VERSION=3.35.0
+
+BUCKET=onestone
+PROVIDER=${1:-}
+CMD=${2:-}
+CACHE=${S3_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/onestone}
+STATE=${EMULATOR_STATE:-${TMPDIR:-/tmp}/onestone-emulator-$PROVIDER}
+READY_SECS=${EMULATOR_READY_SECS:-180}
+
+log() { echo "emulator($PROVIDER): $*" >&2; }
+
+usage() {
+	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+case $PROVIDER in
+gcs) BIN=$CACHE/fake-gcs-server-$GCS_VERSION/fake-gcs-server ;;
+azure) BIN=$CACHE/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob ;;
+*) usage ;;
+esac
+
+install() {
+	if [ -x "$BIN" ]; then
+		echo "$BIN"
+		return
+	fi
+	local t0=$SECONDS dir
+	dir=$(dirname "$BIN")
+	case $PROVIDER in
+	gcs)
+		log "building fake-gcs-server $GCS_VERSION from the Go module proxy (minutes the first time)"
+		CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$dir" \
+			go install -trimpath -ldflags '-s -w' "$GCS_PKG@$GCS_VERSION"
+		;;
+	azure)
+		if ! command -v npm >/dev/null; then
+			log "npm is missing: installing Debian's nodejs and npm"
+			apt-get update -qq && apt-get install -y -qq nodejs npm >&2
+		fi
+		dir=$CACHE/azurite-$AZURITE_VERSION
+		log "installing azurite $AZURITE_VERSION from the npm registry"
+		mkdir -p "$dir"
+		(cd "$dir" && npm install --no-audit --no-fund --omit=dev --no-save --loglevel=error \
+			"azurite@$AZURITE_VERSION" >&2)
+		;;
+	esac
+	log "installed $BIN in $((SECONDS - t0))s"
+	echo "$BIN"
+}
+
+# free_port prints a loopback TCP port in 20000-29999 that nothing
+# listens on (below Linux's ephemeral range).
+free_port() {
+	local p
+	for _ in $(seq 1 100); do
+		p=$((20000 + RANDOM % 10000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	log "no free port found"
+	exit 1
+}
+
+# azreq METHOD PATH QUERY: a request to Azurite signed with the account's
+# shared key (the scheme of Azure Storage's "Authorize with Shared Key");
+# prints the HTTP status. PATH is /CONTAINER[/BLOB]; QUERY is k:v lines
+# of the canonicalized query, e.g. "restype:container".
+azreq() {
+	local method=$1 path=$2 query=$3 date version=2021-08-06 sts sig url
+	date=$(LC_ALL=C TZ=GMT date '+%a, %d %b %Y %H:%M:%S GMT')
+	sts="$method"$'\n\n\n\n\n\n\n\n\n\n\n\n'"x-ms-date:$date"$'\n'"x-ms-version:$version"$'\n'"/$ACCOUNT/$ACCOUNT$path"
+	url="http://127.0.0.1:$PORT/$ACCOUNT$path"
+	if [ -n "$query" ]; then
+		sts+=$'\n'"$query"
+		url+="?${query/:/=}"
+	fi
+	sig=$(printf '%s' "$sts" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$(printf '%s' "$KEY" | base64 -d | od -An -tx1 | tr -d ' \n')" -binary | base64 -w0)
+	curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X "$method" \
+		-H "x-ms-date: $date" -H "x-ms-version: $version" -H 'Content-Length: 0' \
+		-H "Authorization: SharedKey $ACCOUNT:$sig" "$url" || true
+}
+
+# ready reports (exit 0) once the bucket exists.
+ready() {
+	local st
+	case $PROVIDER in
+	gcs)
+		st=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST \
+			-H 'Content-Type: application/json' -d "{\"name\":\"$BUCKET\"}" \
+			"http://127.0.0.1:$PORT/storage/v1/b?project=onestone" || true)
+		[ "$st" = 200 ] || [ "$st" = 409 ]
+		;;
+	azure)
+		st=$(azreq PUT "/$BUCKET" restype:container)
+		[ "$st" = 201 ] || [ "$st" = 409 ]
+		;;
+	esac
+}
+
+start_server() {
+	case $PROVIDER in
+	gcs)
+		"$BIN" -scheme http -host 127.0.0.1 -port "$PORT" \
+			-external-url "http://127.0.0.1:$PORT" -public-host "127.0.0.1:$PORT" \
+			-backend memory -log-level error >"$DATA/server.log" 2>&1 &
+		;;
+	azure)
+		# Credentials through the environment, not the command line; data
+		# in memory (the working directory catches any file it writes).
+		(cd "$DATA/root" && AZURITE_ACCOUNTS="$ACCOUNT:$KEY" exec "$BIN" \
+			--blobHost 127.0.0.1 --blobPort "$PORT" --inMemoryPersistence \
+			--skipApiVersionCheck --disableProductStyleUrl --silent) >"$DATA/server.log" 2>&1 &
+		;;
+	esac
+	SERVER_PID=$!
+}
+
+print_env() {
+	local ep=http://127.0.0.1:$PORT
+	case $PROVIDER in
+	gcs)
+		cat <<EOF
+ONESTONE_GCS_ENDPOINT=$ep
+ONESTONE_GCS_BUCKET=$BUCKET
+ONESTONE_GCS_URL=gs://$BUCKET?endpoint=$ep
+EOF
+		;;
+	azure)
+		cat <<EOF
+ONESTONE_AZURE_ENDPOINT=$ep
+ONESTONE_AZURE_CONTAINER=$BUCKET
+AZURE_STORAGE_ACCOUNT=$ACCOUNT
+AZURE_STORAGE_KEY=$KEY
+ONESTONE_AZURE_URL=azblob://$BUCKET?domain=127.0.0.1:$PORT&protocol=http&localemu=true
+EOF
+		;;
+	esac
+}
+
+# run_server starts the server, waits until it is ready, prints the env
+# lines, and waits for a signal or for the exit of process $1 (if given).
+run_server() {
+	local watch_pid=${1:-}
+	if [ ! -x "$BIN" ]; then
+		log "not installed: run scripts/emulator.sh $PROVIDER install"
+		exit 3
+	fi
+	DATA=$(mktemp -d "${TMPDIR:-/tmp}/onestone-$PROVIDER.XXXXXX")
+	SERVER_PID=""
+	stop_server() {
+		if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+			kill -TERM "$SERVER_PID" 2>/dev/null || true
+			for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+			kill -KILL "$SERVER_PID" 2>/dev/null || true
+			wait "$SERVER_PID" 2>/dev/null || true
+		fi
+		rm -rf "$DATA"
+	}
+	trap stop_server EXIT
+	trap 'exit 0' TERM INT HUP
+
+	ACCOUNT=onestone$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+	KEY=$(head -c 32 /dev/urandom | base64 -w0)
+	local attempt t0=$SECONDS ok=""
+	for attempt in 1 2 3; do
+		PORT=$(free_port)
+		mkdir -p "$DATA/root"
+		start_server
+		while [ $((SECONDS - t0)) -lt "$READY_SECS" ] && kill -0 "$SERVER_PID" 2>/dev/null; do
+			if ready; then
+				ok=1
+				break
+			fi
+			sleep 0.1
+		done
+		[ -n "$ok" ] && break
+		if kill -0 "$SERVER_PID" 2>/dev/null; then break; fi # timed out: no retry
+		wait "$SERVER_PID" 2>/dev/null || true
+		log "the server exited during start (attempt $attempt):"
+		tail -n 20 "$DATA/server.log" >&2
+		SERVER_PID=""
+		rm -rf "$DATA/root"
+	done
+	if [ -z "$ok" ]; then
+		log "not ready after $((SECONDS - t0))s; the end of its log:"
+		tail -n 40 "$DATA/server.log" >&2
+		exit 1
+	fi
+	log "ready in $((SECONDS - t0))s on 127.0.0.1:$PORT (pid $SERVER_PID, data $DATA)"
+	print_env
+	exec 1>&-
+	while kill -0 "$SERVER_PID" 2>/dev/null; do
+		if [ -n "$watch_pid" ] && ! kill -0 "$watch_pid" 2>/dev/null; then
+			exit 0
+		fi
+		sleep 1 &
+		wait $! || true
+	done
+	log "the server exited; the end of its log:"
+	tail -n 20 "$DATA/server.log" >&2
+	exit 1
+}
+
+print_exports() {
+	local k v
+	while IFS='=' read -r k v; do
+		printf 'export %s=%q\n' "$k" "$v"
+	done <"$STATE/env"
+}
+
+case $CMD in
+install)
+	install
+	;;
+path)
+	[ -x "$BIN" ] || exit 1
+	echo "$BIN"
+	;;
+run)
+	run_server "$PPID"
+	;;
+start)
+	mkdir -p "$STATE"
+	if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+		log "already running (pid $(cat "$STATE/pid"))"
+		print_exports
+		exit 0
+	fi
+	setsid bash "$0" "$PROVIDER" run-detached >"$STATE/env" 2>"$STATE/log" </dev/null &
+	echo $! >"$STATE/pid"
+	for _ in $(seq 1 $((READY_SECS * 5))); do
+		if grep -q '_URL=' "$STATE/env" 2>/dev/null; then
+			print_exports
+			exit 0
+		fi
+		if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then break; fi
+		sleep 0.2
+	done
+	cat "$STATE/log" >&2
+	exit 1
+	;;
+run-detached)
+	run_server ""
+	;;
+stop)
+	if [ -f "$STATE/pid" ]; then
+		pid=$(cat "$STATE/pid")
+		if kill -TERM "$pid" 2>/dev/null; then
+			for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+		fi
+		rm -f "$STATE/pid" "$STATE/env"
+	fi
+	;;
+*)
+	usage
+	;;
+esac
