@@ -22,10 +22,12 @@ are loaded, validated and swapped in as they appear; a refused version is
 tried again when its files change) or one bundle. See docs/operations.md.
 
 URL is an object store prefix a trainer publishes to,
-s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: its latest
+s3://BUCKET/PREFIX?endpoint=...&region=..., gs://BUCKET/PREFIX or
+azblob://CONTAINER/PREFIX (docs/object-storage.md): its latest
 pointer is polled, each version it names is copied into --cache with its
 checksums checked, then loaded; while the store fails the model served
-keeps serving. Credentials come from the AWS environment or profile. See
+keeps serving. Credentials come from the provider's environment or
+standard chain, never the URL. See
 docs/scale-out.md.
 
 The rank formula is a product of objectives, candidate fields and numbers,

@@ -33,8 +33,8 @@ delayed-feedback correction of the spec's join: section (docs/streaming.md;
 The join state is part of each checkpoint, and such a stream must be its
 group's only member: a second one is refused.
 
---model may be an object store prefix,
-s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: bundles
+--model may be an object store prefix (s3://BUCKET/PREFIX?endpoint=...,
+gs://BUCKET/PREFIX, azblob://CONTAINER/PREFIX): bundles
 are published there and the checkpoints go to the local --checkpoints DIR.
 A publish the store fails is retried at the next checkpoint, with the
 offsets left uncommitted meanwhile.`,

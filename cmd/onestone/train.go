@@ -23,11 +23,11 @@ best model as a bundle under --out (with --out/latest pointing at it).
 When the spec has no statistics yet, fits them first, as 'onestone fit'
 does with its default flags.
 
---out may be an object store prefix,
-s3://BUCKET/PREFIX?endpoint=...&region=...&use_path_style=true: bundles
+--out may be an object store prefix (s3://BUCKET/PREFIX?endpoint=...,
+gs://BUCKET/PREFIX, azblob://CONTAINER/PREFIX): bundles
 are published there (files, manifest last, then the latest pointer by
 compare-and-swap) and the checkpoints go to the local --checkpoints DIR.
-Credentials come from the AWS environment or profile.`,
+Credentials come from the provider's environment or standard chain.`,
 		flags: trainFlags,
 	})
 	register(command{

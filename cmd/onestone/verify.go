@@ -24,7 +24,7 @@ func init() {
 
 Each PATH is a bundle or checkpoint directory, or a root: then every
 complete version under it, and under its checkpoints/ directory; or an
-object store URL (s3://BUCKET/PREFIX?endpoint=...): then every complete
+object store URL (s3://, gs://, azblob://BUCKET/PREFIX): then every complete
 version there, fetched with its delta chain into a temporary directory.
 Each is loaded as 'onestone serve' loads it (checksums, memory budget,
 weights, sample; a delta through its chain to its snapshot), and a
