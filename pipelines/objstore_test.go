@@ -45,10 +45,15 @@ func fetchLatest(t *testing.T, u string) *serving.Bundle {
 
 // TestTrainToObjectStore: --out s3://... publishes the bundle to the
 // bucket, where serving can load it; the checkpoints stay local, and
-// must be given a directory.
+// must be given a directory. On each provider.
 func TestTrainToObjectStore(t *testing.T) {
 	dir, spec := genData(t, 20000, "")
+	s3test.Each(t, func(t *testing.T) { testTrainToObjectStore(t, dir, spec) })
+}
+
+func testTrainToObjectStore(t *testing.T, dir, spec string) {
 	u := s3test.URL(t)
+	scheme, _, _ := strings.Cut(u, "://")
 	data := []string{filepath.Join(dir, "train-*.parquet")}
 	_, err := TrainBatch(context.Background(), TrainBatchConfig{SpecPath: spec, Data: data, Out: u, MaxSteps: 2})
 	if err == nil || !strings.Contains(err.Error(), "--checkpoints") {
@@ -59,7 +64,7 @@ func TestTrainToObjectStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(res.Bundle, "s3://") || !strings.HasSuffix(res.Bundle, "/v00000001") {
+	if !strings.HasPrefix(res.Bundle, scheme+"://") || !strings.HasSuffix(res.Bundle, "/v00000001") {
 		t.Fatalf("result bundle %q, want the URL of v00000001", res.Bundle)
 	}
 	sb := fetchLatest(t, u)
@@ -102,18 +107,24 @@ func TestTrainToObjectStore(t *testing.T) {
 // keeps training while the store is down, commits no offset it has not
 // published meanwhile, and publishes and commits everything once the
 // store is back, although the topic went quiet meanwhile (the last
-// events are trained during the outage).
+// events are trained during the outage). On each provider: what fails a
+// publish (and how soon) is each SDK's retries.
 func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
 	if raceEnabled {
 		// make test's race budget; the store code runs under the race
 		// detector in the bundle and serving tests.
 		t.Skip("skipped under the race detector")
 	}
-	const parts = 2
 	dir, spec := streamData(t, 60000)
+	s3test.Each(t, func(t *testing.T) { testStreamToObjectStoreSurvivesOutage(t, dir, spec) })
+}
+
+func testStreamToObjectStoreSurvivesOutage(t *testing.T, dir, spec string) {
+	const parts = 2
 	brokers, topic := streamBrokers(t, parts)
 	n := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 7000)
 	u := s3test.URL(t)
+	scheme, _, _ := strings.Cut(u, "://")
 	proxy := s3test.NewProxy(t, s3test.Open(t))
 
 	const failed = "publish to the object store failed"
@@ -197,19 +208,24 @@ func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
 	if sb.Manifest.Version != last.Version || sb.Manifest.Examples != n {
 		t.Errorf("the bucket's latest is %s with %d examples, want %s with %d", sb.Manifest.Version, sb.Manifest.Examples, last.Version, n)
 	}
-	if !strings.HasPrefix(last.Dir, "s3://") {
+	if !strings.HasPrefix(last.Dir, scheme+"://") {
 		t.Errorf("Published.Dir %q, want the version's URL", last.Dir)
 	}
 }
 
 // TestStreamToObjectStoreConflict: a second publisher moving the pointer
 // fences the stream off: its next publish fails with ErrConflict, which
-// stops it, rather than overwriting the other's version.
+// stops it, rather than overwriting the other's version. On each
+// provider (each has its own compare-and-swap).
 func TestStreamToObjectStoreConflict(t *testing.T) {
 	if raceEnabled {
 		t.Skip("skipped under the race detector (see TestStreamToObjectStoreSurvivesOutage)")
 	}
 	dir, spec := streamData(t, 60000)
+	s3test.Each(t, func(t *testing.T) { testStreamToObjectStoreConflict(t, dir, spec) })
+}
+
+func testStreamToObjectStoreConflict(t *testing.T, dir, spec string) {
 	brokers, topic := streamBrokers(t, 1)
 	produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 0)
 	u := s3test.URL(t)

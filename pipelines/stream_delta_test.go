@@ -155,12 +155,16 @@ func TestStreamPublishesDeltas(t *testing.T) {
 }
 
 // The same to an object store, the deltas compressed (DeltaCodec): there,
-// fetched with their chain and decoded.
+// fetched with their chain and decoded, on each provider.
 func TestStreamDeltasToObjectStore(t *testing.T) {
 	if raceEnabled {
 		t.Skip("skipped under the race detector (see TestStreamToObjectStoreSurvivesOutage)")
 	}
 	dir, spec := streamData(t, 40000)
+	s3test.Each(t, func(t *testing.T) { testStreamDeltasToObjectStore(t, dir, spec) })
+}
+
+func testStreamDeltasToObjectStore(t *testing.T, dir, spec string) {
 	brokers, topic := streamBrokers(t, 1)
 	n := produceFile(t, brokers, topic, []string{filepath.Join(dir, "train-00000.parquet")}, 0, 4000)
 	u := s3test.URL(t)

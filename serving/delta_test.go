@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"gocloud.dev/blob"
-
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/internal/s3test"
 	"github.com/onestone/onestone/mmoe"
@@ -447,8 +445,10 @@ func TestServerStartsOnDelta(t *testing.T) {
 // A server on an object store fetches a delta's chain and applies it; a
 // chain the store cannot give (a parent's delta file gone) is refused,
 // counted and logged, the model served keeps serving, and the next
-// snapshot is served.
-func TestServeDeltasFromObjectStore(t *testing.T) {
+// snapshot is served. On each provider.
+func TestServeDeltasFromObjectStore(t *testing.T) { s3test.Each(t, testServeDeltasFromObjectStore) }
+
+func testServeDeltasFromObjectStore(t *testing.T) {
 	ctx := context.Background()
 	u := s3test.URL(t)
 	pub, err := bundle.OpenBucket(ctx, u)
@@ -456,7 +456,7 @@ func TestServeDeltasFromObjectStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	raw, err := blob.OpenBucket(ctx, u)
+	raw, err := s3test.OpenURL(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"gocloud.dev/blob"
-
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/internal/s3test"
 )
@@ -42,8 +40,11 @@ func currentVersion(s *Server) string {
 // proxy that can take the store down: new versions are fetched, checked
 // and swapped in; a corrupt one, a half-uploaded one and a store that is
 // down or hangs leave the served model serving; the server catches up
-// when the store is back.
-func TestServeFromObjectStore(t *testing.T) {
+// when the store is back. On each provider: their SDKs retry and time
+// out each in their own way.
+func TestServeFromObjectStore(t *testing.T) { s3test.Each(t, testServeFromObjectStore) }
+
+func testServeFromObjectStore(t *testing.T) {
 	ctx := context.Background()
 	u := s3test.URL(t)
 	pub, err := bundle.OpenBucket(ctx, u)
@@ -51,7 +52,7 @@ func TestServeFromObjectStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	raw, err := blob.OpenBucket(ctx, u)
+	raw, err := s3test.OpenURL(ctx, u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,8 +159,10 @@ func TestServeFromObjectStore(t *testing.T) {
 }
 
 // TestServeFromObjectStorePoll: the poller picks a new version up by
-// itself within a few poll intervals.
-func TestServeFromObjectStorePoll(t *testing.T) {
+// itself within a few poll intervals, on each provider.
+func TestServeFromObjectStorePoll(t *testing.T) { s3test.Each(t, testServeFromObjectStorePoll) }
+
+func testServeFromObjectStorePoll(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	u := s3test.URL(t)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"gocloud.dev/blob"
-
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/internal/s3test"
 	"github.com/onestone/onestone/serving"
@@ -60,7 +58,8 @@ func publishDeltaPair(t *testing.T, s bundle.Store) {
 }
 
 // verify loads deltas through their chain, locally and from an object
-// store, and refuses a delta whose snapshot is corrupt.
+// store (each provider's URL), and refuses a delta whose snapshot is
+// corrupt or gone.
 func TestVerifyDeltas(t *testing.T) {
 	root := t.TempDir()
 	publishDeltaPair(t, bundle.NewDir(root))
@@ -68,29 +67,7 @@ func TestVerifyDeltas(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "delta of v00000001 (snapshot v00000001)") {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
-
-	ctx := context.Background()
-	u := s3test.URL(t)
-	pub, err := bundle.OpenBucket(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	publishDeltaPair(t, pub)
-	if out, errOut, code := onestone(t, "verify", u); code != 0 || !strings.Contains(out, "delta of v00000001") || !strings.Contains(out, "s3://") {
-		t.Fatalf("verify %s: exit %d: %s%s", u, code, out, errOut)
-	}
-	raw, err := blob.OpenBucket(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	if err := raw.Delete(ctx, "v00000001/"+bundle.WeightsFile); err != nil {
-		t.Fatal(err)
-	}
-	if out, errOut, code := onestone(t, "verify", u); code != 1 || !strings.Contains(errOut, "2 of 2 versions refused") || !strings.Contains(out, "broken delta chain") {
-		t.Fatalf("verify %s with the snapshot's weights gone: exit %d: %s%s", u, code, out, errOut)
-	}
+	s3test.Each(t, testVerifyDeltasObjectStore)
 
 	p := filepath.Join(root, "v00000001", bundle.WeightsFile)
 	data, _ := os.ReadFile(p)
@@ -106,5 +83,31 @@ func TestVerifyDeltas(t *testing.T) {
 	}
 	if len(vs) != 2 || vs[1].OK || !strings.Contains(vs[1].Error, "broken delta chain") {
 		t.Fatalf("verdicts %+v", vs)
+	}
+}
+
+func testVerifyDeltasObjectStore(t *testing.T) {
+	ctx := context.Background()
+	u := s3test.URL(t)
+	scheme, _, _ := strings.Cut(u, "://")
+	pub, err := bundle.OpenBucket(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	publishDeltaPair(t, pub)
+	if out, errOut, code := onestone(t, "verify", u); code != 0 || !strings.Contains(out, "delta of v00000001") || !strings.Contains(out, scheme+"://") {
+		t.Fatalf("verify %s: exit %d: %s%s", u, code, out, errOut)
+	}
+	raw, err := s3test.OpenURL(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.Delete(ctx, "v00000001/"+bundle.WeightsFile); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := onestone(t, "verify", u); code != 1 || !strings.Contains(errOut, "2 of 2 versions refused") || !strings.Contains(out, "broken delta chain") {
+		t.Fatalf("verify %s with the snapshot's weights gone: exit %d: %s%s", u, code, out, errOut)
 	}
 }
