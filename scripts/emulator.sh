@@ -38,12 +38,19 @@
 #   EMULATOR_READY_SECS  how long `run` waits for the server (default 180)
 set -euo pipefail
 
-# The one place that names the emulators and their versions.
+# The one place that names the emulators and their versions: here for
+# fake-gcs-server; for Azurite, scripts/azurite/package.json, whose
+# package-lock.json pins Azurite's whole dependency tree, so that a
+# dependency's new release cannot change what the tests run on, nor ask
+# for a newer Node.js (3.35 is the newest Azurite that takes Node.js 20,
+# the machine's; 3.36 and later ask for 22).
 GCS_PKG=github.com/fsouza/fake-gcs-server
 GCS_VERSION=v1.56.1
-# 3.35 is the newest Azurite whose package accepts Node.js 20 (Debian's);
-# 3.36 and later ask for 22.
-AZURITE_VERSION=3.35.0
+AZURITE_DIR=$(dirname "$0")/azurite
+AZURITE_VERSION=$(sed -n 's/^ *"azurite": "\(.*\)".*/\1/p' "$AZURITE_DIR/package.json")
+# The installed tree is named after the lock file's contents: a changed
+# lock installs anew.
+AZURITE_TREE=azurite-$AZURITE_VERSION-$(sha256sum "$AZURITE_DIR/package-lock.json" | cut -c1-12)
 
 BUCKET=onestone
 PROVIDER=${1:-}
@@ -54,6 +61,9 @@ READY_SECS=${EMULATOR_READY_SECS:-180}
 
 log() { echo "emulator($PROVIDER): $*" >&2; }
 
+# free_port, retry
+. "$(dirname "$0")/loopback.sh"
+
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
 	exit 2
@@ -61,52 +71,73 @@ usage() {
 
 case $PROVIDER in
 gcs) BIN=$CACHE/fake-gcs-server-$GCS_VERSION/fake-gcs-server ;;
-azure) BIN=$CACHE/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob ;;
+azure) BIN=$CACHE/$AZURITE_TREE/node_modules/.bin/azurite-blob ;;
 *) usage ;;
 esac
 
+# need_node makes sure of Node.js 20 or later and npm: the machine's, or
+# else Debian's.
+need_node() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		log "Node.js or npm is missing: installing Debian's nodejs and npm"
+		retry apt-get update -qq >&2
+		DEBIAN_FRONTEND=noninteractive retry apt-get install -y -qq nodejs npm >&2
+	fi
+	local major
+	major=$(node -p 'process.versions.node.split(".")[0]')
+	if [ "$major" -lt 20 ]; then
+		log "Node.js $(node --version) is too old: Azurite's pinned dependencies need 20 or later"
+		exit 1
+	fi
+}
+
+# install builds or installs the emulator into a temporary directory
+# beside its place and moves it there once it is whole and runs: a broken
+# or interrupted install never passes for an installed one. Network steps
+# are retried.
 install() {
 	if [ -x "$BIN" ]; then
 		echo "$BIN"
 		return
 	fi
-	local t0=$SECONDS dir
-	dir=$(dirname "$BIN")
+	local t0=$SECONDS dir tmp
+	case $PROVIDER in
+	gcs) dir=$(dirname "$BIN") ;;
+	azure) dir=$CACHE/$AZURITE_TREE ;;
+	esac
+	mkdir -p "$CACHE"
+	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
 	case $PROVIDER in
 	gcs)
 		log "building fake-gcs-server $GCS_VERSION from the Go module proxy (minutes the first time)"
-		CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$dir" \
-			go install -trimpath -ldflags '-s -w' "$GCS_PKG@$GCS_VERSION"
+		CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$tmp" \
+			retry go install -trimpath -ldflags '-s -w' "$GCS_PKG@$GCS_VERSION" >&2
+		if ! "$tmp/fake-gcs-server" -help >/dev/null 2>&1; then
+			log "the built fake-gcs-server does not run"
+			exit 1
+		fi
 		;;
 	azure)
-		if ! command -v npm >/dev/null; then
-			log "npm is missing: installing Debian's nodejs and npm"
-			apt-get update -qq && apt-get install -y -qq nodejs npm >&2
+		need_node
+		log "installing azurite $AZURITE_VERSION from the npm registry (the tree scripts/azurite/package-lock.json pins)"
+		cp "$AZURITE_DIR/package.json" "$AZURITE_DIR/package-lock.json" "$tmp/"
+		# No install scripts: Azurite's tree has none to run.
+		(cd "$tmp" && retry npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+			--loglevel=error --fetch-retries=4 >&2)
+		local v
+		v=$("$tmp/node_modules/.bin/azurite-blob" --version 2>&1) || true
+		if [ "$v" != "$AZURITE_VERSION" ]; then
+			log "the installed azurite-blob does not run (--version said: $v)"
+			exit 1
 		fi
-		dir=$CACHE/azurite-$AZURITE_VERSION
-		log "installing azurite $AZURITE_VERSION from the npm registry"
-		mkdir -p "$dir"
-		(cd "$dir" && npm install --no-audit --no-fund --omit=dev --no-save --loglevel=error \
-			"azurite@$AZURITE_VERSION" >&2)
 		;;
 	esac
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	trap - EXIT
 	log "installed $BIN in $((SECONDS - t0))s"
 	echo "$BIN"
-}
-
-# free_port prints a loopback TCP port in 20000-29999 that nothing
-# listens on (below Linux's ephemeral range).
-free_port() {
-	local p
-	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 10000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	log "no free port found"
-	exit 1
 }
 
 # azreq METHOD PATH QUERY: a request to Azurite signed with the account's

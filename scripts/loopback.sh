@@ -1,6 +1,7 @@
-# Shared by the scripts that run onestone's processes on loopback
-# (stream-demo, join-freshness, delta-bytes, replicas-demo, std-freshness,
-# stream-scaling); sourced, not run. It gives:
+# Shared by the scripts that run onestone's processes or its test servers
+# on loopback (stream-demo, join-freshness, delta-bytes, replicas-demo,
+# std-freshness, stream-scaling, s3-server, emulator); sourced, not run.
+# It gives:
 #   PIDS             the background processes to stop on exit (append $!)
 #   stop_pids        stop PIDS newest first: SIGTERM one, wait for it,
 #                    then the next, so that a stream trainer or a server
@@ -10,6 +11,13 @@
 #                    print the first match of REGEX in FILE, polling every
 #                    0.1 s for up to WAIT_SECS seconds (default 60); on a
 #                    timeout print FILE to stderr and return 1
+#   free_port        print a loopback TCP port in 20000-29999 that nothing
+#                    listens on (below Linux's ephemeral range, so that
+#                    outgoing connections do not take it meanwhile)
+#   retry CMD...     run CMD up to RETRY_TRIES times (default 4), waiting
+#                    5, 15, 45 s between tries, for installs from a
+#                    registry over a network that may fail for a moment;
+#                    return CMD's last status
 # A script sets WAIT_SECS before it calls wait_for if it needs longer.
 
 PIDS=()
@@ -30,4 +38,33 @@ wait_for() {
     sleep 0.1
   done
   echo "timed out waiting for /$2/ in $1:" >&2; cat "$1" >&2; return 1
+}
+
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 10000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "no free loopback port found" >&2
+  return 1
+}
+
+retry() {
+  local try=1 tries=${RETRY_TRIES:-4} wait=5 st
+  while :; do
+    "$@" && return 0
+    st=$?
+    if [ "$try" -ge "$tries" ]; then
+      echo "failed $tries times (status $st): $*" >&2
+      return "$st"
+    fi
+    echo "failed (status $st, try $try of $tries), again in ${wait}s: $*" >&2
+    sleep "$wait"
+    try=$((try + 1))
+    wait=$((wait * 3))
+  done
 }

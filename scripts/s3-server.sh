@@ -51,35 +51,36 @@ READY_SECS=${S3_SERVER_READY_SECS:-120}
 
 log() { echo "s3-server: $*" >&2; }
 
+# free_port, retry
+. "$(dirname "$0")/loopback.sh"
+
 install() {
 	if [ -x "$BIN" ]; then
 		echo "$BIN"
 		return
 	fi
-	local t0=$SECONDS
+	local t0=$SECONDS dir tmp
+	dir=$(dirname "$BIN")
+	mkdir -p "$(dirname "$dir")"
+	# Built into a temporary directory beside its place and moved there once
+	# it runs: an interrupted build never passes for an installed one.
+	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
 	log "building versitygw $SERVER_VERSION from the Go module proxy (a few minutes the first time)"
 	# CGO off: a static binary and no C compiles; GOFLAGS and GOWORK reset
-	# so that the caller's settings do not reach this build.
-	CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$(dirname "$BIN")" \
-		go install -trimpath -ldflags '-s -w' "$SERVER_PKG@$SERVER_VERSION"
+	# so that the caller's settings do not reach this build. Retried: the
+	# module downloads cross the network.
+	CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$tmp" \
+		retry go install -trimpath -ldflags '-s -w' "$SERVER_PKG@$SERVER_VERSION" >&2
+	if ! "$tmp/versitygw" --version >/dev/null 2>&1; then
+		log "the built versitygw does not run"
+		exit 1
+	fi
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	trap - EXIT
 	log "installed $BIN in $((SECONDS - t0))s"
 	echo "$BIN"
-}
-
-# free_port prints a loopback TCP port in 20000-29999 that nothing listens
-# on (below Linux's ephemeral range, so that outgoing connections do not
-# take it meanwhile).
-free_port() {
-	local p
-	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 10000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	log "no free port found"
-	exit 1
 }
 
 # s3req METHOD PATH [curl args...]: a SigV4-signed request to the server;
