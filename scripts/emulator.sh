@@ -61,7 +61,7 @@ READY_SECS=${EMULATOR_READY_SECS:-180}
 
 log() { echo "emulator($PROVIDER): $*" >&2; }
 
-# free_port, retry
+# free_port, retry, env_exports
 . "$(dirname "$0")/loopback.sh"
 
 usage() {
@@ -280,13 +280,6 @@ run_server() {
 	exit 1
 }
 
-print_exports() {
-	local k v
-	while IFS='=' read -r k v; do
-		printf 'export %s=%q\n' "$k" "$v"
-	done <"$STATE/env"
-}
-
 case $CMD in
 install)
 	install
@@ -302,14 +295,14 @@ start)
 	mkdir -p "$STATE"
 	if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
 		log "already running (pid $(cat "$STATE/pid"))"
-		print_exports
+		env_exports "$STATE/env"
 		exit 0
 	fi
 	setsid bash "$0" "$PROVIDER" run-detached >"$STATE/env" 2>"$STATE/log" </dev/null &
 	echo $! >"$STATE/pid"
 	for _ in $(seq 1 $((READY_SECS * 5))); do
 		if grep -q '_URL=' "$STATE/env" 2>/dev/null; then
-			print_exports
+			env_exports "$STATE/env"
 			exit 0
 		fi
 		if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then break; fi

@@ -18,6 +18,8 @@
 #                    5, 15, 45 s between tries, for installs from a
 #                    registry over a network that may fail for a moment;
 #                    return CMD's last status
+#   env_exports FILE print FILE's KEY=VALUE lines as shell-quoted exports
+#                    (a URL holds '&'; a base64 key ends in '=')
 # A script sets WAIT_SECS before it calls wait_for if it needs longer.
 
 PIDS=()
@@ -67,4 +69,11 @@ retry() {
     try=$((try + 1))
     wait=$((wait * 3))
   done
+}
+
+env_exports() {
+  local line
+  while IFS= read -r line; do
+    printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"
+  done <"$1"
 }

@@ -51,7 +51,7 @@ READY_SECS=${S3_SERVER_READY_SECS:-120}
 
 log() { echo "s3-server: $*" >&2; }
 
-# free_port, retry
+# free_port, retry, env_exports
 . "$(dirname "$0")/loopback.sh"
 
 install() {
@@ -181,15 +181,6 @@ EOF
 	exit 1
 }
 
-# print_exports prints the env lines of the server `start` started as
-# shell-quoted exports (the URL holds '&').
-print_exports() {
-	local k v
-	while IFS='=' read -r k v; do
-		printf 'export %s=%q\n' "$k" "$v"
-	done <"$STATE/env"
-}
-
 case ${1:-} in
 install)
 	install
@@ -205,7 +196,7 @@ start)
 	mkdir -p "$STATE"
 	if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
 		log "already running (pid $(cat "$STATE/pid"))"
-		print_exports
+		env_exports "$STATE/env"
 		exit 0
 	fi
 	setsid bash "$0" run-detached >"$STATE/env" 2>"$STATE/log" </dev/null &
@@ -213,7 +204,7 @@ start)
 	# The env lines appear when the server is ready (and stdout closes).
 	for _ in $(seq 1 $((READY_SECS * 5))); do
 		if grep -q '^ONESTONE_S3_URL=' "$STATE/env" 2>/dev/null; then
-			print_exports
+			env_exports "$STATE/env"
 			exit 0
 		fi
 		if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then break; fi
