@@ -133,6 +133,10 @@ type server struct {
 var (
 	mainRan atomic.Bool
 	seq     atomic.Int64
+	// tmpDir is the process's temporary directory as Main found it: the
+	// servers' data goes there, not into a test's TempDir that a test
+	// made TMPDIR (t.Setenv) while a server started in the background.
+	tmpDir string
 
 	servers = map[string]*server{"s3": {}, "gcs": {}, "azure": {}}
 
@@ -143,9 +147,12 @@ var (
 // Main runs the tests of m and then stops the servers started for them.
 // It returns m.Run's exit code.
 func Main(m *testing.M) int {
+	tmpDir = os.TempDir()
 	mainRan.Store(true)
 	code := m.Run()
 	for _, p := range Providers {
+		// Waits for a start Each began in the background, if any.
+		servers[p].once.Do(func() {})
 		if err := stop(servers[p]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			if code == 0 {
@@ -158,11 +165,21 @@ func Main(m *testing.M) int {
 
 // Each runs f once per provider (EnvStores), each as a subtest of t named
 // after the provider, in which URL, Open and Bucket use that provider.
+// The servers not yet started are started at once, in the background,
+// so that the slow ones (Azurite takes seconds) start while the first
+// subtests run.
 func Each(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
 	only := Providers
 	if v := os.Getenv(EnvStores); v != "" {
 		only = strings.Split(v, ",")
+	}
+	if mainRan.Load() {
+		for _, p := range Providers {
+			if slices.Contains(only, p) {
+				go ensure(p)
+			}
+		}
 	}
 	for _, p := range Providers {
 		if !slices.Contains(only, p) {
@@ -200,8 +217,7 @@ func Open(t testing.TB) Store {
 		t.Fatal("s3test: the package's TestMain must run its tests through s3test.Main")
 	}
 	p := provider(t)
-	srv := servers[p]
-	srv.once.Do(func() { srv.store, srv.err = start(p, srv) })
+	srv := ensure(p)
 	if srv.err != nil {
 		if errors.Is(srv.err, errNotInstalled) {
 			if p == "s3" && os.Getenv(EnvSkip) == "1" {
@@ -214,6 +230,14 @@ func Open(t testing.TB) Store {
 		t.Fatal(srv.err)
 	}
 	return srv.store
+}
+
+// ensure starts the server of provider p unless it was, and returns it
+// once it is ready or failed to start.
+func ensure(p string) *server {
+	srv := servers[p]
+	srv.once.Do(func() { srv.store, srv.err = start(p, srv) })
+	return srv
 }
 
 // URL returns a gocloud.dev/blob URL for a prefix of the bucket unique to
@@ -334,6 +358,7 @@ func start(p string, srv *server) (Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
 	cmd := exec.Command("bash", append([]string{path}, append(args, "run")...)...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmpDir)
 	cmd.Stderr = &syncWriter{w: &srv.log}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
