@@ -531,9 +531,15 @@ func testBucketPrune(t *testing.T) {
 
 // TestBucketStoreDown: with the store unreachable every operation fails
 // within its context, and Fetch leaves nothing behind.
-func TestBucketStoreDown(t *testing.T) { s3test.Each(t, testBucketStoreDown) }
+func TestBucketStoreDown(t *testing.T) {
+	t.Parallel()
+	s3test.Each(t, testBucketStoreDown)
+}
 
 func testBucketStoreDown(t *testing.T) {
+	// The providers in parallel: the test waits on the SDKs' retries and
+	// timeouts (about a minute on Azure), not on the CPU.
+	t.Parallel()
 	st := s3test.Open(t)
 	dead := st
 	dead.Endpoint = "http://127.0.0.1:1"
@@ -578,9 +584,13 @@ func testBucketStoreDown(t *testing.T) {
 // context, the pointer keeps the version before, no complete version
 // appears, and once the store is back the next publish takes a new
 // number.
-func TestBucketStoreFailsMidUpload(t *testing.T) { s3test.Each(t, testBucketStoreFailsMidUpload) }
+func TestBucketStoreFailsMidUpload(t *testing.T) {
+	t.Parallel()
+	s3test.Each(t, testBucketStoreFailsMidUpload)
+}
 
 func testBucketStoreFailsMidUpload(t *testing.T) {
+	t.Parallel() // as testBucketStoreDown: bound by the stores' timeouts
 	for _, fault := range []string{"down", "stalled"} {
 		t.Run(fault, func(t *testing.T) {
 			ctx := context.Background()
