@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages cheap enough to run under the race detector within the CI budget.
 RACE_PKGS ?= ./ingest/... ./features/... ./bundle/... ./internal/fileutil/... ./serving/... ./pipelines/...
 
-.PHONY: all build test vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delta-bytes std-freshness stream-scaling delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
+.PHONY: all build test test-go vet fmtcheck demo bench lint loadtest chaos stream-demo join-freshness delta-bytes std-freshness stream-scaling delayed-feedback replicas-demo kcat-interop bench-vs-pytorch report-check clean
 
 all: build
 
@@ -19,7 +19,14 @@ fmtcheck:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
+# The object store test servers (S3, GCS, Azure) start once for all the
+# test runs below (scripts/with-stores.sh), not once per test process.
 test: vet fmtcheck
+	./scripts/with-stores.sh $(MAKE) --no-print-directory test-go
+
+# The tests alone; without scripts/with-stores.sh around it, each test
+# process starts the store servers it needs.
+test-go:
 	$(GO) test -count=1 -timeout 8m $(PKGS)
 	$(GO) test -count=1 -timeout 5m -tags noasm ./internal/...
 	$(GO) test -count=1 -timeout 5m -tags noasm -run TestPortableBundle ./serving/

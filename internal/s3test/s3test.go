@@ -11,10 +11,17 @@
 //	func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
 //
 // and each test asks for a prefix of its own with URL (a gocloud.dev/blob
-// URL) or Bucket (the bucket opened on that URL). The store is S3 unless
+// URL) or Bucket (the bucket opened on that URL); prefixes are unique
+// across processes, so that the test processes of one `go test` run can
+// share one server per provider (see below). The store is S3 unless
 // the test runs inside Each, which runs a function once per provider (as
 // subtests named s3, gcs and azure) and makes URL, Open and Bucket of
 // that subtest, and of the subtests under it, use that provider.
+//
+// `make test` starts the three servers once for all its test processes
+// (scripts/with-stores.sh) and passes them through the *_ENDPOINT
+// variables below; a plain `go test` without them starts the servers it
+// needs itself, once per test process.
 //
 // Without the S3 server installed the tests fail and say how to install
 // it (scripts/s3-server.sh install); ONESTONE_S3_SKIP=1 skips them
@@ -30,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -140,6 +148,12 @@ var (
 
 	servers = map[string]*server{"s3": {}, "gcs": {}, "azure": {}}
 
+	// runToken tells this process's prefixes from those of every other
+	// process sharing the servers, including an earlier run's on an
+	// outside store whose cleanup was cut short: the pid and 32 random
+	// bits.
+	runToken = fmt.Sprintf("%d.%08x", os.Getpid(), rand.Uint32())
+
 	// scopes maps the name of a subtest of Each to its provider.
 	scopes sync.Map
 )
@@ -241,12 +255,13 @@ func ensure(p string) *server {
 }
 
 // URL returns a gocloud.dev/blob URL for a prefix of the bucket unique to
-// t (the process, a sequence number and the test's name); the objects
-// under it are deleted when t ends.
+// t (the process's run token, a sequence number and the test's name), in
+// a bucket that other test processes may share; the objects under it are
+// deleted when t ends.
 func URL(t testing.TB) string {
 	t.Helper()
 	s := Open(t)
-	prefix := fmt.Sprintf("t/%d-%d-%s/", os.Getpid(), seq.Add(1), strings.ReplaceAll(t.Name(), "/", "_"))
+	prefix := fmt.Sprintf("t/%s-%d-%s/", runToken, seq.Add(1), strings.ReplaceAll(t.Name(), "/", "_"))
 	u := s.URL(prefix)
 	t.Cleanup(func() {
 		if err := deleteAll(u); err != nil {
