@@ -45,10 +45,12 @@ func fetchLatest(t *testing.T, u string) *serving.Bundle {
 
 // TestTrainToObjectStore: --out s3://... publishes the bundle to the
 // bucket, where serving can load it; the checkpoints stay local, and
-// must be given a directory. On each provider.
+// must be given a directory. On one provider (s3test.One), as the
+// other tests here: training and streaming reach a store only through
+// bundle.Bucket, whose tests run on each provider.
 func TestTrainToObjectStore(t *testing.T) {
 	dir, spec := genData(t, 20000, "")
-	s3test.Each(t, func(t *testing.T) { testTrainToObjectStore(t, dir, spec) })
+	s3test.One(t, func(t *testing.T) { testTrainToObjectStore(t, dir, spec) })
 }
 
 func testTrainToObjectStore(t *testing.T, dir, spec string) {
@@ -107,8 +109,9 @@ func testTrainToObjectStore(t *testing.T, dir, spec string) {
 // keeps training while the store is down, commits no offset it has not
 // published meanwhile, and publishes and commits everything once the
 // store is back, although the topic went quiet meanwhile (the last
-// events are trained during the outage). On each provider: what fails a
-// publish (and how soon) is each SDK's retries.
+// events are trained during the outage). What fails a publish (and how
+// soon) is each SDK's retries: bundle's TestBucketStoreFailsMidUpload
+// tests that on each provider.
 func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
 	if raceEnabled {
 		// make test's race budget; the store code runs under the race
@@ -116,7 +119,7 @@ func TestStreamToObjectStoreSurvivesOutage(t *testing.T) {
 		t.Skip("skipped under the race detector")
 	}
 	dir, spec := streamData(t, 60000)
-	s3test.Each(t, func(t *testing.T) { testStreamToObjectStoreSurvivesOutage(t, dir, spec) })
+	s3test.One(t, func(t *testing.T) { testStreamToObjectStoreSurvivesOutage(t, dir, spec) })
 }
 
 func testStreamToObjectStoreSurvivesOutage(t *testing.T, dir, spec string) {
@@ -215,14 +218,15 @@ func testStreamToObjectStoreSurvivesOutage(t *testing.T, dir, spec string) {
 
 // TestStreamToObjectStoreConflict: a second publisher moving the pointer
 // fences the stream off: its next publish fails with ErrConflict, which
-// stops it, rather than overwriting the other's version. On each
-// provider (each has its own compare-and-swap).
+// stops it, rather than overwriting the other's version. Each provider's
+// compare-and-swap is tested on its own by bundle's
+// TestBucketConcurrentPublishers and TestBucketPointerRace.
 func TestStreamToObjectStoreConflict(t *testing.T) {
 	if raceEnabled {
 		t.Skip("skipped under the race detector (see TestStreamToObjectStoreSurvivesOutage)")
 	}
 	dir, spec := streamData(t, 60000)
-	s3test.Each(t, func(t *testing.T) { testStreamToObjectStoreConflict(t, dir, spec) })
+	s3test.One(t, func(t *testing.T) { testStreamToObjectStoreConflict(t, dir, spec) })
 }
 
 func testStreamToObjectStoreConflict(t *testing.T, dir, spec string) {

@@ -13,10 +13,16 @@
 // and each test asks for a prefix of its own with URL (a gocloud.dev/blob
 // URL) or Bucket (the bucket opened on that URL); prefixes are unique
 // across processes, so that the test processes of one `go test` run can
-// share one server per provider (see below). The store is S3 unless
-// the test runs inside Each, which runs a function once per provider (as
-// subtests named s3, gcs and azure) and makes URL, Open and Bucket of
-// that subtest, and of the subtests under it, use that provider.
+// share one server per provider (see below). The store is S3 unless the
+// test runs inside Each or One. Each runs a function once per provider
+// (as subtests named s3, gcs and azure), for the tests whose behaviour is
+// per provider: the bucket suite, compare-and-swap, URL and error
+// handling, fault handling by each provider's SDK, one serve/poll test.
+// One runs it once, on S3 by default, for the tests of code above the
+// store (training, streaming, serving from a store), which
+// ONESTONE_STORES=gcs (or azure) runs on another provider. Under the race
+// detector Each runs S3 alone: the other providers' code paths are the
+// same in onestone and were run without it.
 //
 // `make test` starts the three servers once for all its test processes
 // (scripts/with-stores.sh) and passes them through the *_ENDPOINT
@@ -82,7 +88,8 @@ const (
 	EnvAzureEndpoint  = "ONESTONE_AZURE_ENDPOINT"
 	EnvAzureContainer = "ONESTONE_AZURE_CONTAINER"
 	// EnvStores limits Each to some providers: a comma-separated list of
-	// s3, gcs and azure. Default: all three.
+	// s3, gcs and azure; One runs on the first. Default: all three (S3
+	// alone under the race detector).
 	EnvStores = "ONESTONE_STORES"
 )
 
@@ -182,28 +189,59 @@ func Main(m *testing.M) int {
 // The servers not yet started are started at once, in the background,
 // so that the slow ones (Azurite takes seconds) start while the first
 // subtests run.
+//
+// Each is for behaviour that differs between providers; see One for the
+// rest.
 func Each(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
-	only := Providers
-	if v := os.Getenv(EnvStores); v != "" {
-		only = strings.Split(v, ",")
-	}
+	only := providers(t)
 	if mainRan.Load() {
-		for _, p := range Providers {
-			if slices.Contains(only, p) {
-				go ensure(p)
-			}
+		for _, p := range only {
+			go ensure(p)
 		}
 	}
 	for _, p := range Providers {
-		if !slices.Contains(only, p) {
-			continue
+		if slices.Contains(only, p) {
+			run(t, p, f)
 		}
-		t.Run(p, func(t *testing.T) {
-			scopes.Store(t.Name(), p)
-			f(t)
-		})
 	}
+}
+
+// One runs f once, as a subtest named after the provider, on the first
+// provider of EnvStores (default S3): for tests of code whose behaviour
+// does not depend on the provider, which reaches each provider only
+// through bundle.Bucket or ingest's object store source, themselves
+// tested on every provider (Each).
+func One(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	run(t, providers(t)[0], f)
+}
+
+func run(t *testing.T, p string, f func(t *testing.T)) {
+	t.Run(p, func(t *testing.T) {
+		scopes.Store(t.Name(), p)
+		f(t)
+	})
+}
+
+// providers returns the providers of EnvStores, in its order, else all
+// three, or S3 alone under the race detector (raceEnabled).
+func providers(t *testing.T) []string {
+	t.Helper()
+	v := os.Getenv(EnvStores)
+	if v == "" {
+		if raceEnabled {
+			return []string{"s3"}
+		}
+		return Providers
+	}
+	ps := strings.Split(v, ",")
+	for _, p := range ps {
+		if !slices.Contains(Providers, p) {
+			t.Fatalf("s3test: %s=%s: %q is none of %v", EnvStores, v, p, Providers)
+		}
+	}
+	return ps
 }
 
 // provider is the provider of t: that of the innermost Each around it,

@@ -1,0 +1,6 @@
+//go:build race
+
+package s3test
+
+// raceEnabled: built with the race detector.
+const raceEnabled = true
