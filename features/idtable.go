@@ -144,8 +144,15 @@ func (t *IDTable) Config() Exact { return t.cfg }
 
 // Key returns the map key of an id's canonical text.
 func (t *IDTable) Key(text string) uint64 {
-	s, _ := t.cut(text)
-	return xxh64(s, t.seed)
+	k, _ := t.cutKey(text)
+	return k
+}
+
+// cutKey returns the map key of an id's canonical text, and whether the
+// text was cut at MaxIDBytes for it (the caller counts the cuts).
+func (t *IDTable) cutKey(text string) (key uint64, cut bool) {
+	s, cut := t.cut(text)
+	return xxh64(s, t.seed), cut
 }
 
 // cut is the part of an id's canonical text that makes its map key (the

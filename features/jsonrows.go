@@ -2,7 +2,6 @@ package features
 
 import (
 	"errors"
-	"hash/maphash"
 	"math"
 	"slices"
 	"unsafe"
@@ -275,16 +274,16 @@ func (j *JSONRows) appendText(i int, p *sparsePlan, sc *SparseColumn, b []byte) 
 	s := unsafe.String(unsafe.SliceData(b), len(b)) // read-only view of the parser's bytes
 	switch {
 	case p.exact != nil:
-		k, cut := p.exact.cut(s)
+		k, cut := p.exact.cutKey(s)
 		if cut {
 			j.cuts[i]++
 		}
 		sc.IDs = append(sc.IDs, 1)
-		sc.Keys = append(sc.Keys, xxh64(k, p.seed))
+		sc.Keys = append(sc.Keys, k)
 	case p.vocab != nil:
-		sc.IDs = append(sc.IDs, p.vocab.lookupString(s, maphash.String(p.vocab.seed, s)))
+		sc.IDs = append(sc.IDs, p.vocab.lookupText(s))
 	default:
-		sc.IDs = append(sc.IDs, int32(1+xxh64(s, p.seed)%p.buckets))
+		sc.IDs = append(sc.IDs, p.hashedID(xxh64(s, p.seed)))
 	}
 }
 

@@ -1,7 +1,6 @@
 package features
 
 import (
-	"hash/maphash"
 	"math"
 	"unsafe"
 
@@ -446,9 +445,13 @@ func bucketOf(bounds []float64, x float64) int32 {
 	return int32(base + le + 1)
 }
 
+// hashedID is the id of a hashed value whose hash is h: 1 + h mod buckets
+// (0 is null's).
+func (p *sparsePlan) hashedID(h uint64) int32 { return int32(1 + h%p.buckets) }
+
 func (p *sparsePlan) id(c *textCol, r int) int32 {
 	if p.vocab == nil {
-		return int32(1 + c.hash(r, p.seed)%p.buckets)
+		return p.hashedID(c.hash(r, p.seed))
 	}
 	return p.vocab.id(c, r) // 0 when out of vocabulary
 }
@@ -594,9 +597,9 @@ func (p *sparsePlan) dictValueIDs(d *array.String, sc *dictScratch, wantHashes b
 			if wantHashes {
 				sc.hashes[i] = h
 			}
-			sc.ids[i] = int32(1 + h%p.buckets)
+			sc.ids[i] = p.hashedID(h)
 		} else {
-			sc.ids[i] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
+			sc.ids[i] = p.vocab.lookupText(s)
 		}
 	}
 	return hash
@@ -712,7 +715,7 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 			case tString:
 				for r := range ids {
 					s := c.sval(r)
-					ids[r] = v.lookupString(s, maphash.String(v.seed, s))
+					ids[r] = v.lookupText(s)
 				}
 				return nil
 			case tInt64:
@@ -762,12 +765,12 @@ func (p *sparsePlan) fill(dst *SparseColumn, rec arrow.RecordBatch, n int, group
 				if p.vocab != nil {
 					for j := lo; j < hi; j++ {
 						s := ch.sval(j)
-						ids[k] = p.vocab.lookupString(s, maphash.String(p.vocab.seed, s))
+						ids[k] = p.vocab.lookupText(s)
 						k++
 					}
 				} else {
 					for j := lo; j < hi; j++ {
-						ids[k] = int32(1 + xxh64(ch.sval(j), p.seed)%p.buckets)
+						ids[k] = p.hashedID(xxh64(ch.sval(j), p.seed))
 						k++
 					}
 				}

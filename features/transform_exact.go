@@ -18,11 +18,11 @@ func (p *sparsePlan) key(c *textCol, r int) uint64 {
 
 // textKey is the map key of s (IDTable.Key), counting a cut.
 func (p *sparsePlan) textKey(s string) uint64 {
-	s, cut := p.exact.cut(s)
+	k, cut := p.exact.cutKey(s)
 	if cut {
 		p.exact.truncated.Add(1)
 	}
-	return xxh64(s, p.seed)
+	return k
 }
 
 // exactIDs fills the keys and rows of an exact categorical column; when

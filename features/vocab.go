@@ -114,6 +114,9 @@ func newVocabTable(values []string) (v *vocabTable, ok bool) {
 	return v, true
 }
 
+// lookupText is lookupString with the text's hash computed.
+func (v *vocabTable) lookupText(s string) int32 { return v.lookupString(s, maphash.String(v.seed, s)) }
+
 func (v *vocabTable) lookupString(s string, h uint64) int32 {
 	for j := h & v.smask; ; j = (j + 1) & v.smask {
 		sl := v.strs[j]
@@ -150,8 +153,7 @@ func (v *vocabTable) lookupInt(x int64) int32 {
 func (v *vocabTable) id(c *textCol, r int) int32 {
 	switch c.kind {
 	case tString:
-		s := c.sval(r)
-		return v.lookupString(s, maphash.String(v.seed, s))
+		return v.lookupText(c.sval(r))
 	case tInt64:
 		return v.lookupInt(c.i64[r])
 	case tInt32:
@@ -169,5 +171,5 @@ func (v *vocabTable) id(c *textCol, r int) int32 {
 	if b != nil {
 		return v.lookupString(string(b), maphash.Bytes(v.seed, b))
 	}
-	return v.lookupString(s, maphash.String(v.seed, s))
+	return v.lookupText(s)
 }
