@@ -292,36 +292,14 @@ run)
 	run_server "$PPID"
 	;;
 start)
-	mkdir -p "$STATE"
-	if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
-		log "already running (pid $(cat "$STATE/pid"))"
-		env_exports "$STATE/env"
-		exit 0
-	fi
-	setsid bash "$0" "$PROVIDER" run-detached >"$STATE/env" 2>"$STATE/log" </dev/null &
-	echo $! >"$STATE/pid"
-	for _ in $(seq 1 $((READY_SECS * 5))); do
-		if grep -q '_URL=' "$STATE/env" 2>/dev/null; then
-			env_exports "$STATE/env"
-			exit 0
-		fi
-		if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then break; fi
-		sleep 0.2
-	done
-	cat "$STATE/log" >&2
-	exit 1
+	# The env lines appear when the server is ready.
+	detached_start '_URL=' bash "$0" "$PROVIDER" run-detached || exit 1
 	;;
 run-detached)
 	run_server ""
 	;;
 stop)
-	if [ -f "$STATE/pid" ]; then
-		pid=$(cat "$STATE/pid")
-		if kill -TERM "$pid" 2>/dev/null; then
-			for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-		fi
-		rm -f "$STATE/pid" "$STATE/env"
-	fi
+	detached_stop
 	;;
 *)
 	usage

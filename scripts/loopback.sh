@@ -20,6 +20,9 @@
 #                    return CMD's last status
 #   env_exports FILE print FILE's KEY=VALUE lines as shell-quoted exports
 #                    (a URL holds '&'; a base64 key ends in '=')
+#   detached_start READY CMD..., detached_stop
+#                    a server script's `start` and `stop`, with $STATE,
+#                    $READY_SECS and log set by the script
 # A script sets WAIT_SECS before it calls wait_for if it needs longer.
 
 PIDS=()
@@ -76,4 +79,47 @@ env_exports() {
   while IFS= read -r line; do
     printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"
   done <"$1"
+}
+
+# detached_start READY CMD...: the `start` command of a server script
+# (scripts/s3-server.sh, scripts/emulator.sh). It runs CMD, the script's
+# own run-detached, in a session of its own, with stdout to $STATE/env
+# and stderr to $STATE/log, and prints the export lines of $STATE/env
+# once a line matching the grep pattern READY is there (the server
+# prints them when it is ready). It fails with the log when the server
+# exits first or READY_SECS pass. A server still running from an earlier
+# start ($STATE/pid) is reused.
+detached_start() {
+  local ready=$1
+  shift
+  mkdir -p "$STATE"
+  if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+    log "already running (pid $(cat "$STATE/pid"))"
+    env_exports "$STATE/env"
+    return 0
+  fi
+  setsid "$@" >"$STATE/env" 2>"$STATE/log" </dev/null &
+  echo $! >"$STATE/pid"
+  for _ in $(seq 1 $((READY_SECS * 5))); do
+    if grep -q "$ready" "$STATE/env" 2>/dev/null; then
+      env_exports "$STATE/env"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  cat "$STATE/log" >&2
+  return 1
+}
+
+# detached_stop stops the server detached_start started: SIGTERM, then
+# up to 30 s for it to exit.
+detached_stop() {
+  [ -f "$STATE/pid" ] || return 0
+  local pid
+  pid=$(cat "$STATE/pid")
+  if kill -TERM "$pid" 2>/dev/null; then
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  rm -f "$STATE/pid" "$STATE/env"
 }
