@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/onestone/onestone/features"
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // BenchmarkForwardBackward/std is the standard training workload of
@@ -153,4 +154,45 @@ func BenchmarkScore(b *testing.B) {
 		}
 		b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
 	})
+}
+
+// BenchmarkScorePasses/std-500 scores one std request as the scorer's
+// workers do: the context share set once, then the 500 candidates in
+// passes of 56 rows (serving.DefaultBatchRows with AVX-512), in each
+// precision the CPU runs natively.
+func BenchmarkScorePasses(b *testing.B) {
+	const n = 500
+	rb := kernels.RowBlock()
+	pass := (50 + rb - 1) / rb * rb
+	layout := stdLayout()
+	m, err := New(Config{Seed: 1}, layout, []string{"ctr", "cvr"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	ctx, cand := randomBatch(layout, 1, rng), randomBatch(layout, n, rng)
+	precs := []kernels.Precision{kernels.FP32}
+	if kernels.NativeBF16() {
+		precs = append(precs, kernels.BF16)
+	}
+	for _, p := range precs {
+		b.Run("std-500/"+p.String(), func(b *testing.B) {
+			s := m.NewSplitIn(p)
+			ws := s.NewWorkspace(pass)
+			var view features.Batch
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.SetContext(ws, ctx); err != nil {
+					b.Fatal(err)
+				}
+				for lo := 0; lo < n; lo += pass {
+					cand.SliceTo(&view, lo, min(lo+pass, n))
+					if err := s.ForwardCandidates(ws, &view); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/request")
+		})
+	}
 }
