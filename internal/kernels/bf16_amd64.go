@@ -14,6 +14,12 @@ import (
 //go:noescape
 func kernBF16(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// kernBF16E is kernBF16 with a layer's epilogue applied to the tile before
+// it is stored (tileEpilogue; kernel_amd64.s).
+//
+//go:noescape
+func kernBF16E(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
+
 // kernBF16x1 is the 1x32 one-row variant of kernBF16 (kernel_amd64.s).
 //
 //go:noescape
@@ -52,7 +58,7 @@ var hasBF16 = hasAVX512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512BF16
 // most of a 32-column one; all three give the same bits.
 var (
 	bf16NarrowMicroKernel = &microKernel{name: "avx512bf16x16", mr: 28, nr: 16, mc: 112, kc: 1024, nc: 2048, fn: kernBF16x16, bf16: true, ceiling: "dpbf16_zmm"}
-	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, bf16: true, ceiling: "dpbf16_zmm",
+	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, fnEp: kernBF16E, bf16: true, ceiling: "dpbf16_zmm",
 		narrow: bf16NarrowMicroKernel,
 		row1:   &microKernel{name: "avx512bf16x1", mr: 1, nr: 32, mc: 1, kc: 1024, nc: 2048, fn: kernBF16x1, bf16: true}}
 )

@@ -35,6 +35,7 @@ func AddBias(y []float32, ldy, rows int, bias []float32) {
 
 // AddBiasReLU sets y = max(y + bias, 0) on every row of the rows x len(bias)
 // view (y, ldy): the fused bias and ReLU of a dense layer's forward pass.
+// A sum that is NaN or -0 stays so.
 func AddBiasReLU(y []float32, ldy, rows int, bias []float32) {
 	n := len(bias)
 	checkView("AddBiasReLU", "y", y, ldy, rows, n)
@@ -350,10 +351,18 @@ func addRowGo(dst, x []float32) {
 	}
 }
 
+// addReLURowGo is addReLURow without assembly, with its ReLU: a sum
+// below zero becomes 0, NaN and -0 stay (VMAXPS with the sum as second
+// source), so that every element gets the same bits whichever code
+// computes it.
 func addReLURowGo(dst, x []float32) {
 	x = x[:len(dst)]
 	for i, v := range x {
-		dst[i] = max(dst[i]+v, 0)
+		s := dst[i] + v
+		if s < 0 {
+			s = 0
+		}
+		dst[i] = s
 	}
 }
 

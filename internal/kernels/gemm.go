@@ -55,6 +55,13 @@ type microKernel struct {
 	mr, nr     int
 	mc, kc, nc int // block sizes: mc multiple of mr, nc multiple of nr, kc the largest k block
 	fn         func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+	// fnEp, if set, is fn with beta 0 and an epilogue applied to the
+	// tile before it is stored (see tileEpilogue): C = alpha*acc, plus
+	// first[j] when first is not nil, plus last[j], then max(0, C) on the
+	// columns whose bit of relu is set. It gives the bits of fn followed
+	// by epilogue.apply, without a second pass over C. Kernels with fnEp
+	// are 32 columns wide (relu's bits).
+	fnEp func(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
 	// narrow, if set, is used instead for products of at most narrow.nr
 	// columns, where this kernel's wide tile would mostly compute padding.
 	narrow *microKernel
@@ -278,6 +285,49 @@ func (ep epilogue) applyRange(c []float32, ldc, rows, cols, j0 int) {
 	}
 }
 
+// tileEpilogue is an epilogue in the form a micro-kernel's fnEp applies:
+// an optional first bias, a last bias, and ReLU on the columns
+// [reluFrom, reluTo) (every column when all is set).
+type tileEpilogue struct {
+	first, last      []float32
+	all              bool
+	reluFrom, reluTo int
+}
+
+// fused returns ep as a tileEpilogue, and false for an epilogue fnEp
+// cannot apply (no bias, or the ReLU backward's mask). The steps are
+// those of apply: applyRange's two biases and ReLU range, or the bias
+// with or without ReLU.
+func (ep epilogue) fused() (tileEpilogue, bool) {
+	switch {
+	case ep.mask != nil:
+		return tileEpilogue{}, false
+	case ep.bias2 != nil:
+		return tileEpilogue{first: ep.bias, last: ep.bias2, reluFrom: ep.reluFrom, reluTo: ep.reluTo}, true
+	case ep.bias == nil:
+		return tileEpilogue{}, false
+	case ep.reluFrom < ep.reluTo:
+		return tileEpilogue{last: ep.bias, reluFrom: ep.reluFrom, reluTo: ep.reluTo}, true
+	}
+	return tileEpilogue{last: ep.bias, all: ep.act == ActReLU}, true
+}
+
+// tile returns fnEp's arguments for the tile of 32 columns from column j0.
+func (te *tileEpilogue) tile(j0 int) (first, last *float32, relu uint32) {
+	if te.first != nil {
+		_ = te.first[j0+31]
+		first = &te.first[j0]
+	}
+	_ = te.last[j0+31]
+	last = &te.last[j0]
+	if te.all {
+		return first, last, ^uint32(0)
+	}
+	lo := min(max(te.reluFrom-j0, 0), 32)
+	hi := min(max(te.reluTo-j0, lo), 32)
+	return first, last, uint32(uint64(1)<<hi - uint64(1)<<lo)
+}
+
 func (ep epilogue) none() bool {
 	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo && ep.mask == nil
 }
@@ -372,6 +422,13 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 				bet = 1
 			}
 			last := pc+kb >= k && !ep.none()
+			// fuse: full tiles apply the epilogue as they are stored,
+			// edge tiles after their merge, rather than the strips.
+			var te tileEpilogue
+			fuse := last && bet == 0 && mk.fnEp != nil
+			if fuse {
+				te, fuse = ep.fused()
+			}
 			for ic := 0; ic < m; ic += mk.mc {
 				mb := min(mk.mc, m-ic)
 				if mk.bf16 {
@@ -387,6 +444,11 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 						bp := &bpk[jr*kw]
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
+							if fuse {
+								first, lastB, relu := te.tile(jc + jr)
+								mk.fnEp(kw, ap, bp, &c[crow+jc+jr], ldc, alpha, first, lastB, relu)
+								continue
+							}
 							mk.fn(kw, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)
 							continue
 						}
@@ -404,11 +466,14 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 								ci[j] = t + float32(bet*ci[j])
 							}
 						}
+						if fuse {
+							ep.apply(c[crow+jc+jr:], ldc, rows, cols, ic+ir, jc+jr)
+						}
 					}
 					// The epilogue runs on the strip of rows x nb just
 					// finished, still in cache, in long rows: each element
 					// gets the same operations as tile by tile.
-					if last {
+					if last && !fuse {
 						ep.apply(c[crow+jc:], ldc, rows, nb, ic+ir, jc)
 					}
 				}

@@ -22,6 +22,12 @@ func kernAVX2x8(k int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func kernAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// kernAVX512E is kernAVX512 with a layer's epilogue applied to the tile
+// before it is stored (tileEpilogue; kernel_amd64.s).
+//
+//go:noescape
+func kernAVX512E(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
+
 // kernAVX2x1 is the 1x16 one-row variant of kernAVX2 (kernel_amd64.s).
 //
 //go:noescape
@@ -36,7 +42,7 @@ var (
 	narrowMicroKernel = &microKernel{name: "avx2x8", mr: 12, nr: 8, mc: 120, kc: 512, nc: 2048, fn: kernAVX2x8, ceiling: "fma_ymm"}
 	avx2MicroKernel   = &microKernel{name: "avx2", mr: 6, nr: 16, mc: 96, kc: 512, nc: 2048, fn: kernAVX2, ceiling: "fma_ymm",
 		row1: &microKernel{name: "avx2x1", mr: 1, nr: 16, mc: 1, kc: 512, nc: 2048, fn: kernAVX2x1}}
-	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512, ceiling: "fma_zmm",
+	avx512MicroKernel = &microKernel{name: "avx512", mr: 14, nr: 32, mc: 112, kc: 512, nc: 2048, fn: kernAVX512, fnEp: kernAVX512E, ceiling: "fma_zmm",
 		row1: &microKernel{name: "avx512x1", mr: 1, nr: 32, mc: 1, kc: 512, nc: 2048, fn: kernAVX512x1}}
 )
 

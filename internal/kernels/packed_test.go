@@ -364,3 +364,61 @@ func TestMixToNoAllocs(t *testing.T) {
 		t.Errorf("MixTo allocates %v times per call, want 0", a)
 	}
 }
+
+// TestFusedEpilogueBits checks the kernels that apply a layer's epilogue
+// as they store a tile (fnEp) bit for bit against the product followed by
+// the epilogue's separate pass, for every epilogue form they take, with
+// full and edge tiles, on sums and biases that are NaN, infinite, +0 and
+// -0 (ReLU keeps NaN and -0).
+func TestFusedEpilogueBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 20))
+	var mks []*microKernel
+	for _, mk := range append(availableKernels(), availableBF16Kernels()...) {
+		if mk.fnEp != nil {
+			mks = append(mks, mk)
+		}
+	}
+	if len(mks) == 0 {
+		t.Skip("no kernel with a fused epilogue on this machine")
+	}
+	for _, mk := range mks {
+		for _, s := range [][3]int{{14, 32, 5}, {15, 33, 7}, {56, 100, 208}, {30, 2064, 40}, {29, 70, 1100}} {
+			m, n, k := s[0], s[1], s[2]
+			x, w := randSlice(rng, m*k), randSlice(rng, n*k)
+			// Row 3 of x is zero: its sums are +0, and -0 times alpha -1
+			// (plus the -0 biases of column 5).
+			clear(x[3*k : 4*k])
+			b1, b2 := randSlice(rng, n), randSlice(rng, n)
+			b1[5], b2[5] = float32(math.Copysign(0, -1)), float32(math.Copysign(0, -1))
+			b1[7], b2[9], b2[10] = float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))
+			pb := packBFor(mk, true, n, k, w, k)
+			eps := []epilogue{
+				{bias: b2}, {bias: b2, act: ActReLU}, {bias: b1, bias2: b2},
+				{bias: b1, bias2: b2, reluFrom: 3, reluTo: n - 20}, {bias2: b2, reluFrom: 0, reluTo: n},
+				{bias: b2, reluFrom: 40, reluTo: 70},
+			}
+			for _, alpha := range []float32{1, -1} {
+				prod := make([]float32, m*n)
+				ws := getWorkspace(pb.mk)
+				gemmBlocked(pb.mk, ws, epilogue{}, false, true, m, n, k, alpha, x, k, nil, 0, pb, 0, prod, n)
+				putWorkspace(pb.mk, ws)
+				for i, ep := range eps {
+					if _, ok := ep.fused(); !ok {
+						t.Fatalf("epilogue %d: not fused", i)
+					}
+					want := append([]float32(nil), prod...)
+					ep.apply(want, n, m, n, 0, 0)
+					got := make([]float32, m*n)
+					ws := getWorkspace(pb.mk)
+					gemmBlocked(pb.mk, ws, ep, false, true, m, n, k, alpha, x, k, nil, 0, pb, 0, got, n)
+					putWorkspace(pb.mk, ws)
+					what := fmt.Sprintf("%s %v alpha %g epilogue %d", pb.mk.name, s, alpha, i)
+					sameBits(t, what, got, want)
+					if v := got[3*n+5]; alpha < 0 && !(v == 0 && math.Signbit(float64(v))) {
+						t.Fatalf("%s: the -0 sum gave %g", what, v)
+					}
+				}
+			}
+		}
+	}
+}
