@@ -85,7 +85,8 @@ func GemmBF16Parallel(workers int, transA, transB bool, m, n, k int, alpha float
 // [LinearPackedTo] and [LinearPackedEpilogueTo] with the result compute
 // with bf16 operands (op(A) rounded to bf16 as it is packed) and give the
 // same bits as [GemmBF16] on the unpacked B; [PackedB.Repack] packs new
-// values the same way.
+// values the same way. [LinearPackedPairsTo] reads its x as bf16 pairs an
+// [Epilogue] stored, without converting or packing it.
 func PackBBF16(transB bool, n, k int, b []float32, ldb int) *PackedB {
 	if n < 0 || k < 0 {
 		panic(fmt.Sprintf("kernels: PackBBF16: negative dimension n=%d k=%d", n, k))

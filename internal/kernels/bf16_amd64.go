@@ -20,6 +20,18 @@ func kernBF16(k int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func kernBF16E(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
 
+// kernBF16EP is kernBF16E that also stores the tile's bf16 pairs
+// (kernel_amd64.s).
+//
+//go:noescape
+func kernBF16EP(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32, pairs *float32, ldp int)
+
+// kernBF16RE is kernBF16E reading A's 14 rows of pairs in place, row i at
+// a + i*lda (kernel_amd64.s).
+//
+//go:noescape
+func kernBF16RE(k int, a *float32, lda int, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
+
 // kernBF16x1 is the 1x32 one-row variant of kernBF16 (kernel_amd64.s).
 //
 //go:noescape
@@ -58,7 +70,7 @@ var hasBF16 = hasAVX512 && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512BF16
 // most of a 32-column one; all three give the same bits.
 var (
 	bf16NarrowMicroKernel = &microKernel{name: "avx512bf16x16", mr: 28, nr: 16, mc: 112, kc: 1024, nc: 2048, fn: kernBF16x16, bf16: true, ceiling: "dpbf16_zmm"}
-	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, fnEp: kernBF16E, bf16: true, ceiling: "dpbf16_zmm",
+	bf16MicroKernel       = &microKernel{name: "avx512bf16", mr: 14, nr: 32, mc: 112, kc: 1024, nc: 2048, fn: kernBF16, fnEp: kernBF16E, fnEpPairs: kernBF16EP, fnRowA: kernBF16RE, bf16: true, ceiling: "dpbf16_zmm",
 		narrow: bf16NarrowMicroKernel,
 		row1:   &microKernel{name: "avx512bf16x1", mr: 1, nr: 32, mc: 1, kc: 1024, nc: 2048, fn: kernBF16x1, bf16: true}}
 )

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -615,4 +616,105 @@ func TestImplBF16(t *testing.T) {
 	default:
 		t.Errorf("ImplBF16() = %q, not a known kernel", ImplBF16())
 	}
+}
+
+// TestEpiloguePairs checks the bf16 pairs an Epilogue stores against
+// cvtPairsGo of the layer's output rows, for ranges on and off the
+// kernel's tiles and column blocks, full and edge row tiles, and y's bits
+// against the same layer without pairs; on the selected kernel and the
+// forced fallback.
+func TestEpiloguePairs(t *testing.T) {
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			if fallback {
+				forceBF16Fallback(t)
+			}
+			rng := rand.New(rand.NewPCG(47, 47))
+			for _, s := range [][3]int{{56, 2064, 208}, {52, 300, 40}, {1, 70, 9}, {15, 33, 7}} {
+				rows, out, in := s[0], s[1], s[2]
+				x, w := randSlice(rng, rows*in), randSlice(rng, out*in)
+				b1, b2 := randSlice(rng, out), randSlice(rng, out)
+				pw := PackBBF16(true, out, in, w, in)
+				for _, r := range [][2]int{{0, out}, {0, out - 16}, {2, 33}, {34, out - 1}, {out, out}} {
+					r[0] = min(r[0], out) &^ 1
+					r[1] = min(max(r[1], r[0]), out)
+					ep := Epilogue{Bias: b1, Bias2: b2, ReLUFrom: r[0], ReLUTo: r[1]}
+					want := make([]float32, rows*out)
+					LinearPackedEpilogueTo(want, out, x, in, rows, pw, ep)
+					np := (r[1] - r[0] + 1) / 2
+					ld := np + 3
+					ep.Pairs, ep.LdPairs, ep.PairsFrom, ep.PairsTo = make([]float32, rows*ld), ld, r[0], r[1]
+					for i := range ep.Pairs {
+						ep.Pairs[i] = sentinel
+					}
+					got := make([]float32, rows*out)
+					LinearPackedEpilogueTo(got, out, x, in, rows, pw, ep)
+					what := fmt.Sprintf("%v pairs %v", s, r)
+					sameBits(t, what+" y", got, want)
+					wp := make([]float32, np)
+					for i := 0; i < rows; i++ {
+						cvtPairsGo(wp, want[i*out+r[0]:i*out+r[1]])
+						sameBits(t, fmt.Sprintf("%s row %d", what, i), ep.Pairs[i*ld:i*ld+np], wp)
+						for _, v := range ep.Pairs[i*ld+np : i*ld+ld] {
+							if v != sentinel {
+								t.Fatalf("%s row %d: padding overwritten", what, i)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLinearPackedPairsTo checks the layer on bf16 pairs bit for bit
+// against LinearPackedTo on the float32 input they were rounded from:
+// full and edge row tiles, odd depths, several k blocks, the narrow
+// kernel, with and without bias and ReLU; on the selected kernel and the
+// forced fallback.
+func TestLinearPackedPairsTo(t *testing.T) {
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			if fallback {
+				forceBF16Fallback(t)
+			}
+			rng := rand.New(rand.NewPCG(48, 48))
+			for _, s := range [][3]int{{56, 128, 256}, {52, 128, 256}, {14, 100, 255}, {1, 64, 128}, {29, 40, 2100}, {30, 8, 64}} {
+				rows, out, in := s[0], s[1], s[2]
+				x, w := randSlice(rng, rows*in), randSlice(rng, out*in)
+				clear(x[:in]) // a zero row: ReLU of sums that are bias alone
+				pw := PackBBF16(true, out, in, w, in)
+				np := (in + 1) / 2
+				ldp := np + 1
+				xp := make([]float32, rows*ldp)
+				for i := 0; i < rows; i++ {
+					cvtPairsGo(xp[i*ldp:i*ldp+np], x[i*in:(i+1)*in])
+				}
+				for _, bias := range [][]float32{nil, randSlice(rng, out)} {
+					for _, act := range []Activation{ActNone, ActReLU} {
+						want := make([]float32, rows*out)
+						LinearPackedTo(act, want, out, x, in, rows, pw, bias)
+						ldy := out + 2
+						got := make([]float32, rows*ldy)
+						for i := range got {
+							got[i] = sentinel
+						}
+						LinearPackedPairsTo(act, got, ldy, xp, ldp, rows, pw, bias)
+						checkPadding(t, "LinearPackedPairsTo", got, ldy, out)
+						for i := 0; i < rows; i++ {
+							sameBits(t, fmt.Sprintf("%v bias %v act %d row %d", s, bias != nil, act, i), got[i*ldy:i*ldy+out], want[i*out:(i+1)*out])
+						}
+					}
+				}
+			}
+		})
+	}
+	if func() (panicked bool) {
+		defer func() { panicked = recover() != nil }()
+		LinearPackedPairsTo(ActNone, make([]float32, 4), 4, make([]float32, 2), 2, 1, PackB(true, 4, 3, make([]float32, 12), 3), nil)
+		return false
+	}() {
+		return
+	}
+	t.Error("LinearPackedPairsTo on a float32 PackedB did not panic")
 }

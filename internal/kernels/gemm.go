@@ -62,6 +62,13 @@ type microKernel struct {
 	// by epilogue.apply, without a second pass over C. Kernels with fnEp
 	// are 32 columns wide (relu's bits).
 	fnEp func(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
+	// fnEpPairs, if set, is fnEp that also stores the tile's bf16 pairs
+	// (row i's 16 at pairs[i*ldp:]), as epilogue.storePairs would.
+	fnEpPairs func(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32, pairs *float32, ldp int)
+	// fnRowA, if set, is fnEp of a bf16 kernel reading its mr rows of A
+	// in place, bf16 pairs row-major (row i at a[i*lda:]), rather than
+	// from a packed panel: the same pairs in the same order.
+	fnRowA func(k int, a *float32, lda int, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)
 	// narrow, if set, is used instead for products of at most narrow.nr
 	// columns, where this kernel's wide tile would mostly compute padding.
 	narrow *microKernel
@@ -221,17 +228,50 @@ func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
 // it is instead the backward of a ReLU whose output is the view (mask,
 // ldm) of C's shape: element (i, j) of C is zeroed where mask's (i, j) is
 // not positive.
+//
+// With pairs set, the columns [pairsFrom, pairsTo) of the result are then
+// also stored rounded to bf16 pairs (cvtPairs), row-major: pair p of row
+// i, columns pairsFrom+2p and the next, at pairs[i*ldp+p], the next
+// layer's operand for a bf16 product that reads them in place
+// (LinearPackedPairsTo). pairsFrom is even.
 type epilogue struct {
 	bias, bias2      []float32
 	act              Activation
 	reluFrom, reluTo int
 	mask             []float32
 	ldm              int
+	pairs            []float32
+	ldp              int
+	pairsFrom        int
+	pairsTo          int
 }
 
 // apply runs the epilogue on the rows x cols block of C at c (stride ldc)
 // whose first element is element (i0, j0) of the product.
 func (ep epilogue) apply(c []float32, ldc, rows, cols, i0, j0 int) {
+	ep.applyValues(c, ldc, rows, cols, i0, j0)
+	ep.storePairs(c, ldc, rows, cols, i0, j0)
+}
+
+// storePairs stores the bf16 pairs of the block's columns in [pairsFrom,
+// pairsTo) (see epilogue), if any. The block starts at an even distance
+// from pairsFrom, as the kernels' tiles and column blocks do.
+func (ep epilogue) storePairs(c []float32, ldc, rows, cols, i0, j0 int) {
+	if ep.pairs == nil {
+		return
+	}
+	lo, hi := max(ep.pairsFrom, j0), min(ep.pairsTo, j0+cols)
+	if lo >= hi {
+		return
+	}
+	q := (lo - ep.pairsFrom) / 2
+	for i := 0; i < rows; i++ {
+		cvtPairs(ep.pairs[(i0+i)*ep.ldp+q:], c[i*ldc+lo-j0:i*ldc+hi-j0])
+	}
+}
+
+// applyValues is apply without the pairs.
+func (ep epilogue) applyValues(c []float32, ldc, rows, cols, i0, j0 int) {
 	if ep.mask != nil {
 		for i := 0; i < rows; i++ {
 			reluMaskRow(c[i*ldc:i*ldc+cols], ep.mask[(i0+i)*ep.ldm+j0:])
@@ -329,7 +369,7 @@ func (te *tileEpilogue) tile(j0 int) (first, last *float32, relu uint32) {
 }
 
 func (ep epilogue) none() bool {
-	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo && ep.mask == nil
+	return ep.bias == nil && ep.bias2 == nil && ep.act == ActNone && ep.reluFrom >= ep.reluTo && ep.mask == nil && ep.pairs == nil
 }
 
 // gemmWith is Sgemm with a given micro-kernel and epilogue; the arguments
@@ -349,7 +389,7 @@ func gemmWith(mk *microKernel, ep epilogue, transA, transB bool, m, n, k int, al
 		mk = mk.narrow
 	}
 	ws := getWorkspace(mk)
-	gemmBlocked(mk, ws, ep, transA, transB, m, n, k, alpha, a, lda, b, ldb, nil, beta, c, ldc)
+	gemmBlocked(mk, ws, ep, transA, transB, m, n, k, alpha, a, lda, false, b, ldb, nil, beta, c, ldc)
 	putWorkspace(mk, ws)
 }
 
@@ -393,7 +433,10 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 // gemmBlocked is the GotoBLAS loop nest. Shapes are non-empty and checked.
 // With pb not nil, op(B) is read from pb (packed for mk) instead of being
 // packed from b; the blocks and the arithmetic are otherwise the same.
-func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, pb *PackedB, beta float32, c []float32, ldc int) {
+// With aPairs (a bf16 kernel, transA false), A holds bf16 pairs row-major
+// (pair q of row i, k 2q and 2q+1, at a[i*lda+q]) rather than float32:
+// its panels are moved, not converted, or read in place (fnRowA).
+func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, aPairs bool, b []float32, ldb int, pb *PackedB, beta float32, c []float32, ldc int) {
 	mr, nr := mk.mr, mk.nr
 	tmp := ws.tmp
 	kc, nc := kBlock(mk, k), mk.nc
@@ -429,24 +472,46 @@ func gemmBlocked(mk *microKernel, ws *workspace, ep epilogue, transA, transB boo
 			if fuse {
 				te, fuse = ep.fused()
 			}
+			// inPlace: full row tiles read A's pairs where they are.
+			inPlace := aPairs && fuse && mk.fnRowA != nil
 			for ic := 0; ic < m; ic += mk.mc {
 				mb := min(mk.mc, m-ic)
-				if mk.bf16 {
+				switch {
+				case inPlace:
+					// Panels are moved below, for the tiles that need one.
+				case aPairs:
+					packA(ws.a, false, a, lda, ic, pc/2, mb, kw, mr)
+				case mk.bf16:
 					packABF16(ws.a, transA, a, lda, ic, pc, mb, kb, mr, ws.pair)
-				} else {
+				default:
 					packA(ws.a, transA, a, lda, ic, pc, mb, kb, mr)
 				}
 				for ir := 0; ir < mb; ir += mr {
 					ap := &ws.a[ir*kw]
 					rows := min(mr, mb-ir)
 					crow := (ic + ir) * ldc
+					if inPlace && (rows < mr || nb%nr != 0) {
+						packA(ws.a[ir*kw:], false, a, lda, ic+ir, pc/2, rows, kw, mr)
+					}
 					for jr := 0; jr < nb; jr += nr {
 						bp := &bpk[jr*kw]
 						cols := min(nr, nb-jr)
 						if rows == mr && cols == nr {
+							if inPlace {
+								first, lastB, relu := te.tile(jc + jr)
+								mk.fnRowA(kw, &a[(ic+ir)*lda+pc/2], lda, bp, &c[crow+jc+jr], ldc, alpha, first, lastB, relu)
+								ep.storePairs(c[crow+jc+jr:], ldc, rows, cols, ic+ir, jc+jr)
+								continue
+							}
 							if fuse {
 								first, lastB, relu := te.tile(jc + jr)
+								if j0 := jc + jr; ep.pairs != nil && mk.fnEpPairs != nil && j0 >= ep.pairsFrom && j0+nr <= ep.pairsTo {
+									mk.fnEpPairs(kw, ap, bp, &c[crow+j0], ldc, alpha, first, lastB, relu,
+										&ep.pairs[(ic+ir)*ep.ldp+(j0-ep.pairsFrom)/2], ep.ldp)
+									continue
+								}
 								mk.fnEp(kw, ap, bp, &c[crow+jc+jr], ldc, alpha, first, lastB, relu)
+								ep.storePairs(c[crow+jc+jr:], ldc, rows, cols, ic+ir, jc+jr)
 								continue
 							}
 							mk.fn(kw, ap, bp, &c[crow+jc+jr], ldc, alpha, bet)

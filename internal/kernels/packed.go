@@ -110,7 +110,7 @@ func (p *PackedB) panel(jc, pc, nb int) []float32 {
 // shapes.
 func SgemmPacked(transA bool, m int, alpha float32, a []float32, lda int, pb *PackedB, beta float32, c []float32, ldc int) {
 	checkPacked("SgemmPacked", transA, m, a, lda, pb, c, ldc)
-	gemmPacked(epilogue{}, transA, m, alpha, a, lda, pb, beta, c, ldc)
+	gemmPacked(epilogue{}, transA, m, alpha, a, lda, false, pb, beta, c, ldc)
 }
 
 // LinearPackedTo computes the dense layer y = act(x·B + bias) for rows
@@ -130,7 +130,7 @@ func LinearPackedTo(act Activation, y []float32, ldy int, x []float32, ldx, rows
 	if act > ActReLU {
 		panic(fmt.Sprintf("kernels: LinearPackedTo: unknown activation %d", act))
 	}
-	gemmPacked(epilogue{bias: bias, act: act}, false, rows, 1, x, ldx, w, 0, y, ldy)
+	gemmPacked(epilogue{bias: bias, act: act}, false, rows, 1, x, ldx, false, w, 0, y, ldy)
 }
 
 // Epilogue is what [LinearPackedEpilogueTo] applies to each element
@@ -140,9 +140,21 @@ func LinearPackedTo(act Activation, y []float32, ldy int, x []float32, ldx, rows
 // rounded, so the result has the same bits as the product followed by
 // [AddBias] with Bias, then AddBias or [AddBiasReLU] with Bias2 on the
 // matching columns.
+//
+// With Pairs not nil, the columns [PairsFrom, PairsTo) of y are also
+// stored, rounded to bf16 as a bf16 product rounds its operands
+// ([RoundBF16]), as pairs in the layout [LinearPackedPairsTo] reads: pair
+// p of row i, columns PairsFrom+2p and PairsFrom+2p+1 (the even one in the
+// lower 16 bits, the upper half zero past PairsTo), at Pairs[i*LdPairs+p].
+// The next layer can then read them without converting and packing y
+// again. PairsFrom must be even.
 type Epilogue struct {
 	Bias, Bias2      []float32
 	ReLUFrom, ReLUTo int
+
+	Pairs              []float32
+	LdPairs            int
+	PairsFrom, PairsTo int
 }
 
 // LinearPackedEpilogueTo computes y = x·B followed by ep, for rows
@@ -161,7 +173,42 @@ func LinearPackedEpilogueTo(y []float32, ldy int, x []float32, ldx, rows int, w 
 			panic(fmt.Sprintf("kernels: LinearPackedEpilogueTo: len(bias) = %d, want %d", len(b), w.n))
 		}
 	}
-	gemmPacked(epilogue{bias: ep.Bias, bias2: ep.Bias2, reluFrom: ep.ReLUFrom, reluTo: ep.ReLUTo}, false, rows, 1, x, ldx, w, 0, y, ldy)
+	e := epilogue{bias: ep.Bias, bias2: ep.Bias2, reluFrom: ep.ReLUFrom, reluTo: ep.ReLUTo}
+	if ep.Pairs != nil {
+		lo, hi := ep.PairsFrom, ep.PairsTo
+		if lo < 0 || lo%2 != 0 || hi < lo || hi > w.n {
+			panic(fmt.Sprintf("kernels: LinearPackedEpilogueTo: pairs of columns [%d, %d), want an even start in [0, %d]", lo, hi, w.n))
+		}
+		checkMat("Pairs", false, rows, (hi-lo+1)/2, ep.Pairs, ep.LdPairs)
+		e.pairs, e.ldp, e.pairsFrom, e.pairsTo = ep.Pairs, ep.LdPairs, lo, hi
+	}
+	gemmPacked(e, false, rows, 1, x, ldx, false, w, 0, y, ldy)
+}
+
+// LinearPackedPairsTo is [LinearPackedTo] with x given as bf16 pairs, as
+// an [Epilogue] with Pairs stores them: pair q of row i, the values of
+// columns 2q and 2q+1, at x[i*ldx+q], for the in = k columns of the
+// product ((k+1)/2 pairs a row). w must be packed by [PackBBF16]. y has
+// the bits LinearPackedTo gives on the float32 x the pairs were rounded
+// from; the pairs are read where they are, without the conversion and
+// packing of x. It does not allocate in steady state and panics on
+// inconsistent shapes.
+func LinearPackedPairsTo(act Activation, y []float32, ldy int, x []float32, ldx, rows int, w *PackedB, bias []float32) {
+	if w == nil || !w.mk.bf16 {
+		panic("kernels: LinearPackedPairsTo: w is not packed for bf16 products")
+	}
+	if rows < 0 {
+		panic(fmt.Sprintf("kernels: LinearPackedPairsTo: negative dimension m=%d", rows))
+	}
+	checkMat("A", false, rows, (w.k+1)/2, x, ldx)
+	checkMat("C", false, rows, w.n, y, ldy)
+	if bias != nil && len(bias) < w.n {
+		panic(fmt.Sprintf("kernels: LinearPackedPairsTo: len(bias) = %d, want %d", len(bias), w.n))
+	}
+	if act > ActReLU {
+		panic(fmt.Sprintf("kernels: LinearPackedPairsTo: unknown activation %d", act))
+	}
+	gemmPacked(epilogue{bias: bias, act: act}, false, rows, 1, x, ldx, true, w, 0, y, ldy)
 }
 
 func checkPacked(fn string, transA bool, m int, a []float32, lda int, pb *PackedB, c []float32, ldc int) {
@@ -175,8 +222,9 @@ func checkPacked(fn string, transA bool, m int, a []float32, lda int, pb *Packed
 	checkMat("C", false, m, pb.n, c, ldc)
 }
 
-// gemmPacked is gemmWith for a packed B; the arguments are checked.
-func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda int, pb *PackedB, beta float32, c []float32, ldc int) {
+// gemmPacked is gemmWith for a packed B, with A as bf16 pairs when
+// aPairs is set (gemmBlocked); the arguments are checked.
+func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda int, aPairs bool, pb *PackedB, beta float32, c []float32, ldc int) {
 	n, k := pb.n, pb.k
 	if m == 0 || n == 0 {
 		return
@@ -194,6 +242,6 @@ func gemmPacked(ep epilogue, transA bool, m int, alpha float32, a []float32, lda
 		mk = mk.row1
 	}
 	ws := getWorkspace(mk)
-	gemmBlocked(mk, ws, ep, transA, false, m, n, k, alpha, a, lda, nil, 0, pb, beta, c, ldc)
+	gemmBlocked(mk, ws, ep, transA, false, m, n, k, alpha, a, lda, aPairs, nil, 0, pb, beta, c, ldc)
 	putWorkspace(mk, ws)
 }

@@ -400,7 +400,7 @@ func TestFusedEpilogueBits(t *testing.T) {
 			for _, alpha := range []float32{1, -1} {
 				prod := make([]float32, m*n)
 				ws := getWorkspace(pb.mk)
-				gemmBlocked(pb.mk, ws, epilogue{}, false, true, m, n, k, alpha, x, k, nil, 0, pb, 0, prod, n)
+				gemmBlocked(pb.mk, ws, epilogue{}, false, true, m, n, k, alpha, x, k, false, nil, 0, pb, 0, prod, n)
 				putWorkspace(pb.mk, ws)
 				for i, ep := range eps {
 					if _, ok := ep.fused(); !ok {
@@ -410,7 +410,7 @@ func TestFusedEpilogueBits(t *testing.T) {
 					ep.apply(want, n, m, n, 0, 0)
 					got := make([]float32, m*n)
 					ws := getWorkspace(pb.mk)
-					gemmBlocked(pb.mk, ws, ep, false, true, m, n, k, alpha, x, k, nil, 0, pb, 0, got, n)
+					gemmBlocked(pb.mk, ws, ep, false, true, m, n, k, alpha, x, k, false, nil, 0, pb, 0, got, n)
 					putWorkspace(pb.mk, ws)
 					what := fmt.Sprintf("%s %v alpha %g epilogue %d", pb.mk.name, s, alpha, i)
 					sameBits(t, what, got, want)

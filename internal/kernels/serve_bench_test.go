@@ -48,13 +48,26 @@ func BenchmarkServeShapes(b *testing.B) {
 				LinearPackedTo(ActReLU, y1[e*rows*h2:], h2, y0[e*hid:], out0, rows, w1[e], bias[:h2])
 			}
 		}
+		const ldPairs = 1024 + 16 // a row stride off 4 KiB: rows in distinct L1 sets
+		// The bf16 split forward: the first layer also stores the experts'
+		// columns as bf16 pairs, which their second layers read in place.
+		pairs := make([]float32, rows*ldPairs)
+		firstPairs := func() {
+			LinearPackedEpilogueTo(y0, out0, x, inK, rows, w0, Epilogue{Bias: yc, Bias2: b0, ReLUFrom: 0, ReLUTo: 2048,
+				Pairs: pairs, LdPairs: ldPairs, PairsFrom: 0, PairsTo: 2048})
+		}
+		expertsPairs := func() {
+			for e := range w1 {
+				LinearPackedPairsTo(ActReLU, y1[e*rows*h2:], h2, pairs[e*hid/2:], ldPairs, rows, w1[e], bias[:h2])
+			}
+		}
 		towers := func() {
 			for t := range wt {
 				LinearPackedTo(ActReLU, yt[t*rows*tw:], tw, mix[t*rows*h2:], h2, rows, wt[t], bias[:tw])
 				LinearPackedTo(ActNone, yh[t*rows:], 1, yt[t*rows*tw:], tw, rows, wh[t], bias[:1])
 			}
 		}
-		for _, c := range []struct {
+		cases := []struct {
 			name  string
 			fn    func()
 			flops float64
@@ -63,7 +76,19 @@ func BenchmarkServeShapes(b *testing.B) {
 			{"experts", experts, 2.0 * 8 * float64(rows) * hid * h2},
 			{"towers", towers, 2.0 * 2 * float64(rows) * (h2*tw + tw)},
 			{"pass", func() { first(); experts(); towers() }, 2.0 * float64(rows) * (inK*out0 + 8*hid*h2 + 2*(h2*tw+tw))},
-		} {
+		}
+		if p == BF16 {
+			cases = append(cases, []struct {
+				name  string
+				fn    func()
+				flops float64
+			}{
+				{"first-pairs", firstPairs, 2.0 * float64(rows) * inK * out0},
+				{"experts-pairs", expertsPairs, 2.0 * 8 * float64(rows) * hid * h2},
+				{"pass-pairs", func() { firstPairs(); expertsPairs(); towers() }, 2.0 * float64(rows) * (inK*out0 + 8*hid*h2 + 2*(h2*tw+tw))},
+			}...)
+		}
+		for _, c := range cases {
 			b.Run(p.String()+"/"+c.name, func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {

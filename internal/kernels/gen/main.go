@@ -37,6 +37,10 @@
 //
 // each step rounded, as AddBias and AddBiasReLU's assembly would apply
 // them to the stored tile: the same bits, without the second pass over C.
+// A bf16 kernel with pairs set also has nameEP, nameE that also stores
+// each row's 32 results as 16 bf16 pairs at pairs + i*ldp (the operand of
+// a next bf16 layer), and nameRE, nameE that reads its 14 rows of A in
+// place, bf16 pairs row-major at a + i*lda, instead of a packed panel.
 package main
 
 import (
@@ -60,6 +64,9 @@ type kernel struct {
 	bregs  []int  // registers holding the row of B
 	dot    bool   // bf16 pairs and VDPBF16PS instead of float32 and FMA
 	ep     bool   // also emit the epilogue variant nameE (AVX-512, nv 2)
+	// pairs: also emit nameEP (nameE that also stores the tile's bf16
+	// pairs) and nameRE (nameE reading A row-major; mr 14).
+	pairs bool
 }
 
 func (k kernel) r(i int) string { return fmt.Sprintf("%s%d", k.reg, i) }
@@ -68,40 +75,94 @@ func (k kernel) r(i int) string { return fmt.Sprintf("%s%d", k.reg, i) }
 func (k kernel) acc(i, v int) string { return k.r(i*k.nv + v) }
 
 func (k kernel) emit(w *bytes.Buffer) {
-	k.emitVariant(w, false)
+	k.emitVariant(w, variant{})
 	if k.ep {
-		k.emitVariant(w, true)
+		k.emitVariant(w, variant{suffix: "E", ep: true})
+	}
+	if k.pairs {
+		k.emitVariant(w, variant{suffix: "EP", ep: true, pairs: true})
+		k.emitVariant(w, variant{suffix: "RE", ep: true, rowA: true})
 	}
 }
 
-// emitVariant writes the kernel, or with ep its epilogue variant.
-func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
+// variant is one form of a kernel: its plain store, or the epilogue
+// store, optionally also writing bf16 pairs, or the epilogue store with
+// A read row-major.
+type variant struct {
+	suffix string
+	ep     bool // the epilogue store (no beta)
+	pairs  bool // ep, and the tile's bf16 pairs stored row-major too
+	rowA   bool // ep, and A is read row-major (lda) rather than packed
+}
+
+// args returns the variant's Go signature's parameters and their frame
+// offsets, and the size of its arguments.
+func (v variant) args() (sig string, off map[string]int, size int) {
+	switch {
+	case v.rowA:
+		return "k int, a *float32, lda int, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32",
+			map[string]int{"k": 0, "a": 8, "lda": 16, "b": 24, "c": 32, "ldc": 40, "alpha": 48, "first": 56, "last": 64, "relu": 72}, 76
+	case v.pairs:
+		return "k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32, pairs *float32, ldp int",
+			map[string]int{"k": 0, "a": 8, "b": 16, "c": 24, "ldc": 32, "alpha": 40, "first": 48, "last": 56, "relu": 64, "pairs": 72, "ldp": 80}, 88
+	case v.ep:
+		return "k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32",
+			map[string]int{"k": 0, "a": 8, "b": 16, "c": 24, "ldc": 32, "alpha": 40, "first": 48, "last": 56, "relu": 64}, 68
+	}
+	return "k int, a, b, c *float32, ldc int, alpha, beta float32",
+		map[string]int{"k": 0, "a": 8, "b": 16, "c": 24, "ldc": 32, "alpha": 40, "beta": 44}, 48
+}
+
+// rowAddr returns the address of step s of row i of A read row-major
+// (variant rowA): rows 0-6 from AX, 7-13 from R12 = AX + 7*lda, with R8 =
+// lda, R9 = 3*lda and R10 = 5*lda in bytes.
+func rowAddr(i, s int) string {
+	base := "AX"
+	if i >= 7 {
+		base, i = "R12", i-7
+	}
+	idx := []string{"", "(R8*1)", "(R8*2)", "(R9*1)", "(R8*4)", "(R10*1)", "(R9*2)"}[i]
+	return fmt.Sprintf("%d(%s)%s", 4*s, base, idx)
+}
+
+// emitVariant writes one variant of the kernel.
+func (k kernel) emitVariant(w *bytes.Buffer, vr variant) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	nr := k.nv * k.vbytes / 4
-	name := k.name
-	if ep {
-		name += "E"
-		p("// func %s(k int, a, b, c *float32, ldc int, alpha float32, first, last *float32, relu uint32)", name)
-	} else {
-		p("// func %s(k int, a, b, c *float32, ldc int, alpha, beta float32)", name)
-	}
+	name := k.name + vr.suffix
+	sig, off, size := vr.args()
+	p("// func %s(%s)", name, sig)
 	if k.dot {
 		p("// %dx%d tile of bf16 pairs (VDPBF16PS), %d pair steps per iteration.", k.mr, nr, k.unroll)
 	} else {
 		p("// %dx%d tile, %d k steps per iteration.", k.mr, nr, k.unroll)
 	}
-	if ep {
+	switch {
+	case vr.rowA:
+		p("// A is read row-major (row i at a + i*lda); the epilogue is applied to the tile before it is stored.")
+	case vr.pairs:
+		p("// The epilogue is applied to the tile before it is stored, and its bf16 pairs are stored at pairs.")
+	case vr.ep:
 		p("// The epilogue is applied to the tile before it is stored.")
-		p("TEXT ·%s(SB), NOSPLIT, $0-68", name)
-	} else {
-		p("TEXT ·%s(SB), NOSPLIT, $0-48", name)
 	}
-	p("\tMOVQ k+0(FP), CX")
-	p("\tMOVQ a+8(FP), AX")
-	p("\tMOVQ b+16(FP), BX")
-	p("\tMOVQ c+24(FP), DI")
-	p("\tMOVQ ldc+32(FP), DX")
+	if vr.rowA && k.mr != 14 {
+		log.Fatalf("%s: row-major A needs 14 rows", name)
+	}
+	p("TEXT ·%s(SB), NOSPLIT, $0-%d", name, size)
+	p("\tMOVQ k+%d(FP), CX", off["k"])
+	p("\tMOVQ a+%d(FP), AX", off["a"])
+	p("\tMOVQ b+%d(FP), BX", off["b"])
+	p("\tMOVQ c+%d(FP), DI", off["c"])
+	p("\tMOVQ ldc+%d(FP), DX", off["ldc"])
 	p("\tSHLQ $2, DX")
+	if vr.rowA {
+		p("\tMOVQ lda+%d(FP), R8", off["lda"])
+		p("\tSHLQ $2, R8")
+		p("\tLEAQ (R8)(R8*2), R9")
+		p("\tLEAQ (R8)(R8*4), R10")
+		p("\tLEAQ (R9)(R8*4), R12")
+		p("\tADDQ AX, R12")
+	}
 	zero := "VXORPS"
 	if k.reg == "Z" {
 		zero = "VPXORD" // VXORPS on zmm needs AVX512DQ; VPXORD is AVX512F
@@ -110,6 +171,9 @@ func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
 		p("\t%s %s, %s, %s", zero, k.r(i), k.r(i), k.r(i))
 	}
 	astep := k.mr * 4
+	if vr.rowA {
+		astep = 4 // one pair of each row per step
+	}
 	bstep := nr * 4
 	step := func(s int) {
 		for v := 0; v < k.nv; v++ {
@@ -117,7 +181,11 @@ func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
 		}
 		for i := 0; i < k.mr; i++ {
 			br := k.r(k.bcast[i%len(k.bcast)])
-			p("\tVBROADCASTSS %d(AX), %s", s*astep+i*4, br)
+			if vr.rowA {
+				p("\tVBROADCASTSS %s, %s", rowAddr(i, s), br)
+			} else {
+				p("\tVBROADCASTSS %d(AX), %s", s*astep+i*4, br)
+			}
 			for v := 0; v < k.nv; v++ {
 				if k.dot {
 					p("\t%s", instDPBF16PS.asm(br, k.r(k.bregs[v]), k.acc(i, v)))
@@ -135,6 +203,9 @@ func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
 			step(s)
 		}
 		p("\tADDQ $%d, AX", k.unroll*astep)
+		if vr.rowA {
+			p("\tADDQ $%d, R12", k.unroll*astep)
+		}
 		p("\tADDQ $%d, BX", k.unroll*bstep)
 		p("\tSUBQ $%d, CX", k.unroll)
 		p("\tCMPQ CX, $%d", k.unroll)
@@ -146,12 +217,15 @@ func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
 	p("%s_loop1:", name)
 	step(0)
 	p("\tADDQ $%d, AX", astep)
+	if vr.rowA {
+		p("\tADDQ $%d, R12", astep)
+	}
 	p("\tADDQ $%d, BX", bstep)
 	p("\tDECQ CX")
 	p("\tJNZ %s_loop1", name)
 	p("%s_store:", name)
-	if ep {
-		k.emitEpilogueStore(p, name)
+	if vr.ep {
+		k.emitEpilogueStore(p, name, vr, off)
 		return
 	}
 	alpha := k.r(k.bregs[0])
@@ -194,19 +268,27 @@ func (k kernel) emitVariant(w *bytes.Buffer, ep bool) {
 
 // emitEpilogueStore writes the store of an epilogue variant: alpha*acc,
 // plus first (if not nil) and last, ReLU on the columns whose bit of relu
-// is set (K1 holds the first vector's 16 bits, K2 the second's).
-func (k kernel) emitEpilogueStore(p func(string, ...any), name string) {
+// is set (K1 holds the first vector's 16 bits, K2 the second's); with
+// vr.pairs, each row's 32 results also converted to 16 bf16 pairs
+// (VCVTNE2PS2BF16) and stored at pairs + i*ldp.
+func (k kernel) emitEpilogueStore(p func(string, ...any), name string, vr variant, off map[string]int) {
 	if k.nv != 2 || k.reg != "Z" {
 		log.Fatalf("%s: the epilogue variant needs an AVX-512 tile of two vectors", name)
 	}
 	alpha := k.r(k.bregs[0])
 	zero := k.r(k.bcast[0])
 	masks := []string{"K1", "K2"}
-	p("\tVBROADCASTSS alpha+40(FP), %s", alpha)
+	cvt := k.r(k.bcast[1])
+	p("\tVBROADCASTSS alpha+%d(FP), %s", off["alpha"], alpha)
 	p("\tVPXORD %s, %s, %s", zero, zero, zero)
-	p("\tMOVQ first+48(FP), R10")
-	p("\tMOVQ last+56(FP), R11")
-	p("\tMOVL relu+64(FP), R9")
+	p("\tMOVQ first+%d(FP), R10", off["first"])
+	p("\tMOVQ last+%d(FP), R11", off["last"])
+	if vr.pairs {
+		p("\tMOVQ pairs+%d(FP), SI", off["pairs"])
+		p("\tMOVQ ldp+%d(FP), R13", off["ldp"])
+		p("\tSHLQ $2, R13")
+	}
+	p("\tMOVL relu+%d(FP), R9", off["relu"])
 	p("\tKMOVW R9, K1")
 	p("\tSHRL $16, R9")
 	p("\tKMOVW R9, K2")
@@ -224,8 +306,17 @@ func (k kernel) emitEpilogueStore(p func(string, ...any), name string) {
 				p("\tVMAXPS %s, %s, %s, %s", a, zero, masks[v], a)
 				p("\tVMOVUPS %s, %d(DI)", a, v*k.vbytes)
 			}
+			if vr.pairs {
+				// Pair q of the row is columns 2q, 2q+1: the low half
+				// from the first vector.
+				p("\t%s", instCVTNE2PS2BF16.asm(k.acc(i, 0), k.acc(i, 1), cvt))
+				p("\tVMOVUPS %s, (SI)", cvt)
+			}
 			if i < k.mr-1 {
 				p("\tADDQ DX, DI")
+				if vr.pairs {
+					p("\tADDQ R13, SI")
+				}
 			}
 		}
 		p("\tVZEROUPPER")
@@ -250,7 +341,7 @@ var kernelList = []kernel{
 	{name: "kernAVX512x1", reg: "Z", vbytes: 64, mr: 1, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}},
 	// The bf16 kernels: the AVX-512 tile and its one-row variant, on
 	// panels of bf16 pairs.
-	{name: "kernBF16", reg: "Z", vbytes: 64, mr: 14, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}, dot: true, ep: true},
+	{name: "kernBF16", reg: "Z", vbytes: 64, mr: 14, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}, dot: true, ep: true, pairs: true},
 	{name: "kernBF16x1", reg: "Z", vbytes: 64, mr: 1, nv: 2, unroll: 4, bcast: []int{30, 31}, bregs: []int{28, 29}, dot: true},
 	// The bf16 kernel for products of at most 16 columns (the std gates'
 	// 8): one vector of B per step and 28 rows.
