@@ -31,6 +31,14 @@ type Workspace struct {
 	ycRows []float32 // Split.ForwardRows only: per-row context shares [maxRows, out]
 	touch  uint32    // Split only: keeps the gather's prefetching loads alive
 	ctxSet bool      // Split only: yc holds a context share (SetContext)
+	// Split in bf16 only (Split.pairs): level 0's expert columns of the
+	// first layer as bf16 pairs [maxRows, ldp] from column pairsFrom,
+	// which the experts' second layers read when pairsSet (during a
+	// ForwardCandidates).
+	xp        []float32
+	ldp       int
+	pairsFrom int
+	pairsSet  bool
 }
 
 type levelWS struct {
@@ -236,9 +244,15 @@ func (m *Model) forward(ws *Workspace, rows int, first firstStage, pw *packedWei
 			for l := 1; l < len(ex.layers); l++ {
 				L := &ex.layers[l]
 				out := lw.hid[e][l]
-				if pw != nil {
+				switch {
+				case pw != nil && li == 0 && l == 1 && ws.pairsSet:
+					// The first layer's epilogue stored this input as
+					// bf16 pairs: the same operand, read in place.
+					xp := ws.xp[(ex.col-ws.pairsFrom)/2:]
+					linearPackedPairs(L.act, out, L.out, xp, ws.ldp, rows, pw.layers[li][e][l], a[L.b:L.b+L.out], lw.hidPre[e][l])
+				case pw != nil:
 					linearPacked(L.act, out, L.out, prev, ld, rows, pw.layers[li][e][l], a[L.b:L.b+L.out], lw.hidPre[e][l])
-				} else {
+				default:
 					linearTo(ws.prec, L.act, out, L.out, prev, ld, rows, L.in, L.out, a[L.w:L.w+L.out*L.in], a[L.b:L.b+L.out], lw.hidPre[e][l])
 				}
 				prev, ld = out, L.out

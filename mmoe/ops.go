@@ -192,17 +192,30 @@ func linearBackSet(p kernels.Precision, dw, db []float32, dy []float32, lddy int
 // out): the same bits, with the bias and a ReLU applied in the GEMM's
 // epilogue (which adds and clamps in the order biasActivate does).
 func linearPacked(act activation, y []float32, ldy int, x []float32, ldx, rows int, w *kernels.PackedB, b, pre []float32) {
+	linearPackedWith(kernels.LinearPackedTo, act, y, ldy, x, ldx, rows, w, b, pre)
+}
+
+// linearPackedPairs is linearPacked with x given as bf16 pairs
+// (kernels.LinearPackedPairsTo; w packed for bf16): the same bits as
+// linearPacked on the float32 x they were rounded from.
+func linearPackedPairs(act activation, y []float32, ldy int, x []float32, ldx, rows int, w *kernels.PackedB, b, pre []float32) {
+	linearPackedWith(kernels.LinearPackedPairsTo, act, y, ldy, x, ldx, rows, w, b, pre)
+}
+
+// linearPackedWith is linearPacked on the packed product f.
+func linearPackedWith(f func(kernels.Activation, []float32, int, []float32, int, int, *kernels.PackedB, []float32),
+	act activation, y []float32, ldy int, x []float32, ldx, rows int, w *kernels.PackedB, b, pre []float32) {
 	if rows == 0 {
 		return
 	}
 	if len(b) == 0 {
-		kernels.LinearPackedTo(kernels.ActNone, y, ldy, x, ldx, rows, w, nil)
+		f(kernels.ActNone, y, ldy, x, ldx, rows, w, nil)
 		return
 	}
 	if act == actReLU {
-		kernels.LinearPackedTo(kernels.ActReLU, y, ldy, x, ldx, rows, w, b)
+		f(kernels.ActReLU, y, ldy, x, ldx, rows, w, b)
 		return
 	}
-	kernels.LinearPackedTo(kernels.ActNone, y, ldy, x, ldx, rows, w, b)
+	f(kernels.ActNone, y, ldy, x, ldx, rows, w, b)
 	activate(act, y, ldy, rows, len(b), pre)
 }

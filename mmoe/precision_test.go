@@ -183,3 +183,57 @@ func TestSplitBF16(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitBF16Pairs checks the bf16 split forward whose first layer
+// hands the experts' second layers their input as bf16 pairs: it is
+// planned for a ReLU MMoE, and gives every row the bits of the same
+// split without pairs (the float32 output converted and packed again) and
+// of ForwardRows, in passes with full and partial row tiles, on the
+// native kernels and the emulation.
+func TestSplitBF16Pairs(t *testing.T) {
+	cfg := Config{Arch: ArchMMoE, EmbeddingDim: 16, Experts: 3, ExpertHidden: []int{64, 40}, Tower: []int{6}, Seed: 4}
+	m := testModel(t, cfg)
+	l := smallLayout()
+	rng := rand.New(rand.NewPCG(6, 6))
+	ctx, cand := randomBatch(l, 1, rng), randomBatch(l, 45, rng)
+	for _, native := range []bool{true, false} {
+		was := kernels.SetNativeBF16(native && kernels.NativeBF16())
+		s, plain := m.NewSplitIn(kernels.BF16), m.NewSplitIn(kernels.BF16)
+		if !s.pairs {
+			t.Fatal("a bf16 split of a ReLU MMoE does not plan pairs")
+		}
+		plain.pairs = false
+		run := func(s *Split, pass int) [][]float32 {
+			ws := s.NewWorkspace(pass)
+			if err := s.SetContext(ws, ctx); err != nil {
+				t.Fatal(err)
+			}
+			out := [][]float32{nil, nil}
+			var part features.Batch
+			for lo := 0; lo < cand.Rows; lo += pass {
+				cand.SliceTo(&part, lo, min(lo+pass, cand.Rows))
+				if err := s.ForwardCandidates(ws, &part); err != nil {
+					t.Fatal(err)
+				}
+				for h := range out {
+					out[h] = append(out[h], ws.Logits[h]...)
+				}
+			}
+			return out
+		}
+		want := run(plain, 45)
+		rws := s.NewWorkspace(45)
+		if err := s.ForwardRows(rws, joinSides(l, ctx, cand)); err != nil {
+			t.Fatal(err)
+		}
+		if _, same := compare(want, rws.Logits); !same {
+			t.Errorf("native %v: ForwardRows and the split without pairs differ", native)
+		}
+		for _, pass := range []int{45, 28, 17} {
+			if _, same := compare(want, run(s, pass)); !same {
+				t.Errorf("native %v: passes of %d with pairs differ from the split without", native, pass)
+			}
+		}
+		kernels.SetNativeBF16(was)
+	}
+}

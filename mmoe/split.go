@@ -42,6 +42,13 @@ type Split struct {
 	fused            bool
 	b0               []float32
 	reluFrom, reluTo int
+	// pairs: in bf16, Forward's first-layer epilogue also stores the
+	// experts' columns as bf16 pairs, and the experts' second layers read
+	// them in place (kernels.LinearPackedPairsTo) rather than convert and
+	// pack the first layer's float32 output again: the same operand, so
+	// the same bits. Set when fused, in bf16, with every such expert's
+	// columns starting at an even distance from reluFrom.
+	pairs bool
 }
 
 // packedWeights are a Split's packed copies of the weights used after the
@@ -85,6 +92,7 @@ func (m *Model) NewSplitIn(p kernels.Precision) *Split {
 	s.wCand = make([]float32, g.out*s.inK)
 	s.wCtx = make([]float32, g.out*s.inC)
 	s.planFused()
+	s.planPairs()
 	s.copyFirst()
 	s.pCand = p.PackB(true, g.out, s.inK, s.wCand, max(1, s.inK))
 	s.pCtx = p.PackB(true, g.out, s.inC, s.wCtx, max(1, s.inC))
@@ -167,6 +175,20 @@ func (s *Split) planFused() {
 	}
 	s.fused, s.reluFrom, s.reluTo = true, lo, hi
 	s.b0 = make([]float32, g.out)
+}
+
+// planPairs decides whether Forward hands the experts' second layers
+// their input as bf16 pairs (see Split.pairs).
+func (s *Split) planPairs() {
+	if !s.fused || s.prec != kernels.BF16 || s.reluFrom%2 != 0 {
+		return
+	}
+	for _, ex := range s.m.levels[0].experts {
+		if len(ex.layers) > 1 && (ex.col-s.reluFrom)%2 != 0 {
+			return
+		}
+	}
+	s.pairs = true
 }
 
 // isExpertCol reports whether column j of level 0's first group belongs to
@@ -259,6 +281,13 @@ func (s *Split) NewWorkspace(maxCandidates int) *Workspace {
 	ws := s.m.NewWorkspace(maxCandidates)
 	ws.xk = make([]float32, ws.maxRows*s.inK)
 	ws.yc = make([]float32, s.m.levels[0].groups[0].out)
+	if s.pairs {
+		// A row stride a cache line off a multiple of 4 KiB: the kernel
+		// reads 14 rows at once, which would otherwise share L1 sets.
+		ws.ldp = (s.reluTo-s.reluFrom+1)/2/16*16 + 32
+		ws.xp = make([]float32, ws.maxRows*ws.ldp)
+		ws.pairsFrom = s.reluFrom
+	}
 	return ws
 }
 
@@ -372,9 +401,14 @@ func (s *Split) ForwardCandidates(ws *Workspace, cand *features.Batch) error {
 	if s.fused {
 		// The epilogue also adds the gate and expert biases and applies
 		// the experts' ReLU: the steps forward would take next, in order.
-		kernels.LinearPackedEpilogueTo(ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand,
-			kernels.Epilogue{Bias: ws.yc, Bias2: s.b0, ReLUFrom: s.reluFrom, ReLUTo: s.reluTo})
+		ep := kernels.Epilogue{Bias: ws.yc, Bias2: s.b0, ReLUFrom: s.reluFrom, ReLUTo: s.reluTo}
+		if s.pairs {
+			ep.Pairs, ep.LdPairs, ep.PairsFrom, ep.PairsTo = ws.xp, ws.ldp, s.reluFrom, s.reluTo
+		}
+		kernels.LinearPackedEpilogueTo(ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand, ep)
+		ws.pairsSet = s.pairs
 		m.forward(ws, rows, firstDone, &s.pw)
+		ws.pairsSet = false
 		return nil
 	}
 	kernels.LinearPackedTo(kernels.ActNone, ws.lv[0].y[0], g.out, ws.xk, max(1, s.inK), rows, s.pCand, ws.yc)
