@@ -87,6 +87,7 @@ func benchScore500(b *testing.B, s *serving.Scorer) {
 	lat := make([]time.Duration, 0, 1024)
 	b.ReportAllocs()
 	b.ResetTimer()
+	c0 := kernels.ProcessCPU()
 	for i := 0; b.Loop(); i++ {
 		t0 := time.Now()
 		resp, err := s.ScoreBody(ctx, bodies[i%len(bodies)])
@@ -97,7 +98,9 @@ func benchScore500(b *testing.B, s *serving.Scorer) {
 		resp.Release()
 		lat = append(lat, time.Since(t0))
 	}
+	cpu := kernels.ProcessCPU() - c0
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/request")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/request")
 	b.ReportMetric(float64(500*b.N)/b.Elapsed().Seconds(), "candidates/s")
 	if len(lat) >= 20 {
 		p50, p99 := percentiles(lat)
@@ -163,12 +166,16 @@ func BenchmarkDecodeTransform500(b *testing.B) {
 	run, done := serving.DecodeTransform(s)
 	defer done()
 	b.ReportAllocs()
+	var cpu time.Duration
 	for b.Loop() {
+		c0 := kernels.ProcessCPU()
 		if err := run(body); err != nil {
 			b.Fatal(err)
 		}
+		cpu += kernels.ProcessCPU() - c0
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/request")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/request")
 }
 
 // BenchmarkDecodeRequest500 measures the request envelope alone: a std
