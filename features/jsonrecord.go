@@ -237,9 +237,12 @@ type JSONDecoder struct {
 	// first key of the last event that had one, follow[c+1] the column
 	// that followed column c (-1: none yet). A key equal to the predicted
 	// column's name needs no lookup in byName.
-	follow  []int32
-	slots   []slot
-	gen     uint32
+	follow []int32
+	slots  []slot
+	gen    uint32
+	// seen are the columns of the current event's keys, in their order
+	// (a duplicate key's twice): JSONRows visits only these.
+	seen    []int32
 	items   []item
 	nums    []num
 	sc      jsontext.Scanner // sc.Buf: unescaped strings and rendered numbers of the event
@@ -404,6 +407,7 @@ func (d *JSONDecoder) parseEvent(event []byte) error {
 	d.sc.Buf = d.sc.Buf[:0]
 	d.items = d.items[:0]
 	d.nums = d.nums[:0]
+	d.seen = d.seen[:0]
 	if err := d.parse(event); err != nil {
 		if se, ok := err.(*jsontext.SyntaxError); ok {
 			return syntaxErr(se.Offset, se.Msg)
@@ -652,6 +656,7 @@ func (d *JSONDecoder) wrongType(b []byte, i, col int, want string) error {
 func (d *JSONDecoder) scanField(b []byte, i, col int) (int, error) {
 	s := &d.slots[col]
 	s.gen = d.gen
+	d.seen = append(d.seen, int32(col))
 	if jsontext.IsLiteral(b, i, "null") {
 		s.kind = valNull
 		return i + 4, nil

@@ -32,16 +32,17 @@ import (
 type JSONRows struct {
 	t   *Transformer
 	dec *JSONDecoder // parser only, no builders
-	// The decoder column of each plan's field, by plan.
-	sparseCol, denseCol, vectorCol []int
 	// planOf is the plan that reads each column.
 	planOf []planRef
-	// extra are the columns no plan reads.
-	extra []int
-	dst   *Batch
-	rows  int
+	dst    *Batch
+	rows   int
 	// nulls are, by column, the rows whose value is null or absent.
 	nulls [][]int32
+	// filled is, by column, the rows given a value or a default so far
+	// (see Append; all of them after Finish).
+	filled []int32
+	// defRow is the dense part of a row whose events lack every field.
+	defRow []float32
 	// fault is, by vector plan, its first row of a wrong length.
 	fault []rowFault
 	// cuts counts, by sparse plan, the exact ids cut at MaxIDBytes.
@@ -90,19 +91,20 @@ func NewJSONRows(t *Transformer, schema *arrow.Schema, cfg JSONConfig) (*JSONRow
 		dec:    dec,
 		planOf: make([]planRef, len(dec.cols)),
 		nulls:  make([][]int32, len(dec.cols)),
+		filled: make([]int32, len(dec.cols)),
 		fault:  make([]rowFault, len(t.vectors)),
 		cuts:   make([]int64, len(t.sparse)),
 	}
-	col := func(name string, want colKind, wantName string, ref planRef) (int, error) {
+	col := func(name string, want colKind, wantName string, ref planRef) error {
 		c, ok := dec.byName[name]
 		if !ok || c < 0 {
-			return 0, errorf(ErrSchema, "features: column %q: missing from the schema", name)
+			return errorf(ErrSchema, "features: column %q: missing from the schema", name)
 		}
 		if dec.cols[c].kind != want {
-			return 0, errorf(ErrSchema, "features: column %q: JSONRows wants %s, found %s", name, wantName, schema.Field(c).Type)
+			return errorf(ErrSchema, "features: column %q: JSONRows wants %s, found %s", name, wantName, schema.Field(c).Type)
 		}
 		j.planOf[c] = ref
-		return c, nil
+		return nil
 	}
 	for i := range t.sparse {
 		p := &t.sparse[i]
@@ -113,29 +115,27 @@ func NewJSONRows(t *Transformer, schema *arrow.Schema, cfg JSONConfig) (*JSONRow
 		case MultiCategorical:
 			want, name = colStringList, "list<utf8>"
 		}
-		c, err := col(p.col, want, name, planRef{planSparse, i})
-		if err != nil {
+		if err := col(p.col, want, name, planRef{planSparse, i}); err != nil {
 			return nil, err
 		}
-		j.sparseCol = append(j.sparseCol, c)
 	}
 	for i := range t.dense {
-		c, err := col(t.dense[i].col, colFloat64, "float64", planRef{planDense, i})
-		if err != nil {
+		if err := col(t.dense[i].col, colFloat64, "float64", planRef{planDense, i}); err != nil {
 			return nil, err
 		}
-		j.denseCol = append(j.denseCol, c)
 	}
 	for i := range t.vectors {
-		c, err := col(t.vectors[i].col, colFloat64List, "list<float64>", planRef{planVector, i})
-		if err != nil {
+		if err := col(t.vectors[i].col, colFloat64List, "list<float64>", planRef{planVector, i}); err != nil {
 			return nil, err
 		}
-		j.vectorCol = append(j.vectorCol, c)
 	}
-	for c, ref := range j.planOf {
-		if ref.kind == planNone {
-			j.extra = append(j.extra, c)
+	j.defRow = make([]float32, len(t.layout.Dense))
+	for i := range t.dense {
+		_ = t.dense[i].fillRow(j.defRow, 0, 0, false, false)
+	}
+	for i := range t.vectors {
+		if p := &t.vectors[i]; p.missing >= 0 {
+			j.defRow[p.missing] = 1
 		}
 	}
 	return j, nil
@@ -172,6 +172,7 @@ func (j *JSONRows) Reset(dst *Batch) {
 	for c := range j.nulls {
 		j.nulls[c] = j.nulls[c][:0]
 	}
+	clear(j.filled)
 	for i := range j.fault {
 		j.fault[i] = rowFault{row: -1}
 	}
@@ -180,6 +181,13 @@ func (j *JSONRows) Reset(dst *Batch) {
 
 // Append decodes one event and appends it to the batch as its next row.
 // A rejected event (the errors of JSONDecoder.Append) appends nothing.
+//
+// It visits only the event's own keys: the row's dense part starts as a
+// copy of the default row (every dense field's default, its missing
+// indicator set, zero vectors), and a column the event lacks gets its
+// default (and its row in Nulls) only when a later row has a value or at
+// Finish, for all such rows at once. An event that sets a few of many
+// fields (a candidate, whose context fields are absent) costs its fields.
 func (j *JSONRows) Append(event []byte) error {
 	d := j.dec
 	if err := d.parseEvent(event); err != nil {
@@ -188,83 +196,105 @@ func (j *JSONRows) Append(event []byte) error {
 	t, dst := j.t, j.dst
 	r := j.rows
 	j.rows++
-	for i := range t.sparse {
-		p, sc := &t.sparse[i], &dst.Sparse[i]
-		c := j.sparseCol[i]
-		s := &d.slots[c]
-		present := s.gen == d.gen && s.kind != valNull
-		if !present {
-			j.nulls[c] = append(j.nulls[c], int32(r))
-		}
-		switch p.kind {
-		case Numeric: // bucketized, as sparsePlan.fill
-			id := int32(0)
-			if present && !math.IsNaN(s.f) {
-				id = bucketOf(p.bounds, s.f)
-			}
-			sc.IDs = append(sc.IDs, id)
-		case Categorical:
-			if present {
-				j.appendText(i, p, sc, s.text)
-				continue
-			}
-			sc.IDs = append(sc.IDs, 0)
-			if p.exact != nil {
-				sc.Keys = append(sc.Keys, 0)
-			}
-		case MultiCategorical:
-			if present {
-				for _, it := range d.items[s.lo:s.hi] {
-					if !it.null { // null items are dropped
-						j.appendText(i, p, sc, it.text)
-					}
-				}
-			}
-			sc.Offsets = append(sc.Offsets, int32(len(sc.IDs)))
-		}
-	}
 	w := dst.DenseWidth
 	dst.Dense = slices.Grow(dst.Dense, w)
 	dst.Dense = dst.Dense[:r*w+w]
 	row := dst.Dense[r*w : r*w+w]
-	for i := range t.dense {
-		c := j.denseCol[i]
+	copy(row, j.defRow)
+	for _, c := range d.seen {
 		s := &d.slots[c]
-		present := s.gen == d.gen && s.kind != valNull
-		if !present {
-			j.nulls[c] = append(j.nulls[c], int32(r))
+		if s.kind == valNull || int(j.filled[c]) > r {
+			continue // null, as absent; or a duplicate key, its last value taken
 		}
-		// Without labels (NewJSONRows) the transform is not strict:
-		// fillRow returns no error.
-		_ = t.dense[i].fillRow(row, r, s.f, present, false)
-	}
-	for i := range t.vectors {
-		p := &t.vectors[i]
-		c := j.vectorCol[i]
-		s := &d.slots[c]
-		out := row[p.at : p.at+p.dim]
-		st := vecMissing
-		if s.gen == d.gen && s.kind != valNull {
-			st = j.vector(i, p, out, d.nums[s.lo:s.hi], r)
-		} else {
-			j.nulls[c] = append(j.nulls[c], int32(r))
-		}
-		if st != vecOK {
-			clear(out)
-		}
-		if p.missing >= 0 {
-			row[p.missing] = 0
-			if st != vecOK {
-				row[p.missing] = 1
+		j.pad(int(c), r)
+		j.filled[c] = int32(r + 1)
+		ref := j.planOf[c]
+		switch ref.kind {
+		case planSparse:
+			j.sparseValue(ref.i, s)
+		case planDense:
+			// Without labels (NewJSONRows) the transform is not strict:
+			// fillRow returns no error.
+			_ = t.dense[ref.i].fillRow(row, r, s.f, true, false)
+		case planVector:
+			p := &t.vectors[ref.i]
+			out := row[p.at : p.at+p.dim]
+			if j.vector(ref.i, p, out, d.nums[s.lo:s.hi], r) == vecOK {
+				if p.missing >= 0 {
+					row[p.missing] = 0
+				}
+			} else {
+				clear(out) // missing: the default row's zeros and indicator
 			}
 		}
 	}
-	for _, c := range j.extra {
-		if s := &d.slots[c]; s.gen != d.gen || s.kind == valNull {
-			j.nulls[c] = append(j.nulls[c], int32(r))
-		}
-	}
 	return nil
+}
+
+// sparseValue appends the id(s) of sparse plan i for a present value s,
+// as sparsePlan.fill does.
+func (j *JSONRows) sparseValue(i int, s *slot) {
+	p, sc := &j.t.sparse[i], &j.dst.Sparse[i]
+	switch p.kind {
+	case Numeric: // bucketized, as sparsePlan.fill
+		id := int32(0)
+		if !math.IsNaN(s.f) {
+			id = bucketOf(p.bounds, s.f)
+		}
+		sc.IDs = append(sc.IDs, id)
+	case Categorical:
+		j.appendText(i, p, sc, s.text)
+	case MultiCategorical:
+		for _, it := range j.dec.items[s.lo:s.hi] {
+			if !it.null { // null items are dropped
+				j.appendText(i, p, sc, it.text)
+			}
+		}
+		sc.Offsets = append(sc.Offsets, int32(len(sc.IDs)))
+	}
+}
+
+// pad gives column c its default in rows filled[c] to r-1, whose events
+// lack it, and records them in Nulls: the ids of a sparse field (id 0,
+// key 0; no id of a pooled field); a dense or vector field's default is
+// in the row already (Append's default row).
+func (j *JSONRows) pad(c, r int) {
+	f := int(j.filled[c])
+	if f >= r {
+		return
+	}
+	j.filled[c] = int32(r)
+	nulls := slices.Grow(j.nulls[c], r-f)
+	for k := f; k < r; k++ {
+		nulls = append(nulls, int32(k))
+	}
+	j.nulls[c] = nulls
+	ref := j.planOf[c]
+	if ref.kind != planSparse {
+		return
+	}
+	p, sc := &j.t.sparse[ref.i], &j.dst.Sparse[ref.i]
+	if p.kind == MultiCategorical {
+		sc.Offsets = slices.Grow(sc.Offsets, r-f)
+		n := int32(len(sc.IDs))
+		for k := f; k < r; k++ {
+			sc.Offsets = append(sc.Offsets, n)
+		}
+		return
+	}
+	sc.IDs = appendZeros(sc.IDs, r-f)
+	if p.exact != nil {
+		sc.Keys = appendZeros(sc.Keys, r-f)
+	}
+}
+
+// appendZeros appends n zero values to s.
+func appendZeros[T int32 | uint64](s []T, n int) []T {
+	s = slices.Grow(s, n)
+	m := len(s)
+	s = s[:m+n]
+	clear(s[m:])
+	return s
 }
 
 // appendText appends the id (and for an exact field the key, its row
@@ -311,10 +341,14 @@ func (j *JSONRows) vector(i int, p *vectorPlan, out []float32, items []num, r in
 	return vecOK
 }
 
-// Finish completes the batch: it finds the rows of the exact fields' ids
+// Finish completes the batch: it gives the columns their defaults in the
+// rows that lack them (Append), finds the rows of the exact fields' ids
 // and sets dst.Rows. Call it once after the last Append, before Merge.
 func (j *JSONRows) Finish() {
 	t, dst := j.t, j.dst
+	for c := range j.filled {
+		j.pad(c, j.rows)
+	}
 	for i := range t.sparse {
 		p := &t.sparse[i]
 		if p.exact == nil {

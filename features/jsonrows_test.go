@@ -344,6 +344,54 @@ func TestJSONRowsMatchesTransform(t *testing.T) {
 	}
 }
 
+// TestJSONRowsDuplicateKeys: an event that repeats a key takes its last
+// value, a null included, as JSONDecoder + TransformTo does, also when
+// the events before it lack the column (Append fills those rows later).
+func TestJSONRowsDuplicateKeys(t *testing.T) {
+	mem := checkedMem(t)
+	r := rand.New(rand.NewPCG(8, 8))
+	var evs []map[string]any
+	for range 200 {
+		evs = append(evs, rowsEvent(r))
+	}
+	tr, schema := rowsTransformer(t, evs)
+	var events [][]byte
+	for i, e := range marshalEvents(t, evs) {
+		// A first value of another event's, overridden by the event's own
+		// (or left as the value when the event lacks the key), and a
+		// last null that overrides the event's own.
+		f := rowsFields[i%len(rowsFields)]
+		g := rowsFields[(i*7+3)%len(rowsFields)]
+		first, _ := json.Marshal(evs[(i+1)%len(evs)][f])
+		e = append([]byte(`{"`+f+`":`+string(first)+`,`), e[1:]...)
+		if i%3 == 0 {
+			e = append(e[:len(e)-1], []byte(`,"`+g+`":null}`)...)
+		}
+		events = append(events, e)
+	}
+	rec := arrowRecord(t, mem, schema, events)
+	var got, want features.Batch
+	err := tr.TransformTo(&want, rec)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := features.NewJSONRows(tr, schema, features.JSONConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Reset(&got)
+	for i, e := range events {
+		if err := rows.Append(e); err != nil {
+			t.Fatalf("event %d %s: %v", i, e, err)
+		}
+	}
+	rows.Finish()
+	if err := sameBatch(&got, &want); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestJSONRowsErrors: a rejected event is refused with JSONDecoder's
 // error and adds no row; a vector of a wrong length is TransformTo's
 // error (the first vector field's, then the first row), reported by Fault
