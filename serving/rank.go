@@ -170,5 +170,84 @@ func pow(x, y float64) float64 {
 	return math.Pow(x, y)
 }
 
+// ranksBefore reports whether candidate a ranks before candidate b: the
+// higher rank score first, NaN last, ties in request order.
+func ranksBefore(rank []float64, a, b int) bool {
+	ra, rb := rank[a], rank[b]
+	switch {
+	case ra > rb:
+		return true
+	case ra < rb:
+		return false
+	case ra == rb:
+	case math.IsNaN(ra) != math.IsNaN(rb):
+		return !math.IsNaN(ra)
+	}
+	return a < b
+}
+
+// rankOrder sets order to the indices of the k best-ranked candidates of
+// rank (ranksBefore), best first, reusing order. For a small k of many
+// candidates (a request's top_k) it keeps the k best in a heap, one
+// comparison for most candidates, and sorts only those: the same order
+// as sorting all of them and cutting at k, since ranksBefore is a total
+// order.
+func rankOrder(order []int, rank []float64, k int) []int {
+	n := len(rank)
+	k = min(k, n)
+	order = order[:0]
+	cmp := func(a, b int) int {
+		if ranksBefore(rank, a, b) {
+			return -1
+		}
+		if a == b {
+			return 0
+		}
+		return 1
+	}
+	if 4*k > n {
+		for i := range n {
+			order = append(order, i)
+		}
+		slices.SortFunc(order, cmp)
+		return order[:k]
+	}
+	// A heap of the k best so far, the worst of them at the root.
+	for i := range k {
+		order = append(order, i)
+	}
+	h := order[:k]
+	for i := k/2 - 1; i >= 0; i-- {
+		siftWorst(h, rank, i)
+	}
+	for c := k; c < n; c++ {
+		if k > 0 && ranksBefore(rank, c, h[0]) {
+			h[0] = c
+			siftWorst(h, rank, 0)
+		}
+	}
+	slices.SortFunc(h, cmp)
+	return h
+}
+
+// siftWorst restores the heap h (each parent ranks after its children)
+// below position i.
+func siftWorst(h []int, rank []float64, i int) {
+	for {
+		w, l := i, 2*i+1
+		if l < len(h) && ranksBefore(rank, h[w], h[l]) {
+			w = l
+		}
+		if r := l + 1; r < len(h) && ranksBefore(rank, h[w], h[r]) {
+			w = r
+		}
+		if w == i {
+			return
+		}
+		h[i], h[w] = h[w], h[i]
+		i = w
+	}
+}
+
 // String returns the formula as given.
 func (f *rankFormula) String() string { return f.src }

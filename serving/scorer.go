@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -491,31 +490,12 @@ func (s *Scorer) score(ctx context.Context, st *scoreState, req *Request) (resp 
 	if err := st.rankAll(req); err != nil {
 		return nil, err
 	}
-	// Order and cut.
-	st.order = st.order[:0]
-	for i := 0; i < n; i++ {
-		st.order = append(st.order, i)
-	}
-	rank := st.rank
-	slices.SortFunc(st.order, func(a, b int) int {
-		ra, rb := rank[a], rank[b]
-		switch {
-		case ra > rb:
-			return -1
-		case ra < rb:
-			return 1
-		case ra == rb:
-		case math.IsNaN(ra) && !math.IsNaN(rb):
-			return 1
-		case !math.IsNaN(ra) && math.IsNaN(rb):
-			return -1
-		}
-		return a - b
-	})
 	k := n
 	if req.TopK > 0 && req.TopK < n {
 		k = req.TopK
 	}
+	st.order = rankOrder(st.order, st.rank, k)
+	rank := st.rank
 	r := &st.resp
 	r.st, r.req, r.logged = st, req, false
 	r.ModelVersion = s.b.Manifest.Version

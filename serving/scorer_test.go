@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -814,6 +815,49 @@ func TestSampleTolerance(t *testing.T) {
 	} {
 		if got := sameScore(c.got, c.want, false); got != c.ok {
 			t.Errorf("sameScore(%v, %v) within the tolerance = %v", c.got, c.want, got)
+		}
+	}
+}
+
+// TestRankOrder: the k best candidates by rankOrder, heap or full sort,
+// are those of sorting all of them (higher first, NaN last, ties in
+// request order) and cutting at k, for scores with ties and NaNs.
+func TestRankOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	var order []int
+	for _, n := range []int{0, 1, 2, 7, 100, 500} {
+		rank := make([]float64, n)
+		for i := range rank {
+			switch r.IntN(6) {
+			case 0:
+				rank[i] = math.NaN()
+			case 1:
+				rank[i] = 0.5 // ties
+			default:
+				rank[i] = r.Float64()
+			}
+		}
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		slices.SortStableFunc(all, func(a, b int) int {
+			ra, rb := rank[a], rank[b]
+			switch {
+			case math.IsNaN(ra) && math.IsNaN(rb):
+				return 0
+			case math.IsNaN(ra):
+				return 1
+			case math.IsNaN(rb):
+				return -1
+			}
+			return cmp.Compare(rb, ra)
+		})
+		for _, k := range []int{0, 1, 3, n / 5, n / 4, n/4 + 1, n / 2, n} {
+			order = rankOrder(order, rank, k)
+			if !slices.Equal(order, all[:min(k, n)]) {
+				t.Fatalf("%d candidates, k %d: order %v, want %v", n, k, order, all[:min(k, n)])
+			}
 		}
 	}
 }
