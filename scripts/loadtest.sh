@@ -8,13 +8,17 @@
 #     context and 500 candidates,
 #  3. starts `onestone serve` on 127.0.0.1 (a free port), polling for new
 #     bundles every second,
-#  4. sends requests at a fixed 100 req/s for FIXED_SECS (default 30 s), and
+#  4. measures the floor: the same body sent at the same rate for
+#     FLOOR_SECS (default 10 s, 0 to skip) to GET /readyz, which answers
+#     at once (the server reads and drops the body): the latency of the
+#     HTTP round trip of a 76 KB request on this host, without scoring,
+#  5. sends requests at a fixed 100 req/s for FIXED_SECS (default 30 s), and
 #     publishes a second bundle halfway, which the server must swap in
 #     without failing a request (it loads it at a low priority: on a busy
 #     host the script waits up to RELOAD_WAIT s, default 60, for the swap,
 #     and reports how long the load took),
-#  5. then at saturation for SAT_SECS (default 10 s),
-#  6. reports requests/s, p50/p99 and error counts, and the CPU the server
+#  6. then at saturation for SAT_SECS (default 10 s),
+#  7. reports requests/s, p50/p99 and error counts, and the CPU the server
 #     used in each phase (in cores: with the default --spin its helper
 #     worker polls between requests, see docs/serving.md), and at the
 #     fixed rate the CPU hey used and how busy the whole host's CPUs
@@ -32,6 +36,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 FIXED_SECS=${FIXED_SECS:-30}
+FLOOR_SECS=${FLOOR_SECS:-10}
 SAT_SECS=${SAT_SECS:-10}
 RATE=${RATE:-100}
 CANDIDATES=${CANDIDATES:-500}
@@ -85,6 +90,15 @@ echo "loadtest: server ready on $ADDR, $(curl -fsS "http://$ADDR/readyz")" >&2
 HEY=(hey -m POST -T application/json -D "$WORK/req.json")
 # Warm up (pools, page cache).
 "${HEY[@]}" -n 40 -c 2 "$URL" >/dev/null
+
+# The floor: the same requests at the same rate, answered at once. At 100
+# req/s the server and hey sleep between requests, and waking them costs
+# far more here than back to back (docs/serving.md): this part of the
+# fixed rate's latency is the host's, whatever the handler does.
+if [ "$FLOOR_SECS" -gt 0 ]; then
+	echo "loadtest: floor, $RATE req/s to GET /readyz with the same body for ${FLOOR_SECS}s" >&2
+	hey -m GET -D "$WORK/req.json" -z "${FLOOR_SECS}s" -c 1 -q "$RATE" "http://$ADDR/readyz" >"$WORK/floor.txt"
+fi
 
 # Fixed rate, reload halfway. hey's -q is a ticker per worker and its workers
 # tick in step, so -c 4 -q 25 sends bursts of 4 simultaneous requests every
@@ -162,6 +176,11 @@ summary() {
 }
 read -r F_RPS F_P50 F_P99 F_OK F_ERR F_DETAIL <<<"$(summary "$WORK/fixed.txt")"
 read -r S_RPS S_P50 S_P99 S_OK S_ERR S_DETAIL <<<"$(summary "$WORK/sat.txt")"
+FLOOR='null'
+if [ "$FLOOR_SECS" -gt 0 ]; then
+	read -r L_RPS L_P50 L_P99 L_OK L_ERR L_DETAIL <<<"$(summary "$WORK/floor.txt")"
+	FLOOR="{\"seconds\": $FLOOR_SECS, \"rps\": $L_RPS, \"p50_ms\": $L_P50, \"p99_ms\": $L_P99, \"ok\": $L_OK, \"errors\": $L_ERR}"
+fi
 RELOADS=$(awk '/^onestone_model_reloads_total/ { print $2 }' "$WORK/metrics.txt")
 REFUSED=$(awk '/^onestone_model_refused_total/ { print $2 }' "$WORK/metrics.txt")
 
@@ -169,6 +188,7 @@ cat <<REPORT
 {
   "candidates_per_request": $CANDIDATES,
   "serve_flags": "${SERVE_FLAGS:-}",
+  "floor": $FLOOR,
   "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU, "hey_cpu_cores": $HEY_CPU, "host_busy_cores": $HOST_BUSY},
   "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL", "server_cpu_cores": $S_CPU},
   "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
