@@ -512,83 +512,104 @@ func skipKey(b []byte, i int) (int, error) {
 // serving splits a request's candidates with Span, and each candidate's
 // decoder checks its own.
 //
-// It reads 8 bytes at a time where it can: outside strings it looks for
-// the next quote or bracket, inside a string for the next quote or
-// backslash (swarFind).
+// It reads 8 bytes at a time: in a word without a backslash it finds
+// which bytes are inside strings from the parity of the quotes before
+// them, and counts the brackets outside (walking them one by one only
+// when the count may reach zero in the word); a word with a backslash,
+// whose escapes may hide a quote, it reads byte by byte.
 func Span(b []byte, i int) (int, error) {
 	if k := KindAt(b, i); k != KindArray && k != KindObject {
 		return 0, errAt(i, "want an array or object")
 	}
-	depth := 0
-	for {
-		i = swarFind(b, i, false)
-		if i >= len(b) {
-			return 0, errAt(len(b), "unexpected end of input")
-		}
-		switch b[i] {
-		case '"':
-			// The closing quote is the next one not escaped.
-			j := i + 1
-			for {
-				j = swarFind(b, j, true)
-				if j >= len(b) {
-					return 0, errAt(len(b), "unterminated string")
-				}
-				if b[j] == '"' {
-					break
-				}
-				j += 2 // an escape: skip the escaped byte
+	depth, inString, done := 0, false, false
+	p := i
+	for p+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[p:])
+		if swarEq(x, '\\') != 0 {
+			if p, depth, inString, done = spanBytes(b, p, p+8, depth, inString); done {
+				return p, nil
 			}
-			i = j + 1
 			continue
+		}
+		// str has 1 in the bytes inside a string: those after an odd
+		// number of quotes in the word, or an even one if the word
+		// starts inside a string.
+		str := swarEq(x, '"') >> 7
+		str ^= str << 8
+		str ^= str << 16
+		str ^= str << 32
+		if inString {
+			str ^= swarOnes
+		}
+		inString = str>>56 != 0
+		// '[' and ']' are '{' and '}' without bit 5.
+		xb := x | swarOnes*0x20
+		open := swarEq(xb, '{') >> 7 &^ str
+		shut := swarEq(xb, '}') >> 7 &^ str
+		if n := bits.OnesCount64(shut); n < depth {
+			depth += bits.OnesCount64(open) - n
+			p += 8
+			continue
+		}
+		for m := open | shut; m != 0; m &= m - 1 {
+			k := bits.TrailingZeros64(m)
+			if open>>k&1 != 0 {
+				depth++
+			} else if depth--; depth == 0 {
+				return p + k/8 + 1, nil
+			}
+		}
+		p += 8
+	}
+	if p, _, inString, done = spanBytes(b, p, len(b), depth, inString); done {
+		return p, nil
+	}
+	if inString {
+		return 0, errAt(len(b), "unterminated string")
+	}
+	return 0, errAt(len(b), "unexpected end of input")
+}
+
+// spanBytes is Span's reading of b[p:end] byte by byte, from the state
+// depth and inString (p is inside a string). It returns where it stopped
+// (past end after an escape at end-1; never beyond len(b) unless in a
+// string) and the state there; done is set at the bracket that closes
+// the value, p then being the index after it.
+func spanBytes(b []byte, p, end, depth int, inString bool) (int, int, bool, bool) {
+	for p < end && p < len(b) {
+		c := b[p]
+		p++
+		if inString {
+			switch c {
+			case '\\':
+				p++ // the escaped byte
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
 		case '{', '[':
 			depth++
-		default:
-			depth--
-			if depth == 0 {
-				return i + 1, nil
+		case '}', ']':
+			if depth--; depth == 0 {
+				return p, depth, inString, true
 			}
 		}
-		i++
 	}
+	return p, depth, inString, false
 }
 
 const (
 	swarOnes = 0x0101010101010101
-	swarHigh = 0x8080808080808080
+	swarLow7 = 0x7f7f7f7f7f7f7f7f
 )
 
-// swarHas returns a word whose byte k has its high bit set where byte k
-// of x is c, and possibly (only above such a byte) where it is not: the
-// lowest set byte is exact.
-func swarHas(x uint64, c byte) uint64 {
+// swarEq returns a word with the high bit of byte k set exactly where
+// byte k of x is c.
+func swarEq(x uint64, c byte) uint64 {
 	y := x ^ (swarOnes * uint64(c))
-	return (y - swarOnes) &^ y & swarHigh
-}
-
-// swarFind returns the index of the first byte at or after i that is a
-// quote or a bracket ({, }, [, ]), or with inString a quote or a
-// backslash; len(b) if there is none.
-func swarFind(b []byte, i int, inString bool) int {
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
-		var m uint64
-		if inString {
-			m = swarHas(x, '"') | swarHas(x, '\\')
-		} else {
-			// '[' and ']' are '{' and '}' without bit 5.
-			xb := x | swarOnes*0x20
-			m = swarHas(x, '"') | swarHas(xb, '{') | swarHas(xb, '}')
-		}
-		if m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
-	}
-	for ; i < len(b); i++ {
-		c := b[i]
-		if c == '"' || (inString && c == '\\') || (!inString && (c|0x20 == '{' || c|0x20 == '}')) {
-			return i
-		}
-	}
-	return len(b)
+	return ^((y&swarLow7 + swarLow7) | y | swarLow7)
 }

@@ -3,6 +3,7 @@ package jsontext
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -213,6 +214,60 @@ func TestSpan(t *testing.T) {
 		var se *SyntaxError
 		if end, err := Span([]byte(in), 0); !errors.As(err, &se) {
 			t.Errorf("%s: end %d, error %v, want a SyntaxError", in, end, err)
+		}
+	}
+}
+
+// TestSpanRandom: on random documents (strings of quotes, backslashes,
+// brackets and escapes at every offset of a word) Span ends where Skip
+// does, from every array or object in them.
+func TestSpanRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	pieces := []string{`"`, `\\`, `{`, `}`, `[`, `]`, `a`, `é`, ` `, `\u005c`}
+	str := func() string {
+		var sb strings.Builder
+		for range r.IntN(12) {
+			sb.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		return sb.String()
+	}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch k := r.IntN(6); {
+		case k == 0 && depth < 6:
+			m := map[string]any{}
+			for range r.IntN(5) {
+				m[str()] = value(depth + 1)
+			}
+			return m
+		case k == 1 && depth < 6:
+			var a []any
+			for range r.IntN(5) {
+				a = append(a, value(depth+1))
+			}
+			return a
+		case k == 2:
+			return r.NormFloat64()
+		default:
+			return str()
+		}
+	}
+	for range 2000 {
+		b, err := json.Marshal([]any{value(0), value(0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range b {
+			if k := KindAt(b, i); k != KindArray && k != KindObject {
+				continue
+			}
+			want, err := Skip(b, i)
+			if err != nil {
+				continue // a bracket inside a string
+			}
+			if got, err := Span(b, i); err != nil || got != want {
+				t.Fatalf("%s at %d: Span ends at %d (%v), Skip at %d", b, i, got, err, want)
+			}
 		}
 	}
 }
