@@ -118,6 +118,15 @@ func rowsEvent(r *rand.Rand) map[string]any {
 	return ev
 }
 
+// rowsEvents draws n events of rowsEvent.
+func rowsEvents(r *rand.Rand, n int) []map[string]any {
+	evs := make([]map[string]any, n)
+	for i := range evs {
+		evs[i] = rowsEvent(r)
+	}
+	return evs
+}
+
 func marshalEvents(t testing.TB, evs []map[string]any) [][]byte {
 	t.Helper()
 	out := make([][]byte, len(evs))
@@ -249,10 +258,7 @@ func sameBatch(a, b *features.Batch) error {
 func TestJSONRowsMatchesTransform(t *testing.T) {
 	mem := checkedMem(t)
 	r := rand.New(rand.NewPCG(7, 7))
-	var evs []map[string]any
-	for range 400 {
-		evs = append(evs, rowsEvent(r))
-	}
+	evs := rowsEvents(r, 400)
 	events := marshalEvents(t, evs)
 	tr, schema := rowsTransformer(t, evs)
 	rows, err := features.NewJSONRows(tr, schema, features.JSONConfig{})
@@ -350,10 +356,7 @@ func TestJSONRowsMatchesTransform(t *testing.T) {
 func TestJSONRowsDuplicateKeys(t *testing.T) {
 	mem := checkedMem(t)
 	r := rand.New(rand.NewPCG(8, 8))
-	var evs []map[string]any
-	for range 200 {
-		evs = append(evs, rowsEvent(r))
-	}
+	evs := rowsEvents(r, 200)
 	tr, schema := rowsTransformer(t, evs)
 	var events [][]byte
 	for i, e := range marshalEvents(t, evs) {
@@ -399,10 +402,7 @@ func TestJSONRowsDuplicateKeys(t *testing.T) {
 // into a row is reported as the context's.
 func TestJSONRowsErrors(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 8))
-	var evs []map[string]any
-	for range 50 {
-		evs = append(evs, rowsEvent(r))
-	}
+	evs := rowsEvents(r, 50)
 	tr, schema := rowsTransformer(t, evs)
 	rows, err := features.NewJSONRows(tr, schema, features.JSONConfig{MaxEventBytes: 200})
 	if err != nil {
@@ -516,10 +516,7 @@ func TestJSONRowsAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	r := rand.New(rand.NewPCG(9, 9))
-	var evs []map[string]any
-	for range 200 {
-		evs = append(evs, rowsEvent(r))
-	}
+	evs := rowsEvents(r, 200)
 	events := marshalEvents(t, evs)
 	tr, schema := rowsTransformer(t, evs)
 	rows, err := features.NewJSONRows(tr, schema, features.JSONConfig{})
