@@ -58,10 +58,12 @@ CMD=${2:-}
 CACHE=${S3_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/onestone}
 STATE=${EMULATOR_STATE:-${TMPDIR:-/tmp}/onestone-emulator-$PROVIDER}
 READY_SECS=${EMULATOR_READY_SECS:-180}
+NAME=$PROVIDER # of run_server's data dir
+INSTALL="scripts/emulator.sh $PROVIDER install"
 
 log() { echo "emulator($PROVIDER): $*" >&2; }
 
-# free_port, retry, env_exports
+# free_port, retry, env_exports, run_server
 . "$(dirname "$0")/loopback.sh"
 
 usage() {
@@ -216,68 +218,11 @@ EOF
 	esac
 }
 
-# run_server starts the server, waits until it is ready, prints the env
-# lines, and waits for a signal or for the exit of process $1 (if given).
-run_server() {
-	local watch_pid=${1:-}
-	if [ ! -x "$BIN" ]; then
-		log "not installed: run scripts/emulator.sh $PROVIDER install"
-		exit 3
-	fi
-	DATA=$(mktemp -d "${TMPDIR:-/tmp}/onestone-$PROVIDER.XXXXXX")
-	SERVER_PID=""
-	stop_server() {
-		if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-			kill -TERM "$SERVER_PID" 2>/dev/null || true
-			for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-			kill -KILL "$SERVER_PID" 2>/dev/null || true
-			wait "$SERVER_PID" 2>/dev/null || true
-		fi
-		rm -rf "$DATA"
-	}
-	trap stop_server EXIT
-	trap 'exit 0' TERM INT HUP
-
+# new_credentials makes the run's throwaway account and key (Azurite's;
+# fake-gcs-server takes none).
+new_credentials() {
 	ACCOUNT=onestone$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 	KEY=$(head -c 32 /dev/urandom | base64 -w0)
-	local attempt t0=$SECONDS ok=""
-	for attempt in 1 2 3; do
-		PORT=$(free_port)
-		mkdir -p "$DATA/root"
-		start_server
-		while [ $((SECONDS - t0)) -lt "$READY_SECS" ] && kill -0 "$SERVER_PID" 2>/dev/null; do
-			if ready; then
-				ok=1
-				break
-			fi
-			sleep 0.1
-		done
-		[ -n "$ok" ] && break
-		if kill -0 "$SERVER_PID" 2>/dev/null; then break; fi # timed out: no retry
-		wait "$SERVER_PID" 2>/dev/null || true
-		log "the server exited during start (attempt $attempt):"
-		tail -n 20 "$DATA/server.log" >&2
-		SERVER_PID=""
-		rm -rf "$DATA/root"
-	done
-	if [ -z "$ok" ]; then
-		log "not ready after $((SECONDS - t0))s; the end of its log:"
-		tail -n 40 "$DATA/server.log" >&2
-		exit 1
-	fi
-	log "ready in $((SECONDS - t0))s on 127.0.0.1:$PORT (pid $SERVER_PID, data $DATA)"
-	print_env
-	exec 1>&-
-	while kill -0 "$SERVER_PID" 2>/dev/null; do
-		if [ -n "$watch_pid" ] && ! kill -0 "$watch_pid" 2>/dev/null; then
-			exit 0
-		fi
-		sleep 1 &
-		wait $! || true
-	done
-	log "the server exited; the end of its log:"
-	tail -n 20 "$DATA/server.log" >&2
-	exit 1
 }
 
 case $CMD in

@@ -23,6 +23,13 @@
 #   detached_start READY CMD..., detached_stop
 #                    a server script's `start` and `stop`, with $STATE,
 #                    $READY_SECS and log set by the script
+#   run_server [WATCH_PID]
+#                    a test server script's `run`: with $BIN, $NAME (of
+#                    its data dir), $INSTALL (the command that installs
+#                    it), $READY_SECS, log, and the script's new_credentials,
+#                    start_server (starts $BIN on $PORT with its log in
+#                    $DATA/server.log, sets SERVER_PID), ready (exit 0 once
+#                    it serves) and print_env (its env lines)
 # A script sets WAIT_SECS before it calls wait_for if it needs longer.
 
 PIDS=()
@@ -122,4 +129,71 @@ detached_stop() {
     for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   fi
   rm -f "$STATE/pid" "$STATE/env"
+}
+
+# run_server starts the server, waits until it is ready, prints the env
+# lines, and waits for a signal or for the exit of process $1 (if given).
+# A port found free may be taken before the server binds it (another test
+# process starting its own): then the server exits and it retries.
+run_server() {
+  local watch_pid=${1:-}
+  if [ ! -x "$BIN" ]; then
+    log "not installed: run $INSTALL"
+    exit 3
+  fi
+  DATA=$(mktemp -d "${TMPDIR:-/tmp}/onestone-$NAME.XXXXXX")
+  SERVER_PID=""
+  stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+      kill -TERM "$SERVER_PID" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$SERVER_PID" 2>/dev/null || true
+      wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$DATA"
+  }
+  trap stop_server EXIT
+  trap 'exit 0' TERM INT HUP
+
+  new_credentials
+  local attempt t0=$SECONDS ok=""
+  for attempt in 1 2 3; do
+    PORT=$(free_port)
+    mkdir -p "$DATA/root"
+    start_server
+    while [ $((SECONDS - t0)) -lt "$READY_SECS" ] && kill -0 "$SERVER_PID" 2>/dev/null; do
+      if ready; then
+        ok=1
+        break
+      fi
+      sleep 0.1
+    done
+    [ -n "$ok" ] && break
+    if kill -0 "$SERVER_PID" 2>/dev/null; then break; fi # timed out: no retry
+    wait "$SERVER_PID" 2>/dev/null || true
+    log "the server exited during start (attempt $attempt):"
+    tail -n 20 "$DATA/server.log" >&2
+    SERVER_PID=""
+    rm -rf "$DATA/root"
+  done
+  if [ -z "$ok" ]; then
+    log "not ready after $((SECONDS - t0))s; the end of its log:"
+    tail -n 40 "$DATA/server.log" >&2
+    exit 1
+  fi
+  log "ready in $((SECONDS - t0))s on 127.0.0.1:$PORT (pid $SERVER_PID, data $DATA)"
+  print_env
+  exec 1>&-
+  # Sleep in the background and wait for it, so that a signal runs the
+  # trap at once.
+  while kill -0 "$SERVER_PID" 2>/dev/null; do
+    if [ -n "$watch_pid" ] && ! kill -0 "$watch_pid" 2>/dev/null; then
+      exit 0
+    fi
+    sleep 1 &
+    wait $! || true
+  done
+  log "the server exited; the end of its log:"
+  tail -n 20 "$DATA/server.log" >&2
+  exit 1
 }

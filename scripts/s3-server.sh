@@ -48,10 +48,12 @@ CACHE=${S3_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/onestone}
 BIN=$CACHE/versitygw-$SERVER_VERSION/versitygw
 STATE=${S3_SERVER_STATE:-${TMPDIR:-/tmp}/onestone-s3-server}
 READY_SECS=${S3_SERVER_READY_SECS:-120}
+NAME=s3 # of run_server's data dir
+INSTALL="scripts/s3-server.sh install"
 
 log() { echo "s3-server: $*" >&2; }
 
-# free_port, retry, env_exports
+# free_port, retry, env_exports, run_server
 . "$(dirname "$0")/loopback.sh"
 
 install() {
@@ -95,68 +97,31 @@ s3req() {
 		"$@" "http://127.0.0.1:$PORT$path" || true
 }
 
-# run_server starts the server, waits until it is ready, prints the env
-# lines, and waits for a signal or for the exit of process $1 (if given).
-run_server() {
-	local watch_pid=${1:-}
-	if [ ! -x "$BIN" ]; then
-		log "versitygw is not installed: run scripts/s3-server.sh install"
-		exit 3
-	fi
-	DATA=$(mktemp -d "${TMPDIR:-/tmp}/onestone-s3.XXXXXX")
-	SERVER_PID=""
-	stop_server() {
-		if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-			kill -TERM "$SERVER_PID" 2>/dev/null || true
-			for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-			kill -KILL "$SERVER_PID" 2>/dev/null || true
-			wait "$SERVER_PID" 2>/dev/null || true
-		fi
-		rm -rf "$DATA"
-	}
-	trap stop_server EXIT
-	trap 'exit 0' TERM INT HUP
-
+# new_credentials makes the run's throwaway root user.
+new_credentials() {
 	ACCESS_KEY=onestone-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 	SECRET_KEY=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
-	local attempt t0=$SECONDS ready="" st
-	# A port found free may be taken before the server binds it (another
-	# test process starting its own): then the server exits and we retry.
-	for attempt in 1 2 3; do
-		PORT=$(free_port)
-		mkdir -p "$DATA/root"
-		# Credentials through the environment, not the command line.
-		ROOT_ACCESS_KEY_ID=$ACCESS_KEY ROOT_SECRET_ACCESS_KEY=$SECRET_KEY \
-			"$BIN" --port "127.0.0.1:$PORT" --region "$REGION" --quiet \
-			posix "$DATA/root" >"$DATA/server.log" 2>&1 &
-		SERVER_PID=$!
-		# Ready when the bucket can be created (or exists) and an object
-		# written to it and deleted.
-		while [ $((SECONDS - t0)) -lt "$READY_SECS" ] && kill -0 "$SERVER_PID" 2>/dev/null; do
-			st=$(s3req PUT "/$BUCKET")
-			if [ "$st" = 200 ] || [ "$st" = 409 ]; then
-				st=$(s3req PUT "/$BUCKET/.ready" --data-binary ready)
-				if [ "$st" = 200 ] && [ "$(s3req DELETE "/$BUCKET/.ready")" = 204 ]; then
-					ready=1
-					break
-				fi
-			fi
-			sleep 0.1
-		done
-		[ -n "$ready" ] && break
-		if kill -0 "$SERVER_PID" 2>/dev/null; then break; fi # timed out: no retry
-		wait "$SERVER_PID" 2>/dev/null || true
-		log "the server exited during start (attempt $attempt):"
-		tail -n 20 "$DATA/server.log" >&2
-		SERVER_PID=""
-		rm -rf "$DATA/root"
-	done
-	if [ -z "$ready" ]; then
-		log "not ready after $((SECONDS - t0))s; the end of its log:"
-		tail -n 40 "$DATA/server.log" >&2
-		exit 1
-	fi
-	log "ready in $((SECONDS - t0))s on 127.0.0.1:$PORT (pid $SERVER_PID, data $DATA)"
+}
+
+start_server() {
+	# Credentials through the environment, not the command line.
+	ROOT_ACCESS_KEY_ID=$ACCESS_KEY ROOT_SECRET_ACCESS_KEY=$SECRET_KEY \
+		"$BIN" --port "127.0.0.1:$PORT" --region "$REGION" --quiet \
+		posix "$DATA/root" >"$DATA/server.log" 2>&1 &
+	SERVER_PID=$!
+}
+
+# ready reports (exit 0) once the bucket can be created (or exists) and an
+# object written to it and deleted.
+ready() {
+	local st
+	st=$(s3req PUT "/$BUCKET")
+	[ "$st" = 200 ] || [ "$st" = 409 ] || return 1
+	st=$(s3req PUT "/$BUCKET/.ready" --data-binary ready)
+	[ "$st" = 200 ] && [ "$(s3req DELETE "/$BUCKET/.ready")" = 204 ]
+}
+
+print_env() {
 	local endpoint=http://127.0.0.1:$PORT
 	cat <<EOF
 ONESTONE_S3_ENDPOINT=$endpoint
@@ -166,19 +131,6 @@ AWS_SECRET_ACCESS_KEY=$SECRET_KEY
 AWS_REGION=$REGION
 ONESTONE_S3_URL=s3://$BUCKET?endpoint=$endpoint&region=$REGION&use_path_style=true
 EOF
-	exec 1>&-
-	# Sleep in the background and wait for it, so that a signal runs the
-	# trap at once.
-	while kill -0 "$SERVER_PID" 2>/dev/null; do
-		if [ -n "$watch_pid" ] && ! kill -0 "$watch_pid" 2>/dev/null; then
-			exit 0
-		fi
-		sleep 1 &
-		wait $! || true
-	done
-	log "the server exited; the end of its log:"
-	tail -n 20 "$DATA/server.log" >&2
-	exit 1
 }
 
 case ${1:-} in
