@@ -61,9 +61,22 @@ func (m *Model) CopyFrom(src *Model) error {
 // weight: changing one does not change the other. A delta is applied to
 // a clone of the model served, which keeps serving meanwhile.
 func (m *Model) Clone() (*Model, error) {
-	c, err := newModel(m.cfg, m.layout, m.heads)
+	return m.CloneInto(nil)
+}
+
+// CloneInto is Clone into the storage of old, a model nobody uses any
+// more, when old's tensors take exactly m's sizes (Fits); otherwise, or
+// when old is nil, into new memory. old must not be used after the call
+// (NewFromSafetensorsInto).
+func (m *Model) CloneInto(old *Model) (*Model, error) {
+	c, err := planModel(m.cfg, m.layout, m.heads)
 	if err != nil {
 		return nil, err
+	}
+	if old != nil && old != m && old.fits(c) {
+		c.arena, c.emb = old.arena, old.emb
+	} else {
+		c.allocate()
 	}
 	if err := c.CopyFrom(m); err != nil {
 		return nil, err
