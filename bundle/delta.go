@@ -261,8 +261,14 @@ type Base struct {
 	// Writable says that no one reads Model any more (a model a server
 	// served before the one it serves now): a chain that passes through
 	// its version is applied to Model itself, without the copy of the
-	// whole model a read-only base costs. After an error Model is in an
-	// unknown state and must be dropped. Default: false.
+	// whole model a read-only base costs; a full version, or the copy of
+	// a read-only base a chain starts from, of the same sizes is written
+	// into its storage (ReadModelFrom). After a read it was
+	// given to, Model is in an unknown state and must be dropped.
+	// Default: false.
+	//
+	// A Writable base without a Manifest is storage only (mmoe.Model.Spare):
+	// no chain starts from it, a full version may be read into it.
 	Writable bool
 	// Next is another base, tried as well (a server passes the model it
 	// serves, read-only, with the model it served before, writable, as
@@ -279,6 +285,18 @@ func (b *Base) bases() []*Base {
 		}
 	}
 	return out
+}
+
+// storage returns the model of a Writable base (of b and its Next)
+// whose storage a model of m's configuration, layout and heads would take
+// exactly, or nil.
+func (b *Base) storage(m *Manifest, layout features.Layout, heads []string) *mmoe.Model {
+	for x := b; x != nil; x = x.Next {
+		if x.Writable && x.Model != nil && x.Model.Fits(m.Model, layout, heads) {
+			return x.Model
+		}
+	}
+	return nil
 }
 
 // matches reports whether the delta member d was written against b's
@@ -412,13 +430,13 @@ func readDeltaModel(dir string, m *Manifest, layout features.Layout, heads []str
 	var model *mmoe.Model
 	switch {
 	case snap != nil:
-		if model, err = readWeights(snap.dir, snap.m, layout, heads, lim); err != nil {
+		if model, err = readWeights(snap.dir, snap.m, layout, heads, lim, base.storage(snap.m, layout, heads)); err != nil {
 			return nil, fmt.Errorf("%w: %s: snapshot %s: %w", ErrChain, dir, snap.m.Version, err)
 		}
 	case from.Writable:
 		model = from.Model
 	default:
-		if model, err = from.Model.Clone(); err != nil {
+		if model, err = from.Model.CloneInto(base.storage(m, layout, heads)); err != nil {
 			return nil, fmt.Errorf("bundle: %s: %w", dir, err)
 		}
 	}

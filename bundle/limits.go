@@ -100,14 +100,17 @@ func ReadModel(dir string, m *Manifest, layout features.Layout, heads []string, 
 // or one of base.Next (models loaded before) when the chain passes
 // through its version: the deltas after it are applied to a copy of a
 // read-only base, which is left unchanged, or onto a Writable base's
-// model itself, which is then the model returned. base may be nil, and
-// is ignored for a full version.
+// model itself, which is then the model returned. A full version, a
+// chain's snapshot, or the copy of a read-only base is written into the
+// storage of a Writable base (of base and its Next) whose tensors take
+// the same sizes (mmoe.Model.Fits) rather than into new memory. base may
+// be nil.
 func ReadModelFrom(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits, base *Base) (*mmoe.Model, error) {
 	if err := lim.Validate(); err != nil {
 		return nil, err
 	}
 	if m.Delta == nil {
-		return readWeights(dir, m, layout, heads, lim)
+		return readWeights(dir, m, layout, heads, lim, base.storage(m, layout, heads))
 	}
 	fp, err := mmoe.SizeOf(m.Model, layout, heads)
 	if err != nil {
@@ -121,7 +124,8 @@ func ReadModelFrom(dir string, m *Manifest, layout features.Layout, heads []stri
 }
 
 // readWeights is ReadModel for a full version.
-func readWeights(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits) (*mmoe.Model, error) {
+// It reads into into's storage when into is not nil (storage).
+func readWeights(dir string, m *Manifest, layout features.Layout, heads []string, lim Limits, into *mmoe.Model) (*mmoe.Model, error) {
 	fp, err := mmoe.SizeOf(m.Model, layout, heads)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
@@ -138,7 +142,7 @@ func readWeights(dir string, m *Manifest, layout features.Layout, heads []string
 		return nil, fmt.Errorf("bundle: %s: %w", dir, err)
 	}
 	defer f.Close()
-	model, err := mmoe.NewFromSafetensors(m.Model, layout, heads, f)
+	model, err := mmoe.NewFromSafetensorsInto(m.Model, layout, heads, f, into)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %s: %s: %w", dir, WeightsFile, err)
 	}
