@@ -10,8 +10,10 @@ import (
 // Go scheduler while it runs, and returns what f returns once it has.
 //
 // Why: loading a bundle (reading and checksumming its weights, the
-// sample check, warming the new scorer's pool) takes 60-120 ms of CPU on
-// the std workload, and the server keeps answering meanwhile. Run as it
+// sample check, warming the new scorer's pool) takes about 0.18 s of CPU
+// on the std workload into a spare model's memory (0.8-1.0 s into new
+// memory on the VMs measured, docs/serving.md), and the server keeps
+// answering meanwhile. Run as it
 // was, on the poller's goroutine, it held one of the GOMAXPROCS Ps (and
 // its core) at the requests' priority for all that time: on 2 cores with
 // a helper polling on the other P, a request arriving then waited for the

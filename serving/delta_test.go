@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/onestone/onestone/bundle"
 	"github.com/onestone/onestone/internal/s3test"
@@ -305,28 +304,9 @@ func TestServerDeltaInPlace(t *testing.T) {
 	ctx := context.Background()
 	stop := load(t, url)
 	body := testRequest(t, rand.New(rand.NewPCG(1, 2)), 30, "")
-	// Requests that began on the model replaced may still run (load
-	// keeps them coming, and -race makes them slow): a spare in use is
-	// copied from, by design, so the reloads checked here wait for those
-	// requests to end (a pinned spare stays pinned: no wait).
-	spareIdle := func() {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-			s.reloadMu.Lock()
-			sp := s.spare
-			idle := sp == nil || sp.pinned.Load() || sp.refs.Load() == 0
-			s.reloadMu.Unlock()
-			if idle {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the model replaced is still used 10 s after its last reload")
-			}
-		}
-	}
 	step := func() *mmoe.Model {
 		t.Helper()
-		spareIdle()
+		waitSpareIdle(t, s)
 		tr.train()
 		v := tr.publish(false)
 		if got, _, err := s.Reload(ctx); err != nil || got != v {
@@ -380,7 +360,7 @@ func TestServerDeltaInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := s.cur.Load().sc.b.Model
-	spareIdle()
+	waitSpareIdle(t, s)
 	if _, _, err := s.Reload(ctx); err == nil {
 		t.Fatal("a corrupt delta loaded")
 	}

@@ -141,8 +141,11 @@ func LoadBundleFrom(dir string, lim bundle.Limits, base *Bundle) (b *Bundle, err
 // from spare, a bundle loaded before whose model nothing uses any more:
 // when the chain passes through spare's version, the deltas after it are
 // applied onto spare's model itself (the new bundle's Model is then
-// spare's), without a copy of base's. After an error spare's model may
-// be in any state. spare may be nil.
+// spare's), without a copy of base's; otherwise a model of the same
+// sizes is written into spare's storage (bundle.Base.Writable). A spare
+// without a Manifest is storage only (mmoe.Model.Spare). After the call
+// spare's model may be in any state and must be dropped. spare may be
+// nil.
 func loadBundle(dir string, lim bundle.Limits, base, spare *Bundle) (b *Bundle, err error) {
 	defer func() {
 		if r := recover(); r != nil {

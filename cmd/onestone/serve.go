@@ -64,6 +64,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 	fs.DurationVar(&cfg.Poll, "poll", serving.DefaultPoll, "how often to look for a newer bundle, and for changes in refused ones (negative: never)")
 	maxModelBytesVar(fs, &cfg.Limits.MaxBytes)
 	fs.DurationVar(&cfg.HelperSpin, "spin", serving.DefaultHelperSpin, "with --workers > 1: how long the helper workers poll for the next request before sleeping (keeps their cores awake, at low priority; negative: sleep at once)")
+	spare := fs.Bool("spare", true, "keep a second model's memory resident (the model replaced, or memory reserved once the first is served), so that a reload writes into it instead of faulting in new memory while requests are served; false: free a replaced model")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "longest wait for in-flight requests on SIGTERM")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof)")
 	var imp serving.ImpressionLogConfig
@@ -78,6 +79,7 @@ func serveFlags(fs *flag.FlagSet) runFunc {
 		if cfg.Models == "" {
 			return usagef("--models is required")
 		}
+		cfg.NoSpare = !*spare
 		if cfg.AdminToken == "" {
 			cfg.AdminToken = os.Getenv("ONESTONE_ADMIN_TOKEN")
 		}
