@@ -275,9 +275,9 @@ type Server struct {
 	// applied onto its model in place instead of onto a copy of cur's,
 	// and a version of the same sizes is read into its storage.
 	spare *served
-	// reserved is storage for the next model while there is no spare
-	// (ServerConfig.NoSpare), guarded by reloadMu; wantSpare asks
-	// spareLoop to reserve it.
+	// reserved is memory for the next model while there is no spare
+	// (unless ServerConfig.NoSpare), guarded by reloadMu; wantSpare asks
+	// spareLoop to reserve it (askSpare).
 	reserved  *mmoe.Model
 	wantSpare chan struct{}
 	refused   map[string]*RefusedVersion // by bundle dir
@@ -424,11 +424,18 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Scorer returns the scorer being served, or nil before the first load.
 func (s *Server) Scorer() *Scorer {
-	if c := s.cur.Load(); c != nil {
+	for {
+		c := s.cur.Load()
+		if c == nil {
+			return nil
+		}
 		c.pinned.Store(true) // its model is never written
-		return c.sc
+		// Replaced between the two steps, it may have been handed to a
+		// load as the spare before the pin: take the new one.
+		if s.cur.Load() == c {
+			return c.sc
+		}
 	}
-	return nil
 }
 
 // acquireServed returns the entry served, counted in its refs until
@@ -848,6 +855,8 @@ func (s *Server) candidates(ctx context.Context) ([]string, error) {
 func (s *Server) reload(ctx context.Context, retry bool) (version string, changed bool, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	// After a swap, or a refused version that took the spare.
+	defer s.askSpare()
 	cur := s.cur.Load()
 	if cur != nil {
 		version = cur.sc.b.Manifest.Version
@@ -915,12 +924,6 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 		if sc.b.Manifest.IsDelta() || !s.cfg.NoSpare {
 			s.spare = cur
 		}
-		if s.spare == nil && s.reserved == nil && !s.cfg.NoSpare {
-			select {
-			case s.wantSpare <- struct{}{}:
-			default: // asked already
-			}
-		}
 		s.mReloads.Inc()
 		s.mModel.Reset()
 		s.mModel.WithLabelValues(sc.b.Manifest.Version, strconv.FormatBool(sc.b.Manifest.Verified()), sc.b.SampleCheck).Set(1)
@@ -935,6 +938,19 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 		return sc.b.Manifest.Version, true, newestErr
 	}
 	return version, false, newestErr
+}
+
+// askSpare asks spareLoop for memory for the next model when a model is
+// served and there is neither a spare nor reserved memory, unless
+// NoSpare. The caller holds reloadMu.
+func (s *Server) askSpare() {
+	if s.cfg.NoSpare || s.spare != nil || s.reserved != nil || s.cur.Load() == nil {
+		return
+	}
+	select {
+	case s.wantSpare <- struct{}{}:
+	default: // asked already
+	}
 }
 
 // refuse records that dir failed to load, with its fingerprint.

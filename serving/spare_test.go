@@ -131,11 +131,27 @@ func TestServerSpare(t *testing.T) {
 	if got := scores(t, url, body); got != want {
 		t.Fatalf("after a refused version the server scores\n%s\nwant\n%s", got, want)
 	}
-	s.reloadMu.Lock()
-	if s.spare != nil || s.reserved != nil {
-		t.Fatal("the spare is kept after a refused version was read into it")
+	if storageOf(m2) == storageOf(m3) {
+		t.Fatal("the model served shares the refused version's memory")
 	}
-	s.reloadMu.Unlock()
+	// The spare is given up, and memory reserved anew.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.reloadMu.Lock()
+		sp, res := s.spare, s.reserved
+		s.reloadMu.Unlock()
+		if sp != nil {
+			t.Fatal("the spare is kept after a refused version was read into it")
+		}
+		if res != nil {
+			if storageOf(res) == storageOf(m2) || storageOf(res) == storageOf(m3) {
+				t.Fatal("the memory reserved after a refusal is not new")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no memory reserved 20 s after a refusal took the spare")
+		}
+	}
 	if n, first := stop(); n > 0 {
 		t.Fatalf("%d requests failed during the reloads; first: %s", n, first)
 	}
