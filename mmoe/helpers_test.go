@@ -7,6 +7,16 @@ import (
 	"github.com/onestone/onestone/features"
 )
 
+// withExperts gives cfg 3 experts when its architecture mixes experts
+// (MMoE, OMoE, CGC, PLE); the others take none.
+func withExperts(cfg Config) Config {
+	switch cfg.Arch {
+	case ArchMMoE, ArchOMoE, ArchCGC, ArchPLE:
+		cfg.Experts = 3
+	}
+	return cfg
+}
+
 // smallLayout has one single-id, one mean-pooled and one sum-pooled field
 // and three dense columns.
 func smallLayout() features.Layout {

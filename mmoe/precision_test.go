@@ -13,11 +13,7 @@ import (
 // bf16Config is a model wide enough for bf16 rounding to show in every
 // product, for each architecture.
 func bf16Config(arch string) Config {
-	cfg := Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{24, 12}, Tower: []int{6}, Seed: 4}
-	if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-		cfg.Experts = 3
-	}
-	return cfg
+	return withExperts(Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{24, 12}, Tower: []int{6}, Seed: 4})
 }
 
 // passResult is what one forward and backward pass produced.

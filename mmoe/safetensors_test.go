@@ -69,10 +69,7 @@ func bitsEqual(a, b [][]float32) bool {
 func TestSafetensorsRoundTrip(t *testing.T) {
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 4, ExpertHidden: []int{6, 5}, Tower: []int{3}, Seed: 1}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 4, ExpertHidden: []int{6, 5}, Tower: []int{3}, Seed: 1})
 			a := testModel(t, cfg)
 			cfg.Seed = 2
 			b := testModel(t, cfg)

@@ -21,10 +21,7 @@ func TestReadIntoStorage(t *testing.T) {
 	heads := []string{"ctr", "cvr"}
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 4, ExpertHidden: []int{6, 5}, Tower: []int{3}, Seed: 1}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 4, ExpertHidden: []int{6, 5}, Tower: []int{3}, Seed: 1})
 			a := testModel(t, cfg)
 			file := saved(t, a)
 			cfg.Seed = 2 // same sizes, other weights

@@ -52,10 +52,7 @@ func joinSides(l features.Layout, ctx, cand *features.Batch) *features.Batch {
 func TestSplitForward(t *testing.T) {
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Activation: ActGELU, Seed: 2}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Activation: ActGELU, Seed: 2})
 			m := testModel(t, cfg)
 			l := smallLayout()
 			rng := rand.New(rand.NewPCG(3, 3))
@@ -113,10 +110,7 @@ func TestSplitForward(t *testing.T) {
 func TestSplitForwardRowsMatchesForwardBitForBit(t *testing.T) {
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Seed: 5}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Tower: []int{3}, Seed: 5})
 			m := testModel(t, cfg)
 			l := smallLayout()
 			rng := rand.New(rand.NewPCG(4, 4))
@@ -163,10 +157,7 @@ func TestSplitForwardRowsMatchesForwardBitForBit(t *testing.T) {
 func TestSplitPackedRefresh(t *testing.T) {
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{12, 8}, Tower: []int{5, 3}, Seed: 7}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{12, 8}, Tower: []int{5, 3}, Seed: 7})
 			m := testModel(t, cfg)
 			l := smallLayout()
 			rng := rand.New(rand.NewPCG(9, 9))
@@ -248,10 +239,7 @@ func TestSplitForwardNoAllocs(t *testing.T) {
 func TestSplitFusedPlan(t *testing.T) {
 	for _, arch := range Archs {
 		for _, act := range []string{ActReLU, ActGELU} {
-			cfg := Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Activation: act, Seed: 5}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 3, ExpertHidden: []int{6, 4}, Activation: act, Seed: 5})
 			s := testModel(t, cfg).NewSplit()
 			if want := act == ActReLU; s.fused != want {
 				t.Errorf("%s %s: fused %v, want %v", arch, act, s.fused, want)
@@ -274,10 +262,7 @@ func TestSplitFusedPlan(t *testing.T) {
 func TestSplitForwardCandidatesInPasses(t *testing.T) {
 	for _, arch := range Archs {
 		t.Run(arch, func(t *testing.T) {
-			cfg := Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{40, 20}, Tower: []int{8}, Seed: 6}
-			if arch == ArchMMoE || arch == ArchOMoE || arch == ArchCGC || arch == ArchPLE {
-				cfg.Experts = 3
-			}
+			cfg := withExperts(Config{Arch: arch, EmbeddingDim: 16, ExpertHidden: []int{40, 20}, Tower: []int{8}, Seed: 6})
 			m := testModel(t, cfg)
 			l := smallLayout()
 			rng := rand.New(rand.NewPCG(6, 6))
