@@ -293,28 +293,11 @@ func TestServerDeltaChain(t *testing.T) {
 // A delta that fails on the spare model (corrupt) leaves the model
 // served serving, and the next delta goes to a copy.
 func TestServerDeltaInPlace(t *testing.T) {
-	root := t.TempDir()
-	tr := newTrainer(t, bundle.NewDir(root))
-	tr.publish(true)
-	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := serve(t, s)
+	tr, s, url, stop := streamServer(t)
+	root := tr.s.(*bundle.Dir).Root()
 	ctx := context.Background()
-	stop := load(t, url)
 	body := testRequest(t, rand.New(rand.NewPCG(1, 2)), 30, "")
-	step := func() *mmoe.Model {
-		t.Helper()
-		waitSpareIdle(t, s)
-		tr.train()
-		v := tr.publish(false)
-		if got, _, err := s.Reload(ctx); err != nil || got != v {
-			t.Fatalf("reload: %s, %v; want %s", got, err, v)
-		}
-		sameWeights(t, s, tr.model)
-		return s.cur.Load().sc.b.Model
-	}
+	step := func() *mmoe.Model { t.Helper(); return reloadStep(t, s, tr, false) }
 	if _, _, err := s.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}

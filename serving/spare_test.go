@@ -36,6 +36,37 @@ func waitSpareIdle(t *testing.T, s *Server) {
 	}
 }
 
+// streamServer serves a trainer's first snapshot on loopback, under
+// requests kept going by load (stop ends them and returns the failures).
+// The server loads nothing until the caller's Reload.
+func streamServer(t *testing.T) (tr *trainer, s *Server, url string, stop func() (int64, string)) {
+	t.Helper()
+	root := t.TempDir()
+	tr = newTrainer(t, bundle.NewDir(root))
+	tr.publish(true)
+	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url = serve(t, s)
+	return tr, s, url, load(t, url)
+}
+
+// reloadStep trains, publishes a full version or a delta once the model
+// s replaced last is idle, reloads s onto it and checks that s serves
+// the trainer's weights to the bit; it returns the model served.
+func reloadStep(t *testing.T, s *Server, tr *trainer, full bool) *mmoe.Model {
+	t.Helper()
+	waitSpareIdle(t, s)
+	tr.train()
+	v := tr.publish(full)
+	if got, _, err := s.Reload(context.Background()); err != nil || got != v {
+		t.Fatalf("reload: %s, %v; want %s", got, err, v)
+	}
+	sameWeights(t, s, tr.model)
+	return s.cur.Load().sc.b.Model
+}
+
 // A server reserves a spare model's memory once it serves its first
 // model, reads the next full version into it, and then each version into
 // the memory of the model it replaced before, under requests that never
@@ -44,16 +75,8 @@ func waitSpareIdle(t *testing.T, s *Server) {
 // not score as recorded) leaves the model served serving, unchanged.
 // With NoSpare the replaced model is not kept.
 func TestServerSpare(t *testing.T) {
-	root := t.TempDir()
-	tr := newTrainer(t, bundle.NewDir(root))
-	tr.publish(true)
-	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := serve(t, s)
+	tr, s, url, stop := streamServer(t)
 	ctx := context.Background()
-	stop := load(t, url)
 	var reserved *mmoe.Model
 	for deadline := time.Now().Add(20 * time.Second); reserved == nil; time.Sleep(time.Millisecond) {
 		s.reloadMu.Lock()
@@ -67,25 +90,14 @@ func TestServerSpare(t *testing.T) {
 	if storageOf(reserved) == storageOf(m1) {
 		t.Fatal("the reserved memory is the model's")
 	}
-	step := func() *mmoe.Model {
-		t.Helper()
-		waitSpareIdle(t, s)
-		tr.train()
-		v := tr.publish(true)
-		if got, _, err := s.Reload(ctx); err != nil || got != v {
-			t.Fatalf("reload: %s, %v; want %s", got, err, v)
-		}
-		sameWeights(t, s, tr.model)
-		return s.cur.Load().sc.b.Model
-	}
-	m2 := step()
+	m2 := reloadStep(t, s, tr, true)
 	if storageOf(m2) != storageOf(reserved) {
 		t.Fatal("the second version was not read into the reserved memory")
 	}
 	if s.reserved != nil {
 		t.Fatal("the reserved memory is still reserved once a model took it")
 	}
-	m3 := step()
+	m3 := reloadStep(t, s, tr, true)
 	if storageOf(m3) != storageOf(m1) {
 		t.Fatal("the third version was not read into the first one's memory")
 	}
