@@ -303,6 +303,7 @@ type Server struct {
 	mExact      *prometheus.GaugeVec
 	mUnknownIDs *prometheus.CounterVec
 	mChain      prometheus.Counter
+	mSpares     prometheus.Counter
 	listenAddr  atomic.Value   // string
 	imp         *impressionLog // nil unless ImpressionLog is set
 }
@@ -386,10 +387,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.mChain = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "onestone_model_delta_chain_refused_total", Help: "Delta versions refused because their chain to a snapshot is broken (a parent missing, corrupt or not the one the delta was written against); the model served keeps serving until a snapshot loads.",
 	})
+	s.mSpares = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "onestone_model_spare_reservations_total", Help: "Spare models' memory reserved in the background for the next version to be read into (a whole model's pages each; see serve --spare).",
+	})
 	if s.remote != nil {
 		s.remote.onChain = s.mChain.Inc
 	}
-	s.reg.MustRegister(s.mUnknownIDs, s.mChain)
+	s.reg.MustRegister(s.mUnknownIDs, s.mChain, s.mSpares)
 	s.reg.MustRegister(s.mRequests, s.mLatency, s.mCands, s.mUnknown, s.mInFlight, s.mReading, s.mModel, s.mReloads, s.mRefused, s.mRefusedNow, s.mBehind, s.mOverload, s.mLoadedAt, s.mExact,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -940,11 +944,10 @@ func (s *Server) reload(ctx context.Context, retry bool) (version string, change
 	return version, false, newestErr
 }
 
-// askSpare asks spareLoop for memory for the next model when a model is
-// served and there is neither a spare nor reserved memory, unless
-// NoSpare. The caller holds reloadMu.
+// askSpare asks spareLoop for memory for the next model when it is
+// wanted (spareWanted). The caller holds reloadMu.
 func (s *Server) askSpare() {
-	if s.cfg.NoSpare || s.spare != nil || s.reserved != nil || s.cur.Load() == nil {
+	if !s.spareWanted() {
 		return
 	}
 	select {
@@ -1095,16 +1098,25 @@ func (s *Server) spareLoop(ctx context.Context) {
 			return
 		case <-s.wantSpare:
 		}
-		cur := s.cur.Load()
-		if cur == nil {
+		// A reload asks again while a reservation is under way (reserved
+		// is set only at its end): the second ask finds memory already
+		// there, or a spare a swap left, and reserves nothing.
+		s.reloadMu.Lock()
+		want := s.spareWanted()
+		s.reloadMu.Unlock()
+		if !want {
 			continue
 		}
+		cur := s.cur.Load()
 		type reserved struct {
 			m   *mmoe.Model
 			err error
 		}
 		start := time.Now()
 		r := inBackground(func() reserved {
+			if spareHook != nil {
+				spareHook()
+			}
 			m, err := cur.sc.b.Model.Spare(ctx)
 			return reserved{m, err}
 		})
@@ -1115,14 +1127,29 @@ func (s *Server) spareLoop(ctx context.Context) {
 			continue
 		}
 		s.reloadMu.Lock()
-		if s.spare == nil && s.reserved == nil {
+		kept := s.spare == nil && s.reserved == nil
+		if kept {
 			s.reserved = r.m
 		}
 		s.reloadMu.Unlock()
-		s.log.Info("serving: spare model memory reserved", "version", cur.sc.b.Manifest.Version,
-			"took", time.Since(start).Round(time.Millisecond))
+		if kept { // else a swap left a spare meanwhile: r.m is dropped
+			s.mSpares.Inc()
+			s.log.Info("serving: spare model memory reserved", "version", cur.sc.b.Manifest.Version,
+				"took", time.Since(start).Round(time.Millisecond))
+		}
 	}
 }
+
+// spareWanted reports whether memory for the next model should be
+// reserved: a model is served and there is neither a spare nor reserved
+// memory, unless NoSpare. The caller holds reloadMu.
+func (s *Server) spareWanted() bool {
+	return !s.cfg.NoSpare && s.spare == nil && s.reserved == nil && s.cur.Load() != nil
+}
+
+// spareHook, when set (by tests only), runs at the start of each
+// reservation of spareLoop, on its background thread.
+var spareHook func()
 
 // load loads the bundle in dir and a warm scorer for it, in the
 // background (inBackground): requests keep their cores meanwhile. A

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,4 +185,52 @@ func TestServerSpare(t *testing.T) {
 		t.Fatal("NoSpare: a spare is kept")
 	}
 	sameWeights(t, ns, tr.model)
+}
+
+// A reload that asks for a spare while the first reservation is under
+// way (every reload asks until memory is reserved) does not make the
+// server reserve a second model's memory once the first is there: the
+// reservation is counted once, in onestone_model_spare_reservations_total
+// too.
+func TestServerSpareReservedOnce(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	spareHook = func() {
+		if calls.Add(1) == 1 {
+			<-release
+		}
+	}
+	t.Cleanup(func() { spareHook = nil })
+	_, s, url, stop := streamServer(t)
+	defer stop()
+	for deadline := time.Now().Add(20 * time.Second); calls.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no reservation started 20 s after the first model was served")
+		}
+	}
+	for range 3 { // no new version: each reload only asks for the spare again
+		if _, changed, err := s.Reload(context.Background()); err != nil || changed {
+			t.Fatalf("reload: changed %v, %v", changed, err)
+		}
+	}
+	close(release)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.reloadMu.Lock()
+		done := s.reserved != nil
+		s.reloadMu.Unlock()
+		if done && len(s.wantSpare) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first reservation did not end, or the asks after it were not taken, in 20 s")
+		}
+	}
+	// The asks were taken; a second reservation would start at once.
+	time.Sleep(200 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d reservations, want 1", n)
+	}
+	if _, m := get(t, url+"/metrics"); !strings.Contains(string(m), "onestone_model_spare_reservations_total 1\n") {
+		t.Fatal("/metrics does not count one spare reservation")
+	}
 }
