@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Helpers runs the helper workers of score requests (ScorerConfig.Workers
@@ -36,6 +38,7 @@ type Helpers struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
+	stats   helperStats
 }
 
 // NewHelpers starts n helper goroutines that poll for spin after each task
@@ -103,9 +106,10 @@ const (
 // stale queue entry of a task (revoked, then posted again) runs it for the
 // request that posted it last, which is what that request asked for.
 type helperTask struct {
-	state atomic.Int32
-	w     worker
-	k     int
+	posted time.Time // when post offered it (read by the helper that takes it)
+	state  atomic.Int32
+	w      worker
+	k      int
 }
 
 // worker is what a helper runs: worker k of a request's run.
@@ -116,21 +120,25 @@ type worker interface{ work(k int) }
 func (h *Helpers) post(t *helperTask) bool {
 	if h.closed() {
 		t.state.Store(taskRevoked)
+		h.stats.revoked.Add(1)
 		return false
 	}
+	t.posted = time.Now()
 	t.state.Store(taskPosted)
 	select {
 	case h.queue <- t:
 		return true
 	default:
 		t.state.Store(taskRevoked)
+		h.stats.revoked.Add(1)
 		return false
 	}
 }
 
 // finish waits until t is done, or revokes it if no helper has taken it.
-func (t *helperTask) finish() {
+func (h *Helpers) finish(t *helperTask) {
 	if t.state.CompareAndSwap(taskPosted, taskRevoked) {
+		h.stats.revoked.Add(1)
 		return
 	}
 	// A helper has it and is running: its passes are short.
@@ -159,6 +167,7 @@ func (h *Helpers) loop(poll bool) {
 			return
 		}
 		if t.state.CompareAndSwap(taskPosted, taskTaken) {
+			h.stats.took(time.Since(t.posted))
 			if renice && setThreadNice(nice) != nil {
 				// Cannot happen after the check of NewHelpers; should it,
 				// the request's own goroutine does the work (as for a
@@ -204,4 +213,60 @@ func (h *Helpers) next(poll, reniced bool) *helperTask {
 	case <-h.stop:
 		return nil
 	}
+}
+
+// helperStats counts what became of the tasks posted to Helpers: taken
+// by a helper (with how long after their posting), or revoked (the
+// request's own goroutine did that worker's share, no helper having
+// started on it in time, or the queue being full). A request that runs
+// on one worker only while helpers poll has lost its second core: see
+// docs/serving.md.
+type helperStats struct {
+	taken, revoked atomic.Int64
+	waitNanos      atomic.Int64
+	waits          [len(helperWaitBuckets)]atomic.Int64 // taken tasks by their wait's bucket (not cumulative)
+}
+
+// helperWaitBuckets are the upper bounds of the wait histogram, in
+// seconds: a polling helper takes a task within microseconds, a sleeping
+// one once its thread is awake.
+var helperWaitBuckets = [...]float64{50e-6, 200e-6, 1e-3, 5e-3}
+
+func (st *helperStats) took(wait time.Duration) {
+	st.taken.Add(1)
+	st.waitNanos.Add(int64(wait))
+	for i, b := range helperWaitBuckets {
+		if wait.Seconds() <= b {
+			st.waits[i].Add(1)
+			break
+		}
+	}
+}
+
+var (
+	helperTasksDesc = prometheus.NewDesc("onestone_score_helper_tasks_total",
+		"Helper tasks of score requests (a request's workers beyond its own goroutine) by outcome: taken by a helper, or revoked (no helper started it before the request's own goroutine had done all the work).",
+		[]string{"outcome"}, nil)
+	helperWaitDesc = prometheus.NewDesc("onestone_score_helper_wait_seconds",
+		"How long helper tasks waited between their posting and a helper taking them.", nil, nil)
+)
+
+// Describe and Collect make h a prometheus.Collector of its tasks.
+func (h *Helpers) Describe(ch chan<- *prometheus.Desc) {
+	ch <- helperTasksDesc
+	ch <- helperWaitDesc
+}
+
+func (h *Helpers) Collect(ch chan<- prometheus.Metric) {
+	st := &h.stats
+	buckets := make(map[float64]uint64, len(helperWaitBuckets))
+	var cum uint64
+	for i, b := range helperWaitBuckets {
+		cum += uint64(st.waits[i].Load())
+		buckets[b] = cum
+	}
+	taken := st.taken.Load()
+	ch <- prometheus.MustNewConstMetric(helperTasksDesc, prometheus.CounterValue, float64(taken), "taken")
+	ch <- prometheus.MustNewConstMetric(helperTasksDesc, prometheus.CounterValue, float64(st.revoked.Load()), "revoked")
+	ch <- prometheus.MustNewConstHistogram(helperWaitDesc, uint64(max(taken, int64(cum))), time.Duration(st.waitNanos.Load()).Seconds(), buckets)
 }

@@ -90,7 +90,7 @@ func (st *scoreState) run(ctx context.Context, req *Request, w, n int, scores []
 		}
 		st.work(0)
 		for k := 1; k < w; k++ {
-			st.tasks[k].finish()
+			h.finish(&st.tasks[k])
 		}
 	} else if w == 1 {
 		st.work(0)

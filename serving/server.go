@@ -1219,6 +1219,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.log.Info("serving: helper workers poll "+how, "helpers", s.cfg.Scorer.Workers-1, "spin", s.cfg.HelperSpin, "renice", h.Renice())
 		}
 	}
+	if h := s.cfg.Scorer.Helpers; h != nil {
+		// Their tasks' outcomes; a caller's Helpers may already be there.
+		if err := s.reg.Register(h); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("serving: helper metrics: %w", err)
+		}
+	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 	var wg sync.WaitGroup

@@ -4,14 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestHelpersSameScores: requests whose extra workers run on Helpers
@@ -190,6 +196,58 @@ func TestHelpersRevoke(t *testing.T) {
 	if h.post(&task) || task.state.Load() != taskRevoked {
 		t.Fatal("a full queue took a task")
 	}
+	if taken, revoked := h.stats.taken.Load(), h.stats.revoked.Load(); taken != 0 || revoked != 71 {
+		t.Fatalf("counted %d tasks taken and %d revoked, want 0 and 71", taken, revoked)
+	}
+}
+
+// TestHelpersStats: every task a request posts is counted once, taken
+// or revoked, and each one taken has its wait in the histogram, as a
+// registry gathers them.
+func TestHelpersStats(t *testing.T) {
+	h := NewHelpers(1, 10*time.Millisecond)
+	defer h.Close()
+	s := loadTestScorer(t, ScorerConfig{Workers: 2, MinWorkerRows: 4, BatchRows: 5, Helpers: h})
+	body := testRequest(t, rand.New(rand.NewPCG(6, 6)), 30, "")
+	const requests = 200
+	for range requests { // one task each: two workers
+		resp, err := s.ScoreBody(context.Background(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Release()
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(h)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	var waits *dto.Histogram
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "onestone_score_helper_tasks_total":
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			case "onestone_score_helper_wait_seconds":
+				waits = m.GetHistogram()
+			}
+		}
+	}
+	if got["taken"]+got["revoked"] != requests || got["taken"] == 0 {
+		t.Fatalf("tasks counted %v, want %d in all, some taken", got, requests)
+	}
+	if waits == nil || float64(waits.GetSampleCount()) != got["taken"] || waits.GetSampleSum() <= 0 {
+		t.Fatalf("wait histogram %v for %v tasks taken", waits, got["taken"])
+	}
+	prev := uint64(0)
+	for _, b := range waits.GetBucket() {
+		if b.GetCumulativeCount() < prev || b.GetCumulativeCount() > waits.GetSampleCount() {
+			t.Fatalf("wait buckets not cumulative: %v", waits.GetBucket())
+		}
+		prev = b.GetCumulativeCount()
+	}
 }
 
 // BenchmarkGoroutineWake measures how long a goroutine started by a busy
@@ -258,5 +316,35 @@ func TestScorerWarm(t *testing.T) {
 		if r1.Results[i].Index != r2.Results[i].Index || math.Float32bits(r1.Results[i].Scores[0]) != math.Float32bits(r2.Results[i].Scores[0]) {
 			t.Fatalf("rank %d: cold %+v, warm %+v", i, r1.Results[i], r2.Results[i])
 		}
+	}
+}
+
+// TestServerHelperMetrics: a server with helper workers shows their
+// tasks in /metrics: one per two-worker request, taken or revoked.
+func TestServerHelperMetrics(t *testing.T) {
+	root := t.TempDir()
+	writeTestBundle(t, root, 31)
+	s, err := NewServer(ServerConfig{Models: root, Poll: -1, Logger: quietLogger(),
+		Scorer: ScorerConfig{Workers: 2, MinWorkerRows: 4, BatchRows: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, s)
+	waitUntil(t, "the model served", func() bool { return s.cur.Load() != nil })
+	body := testRequest(t, rand.New(rand.NewPCG(7, 7)), 30, "")
+	const requests = 5
+	for range requests {
+		if code, b, _ := post(t, http.DefaultClient, url+"/v1/score", body); code != 200 {
+			t.Fatalf("score: %d %s", code, b)
+		}
+	}
+	_, m := get(t, url+"/metrics")
+	var taken, revoked float64
+	for _, line := range strings.Split(string(m), "\n") {
+		fmt.Sscanf(line, `onestone_score_helper_tasks_total{outcome="taken"} %g`, &taken)
+		fmt.Sscanf(line, `onestone_score_helper_tasks_total{outcome="revoked"} %g`, &revoked)
+	}
+	if taken+revoked != requests || !strings.Contains(string(m), "onestone_score_helper_wait_seconds_bucket") {
+		t.Fatalf("helper tasks in /metrics: %v taken, %v revoked, want %d in all\n%s", taken, revoked, requests, m)
 	}
 }
