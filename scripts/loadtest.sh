@@ -22,7 +22,10 @@
 #     used in each phase (in cores: with the default --spin its helper
 #     worker polls between requests, see docs/serving.md), and at the
 #     fixed rate the CPU hey used and how busy the whole host's CPUs
-#     were (other work on the host lengthens the tail), stops the server.
+#     were (other work on the host lengthens the tail), and what became
+#     of the requests' helper tasks at the fixed rate (taken, taken more
+#     than 1 ms after their posting, or revoked: the request then ran on
+#     one core; docs/serving.md), stops the server.
 #
 # SERVE_FLAGS passes extra flags to `onestone serve` (e.g. "--spin -1ms" to
 # let the helper sleep at once, "--workers 1", "--precision fp32"; serve
@@ -116,6 +119,16 @@ child_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 # of the whole host during the phase.
 host_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 TICKS=$(getconf CLK_TCK)
+# helper_tasks: the helper tasks taken, revoked, and taken more than 1 ms
+# after their posting, so far (onestone_score_helper_*; 0 0 0 without).
+helper_tasks() {
+	curl -fsS "http://$ADDR/metrics" | awk '
+	/^onestone_score_helper_tasks_total\{outcome="taken"\}/ { t = $2 }
+	/^onestone_score_helper_tasks_total\{outcome="revoked"\}/ { r = $2 }
+	/^onestone_score_helper_wait_seconds_bucket\{le="0.001"\}/ { b = $2 }
+	END { printf "%d %d %d\n", t, r, t - b }'
+}
+read -r T0_TAKEN T0_REVOKED T0_LATE <<<"$(helper_tasks)"
 C0=$(cpu_ticks)
 H0=$(child_ticks)
 read -r B0 T0 <<<"$(host_ticks)"
@@ -125,6 +138,7 @@ sleep $((FIXED_SECS / 2))
 mv "$WORK/staging/v00000001" "$WORK/models/v00000002" # an atomic publish, as the trainer does
 wait "$HEY_PID"
 C1=$(cpu_ticks)
+read -r T1_TAKEN T1_REVOKED T1_LATE <<<"$(helper_tasks)"
 H1=$(child_ticks)
 read -r B1 T1 <<<"$(host_ticks)"
 served() { curl -fsS "http://$ADDR/v1/model" | grep -o '"version": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/'; }
@@ -189,7 +203,7 @@ cat <<REPORT
   "candidates_per_request": $CANDIDATES,
   "serve_flags": "${SERVE_FLAGS:-}",
   "floor": $FLOOR,
-  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU, "hey_cpu_cores": $HEY_CPU, "host_busy_cores": $HOST_BUSY},
+  "fixed_rate": {"target_rps": $RATE, "seconds": $FIXED_SECS, "rps": $F_RPS, "p50_ms": $F_P50, "p99_ms": $F_P99, "ok": $F_OK, "errors": $F_ERR, "error_detail": "$F_DETAIL", "server_cpu_cores": $F_CPU, "hey_cpu_cores": $HEY_CPU, "host_busy_cores": $HOST_BUSY, "helper_tasks": {"taken": $((T1_TAKEN - T0_TAKEN)), "taken_after_1ms": $((T1_LATE - T0_LATE)), "revoked": $((T1_REVOKED - T0_REVOKED))}},
   "saturation": {"concurrency": $SAT_CONC, "seconds": $SAT_SECS, "rps": $S_RPS, "p50_ms": $S_P50, "p99_ms": $S_P99, "ok": $S_OK, "errors": $S_ERR, "error_detail": "$S_DETAIL", "server_cpu_cores": $S_CPU},
   "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)",
   "user": "$(id -un)",
