@@ -1127,7 +1127,7 @@ func (s *Server) spareLoop(ctx context.Context) {
 			continue
 		}
 		s.reloadMu.Lock()
-		kept := s.spare == nil && s.reserved == nil
+		kept := s.spareWanted()
 		if kept {
 			s.reserved = r.m
 		}
