@@ -13,14 +13,17 @@ import (
 // sample check, warming the new scorer's pool) takes about 0.18 s of CPU
 // on the std workload into a spare model's memory (0.8-1.0 s into new
 // memory on the VMs measured, docs/serving.md), and the server keeps
-// answering meanwhile. Run as it
-// was, on the poller's goroutine, it held one of the GOMAXPROCS Ps (and
-// its core) at the requests' priority for all that time: on 2 cores with
-// a helper polling on the other P, a request arriving then waited for the
-// Go scheduler to preempt the loader (up to 10 ms) before it was even
-// read, and then ran on one P instead of two. With the extra P the loader
-// never takes a P the requests need, and the kernel gives its thread
-// about a tenth of a core that a request's thread wants too. Lowering a
+// answering meanwhile. Run as it was, on the poller's goroutine, it held
+// one of the GOMAXPROCS Ps (and its core) at the requests' priority for
+// all that time: on 2 cores with a helper polling on the other P, a
+// request arriving then waited for the Go scheduler to preempt the
+// loader (up to 10 ms) before it was even read, and then ran on one P
+// instead of two. With the extra P the loader never takes a P the
+// requests need, and the kernel gives its thread about a tenth of a core
+// that a request's thread wants too. A helper polling at nice 19 is the
+// exception: beside the loader it gets about an eighth of the core, and
+// a third to a half of the requests during a load run on one core
+// (onestone_score_helper_tasks_total, docs/serving.md). Lowering a
 // thread's priority needs no permission; the thread is never raised
 // back: it ends with f's goroutine (LockOSThread without
 // UnlockOSThread), so no other goroutine ever runs on it.
