@@ -65,10 +65,11 @@ func NewHelpers(n int, spin time.Duration) *Helpers {
 var reniceAllowed = canRaiseNice
 
 // Renice reports how the polling helpers leave their core to other
-// threads. True: they poll at nice 19 and switch back to their normal
-// priority to work, which needs a permission checked once by NewHelpers
-// (root, CAP_SYS_NICE, or an RLIMIT_NICE reaching the normal priority:
-// `ulimit -e 20`, systemd LimitNICE=20). False (without it, or with no
+// threads. True: they poll at nice 19, in stretches of a few
+// milliseconds (pollStretch), and switch back to their normal priority
+// after each stretch and to work, which needs a permission checked once
+// by NewHelpers (root, CAP_SYS_NICE, or an RLIMIT_NICE reaching the
+// normal priority: `ulimit -e 20`, systemd LimitNICE=20). False (without it, or with no
 // polling helper): they never change their priority; they poll at the
 // normal one and yield their core (sched_yield) between polls, so a
 // thread that is ready to run on it takes it. Either way request work
@@ -149,69 +150,115 @@ func (h *Helpers) finish(t *helperTask) {
 
 func (h *Helpers) loop(poll bool) {
 	defer h.wg.Done()
-	renice := poll && h.renice
-	if poll {
-		// The helper polls on a thread of its own. With renice it polls
-		// at the lowest priority and works at its thread's own; had a
-		// switch back failed, the thread would stay locked and end with
-		// the helper.
-		runtime.LockOSThread()
-	}
-	nice := threadNice()
-	if renice {
-		setThreadNice(19)
-	}
 	for {
-		t := h.next(poll, renice)
-		if t == nil {
+		t, ok := h.next(poll)
+		if !ok {
 			return
 		}
 		if t.state.CompareAndSwap(taskPosted, taskTaken) {
 			h.stats.took(time.Since(t.posted))
-			if renice && setThreadNice(nice) != nil {
-				// Cannot happen after the check of NewHelpers; should it,
-				// the request's own goroutine does the work (as for a
-				// task no helper took), and this helper stops renicing.
-				t.state.Store(taskRevoked)
-				renice = false
-				continue
-			}
 			t.w.work(t.k)
 			t.state.Store(taskDone)
-			if renice {
-				setThreadNice(19)
-			}
 		}
 	}
 }
 
-// next returns the next task: polled for up to h.spin if poll (yielding
-// the core between polls unless reniced), then waited for. It returns nil
-// once the helpers are closed.
-func (h *Helpers) next(poll, reniced bool) *helperTask {
+// next returns the next task: polled for up to h.spin if poll
+// (pollStretch), then waited for. It reports false once the helpers are
+// closed, or if this helper must end (see pollStretch). It returns
+// unlocked from any thread, at the normal priority: tasks run there.
+func (h *Helpers) next(poll bool) (*helperTask, bool) {
 	if poll {
 		deadline := time.Now().Add(h.spin)
-		for i := 1; ; i++ {
-			// A one-case select with a default does not lock an empty
-			// channel.
-			select {
-			case t := <-h.queue:
-				return t
-			default:
+		for {
+			t, more, ok := h.pollStretch(deadline)
+			if !ok {
+				return nil, false
 			}
-			if !reniced {
-				yieldThread()
+			if t != nil {
+				return t, true
 			}
-			if i%256 == 0 && (time.Now().After(deadline) || h.closed()) {
+			if !more {
 				break
 			}
+			// Between stretches, unlocked and at the normal priority:
+			// the runtime now counts the helper as rescheduled.
+			runtime.Gosched()
 		}
 	}
 	select {
 	case t := <-h.queue:
-		return t
+		return t, true
 	case <-h.stop:
-		return nil
+		return nil, false
+	}
+}
+
+// pollStretchLen bounds one stretch of a helper's polling: well under
+// the 10 ms after which the Go runtime preempts a goroutine that has not
+// passed through its scheduler.
+const pollStretchLen = 4 * time.Millisecond
+
+// pollStretch polls for a task until one comes (more false), deadline
+// passes or the helpers close (t nil, more false), or pollStretchLen has
+// passed (more true). With renice the helper polls at nice 19, locked to
+// its thread for the stretch, and switches the thread back to its normal
+// priority before it returns; otherwise it yields its core between polls.
+//
+// Why stretches: the runtime preempts a goroutine that has run for 10 ms
+// without passing through its scheduler, and a preempted goroutine locked
+// to its thread parks that thread and hands its P to another thread,
+// which must then wake the parked one to run it again. After those
+// wake-ups the kernel often placed the helper's thread on the very core
+// of the request it helps, the other core idle: the request ran on one
+// core, slowed further by its own goroutine waiting for the helper, for
+// 2-10 ms (docs/serving.md). A helper that polls in stretches, with a
+// Gosched between them while unlocked, is never preempted and keeps its
+// thread.
+//
+// ok is false only if the thread could not be switched back to its
+// normal priority, which cannot happen after the check of NewHelpers;
+// should it, the thread must run nothing else: it stays locked and ends
+// with this helper, and a task polled meanwhile is left to its request,
+// which revokes it and does the work itself.
+func (h *Helpers) pollStretch(deadline time.Time) (t *helperTask, more, ok bool) {
+	reniced := false
+	if h.renice {
+		runtime.LockOSThread()
+		nice := threadNice()
+		if reniced = setThreadNice(19) == nil; !reniced {
+			runtime.UnlockOSThread()
+		} else {
+			defer func() {
+				if setThreadNice(nice) != nil {
+					t, more, ok = nil, false, false // still locked
+					return
+				}
+				runtime.UnlockOSThread()
+			}()
+		}
+	}
+	end := time.Now().Add(pollStretchLen)
+	for i := 1; ; i++ {
+		// A one-case select with a default does not lock an empty
+		// channel.
+		select {
+		case t := <-h.queue:
+			return t, false, true
+		default:
+		}
+		if !reniced {
+			yieldThread()
+		}
+		if i%256 == 0 {
+			now := time.Now()
+			if now.After(deadline) || h.closed() {
+				return nil, false, true
+			}
+			if now.After(end) {
+				return nil, true, true
+			}
+		}
 	}
 }
 
