@@ -164,6 +164,14 @@ func (o *SparseAdagrad) StateBytes() int64 {
 	return n
 }
 
+// rowStateLines: a row's accumulator, one value or one per element.
+func (o *SparseAdagrad) rowStateLines(table int) int64 {
+	if o.cfg.PerElement {
+		return lines(4 * o.tables[table].Dim)
+	}
+	return lines(4)
+}
+
 // Step updates the touched rows of table `table` (its index in the tables
 // given to NewSparseAdagrad). rows are the unique touched rows; grad holds
 // len(rows)·Dim values, row i's gradient at grad[i·Dim:(i+1)·Dim]. The
@@ -330,6 +338,11 @@ func (o *SparseAdam) StateBytes() int64 {
 		n += 4*int64(len(o.m[i])+len(o.v[i])) + 4*int64(len(o.steps[i]))
 	}
 	return n
+}
+
+// rowStateLines: a row's two moments and its step count, three arrays.
+func (o *SparseAdam) rowStateLines(table int) int64 {
+	return 2*lines(4*o.tables[table].Dim) + lines(4)
 }
 
 // Step updates the touched rows of table `table`, as SparseAdagrad.Step.

@@ -320,3 +320,42 @@ func TestTrainerBF16StepAllocatesNothing(t *testing.T) {
 		t.Fatalf("a bf16 Step allocates %v times", allocs)
 	}
 }
+
+// TestOptimizerBytes: the optimizer's traffic, counted by hand for a
+// batch whose rows are known. Embedding rows of dim 4 (16 bytes) cost a
+// 64-byte line each; the row-wise accumulator a line too. Field a's ids
+// are 1, 2 | 2, 3 (the two workers' halves), field b's 5, 5 | 5, 5.
+func TestOptimizerBytes(t *testing.T) {
+	batch := func() *features.Batch {
+		return &features.Batch{
+			Rows: 4, DenseWidth: 1, Dense: []float32{0.1, -0.2, 0.3, 0.4},
+			Sparse: []features.SparseColumn{{IDs: []int32{1, 2, 2, 3}}, {IDs: []int32{5, 5, 5, 5}}},
+			Labels: [][]float32{{1, 0, 1, 0}, {1, 0, 0, 0}},
+		}
+	}
+	for _, c := range []struct {
+		workers int
+		perVal  int64 // Adam: value, 2 moments, gradient(s) read; value, moments written
+		sparse  int64
+	}{
+		// One worker: a's 3 rows and b's 1, each value, gradient and
+		// accumulator: 3+2 lines of 64 bytes per row.
+		{1, 4 * 7, (3 + 1) * 5 * 64},
+		// Two: also the merge: a reads 4 worker rows, writes 3, adds
+		// 1 (read and write); b reads 2, writes 1, adds 1.
+		{2, 4 * 8, (3+1)*5*64 + (4+3+2)*64 + (2+1+2)*64},
+	} {
+		m, tr := newTrainer(t, c.workers)
+		if _, err := tr.Step(batch()); err != nil {
+			t.Fatal(err)
+		}
+		_, dense := m.DenseParams()
+		var values int64
+		for _, v := range dense {
+			values += int64(len(v))
+		}
+		if got, want := tr.OptimizerBytes(), c.perVal*values+c.sparse; got != want {
+			t.Errorf("%d workers: OptimizerBytes %d, want %d (%d dense values)", c.workers, got, want, values)
+		}
+	}
+}

@@ -181,6 +181,9 @@ type sparseOptimizer interface {
 	SetState(State) error
 	StateBytes() int64
 	ResetRow(table int, r int32)
+	// rowStateLines is the size of the state of one row of a table, in
+	// the whole 64-byte cache lines an update of the row reads.
+	rowStateLines(table int) int64
 }
 
 // StepTimes splits one step's wall time.
@@ -257,6 +260,9 @@ type worker struct {
 	hi    int
 	index int
 	err   error
+	// optBytes is the memory traffic of the worker's share of the
+	// last optimizer pass (Trainer.OptimizerBytes).
+	optBytes int64
 	run   chan int // phases to run (nil until its goroutine starts)
 	done  chan struct{}
 }
@@ -602,17 +608,22 @@ func forRange(xs [][]float32, lo, hi int, f func(i, s, e int)) {
 // the pass that updates it.
 func (t *Trainer) optimize(k, n int) error {
 	w0 := t.active[0]
+	lo, hi := t.share(k, t.adam.size)
+	// Adam reads a value, its two moments and its gradient, and writes
+	// the value and the moments: 7 float32 (each worker's gradient
+	// read when they are summed here).
+	traffic := 4 * int64(hi-lo) * 7
+	t.active[k].optBytes = traffic
 	if t.mt.frozen {
-		lo, hi := t.share(k, t.adam.size)
 		t.adam.update(t.adamStep, lo, hi, t.mt.trainGrads, nil)
 		return nil // embeddings are shared: frozen
 	}
-	lo, hi := t.share(k, t.adam.size)
 	switch {
 	case t.reduced || n == 1:
 		t.adam.update(t.adamStep, lo, hi, w0.dense, nil)
 	case n == 2:
 		t.adam.update(t.adamStep, lo, hi, w0.dense, t.active[1].dense)
+		traffic += 4 * int64(hi-lo)
 	default:
 		d0 := w0.dense
 		forRange(d0, lo, hi, func(i, s, e int) {
@@ -620,12 +631,22 @@ func (t *Trainer) optimize(k, n int) error {
 				addTo(d0[i][s:e], o.dense[i][s:e])
 			}
 		})
+		traffic += 3 * 4 * int64(hi-lo) * int64(n-1)
 		t.adam.update(t.adamStep, lo, hi, d0, nil)
 	}
 	for f := k; f < len(t.dims); f += n {
 		rows, grad := w0.r.SparseGrad(f)
+		row := lines(4 * t.dims[f])
 		if len(t.active) > 1 {
+			in := 0
+			for _, w := range t.active {
+				r, _ := w.r.SparseGrad(f)
+				in += len(r)
+			}
 			rows, grad = t.mergeSparse(f, t.active)
+			// Each worker's row read; a row's first copy written, each
+			// further one added to it (read and written).
+			traffic += int64(in+len(rows)+2*(in-len(rows))) * row
 		}
 		if t.touched != nil {
 			t.touched.mark(f, rows)
@@ -633,8 +654,30 @@ func (t *Trainer) optimize(k, n int) error {
 		if err := t.sparse.Step(f, rows, grad, t.scale); err != nil {
 			return err
 		}
+		// Each row's values and state read and written, its gradient
+		// read; rows are scattered, so each access costs whole lines.
+		traffic += int64(len(rows)) * (3*row + 2*t.sparse.rowStateLines(f))
 	}
+	t.active[k].optBytes = traffic
 	return nil
+}
+
+// lines is n bytes rounded up to whole 64-byte cache lines.
+func lines(n int) int64 { return int64((n + 63) &^ 63) }
+
+// OptimizerBytes is the memory traffic of the last step's optimizer
+// pass, counted from the arrays it reads and writes: every dense value's
+// Adam update (the value, its moments and its gradients, as float32),
+// the merge of the workers' embedding gradients, and each touched
+// embedding row's update, in whole 64-byte cache lines since the rows
+// are scattered. Over the pass's time it is the bandwidth the optimizer
+// reached, to compare with the machine's copy bandwidth.
+func (t *Trainer) OptimizerBytes() int64 {
+	var n int64
+	for _, w := range t.active {
+		n += w.optBytes
+	}
+	return n
 }
 
 // Close stops the trainer's worker goroutines. The Trainer must not be

@@ -169,6 +169,12 @@ row("  forward + loss ms", f(pq, "forward_ms_median"), fl(os_), fl(ob), f(pt, "f
 row("  backward ms", f(pq, "backward_ms_median"), f(os_, "backward_ms_median"), f(ob, "backward_ms_median"), f(pt, "backward_ms_median"), False)
 opt = lambda xs: None if xs is None else med([x["dense_adam_ms_median"] + x["sparse_update_ms_median"] for x in xs])
 row("  optimizers ms (dense Adam + sparse)", opt(pq), f(os_, "optimizer_ms_median"), f(ob, "optimizer_ms_median"), opt(pt), False)
+# The optimizer's memory traffic against the copy bandwidth measured in
+# the same run (onestone only; absent from older reports).
+g = lambda xs, k: None if xs is None or any(k not in x for x in xs) else med([x[k] for x in xs])
+row("  optimizer traffic MB per step", None, g(os_, "optimizer_mb_per_step"), g(ob, "optimizer_mb_per_step"))
+row("  optimizer GB/s", None, g(os_, "optimizer_gbps"), g(ob, "optimizer_gbps"))
+row("  copy GB/s (2 cores)", None, g(os_, "copy_gbps"), g(ob, "copy_gbps"))
 row("train CPU ms per step (all threads)", f(pq, "cpu_ms_per_step"), f(os_, "cpu_ms_per_step"), f(ob, "cpu_ms_per_step"), f(pt, "cpu_ms_per_step"), False)
 mx = lambda xs: None if xs is None else max(x["peak_rss_mb"] for x in xs)
 row("train peak RSS MB", mx(pq), mx(os_), mx(ob), mx(pt), False)

@@ -94,6 +94,16 @@ type TrainFigure struct {
 	Ceiling        string  `json:"ceiling,omitempty"`
 	CeilingFrac    float64 `json:"ceiling_frac,omitempty"`
 	CeilingFracCPU float64 `json:"ceiling_frac_cpu,omitempty"`
+	// OptimizerMBPerStep is the optimizer pass's memory traffic per
+	// step (mtl.Trainer.OptimizerBytes, the median over the steps), and
+	// OptimizerGBps that over OptimizerMs. CopyGBps is the bandwidth of
+	// copying buffers larger than the caches on Workers cores, measured
+	// after the steps (each byte read and each written counted, as for
+	// the optimizer); OptimizerCopyFrac is OptimizerGBps over it.
+	OptimizerMBPerStep float64 `json:"optimizer_mb_per_step"`
+	OptimizerGBps      float64 `json:"optimizer_gbps"`
+	CopyGBps           float64 `json:"copy_gbps"`
+	OptimizerCopyFrac  float64 `json:"optimizer_copy_frac,omitempty"`
 }
 
 // ScoreFigure is the latency of scoring one request of Candidates
@@ -270,6 +280,46 @@ func benchGemm(ctx context.Context, cfg BenchConfig, rep *BenchReport) ([]GemmFi
 	return out, nil
 }
 
+// copyBandwidth measures, for about d, the rate at which workers
+// goroutines each copy a 32 MB buffer into another (together larger
+// than any cache here), in GB/s counting each byte read and each byte
+// written: the memory bandwidth the optimizer's streams can reach. 0 if
+// ctx ends first.
+func copyBandwidth(ctx context.Context, workers int, d time.Duration) float64 {
+	const size = 32 << 20
+	var wg sync.WaitGroup
+	copied := make([]int64, workers)
+	start := make(chan struct{})
+	var t0 time.Time
+	for w := range workers {
+		src, dst := make([]byte, size), make([]byte, size)
+		for i := 0; i < size; i += 4096 { // resident before the clock starts
+			src[i], dst[i] = 1, 1
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for time.Since(t0) < d && ctx.Err() == nil {
+				copy(dst, src)
+				copied[w] += 2 * size
+			}
+		}()
+	}
+	t0 = time.Now()
+	close(start)
+	wg.Wait()
+	el := time.Since(t0)
+	if ctx.Err() != nil {
+		return 0
+	}
+	var n int64
+	for _, c := range copied {
+		n += c
+	}
+	return float64(n) / el.Seconds() / 1e9
+}
+
 // StepFlopPerExample is the arithmetic of one training example's step on
 // m: each weight matrix [out, in] costs 2·out·in FLOP in the forward
 // product and as much again in each of the backward ones (the gradient of
@@ -301,7 +351,7 @@ func benchTrain(ctx context.Context, cfg BenchConfig, rep *BenchReport) (*TrainF
 	for i := range batches {
 		batches[i] = NewBatch(rng, Batch)
 	}
-	var step, fwd, loss, bwd, opt []float64
+	var step, fwd, loss, bwd, opt, optBytes []float64
 	var cpu0 time.Duration
 	for i := range cfg.TrainSteps + 3 {
 		if i == 3 {
@@ -323,6 +373,7 @@ func benchTrain(ctx context.Context, cfg BenchConfig, rep *BenchReport) (*TrainF
 		loss = append(loss, ms(tr.Times.Loss))
 		bwd = append(bwd, ms(tr.Times.Backward))
 		opt = append(opt, ms(tr.Times.Optimizer))
+		optBytes = append(optBytes, float64(tr.OptimizerBytes()))
 	}
 	cpu := kernels.ProcessCPU() - cpu0
 	f := &TrainFigure{
@@ -341,6 +392,15 @@ func benchTrain(ctx context.Context, cfg BenchConfig, rep *BenchReport) (*TrainF
 		f.Ceiling = c.Name
 		f.CeilingFrac = c.frac(f.GFlopsEffective, cfg.Workers)
 		f.CeilingFracCPU = c.fracCPU(f.GFlopsPerCPUSec)
+	}
+	f.OptimizerMBPerStep = median(optBytes) / (1 << 20)
+	if f.OptimizerMs > 0 {
+		f.OptimizerGBps = median(optBytes) / (f.OptimizerMs / 1000) / 1e9
+	}
+	// After PeakRSSMB: the buffers must not count in the training's peak.
+	f.CopyGBps = copyBandwidth(ctx, cfg.Workers, cfg.CeilingTime)
+	if f.CopyGBps > 0 {
+		f.OptimizerCopyFrac = f.OptimizerGBps / f.CopyGBps
 	}
 	return f, nil
 }
