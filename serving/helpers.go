@@ -196,8 +196,11 @@ func (h *Helpers) next(poll bool) (*helperTask, bool) {
 
 // pollStretchLen bounds one stretch of a helper's polling: well under
 // the 10 ms after which the Go runtime preempts a goroutine that has not
-// passed through its scheduler.
-const pollStretchLen = 4 * time.Millisecond
+// passed through its scheduler, even when another thread takes the
+// helper's core for a few milliseconds of it. Between two stretches the
+// helper spends about a microsecond (two priority changes and a
+// Gosched).
+const pollStretchLen = 2 * time.Millisecond
 
 // pollStretch polls for a task until one comes (more false), deadline
 // passes or the helpers close (t nil, more false), or pollStretchLen has
@@ -213,8 +216,9 @@ const pollStretchLen = 4 * time.Millisecond
 // of the request it helps, the other core idle: the request ran on one
 // core, slowed further by its own goroutine waiting for the helper, for
 // 2-10 ms (docs/serving.md). A helper that polls in stretches, with a
-// Gosched between them while unlocked, is never preempted and keeps its
-// thread.
+// Gosched between them while unlocked, keeps its thread and is not
+// preempted, unless its thread waits for a core for most of the
+// runtime's 10 ms (then it is hardly polling anyway).
 //
 // ok is false only if the thread could not be switched back to its
 // normal priority, which cannot happen after the check of NewHelpers;
@@ -239,6 +243,12 @@ func (h *Helpers) pollStretch(deadline time.Time) (t *helperTask, more, ok bool)
 		}
 	}
 	end := time.Now().Add(pollStretchLen)
+	// The clock is read often: a thread at nice 19 or yielding its core
+	// on a busy host may wait milliseconds between two polls.
+	every := 16
+	if !reniced {
+		every = 1
+	}
 	for i := 1; ; i++ {
 		// A one-case select with a default does not lock an empty
 		// channel.
@@ -250,7 +260,7 @@ func (h *Helpers) pollStretch(deadline time.Time) (t *helperTask, more, ok bool)
 		if !reniced {
 			yieldThread()
 		}
-		if i%256 == 0 {
+		if i%every == 0 {
 			now := time.Now()
 			if now.After(deadline) || h.closed() {
 				return nil, false, true

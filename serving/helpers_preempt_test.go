@@ -11,6 +11,8 @@ import (
 	"time"
 
 	exptrace "golang.org/x/exp/trace"
+
+	"github.com/onestone/onestone/internal/kernels"
 )
 
 // TestHelpersPollNotPreempted: a helper that polls for a task that does
@@ -18,10 +20,12 @@ import (
 // it (pollStretch). Preempted, a helper locked to its thread parks the
 // thread, which wakes up again wherever the kernel puts it: that is what
 // slowed requests (docs/serving.md). In the runtime's execution trace of
-// 300 ms of polling the helper must never be preempted, outside the
-// garbage collector's stops and stack scans (which preempt every
-// goroutine). Polling in one stretch, as it did, it was preempted 10-16
-// times.
+// 300 ms of polling the helper may be preempted at most twice, outside
+// the garbage collector's stops and stack scans (which preempt every
+// goroutine); polling in one stretch, as it did, it was preempted 10-16
+// times on a quiet host. On a host so busy that the polling helper got
+// less than two thirds of a core, where a starved thread is preempted
+// whatever it does, the test cannot judge and skips.
 func TestHelpersPollNotPreempted(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("GOMAXPROCS 1: no helper polls")
@@ -45,24 +49,31 @@ func TestHelpersPollNotPreempted(t *testing.T) {
 				t.Fatal("post refused")
 			}
 			waitUntil(t, "the helper runs the task", func() bool { return task.state.Load() == taskDone })
-			time.Sleep(300 * time.Millisecond)
+			const window = 300 * time.Millisecond
+			cpu0 := kernels.ProcessCPU()
+			time.Sleep(window)
+			cpu := kernels.ProcessCPU() - cpu0
 			h.Close() // before the trace stops, which preempts every goroutine
 			trace.Stop()
 			polled, preempted := helperTransitions(t, &buf)
 			if polled == 0 {
 				t.Fatal("the trace shows no helper goroutine: the test checks nothing")
 			}
-			if preempted > 0 {
-				t.Fatalf("the runtime preempted the polling helper %d times in 300 ms", preempted)
+			if preempted > 2 {
+				if cpu < window*2/3 {
+					t.Skipf("the process had %v of CPU in %v: the host is too busy to judge (%d preemptions)", cpu, window, preempted)
+				}
+				t.Fatalf("the runtime preempted the polling helper %d times in %v (the process had %v of CPU)", preempted, window, cpu)
 			}
 		})
 	}
 }
 
 // helperTransitions counts, in an execution trace, the state transitions
-// of goroutines whose stack is in Helpers' methods (polled), and those
-// of them that are preemptions outside the garbage collector's phases
-// and the runtime's stops (preempted).
+// of goroutines whose stack is in Helpers.next, waiting for a task
+// (polled), and those of them that are preemptions outside the garbage
+// collector's phases and the runtime's stops (preempted). A helper that
+// ends after Close is not polling any more.
 func helperTransitions(t *testing.T, r io.Reader) (polled, preempted int) {
 	t.Helper()
 	tr, err := exptrace.NewReader(r)
@@ -100,14 +111,14 @@ func helperTransitions(t *testing.T, r io.Reader) (polled, preempted int) {
 		if st.Resource.Kind != exptrace.ResourceGoroutine {
 			continue
 		}
-		inHelpers := false
+		polling := false
 		for f := range st.Stack.Frames() {
-			if strings.Contains(f.Func, "serving.(*Helpers).") {
-				inHelpers = true
+			if strings.HasSuffix(f.Func, "serving.(*Helpers).next") {
+				polling = true
 				break
 			}
 		}
-		if !inHelpers {
+		if !polling {
 			continue
 		}
 		polled++
