@@ -610,8 +610,8 @@ func (t *Trainer) optimize(k, n int) error {
 	w0 := t.active[0]
 	lo, hi := t.share(k, t.adam.size)
 	// Adam reads a value, its two moments and its gradient, and writes
-	// the value and the moments: 7 float32 (each worker's gradient
-	// read when they are summed here).
+	// the value and the moments: 7 float32, and one more for the second
+	// worker's gradient when the pass sums them.
 	traffic := 4 * int64(hi-lo) * 7
 	t.active[k].optBytes = traffic
 	if t.mt.frozen {

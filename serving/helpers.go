@@ -69,11 +69,11 @@ var reniceAllowed = canRaiseNice
 // milliseconds (pollStretch), and switch back to their normal priority
 // after each stretch and to work, which needs a permission checked once
 // by NewHelpers (root, CAP_SYS_NICE, or an RLIMIT_NICE reaching the
-// normal priority: `ulimit -e 20`, systemd LimitNICE=20). False (without it, or with no
-// polling helper): they never change their priority; they poll at the
-// normal one and yield their core (sched_yield) between polls, so a
-// thread that is ready to run on it takes it. Either way request work
-// runs at the normal priority.
+// normal priority: `ulimit -e 20`, systemd LimitNICE=20). False
+// (without it, or with no polling helper): they never change their
+// priority; they poll at the normal one and yield their core
+// (sched_yield) between polls, so a thread that is ready to run on it
+// takes it. Either way request work runs at the normal priority.
 func (h *Helpers) Renice() bool { return h.renice }
 
 // Close stops the helpers once their current tasks end, and waits for
@@ -198,8 +198,8 @@ func (h *Helpers) next(poll bool) (*helperTask, bool) {
 // the 10 ms after which the Go runtime preempts a goroutine that has not
 // passed through its scheduler, even when another thread takes the
 // helper's core for a few milliseconds of it. Between two stretches the
-// helper spends about a microsecond (two priority changes and a
-// Gosched).
+// helper makes three system calls (reading and twice setting its
+// thread's priority) and a Gosched.
 const pollStretchLen = 2 * time.Millisecond
 
 // pollStretch polls for a task until one comes (more false), deadline
