@@ -263,8 +263,8 @@ type worker struct {
 	// optBytes is the memory traffic of the worker's share of the
 	// last optimizer pass (Trainer.OptimizerBytes).
 	optBytes int64
-	run   chan int // phases to run (nil until its goroutine starts)
-	done  chan struct{}
+	run      chan int // phases to run (nil until its goroutine starts)
+	done     chan struct{}
 }
 
 // NewTrainer builds a trainer for model on tasks. The model's heads must be
