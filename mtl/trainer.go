@@ -613,9 +613,9 @@ func (t *Trainer) optimize(k, n int) error {
 	// the value and the moments: 7 float32, and one more for the second
 	// worker's gradient when the pass sums them.
 	traffic := 4 * int64(hi-lo) * 7
-	t.active[k].optBytes = traffic
 	if t.mt.frozen {
 		t.adam.update(t.adamStep, lo, hi, t.mt.trainGrads, nil)
+		t.active[k].optBytes = traffic
 		return nil // embeddings are shared: frozen
 	}
 	switch {
